@@ -1,0 +1,590 @@
+//! How the command line shows API responses: one JSON document for scripts, or one line per
+//! message, conversation or shard for people.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::api::message_element::Kind;
+use crate::api::{
+    AddNodeResponse, ClusterStatusResponse, Conversation, CreateUserResponse, GetHistoryResponse,
+    ListConversationsResponse, MarkReadResponse, Message, MessageElement, RecallMessageResponse,
+    RemoveNodeResponse, SendMessageResponse, ShardStatus,
+};
+
+// ------------------------------------------------------------------------------------- JSON
+
+/// `{"conversation_id", "last_seq", "next_seq", "messages": [...]}`.
+pub fn history_json(history: &GetHistoryResponse) -> Value {
+    json!({
+        "conversation_id": history.conversation_id,
+        "last_seq": history.last_seq,
+        "next_seq": history.next_seq,
+        "messages": history.messages.iter().map(message_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One message, with `text` the concatenation of its text elements.
+pub fn message_json(message: &Message) -> Value {
+    json!({
+        "seq": message.seq,
+        "message_id": message.message_id,
+        "sender": message.sender,
+        "server_time_ms": message.server_time_ms,
+        "text": message_text(message),
+        "recalled": message.recalled,
+        "recalled_at_ms": message.recalled_at_ms,
+        "recalled_by": message.recalled_by,
+        "elements": elements_json(&message.elements),
+    })
+}
+
+fn elements_json(elements: &[MessageElement]) -> Vec<Value> {
+    elements.iter().map(element_json).collect()
+}
+
+/// One element as `{"type": ..., fields...}`; bytes are base64.
+pub fn element_json(element: &MessageElement) -> Value {
+    match &element.kind {
+        Some(Kind::Text(e)) => json!({"type": "text", "text": e.text}),
+        Some(Kind::Image(e)) => json!({
+            "type": "image",
+            "url": e.url,
+            "format": e.format,
+            "size_bytes": e.size_bytes,
+            "width": e.width,
+            "height": e.height,
+            "thumbnail_url": e.thumbnail_url,
+        }),
+        Some(Kind::Voice(e)) => json!({
+            "type": "voice",
+            "url": e.url,
+            "size_bytes": e.size_bytes,
+            "duration_seconds": e.duration_seconds,
+        }),
+        Some(Kind::Video(e)) => json!({
+            "type": "video",
+            "url": e.url,
+            "format": e.format,
+            "size_bytes": e.size_bytes,
+            "duration_seconds": e.duration_seconds,
+            "thumbnail_url": e.thumbnail_url,
+        }),
+        Some(Kind::File(e)) => json!({
+            "type": "file",
+            "url": e.url,
+            "name": e.name,
+            "size_bytes": e.size_bytes,
+        }),
+        Some(Kind::Face(e)) => json!({
+            "type": "face",
+            "index": e.index,
+            "data_base64": BASE64.encode(&e.data),
+        }),
+        Some(Kind::Location(e)) => json!({
+            "type": "location",
+            "description": e.description,
+            "latitude": e.latitude,
+            "longitude": e.longitude,
+        }),
+        Some(Kind::Custom(e)) => json!({
+            "type": "custom",
+            "data_base64": BASE64.encode(&e.data),
+            "description": e.description,
+            "extension": e.extension,
+        }),
+        Some(Kind::MergedForward(e)) => json!({
+            "type": "merged_forward",
+            "title": e.title,
+            "abstracts": e.abstracts,
+            "messages": e.messages.iter().map(|m| json!({
+                "sender": m.sender,
+                "time_ms": m.time_ms,
+                "elements": elements_json(&m.elements),
+            })).collect::<Vec<_>>(),
+        }),
+        None => json!({"type": "unknown"}),
+    }
+}
+
+/// `{"total_unread", "conversations": [{"conversation_id", "peer", "last_seq", "read_seq",
+/// "unread", "last_time_ms", "last_text"}]}`.
+pub fn conversations_json(list: &ListConversationsResponse) -> Value {
+    let conversations: Vec<Value> = list
+        .conversations
+        .iter()
+        .map(|c| {
+            json!({
+                "conversation_id": c.conversation_id,
+                "peer": c.peer,
+                "last_seq": c.last_seq,
+                "read_seq": c.read_seq,
+                "unread": c.unread,
+                "last_time_ms": c.last_time_ms,
+                "last_text": c.last_message.as_ref().map(message_text).unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!({
+        "total_unread": list.total_unread,
+        "conversations": conversations,
+    })
+}
+
+/// `{"node_id", "region", "shards": [...every ShardStatus field...]}`.
+pub fn status_json(status: &ClusterStatusResponse) -> Value {
+    let shards: Vec<Value> = status
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard,
+                "role": s.role,
+                "leader": s.leader,
+                "term": s.term,
+                "last_log_index": s.last_log_index,
+                "applied_index": s.applied_index,
+                "purged_index": s.purged_index,
+                "snapshot_index": s.snapshot_index,
+                "state_hash": s.state_hash,
+                "hashed_at_index": s.hashed_at_index,
+                "voters": s.voters,
+                "learners": s.learners,
+                "snapshots_installed": s.snapshots_installed,
+            })
+        })
+        .collect();
+    json!({
+        "node_id": status.node_id,
+        "region": status.region,
+        "shards": shards,
+    })
+}
+
+// ------------------------------------------------------------------------------ text lines
+
+/// The concatenated text elements of a message (empty for a recalled or media-only one).
+pub fn message_text(message: &Message) -> String {
+    message
+        .elements
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Text(t)) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `SEQ  TIME  SENDER: CONTENT`.
+pub fn history_line(message: &Message) -> String {
+    let content = if message.recalled {
+        format!(
+            "(recalled by {} at {})",
+            message.recalled_by,
+            format_time_ms(message.recalled_at_ms)
+        )
+    } else {
+        message
+            .elements
+            .iter()
+            .map(element_summary)
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    format!(
+        "{}  {}  {}: {}",
+        message.seq,
+        format_time_ms(message.server_time_ms),
+        message.sender,
+        content
+    )
+}
+
+/// A person's view of one element: its text, or a bracketed description.
+pub fn element_summary(element: &MessageElement) -> String {
+    match &element.kind {
+        Some(Kind::Text(e)) => e.text.clone(),
+        Some(Kind::Image(e)) => format!("[image {}x{} {}]", e.width, e.height, e.url),
+        Some(Kind::Voice(e)) => format!("[voice {}s {}]", e.duration_seconds, e.url),
+        Some(Kind::Video(e)) => format!("[video {}s {}]", e.duration_seconds, e.url),
+        Some(Kind::File(e)) => format!("[file {} {}]", e.name, e.url),
+        Some(Kind::Face(e)) => format!("[face #{}]", e.index),
+        Some(Kind::Location(e)) => format!(
+            "[location {} ({}, {})]",
+            e.description, e.latitude, e.longitude
+        ),
+        Some(Kind::Custom(e)) => format!("[custom {}]", e.description),
+        Some(Kind::MergedForward(e)) => {
+            format!("[forwarded {}: {} messages]", e.title, e.messages.len())
+        }
+        None => "[unknown element]".to_owned(),
+    }
+}
+
+/// `PEER  unread=N  last_seq=N  read_seq=N  TIME  LAST_TEXT`.
+pub fn conversation_line(conversation: &Conversation) -> String {
+    let last = conversation
+        .last_message
+        .as_ref()
+        .map(|m| {
+            if m.recalled {
+                "(recalled)".to_owned()
+            } else {
+                m.elements.iter().map(element_summary).collect()
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "{}  unread={}  last_seq={}  read_seq={}  {}  {}",
+        conversation.peer,
+        conversation.unread,
+        conversation.last_seq,
+        conversation.read_seq,
+        format_time_ms(conversation.last_time_ms),
+        last
+    )
+}
+
+/// `node N region R`, then one line per shard.
+pub fn status_lines(status: &ClusterStatusResponse) -> Vec<String> {
+    let mut lines = vec![format!("node {} region {}", status.node_id, status.region)];
+    lines.extend(status.shards.iter().map(shard_line));
+    lines
+}
+
+fn shard_line(s: &ShardStatus) -> String {
+    let mut line = format!(
+        "shard {}: role={} leader={} term={} last_log={} applied={} purged={} snapshot={} \
+         voters={} learners={} snapshots_installed={}",
+        s.shard,
+        if s.role.is_empty() { "-" } else { &s.role },
+        s.leader,
+        s.term,
+        s.last_log_index,
+        s.applied_index,
+        s.purged_index,
+        s.snapshot_index,
+        id_list(&s.voters),
+        id_list(&s.learners),
+        s.snapshots_installed,
+    );
+    if !s.state_hash.is_empty() {
+        line.push_str(&format!(" hash={}@{}", s.state_hash, s.hashed_at_index));
+    }
+    line
+}
+
+/// `seq=N message_id=ID conversation=ID`.
+pub fn send_line(sent: &SendMessageResponse) -> String {
+    format!(
+        "seq={} message_id={} conversation={}",
+        sent.seq, sent.message_id, sent.conversation_id
+    )
+}
+
+pub fn user_line(user: &CreateUserResponse) -> String {
+    format!(
+        "user={} home_region={} created={}",
+        user.user_id, user.home_region, user.created
+    )
+}
+
+pub fn read_line(read: &MarkReadResponse) -> String {
+    format!("read_seq={} unread={}", read.read_seq, read.unread)
+}
+
+pub fn recall_line(recall: &RecallMessageResponse) -> String {
+    format!(
+        "seq={} recalled_at_ms={}",
+        recall.seq, recall.recalled_at_ms
+    )
+}
+
+pub fn add_node_line(members: &AddNodeResponse) -> String {
+    membership_line(&members.voters, &members.learners)
+}
+
+pub fn remove_node_line(members: &RemoveNodeResponse) -> String {
+    membership_line(&members.voters, &members.learners)
+}
+
+fn membership_line(voters: &[u64], learners: &[u64]) -> String {
+    format!("voters={} learners={}", id_list(voters), id_list(learners))
+}
+
+/// `1,2,3`, or `-` for none.
+fn id_list(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "-".to_owned();
+    }
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC (`2023-11-14T22:13:20.123Z`).
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let second_of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{
+        CustomElement, ForwardedMessage, ImageElement, MergedForwardElement, TextElement,
+    };
+
+    use super::*;
+
+    fn text(t: &str) -> MessageElement {
+        MessageElement {
+            kind: Some(Kind::Text(TextElement { text: t.into() })),
+        }
+    }
+
+    fn image() -> MessageElement {
+        MessageElement {
+            kind: Some(Kind::Image(ImageElement {
+                url: "s3://media/cat.png".into(),
+                format: "png".into(),
+                size_bytes: 2048,
+                width: 640,
+                height: 480,
+                thumbnail_url: String::new(),
+            })),
+        }
+    }
+
+    fn message(seq: u64, elements: Vec<MessageElement>) -> Message {
+        Message {
+            message_id: format!("m{seq}"),
+            seq,
+            sender: "alice".into(),
+            server_time_ms: 1_700_000_000_123,
+            elements,
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn history_json_has_the_documented_shape() {
+        let history = GetHistoryResponse {
+            conversation_id: "c2c:alice:bob".into(),
+            messages: vec![
+                message(1, vec![text("hello "), image(), text("world")]),
+                Message {
+                    recalled: true,
+                    recalled_at_ms: 1_700_000_001_000,
+                    recalled_by: "alice".into(),
+                    ..message(2, vec![])
+                },
+            ],
+            last_seq: 2,
+            next_seq: 0,
+        };
+        let doc = history_json(&history);
+        assert_eq!(doc["conversation_id"], "c2c:alice:bob");
+        assert_eq!(doc["last_seq"], 2);
+        assert_eq!(doc["next_seq"], 0);
+        let first = &doc["messages"][0];
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["message_id"], "m1");
+        assert_eq!(first["sender"], "alice");
+        assert_eq!(first["server_time_ms"], 1_700_000_000_123_i64);
+        assert_eq!(first["text"], "hello world");
+        assert_eq!(first["recalled"], false);
+        assert_eq!(
+            first["elements"],
+            json!([
+                {"type": "text", "text": "hello "},
+                {"type": "image", "url": "s3://media/cat.png", "format": "png",
+                 "size_bytes": 2048, "width": 640, "height": 480, "thumbnail_url": ""},
+                {"type": "text", "text": "world"},
+            ])
+        );
+        let second = &doc["messages"][1];
+        assert_eq!(second["recalled"], true);
+        assert_eq!(second["text"], "");
+        assert_eq!(second["elements"], json!([]));
+    }
+
+    #[test]
+    fn json_survives_a_round_trip_through_text() {
+        let history = GetHistoryResponse {
+            messages: vec![message(7, vec![text("quote \" and \n newline")])],
+            ..GetHistoryResponse::default()
+        };
+        let printed = history_json(&history).to_string();
+        let parsed: Value = serde_json::from_str(&printed).expect("valid JSON");
+        assert_eq!(parsed["messages"][0]["text"], "quote \" and \n newline");
+    }
+
+    #[test]
+    fn bytes_and_nested_elements_render_as_plain_json() {
+        let custom = MessageElement {
+            kind: Some(Kind::Custom(CustomElement {
+                data: b"{\"k\":1}".to_vec(),
+                description: "order".into(),
+                extension: "x".into(),
+            })),
+        };
+        assert_eq!(
+            element_json(&custom),
+            json!({"type": "custom", "data_base64": "eyJrIjoxfQ==",
+                   "description": "order", "extension": "x"})
+        );
+        let forward = MessageElement {
+            kind: Some(Kind::MergedForward(MergedForwardElement {
+                title: "chat".into(),
+                abstracts: vec!["a: hi".into()],
+                messages: vec![ForwardedMessage {
+                    sender: "a".into(),
+                    time_ms: 5,
+                    elements: vec![text("hi")],
+                }],
+            })),
+        };
+        assert_eq!(
+            element_json(&forward),
+            json!({"type": "merged_forward", "title": "chat", "abstracts": ["a: hi"],
+                   "messages": [{"sender": "a", "time_ms": 5,
+                                 "elements": [{"type": "text", "text": "hi"}]}]})
+        );
+        assert_eq!(
+            element_json(&MessageElement { kind: None }),
+            json!({"type": "unknown"})
+        );
+    }
+
+    #[test]
+    fn conversations_json_has_the_documented_shape() {
+        let list = ListConversationsResponse {
+            conversations: vec![
+                Conversation {
+                    conversation_id: "c1".into(),
+                    peer: "bob".into(),
+                    last_seq: 9,
+                    read_seq: 6,
+                    unread: 3,
+                    last_time_ms: 42,
+                    last_message: Some(message(9, vec![text("see you")])),
+                },
+                Conversation {
+                    conversation_id: "c2".into(),
+                    peer: "carol".into(),
+                    ..Conversation::default()
+                },
+            ],
+            total_unread: 3,
+            next_page_token: String::new(),
+        };
+        assert_eq!(
+            conversations_json(&list),
+            json!({
+                "total_unread": 3,
+                "conversations": [
+                    {"conversation_id": "c1", "peer": "bob", "last_seq": 9, "read_seq": 6,
+                     "unread": 3, "last_time_ms": 42, "last_text": "see you"},
+                    {"conversation_id": "c2", "peer": "carol", "last_seq": 0, "read_seq": 0,
+                     "unread": 0, "last_time_ms": 0, "last_text": ""},
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn status_renders_every_shard() {
+        let status = ClusterStatusResponse {
+            node_id: 2,
+            region: "sg".into(),
+            shards: vec![ShardStatus {
+                shard: 0,
+                leader: 1,
+                term: 3,
+                last_log_index: 10,
+                applied_index: 10,
+                voters: vec![1, 2, 3],
+                role: "follower".into(),
+                state_hash: "ab12".into(),
+                hashed_at_index: 10,
+                ..ShardStatus::default()
+            }],
+        };
+        let doc = status_json(&status);
+        assert_eq!(doc["node_id"], 2);
+        assert_eq!(doc["shards"][0]["voters"], json!([1, 2, 3]));
+        assert_eq!(doc["shards"][0]["learners"], json!([]));
+        assert_eq!(doc["shards"][0]["state_hash"], "ab12");
+        assert_eq!(
+            status_lines(&status),
+            vec![
+                "node 2 region sg".to_owned(),
+                "shard 0: role=follower leader=1 term=3 last_log=10 applied=10 purged=0 \
+                 snapshot=0 voters=1,2,3 learners=- snapshots_installed=0 hash=ab12@10"
+                    .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn human_lines_show_content_and_tombstones() {
+        assert_eq!(
+            history_line(&message(1, vec![text("look: "), image()])),
+            "1  2023-11-14T22:13:20.123Z  alice: look: [image 640x480 s3://media/cat.png]"
+        );
+        let recalled = Message {
+            recalled: true,
+            recalled_by: "alice".into(),
+            recalled_at_ms: 0,
+            ..message(2, vec![])
+        };
+        assert_eq!(
+            history_line(&recalled),
+            "2  2023-11-14T22:13:20.123Z  alice: (recalled by alice at 1970-01-01T00:00:00.000Z)"
+        );
+        let sent = SendMessageResponse {
+            message_id: "m9".into(),
+            seq: 9,
+            server_time_ms: 1,
+            conversation_id: "c1".into(),
+            duplicate: false,
+        };
+        assert_eq!(send_line(&sent), "seq=9 message_id=m9 conversation=c1");
+    }
+
+    #[test]
+    fn times_format_as_rfc3339_utc() {
+        assert_eq!(format_time_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_time_ms(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(format_time_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

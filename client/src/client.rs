@@ -1,0 +1,586 @@
+//! [`Client`]: authenticated calls to a region's nodes, with failover and safe retries.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+use meridian_proto::api::admin_client::AdminClient;
+use meridian_proto::api::chat_client::ChatClient;
+use meridian_proto::api::message_element::Kind;
+use meridian_proto::api::{
+    AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse,
+    CreateUserRequest, CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse,
+    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest,
+    ListConversationsResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement,
+    ReadConsistency, RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest,
+    RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
+};
+use meridian_proto::ACT_AS_METADATA_KEY;
+
+use crate::backoff::Backoff;
+use crate::config::{ClientConfig, TokenKind};
+use crate::endpoint::NodeEndpoint;
+use crate::ClientError;
+
+/// The largest history page the server serves.
+const MAX_HISTORY_PAGE: u32 = 100;
+/// The largest conversation page the server serves.
+const MAX_CONVERSATION_PAGE: u32 = 200;
+
+/// A connection to one region's nodes, as one identity.
+///
+/// Cheap to clone; clones share connections and the memory of which node answered last.
+///
+/// Every call goes first to the node that last answered. When a node cannot be reached
+/// (connect error, transport failure, `UNAVAILABLE`, a timeout) the call moves on to the next
+/// endpoint; when a node refuses with `UNAVAILABLE` and a reason such as `NOT_LEADER` or
+/// `SHARD_UNAVAILABLE` the call pauses (growing backoff) and tries again. No new attempt
+/// starts after the retry budget (default 15 s). Any other error is returned at once.
+///
+/// Retries are safe for every call except, after an ambiguous failure (a timeout or a broken
+/// connection mid-call), [`Client::recall`], [`Client::add_node`] and [`Client::remove_node`]:
+/// the first attempt may have taken effect, and the retry then reports the resulting state
+/// (e.g. the message is already recalled). Sends always carry a request id, so a retried send
+/// takes effect once.
+#[derive(Clone)]
+pub struct Client {
+    nodes: Arc<[Arc<NodeEndpoint>]>,
+    /// Index into `nodes` of the node that answered last.
+    preferred: Arc<AtomicUsize>,
+    authorization: MetadataValue<Ascii>,
+    act_as: Option<(String, MetadataValue<Ascii>)>,
+    timing: Timing,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    request_timeout: Duration,
+    retry_budget: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Client {
+    /// A client of the given endpoints (`host:port` or `http://host:port`) with the default
+    /// timeouts. Connects lazily: no node is contacted until the first call.
+    pub fn new<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+        token: impl Into<String>,
+    ) -> Result<Client, ClientError> {
+        Client::with_config(ClientConfig::new(endpoints, token))
+    }
+
+    /// A client from `MERIDIAN_ENDPOINT` and the token of the given kind
+    /// (`MERIDIAN_TOKEN` or `MERIDIAN_ADMIN_TOKEN`).
+    pub fn from_env(kind: TokenKind) -> Result<Client, ClientError> {
+        Client::with_config(ClientConfig::from_env(kind)?)
+    }
+
+    /// A client from a full configuration.
+    pub fn with_config(config: ClientConfig) -> Result<Client, ClientError> {
+        let uris = config.validate()?;
+        let nodes = uris
+            .into_iter()
+            .map(|uri| NodeEndpoint::new(uri, config.connect_timeout).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let authorization = ascii_metadata(&format!("Bearer {}", config.token), "the token")?;
+        let act_as = match config.act_as {
+            Some(user) => Some(act_as_metadata(user)?),
+            None => None,
+        };
+        Ok(Client {
+            nodes: nodes.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            authorization,
+            act_as,
+            timing: Timing {
+                request_timeout: config.request_timeout,
+                retry_budget: config.retry_budget,
+                initial_backoff: config.initial_backoff,
+                max_backoff: config.max_backoff,
+            },
+        })
+    }
+
+    /// The same client acting as `user` (`x-meridian-as`; needs an admin token).
+    pub fn with_act_as(&self, user: impl Into<String>) -> Result<Client, ClientError> {
+        Ok(Client {
+            act_as: Some(act_as_metadata(user.into())?),
+            ..self.clone()
+        })
+    }
+
+    /// The same client calling only the `index`-th endpoint (in the order given), with no
+    /// failover. Reads with [`ReadConsistency::Local`] through it see that node's replica.
+    pub fn with_endpoint_index(&self, index: usize) -> Result<Client, ClientError> {
+        let node = self
+            .nodes
+            .get(index)
+            .ok_or_else(|| ClientError::InvalidConfig {
+                detail: format!(
+                    "endpoint index {index} is out of range: the client has {} endpoints",
+                    self.nodes.len()
+                ),
+            })?;
+        Ok(Client {
+            nodes: Arc::new([Arc::clone(node)]),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            ..self.clone()
+        })
+    }
+
+    /// The same client with another retry budget (zero: a single attempt).
+    pub fn with_retry_budget(&self, budget: Duration) -> Client {
+        let mut client = self.clone();
+        client.timing.retry_budget = budget;
+        client
+    }
+
+    /// The endpoints as URIs, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.uri().to_owned()).collect()
+    }
+
+    /// The user an admin token acts as, if any.
+    pub fn act_as(&self) -> Option<&str> {
+        self.act_as.as_ref().map(|(user, _)| user.as_str())
+    }
+
+    // ------------------------------------------------------------------------------ chat
+
+    /// Sends a text message to `to`. See [`Client::send`].
+    pub async fn send_text(
+        &self,
+        to: &str,
+        text: &str,
+        request_id: Option<String>,
+    ) -> Result<SendMessageResponse, ClientError> {
+        let element = MessageElement {
+            kind: Some(Kind::Text(TextElement {
+                text: text.to_owned(),
+            })),
+        };
+        self.send(to, vec![element], request_id).await
+    }
+
+    /// Sends a one-to-one message. Without a request id (or with an empty one) the client
+    /// makes one up, so that its own retries take effect once.
+    pub async fn send(
+        &self,
+        to: &str,
+        elements: Vec<MessageElement>,
+        request_id: Option<String>,
+    ) -> Result<SendMessageResponse, ClientError> {
+        let request = SendMessageRequest {
+            to: to.to_owned(),
+            elements,
+            request_id: request_id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(new_request_id),
+        };
+        self.call("SendMessage", request, |channel, request| async move {
+            ChatClient::new(channel).send_message(request).await
+        })
+        .await
+    }
+
+    /// One page of the conversation with `peer`. `start_seq` 0 is the natural start for the
+    /// direction; `limit` 0 is the server's default page size.
+    pub async fn history(
+        &self,
+        peer: &str,
+        start_seq: u64,
+        limit: u32,
+        direction: Direction,
+        consistency: ReadConsistency,
+    ) -> Result<GetHistoryResponse, ClientError> {
+        let request = GetHistoryRequest {
+            peer: peer.to_owned(),
+            start_seq,
+            limit,
+            direction: direction.into(),
+            consistency: consistency.into(),
+        };
+        self.call("GetHistory", request, |channel, request| async move {
+            ChatClient::new(channel).get_history(request).await
+        })
+        .await
+    }
+
+    /// Every message of the conversation with `peer`, oldest first, read page by page.
+    pub async fn history_all(
+        &self,
+        peer: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Message>, ClientError> {
+        let mut messages = Vec::new();
+        let mut start = 1;
+        loop {
+            let page = self
+                .history(
+                    peer,
+                    start,
+                    MAX_HISTORY_PAGE,
+                    Direction::Forward,
+                    consistency,
+                )
+                .await?;
+            messages.extend(page.messages);
+            // A next seq that does not move forward would loop forever; the page is the end.
+            if page.next_seq <= start {
+                return Ok(messages);
+            }
+            start = page.next_seq;
+        }
+    }
+
+    /// One page of the caller's conversations, newest first. `limit` 0 is the server's
+    /// default; `page_token` is empty for the first page.
+    pub async fn conversations(
+        &self,
+        limit: u32,
+        page_token: &str,
+        consistency: ReadConsistency,
+    ) -> Result<ListConversationsResponse, ClientError> {
+        let request = ListConversationsRequest {
+            limit,
+            page_token: page_token.to_owned(),
+            consistency: consistency.into(),
+        };
+        self.call("ListConversations", request, |channel, request| async move {
+            ChatClient::new(channel).list_conversations(request).await
+        })
+        .await
+    }
+
+    /// All the caller's conversations, every page joined into one response (the total unread
+    /// count is the first page's; the page token is empty).
+    pub async fn conversations_all(
+        &self,
+        consistency: ReadConsistency,
+    ) -> Result<ListConversationsResponse, ClientError> {
+        let mut all = self
+            .conversations(MAX_CONVERSATION_PAGE, "", consistency)
+            .await?;
+        let mut token = std::mem::take(&mut all.next_page_token);
+        let mut seen = std::collections::HashSet::new();
+        // A token seen before would loop forever; the listing is then complete.
+        while !token.is_empty() && seen.insert(token.clone()) {
+            let mut page = self
+                .conversations(MAX_CONVERSATION_PAGE, &token, consistency)
+                .await?;
+            all.conversations.append(&mut page.conversations);
+            token = page.next_page_token;
+        }
+        Ok(all)
+    }
+
+    /// Moves the caller's read cursor with `peer` up to `seq` (`None`: to the newest message).
+    pub async fn mark_read(
+        &self,
+        peer: &str,
+        seq: Option<u64>,
+    ) -> Result<MarkReadResponse, ClientError> {
+        let request = MarkReadRequest {
+            peer: peer.to_owned(),
+            seq: seq.unwrap_or(0),
+        };
+        self.call("MarkRead", request, |channel, request| async move {
+            ChatClient::new(channel).mark_read(request).await
+        })
+        .await
+    }
+
+    /// Recalls the caller's own message `seq` in the conversation with `peer`.
+    pub async fn recall(&self, peer: &str, seq: u64) -> Result<RecallMessageResponse, ClientError> {
+        let request = RecallMessageRequest {
+            peer: peer.to_owned(),
+            seq,
+        };
+        self.call("RecallMessage", request, |channel, request| async move {
+            ChatClient::new(channel).recall_message(request).await
+        })
+        .await
+    }
+
+    // ----------------------------------------------------------------------------- admin
+
+    /// Creates (imports) an account; an existing one is left as it is (`created` false).
+    /// `home_region` `None` means the region that receives the request.
+    pub async fn create_user(
+        &self,
+        user: &str,
+        home_region: Option<&str>,
+    ) -> Result<CreateUserResponse, ClientError> {
+        let request = CreateUserRequest {
+            user_id: user.to_owned(),
+            home_region: home_region.unwrap_or_default().to_owned(),
+            nickname: String::new(),
+        };
+        self.call("CreateUser", request, |channel, request| async move {
+            AdminClient::new(channel).create_user(request).await
+        })
+        .await
+    }
+
+    /// Mints a token for `user`; `ttl` `None` means the server's default (180 days).
+    pub async fn issue_token(
+        &self,
+        user: &str,
+        ttl: Option<Duration>,
+    ) -> Result<IssueUserTokenResponse, ClientError> {
+        let request = IssueUserTokenRequest {
+            user_id: user.to_owned(),
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
+        };
+        self.call("IssueUserToken", request, |channel, request| async move {
+            AdminClient::new(channel).issue_user_token(request).await
+        })
+        .await
+    }
+
+    /// Raft state of every shard as the answering node sees it; `include_hash` also hashes
+    /// each shard's state (reads all of it).
+    pub async fn cluster_status(
+        &self,
+        include_hash: bool,
+    ) -> Result<ClusterStatusResponse, ClientError> {
+        let request = ClusterStatusRequest {
+            include_state_hash: include_hash,
+        };
+        self.call("ClusterStatus", request, |channel, request| async move {
+            AdminClient::new(channel).cluster_status(request).await
+        })
+        .await
+    }
+
+    /// Adds node `id` (peer address `addr`) to every shard; promoted to voter unless
+    /// `learner_only`.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        addr: &str,
+        learner_only: bool,
+    ) -> Result<AddNodeResponse, ClientError> {
+        let request = AddNodeRequest {
+            node_id: id,
+            addr: addr.to_owned(),
+            learner_only,
+        };
+        self.call("AddNode", request, |channel, request| async move {
+            AdminClient::new(channel).add_node(request).await
+        })
+        .await
+    }
+
+    /// Removes node `id` from every shard's voters and learners.
+    pub async fn remove_node(&self, id: u64) -> Result<RemoveNodeResponse, ClientError> {
+        let request = RemoveNodeRequest { node_id: id };
+        self.call("RemoveNode", request, |channel, request| async move {
+            AdminClient::new(channel).remove_node(request).await
+        })
+        .await
+    }
+
+    // ---------------------------------------------------------------------------- retries
+
+    /// Runs `rpc` with failover and retries (see the type's docs).
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Req,
+        mut rpc_fn: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let count = self.nodes.len();
+        let mut index = self.preferred.load(Ordering::Relaxed) % count;
+        let mut backoff = Backoff::new(self.timing.initial_backoff, self.timing.max_backoff);
+        let mut unreachable_in_a_row = 0;
+        let mut attempt = 1_u32;
+        loop {
+            let node = &self.nodes[index];
+            let err = match self.attempt(node, request.clone(), &mut rpc_fn).await {
+                Ok(response) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(err) => err,
+            };
+            let pause = if err.is_retryable_refusal() {
+                unreachable_in_a_row = 0;
+                backoff.next_pause()
+            } else if err.is_unreachable() {
+                node.forget().await;
+                unreachable_in_a_row += 1;
+                // Every endpoint failed in turn: pause before the next round.
+                if unreachable_in_a_row >= count {
+                    unreachable_in_a_row = 0;
+                    backoff.next_pause()
+                } else {
+                    Duration::ZERO
+                }
+            } else {
+                return Err(err);
+            };
+            if started.elapsed() + pause >= self.timing.retry_budget {
+                tracing::debug!(rpc, attempt, error = %err, "giving up: retry budget spent");
+                return Err(err);
+            }
+            tracing::debug!(
+                rpc,
+                endpoint = node.uri(),
+                attempt,
+                error = %err,
+                pause_ms = pause.as_millis(),
+                "retrying"
+            );
+            index = (index + 1) % count;
+            attempt += 1;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    /// One attempt on one node, bounded by the request timeout.
+    async fn attempt<Req, Resp, F, Fut>(
+        &self,
+        node: &NodeEndpoint,
+        request: Req,
+        rpc_fn: &mut F,
+    ) -> Result<Resp, ClientError>
+    where
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let channel = node.channel().await?;
+        let mut request = tonic::Request::new(request);
+        self.authenticate(request.metadata_mut());
+        // Tells the server the deadline (grpc-timeout) so that it can stop early.
+        request.set_timeout(self.timing.request_timeout);
+        match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
+            Err(_elapsed) => Err(ClientError::Timeout {
+                endpoint: node.uri().to_owned(),
+                timeout: self.timing.request_timeout,
+            }),
+        }
+    }
+
+    fn authenticate(&self, metadata: &mut MetadataMap) {
+        metadata.insert("authorization", self.authorization.clone());
+        if let Some((_, user)) = &self.act_as {
+            metadata.insert(ACT_AS_METADATA_KEY, user.clone());
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    // Leaves the token out: debug output ends up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints())
+            .field("act_as", &self.act_as())
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh random request id (128 bits, hex).
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn act_as_metadata(user: String) -> Result<(String, MetadataValue<Ascii>), ClientError> {
+    let value = ascii_metadata(&user, "the act-as user id")?;
+    Ok((user, value))
+}
+
+fn ascii_metadata(value: &str, what: &str) -> Result<MetadataValue<Ascii>, ClientError> {
+    let invalid = || ClientError::InvalidConfig {
+        detail: format!("{what} must be printable ASCII"),
+    };
+    // The header parser also lets bytes above 0x7f through; gRPC metadata is ASCII.
+    if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    let mut value: MetadataValue<Ascii> = value.parse().map_err(|_| invalid())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn clients_are_built_without_contacting_any_node() {
+        // Nothing listens on port 1: building must still succeed (connections are lazy).
+        let client = Client::new(["127.0.0.1:1", "http://localhost:2"], "t").expect("client");
+        assert_eq!(
+            client.endpoints(),
+            vec!["http://127.0.0.1:1", "http://localhost:2"]
+        );
+        assert_eq!(client.act_as(), None);
+    }
+
+    #[test]
+    fn with_endpoint_index_pins_one_endpoint() {
+        let client = Client::new(["n1:1", "n2:2", "n3:3"], "t").expect("client");
+        let second = client.with_endpoint_index(1).expect("in range");
+        assert_eq!(second.endpoints(), vec!["http://n2:2"]);
+        assert!(matches!(
+            client.with_endpoint_index(3),
+            Err(ClientError::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn act_as_is_kept_and_validated() {
+        let admin = Client::new(["n1:1"], "admin").expect("client");
+        let alice = admin.with_act_as("alice").expect("ascii user");
+        assert_eq!(alice.act_as(), Some("alice"));
+        assert_eq!(admin.act_as(), None);
+        assert!(admin.with_act_as("bad\nuser").is_err());
+        assert!(Client::new(["n1:1"], "tok\u{e9}n").is_err());
+    }
+
+    #[test]
+    fn metadata_carries_bearer_token_and_act_as() {
+        let client = Client::new(["n1:1"], "abc.def")
+            .and_then(|c| c.with_act_as("bob"))
+            .expect("client");
+        let mut metadata = MetadataMap::new();
+        client.authenticate(&mut metadata);
+        assert_eq!(
+            metadata.get("authorization").and_then(|v| v.to_str().ok()),
+            Some("Bearer abc.def")
+        );
+        assert_eq!(
+            metadata
+                .get(ACT_AS_METADATA_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("bob")
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The client against scripted in-process gRPC servers on real sockets: failover between
+//! endpoints, retries of `NOT_LEADER` refusals with one request id, errors returned as the
+//! server gave them, and the bounds on how long a call keeps trying.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Server;
+use tonic::{Code, Request, Response, Status};
+
+use meridian_client::api::chat_server::{Chat, ChatServer};
+use meridian_client::api::{
+    GetHistoryRequest, GetHistoryResponse, ListConversationsRequest, ListConversationsResponse,
+    MarkReadRequest, MarkReadResponse, RecallMessageRequest, RecallMessageResponse,
+    SendMessageRequest, SendMessageResponse,
+};
+use meridian_client::{Client, ClientConfig, ClientError};
+
+/// What a scripted server does with its next call.
+enum Step {
+    Fail(Status),
+    Stall(Duration),
+}
+
+/// A send as the server received it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    request_id: String,
+    authorization: Option<String>,
+    act_as: Option<String>,
+}
+
+/// A chat server that plays its script, then accepts every send.
+#[derive(Clone, Default)]
+struct ScriptedChat {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl ScriptedChat {
+    fn with_script(steps: impl IntoIterator<Item = Step>) -> Self {
+        let chat = ScriptedChat::default();
+        chat.script.lock().expect("script lock").extend(steps);
+        chat
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+}
+
+fn header(metadata: &MetadataMap, key: &str) -> Option<String> {
+    metadata
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[tonic::async_trait]
+impl Chat for ScriptedChat {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let seen = Seen {
+            request_id: request.get_ref().request_id.clone(),
+            authorization: header(request.metadata(), "authorization"),
+            act_as: header(request.metadata(), meridian_proto::ACT_AS_METADATA_KEY),
+        };
+        let calls = {
+            let mut all = self.seen.lock().expect("seen lock");
+            all.push(seen);
+            all.len()
+        };
+        let step = self.script.lock().expect("script lock").pop_front();
+        match step {
+            Some(Step::Fail(status)) => return Err(status),
+            Some(Step::Stall(pause)) => tokio::time::sleep(pause).await,
+            None => {}
+        }
+        Ok(Response::new(SendMessageResponse {
+            message_id: format!("m{calls}"),
+            seq: 1,
+            server_time_ms: 1_700_000_000_000,
+            conversation_id: format!("c2c:{}", request.get_ref().to),
+            duplicate: false,
+        }))
+    }
+
+    async fn get_history(
+        &self,
+        _: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn recall_message(
+        &self,
+        _: Request<RecallMessageRequest>,
+    ) -> Result<Response<RecallMessageResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_conversations(
+        &self,
+        _: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn mark_read(
+        &self,
+        _: Request<MarkReadRequest>,
+    ) -> Result<Response<MarkReadResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+}
+
+/// Serves `chat` on a fresh loopback port.
+async fn serve(chat: ScriptedChat) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(
+        Server::builder()
+            .add_service(ChatServer::new(chat))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// A loopback address nobody listens on.
+async fn dead_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+fn refusal(reason: &'static str) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        meridian_proto::REASON_METADATA_KEY,
+        MetadataValue::from_static(reason),
+    );
+    Status::with_metadata(Code::Unavailable, "no leader yet", metadata)
+}
+
+fn fast_config(endpoints: &[SocketAddr]) -> ClientConfig {
+    let mut config = ClientConfig::new(endpoints.iter().map(|a| a.to_string()), "tok-1");
+    config.connect_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_millis(500);
+    config.retry_budget = Duration::from_secs(5);
+    config.initial_backoff = Duration::from_millis(10);
+    config.max_backoff = Duration::from_millis(50);
+    config
+}
+
+#[tokio::test]
+async fn unreachable_endpoints_are_skipped_and_the_live_one_remembered() {
+    let dead = dead_addr().await;
+    let draining = ScriptedChat::with_script([Step::Fail(Status::unavailable("shutting down"))]);
+    let live = ScriptedChat::default();
+    let draining_addr = serve(draining.clone()).await;
+    let live_addr = serve(live.clone()).await;
+    let client =
+        Client::with_config(fast_config(&[dead, draining_addr, live_addr]).with_act_as("alice"))
+            .expect("client");
+
+    let sent = client
+        .send_text("bob", "hello", Some("req-1".into()))
+        .await
+        .expect("send fails over to the live node");
+    assert_eq!(sent.conversation_id, "c2c:bob");
+    // The second call goes straight to the node that answered.
+    client
+        .send_text("bob", "again", Some("req-2".into()))
+        .await
+        .expect("second send");
+
+    let seen = |request_id: &str| Seen {
+        request_id: request_id.into(),
+        authorization: Some("Bearer tok-1".into()),
+        act_as: Some("alice".into()),
+    };
+    assert_eq!(draining.seen(), vec![seen("req-1")]);
+    assert_eq!(live.seen(), vec![seen("req-1"), seen("req-2")]);
+}
+
+#[tokio::test]
+async fn not_leader_refusals_are_retried_with_the_same_request_id() {
+    let chat = ScriptedChat::with_script([
+        Step::Fail(refusal("NOT_LEADER")),
+        Step::Fail(refusal("SHARD_UNAVAILABLE")),
+    ]);
+    let addr = serve(chat.clone()).await;
+    let client = Client::with_config(fast_config(&[addr])).expect("client");
+
+    // No request id given: the client makes one up and keeps it across its retries.
+    client
+        .send_text("bob", "hello", None)
+        .await
+        .expect("third attempt succeeds");
+
+    let ids: Vec<String> = chat.seen().into_iter().map(|s| s.request_id).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0].len(), 32, "a generated id: {ids:?}");
+    assert!(ids.iter().all(|id| *id == ids[0]), "ids changed: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_rejection_is_returned_at_once_with_its_reason() {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        meridian_proto::REASON_METADATA_KEY,
+        MetadataValue::from_static("MESSAGE_TOO_LARGE"),
+    );
+    let chat = ScriptedChat::with_script([Step::Fail(Status::with_metadata(
+        Code::InvalidArgument,
+        "message is 20000 bytes, the limit is 12288",
+        metadata,
+    ))]);
+    let addr = serve(chat.clone()).await;
+    let client = Client::with_config(fast_config(&[addr])).expect("client");
+
+    let err = client
+        .send_text("bob", "big", Some("r".into()))
+        .await
+        .expect_err("rejected");
+
+    assert_eq!(err.reason(), Some("MESSAGE_TOO_LARGE"));
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert_eq!(
+        err.to_string(),
+        "MESSAGE_TOO_LARGE: message is 20000 bytes, the limit is 12288"
+    );
+    assert_eq!(chat.seen().len(), 1, "a rejection is not retried");
+}
+
+#[tokio::test]
+async fn refusals_stop_when_the_retry_budget_is_spent() {
+    let chat = ScriptedChat::with_script((0..1000).map(|_| Step::Fail(refusal("NOT_LEADER"))));
+    let addr = serve(chat.clone()).await;
+    let mut config = fast_config(&[addr]);
+    config.retry_budget = Duration::from_millis(300);
+    let client = Client::with_config(config).expect("client");
+
+    let started = Instant::now();
+    let err = client
+        .send_text("bob", "hello", None)
+        .await
+        .expect_err("never a leader");
+
+    assert_eq!(err.reason(), Some("NOT_LEADER"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(chat.seen().len() >= 2, "retried at least once");
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_answer_in_time_is_left_for_the_next() {
+    let slow = ScriptedChat::with_script([Step::Stall(Duration::from_secs(3))]);
+    let fast = ScriptedChat::default();
+    let slow_addr = serve(slow.clone()).await;
+    let fast_addr = serve(fast.clone()).await;
+    let client = Client::with_config(fast_config(&[slow_addr, fast_addr])).expect("client");
+
+    client
+        .send_text("bob", "hello", Some("req-7".into()))
+        .await
+        .expect("the second node answers");
+
+    let ids = |chat: &ScriptedChat| -> Vec<String> {
+        chat.seen().into_iter().map(|s| s.request_id).collect()
+    };
+    assert_eq!(ids(&slow), vec!["req-7"]);
+    assert_eq!(ids(&fast), vec!["req-7"]);
+}
+
+#[tokio::test]
+async fn a_pinned_client_calls_only_its_endpoint() {
+    let first = ScriptedChat::default();
+    let second = ScriptedChat::default();
+    let addrs = [serve(first.clone()).await, serve(second.clone()).await];
+    let client = Client::with_config(fast_config(&addrs)).expect("client");
+
+    client
+        .with_endpoint_index(1)
+        .expect("in range")
+        .send_text("bob", "hello", Some("pinned".into()))
+        .await
+        .expect("send");
+
+    assert!(first.seen().is_empty());
+    assert_eq!(second.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn every_endpoint_dead_gives_a_connect_error_within_the_budget() {
+    let dead = [dead_addr().await, dead_addr().await];
+    let mut config = fast_config(&dead);
+    config.retry_budget = Duration::from_millis(200);
+    let client = Client::with_config(config).expect("client");
+
+    let started = Instant::now();
+    let err = client
+        .send_text("bob", "hello", None)
+        .await
+        .expect_err("nobody listens");
+
+    assert!(
+        matches!(
+            err,
+            ClientError::Connect { .. } | ClientError::Transport { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Some(Code::Unavailable));
+    assert!(err.to_string().starts_with("UNAVAILABLE: "), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

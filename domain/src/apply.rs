@@ -1,0 +1,328 @@
+//! Validation and apply of one command against a shard's state.
+//!
+//! Apply is deterministic: its inputs are the state, the command and the [`ApplyContext`]
+//! (which carries the leader-assigned time). Rule checks that depend only on the request
+//! (sizes, id formats) run before Raft, at the boundary; checks that depend on state run here,
+//! on every replica.
+
+use crate::change::Change;
+use crate::command::{Command, Effect, EffectKind};
+use crate::ids::{ConversationId, EffectId, MessageId, RegionCode, Seq, ShardId, TimeMs, UserId};
+use crate::records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, Recall, User};
+use crate::rejection::{Reason, Rejection};
+use crate::shard::shard_for;
+use crate::state::{ShardState, StateError};
+
+/// Where and when a command is applied.
+#[derive(Debug, Clone)]
+pub struct ApplyContext {
+    pub shard: ShardId,
+    /// The region's shard count (for routing effects).
+    pub shards: u32,
+    /// The Raft log index of the entry carrying the command.
+    pub log_index: u64,
+    /// The command's position in the entry's batch.
+    pub position: usize,
+    /// Server time assigned by the leader, never earlier than the shard's previous batch.
+    pub time: TimeMs,
+}
+
+/// The result of applying one command that was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    pub reply: Reply,
+}
+
+/// What the caller of an accepted command is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Done,
+    UserCreated { user: UserId, home_region: RegionCode, created: bool },
+    MessageAccepted { message_id: MessageId, seq: Seq, time: TimeMs, conversation: ConversationId, duplicate: bool },
+    MessageRecalled { seq: Seq, at: TimeMs },
+    ReadMarked { read_seq: Seq, unread: u64 },
+}
+
+/// The outcome of one command: accepted with its changes, or rejected with nothing changed.
+pub type Outcome = Result<Applied, Rejection>;
+
+/// Applies one command. `Err` is a storage failure (fatal); `Ok(Err(_))` a rejection.
+pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
+    match command {
+        Command::CreateUser { user, home_region, nickname } => create_user(state, ctx, user, home_region, nickname),
+        Command::SendMessage { sender, recipient, elements, request_id } => {
+            send_message(state, ctx, sender, recipient, elements, request_id.as_ref())
+        }
+        Command::RecallMessage { actor, conversation, seq, window_ms } => {
+            recall_message(state, ctx, actor, conversation, *seq, *window_ms)
+        }
+        Command::MarkRead { user, conversation, up_to } => mark_read(state, ctx, user, conversation, *up_to),
+        Command::ApplyEffects { source, effects } => apply_effects(state, ctx, *source, effects),
+        Command::AckEffects { target, up_to } => Ok(Ok(Applied {
+            changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }],
+            reply: Reply::Done,
+        })),
+    }
+}
+
+fn reject(reason: Reason, message: impl Into<String>) -> Result<Outcome, StateError> {
+    Ok(Err(Rejection::new(reason, message)))
+}
+
+fn wrong_shard(ctx: &ApplyContext, entity: &str) -> Option<Rejection> {
+    let home = shard_for(entity, ctx.shards);
+    (home != ctx.shard).then(|| {
+        Rejection::new(Reason::WrongShard, format!("{entity} lives on shard {home}, not {}", ctx.shard))
+    })
+}
+
+fn create_user(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    home_region: &RegionCode,
+    nickname: &str,
+) -> Result<Outcome, StateError> {
+    if let Some(r) = wrong_shard(ctx, user.as_str()) {
+        return Ok(Err(r));
+    }
+    if let Some(existing) = state.user(user)? {
+        return Ok(Ok(Applied {
+            changes: vec![],
+            reply: Reply::UserCreated { user: existing.id, home_region: existing.home_region, created: false },
+        }));
+    }
+    let record = User { id: user.clone(), home_region: home_region.clone(), nickname: nickname.to_owned(), created: ctx.time };
+    Ok(Ok(Applied {
+        changes: vec![Change::PutUser(record)],
+        reply: Reply::UserCreated { user: user.clone(), home_region: home_region.clone(), created: true },
+    }))
+}
+
+fn send_message(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    sender: &UserId,
+    recipient: &UserId,
+    elements: &[crate::element::Element],
+    request_id: Option<&crate::ids::RequestId>,
+) -> Result<Outcome, StateError> {
+    if sender == recipient {
+        return reject(Reason::PeerIsSelf, "a one-to-one message needs a recipient other than the sender");
+    }
+    let conversation = ConversationId::c2c(sender, recipient);
+    if let Some(r) = wrong_shard(ctx, conversation.as_str()) {
+        return Ok(Err(r));
+    }
+    if let Some(request_id) = request_id {
+        if let Some(first) = state.dedup(&conversation, sender, request_id)? {
+            return Ok(Ok(Applied {
+                changes: vec![],
+                reply: Reply::MessageAccepted {
+                    message_id: first.message_id,
+                    seq: first.seq,
+                    time: first.time,
+                    conversation,
+                    duplicate: true,
+                },
+            }));
+        }
+    }
+    let mut changes = Vec::with_capacity(4);
+    let mut head = match state.conversation(&conversation)? {
+        Some(head) => head,
+        None => {
+            // The pair's first message: each side's conversation index (on the users' own
+            // shards) learns of the conversation through the outbox.
+            for (user, peer) in [(sender, recipient), (recipient, sender)] {
+                changes.push(Change::Emit {
+                    target: shard_for(user.as_str(), ctx.shards),
+                    kind: EffectKind::ConversationJoined {
+                        user: user.clone(),
+                        conversation: conversation.clone(),
+                        peer: peer.clone(),
+                        at: ctx.time,
+                    },
+                });
+            }
+            let mut members: Vec<MemberCursor> = [sender, recipient]
+                .into_iter()
+                .map(|u| MemberCursor { user: u.clone(), read_seq: Seq::ZERO })
+                .collect();
+            members.sort_by(|a, b| a.user.cmp(&b.user));
+            Conversation { id: conversation.clone(), members, last_seq: Seq::ZERO, last_time: ctx.time, created: ctx.time }
+        }
+    };
+    let seq = head.last_seq.next();
+    let message_id = MessageId::new(ctx.shard, ctx.log_index, ctx.position);
+    head.last_seq = seq;
+    head.last_time = ctx.time;
+    // Sending advances the sender's own read cursor: your own message is never unread.
+    for m in &mut head.members {
+        if &m.user == sender {
+            m.read_seq = seq;
+        }
+    }
+    changes.push(Change::PutMessage {
+        conversation: conversation.clone(),
+        message: Message {
+            id: message_id.clone(),
+            seq,
+            sender: sender.clone(),
+            time: ctx.time,
+            elements: elements.to_vec(),
+            recalled: None,
+        },
+    });
+    changes.push(Change::PutConversation(head));
+    if let Some(request_id) = request_id {
+        changes.push(Change::PutDedup {
+            conversation: conversation.clone(),
+            sender: sender.clone(),
+            request_id: request_id.clone(),
+            entry: DedupEntry { message_id: message_id.clone(), seq, time: ctx.time },
+        });
+    }
+    Ok(Ok(Applied {
+        changes,
+        reply: Reply::MessageAccepted { message_id, seq, time: ctx.time, conversation, duplicate: false },
+    }))
+}
+
+fn member_conversation(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    conversation: &ConversationId,
+) -> Result<Result<Conversation, Rejection>, StateError> {
+    if let Some(r) = wrong_shard(ctx, conversation.as_str()) {
+        return Ok(Err(r));
+    }
+    let Some(head) = state.conversation(conversation)? else {
+        return Ok(Err(Rejection::new(
+            Reason::ConversationNotFound,
+            format!("{conversation} has no messages yet"),
+        )));
+    };
+    if head.member(user).is_none() {
+        return Ok(Err(Rejection::new(Reason::NotAMember, format!("{user} is not a member of {conversation}"))));
+    }
+    Ok(Ok(head))
+}
+
+fn recall_message(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    actor: &UserId,
+    conversation: &ConversationId,
+    seq: Seq,
+    window_ms: u64,
+) -> Result<Outcome, StateError> {
+    let head = match member_conversation(state, ctx, actor, conversation)? {
+        Ok(head) => head,
+        Err(r) => return Ok(Err(r)),
+    };
+    if seq == Seq::ZERO || seq > head.last_seq {
+        return reject(
+            Reason::SeqOutOfRange,
+            format!("seq {seq} is not in {conversation}, whose messages are 1..={}", head.last_seq),
+        );
+    }
+    let Some(mut message) = state.message(conversation, seq)? else {
+        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {conversation}"));
+    };
+    if &message.sender != actor {
+        return reject(Reason::NotMessageSender, "only the sender may recall a message");
+    }
+    if message.recalled.is_some() {
+        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled"));
+    }
+    let age_ms = ctx.time.0.saturating_sub(message.time.0);
+    if u64::try_from(age_ms).unwrap_or(0) > window_ms {
+        return reject(
+            Reason::RecallWindowExpired,
+            format!("seq {seq} was sent {age_ms} ms ago; messages can be recalled within {window_ms} ms"),
+        );
+    }
+    message.elements.clear();
+    message.recalled = Some(Recall { by: actor.clone(), at: ctx.time });
+    Ok(Ok(Applied {
+        changes: vec![Change::PutMessage { conversation: conversation.clone(), message }],
+        reply: Reply::MessageRecalled { seq, at: ctx.time },
+    }))
+}
+
+fn mark_read(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    conversation: &ConversationId,
+    up_to: Option<Seq>,
+) -> Result<Outcome, StateError> {
+    let mut head = match member_conversation(state, ctx, user, conversation)? {
+        Ok(head) => head,
+        Err(r) => return Ok(Err(r)),
+    };
+    let target = match up_to {
+        None => head.last_seq,
+        Some(seq) if seq > head.last_seq => {
+            return reject(
+                Reason::SeqOutOfRange,
+                format!("seq {seq} is past the newest message of {conversation} ({})", head.last_seq),
+            );
+        }
+        Some(seq) => seq,
+    };
+    let mut moved = false;
+    let mut read_seq = target;
+    for m in &mut head.members {
+        if &m.user == user {
+            // Read cursors only move forward: marking an older seq read is a no-op.
+            if target > m.read_seq {
+                m.read_seq = target;
+                moved = true;
+            }
+            read_seq = m.read_seq;
+        }
+    }
+    let unread = head.unread(user);
+    let changes = if moved { vec![Change::PutConversation(head)] } else { vec![] };
+    Ok(Ok(Applied { changes, reply: Reply::ReadMarked { read_seq, unread } }))
+}
+
+fn apply_effects(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    source: ShardId,
+    effects: &[Effect],
+) -> Result<Outcome, StateError> {
+    let mut watermark = state.watermark(source)?;
+    let mut changes = vec![];
+    for effect in effects {
+        // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order.
+        if effect.id <= watermark || effect.source != source || effect.target != ctx.shard {
+            continue;
+        }
+        match &effect.kind {
+            EffectKind::ConversationJoined { user, conversation, peer, at } => {
+                if !state.has_conversation_ref(user, conversation)? {
+                    changes.push(Change::PutConversationRef {
+                        user: user.clone(),
+                        entry: ConversationRef { conversation: conversation.clone(), peer: peer.clone(), joined: *at },
+                    });
+                }
+            }
+        }
+        watermark = effect.id;
+    }
+    if watermark > state.watermark(source)? {
+        changes.push(Change::SetWatermark { source, up_to: watermark });
+    }
+    Ok(Ok(Applied { changes, reply: Reply::Done }))
+}
+
+/// The largest effect id in a list, for acknowledging a delivered batch.
+pub fn max_effect_id(effects: &[Effect]) -> EffectId {
+    effects.iter().map(|e| e.id).max().unwrap_or_default()
+}

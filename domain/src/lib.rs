@@ -1,0 +1,37 @@
+//! The Meridian IM domain: ids, message elements, commands, events, validation and apply.
+//!
+//! Everything here is pure: no I/O, no clock, no async, no randomness. Apply is deterministic
+//! so that every replica of a shard, applying the same command batch to the same state,
+//! produces byte-identical results.
+//!
+//! Module map:
+//! - [`ids`]: newtype ids and units (`UserId`, `ConversationId`, `Seq`, `ShardId`, …).
+//! - [`element`]: the typed message elements of MSG-01.
+//! - [`records`]: the state a shard holds (users, conversations, messages, indexes).
+//! - [`command`]: what a client or another shard asks a shard to do.
+//! - [`change`]: what applying a command writes (events, projection updates, effects).
+//! - [`rejection`]: why a command was refused, with stable reason codes.
+//! - [`state`]: the read interface apply needs from storage.
+//! - [`apply`]: validation and apply of one command.
+//! - [`shard`]: the stable entity → shard hash.
+//!
+//! Must never depend on: storage, RocksDB, openraft, tokio, tonic or the wire types.
+
+pub mod apply;
+pub mod change;
+pub mod command;
+pub mod element;
+pub mod ids;
+pub mod records;
+pub mod rejection;
+pub mod shard;
+pub mod state;
+
+pub use apply::{apply, ApplyContext, Applied};
+pub use change::Change;
+pub use command::{Command, Effect, EffectKind};
+pub use element::Element;
+pub use ids::{ConversationId, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
+pub use records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, User};
+pub use rejection::{Reason, Rejection, RejectionClass};
+pub use state::{ShardState, StateError};

@@ -1,0 +1,112 @@
+//! Why a command was refused. A rejection is a value, not a failure: it changes nothing and
+//! carries a stable reason code that clients can match on.
+
+use std::fmt;
+
+/// How a rejection maps onto the broad error classes of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionClass {
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    FailedPrecondition,
+    OutOfRange,
+}
+
+macro_rules! reasons {
+    ($($variant:ident => $code:literal, $class:ident;)+) => {
+        /// A stable, machine-readable reason code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($variant,)+
+        }
+
+        impl Reason {
+            /// The code as it appears on the wire (`x-meridian-reason`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $code,)+
+                }
+            }
+
+            /// Parses a code back, e.g. from a forwarded proposal's outcome.
+            pub fn from_code(code: &str) -> Option<Self> {
+                match code {
+                    $($code => Some(Reason::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub fn class(self) -> RejectionClass {
+                match self {
+                    $(Reason::$variant => RejectionClass::$class,)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    UserIdInvalid => "USER_ID_INVALID", InvalidArgument;
+    ConversationIdInvalid => "CONVERSATION_ID_INVALID", InvalidArgument;
+    RegionInvalid => "REGION_INVALID", InvalidArgument;
+    RegionNotServed => "REGION_NOT_SERVED", FailedPrecondition;
+    RequestIdInvalid => "REQUEST_ID_INVALID", InvalidArgument;
+    NicknameTooLong => "NICKNAME_TOO_LONG", InvalidArgument;
+    MessageEmpty => "MESSAGE_EMPTY", InvalidArgument;
+    MessageTooLarge => "MESSAGE_TOO_LARGE", InvalidArgument;
+    ElementInvalid => "ELEMENT_INVALID", InvalidArgument;
+    PeerIsSelf => "PEER_IS_SELF", InvalidArgument;
+    UnknownUser => "UNKNOWN_USER", NotFound;
+    ConversationNotFound => "CONVERSATION_NOT_FOUND", NotFound;
+    NotAMember => "NOT_A_MEMBER", PermissionDenied;
+    MessageNotFound => "MESSAGE_NOT_FOUND", NotFound;
+    NotMessageSender => "NOT_MESSAGE_SENDER", PermissionDenied;
+    RecallWindowExpired => "RECALL_WINDOW_EXPIRED", FailedPrecondition;
+    AlreadyRecalled => "ALREADY_RECALLED", FailedPrecondition;
+    SeqOutOfRange => "SEQ_OUT_OF_RANGE", OutOfRange;
+    BadSeqRange => "BAD_SEQ_RANGE", InvalidArgument;
+    WrongShard => "WRONG_SHARD", FailedPrecondition;
+    PageLimitInvalid => "PAGE_LIMIT_INVALID", InvalidArgument;
+    NodeInvalid => "NODE_INVALID", InvalidArgument;
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused command: a reason code and a sentence for a person that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for r in [Reason::MessageTooLarge, Reason::UnknownUser, Reason::RecallWindowExpired] {
+            assert_eq!(Reason::from_code(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::from_code("NOPE"), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! Apply, told as stories: accepted commands change state as specified; every rejection carries
+//! its reason code and leaves the state exactly as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meridian_domain::apply::{Outcome, Reply};
+use meridian_domain::element::Element;
+use meridian_domain::shard::shard_for;
+use meridian_domain::*;
+
+/// Shard state in memory: the changes applied so far, in maps.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct MemState {
+    users: BTreeMap<UserId, User>,
+    conversations: BTreeMap<ConversationId, Conversation>,
+    messages: BTreeMap<(ConversationId, Seq), Message>,
+    refs: BTreeSet<(UserId, ConversationId)>,
+    dedup: BTreeMap<(ConversationId, UserId, RequestId), DedupEntry>,
+    watermarks: BTreeMap<ShardId, EffectId>,
+    outbox: Vec<(ShardId, EffectKind)>,
+}
+
+impl ShardState for MemState {
+    fn user(&self, id: &UserId) -> Result<Option<User>, StateError> {
+        Ok(self.users.get(id).cloned())
+    }
+    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError> {
+        Ok(self.conversations.get(id).cloned())
+    }
+    fn message(&self, c: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
+        Ok(self.messages.get(&(c.clone(), seq)).cloned())
+    }
+    fn dedup(&self, c: &ConversationId, s: &UserId, r: &RequestId) -> Result<Option<DedupEntry>, StateError> {
+        Ok(self.dedup.get(&(c.clone(), s.clone(), r.clone())).cloned())
+    }
+    fn has_conversation_ref(&self, u: &UserId, c: &ConversationId) -> Result<bool, StateError> {
+        Ok(self.refs.contains(&(u.clone(), c.clone())))
+    }
+    fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
+        Ok(self.watermarks.get(&source).copied().unwrap_or_default())
+    }
+}
+
+impl MemState {
+    fn write(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            match c {
+                Change::PutUser(u) => {
+                    self.users.insert(u.id.clone(), u);
+                }
+                Change::PutConversation(c) => {
+                    self.conversations.insert(c.id.clone(), c);
+                }
+                Change::PutMessage { conversation, message } => {
+                    self.messages.insert((conversation, message.seq), message);
+                }
+                Change::PutConversationRef { user, entry } => {
+                    self.refs.insert((user, entry.conversation));
+                }
+                Change::PutDedup { conversation, sender, request_id, entry } => {
+                    self.dedup.insert((conversation, sender, request_id), entry);
+                }
+                Change::Emit { target, kind } => self.outbox.push((target, kind)),
+                Change::SetWatermark { source, up_to } => {
+                    self.watermarks.insert(source, up_to);
+                }
+                Change::AckOutbox { .. } => {}
+            }
+        }
+    }
+}
+
+/// One shard so that every entity lives here.
+fn ctx(time: i64, log_index: u64) -> ApplyContext {
+    ApplyContext { shard: ShardId(0), shards: 1, log_index, position: 0, time: TimeMs(time) }
+}
+
+fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap_or_else(|r| panic!("{r}"))
+}
+
+fn text(s: &str) -> Vec<Element> {
+    vec![Element::Text { text: s.to_owned() }]
+}
+
+fn run(state: &mut MemState, ctx: &ApplyContext, cmd: Command) -> Outcome {
+    let outcome = apply(state, ctx, &cmd).unwrap_or_else(|e| panic!("{e}"));
+    if let Ok(applied) = &outcome {
+        state.write(applied.changes.clone());
+    }
+    outcome
+}
+
+fn send(state: &mut MemState, time: i64, from: &str, to: &str, body: &str, rid: Option<&str>) -> Outcome {
+    let request_id = rid.map(|r| RequestId::parse(r).unwrap_or_else(|e| panic!("{e}")));
+    run(
+        state,
+        &ctx(time, time as u64),
+        Command::SendMessage { sender: user(from), recipient: user(to), elements: text(body), request_id },
+    )
+}
+
+fn seq_of(outcome: &Outcome) -> u64 {
+    match outcome {
+        Ok(Applied { reply: Reply::MessageAccepted { seq, .. }, .. }) => seq.0,
+        other => panic!("expected an accepted message, got {other:?}"),
+    }
+}
+
+/// Asserts the command is rejected with `reason` and that the state did not change.
+fn assert_rejected(state: &mut MemState, ctx: &ApplyContext, cmd: Command, reason: Reason) {
+    let before = state.clone();
+    match run(state, ctx, cmd) {
+        Err(r) => assert_eq!(r.reason, reason, "{r}"),
+        Ok(a) => panic!("expected {reason}, got {a:?}"),
+    }
+    assert_eq!(*state, before, "a rejection must change nothing");
+}
+
+#[test]
+fn sends_get_gapless_seqs_and_first_message_emits_joins() {
+    let mut s = MemState::default();
+    let seqs: Vec<u64> =
+        (0..5).map(|i| seq_of(&send(&mut s, 1000 + i, if i % 2 == 0 { "alice" } else { "bob" }, if i % 2 == 0 { "bob" } else { "alice" }, "hi", None))).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let head = &s.conversations[&c];
+    assert_eq!(head.last_seq, Seq(5));
+    // Bob sent seq 4, Alice seq 5: Alice has read everything, Bob is one behind.
+    assert_eq!(head.unread(&user("alice")), 0);
+    assert_eq!(head.unread(&user("bob")), 1);
+    assert_eq!(s.outbox.len(), 2, "one join per member, only for the first message");
+}
+
+#[test]
+fn retried_request_id_returns_the_first_result() {
+    let mut s = MemState::default();
+    let first = send(&mut s, 10, "alice", "bob", "hello", Some("r-1"));
+    let again = send(&mut s, 20, "alice", "bob", "hello", Some("r-1"));
+    assert_eq!(seq_of(&first), 1);
+    match again {
+        Ok(Applied { reply: Reply::MessageAccepted { seq, duplicate, time, .. }, changes }) => {
+            assert_eq!((seq, duplicate, time, changes.len()), (Seq(1), true, TimeMs(10), 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.messages.len(), 1);
+}
+
+#[test]
+fn recall_rules() {
+    let mut s = MemState::default();
+    send(&mut s, 1_000, "alice", "bob", "oops", None).unwrap_or_else(|r| panic!("{r}"));
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let recall = |actor: &str, seq: u64| Command::RecallMessage {
+        actor: user(actor),
+        conversation: c.clone(),
+        seq: Seq(seq),
+        window_ms: 120_000,
+    };
+    assert_rejected(&mut s, &ctx(2_000, 2), recall("bob", 1), Reason::NotMessageSender);
+    assert_rejected(&mut s, &ctx(2_000, 2), recall("alice", 2), Reason::SeqOutOfRange);
+    assert_rejected(&mut s, &ctx(2_000, 2), recall("alice", 0), Reason::SeqOutOfRange);
+    assert_rejected(&mut s, &ctx(2_000, 2), recall("carol", 1), Reason::NotAMember);
+    assert_rejected(&mut s, &ctx(1_000 + 120_001, 2), recall("alice", 1), Reason::RecallWindowExpired);
+    let other = ConversationId::c2c(&user("alice"), &user("zed"));
+    assert_rejected(
+        &mut s,
+        &ctx(2_000, 2),
+        Command::RecallMessage { actor: user("alice"), conversation: other, seq: Seq(1), window_ms: 1 },
+        Reason::ConversationNotFound,
+    );
+
+    assert!(run(&mut s, &ctx(1_000 + 120_000, 3), recall("alice", 1)).is_ok());
+    let m = &s.messages[&(c.clone(), Seq(1))];
+    assert!(m.elements.is_empty(), "a recall erases the content");
+    assert_eq!(m.recalled.as_ref().map(|r| r.by.clone()), Some(user("alice")));
+    assert_rejected(&mut s, &ctx(1_000 + 120_000, 4), recall("alice", 1), Reason::AlreadyRecalled);
+}
+
+#[test]
+fn mark_read_rules() {
+    let mut s = MemState::default();
+    for i in 0..3 {
+        send(&mut s, i, "alice", "bob", "m", None).unwrap_or_else(|r| panic!("{r}"));
+    }
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let mark = |seq: Option<u64>| Command::MarkRead { user: user("bob"), conversation: c.clone(), up_to: seq.map(Seq) };
+    assert_rejected(&mut s, &ctx(10, 10), mark(Some(4)), Reason::SeqOutOfRange);
+    assert_rejected(
+        &mut s,
+        &ctx(10, 10),
+        Command::MarkRead { user: user("carol"), conversation: c.clone(), up_to: None },
+        Reason::NotAMember,
+    );
+    let reply = |o: Outcome| match o {
+        Ok(Applied { reply: Reply::ReadMarked { read_seq, unread }, .. }) => (read_seq.0, unread),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply(run(&mut s, &ctx(10, 11), mark(Some(2)))), (2, 1));
+    // Backwards is a no-op, not an error.
+    assert_eq!(reply(run(&mut s, &ctx(10, 12), mark(Some(1)))), (2, 1));
+    assert_eq!(reply(run(&mut s, &ctx(10, 13), mark(None))), (3, 0));
+}
+
+#[test]
+fn send_rejections_change_nothing() {
+    let mut s = MemState::default();
+    assert_rejected(
+        &mut s,
+        &ctx(1, 1),
+        Command::SendMessage { sender: user("a1"), recipient: user("a1"), elements: text("x"), request_id: None },
+        Reason::PeerIsSelf,
+    );
+    // With 8 shards, a conversation that lives elsewhere is refused by this shard.
+    let (a, b) = (user("alice"), user("bob"));
+    let home = shard_for(ConversationId::c2c(&a, &b).as_str(), 8);
+    let elsewhere = ApplyContext { shard: ShardId((home.0 + 1) % 8), shards: 8, ..ctx(1, 1) };
+    assert_rejected(
+        &mut s,
+        &elsewhere,
+        Command::SendMessage { sender: a, recipient: b, elements: text("x"), request_id: None },
+        Reason::WrongShard,
+    );
+}
+
+#[test]
+fn effects_apply_once_in_id_order() {
+    let mut s = MemState::default();
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let effect = |id: u64| Effect {
+        id: EffectId(id),
+        source: ShardId(3),
+        target: ShardId(0),
+        kind: EffectKind::ConversationJoined { user: user("alice"), conversation: c.clone(), peer: user("bob"), at: TimeMs(1) },
+    };
+    let deliver = |s: &mut MemState, ids: &[u64]| {
+        run(s, &ctx(1, 1), Command::ApplyEffects { source: ShardId(3), effects: ids.iter().map(|&i| effect(i)).collect() })
+    };
+    assert!(deliver(&mut s, &[1, 2]).is_ok());
+    assert_eq!(s.watermarks[&ShardId(3)], EffectId(2));
+    let before = s.clone();
+    assert!(deliver(&mut s, &[1, 2]).is_ok(), "redelivery is accepted");
+    assert_eq!(s, before, "and changes nothing");
+    assert_eq!(s.refs.len(), 1);
+}
+
+#[test]
+fn create_user_is_idempotent() {
+    let mut s = MemState::default();
+    let region = RegionCode::parse("sg").unwrap_or_else(|r| panic!("{r}"));
+    let cmd = Command::CreateUser { user: user("alice"), home_region: region, nickname: "A".into() };
+    let created = |o: Outcome| match o {
+        Ok(Applied { reply: Reply::UserCreated { created, .. }, .. }) => created,
+        other => panic!("{other:?}"),
+    };
+    assert!(created(run(&mut s, &ctx(5, 1), cmd.clone())));
+    let before = s.clone();
+    assert!(!created(run(&mut s, &ctx(6, 2), cmd)));
+    assert_eq!(s, before);
+}

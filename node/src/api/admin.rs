@@ -1,0 +1,131 @@
+//! The `Admin` service: accounts, tokens, cluster status and membership. Admin tokens only.
+
+use meridian_domain::apply::Reply;
+use meridian_domain::{Command, Reason, RegionCode, Rejection, UserId};
+use meridian_proto::api::{self, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::{now_unix, Context};
+
+/// Longest nickname, in bytes.
+const MAX_NICKNAME_BYTES: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    ctx: Context,
+}
+
+impl AdminService {
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+
+    async fn create_user(&self, req: Request<api::CreateUserRequest>) -> Result<api::CreateUserResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let body = req.into_inner();
+        let user = UserId::parse(&body.user_id)?;
+        let home_region = if body.home_region.is_empty() {
+            self.ctx.topology.region().clone()
+        } else {
+            RegionCode::parse(&body.home_region)?
+        };
+        if !self.ctx.topology.serves(&home_region) {
+            return Err(Rejection::new(
+                Reason::RegionNotServed,
+                format!("region {home_region} is not served here (this is {})", self.ctx.topology.region()),
+            )
+            .into());
+        }
+        if body.nickname.len() > MAX_NICKNAME_BYTES {
+            return Err(Rejection::new(Reason::NicknameTooLong, format!("nicknames are at most {MAX_NICKNAME_BYTES} bytes")).into());
+        }
+        let shard = self.ctx.topology.user_shard(&user);
+        let command = Command::CreateUser { user, home_region, nickname: body.nickname };
+        let mut results = self.ctx.node.propose(shard, &[command]).await?;
+        match results.pop() {
+            Some(Ok(Reply::UserCreated { user, home_region, created })) => Ok(api::CreateUserResponse {
+                user_id: user.to_string(),
+                home_region: home_region.to_string(),
+                created,
+            }),
+            Some(Err(r)) => Err(r.into()),
+            other => Err(ApiError::Internal(format!("unexpected reply to create-user: {other:?}"))),
+        }
+    }
+
+    fn issue_token(&self, req: Request<api::IssueUserTokenRequest>) -> Result<api::IssueUserTokenResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let body = req.into_inner();
+        let user = UserId::parse(&body.user_id)?;
+        let ttl = if body.ttl_seconds == 0 { self.ctx.token_ttl_seconds } else { body.ttl_seconds };
+        let expires = now_unix().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        Ok(api::IssueUserTokenResponse { token: self.ctx.signer.issue_user(user.as_str(), expires), expires_at_unix: expires })
+    }
+
+    fn status(&self, req: Request<api::ClusterStatusRequest>) -> Result<api::ClusterStatusResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let include_hash = req.get_ref().include_state_hash;
+        let shards = self
+            .ctx
+            .node
+            .status(include_hash)
+            .into_iter()
+            .map(|s| {
+                let (hashed_at_index, state_hash) = s.state_hash.unwrap_or_default();
+                api::ShardStatus {
+                    shard: s.shard,
+                    leader: s.leader.unwrap_or(0),
+                    term: s.term,
+                    last_log_index: s.last_log_index,
+                    applied_index: s.applied_index,
+                    purged_index: s.purged_index,
+                    snapshot_index: s.snapshot_index,
+                    state_hash,
+                    hashed_at_index,
+                    voters: s.voters,
+                    learners: s.learners,
+                    snapshots_installed: s.snapshots_installed,
+                    role: s.role,
+                }
+            })
+            .collect();
+        Ok(api::ClusterStatusResponse {
+            node_id: self.ctx.node.node_id,
+            region: self.ctx.topology.region().to_string(),
+            shards,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_user(&self, req: Request<api::CreateUserRequest>) -> Result<Response<api::CreateUserResponse>, Status> {
+        Ok(Response::new(AdminService::create_user(self, req).await?))
+    }
+
+    async fn issue_user_token(&self, req: Request<api::IssueUserTokenRequest>) -> Result<Response<api::IssueUserTokenResponse>, Status> {
+        Ok(Response::new(self.issue_token(req)?))
+    }
+
+    async fn cluster_status(&self, req: Request<api::ClusterStatusRequest>) -> Result<Response<api::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.status(req)?))
+    }
+
+    async fn add_node(&self, req: Request<api::AddNodeRequest>) -> Result<Response<api::AddNodeResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        let body = req.into_inner();
+        if body.node_id == 0 || body.addr.is_empty() {
+            return Err(ApiError::Rejected(Rejection::new(Reason::NodeInvalid, "add-node needs a node id >= 1 and an address")).into());
+        }
+        let (voters, learners) =
+            self.ctx.node.add_node(body.node_id, &body.addr, body.learner_only).await.map_err(ApiError::from)?;
+        Ok(Response::new(api::AddNodeResponse { voters, learners }))
+    }
+
+    async fn remove_node(&self, req: Request<api::RemoveNodeRequest>) -> Result<Response<api::RemoveNodeResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        let (voters, learners) = self.ctx.node.remove_node(req.into_inner().node_id).await.map_err(ApiError::from)?;
+        Ok(Response::new(api::RemoveNodeResponse { voters, learners }))
+    }
+}

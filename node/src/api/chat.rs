@@ -1,0 +1,263 @@
+//! The `Chat` service: one-to-one send, history, recall, conversations, read cursors.
+
+use std::collections::BTreeSet;
+
+use meridian_domain::apply::Reply;
+use meridian_domain::element::validate_body;
+use meridian_domain::{Command, ConversationId, Reason, Rejection, RequestId, Seq, ShardId, UserId};
+use meridian_proto::api::{self, chat_server::Chat};
+use meridian_storage::codec::encoded_body_len;
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::wire::{element_from_wire, message_to_wire};
+use super::Context;
+
+const DEFAULT_HISTORY_PAGE: u32 = 20;
+const DEFAULT_CONVERSATION_PAGE: u32 = 50;
+const MAX_CONVERSATION_PAGE: u32 = 200;
+
+#[derive(Debug, Clone)]
+pub struct ChatService {
+    ctx: Context,
+}
+
+impl ChatService {
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+
+    /// Proposes one command and returns its reply, or its rejection as an error.
+    async fn propose_one(&self, shard: ShardId, command: Command) -> Result<Reply, ApiError> {
+        let mut results = self.ctx.node.propose(shard, &[command]).await?;
+        match results.pop() {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(rejection)) => Err(rejection.into()),
+            None => Err(ApiError::Internal("a proposal returned no result".into())),
+        }
+    }
+
+    /// The caller and the C2C conversation with `peer`.
+    fn conversation_with<T>(&self, req: &Request<T>, peer: &str) -> Result<(UserId, UserId, ConversationId), ApiError> {
+        let me = self.ctx.caller(req)?;
+        let peer = UserId::parse(peer)?;
+        if peer == me {
+            return Err(Rejection::new(Reason::PeerIsSelf, "a one-to-one conversation needs a peer other than yourself").into());
+        }
+        let conversation = ConversationId::c2c(&me, &peer);
+        Ok((me, peer, conversation))
+    }
+
+    async fn barrier_if(&self, linearizable: bool, shard: ShardId) -> Result<(), ApiError> {
+        if linearizable {
+            self.ctx.node.read_barrier(shard).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, req: Request<api::SendMessageRequest>) -> Result<api::SendMessageResponse, ApiError> {
+        let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().to)?;
+        let body = req.into_inner();
+        let elements = body.elements.into_iter().map(element_from_wire).collect::<Result<Vec<_>, _>>()?;
+        validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
+        // Every send carries a request id so that the node's own retries (across a leader
+        // change) can never duplicate it; clients should send their own to cover theirs.
+        let request_id = if body.request_id.is_empty() {
+            RequestId::parse(&format!("auto-{:032x}", rand::random::<u128>()))?
+        } else {
+            RequestId::parse(&body.request_id)?
+        };
+        self.ctx.require_user(&me).await?;
+        self.ctx.require_user(&peer).await?;
+        let shard = self.ctx.topology.conversation_shard(&conversation);
+        let command = Command::SendMessage { sender: me, recipient: peer, elements, request_id: Some(request_id) };
+        match self.propose_one(shard, command).await? {
+            Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok(api::SendMessageResponse {
+                message_id: message_id.to_string(),
+                seq: seq.0,
+                server_time_ms: time.0,
+                conversation_id: conversation.to_string(),
+                duplicate,
+            }),
+            other => Err(ApiError::Internal(format!("unexpected reply to a send: {other:?}"))),
+        }
+    }
+
+    async fn history(&self, req: Request<api::GetHistoryRequest>) -> Result<api::GetHistoryResponse, ApiError> {
+        let (_, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let body = req.into_inner();
+        let max = self.ctx.limits.max_history_page;
+        let limit = match body.limit {
+            0 => DEFAULT_HISTORY_PAGE.min(max),
+            n if n > max => {
+                return Err(Rejection::new(Reason::PageLimitInvalid, format!("limit {n} is over the page maximum {max}")).into())
+            }
+            n => n,
+        };
+        self.ctx.require_user(&peer).await?;
+        let shard = self.ctx.topology.conversation_shard(&conversation);
+        let linearizable = body.consistency() == api::ReadConsistency::Linearizable;
+        self.barrier_if(linearizable, shard).await?;
+        let store = self.ctx.node.store(shard)?;
+        let last_seq = store.conversation(&conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
+        if body.start_seq > last_seq.0 && body.start_seq > 1 {
+            return Err(Rejection::new(
+                Reason::SeqOutOfRange,
+                format!("start seq {} is past the newest message ({last_seq})", body.start_seq),
+            )
+            .into());
+        }
+        let forward = body.direction() == api::Direction::Forward;
+        let start = match (body.start_seq, forward) {
+            (0, true) => Seq(1),
+            (0, false) => last_seq,
+            (s, _) => Seq(s),
+        };
+        let messages =
+            if last_seq == Seq::ZERO { vec![] } else { store.messages(&conversation, start, limit as usize, forward)? };
+        let next_seq = match messages.last() {
+            Some(m) if messages.len() == limit as usize => {
+                if forward && m.seq < last_seq {
+                    m.seq.0 + 1
+                } else if !forward && m.seq.0 > 1 {
+                    m.seq.0 - 1
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        Ok(api::GetHistoryResponse {
+            conversation_id: conversation.to_string(),
+            messages: messages.iter().map(message_to_wire).collect(),
+            last_seq: last_seq.0,
+            next_seq,
+        })
+    }
+
+    async fn recall(&self, req: Request<api::RecallMessageRequest>) -> Result<api::RecallMessageResponse, ApiError> {
+        let (me, _, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let seq = Seq(req.get_ref().seq);
+        let shard = self.ctx.topology.conversation_shard(&conversation);
+        let window_ms = self.ctx.limits.recall_window_seconds.saturating_mul(1000);
+        let command = Command::RecallMessage { actor: me, conversation, seq, window_ms };
+        match self.propose_one(shard, command).await? {
+            Reply::MessageRecalled { seq, at } => Ok(api::RecallMessageResponse { seq: seq.0, recalled_at_ms: at.0 }),
+            other => Err(ApiError::Internal(format!("unexpected reply to a recall: {other:?}"))),
+        }
+    }
+
+    async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<api::MarkReadResponse, ApiError> {
+        let (me, _, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let seq = req.get_ref().seq;
+        let shard = self.ctx.topology.conversation_shard(&conversation);
+        let command = Command::MarkRead { user: me, conversation, up_to: (seq != 0).then_some(Seq(seq)) };
+        match self.propose_one(shard, command).await? {
+            Reply::ReadMarked { read_seq, unread } => Ok(api::MarkReadResponse { read_seq: read_seq.0, unread }),
+            other => Err(ApiError::Internal(format!("unexpected reply to mark-read: {other:?}"))),
+        }
+    }
+
+    async fn conversations(&self, req: Request<api::ListConversationsRequest>) -> Result<api::ListConversationsResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let limit = match body.limit {
+            0 => DEFAULT_CONVERSATION_PAGE,
+            n if n > MAX_CONVERSATION_PAGE => {
+                return Err(Rejection::new(
+                    Reason::PageLimitInvalid,
+                    format!("limit {n} is over the page maximum {MAX_CONVERSATION_PAGE}"),
+                )
+                .into())
+            }
+            n => n,
+        } as usize;
+        let linearizable = body.consistency() == api::ReadConsistency::Linearizable;
+        let user_shard = self.ctx.topology.user_shard(&me);
+        self.barrier_if(linearizable, user_shard).await?;
+        let refs = self.ctx.node.store(user_shard)?.conversation_refs(&me)?;
+        if linearizable {
+            let shards: BTreeSet<ShardId> =
+                refs.iter().map(|r| self.ctx.topology.conversation_shard(&r.conversation)).collect();
+            let barriers = shards.into_iter().map(|s| self.ctx.node.read_barrier(s));
+            for r in futures::future::join_all(barriers).await {
+                r?;
+            }
+        }
+        let mut rows = Vec::with_capacity(refs.len());
+        let mut total_unread = 0u64;
+        for r in refs {
+            let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&r.conversation))?;
+            let Some(head) = store.conversation(&r.conversation)? else { continue };
+            let unread = head.unread(&me);
+            total_unread += unread;
+            let read_seq = head.member(&me).map_or(0, |m| m.read_seq.0);
+            let last = store.message(&r.conversation, head.last_seq)?;
+            rows.push(api::Conversation {
+                conversation_id: r.conversation.to_string(),
+                peer: r.peer.to_string(),
+                last_seq: head.last_seq.0,
+                read_seq,
+                unread,
+                last_time_ms: head.last_time.0,
+                last_message: last.as_ref().map(message_to_wire),
+            });
+        }
+        // Newest first; ties broken by id so that the order (and the page token) is total.
+        rows.sort_by(|a, b| b.last_time_ms.cmp(&a.last_time_ms).then_with(|| a.conversation_id.cmp(&b.conversation_id)));
+        let start = match parse_page_token(&body.page_token)? {
+            None => 0,
+            Some((time, id)) => rows
+                .iter()
+                .position(|c| (c.last_time_ms < time) || (c.last_time_ms == time && c.conversation_id > id))
+                .unwrap_or(rows.len()),
+        };
+        let page: Vec<api::Conversation> = rows.into_iter().skip(start).take(limit + 1).collect();
+        let (page, next_page_token) = if page.len() > limit {
+            let mut page = page;
+            page.truncate(limit);
+            let token = page.last().map(|c| format!("{}:{}", c.last_time_ms, c.conversation_id)).unwrap_or_default();
+            (page, token)
+        } else {
+            (page, String::new())
+        };
+        Ok(api::ListConversationsResponse { conversations: page, total_unread, next_page_token })
+    }
+}
+
+/// A page token is `{last_time_ms}:{conversation_id}` of the previous page's last row.
+fn parse_page_token(token: &str) -> Result<Option<(i64, String)>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Rejection::new(Reason::BadSeqRange, "page token is malformed: pass back the one a response gave");
+    let (time, id) = token.split_once(':').ok_or_else(bad)?;
+    let time = time.parse::<i64>().map_err(|_| bad())?;
+    Ok(Some((time, id.to_owned())))
+}
+
+#[tonic::async_trait]
+impl Chat for ChatService {
+    async fn send_message(&self, req: Request<api::SendMessageRequest>) -> Result<Response<api::SendMessageResponse>, Status> {
+        Ok(Response::new(self.send(req).await?))
+    }
+
+    async fn get_history(&self, req: Request<api::GetHistoryRequest>) -> Result<Response<api::GetHistoryResponse>, Status> {
+        Ok(Response::new(self.history(req).await?))
+    }
+
+    async fn recall_message(&self, req: Request<api::RecallMessageRequest>) -> Result<Response<api::RecallMessageResponse>, Status> {
+        Ok(Response::new(self.recall(req).await?))
+    }
+
+    async fn list_conversations(
+        &self,
+        req: Request<api::ListConversationsRequest>,
+    ) -> Result<Response<api::ListConversationsResponse>, Status> {
+        Ok(Response::new(self.conversations(req).await?))
+    }
+
+    async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Response<api::MarkReadResponse>, Status> {
+        Ok(Response::new(ChatService::mark_read(self, req).await?))
+    }
+}

@@ -1,0 +1,101 @@
+//! The one place where errors become `tonic::Status`: a gRPC code, a stable reason code in
+//! `x-meridian-reason` metadata and an `ErrorDetail` in the status details.
+
+use meridian_domain::{Rejection, RejectionClass};
+use meridian_proto::api::ErrorDetail;
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Retryable: the shard had no reachable leader in time.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<meridian_raft::RaftNodeError> for ApiError {
+    fn from(e: meridian_raft::RaftNodeError) -> Self {
+        match e {
+            meridian_raft::RaftNodeError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            meridian_raft::RaftNodeError::BadRequest(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<meridian_storage::StorageError> for ApiError {
+    fn from(e: meridian_storage::StorageError) -> Self {
+        tracing::error!(error = %e, "storage read failed");
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(r) => r.reason.as_str(),
+            ApiError::Auth(a) => a.reason(),
+            ApiError::Unavailable(_) => "SHARD_UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::Rejected(r) => match r.reason.class() {
+                RejectionClass::InvalidArgument => Code::InvalidArgument,
+                RejectionClass::NotFound => Code::NotFound,
+                RejectionClass::PermissionDenied => Code::PermissionDenied,
+                RejectionClass::FailedPrecondition => Code::FailedPrecondition,
+                RejectionClass::OutOfRange => Code::OutOfRange,
+            },
+            ApiError::Auth(AuthError::Forbidden { .. } | AuthError::ActAsRequired) => Code::PermissionDenied,
+            ApiError::Auth(_) => Code::Unauthenticated,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let reason = e.reason();
+        let message = match &e {
+            ApiError::Rejected(r) => r.message.clone(),
+            other => other.to_string(),
+        };
+        let detail = ErrorDetail { reason: reason.to_owned(), message: message.clone(), leader_hint: String::new() };
+        let mut status = Status::with_details(e.code(), format!("{reason}: {message}"), detail.encode_to_vec().into());
+        if let Ok(v) = reason.parse() {
+            status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_domain::Reason;
+
+    #[test]
+    fn rejection_maps_to_code_reason_and_detail() {
+        let s: Status = ApiError::from(Rejection::new(Reason::MessageTooLarge, "too big")).into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok()),
+            Some("MESSAGE_TOO_LARGE")
+        );
+        let d = ErrorDetail::decode(s.details()).unwrap_or_default();
+        assert_eq!(d.reason, "MESSAGE_TOO_LARGE");
+        let s: Status = ApiError::from(AuthError::Expired { expired_at: 1 }).into();
+        assert_eq!(s.code(), Code::Unauthenticated);
+    }
+}

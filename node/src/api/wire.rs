@@ -1,0 +1,119 @@
+//! Wire (API) types ↔ domain types. Wire types are lenient (every field optional); they are
+//! validated here, once, on the way in.
+
+use meridian_domain::element::{Element, Forwarded};
+use meridian_domain::{Message, Reason, Rejection};
+use meridian_proto::api;
+
+fn invalid(what: &str) -> Rejection {
+    Rejection::new(Reason::ElementInvalid, what.to_owned())
+}
+
+pub fn element_from_wire(e: api::MessageElement) -> Result<Element, Rejection> {
+    use api::message_element::Kind;
+    Ok(match e.kind.ok_or_else(|| invalid("an element has no kind (text, image, …)"))? {
+        Kind::Text(t) => Element::Text { text: t.text },
+        Kind::Image(i) => Element::Image {
+            url: i.url,
+            format: i.format,
+            size_bytes: i.size_bytes,
+            width: i.width,
+            height: i.height,
+            thumbnail_url: i.thumbnail_url,
+        },
+        Kind::Voice(v) => Element::Voice { url: v.url, size_bytes: v.size_bytes, duration_seconds: v.duration_seconds },
+        Kind::Video(v) => Element::Video {
+            url: v.url,
+            format: v.format,
+            size_bytes: v.size_bytes,
+            duration_seconds: v.duration_seconds,
+            thumbnail_url: v.thumbnail_url,
+        },
+        Kind::File(f) => Element::File { url: f.url, name: f.name, size_bytes: f.size_bytes },
+        Kind::Face(f) => Element::Face { index: f.index, data: f.data },
+        Kind::Location(l) => Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude },
+        Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
+        Kind::MergedForward(m) => Element::MergedForward {
+            title: m.title,
+            abstracts: m.abstracts,
+            messages: m
+                .messages
+                .into_iter()
+                .map(|f| {
+                    Ok(Forwarded {
+                        sender: f.sender,
+                        time_ms: f.time_ms,
+                        elements: f.elements.into_iter().map(element_from_wire).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, Rejection>>()?,
+        },
+    })
+}
+
+pub fn element_to_wire(e: &Element) -> api::MessageElement {
+    use api::message_element::Kind;
+    let kind = match e.clone() {
+        Element::Text { text } => Kind::Text(api::TextElement { text }),
+        Element::Image { url, format, size_bytes, width, height, thumbnail_url } => {
+            Kind::Image(api::ImageElement { url, format, size_bytes, width, height, thumbnail_url })
+        }
+        Element::Voice { url, size_bytes, duration_seconds } => {
+            Kind::Voice(api::VoiceElement { url, size_bytes, duration_seconds })
+        }
+        Element::Video { url, format, size_bytes, duration_seconds, thumbnail_url } => {
+            Kind::Video(api::VideoElement { url, format, size_bytes, duration_seconds, thumbnail_url })
+        }
+        Element::File { url, name, size_bytes } => Kind::File(api::FileElement { url, name, size_bytes }),
+        Element::Face { index, data } => Kind::Face(api::FaceElement { index, data }),
+        Element::Location { description, latitude, longitude } => {
+            Kind::Location(api::LocationElement { description, latitude, longitude })
+        }
+        Element::Custom { data, description, extension } => {
+            Kind::Custom(api::CustomElement { data, description, extension })
+        }
+        Element::MergedForward { title, abstracts, messages } => Kind::MergedForward(api::MergedForwardElement {
+            title,
+            abstracts,
+            messages: messages
+                .iter()
+                .map(|m| api::ForwardedMessage {
+                    sender: m.sender.clone(),
+                    time_ms: m.time_ms,
+                    elements: m.elements.iter().map(element_to_wire).collect(),
+                })
+                .collect(),
+        }),
+    };
+    api::MessageElement { kind: Some(kind) }
+}
+
+pub fn message_to_wire(m: &Message) -> api::Message {
+    api::Message {
+        message_id: m.id.to_string(),
+        seq: m.seq.0,
+        sender: m.sender.to_string(),
+        server_time_ms: m.time.0,
+        elements: m.elements.iter().map(element_to_wire).collect(),
+        recalled: m.recalled.is_some(),
+        recalled_at_ms: m.recalled.as_ref().map_or(0, |r| r.at.0),
+        recalled_by: m.recalled.as_ref().map(|r| r.by.to_string()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_without_kind_is_rejected() {
+        let r = element_from_wire(api::MessageElement { kind: None });
+        assert_eq!(r.map_err(|r| r.reason), Err(Reason::ElementInvalid));
+    }
+
+    #[test]
+    fn elements_round_trip() {
+        let e = Element::Location { description: "x".into(), latitude: 1.0, longitude: 2.0 };
+        assert_eq!(element_from_wire(element_to_wire(&e)).ok(), Some(e));
+    }
+}

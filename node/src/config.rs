@@ -1,0 +1,855 @@
+//! The node's configuration file (TOML): one `[section]` per concern, kebab-case keys,
+//! defaults for everything that has a sensible one, and a `validate()` whose messages name
+//! the key and say what to write instead. Every field is documented in `docs/config.md`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::DEFAULT_TOKEN_TTL_SECONDS;
+
+/// Shortest accepted auth secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Most shards a region may have.
+pub const MAX_SHARDS: u32 = 1024;
+/// Longest accepted token lifetime: 10 years, in seconds.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
+/// Largest accepted message size limit: 1 MiB, in bytes (well under gRPC's 4 MiB frame cap).
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 1024 * 1024;
+
+/// One `meridian node` process: who it is, where it listens, where it keeps data, whom it
+/// replicates with, and the limits it enforces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// This node's id, unique within its region; >= 1. Never reuse the id of a removed node.
+    pub node_id: u64,
+    /// The region this node serves: its residency code, e.g. `sg` (2..=16 of `a-z`, `0-9`, `-`).
+    pub region: String,
+    /// Socket address the gRPC server binds (clients and peers). Default `127.0.0.1:7001`.
+    pub listen: SocketAddr,
+    /// `host:port` that peers and clients use to reach this node. Default: `listen`.
+    pub advertise: Option<String>,
+    /// Socket address of the plain-HTTP server (`/healthz`, `/readyz`, `/metrics`); unset = off.
+    pub http_listen: Option<SocketAddr>,
+    /// Directory of this node's data (RocksDB, snapshots). Relative paths are resolved
+    /// against the working directory of the process. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Number of shards (Raft groups) in the region: a power of two in 1..=1024, default 8.
+    /// Fixed when the region is bootstrapped; every node of a region must agree.
+    pub shards: u32,
+    /// The region's initial voters, this node included (`[[peers]]` tables of `id`, `addr`).
+    pub peers: Vec<PeerConfig>,
+    /// Initialize every shard with `peers` as voters when `data-dir` is new. Default true;
+    /// set false for a node that will join an existing region through `Admin/AddNode`.
+    pub bootstrap: bool,
+    /// Token signing (`[auth]`).
+    pub auth: AuthConfig,
+    /// Per-request limits (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Raft timing and batching (`[raft]`).
+    pub raft: RaftTuning,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            region: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            advertise: None,
+            http_listen: None,
+            data_dir: PathBuf::from("./data"),
+            shards: 8,
+            peers: Vec::new(),
+            bootstrap: true,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            raft: RaftTuning::default(),
+        }
+    }
+}
+
+/// One initial voter of the region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeerConfig {
+    /// The peer's node id (>= 1).
+    pub id: u64,
+    /// The peer's advertised gRPC address, `host:port`.
+    pub addr: String,
+}
+
+/// Token signing: every node of a region shares the app id and the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// The app tokens are issued for; tokens of another app are refused. Default `meridian`.
+    pub app_id: String,
+    /// HMAC-SHA256 key of user and admin tokens; at least 16 bytes. Required.
+    pub secret: String,
+    /// Lifetime of tokens minted by `Admin/IssueUserToken` without a TTL, in seconds.
+    /// Default 15552000 (180 days).
+    pub token_ttl_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            app_id: "meridian".to_owned(),
+            secret: String::new(),
+            token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A config dump in a log must not leak the signing key.
+        f.debug_struct("AuthConfig")
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .field("token_ttl_seconds", &self.token_ttl_seconds)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// The default token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_seconds)
+    }
+}
+
+/// Per-request limits, defaults taken from the product we measure against (FEATURES.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Largest encoded message body (all elements together), in bytes. Default 12288 (12 KB).
+    pub max_message_bytes: usize,
+    /// How long after sending a sender may recall a message, in seconds. Default 120.
+    pub recall_window_seconds: u64,
+    /// Most messages one history page returns, in messages. Default 100.
+    pub max_history_page: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 12 * 1024,
+            recall_window_seconds: 120,
+            max_history_page: 100,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The recall window.
+    pub fn recall_window(&self) -> Duration {
+        Duration::from_secs(self.recall_window_seconds)
+    }
+}
+
+/// Raft timing and batching, the same for every shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RaftTuning {
+    /// Interval between leader heartbeats, in milliseconds. Default 100.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout, in milliseconds. Default 400.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout, in milliseconds. Default 800.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many log entries since the last one, in entries. Default 5000.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind a snapshot for slow followers, in entries. Default 1000.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Most client commands batched into one Raft entry, in commands. Default 512.
+    pub max_batch_commands: usize,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            max_batch_commands: 512,
+        }
+    }
+}
+
+impl RaftTuning {
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
+/// One thing wrong with a configuration: the key (dotted, as written in the file) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration, reported at once so one edit can fix it all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid node configuration")?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {}", p.field, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// Whether some problem concerns `field` (e.g. `raft.heartbeat-interval-ms`).
+    pub fn mentions(&self, field: &str) -> bool {
+        self.problems.iter().any(|p| p.field == field)
+    }
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(ConfigProblem {
+                field: field.to_owned(),
+                message: message(),
+            });
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("load config file {}", path.display()))
+    }
+
+    /// Parses and validates a config from TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).context("parse TOML")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML text (the secret included: write it only to a private file).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("serialize config as TOML")
+    }
+
+    /// `host:port` that peers and clients use to reach this node.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Checks every rule and reports all the problems found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        self.validate_identity(&mut p);
+        self.validate_addresses(&mut p);
+        self.validate_peers(&mut p);
+        self.auth.validate(&mut p);
+        self.limits.validate(&mut p);
+        self.raft.validate(&mut p);
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p.0 })
+        }
+    }
+
+    fn validate_identity(&self, p: &mut Problems) {
+        p.check(self.node_id >= 1, "node-id", || {
+            "missing or 0: set node-id to this node's id (>= 1), unique within the region".into()
+        });
+        p.check(is_region_code(&self.region), "region", || {
+            if self.region.is_empty() {
+                "missing: set region to this node's region code, e.g. \"sg\"".into()
+            } else {
+                format!(
+                    "{:?} is not a region code: use 2..=16 lowercase letters, digits or '-', e.g. \"sg\"",
+                    self.region
+                )
+            }
+        });
+        p.check(!self.data_dir.as_os_str().is_empty(), "data-dir", || {
+            "empty: set data-dir to the directory that holds this node's data".into()
+        });
+        p.check(
+            self.shards.is_power_of_two() && self.shards <= MAX_SHARDS,
+            "shards",
+            || {
+                format!(
+                    "{} is not a power of two in 1..={MAX_SHARDS}: use e.g. 8 (the default)",
+                    self.shards
+                )
+            },
+        );
+    }
+
+    fn validate_addresses(&self, p: &mut Problems) {
+        p.check(self.listen.port() != 0, "listen", || {
+            "port 0 is not allowed: peers need a fixed port to reach this node".into()
+        });
+        match &self.advertise {
+            Some(addr) => p.check(is_host_port(addr), "advertise", || {
+                format!("{addr:?} is not host:port (e.g. \"node1.sg.example:7001\")")
+            }),
+            None => p.check(!self.listen.ip().is_unspecified(), "advertise", || {
+                format!(
+                    "required when listen is {} (a wildcard address peers cannot dial): set it to \
+                     the host:port peers and clients use",
+                    self.listen
+                )
+            }),
+        }
+        if let Some(http) = self.http_listen {
+            p.check(http.port() != 0, "http-listen", || {
+                "port 0 is not allowed: health checks and scrapers need a fixed port".into()
+            });
+            p.check(http != self.listen, "http-listen", || {
+                format!("{http} is also the gRPC listen address: use another port")
+            });
+        }
+    }
+
+    fn validate_peers(&self, p: &mut Problems) {
+        let mut ids = HashSet::new();
+        let mut addrs: HashMap<&str, u64> = HashMap::new();
+        for peer in &self.peers {
+            p.check(peer.id >= 1, "peers.id", || {
+                "peer ids start at 1, found 0".into()
+            });
+            p.check(ids.insert(peer.id), "peers.id", || {
+                format!(
+                    "node id {} is listed twice: each peer needs its own id",
+                    peer.id
+                )
+            });
+            p.check(is_host_port(&peer.addr), "peers.addr", || {
+                format!(
+                    "peer {}: {:?} is not host:port (e.g. \"10.0.0.1:7001\")",
+                    peer.id, peer.addr
+                )
+            });
+            if let Some(other) = addrs.insert(&peer.addr, peer.id) {
+                p.check(false, "peers.addr", || {
+                    format!(
+                        "peers {other} and {} share the address {}",
+                        peer.id, peer.addr
+                    )
+                });
+            }
+        }
+        let me = self.peers.iter().find(|peer| peer.id == self.node_id);
+        if self.bootstrap {
+            p.check(!self.peers.is_empty(), "peers", || {
+                "empty, but bootstrap = true needs the region's initial voters in [[peers]] \
+                 (this node included); for a node joining an existing region set bootstrap = false"
+                    .into()
+            });
+            p.check(self.peers.is_empty() || me.is_some(), "peers", || {
+                format!(
+                    "this node (node-id {}) is not listed, but bootstrap = true makes it an initial \
+                     voter: add [[peers]] id = {}, addr = {:?}",
+                    self.node_id,
+                    self.node_id,
+                    self.advertise_addr()
+                )
+            });
+        }
+        if let Some(me) = me {
+            let advertised = self.advertise_addr();
+            p.check(me.addr == advertised, "peers.addr", || {
+                format!(
+                    "this node (id {}) is listed at {:?} but advertises {advertised:?}: make them equal",
+                    me.id, me.addr
+                )
+            });
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.check(
+            !self.app_id.is_empty()
+                && self.app_id.len() <= 64
+                && !self
+                    .app_id
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace()),
+            "auth.app-id",
+            || {
+                format!(
+                    "{:?} must be 1..=64 bytes without spaces or control characters",
+                    self.app_id
+                )
+            },
+        );
+        p.check(self.secret.len() >= MIN_SECRET_BYTES, "auth.secret", || {
+            if self.secret.is_empty() {
+                "missing: set a random secret of at least 16 bytes, the same on every node of the \
+                 region (e.g. `openssl rand -hex 32`)"
+                    .into()
+            } else {
+                format!(
+                    "too short ({} bytes): use at least {MIN_SECRET_BYTES} random bytes \
+                     (e.g. `openssl rand -hex 32`)",
+                    self.secret.len()
+                )
+            }
+        });
+        p.check(
+            (1..=MAX_TOKEN_TTL_SECONDS).contains(&self.token_ttl_seconds),
+            "auth.token-ttl-seconds",
+            || {
+                format!(
+                    "{} is out of range: use 1..={MAX_TOKEN_TTL_SECONDS} seconds (default {})",
+                    self.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS
+                )
+            },
+        );
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.check(
+            (1..=MAX_MESSAGE_BYTES_CEILING).contains(&self.max_message_bytes),
+            "limits.max-message-bytes",
+            || {
+                format!(
+                    "{} is out of range: use 1..={MAX_MESSAGE_BYTES_CEILING} bytes (default 12288)",
+                    self.max_message_bytes
+                )
+            },
+        );
+        p.check(
+            self.recall_window_seconds >= 1,
+            "limits.recall-window-seconds",
+            || "0 is not allowed: use at least 1 second (default 120)".into(),
+        );
+        p.check(
+            (1..=1000).contains(&self.max_history_page),
+            "limits.max-history-page",
+            || {
+                format!(
+                    "{} is out of range: use 1..=1000 messages (default 100)",
+                    self.max_history_page
+                )
+            },
+        );
+    }
+}
+
+impl RaftTuning {
+    fn validate(&self, p: &mut Problems) {
+        p.check(
+            self.heartbeat_interval_ms >= 1,
+            "raft.heartbeat-interval-ms",
+            || "0 is not allowed: use e.g. 100 ms".into(),
+        );
+        p.check(
+            self.heartbeat_interval_ms < self.election_timeout_min_ms,
+            "raft.heartbeat-interval-ms",
+            || {
+                format!(
+                    "{} ms must be below raft.election-timeout-min-ms ({} ms), or followers start \
+                     elections against a healthy leader; a third of it or less is usual",
+                    self.heartbeat_interval_ms, self.election_timeout_min_ms
+                )
+            },
+        );
+        p.check(
+            self.election_timeout_min_ms < self.election_timeout_max_ms,
+            "raft.election-timeout-min-ms",
+            || {
+                format!(
+                    "{} ms must be below raft.election-timeout-max-ms ({} ms): the timeout is drawn \
+                     from that range so that candidates do not collide",
+                    self.election_timeout_min_ms, self.election_timeout_max_ms
+                )
+            },
+        );
+        p.check(
+            self.snapshot_logs_since_last >= 1,
+            "raft.snapshot-logs-since-last",
+            || "0 is not allowed: use e.g. 5000 entries".into(),
+        );
+        p.check(
+            (1..=65_536).contains(&self.max_batch_commands),
+            "raft.max-batch-commands",
+            || {
+                format!(
+                    "{} is out of range: use 1..=65536 commands (default 512)",
+                    self.max_batch_commands
+                )
+            },
+        );
+    }
+}
+
+/// `2..=16` of `[a-z0-9-]`, the same rule as the domain's `RegionCode`.
+fn is_region_code(s: &str) -> bool {
+    (2..=16).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535 (IPv6 hosts in brackets).
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty() && !host.contains(':') && !host.chars().any(char::is_whitespace)
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NodeConfig {
+        NodeConfig {
+            node_id: 1,
+            region: "sg".into(),
+            peers: vec![
+                PeerConfig {
+                    id: 1,
+                    addr: "127.0.0.1:7001".into(),
+                },
+                PeerConfig {
+                    id: 2,
+                    addr: "127.0.0.1:7002".into(),
+                },
+                PeerConfig {
+                    id: 3,
+                    addr: "127.0.0.1:7003".into(),
+                },
+            ],
+            auth: AuthConfig {
+                secret: "0123456789abcdef".into(),
+                ..AuthConfig::default()
+            },
+            ..NodeConfig::default()
+        }
+    }
+
+    fn problems(config: &NodeConfig) -> ConfigError {
+        config.validate().expect_err("config must be invalid")
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let config = NodeConfig::from_toml(
+            r#"
+            node-id = 1
+            region = "sg"
+            [[peers]]
+            id = 1
+            addr = "127.0.0.1:7001"
+            [auth]
+            secret = "0123456789abcdef"
+            "#,
+        )
+        .expect("minimal config parses");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
+        assert_eq!(config.advertise_addr(), "127.0.0.1:7001");
+        assert_eq!(config.http_listen, None);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.shards, 8);
+        assert!(config.bootstrap);
+        assert_eq!(config.auth.app_id, "meridian");
+        assert_eq!(config.auth.token_ttl_seconds, 180 * 24 * 3600);
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.limits.max_message_bytes, 12288);
+        assert_eq!(config.limits.recall_window_seconds, 120);
+        assert_eq!(config.limits.max_history_page, 100);
+        assert_eq!(config.raft, RaftTuning::default());
+        assert_eq!(config.raft.heartbeat_interval_ms, 100);
+        assert_eq!(config.raft.election_timeout_min_ms, 400);
+        assert_eq!(config.raft.election_timeout_max_ms, 800);
+        assert_eq!(config.raft.snapshot_logs_since_last, 5000);
+        assert_eq!(config.raft.max_in_snapshot_log_to_keep, 1000);
+        assert_eq!(config.raft.max_batch_commands, 512);
+    }
+
+    #[test]
+    fn the_example_region_configs_parse_and_agree() {
+        let texts = [
+            include_str!("../../config/region-3node/node-1.toml"),
+            include_str!("../../config/region-3node/node-2.toml"),
+            include_str!("../../config/region-3node/node-3.toml"),
+        ];
+        let configs: Vec<NodeConfig> = texts
+            .iter()
+            .map(|t| NodeConfig::from_toml(t).expect("example config is valid"))
+            .collect();
+        for (i, c) in configs.iter().enumerate() {
+            let n = i as u64 + 1;
+            assert_eq!(c.node_id, n);
+            assert_eq!(c.advertise_addr(), format!("127.0.0.1:700{n}"));
+            assert_eq!(
+                c.http_listen,
+                Some(SocketAddr::from(([127, 0, 0, 1], 8000 + n as u16)))
+            );
+            assert_eq!(c.data_dir, PathBuf::from(format!("./data/node-{n}")));
+            // Everything region-wide must be identical on every node.
+            assert_eq!(c.region, configs[0].region);
+            assert_eq!(c.peers, configs[0].peers);
+            assert_eq!(c.shards, configs[0].shards);
+            assert_eq!(c.auth, configs[0].auth);
+        }
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let config = NodeConfig {
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
+            ..valid()
+        };
+        let text = config.to_toml().expect("serializes");
+        assert_eq!(NodeConfig::from_toml(&text).expect("parses back"), config);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = NodeConfig::from_toml("node-id = 1\nregoin = \"sg\"\n").expect_err("typo");
+        assert!(format!("{err:#}").contains("regoin"), "{err:#}");
+        let err = NodeConfig::from_toml("[raft]\nheartbeat-ms = 5\n").expect_err("typo");
+        assert!(format!("{err:#}").contains("heartbeat-ms"), "{err:#}");
+    }
+
+    #[test]
+    fn an_empty_file_names_every_required_key() {
+        let err = problems(&NodeConfig::default());
+        for field in ["node-id", "region", "peers", "auth.secret"] {
+            assert!(err.mentions(field), "{field} not reported in: {err}");
+        }
+        let shown = err.to_string();
+        assert!(shown.starts_with("invalid node configuration"), "{shown}");
+        assert!(shown.contains("openssl rand"), "{shown}");
+    }
+
+    #[test]
+    fn bootstrap_requires_this_node_among_the_peers() {
+        let config = NodeConfig {
+            node_id: 4,
+            ..valid()
+        };
+        let err = problems(&config);
+        assert!(err.mentions("peers"), "{err}");
+        assert!(err.to_string().contains("node-id 4"), "{err}");
+        // A joining node need not be listed.
+        let joining = NodeConfig {
+            node_id: 4,
+            bootstrap: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7004)),
+            ..valid()
+        };
+        assert_eq!(joining.validate(), Ok(()));
+    }
+
+    #[test]
+    fn this_nodes_peer_entry_must_match_its_advertised_address() {
+        let config = NodeConfig {
+            advertise: Some("node1.sg.internal:7001".into()),
+            ..valid()
+        };
+        let err = problems(&config);
+        assert!(err.mentions("peers.addr"), "{err}");
+        assert!(err.to_string().contains("node1.sg.internal:7001"), "{err}");
+    }
+
+    #[test]
+    fn peer_ids_and_addresses_are_unique() {
+        let mut config = valid();
+        config.peers.push(PeerConfig {
+            id: 2,
+            addr: "127.0.0.1:7009".into(),
+        });
+        config.peers.push(PeerConfig {
+            id: 5,
+            addr: "127.0.0.1:7003".into(),
+        });
+        config.peers.push(PeerConfig {
+            id: 6,
+            addr: "no-port".into(),
+        });
+        let err = problems(&config);
+        assert!(
+            err.to_string().contains("node id 2 is listed twice"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("peers 3 and 5 share the address 127.0.0.1:7003"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("\"no-port\" is not host:port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_needs_advertise() {
+        let config = NodeConfig {
+            listen: "0.0.0.0:7001".parse().expect("addr"),
+            ..valid()
+        };
+        assert!(problems(&config).mentions("advertise"));
+        let config = NodeConfig {
+            advertise: Some("127.0.0.1:7001".into()),
+            ..config
+        };
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn election_timeouts_must_be_ordered() {
+        let mut config = valid();
+        config.raft.election_timeout_min_ms = 800;
+        config.raft.election_timeout_max_ms = 800;
+        config.raft.heartbeat_interval_ms = 900;
+        let err = problems(&config);
+        assert!(err.mentions("raft.election-timeout-min-ms"), "{err}");
+        assert!(err.mentions("raft.heartbeat-interval-ms"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("900 ms must be below raft.election-timeout-min-ms (800 ms)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shards_must_be_a_power_of_two_up_to_1024() {
+        for bad in [0, 3, 12, 2048] {
+            let err = problems(&NodeConfig {
+                shards: bad,
+                ..valid()
+            });
+            assert!(err.mentions("shards"), "{bad}: {err}");
+        }
+        for good in [1, 2, 8, 1024] {
+            assert_eq!(
+                NodeConfig {
+                    shards: good,
+                    ..valid()
+                }
+                .validate(),
+                Ok(()),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn region_codes_follow_the_domain_rule() {
+        for bad in ["s", "SG", "sg_1", "a-very-long-region-code"] {
+            let err = problems(&NodeConfig {
+                region: bad.into(),
+                ..valid()
+            });
+            assert!(err.mentions("region"), "{bad}: {err}");
+        }
+        assert_eq!(
+            NodeConfig {
+                region: "ap-se-1".into(),
+                ..valid()
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn short_secrets_and_odd_limits_are_refused() {
+        let mut config = valid();
+        config.auth.secret = "short".into();
+        config.auth.app_id = "my app".into();
+        config.auth.token_ttl_seconds = 0;
+        config.limits.max_message_bytes = 0;
+        config.limits.recall_window_seconds = 0;
+        config.limits.max_history_page = 0;
+        config.raft.max_batch_commands = 0;
+        config.http_listen = Some(config.listen);
+        let err = problems(&config);
+        for field in [
+            "auth.secret",
+            "auth.app-id",
+            "auth.token-ttl-seconds",
+            "limits.max-message-bytes",
+            "limits.recall-window-seconds",
+            "limits.max-history-page",
+            "raft.max-batch-commands",
+            "http-listen",
+        ] {
+            assert!(err.mentions(field), "{field} not reported in: {err}");
+        }
+        assert!(err.to_string().contains("too short (5 bytes)"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let shown = format!("{:?}", valid());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
+    #[test]
+    fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
+        for good in [
+            "a:1",
+            "node1.sg.internal:7001",
+            "10.0.0.1:7001",
+            "[::1]:7001",
+        ] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":7001",
+            "host",
+            "host:0",
+            "host:70000",
+            "::1:7001",
+            "[zz]:1",
+            "a b:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,754 @@
+//! `meridian dev`: a 3-node region on loopback, as three child processes of this one.
+//!
+//! The first run writes one config per node into the dev directory (with a fresh random
+//! secret); later runs reuse those configs, so the data in `DIR/node-N/` survives restarts.
+//! Once every node sees a leader for every shard, the endpoints and an admin token are
+//! written to `DIR/dev.env` (shell-sourceable) and printed. The cluster runs until Ctrl-C or
+//! SIGTERM, or until a node exits on its own, which is reported as an error. The children
+//! live in their own process group, so a terminal's Ctrl-C reaches only this process, which
+//! then stops them (SIGTERM, then SIGKILL after a grace period).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use meridian_proto::api::admin_client::AdminClient;
+use meridian_proto::api::{ClusterStatusRequest, ClusterStatusResponse};
+use rand::RngCore as _;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::auth::TokenSigner;
+use crate::config::{AuthConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
+
+/// Nodes in the dev region.
+const NODES: u64 = 3;
+/// The dev region's code.
+const REGION: &str = "dev";
+/// Offset from a node's gRPC port to its HTTP port (7001 → 8001).
+const HTTP_PORT_OFFSET: u16 = 1000;
+/// How long the cluster may take to elect a leader for every shard.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often readiness is polled.
+const READY_POLL: Duration = Duration::from_millis(250);
+/// How often a still-waiting cluster logs its progress.
+const READY_REPORT: Duration = Duration::from_secs(5);
+/// How long nodes get to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Lines of a crashed node's log shown in the error.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Arguments of `meridian dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Directory for the cluster's configs, data, logs, pid files and dev.env.
+    #[arg(long, default_value = ".meridian-dev")]
+    pub dir: PathBuf,
+    /// gRPC port of node 1; node N listens on base-port + N - 1 and serves HTTP on
+    /// base-port + 1000 + N - 1. Used when the configs are first written.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Shards of the region (a power of two). Used when the configs are first written.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+}
+
+/// Runs a local 3-node region until Ctrl-C (Ok) or until a node dies (Err).
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Installed before any child exists, so that no signal can orphan one.
+    let mut signals = ShutdownSignals::install()?;
+
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("create dev directory {}", args.dir.display()))?;
+    let dir = std::path::absolute(&args.dir)
+        .with_context(|| format!("resolve dev directory {}", args.dir.display()))?;
+    let configs = prepare_configs(&dir, &args)?;
+    refuse_if_running(&dir)?;
+    check_ports_free(&configs)?;
+
+    let mut cluster = Cluster::start(&dir, &configs).await?;
+    let outcome = cluster.serve(&dir, &configs, &mut signals).await;
+    cluster.stop().await;
+    outcome
+}
+
+fn config_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("node-{n}.toml"))
+}
+
+/// Loads the configs already in `dir` and writes the missing ones.
+fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>> {
+    let mut existing = Vec::new();
+    for n in 1..=NODES {
+        let path = config_path(dir, n);
+        existing.push(if path.exists() {
+            let config = NodeConfig::load(&path).with_context(|| {
+                format!(
+                    "reuse {}: fix it, or delete {} to start afresh",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+            Some(config)
+        } else {
+            None
+        });
+    }
+
+    let reused = existing.iter().flatten().next().cloned();
+    if let Some(first) = &reused {
+        let wanted_port = args.base_port;
+        if first.shards != args.shards || first.listen.port() != wanted_port {
+            warn!(
+                dir = %dir.display(),
+                shards = first.shards,
+                "reusing the existing configs; --base-port and --shards apply only to a new \
+                 directory (delete it, or pass another --dir)"
+            );
+        }
+    }
+    let secret = match &reused {
+        Some(c) => c.auth.secret.clone(),
+        None => random_secret(),
+    };
+    let shards = reused.as_ref().map_or(args.shards, |c| c.shards);
+
+    let mut configs = Vec::new();
+    for (n, config) in (1..=NODES).zip(existing) {
+        let config = match config {
+            Some(c) => {
+                info!(config = %config_path(dir, n).display(), "reusing node-{n} config");
+                c
+            }
+            None => {
+                let c = node_config(dir, n, args.base_port, shards, &secret)?;
+                write_config(&config_path(dir, n), &c)?;
+                c
+            }
+        };
+        configs.push(config);
+    }
+    check_consistent(dir, &configs)?;
+    Ok(configs)
+}
+
+/// The config of dev node `n` (1-based).
+fn node_config(
+    dir: &Path,
+    n: u64,
+    base_port: u16,
+    shards: u32,
+    secret: &str,
+) -> anyhow::Result<NodeConfig> {
+    let port = |offset: u64| -> anyhow::Result<u16> {
+        u16::try_from(u64::from(base_port) + offset)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                anyhow!(
+                    "--base-port {base_port} is too high: ports up to base-port + 1002 must exist"
+                )
+            })
+    };
+    let grpc = |i: u64| port(i - 1);
+    let peers = (1..=NODES)
+        .map(|i| {
+            Ok(PeerConfig {
+                id: i,
+                addr: SocketAddr::from(([127, 0, 0, 1], grpc(i)?)).to_string(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = NodeConfig {
+        node_id: n,
+        region: REGION.to_owned(),
+        listen: SocketAddr::from(([127, 0, 0, 1], grpc(n)?)),
+        advertise: None,
+        http_listen: Some(SocketAddr::from((
+            [127, 0, 0, 1],
+            port(u64::from(HTTP_PORT_OFFSET) + n - 1)?,
+        ))),
+        data_dir: dir.join(format!("node-{n}")),
+        shards,
+        peers,
+        bootstrap: true,
+        auth: AuthConfig {
+            secret: secret.to_owned(),
+            ..AuthConfig::default()
+        },
+        limits: LimitsConfig::default(),
+        raft: RaftTuning::default(),
+    };
+    config
+        .validate()
+        .with_context(|| format!("generate the config of node-{n}"))?;
+    Ok(config)
+}
+
+/// 32 random bytes, hex-encoded.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn write_config(path: &Path, config: &NodeConfig) -> anyhow::Result<()> {
+    let text = format!(
+        "# Written by `meridian dev` and reused on every start (data survives restarts).\n\
+         # Edit freely; delete the directory to start afresh. Keys: docs/config.md.\n\n{}",
+        config.to_toml()?
+    );
+    write_private(path, &text)?;
+    info!(config = %path.display(), "wrote node-{} config", config.node_id);
+    Ok(())
+}
+
+/// Writes a file only its owner can read: configs hold the secret, dev.env an admin token.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// The three configs must describe one region.
+fn check_consistent(dir: &Path, configs: &[NodeConfig]) -> anyhow::Result<()> {
+    let first = configs.first().ok_or_else(|| anyhow!("no node configs"))?;
+    for c in configs {
+        let disagree = if c.region != first.region {
+            Some("region")
+        } else if c.shards != first.shards {
+            Some("shards")
+        } else if c.peers != first.peers {
+            Some("peers")
+        } else if c.auth != first.auth {
+            Some("[auth]")
+        } else {
+            None
+        };
+        if let Some(key) = disagree {
+            bail!(
+                "the configs in {} disagree on `{key}` (node-{} vs node-{}): make them equal, or \
+                 delete the directory to start afresh",
+                dir.display(),
+                first.node_id,
+                c.node_id
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pid_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("node-{n}.pid"))
+}
+
+/// Fails if a node of an earlier `meridian dev` on this directory still runs (e.g. after
+/// the parent was killed with SIGKILL); clears stale pid files.
+fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
+    for n in 1..=NODES {
+        let path = pid_path(dir, n);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let config = config_path(dir, n);
+        let alive = text.trim().parse::<u32>().ok().filter(|pid| {
+            // Only a process running this node's config counts; a recycled pid does not.
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy())
+            })
+        });
+        if let Some(pid) = alive {
+            bail!(
+                "node-{n} of an earlier `meridian dev` on {} is still running (pid {pid}): stop it \
+                 with `kill {pid}` and retry",
+                dir.display()
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(())
+}
+
+/// Names the first port that is taken, before any node fails on it.
+fn check_ports_free(configs: &[NodeConfig]) -> anyhow::Result<()> {
+    for c in configs {
+        let addrs = std::iter::once(("gRPC", c.listen)).chain(c.http_listen.map(|a| ("HTTP", a)));
+        for (what, addr) in addrs {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!(
+                    "{addr} (node-{} {what}) is not available ({e}): stop whatever holds it, or \
+                     use another --dir with another --base-port",
+                    c.node_id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The signals that stop the cluster: Ctrl-C, and SIGTERM on unix.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+                terminate: signal(SignalKind::terminate())
+                    .context("install the SIGTERM handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Waits for a stop signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "Ctrl-C",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// One running child node.
+struct DevNode {
+    name: String,
+    child: Child,
+    log_path: PathBuf,
+    pid_path: PathBuf,
+}
+
+/// The running children.
+struct Cluster {
+    nodes: Vec<DevNode>,
+}
+
+impl Cluster {
+    /// Spawns one `meridian node` per config. Children already started are killed (on drop)
+    /// if a later one fails to start.
+    async fn start(dir: &Path, configs: &[NodeConfig]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locate the meridian binary")?;
+        let mut nodes = Vec::new();
+        for config in configs {
+            let n = config.node_id;
+            let name = format!("node-{n}");
+            let log_path = dir.join(format!("{name}.log"));
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("create {}", log_path.display()))?;
+            let log_err = log
+                .try_clone()
+                .with_context(|| format!("reopen {}", log_path.display()))?;
+            let mut command = Command::new(&exe);
+            command
+                .arg("node")
+                .arg("--config")
+                .arg(config_path(dir, n))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log_err))
+                .env("NO_COLOR", "1")
+                .kill_on_drop(true);
+            // Our own process group: a terminal's Ctrl-C reaches only us, and we stop the nodes.
+            #[cfg(unix)]
+            command.process_group(0);
+            let child = command.spawn().with_context(|| format!("start {name}"))?;
+            let pid = child
+                .id()
+                .ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
+            let pid_path = pid_path(dir, n);
+            std::fs::write(&pid_path, format!("{pid}\n"))
+                .with_context(|| format!("write {}", pid_path.display()))?;
+            info!(pid, addr = %config.advertise_addr(), log = %log_path.display(), "started {name}");
+            nodes.push(DevNode {
+                name,
+                child,
+                log_path,
+                pid_path,
+            });
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Waits until the cluster is ready, announces it, and runs until a signal (Ok) or the
+    /// first node exit (Err).
+    async fn serve(
+        &mut self,
+        dir: &Path,
+        configs: &[NodeConfig],
+        signals: &mut ShutdownSignals,
+    ) -> anyhow::Result<()> {
+        let first = configs.first().ok_or_else(|| anyhow!("no node configs"))?;
+        let signer = TokenSigner::from_config(&first.auth);
+        let ttl = i64::try_from(first.auth.token_ttl_seconds).unwrap_or(i64::MAX);
+        let token = signer.issue_admin("dev", chrono::Utc::now().timestamp().saturating_add(ttl));
+        let endpoints: Vec<(String, String)> = configs
+            .iter()
+            .map(|c| (format!("node-{}", c.node_id), c.advertise_addr()))
+            .collect();
+
+        let started = Instant::now();
+        tokio::select! {
+            biased;
+            signal = signals.recv() => {
+                info!("{signal}: stopping the cluster before it became ready");
+                return Ok(());
+            }
+            exit = self.first_exit() => return Err(self.exit_error(exit)),
+            ready = wait_ready(&endpoints, &token, first.shards) => ready
+                .with_context(|| format!("wait for the cluster (node logs: {}/node-N.log)", dir.display()))?,
+        }
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            shards = first.shards,
+            "every node sees a leader for every shard"
+        );
+
+        let endpoint_list = endpoints
+            .iter()
+            .map(|(_, addr)| addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let env = format!(
+            "export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n"
+        );
+        let env_path = dir.join("dev.env");
+        write_private(&env_path, &env)?;
+        println!(
+            "# Meridian dev region {REGION:?} is up: {NODES} nodes, {} shards. Ctrl-C stops it.\n\
+             # In another shell: source {}\n{env}",
+            first.shards,
+            env_path.display()
+        );
+
+        tokio::select! {
+            biased;
+            signal = signals.recv() => {
+                info!("{signal}: stopping the cluster");
+                Ok(())
+            }
+            exit = self.first_exit() => Err(self.exit_error(exit)),
+        }
+    }
+
+    /// The index and status of the first node to exit.
+    async fn first_exit(&mut self) -> (usize, std::io::Result<ExitStatus>) {
+        if self.nodes.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.nodes.iter_mut().map(|n| Box::pin(n.child.wait()));
+        let (status, index, _) = futures::future::select_all(waits).await;
+        (index, status)
+    }
+
+    fn exit_error(&self, (index, status): (usize, std::io::Result<ExitStatus>)) -> anyhow::Error {
+        let Some(node) = self.nodes.get(index) else {
+            return anyhow!("a node exited unexpectedly");
+        };
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown status: {e}"),
+        };
+        let tail = log_tail(&node.log_path, LOG_TAIL_LINES);
+        anyhow!(
+            "{} exited unexpectedly ({status}); the last lines of {}:\n{tail}",
+            node.name,
+            node.log_path.display()
+        )
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL for those still running after the grace period.
+    async fn stop(&mut self) {
+        for node in &mut self.nodes {
+            if let (Ok(None), Some(pid)) = (node.child.try_wait(), node.child.id()) {
+                if !terminate(pid).await {
+                    let _ = node.child.start_kill();
+                }
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for node in &mut self.nodes {
+            match tokio::time::timeout_at(deadline, node.child.wait()).await {
+                Ok(Ok(status)) => debug!(%status, "{} stopped", node.name),
+                Ok(Err(e)) => warn!(error = %e, "could not wait for {}", node.name),
+                Err(_) => {
+                    warn!(
+                        "{} did not stop within {STOP_GRACE:?}: killing it",
+                        node.name
+                    );
+                    if let Err(e) = node.child.kill().await {
+                        warn!(error = %e, "could not kill {}", node.name);
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&node.pid_path);
+        }
+        info!("dev cluster stopped");
+    }
+}
+
+/// Asks a process to stop (SIGTERM) through `kill(1)`, which needs no unsafe code.
+async fn terminate(pid: u32) -> bool {
+    if !cfg!(unix) {
+        return false;
+    }
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    matches!(status, Ok(s) if s.success())
+}
+
+/// The last `lines` lines of a log file, or why it could not be read.
+fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(could not read the log: {e})"),
+    }
+}
+
+/// Polls `Admin/ClusterStatus` on every node until each sees a leader for all `shards`.
+async fn wait_ready(
+    endpoints: &[(String, String)],
+    token: &str,
+    shards: u32,
+) -> anyhow::Result<()> {
+    let auth: MetadataValue<Ascii> = format!("Bearer {token}")
+        .try_into()
+        .context("put the admin token in metadata")?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut next_report = Instant::now() + READY_REPORT;
+    let mut clients: Vec<Option<AdminClient<Channel>>> = vec![None; endpoints.len()];
+    loop {
+        let mut ready = true;
+        let mut progress = Vec::new();
+        for ((name, addr), client) in endpoints.iter().zip(clients.iter_mut()) {
+            match cluster_status(client, addr, &auth).await {
+                Ok(status) => {
+                    let led = status.shards.iter().filter(|s| s.leader != 0).count();
+                    let all = status.shards.len() as u64 == u64::from(shards)
+                        && led == status.shards.len();
+                    ready &= all;
+                    progress.push(format!("{name}: {led}/{shards} shards led"));
+                }
+                Err(StatusError::Fatal(e)) => {
+                    return Err(e.context(format!("ask {name} ({addr}) for its cluster status")));
+                }
+                Err(StatusError::NotYet(why)) => {
+                    *client = None;
+                    ready = false;
+                    progress.push(format!("{name}: {why}"));
+                }
+            }
+        }
+        if ready {
+            return Ok(());
+        }
+        let progress = progress.join("; ");
+        let now = Instant::now();
+        if now >= deadline {
+            bail!(
+                "not every shard had a leader on every node after {READY_TIMEOUT:?} ({progress})"
+            );
+        }
+        if now >= next_report {
+            info!(%progress, "waiting for shard leaders");
+            next_report = now + READY_REPORT;
+        } else {
+            debug!(%progress, "waiting for shard leaders");
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Why a status poll failed: not up yet (retry) or something no retry will fix.
+enum StatusError {
+    NotYet(String),
+    Fatal(anyhow::Error),
+}
+
+async fn cluster_status(
+    client: &mut Option<AdminClient<Channel>>,
+    addr: &str,
+    auth: &MetadataValue<Ascii>,
+) -> Result<ClusterStatusResponse, StatusError> {
+    let client = match client {
+        Some(c) => c,
+        None => {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| StatusError::Fatal(anyhow!("bad node address {addr:?}: {e}")))?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2));
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| StatusError::NotYet(format!("not reachable yet ({e})")))?;
+            client.insert(AdminClient::new(channel))
+        }
+    };
+    let mut request = tonic::Request::new(ClusterStatusRequest {
+        include_state_hash: false,
+    });
+    request.metadata_mut().insert("authorization", auth.clone());
+    match client.cluster_status(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => match status.code() {
+            tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Unimplemented => Err(StatusError::Fatal(anyhow!(
+                "{:?}: {} (the admin token or the Admin service is broken; waiting will not help)",
+                status.code(),
+                status.message()
+            ))),
+            code => Err(StatusError::NotYet(format!(
+                "{code:?}: {}",
+                status.message()
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> DevArgs {
+        DevArgs {
+            dir: dir.to_path_buf(),
+            base_port: 17001,
+            shards: 4,
+        }
+    }
+
+    #[test]
+    fn first_run_writes_three_consistent_configs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let configs = prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
+        assert_eq!(configs.len(), 3);
+        for (i, c) in configs.iter().enumerate() {
+            let n = i as u64 + 1;
+            assert_eq!(c.node_id, n);
+            assert_eq!(c.listen.port(), 17000 + n as u16);
+            assert_eq!(c.http_listen.map(|a| a.port()), Some(18000 + n as u16));
+            assert_eq!(c.data_dir, tmp.path().join(format!("node-{n}")));
+            assert_eq!(c.shards, 4);
+            assert_eq!(c.auth.secret.len(), 64);
+            assert_eq!(
+                NodeConfig::load(config_path(tmp.path(), n)).expect("written config loads"),
+                *c
+            );
+        }
+    }
+
+    #[test]
+    fn a_restart_reuses_the_configs_and_the_secret() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
+        let other_args = DevArgs {
+            base_port: 27001,
+            shards: 8,
+            ..args(tmp.path())
+        };
+        let second = prepare_configs(tmp.path(), &other_args).expect("configs");
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_lost_config_is_rewritten_with_the_same_secret() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
+        std::fs::remove_file(config_path(tmp.path(), 2)).expect("remove");
+        let second = prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn configs_of_two_regions_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
+        let path = config_path(tmp.path(), 3);
+        let mut c = NodeConfig::load(&path).expect("load");
+        c.auth.secret = "another-secret-0123456789".into();
+        write_config(&path, &c).expect("write");
+        let err = prepare_configs(tmp.path(), &args(tmp.path())).expect_err("must refuse");
+        assert!(
+            format!("{err:#}").contains("disagree on `[auth]`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_too_high_base_port_is_explained() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = prepare_configs(
+            tmp.path(),
+            &DevArgs {
+                base_port: 65000,
+                ..args(tmp.path())
+            },
+        )
+        .expect_err("must refuse");
+        assert!(
+            format!("{err:#}").contains("--base-port 65000 is too high"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn random_secrets_differ() {
+        assert_ne!(random_secret(), random_secret());
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("x.log");
+        std::fs::write(&path, "a\nb\nc\nd\n").expect("write");
+        assert_eq!(log_tail(&path, 2), "c\nd");
+        assert_eq!(log_tail(&path, 10), "a\nb\nc\nd");
+    }
+}

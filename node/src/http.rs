@@ -1,0 +1,68 @@
+//! A minimal plain-HTTP endpoint for probes and scrapers: `/healthz` (the process is up),
+//! `/readyz` (every shard has a leader) and `/metrics` (Prometheus text).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use meridian_raft::RaftNode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Binds `addr` and returns the server future.
+pub async fn serve(
+    addr: SocketAddr,
+    node: Arc<RaftNode>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => {
+                    let Ok((mut sock, _)) = accepted else { continue };
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        let n = sock.read(&mut buf).await.unwrap_or(0);
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let path = head.split_whitespace().nth(1).unwrap_or("/");
+                        let (status, body) = respond(path, &node);
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(reply.as_bytes()).await;
+                    });
+                }
+            }
+        }
+    })
+}
+
+fn respond(path: &str, node: &RaftNode) -> (&'static str, String) {
+    match path {
+        "/healthz" => ("200 OK", "ok\n".into()),
+        "/readyz" if node.all_shards_have_leaders() => ("200 OK", "ready\n".into()),
+        "/readyz" => ("503 Service Unavailable", "not ready: a shard has no leader\n".into()),
+        "/metrics" => ("200 OK", metrics(node)),
+        _ => ("404 Not Found", "not found\n".into()),
+    }
+}
+
+fn metrics(node: &RaftNode) -> String {
+    let mut out = String::new();
+    let stats = node.db().stats();
+    let _ = writeln!(out, "# TYPE meridian_wal_syncs_total counter");
+    let _ = writeln!(out, "meridian_wal_syncs_total {}", stats.syncs.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE meridian_wal_sync_requests_total counter");
+    let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE meridian_shard_applied_index gauge");
+    for s in node.status(false) {
+        let _ = writeln!(out, "meridian_shard_applied_index{{shard=\"{}\"}} {}", s.shard, s.applied_index);
+        let _ = writeln!(out, "meridian_shard_is_leader{{shard=\"{}\"}} {}", s.shard, u8::from(s.leader == Some(node.node_id)));
+        let _ = writeln!(out, "meridian_shard_term{{shard=\"{}\"}} {}", s.shard, s.term);
+    }
+    out
+}

@@ -1,0 +1,19 @@
+//! The `meridian` binary's library: node configuration, auth, gRPC services, the local dev
+//! cluster. The binary entry point is `main.rs`.
+//!
+//! Module map:
+//! - [`config`]: the node's configuration file (TOML), defaults and validation.
+//! - [`auth`]: HMAC-SHA256 user and admin tokens (DLV-07).
+//! - [`dev`]: `meridian dev`, a 3-node region as child processes on loopback.
+//! - [`server`]: `meridian node`: storage, Raft and the gRPC server.
+//! - [`api`]: the client-facing gRPC services and the one error → status mapping.
+//! - [`http`]: plain-HTTP health, readiness and metrics.
+//!
+//! Must never depend on: RocksDB or openraft directly (storage and raft crates own those).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod server;

@@ -1,0 +1,73 @@
+//! The `meridian` command: run a node, start a local dev region, or talk to a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meridian_client::cli::ClientCommand;
+use meridian_node::{config::NodeConfig, dev, server};
+
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about = "Meridian: a self-hostable instant-messaging backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one node of a region.
+    Node {
+        /// The node's configuration file (TOML); see docs/config.md.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Starts a 3-node region on loopback as child processes, until Ctrl-C.
+    Dev(dev::DevArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let result = match cli.command {
+            Command::Node { config } => {
+                init_tracing("info,openraft=warn");
+                match NodeConfig::load(&config) {
+                    Ok(cfg) => server::run(cfg).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Dev(args) => {
+                init_tracing("info");
+                dev::run(args).await
+            }
+            Command::Client(cmd) => {
+                init_tracing("warn");
+                return meridian_client::cli::run_and_report(cmd).await;
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,17 @@
+//! Compiles the protobuf schemas and records a file descriptor set for gRPC reflection.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = [
+        "proto/meridian/v1/api.proto",
+        "proto/meridian/durable/v1/durable.proto",
+        "proto/meridian/peer/v1/peer.proto",
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("meridian_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Meridian's protobuf schemas and their generated Rust code.
+//!
+//! - [`api`]: the client and admin gRPC API (`meridian.v1`): lenient wire types, converted
+//!   once into strict domain types at the node's boundary.
+//! - [`durable`]: what goes to disk and into the Raft log (`meridian.durable.v1`). Versioned,
+//!   and never used on the API.
+//! - [`peer`]: node-to-node RPCs inside a region (`meridian.peer.v1`).
+//!
+//! This crate holds no logic and depends on nothing of Meridian's.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Generated modules, nested as the protobuf packages are (cross-package references rely on it).
+pub mod meridian {
+    pub mod v1 {
+        tonic::include_proto!("meridian.v1");
+    }
+    pub mod durable {
+        pub mod v1 {
+            tonic::include_proto!("meridian.durable.v1");
+        }
+    }
+    pub mod peer {
+        pub mod v1 {
+            tonic::include_proto!("meridian.peer.v1");
+        }
+    }
+}
+
+pub use meridian::durable::v1 as durable;
+pub use meridian::peer::v1 as peer;
+pub use meridian::v1 as api;
+
+/// The encoded file descriptor set of every schema, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("meridian_descriptor");
+
+/// The metadata key that carries an error's stable reason code.
+pub const REASON_METADATA_KEY: &str = "x-meridian-reason";
+/// The metadata key with which an admin token acts as a user.
+pub const ACT_AS_METADATA_KEY: &str = "x-meridian-as";

@@ -1,0 +1,28 @@
+//! Meridian's multi-shard Raft: every node is a voter of every shard of its region.
+//!
+//! Module map:
+//! - [`types`]: the openraft type configuration (entries carry a durable `CommandBatch`).
+//! - [`convert`]: openraft types ↔ the durable and peer schemas.
+//! - [`log_store`]: openraft's log storage over `meridian-storage` (group-synced appends).
+//! - [`state_machine`]: openraft's state machine over a shard's RocksDB data; snapshots.
+//! - [`network`]: Raft RPCs over tonic, one connection per peer for all shards.
+//! - [`service`]: the peer gRPC service (Raft RPCs, forwarded proposals and reads).
+//! - [`batcher`]: a shard leader's batching of concurrent commands into one entry.
+//! - [`outbox`]: delivery of cross-shard effects.
+//! - [`node`]: [`RaftNode`], routing proposals, read barriers and membership changes to
+//!   shard leaders.
+//!
+//! Must never depend on: the client API types, or anything above it (regions, node).
+
+pub mod batcher;
+pub mod convert;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod outbox;
+pub mod service;
+pub mod state_machine;
+pub mod types;
+
+pub use node::{RaftNode, RaftNodeError, RaftSettings, ShardStatus};
+pub use service::PeerService;

@@ -1,0 +1,181 @@
+//! Raft RPCs over tonic: one HTTP/2 connection per peer address carries every shard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::peer::{self, peer_client::PeerClient};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::AnyError;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::*;
+use crate::types::*;
+
+/// Largest message a peer accepts: snapshot chunks and entry batches stay well under it.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The node's connections to its peers, shared by every shard.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Connections {
+    /// The client for `addr`, connecting lazily on first use and reconnecting after failures.
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let uri = if addr.starts_with("http") { addr.to_owned() } else { format!("http://{addr}") };
+                let c = Endpoint::from_shared(uri)?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                map.insert(addr.to_owned(), c.clone());
+                c
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+/// Creates one shard's Raft clients.
+#[derive(Debug, Clone)]
+pub struct ShardNetwork {
+    pub shard: u32,
+    pub connections: Connections,
+}
+
+impl RaftNetworkFactory<TypeConfig> for ShardNetwork {
+    type Network = ShardPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        ShardPeer { shard: self.shard, target, addr: node.addr.clone(), connections: self.connections.clone() }
+    }
+}
+
+/// One shard's link to one peer.
+#[derive(Debug)]
+pub struct ShardPeer {
+    shard: u32,
+    target: NodeId,
+    addr: String,
+    connections: Connections,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
+
+fn unreachable<E: std::error::Error>(e: &impl std::fmt::Display) -> RpcErr<E> {
+    RPCError::Unreachable(Unreachable::new(&AnyError::error(e.to_string())))
+}
+
+fn status_err<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => unreachable(&s),
+        _ => RPCError::Network(NetworkError::new(&AnyError::error(s.to_string()))),
+    }
+}
+
+impl ShardPeer {
+    fn client<E: std::error::Error>(&self) -> Result<PeerClient<Channel>, RpcErr<E>> {
+        self.connections.client(&self.addr).map_err(|e| unreachable(&e))
+    }
+
+    fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(option.hard_ttl());
+        req
+    }
+
+    fn remote<E: std::error::Error>(&self, e: &peer::RemoteError) -> RpcErr<E> {
+        let err = AnyError::error(format!("node {}: {}", self.target, e.message));
+        if e.fatal {
+            RPCError::Unreachable(Unreachable::new(&err))
+        } else {
+            RPCError::Network(NetworkError::new(&err))
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for ShardPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let msg = peer::AppendEntriesRequest {
+            shard: self.shard,
+            vote: Some(vote_to_pb(&rpc.vote)),
+            prev_log_id: opt_log_id_to_pb(rpc.prev_log_id.as_ref()),
+            entries: rpc.entries.iter().map(entry_to_pb).collect(),
+            leader_commit: opt_log_id_to_pb(rpc.leader_commit.as_ref()),
+        };
+        let resp = self.client()?.append_entries(self.request(msg, &option)).await.map_err(status_err)?.into_inner();
+        if let Some(e) = &resp.error {
+            return Err(self.remote(e));
+        }
+        use peer::append_entries_response::Result as R;
+        match resp.result {
+            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
+            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching.as_ref()))),
+            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(vote_from_pb(Some(&v)))),
+            None => Err(RPCError::Network(NetworkError::new(&AnyError::error("empty append-entries response")))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let msg = peer::InstallSnapshotRequest {
+            shard: self.shard,
+            vote: Some(vote_to_pb(&rpc.vote)),
+            meta: Some(snapshot_meta_to_pb(&rpc.meta)),
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        let resp = self.client()?.install_snapshot(self.request(msg, &option)).await.map_err(status_err)?.into_inner();
+        if let Some(e) = &resp.error {
+            if e.snapshot_mismatch {
+                // The follower lost track of the transfer (e.g. it restarted): openraft resends
+                // from offset 0 on this error.
+                let segment = |offset| openraft::SnapshotSegmentId { id: e.message.clone(), offset };
+                let mismatch = openraft::error::SnapshotMismatch { expect: segment(0), got: segment(0) };
+                return Err(RPCError::RemoteError(RemoteError::new(
+                    self.target,
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                )));
+            }
+            return Err(self.remote(e));
+        }
+        Ok(InstallSnapshotResponse { vote: vote_from_pb(resp.vote.as_ref()) })
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let msg = peer::VoteRequest {
+            shard: self.shard,
+            vote: Some(vote_to_pb(&rpc.vote)),
+            last_log_id: opt_log_id_to_pb(rpc.last_log_id.as_ref()),
+        };
+        let resp = self.client()?.vote(self.request(msg, &option)).await.map_err(status_err)?.into_inner();
+        if let Some(e) = &resp.error {
+            return Err(self.remote(e));
+        }
+        Ok(VoteResponse {
+            vote: vote_from_pb(resp.vote.as_ref()),
+            vote_granted: resp.vote_granted,
+            last_log_id: opt_log_id_from_pb(resp.last_log_id.as_ref()),
+        })
+    }
+}

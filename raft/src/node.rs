@@ -1,0 +1,496 @@
+//! A node's replicas of every shard of its region, and the operations that route to a
+//! shard's leader: proposals, linearizable read barriers and membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_domain::{Command, ShardId};
+use meridian_proto::durable as pb;
+use meridian_proto::peer;
+use meridian_storage::shard::CommandResult;
+use meridian_storage::{codec, Db, LogStore, ShardStore};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+
+use crate::batcher::{BatchError, Batcher};
+use crate::convert::outcome_from_pb;
+use crate::log_store::ShardLog;
+use crate::network::{Connections, ShardNetwork};
+use crate::state_machine::{MachineStats, ShardMachine};
+use crate::types::*;
+
+/// How long an operation keeps looking for a shard leader before giving up.
+const LEADER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The Raft side of a node's configuration.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub node_id: NodeId,
+    /// The address peers reach this node at (host:port).
+    pub advertise: String,
+    /// Shards in the region (fixed at bootstrap).
+    pub shards: u32,
+    /// Where snapshot files live.
+    pub snapshot_dir: PathBuf,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot (for followers that are only a little behind).
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Most commands per Raft entry.
+    pub max_batch_commands: usize,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RaftNodeError {
+    /// Retryable: no leader was reachable in time.
+    #[error("shard {shard} is unavailable: {detail}")]
+    Unavailable { shard: u32, detail: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// One shard's replica on this node.
+pub struct Shard {
+    pub id: ShardId,
+    pub raft: Raft,
+    pub store: ShardStore,
+    pub stats: Arc<MachineStats>,
+    batcher: Batcher,
+}
+
+/// A node's replicas of every shard.
+#[derive(Debug)]
+pub struct RaftNode {
+    pub node_id: NodeId,
+    pub advertise: String,
+    shard_count: u32,
+    shards: Vec<Shard>,
+    connections: Connections,
+    db: Db,
+}
+
+/// The Raft state of one shard as this node sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ShardStatus {
+    pub shard: u32,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub role: String,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub purged_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub snapshots_installed: u64,
+    /// (applied index the hash was taken at, hex SHA-256), when asked for.
+    pub state_hash: Option<(u64, String)>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+impl RaftNode {
+    /// Opens every shard's replica on `db` and starts its Raft, batcher and outbox pump.
+    pub async fn start(settings: RaftSettings, db: Db) -> anyhow::Result<Arc<Self>> {
+        let connections = Connections::default();
+        let config = Arc::new(
+            Config {
+                heartbeat_interval: settings.heartbeat_interval_ms,
+                election_timeout_min: settings.election_timeout_min_ms,
+                election_timeout_max: settings.election_timeout_max_ms,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
+                max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
+                snapshot_max_chunk_size: 1 << 20,
+                install_snapshot_timeout: 10_000,
+                ..Default::default()
+            }
+            .validate()?,
+        );
+        let mut shards = Vec::with_capacity(settings.shards as usize);
+        let mut signals = Vec::new();
+        for i in 0..settings.shards {
+            let id = ShardId(i);
+            let store = ShardStore::new(db.clone(), id, settings.shards);
+            let machine = ShardMachine::new(store.clone(), settings.snapshot_dir.clone());
+            let stats = machine.stats();
+            signals.push(machine.outbox_signal());
+            let log = ShardLog::new(LogStore::new(db.clone(), id));
+            let network = ShardNetwork { shard: i, connections: connections.clone() };
+            let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
+            let batcher = Batcher::start(raft.clone(), settings.max_batch_commands);
+            shards.push(Shard { id, raft, store, stats, batcher });
+        }
+        let node = Arc::new(Self {
+            node_id: settings.node_id,
+            advertise: settings.advertise,
+            shard_count: settings.shards,
+            shards,
+            connections,
+            db,
+        });
+        for (i, signal) in signals.into_iter().enumerate() {
+            crate::outbox::spawn_pump(Arc::downgrade(&node), ShardId(i as u32), signal);
+        }
+        Ok(node)
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn shard(&self, shard: ShardId) -> Result<&Shard, RaftNodeError> {
+        self.shards
+            .get(shard.0 as usize)
+            .ok_or_else(|| RaftNodeError::BadRequest(format!("no shard {shard} (the region has {})", self.shard_count)))
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The local replica of a shard's state (may lag; see [`RaftNode::read_barrier`]).
+    pub fn store(&self, shard: ShardId) -> Result<&ShardStore, RaftNodeError> {
+        Ok(&self.shard(shard)?.store)
+    }
+
+    /// Initializes every shard with `members` when this node's data is new. Safe to call on
+    /// every initial member with the same set; a no-op for shards already initialized.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        let nodes: BTreeMap<NodeId, Node> = members.into_iter().map(|(id, addr)| (id, Node { addr })).collect();
+        for s in &self.shards {
+            match s.raft.initialize(nodes.clone()).await {
+                Ok(()) => tracing::info!(shard = s.id.0, "initialized shard"),
+                Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(anyhow::anyhow!("initialize shard {}: {e}", s.id)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard leader as this node knows it, with its address.
+    pub fn leader(&self, shard: ShardId) -> Option<(NodeId, String)> {
+        let s = self.shards.get(shard.0 as usize)?;
+        let m = s.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    pub fn is_leader(&self, shard: ShardId) -> bool {
+        self.leader(shard).is_some_and(|(id, _)| id == self.node_id)
+    }
+
+    /// Proposes domain commands to a shard, wherever its leader is, and returns each one's result.
+    pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
+        let pbs: Vec<pb::Command> = commands.iter().map(codec::command_to_pb).collect();
+        self.propose_pb(shard, pbs).await
+    }
+
+    /// Proposes encoded commands. Retries across leader changes until [`LEADER_DEADLINE`];
+    /// a retry may re-propose a command that was in fact committed, so every command must be
+    /// idempotent (sends carry request ids; the others are idempotent by nature).
+    pub async fn propose_pb(&self, shard: ShardId, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, RaftNodeError> {
+        let s = self.shard(shard)?;
+        let deadline = Instant::now() + LEADER_DEADLINE;
+        let mut backoff = Duration::from_millis(10);
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            match self.leader(shard) {
+                Some((id, _)) if id == self.node_id => match s.batcher.submit(commands.clone()).await {
+                    Ok(results) => return Ok(results),
+                    Err(BatchError::NotLeader) => last_error = "leadership moved".into(),
+                    Err(BatchError::Failed(e)) => last_error = e,
+                },
+                Some((id, addr)) => {
+                    let req = peer::ProposeRequest { shard: shard.0, commands: commands.clone() };
+                    match self.forward_propose(&addr, req).await {
+                        Ok(Some(results)) => return Ok(results),
+                        Ok(None) => last_error = format!("node {id} is no longer the leader"),
+                        Err(e) => last_error = format!("forward to node {id} at {addr}: {e}"),
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// `Ok(None)`: the peer is not the leader.
+    async fn forward_propose(&self, addr: &str, req: peer::ProposeRequest) -> Result<Option<Vec<CommandResult>>, String> {
+        let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(Duration::from_secs(5));
+        let resp = client.propose(request).await.map_err(|e| e.to_string())?.into_inner();
+        if resp.not_leader {
+            return Ok(None);
+        }
+        if !resp.error.is_empty() {
+            return Err(resp.error);
+        }
+        resp.outcomes.into_iter().map(outcome_from_pb).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    /// Proposes on this node only (the peer service's side of a forwarded proposal).
+    pub async fn propose_local(&self, req: peer::ProposeRequest) -> peer::ProposeResponse {
+        let shard = ShardId(req.shard);
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => return peer::ProposeResponse { error: e.to_string(), ..Default::default() },
+        };
+        if !self.is_leader(shard) {
+            return self.not_leader_response(shard);
+        }
+        match s.batcher.submit(req.commands).await {
+            Ok(results) => peer::ProposeResponse {
+                outcomes: results.iter().map(crate::convert::outcome_to_pb).collect(),
+                ..Default::default()
+            },
+            Err(BatchError::NotLeader) => self.not_leader_response(shard),
+            Err(BatchError::Failed(e)) => peer::ProposeResponse { error: e, ..Default::default() },
+        }
+    }
+
+    fn not_leader_response(&self, shard: ShardId) -> peer::ProposeResponse {
+        let (leader_id, leader_addr) = self.leader(shard).unwrap_or_default();
+        peer::ProposeResponse { not_leader: true, leader_id, leader_addr, ..Default::default() }
+    }
+
+    /// Waits until this node's replica of `shard` reflects every write acknowledged before the
+    /// call (leader read-index), so a read that follows is linearizable.
+    pub async fn read_barrier(&self, shard: ShardId) -> Result<(), RaftNodeError> {
+        let s = self.shard(shard)?;
+        let deadline = Instant::now() + LEADER_DEADLINE;
+        let mut backoff = Duration::from_millis(10);
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            match self.leader(shard) {
+                Some((id, _)) if id == self.node_id => match s.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_error = e.to_string(),
+                },
+                Some((id, addr)) => match self.remote_read_index(&addr, shard).await {
+                    Ok(Some(index)) => {
+                        let waiter = s.raft.wait(Some(LEADER_DEADLINE));
+                        match waiter.applied_index_at_least(Some(index), "read barrier").await {
+                            Ok(_) => return Ok(()),
+                            Err(e) => last_error = e.to_string(),
+                        }
+                    }
+                    Ok(None) => last_error = format!("node {id} is no longer the leader"),
+                    Err(e) => last_error = format!("read index from node {id}: {e}"),
+                },
+                None => {}
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn remote_read_index(&self, addr: &str, shard: ShardId) -> Result<Option<u64>, String> {
+        let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(peer::ReadIndexRequest { shard: shard.0 });
+        request.set_timeout(Duration::from_secs(5));
+        let resp = client.read_index(request).await.map_err(|e| e.to_string())?.into_inner();
+        if resp.not_leader {
+            return Ok(None);
+        }
+        if !resp.error.is_empty() {
+            return Err(resp.error);
+        }
+        Ok(Some(resp.read_index))
+    }
+
+    /// The leader's side of a read index: confirm leadership with a quorum, return the index.
+    pub async fn read_index_local(&self, shard: ShardId) -> peer::ReadIndexResponse {
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => return peer::ReadIndexResponse { error: e.to_string(), ..Default::default() },
+        };
+        match s.raft.get_read_log_id().await {
+            Ok((read, _applied)) => peer::ReadIndexResponse { read_index: read.map_or(0, |l| l.index), ..Default::default() },
+            Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                peer::ReadIndexResponse {
+                    not_leader: true,
+                    leader_id: f.leader_id.unwrap_or_default(),
+                    leader_addr: f.leader_node.map(|n| n.addr).unwrap_or_default(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => peer::ReadIndexResponse { error: e.to_string(), ..Default::default() },
+        }
+    }
+
+    // ------------------------------------------------------------ membership
+
+    /// Adds `node_id` to every shard as a learner, then (unless `learner_only`) promotes it.
+    pub async fn add_node(&self, node_id: NodeId, addr: &str, learner_only: bool) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
+        use peer::change_membership_request::Op;
+        let mut last = (vec![], vec![]);
+        for s in &self.shards {
+            last = self.change_membership(s.id, Op::AddLearner, node_id, addr).await?;
+            if !learner_only {
+                last = self.change_membership(s.id, Op::Promote, node_id, addr).await?;
+            }
+        }
+        Ok(last)
+    }
+
+    /// Removes `node_id` from every shard (voter or learner).
+    pub async fn remove_node(&self, node_id: NodeId) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
+        use peer::change_membership_request::Op;
+        let mut last = (vec![], vec![]);
+        for s in &self.shards {
+            last = self.change_membership(s.id, Op::Remove, node_id, "").await?;
+        }
+        Ok(last)
+    }
+
+    async fn change_membership(
+        &self,
+        shard: ShardId,
+        op: peer::change_membership_request::Op,
+        node_id: NodeId,
+        addr: &str,
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let req = peer::ChangeMembershipRequest { shard: shard.0, op: op as i32, node_id, addr: addr.to_owned() };
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            let resp = match self.leader(shard) {
+                Some((id, _)) if id == self.node_id => Some(self.change_membership_local(req.clone()).await),
+                Some((_, leader_addr)) => match self.connections.client(&leader_addr) {
+                    Ok(mut c) => match c.change_membership(req.clone()).await {
+                        Ok(r) => Some(r.into_inner()),
+                        Err(e) => {
+                            last_error = e.to_string();
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        last_error = e.to_string();
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(r) = resp {
+                if !r.not_leader && r.error.is_empty() {
+                    return Ok((r.voters, r.learners));
+                }
+                if !r.error.is_empty() {
+                    last_error = r.error;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Performs a membership change on this node, which must lead the shard.
+    pub async fn change_membership_local(&self, req: peer::ChangeMembershipRequest) -> peer::ChangeMembershipResponse {
+        use peer::change_membership_request::Op;
+        let shard = ShardId(req.shard);
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => return peer::ChangeMembershipResponse { error: e.to_string(), ..Default::default() },
+        };
+        if !self.is_leader(shard) {
+            let (leader_id, leader_addr) = self.leader(shard).unwrap_or_default();
+            return peer::ChangeMembershipResponse { not_leader: true, leader_id, leader_addr, ..Default::default() };
+        }
+        let ids = BTreeSet::from([req.node_id]);
+        let result = match Op::try_from(req.op) {
+            Ok(Op::AddLearner) => s.raft.add_learner(req.node_id, Node { addr: req.addr.clone() }, true).await.map(|_| ()),
+            Ok(Op::Promote) => s.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map(|_| ()),
+            Ok(Op::Remove) => {
+                let m = s.raft.metrics().borrow().membership_config.clone();
+                let is_voter = m.membership().voter_ids().any(|v| v == req.node_id);
+                if is_voter {
+                    s.raft.change_membership(ChangeMembers::RemoveVoters(ids), false).await.map(|_| ())
+                } else {
+                    s.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map(|_| ())
+                }
+            }
+            Err(_) => return peer::ChangeMembershipResponse { error: format!("unknown op {}", req.op), ..Default::default() },
+        };
+        match result {
+            Ok(()) => {
+                let m = s.raft.metrics().borrow().membership_config.clone();
+                peer::ChangeMembershipResponse {
+                    voters: m.membership().voter_ids().collect(),
+                    learners: m.membership().learner_ids().collect(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => peer::ChangeMembershipResponse { error: e.to_string(), ..Default::default() },
+        }
+    }
+
+    // ------------------------------------------------------------ status
+
+    pub fn status(&self, include_hash: bool) -> Vec<ShardStatus> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let m = s.raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                let role = match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "shutdown",
+                };
+                ShardStatus {
+                    shard: s.id.0,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    role: role.to_owned(),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    applied_index: m.last_applied.map_or(0, |l| l.index),
+                    purged_index: m.purged.map_or(0, |l| l.index),
+                    snapshot_index: m.snapshot.map_or(0, |l| l.index),
+                    voters: membership.voter_ids().collect(),
+                    learners: membership.learner_ids().collect(),
+                    snapshots_installed: s.stats.snapshots_installed.load(Ordering::Relaxed),
+                    state_hash: if include_hash { s.store.state_hash().ok() } else { None },
+                }
+            })
+            .collect()
+    }
+
+    /// True when every shard has a leader this node knows of.
+    pub fn all_shards_have_leaders(&self) -> bool {
+        self.shards.iter().all(|s| s.raft.metrics().borrow().current_leader.is_some())
+    }
+
+    pub async fn shutdown(&self) {
+        for s in &self.shards {
+            if let Err(e) = s.raft.shutdown().await {
+                tracing::warn!(shard = s.id.0, error = %e, "raft shutdown");
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The peer gRPC service: Raft RPCs and forwarded proposals, reads and membership changes,
+//! dispatched to the right shard.
+
+use std::sync::Arc;
+
+use meridian_domain::ShardId;
+use meridian_proto::peer::{self, peer_server::Peer};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+use crate::convert::*;
+use crate::network::MAX_PEER_MESSAGE_BYTES;
+use crate::node::RaftNode;
+use crate::types::*;
+
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    node: Arc<RaftNode>,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<RaftNode>) -> Self {
+        Self { node }
+    }
+
+    /// The tonic server for this service, with message limits sized for snapshot chunks.
+    pub fn into_server(self) -> peer::peer_server::PeerServer<Self> {
+        peer::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    }
+
+    fn raft(&self, shard: u32) -> Result<&Raft, Status> {
+        self.node.shard(ShardId(shard)).map(|s| &s.raft).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+fn remote_error<E: std::error::Error>(e: &RaftError<NodeId, E>) -> peer::RemoteError {
+    peer::RemoteError { message: e.to_string(), fatal: matches!(e, RaftError::Fatal(_)), snapshot_mismatch: false }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<peer::AppendEntriesRequest>) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+        let req = request.into_inner();
+        let raft = self.raft(req.shard)?;
+        let entries = req
+            .entries
+            .into_iter()
+            .map(entry_from_pb)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rpc = AppendEntriesRequest {
+            vote: vote_from_pb(req.vote.as_ref()),
+            prev_log_id: opt_log_id_from_pb(req.prev_log_id.as_ref()),
+            entries,
+            leader_commit: opt_log_id_from_pb(req.leader_commit.as_ref()),
+        };
+        use peer::append_entries_response::Result as R;
+        let resp = match raft.append_entries(rpc).await {
+            Ok(AppendEntriesResponse::Success) => peer::AppendEntriesResponse { result: Some(R::Success(Default::default())), error: None },
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => peer::AppendEntriesResponse {
+                result: Some(R::PartialSuccess(peer::PartialSuccess { matching: opt_log_id_to_pb(m.as_ref()) })),
+                error: None,
+            },
+            Ok(AppendEntriesResponse::Conflict) => peer::AppendEntriesResponse { result: Some(R::Conflict(Default::default())), error: None },
+            Ok(AppendEntriesResponse::HigherVote(v)) => {
+                peer::AppendEntriesResponse { result: Some(R::HigherVote(vote_to_pb(&v))), error: None }
+            }
+            Err(e) => peer::AppendEntriesResponse { result: None, error: Some(remote_error(&e)) },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn install_snapshot(&self, request: Request<peer::InstallSnapshotRequest>) -> Result<Response<peer::InstallSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let raft = self.raft(req.shard)?;
+        let meta = req.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot chunk without meta"))?;
+        let rpc = InstallSnapshotRequest {
+            vote: vote_from_pb(req.vote.as_ref()),
+            meta: snapshot_meta_from_pb(meta),
+            offset: req.offset,
+            data: req.data,
+            done: req.done,
+        };
+        let resp = match raft.install_snapshot(rpc).await {
+            Ok(r) => peer::InstallSnapshotResponse { vote: Some(vote_to_pb(&r.vote)), error: None },
+            Err(e) => {
+                let mut err = remote_error(&e);
+                err.snapshot_mismatch = matches!(e, RaftError::APIError(InstallSnapshotError::SnapshotMismatch(_)));
+                peer::InstallSnapshotResponse { vote: None, error: Some(err) }
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
+        let req = request.into_inner();
+        let raft = self.raft(req.shard)?;
+        let rpc = VoteRequest { vote: vote_from_pb(req.vote.as_ref()), last_log_id: opt_log_id_from_pb(req.last_log_id.as_ref()) };
+        let resp = match raft.vote(rpc).await {
+            Ok(r) => peer::VoteResponse {
+                vote: Some(vote_to_pb(&r.vote)),
+                vote_granted: r.vote_granted,
+                last_log_id: opt_log_id_to_pb(r.last_log_id.as_ref()),
+                error: None,
+            },
+            Err(e) => peer::VoteResponse { error: Some(remote_error(&e)), ..Default::default() },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn propose(&self, request: Request<peer::ProposeRequest>) -> Result<Response<peer::ProposeResponse>, Status> {
+        Ok(Response::new(self.node.propose_local(request.into_inner()).await))
+    }
+
+    async fn read_index(&self, request: Request<peer::ReadIndexRequest>) -> Result<Response<peer::ReadIndexResponse>, Status> {
+        Ok(Response::new(self.node.read_index_local(ShardId(request.into_inner().shard)).await))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<peer::ChangeMembershipRequest>,
+    ) -> Result<Response<peer::ChangeMembershipResponse>, Status> {
+        Ok(Response::new(self.node.change_membership_local(request.into_inner()).await))
+    }
+}

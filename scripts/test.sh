@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The full check, as CI runs it: formatting, clippy (warnings are errors), then every test of
+# the workspace. One dev-profile build serves clippy, the tests and the `meridian` binary
+# that the cluster tests start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+
+./scripts/setup.sh
+
+steps=()
+run_step() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo "==> $name: $*"
+  if "$@"; then
+    steps+=("ok      $name ($((SECONDS - start))s)")
+  else
+    steps+=("FAILED  $name ($((SECONDS - start))s)")
+    summary
+    exit 1
+  fi
+}
+
+summary() {
+  echo
+  echo "==> summary"
+  printf '  %s\n' "${steps[@]}"
+}
+
+run_step fmt cargo fmt --all -- --check
+run_step clippy cargo clippy --workspace --all-targets -- -D warnings
+run_step test cargo test --workspace
+
+summary
+echo "==> all checks passed"

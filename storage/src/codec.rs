@@ -1,0 +1,347 @@
+//! Domain types ↔ the durable protobuf schema (`meridian.durable.v1`).
+//!
+//! Encoding is infallible. Decoding validates: a record that fails to parse into domain types
+//! is corruption, reported as a [`StorageError`] (the replica stops rather than guess).
+
+use meridian_domain::element::{Element, Forwarded};
+use meridian_domain::records::Recall;
+use meridian_domain::*;
+use meridian_proto::durable as pb;
+
+use crate::error::StorageError;
+
+/// The version written into every record by this build.
+pub const RECORD_VERSION: u32 = 1;
+
+fn corrupt(what: &'static str) -> impl Fn(Rejection) -> StorageError {
+    move |r| StorageError::corrupt(what, r.to_string())
+}
+
+fn user_id(what: &'static str, s: &str) -> Result<UserId, StorageError> {
+    UserId::parse(s).map_err(corrupt(what))
+}
+
+fn conversation_id(what: &'static str, s: &str) -> Result<ConversationId, StorageError> {
+    ConversationId::parse(s).map_err(corrupt(what))
+}
+
+// ---------------------------------------------------------------- elements
+
+pub fn element_to_pb(e: &Element) -> pb::Element {
+    use pb::element::Kind;
+    let kind = match e.clone() {
+        Element::Text { text } => Kind::Text(pb::Text { text }),
+        Element::Image { url, format, size_bytes, width, height, thumbnail_url } => {
+            Kind::Image(pb::Image { url, format, size_bytes, width, height, thumbnail_url })
+        }
+        Element::Voice { url, size_bytes, duration_seconds } => Kind::Voice(pb::Voice { url, size_bytes, duration_seconds }),
+        Element::Video { url, format, size_bytes, duration_seconds, thumbnail_url } => {
+            Kind::Video(pb::Video { url, format, size_bytes, duration_seconds, thumbnail_url })
+        }
+        Element::File { url, name, size_bytes } => Kind::File(pb::File { url, name, size_bytes }),
+        Element::Face { index, data } => Kind::Face(pb::Face { index, data }),
+        Element::Location { description, latitude, longitude } => {
+            Kind::Location(pb::Location { description, latitude, longitude })
+        }
+        Element::Custom { data, description, extension } => Kind::Custom(pb::Custom { data, description, extension }),
+        Element::MergedForward { title, abstracts, messages } => Kind::MergedForward(pb::MergedForward {
+            title,
+            abstracts,
+            messages: messages
+                .iter()
+                .map(|m| pb::Forwarded {
+                    sender: m.sender.clone(),
+                    time_ms: m.time_ms,
+                    elements: m.elements.iter().map(element_to_pb).collect(),
+                })
+                .collect(),
+        }),
+    };
+    pb::Element { kind: Some(kind) }
+}
+
+pub fn element_from_pb(e: pb::Element) -> Result<Element, StorageError> {
+    use pb::element::Kind;
+    Ok(match e.kind.ok_or_else(|| StorageError::corrupt("element", "no kind"))? {
+        Kind::Text(t) => Element::Text { text: t.text },
+        Kind::Image(i) => Element::Image {
+            url: i.url,
+            format: i.format,
+            size_bytes: i.size_bytes,
+            width: i.width,
+            height: i.height,
+            thumbnail_url: i.thumbnail_url,
+        },
+        Kind::Voice(v) => Element::Voice { url: v.url, size_bytes: v.size_bytes, duration_seconds: v.duration_seconds },
+        Kind::Video(v) => Element::Video {
+            url: v.url,
+            format: v.format,
+            size_bytes: v.size_bytes,
+            duration_seconds: v.duration_seconds,
+            thumbnail_url: v.thumbnail_url,
+        },
+        Kind::File(f) => Element::File { url: f.url, name: f.name, size_bytes: f.size_bytes },
+        Kind::Face(f) => Element::Face { index: f.index, data: f.data },
+        Kind::Location(l) => Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude },
+        Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
+        Kind::MergedForward(m) => Element::MergedForward {
+            title: m.title,
+            abstracts: m.abstracts,
+            messages: m
+                .messages
+                .into_iter()
+                .map(|f| {
+                    Ok(Forwarded {
+                        sender: f.sender,
+                        time_ms: f.time_ms,
+                        elements: f.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, StorageError>>()?,
+        },
+    })
+}
+
+/// The stored size of a message body: what the size limit (MSG-01) is measured on.
+pub fn encoded_body_len(elements: &[Element]) -> usize {
+    use prost::Message as _;
+    elements.iter().map(|e| element_to_pb(e).encoded_len() + 2).sum()
+}
+
+// ---------------------------------------------------------------- commands
+
+pub fn command_to_pb(c: &Command) -> pb::Command {
+    use pb::command::Kind;
+    let kind = match c {
+        Command::CreateUser { user, home_region, nickname } => Kind::CreateUser(pb::CreateUser {
+            user_id: user.to_string(),
+            home_region: home_region.to_string(),
+            nickname: nickname.clone(),
+        }),
+        Command::SendMessage { sender, recipient, elements, request_id } => Kind::SendMessage(pb::SendMessage {
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            elements: elements.iter().map(element_to_pb).collect(),
+            request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        }),
+        Command::RecallMessage { actor, conversation, seq, window_ms } => Kind::RecallMessage(pb::RecallMessage {
+            actor: actor.to_string(),
+            conversation_id: conversation.to_string(),
+            seq: seq.0,
+            window_ms: *window_ms,
+        }),
+        Command::MarkRead { user, conversation, up_to } => Kind::MarkRead(pb::MarkRead {
+            user: user.to_string(),
+            conversation_id: conversation.to_string(),
+            seq: up_to.map_or(0, |s| s.0),
+        }),
+        Command::ApplyEffects { source, effects } => Kind::ApplyEffects(pb::ApplyEffects {
+            source_shard: source.0,
+            effects: effects.iter().map(effect_to_pb).collect(),
+        }),
+        Command::AckEffects { target, up_to } => {
+            Kind::AckEffects(pb::AckEffects { target_shard: target.0, up_to: up_to.0 })
+        }
+    };
+    pb::Command { kind: Some(kind) }
+}
+
+/// Decodes a command from the Raft log. Commands were validated before they were proposed, so
+/// a failure here is corruption.
+pub fn command_from_pb(c: pb::Command) -> Result<Command, StorageError> {
+    use pb::command::Kind;
+    const W: &str = "command";
+    Ok(match c.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
+        Kind::CreateUser(c) => Command::CreateUser {
+            user: user_id(W, &c.user_id)?,
+            home_region: RegionCode::parse(&c.home_region).map_err(corrupt(W))?,
+            nickname: c.nickname,
+        },
+        Kind::SendMessage(s) => Command::SendMessage {
+            sender: user_id(W, &s.sender)?,
+            recipient: user_id(W, &s.recipient)?,
+            elements: s.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: if s.request_id.is_empty() {
+                None
+            } else {
+                Some(RequestId::parse(&s.request_id).map_err(corrupt(W))?)
+            },
+        },
+        Kind::RecallMessage(r) => Command::RecallMessage {
+            actor: user_id(W, &r.actor)?,
+            conversation: conversation_id(W, &r.conversation_id)?,
+            seq: Seq(r.seq),
+            window_ms: r.window_ms,
+        },
+        Kind::MarkRead(m) => Command::MarkRead {
+            user: user_id(W, &m.user)?,
+            conversation: conversation_id(W, &m.conversation_id)?,
+            up_to: (m.seq != 0).then_some(Seq(m.seq)),
+        },
+        Kind::ApplyEffects(a) => Command::ApplyEffects {
+            source: ShardId(a.source_shard),
+            effects: a.effects.into_iter().map(effect_from_pb).collect::<Result<_, _>>()?,
+        },
+        Kind::AckEffects(a) => Command::AckEffects { target: ShardId(a.target_shard), up_to: EffectId(a.up_to) },
+    })
+}
+
+pub fn effect_to_pb(e: &Effect) -> pb::Effect {
+    let EffectKind::ConversationJoined { user, conversation, peer, at } = &e.kind;
+    pb::Effect {
+        id: e.id.0,
+        source_shard: e.source.0,
+        target_shard: e.target.0,
+        kind: Some(pb::effect::Kind::ConversationJoined(pb::ConversationJoined {
+            user: user.to_string(),
+            conversation_id: conversation.to_string(),
+            peer: peer.to_string(),
+            time_ms: at.0,
+        })),
+    }
+}
+
+pub fn effect_from_pb(e: pb::Effect) -> Result<Effect, StorageError> {
+    const W: &str = "effect";
+    let kind = match e.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
+        pb::effect::Kind::ConversationJoined(j) => EffectKind::ConversationJoined {
+            user: user_id(W, &j.user)?,
+            conversation: conversation_id(W, &j.conversation_id)?,
+            peer: user_id(W, &j.peer)?,
+            at: TimeMs(j.time_ms),
+        },
+    };
+    Ok(Effect { id: EffectId(e.id), source: ShardId(e.source_shard), target: ShardId(e.target_shard), kind })
+}
+
+// ---------------------------------------------------------------- records
+
+pub fn user_to_pb(u: &User) -> pb::UserRecord {
+    pb::UserRecord {
+        version: RECORD_VERSION,
+        user_id: u.id.to_string(),
+        home_region: u.home_region.to_string(),
+        nickname: u.nickname.clone(),
+        created_ms: u.created.0,
+    }
+}
+
+pub fn user_from_pb(u: pb::UserRecord) -> Result<User, StorageError> {
+    Ok(User {
+        id: user_id("user", &u.user_id)?,
+        home_region: RegionCode::parse(&u.home_region).map_err(corrupt("user"))?,
+        nickname: u.nickname,
+        created: TimeMs(u.created_ms),
+    })
+}
+
+pub fn conversation_to_pb(c: &Conversation) -> pb::ConversationRecord {
+    pb::ConversationRecord {
+        version: RECORD_VERSION,
+        conversation_id: c.id.to_string(),
+        members: c.members.iter().map(|m| pb::MemberCursor { user: m.user.to_string(), read_seq: m.read_seq.0 }).collect(),
+        last_seq: c.last_seq.0,
+        last_time_ms: c.last_time.0,
+        created_ms: c.created.0,
+    }
+}
+
+pub fn conversation_from_pb(c: pb::ConversationRecord) -> Result<Conversation, StorageError> {
+    const W: &str = "conversation";
+    Ok(Conversation {
+        id: conversation_id(W, &c.conversation_id)?,
+        members: c
+            .members
+            .into_iter()
+            .map(|m| Ok(MemberCursor { user: user_id(W, &m.user)?, read_seq: Seq(m.read_seq) }))
+            .collect::<Result<_, StorageError>>()?,
+        last_seq: Seq(c.last_seq),
+        last_time: TimeMs(c.last_time_ms),
+        created: TimeMs(c.created_ms),
+    })
+}
+
+pub fn message_to_pb(m: &Message) -> pb::MessageRecord {
+    pb::MessageRecord {
+        version: RECORD_VERSION,
+        message_id: m.id.to_string(),
+        seq: m.seq.0,
+        sender: m.sender.to_string(),
+        time_ms: m.time.0,
+        elements: m.elements.iter().map(element_to_pb).collect(),
+        recalled: m.recalled.is_some(),
+        recalled_ms: m.recalled.as_ref().map_or(0, |r| r.at.0),
+        recalled_by: m.recalled.as_ref().map(|r| r.by.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn message_from_pb(m: pb::MessageRecord) -> Result<Message, StorageError> {
+    const W: &str = "message";
+    Ok(Message {
+        id: MessageId::from_stored(m.message_id),
+        seq: Seq(m.seq),
+        sender: user_id(W, &m.sender)?,
+        time: TimeMs(m.time_ms),
+        elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+        recalled: if m.recalled {
+            Some(Recall { by: user_id(W, &m.recalled_by)?, at: TimeMs(m.recalled_ms) })
+        } else {
+            None
+        },
+    })
+}
+
+pub fn conversation_ref_to_pb(r: &ConversationRef) -> pb::ConversationRef {
+    pb::ConversationRef {
+        version: RECORD_VERSION,
+        conversation_id: r.conversation.to_string(),
+        peer: r.peer.to_string(),
+        joined_ms: r.joined.0,
+    }
+}
+
+pub fn conversation_ref_from_pb(r: pb::ConversationRef) -> Result<ConversationRef, StorageError> {
+    const W: &str = "conversation ref";
+    Ok(ConversationRef {
+        conversation: conversation_id(W, &r.conversation_id)?,
+        peer: user_id(W, &r.peer)?,
+        joined: TimeMs(r.joined_ms),
+    })
+}
+
+pub fn dedup_to_pb(d: &DedupEntry) -> pb::DedupRecord {
+    pb::DedupRecord { version: RECORD_VERSION, message_id: d.message_id.to_string(), seq: d.seq.0, time_ms: d.time.0 }
+}
+
+pub fn dedup_from_pb(d: pb::DedupRecord) -> DedupEntry {
+    DedupEntry { message_id: MessageId::from_stored(d.message_id), seq: Seq(d.seq), time: TimeMs(d.time_ms) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_element_round_trips() {
+        let leaf = Element::Text { text: "hi".into() };
+        let all = vec![
+            leaf.clone(),
+            Element::Image { url: "u".into(), format: "png".into(), size_bytes: 1, width: 2, height: 3, thumbnail_url: "t".into() },
+            Element::Voice { url: "u".into(), size_bytes: 1, duration_seconds: 2 },
+            Element::Video { url: "u".into(), format: "mp4".into(), size_bytes: 1, duration_seconds: 2, thumbnail_url: "t".into() },
+            Element::File { url: "u".into(), name: "n".into(), size_bytes: 1 },
+            Element::Face { index: 7, data: vec![1, 2] },
+            Element::Location { description: "d".into(), latitude: 1.5, longitude: -2.5 },
+            Element::Custom { data: vec![0, 255], description: "d".into(), extension: "e".into() },
+            Element::MergedForward {
+                title: "t".into(),
+                abstracts: vec!["a".into()],
+                messages: vec![Forwarded { sender: "s".into(), time_ms: 9, elements: vec![leaf] }],
+            },
+        ];
+        for e in all {
+            let back = element_from_pb(element_to_pb(&e)).map_err(|e| e.to_string());
+            assert_eq!(back, Ok(e));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Opening the node's RocksDB and group-synced durability.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::error::StorageError;
+use crate::keys::ALL_CFS;
+
+type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
+/// Counters of the group-sync thread, for tests, metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// WAL syncs performed.
+    pub syncs: AtomicU64,
+    /// Requests (appends, votes…) those syncs made durable.
+    pub requests: AtomicU64,
+}
+
+struct SyncQueue {
+    waiting: Mutex<(Vec<SyncCallback>, bool)>,
+    wake: Condvar,
+}
+
+struct Inner {
+    db: DB,
+    queue: Arc<SyncQueue>,
+    stats: SyncStats,
+}
+
+/// The node's database: every shard of the region, in one RocksDB.
+///
+/// Cloning is cheap; every clone shares the database and its sync thread. The sync thread
+/// stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.inner.db.path()).finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and starts its sync thread.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(path)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let queue = Arc::new(SyncQueue { waiting: Mutex::new((Vec::new(), false)), wake: Condvar::new() });
+        let inner = Arc::new(Inner { db, queue: queue.clone(), stats: SyncStats::default() });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || sync_loop(&queue, weak))?;
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn rocks(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::corrupt("column family", format!("{name} is missing")))
+    }
+
+    /// Writes a batch without waiting for the WAL sync (see [`Db::sync`]).
+    pub(crate) fn write_unsynced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.inner.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Writes a batch and syncs the WAL before returning.
+    pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.inner.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Calls `done` once every write made before this call is durable.
+    ///
+    /// Requests that arrive while a sync is running share the next one: with many shards
+    /// appending at once, one fsync covers all of them (group commit).
+    pub fn sync(&self, done: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
+        let q = &self.inner.queue;
+        let mut w = q.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.0.push(Box::new(done));
+        q.wake.notify_one();
+    }
+
+    /// Waits until every write made before this call is durable.
+    pub async fn sync_async(&self) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sync(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.map_err(|_| StorageError::SyncStopped)?.map_err(StorageError::Io)
+    }
+
+    /// Syncs the WAL on the calling thread.
+    pub fn sync_now(&self) -> Result<(), StorageError> {
+        self.inner.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &SyncStats {
+        &self.inner.stats
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut w = self.queue.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.1 = true;
+        self.queue.wake.notify_all();
+    }
+}
+
+/// Waits for sync requests and serves each wave of them with one WAL sync. Holds the database
+/// only while syncing, so dropping the last [`Db`] closes it at once.
+fn sync_loop(queue: &SyncQueue, weak: std::sync::Weak<Inner>) {
+    loop {
+        let batch = {
+            let mut w = queue.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            while w.0.is_empty() && !w.1 {
+                w = queue.wake.wait(w).unwrap_or_else(|p| p.into_inner());
+            }
+            if w.0.is_empty() {
+                return;
+            }
+            std::mem::take(&mut w.0)
+        };
+        let result = match weak.upgrade() {
+            Some(inner) => {
+                let r = inner.db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string()));
+                inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                inner.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                r
+            }
+            None => Err(std::io::Error::other("database closed")),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "WAL sync failed; acknowledging nothing");
+        }
+        for done in batch {
+            done(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Key layouts. Every key starts with the shard id (u32, big-endian), so one shard's data in a
+//! column family is one contiguous range; variable-length parts are length-prefixed so that
+//! no key is a prefix of another's component.
+
+use meridian_domain::{ConversationId, EffectId, RequestId, Seq, ShardId, UserId};
+
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_EVENTS: &str = "events";
+pub const CF_PROJECTIONS: &str = "projections";
+pub const CF_OUTBOX: &str = "outbox";
+pub const CF_DEDUP: &str = "dedup";
+
+/// Every column family, in a fixed order (also the order of snapshots and state hashes).
+pub const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP];
+/// The column families that hold a shard's state machine data.
+pub const STATE_CFS: [&str; 4] = [CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP];
+
+pub fn shard_prefix(shard: ShardId) -> Vec<u8> {
+    shard.0.to_be_bytes().to_vec()
+}
+
+/// The first key past a shard's range.
+pub fn shard_end(shard: ShardId) -> Vec<u8> {
+    (u64::from(shard.0) + 1).to_be_bytes()[4..].to_vec()
+}
+
+fn with_shard(shard: ShardId, capacity: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + capacity);
+    k.extend_from_slice(&shard.0.to_be_bytes());
+    k
+}
+
+fn push_str(k: &mut Vec<u8>, s: &str) {
+    // Ids are at most 32 (users) or 68 (conversations) bytes; request ids 64.
+    k.push(u8::try_from(s.len()).unwrap_or(u8::MAX));
+    k.extend_from_slice(s.as_bytes());
+}
+
+// raft_log
+pub fn log_entry(shard: ShardId, index: u64) -> Vec<u8> {
+    let mut k = with_shard(shard, 8);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn log_index_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(4..12)?.try_into().ok()?))
+}
+
+// raft_meta
+pub fn meta(shard: ShardId, tag: u8) -> Vec<u8> {
+    let mut k = with_shard(shard, 1);
+    k.push(tag);
+    k
+}
+pub const META_VOTE: u8 = b'v';
+pub const META_COMMITTED: u8 = b'c';
+pub const META_PURGED: u8 = b'p';
+pub const META_APPLIED: u8 = b'a';
+
+// events
+pub fn message(shard: ShardId, conversation: &ConversationId, seq: Seq) -> Vec<u8> {
+    let mut k = conversation_messages(shard, conversation);
+    k.extend_from_slice(&seq.0.to_be_bytes());
+    k
+}
+
+pub fn conversation_messages(shard: ShardId, conversation: &ConversationId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + conversation.as_str().len() + 8);
+    push_str(&mut k, conversation.as_str());
+    k
+}
+
+// projections
+pub const PROJ_USER: u8 = b'u';
+pub const PROJ_CONVERSATION: u8 = b'c';
+pub const PROJ_CONVERSATION_REF: u8 = b'r';
+pub const PROJ_WATERMARK: u8 = b'w';
+
+pub fn user(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + user.as_str().len());
+    k.push(PROJ_USER);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+pub fn conversation(shard: ShardId, conversation: &ConversationId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + conversation.as_str().len());
+    k.push(PROJ_CONVERSATION);
+    k.extend_from_slice(conversation.as_str().as_bytes());
+    k
+}
+
+pub fn conversation_refs(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len());
+    k.push(PROJ_CONVERSATION_REF);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn conversation_ref(shard: ShardId, user: &UserId, conversation: &ConversationId) -> Vec<u8> {
+    let mut k = conversation_refs(shard, user);
+    k.extend_from_slice(conversation.as_str().as_bytes());
+    k
+}
+
+pub fn watermark(shard: ShardId, source: ShardId) -> Vec<u8> {
+    let mut k = with_shard(shard, 5);
+    k.push(PROJ_WATERMARK);
+    k.extend_from_slice(&source.0.to_be_bytes());
+    k
+}
+
+// outbox
+pub fn outbox(shard: ShardId, target: ShardId, id: EffectId) -> Vec<u8> {
+    let mut k = with_shard(shard, 12);
+    k.extend_from_slice(&target.0.to_be_bytes());
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+// dedup
+pub fn dedup(shard: ShardId, conversation: &ConversationId, sender: &UserId, request_id: &RequestId) -> Vec<u8> {
+    let mut k = with_shard(shard, 3 + conversation.as_str().len() + sender.as_str().len() + request_id.as_str().len());
+    push_str(&mut k, conversation.as_str());
+    push_str(&mut k, sender.as_str());
+    k.extend_from_slice(request_id.as_str().as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ranges_are_disjoint_and_ordered() {
+        assert!(shard_prefix(ShardId(1)) < shard_end(ShardId(1)));
+        assert_eq!(shard_end(ShardId(1)), shard_prefix(ShardId(2)));
+        assert!(log_entry(ShardId(1), u64::MAX) < shard_end(ShardId(1)));
+        assert!(log_entry(ShardId(1), 2) < log_entry(ShardId(1), 10));
+    }
+}

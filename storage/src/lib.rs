@@ -1,0 +1,38 @@
+//! Meridian's storage: one RocksDB per node holding every shard of the region.
+//!
+//! Column families (keys are prefixed by the shard id, big-endian, so a shard is a key range):
+//! - `raft_log`: Raft log entries (`LogEntryRecord`), by index;
+//! - `raft_meta`: vote, committed and purged log ids, and each shard's applied state;
+//! - `events`: each conversation's messages by seq — the system of record;
+//! - `projections`: users, conversation heads and cursors, users' conversation indexes,
+//!   effect watermarks;
+//! - `outbox`: effects waiting for delivery to other shards;
+//! - `dedup`: the first result of each client request id.
+//!
+//! Module map:
+//! - [`db`]: opening the database; group-synced writes ([`db::Db::sync`]).
+//! - [`log`]: the raw per-shard Raft log (encoded records), vote, committed, purge.
+//! - [`shard`]: one shard's state machine data: apply in one WriteBatch, reads, snapshot
+//!   export and import, state hash.
+//! - [`codec`]: domain types ↔ the durable protobuf schema.
+//! - [`keys`]: key layouts.
+//!
+//! Durability: a log append is written unsynced, then reported flushed only after a WAL sync
+//! that covers it; concurrent appends of all shards share one sync (group commit). Apply writes
+//! are unsynced; they share the WAL, so the next synced append — or the sync before a snapshot
+//! is taken — makes them durable. A crash loses only unsynced applies, which Raft re-applies
+//! from the log because the applied index is in the same WriteBatch.
+//!
+//! Must never depend on: openraft, tonic, or the client API types.
+
+pub mod codec;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod log;
+pub mod shard;
+
+pub use db::{Db, SyncStats};
+pub use error::StorageError;
+pub use log::LogStore;
+pub use shard::ShardStore;

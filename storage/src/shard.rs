@@ -1,0 +1,431 @@
+//! One shard's state machine data: apply, reads, snapshots and the state hash.
+
+use std::collections::HashMap;
+
+use meridian_domain::apply::{ApplyContext, Reply};
+use meridian_domain::*;
+use meridian_proto::durable as pb;
+use prost::Message as _;
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::db::Db;
+use crate::error::{decode, StorageError};
+use crate::keys::{self, STATE_CFS};
+
+/// The outcome of one command as the proposer sees it.
+pub type CommandResult = Result<Reply, Rejection>;
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"MRSN";
+const SNAPSHOT_VERSION: u32 = 1;
+const FRAME_END: u8 = 0xff;
+
+/// A shard's state machine data on this node.
+#[derive(Debug, Clone)]
+pub struct ShardStore {
+    db: Db,
+    shard: ShardId,
+    shards: u32,
+}
+
+impl ShardStore {
+    pub fn new(db: Db, shard: ShardId, shards: u32) -> Self {
+        Self { db, shard, shards }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The applied state; all defaults for a shard that has applied nothing.
+    pub fn applied_state(&self) -> Result<pb::AppliedState, StorageError> {
+        Ok(self.get(keys::CF_RAFT_META, &keys::meta(self.shard, keys::META_APPLIED), "applied state")?.unwrap_or_default())
+    }
+
+    /// Starts applying: reads see the shard's state plus this transaction's own writes.
+    pub fn begin(&self) -> Result<ApplyTxn<'_>, StorageError> {
+        Ok(ApplyTxn { applied: self.applied_state()?, store: self, batch: WriteBatch::default(), overlay: HashMap::new() })
+    }
+
+    fn get<M: prost::Message + Default>(&self, cf: &str, key: &[u8], what: &'static str) -> Result<Option<M>, StorageError> {
+        match self.db.rocks().get_pinned_cf(self.db.cf(cf)?, key)? {
+            Some(v) => Ok(Some(decode(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    // ------------------------------------------------------------ reads
+
+    pub fn user(&self, id: &UserId) -> Result<Option<User>, StorageError> {
+        self.get(keys::CF_PROJECTIONS, &keys::user(self.shard, id), "user")?.map(codec::user_from_pb).transpose()
+    }
+
+    pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StorageError> {
+        self.get(keys::CF_PROJECTIONS, &keys::conversation(self.shard, id), "conversation")?
+            .map(codec::conversation_from_pb)
+            .transpose()
+    }
+
+    pub fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StorageError> {
+        self.get(keys::CF_EVENTS, &keys::message(self.shard, conversation, seq), "message")?
+            .map(codec::message_from_pb)
+            .transpose()
+    }
+
+    /// Up to `limit` messages from `start` (inclusive), ascending when `forward`, else descending.
+    pub fn messages(
+        &self,
+        conversation: &ConversationId,
+        start: Seq,
+        limit: usize,
+        forward: bool,
+    ) -> Result<Vec<Message>, StorageError> {
+        let prefix = keys::conversation_messages(self.shard, conversation);
+        let from = keys::message(self.shard, conversation, start);
+        let mode = IteratorMode::From(&from, if forward { Direction::Forward } else { Direction::Reverse });
+        let mut out = Vec::with_capacity(limit.min(128));
+        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_EVENTS)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 || out.len() >= limit {
+                break;
+            }
+            out.push(codec::message_from_pb(decode("message", &v)?)?);
+        }
+        Ok(out)
+    }
+
+    /// A user's conversation index.
+    pub fn conversation_refs(&self, user: &UserId) -> Result<Vec<ConversationRef>, StorageError> {
+        let prefix = keys::conversation_refs(self.shard, user);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(codec::conversation_ref_from_pb(decode("conversation ref", &v)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Effects waiting in this shard's outbox, by target shard then id, at most `limit`.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<Effect>, StorageError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::shard_end(self.shard));
+        let from = keys::shard_prefix(self.shard);
+        let mut out = Vec::new();
+        let iter = self.db.rocks().iterator_cf_opt(self.db.cf(keys::CF_OUTBOX)?, ro, IteratorMode::From(&from, Direction::Forward));
+        for item in iter {
+            let (_, v) = item?;
+            out.push(codec::effect_from_pb(decode("effect", &v)?)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ snapshots
+
+    /// Serializes the shard's state at one point in time: the applied state and every key of
+    /// the state column families. Syncs the WAL first, so that the state a snapshot describes
+    /// is on disk before Raft purges the log it replaces.
+    pub fn export_snapshot(&self) -> Result<(pb::AppliedState, Vec<u8>), StorageError> {
+        self.db.sync_now()?;
+        let snap = self.db.rocks().snapshot();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snap);
+        let applied: pb::AppliedState = match self.db.rocks().get_cf_opt(
+            self.db.cf(keys::CF_RAFT_META)?,
+            keys::meta(self.shard, keys::META_APPLIED),
+            &ro,
+        )? {
+            Some(v) => decode("applied state", &v)?,
+            None => pb::AppliedState::default(),
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        let applied_bytes = applied.encode_to_vec();
+        put_frame(&mut out, &applied_bytes);
+        for (i, cf) in STATE_CFS.iter().enumerate() {
+            let mut ro = ReadOptions::default();
+            ro.set_snapshot(&snap);
+            ro.set_iterate_upper_bound(keys::shard_end(self.shard));
+            let from = keys::shard_prefix(self.shard);
+            for item in self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward)) {
+                let (k, v) = item?;
+                out.push(u8::try_from(i).unwrap_or(FRAME_END));
+                // Keys are stored without the shard prefix; the importer adds its own.
+                put_frame(&mut out, &k[4..]);
+                put_frame(&mut out, &v);
+            }
+        }
+        out.push(FRAME_END);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        Ok((applied, out))
+    }
+
+    /// Replaces the shard's state with a snapshot's, atomically and durably.
+    pub fn import_snapshot(&self, data: &[u8]) -> Result<pb::AppliedState, StorageError> {
+        let bad = |d: &str| StorageError::corrupt("snapshot", d.to_owned());
+        if data.len() < 4 + 4 + 32 || &data[..4] != SNAPSHOT_MAGIC {
+            return Err(bad("not a Meridian shard snapshot"));
+        }
+        let (body, digest) = data.split_at(data.len() - 32);
+        if Sha256::digest(body).as_slice() != digest {
+            return Err(bad("checksum mismatch"));
+        }
+        let version = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        if version != SNAPSHOT_VERSION {
+            return Err(bad(&format!("unsupported snapshot version {version}")));
+        }
+        let mut r = Reader { buf: body, pos: 8 };
+        let applied: pb::AppliedState = decode("snapshot applied state", r.frame().ok_or_else(|| bad("truncated"))?)?;
+        let mut batch = WriteBatch::default();
+        for cf in STATE_CFS {
+            batch.delete_range_cf(self.db.cf(cf)?, keys::shard_prefix(self.shard), keys::shard_end(self.shard));
+        }
+        loop {
+            let tag = r.byte().ok_or_else(|| bad("truncated"))?;
+            if tag == FRAME_END {
+                break;
+            }
+            let cf = STATE_CFS.get(usize::from(tag)).ok_or_else(|| bad("unknown column family"))?;
+            let k = r.frame().ok_or_else(|| bad("truncated key"))?;
+            let v = r.frame().ok_or_else(|| bad("truncated value"))?;
+            let mut key = keys::shard_prefix(self.shard);
+            key.extend_from_slice(k);
+            batch.put_cf(self.db.cf(cf)?, key, v);
+        }
+        batch.put_cf(self.db.cf(keys::CF_RAFT_META)?, keys::meta(self.shard, keys::META_APPLIED), applied.encode_to_vec());
+        self.db.write_synced(batch)?;
+        Ok(applied)
+    }
+
+    /// SHA-256 over the applied state and every key and value of the shard's state, read at
+    /// one point in time. Replicas at the same applied index must agree.
+    pub fn state_hash(&self) -> Result<(u64, String), StorageError> {
+        let snap = self.db.rocks().snapshot();
+        let mut h = Sha256::new();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snap);
+        let applied = self.db.rocks().get_cf_opt(
+            self.db.cf(keys::CF_RAFT_META)?,
+            keys::meta(self.shard, keys::META_APPLIED),
+            &ro,
+        )?;
+        let index = match &applied {
+            Some(v) => decode::<pb::AppliedState>("applied state", v)?.last_applied.map_or(0, |l| l.index),
+            None => 0,
+        };
+        hash_frame(&mut h, applied.as_deref().unwrap_or_default());
+        for cf in STATE_CFS {
+            h.update(cf.as_bytes());
+            let mut ro = ReadOptions::default();
+            ro.set_snapshot(&snap);
+            ro.set_iterate_upper_bound(keys::shard_end(self.shard));
+            let from = keys::shard_prefix(self.shard);
+            for item in self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward)) {
+                let (k, v) = item?;
+                hash_frame(&mut h, &k);
+                hash_frame(&mut h, &v);
+            }
+        }
+        let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((index, hex))
+    }
+}
+
+fn put_frame(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn hash_frame(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn frame(&mut self) -> Option<&'a [u8]> {
+        let len = u32::from_be_bytes(self.buf.get(self.pos..self.pos + 4)?.try_into().ok()?) as usize;
+        let start = self.pos + 4;
+        let bytes = self.buf.get(start..start.checked_add(len)?)?;
+        self.pos = start + len;
+        Some(bytes)
+    }
+}
+
+// ---------------------------------------------------------------- apply
+
+/// Applies command batches into one WriteBatch: events, projections, outbox, dedup records
+/// and the applied state, committed together or not at all.
+pub struct ApplyTxn<'a> {
+    store: &'a ShardStore,
+    batch: WriteBatch,
+    /// Writes of this transaction, by (column family, key); `None` is a delete.
+    overlay: HashMap<(&'static str, Vec<u8>), Vec<u8>>,
+    applied: pb::AppliedState,
+}
+
+impl std::fmt::Debug for ApplyTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyTxn").field("shard", &self.store.shard).finish()
+    }
+}
+
+impl ApplyTxn<'_> {
+    /// The applied state as this transaction will write it.
+    pub fn applied_mut(&mut self) -> &mut pb::AppliedState {
+        &mut self.applied
+    }
+
+    /// Applies one Raft entry's command batch at `log_index`, returning each command's result.
+    pub fn apply_batch(&mut self, log_index: u64, batch: &pb::CommandBatch) -> Result<Vec<CommandResult>, StorageError> {
+        // Server time never goes backwards within a shard, whatever the leaders' clocks did.
+        let time = batch.time_ms.max(self.applied.last_time_ms);
+        self.applied.last_time_ms = time;
+        let mut results = Vec::with_capacity(batch.commands.len());
+        for (position, command) in batch.commands.iter().enumerate() {
+            let command = codec::command_from_pb(command.clone())?;
+            let ctx = ApplyContext {
+                shard: self.store.shard,
+                shards: self.store.shards,
+                log_index,
+                position,
+                time: TimeMs(time),
+            };
+            let outcome = apply(&*self, &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
+            match outcome {
+                Ok(applied) => {
+                    for change in applied.changes {
+                        self.write(change)?;
+                    }
+                    results.push(Ok(applied.reply));
+                }
+                Err(rejection) => results.push(Err(rejection)),
+            }
+        }
+        Ok(results)
+    }
+
+    /// Writes the batch (unsynced; see the crate docs for why that is safe).
+    pub fn commit(mut self) -> Result<(), StorageError> {
+        let meta = self.store.db.cf(keys::CF_RAFT_META)?;
+        self.batch.put_cf(meta, keys::meta(self.store.shard, keys::META_APPLIED), self.applied.encode_to_vec());
+        self.store.db.write_unsynced(self.batch)
+    }
+
+    fn put(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StorageError> {
+        self.batch.put_cf(self.store.db.cf(cf)?, &key, &value);
+        self.overlay.insert((cf, key), value);
+        Ok(())
+    }
+
+    fn write(&mut self, change: Change) -> Result<(), StorageError> {
+        let shard = self.store.shard;
+        match change {
+            Change::PutUser(u) => self.put(keys::CF_PROJECTIONS, keys::user(shard, &u.id), codec::user_to_pb(&u).encode_to_vec()),
+            Change::PutConversation(c) => self.put(
+                keys::CF_PROJECTIONS,
+                keys::conversation(shard, &c.id),
+                codec::conversation_to_pb(&c).encode_to_vec(),
+            ),
+            Change::PutMessage { conversation, message } => self.put(
+                keys::CF_EVENTS,
+                keys::message(shard, &conversation, message.seq),
+                codec::message_to_pb(&message).encode_to_vec(),
+            ),
+            Change::PutConversationRef { user, entry } => self.put(
+                keys::CF_PROJECTIONS,
+                keys::conversation_ref(shard, &user, &entry.conversation),
+                codec::conversation_ref_to_pb(&entry).encode_to_vec(),
+            ),
+            Change::PutDedup { conversation, sender, request_id, entry } => self.put(
+                keys::CF_DEDUP,
+                keys::dedup(shard, &conversation, &sender, &request_id),
+                codec::dedup_to_pb(&entry).encode_to_vec(),
+            ),
+            Change::Emit { target, kind } => {
+                self.applied.next_effect_id = self.applied.next_effect_id.max(1);
+                let id = EffectId(self.applied.next_effect_id);
+                self.applied.next_effect_id += 1;
+                let effect = Effect { id, source: shard, target, kind };
+                self.put(keys::CF_OUTBOX, keys::outbox(shard, target, id), codec::effect_to_pb(&effect).encode_to_vec())
+            }
+            Change::SetWatermark { source, up_to } => self.put(
+                keys::CF_PROJECTIONS,
+                keys::watermark(shard, source),
+                pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: up_to.0 }.encode_to_vec(),
+            ),
+            Change::AckOutbox { target, up_to } => {
+                let cf = self.store.db.cf(keys::CF_OUTBOX)?;
+                self.batch.delete_range_cf(
+                    cf,
+                    keys::outbox(shard, target, EffectId(0)),
+                    keys::outbox(shard, target, EffectId(up_to.0.saturating_add(1))),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn read<M: prost::Message + Default>(&self, cf: &'static str, key: Vec<u8>, what: &'static str) -> Result<Option<M>, StateError> {
+        let found = match self.overlay.get(&(cf, key.clone())) {
+            Some(v) => Some(decode(what, v)),
+            None => self.store.get(cf, &key, what).transpose(),
+        };
+        found.transpose().map_err(|e| StateError(e.to_string()))
+    }
+}
+
+impl ShardState for ApplyTxn<'_> {
+    fn user(&self, id: &UserId) -> Result<Option<User>, StateError> {
+        let r = self.read(keys::CF_PROJECTIONS, keys::user(self.store.shard, id), "user")?;
+        r.map(codec::user_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError> {
+        let r = self.read(keys::CF_PROJECTIONS, keys::conversation(self.store.shard, id), "conversation")?;
+        r.map(codec::conversation_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
+        let r = self.read(keys::CF_EVENTS, keys::message(self.store.shard, conversation, seq), "message")?;
+        r.map(codec::message_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn dedup(&self, conversation: &ConversationId, sender: &UserId, request_id: &RequestId) -> Result<Option<DedupEntry>, StateError> {
+        let r = self.read(keys::CF_DEDUP, keys::dedup(self.store.shard, conversation, sender, request_id), "dedup")?;
+        Ok(r.map(codec::dedup_from_pb))
+    }
+
+    fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError> {
+        let key = keys::conversation_ref(self.store.shard, user, conversation);
+        Ok(self.read::<pb::ConversationRef>(keys::CF_PROJECTIONS, key, "conversation ref")?.is_some())
+    }
+
+    fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
+        let r = self.read::<pb::EffectWatermark>(keys::CF_PROJECTIONS, keys::watermark(self.store.shard, source), "watermark")?;
+        Ok(EffectId(r.map_or(0, |w| w.applied_up_to)))
+    }
+}
