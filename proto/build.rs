@@ -2,11 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = [
-        "proto/meridian/v1/api.proto",
-        "proto/meridian/durable/v1/durable.proto",
-        "proto/meridian/peer/v1/peer.proto",
-    ];
+    let protos =
+        ["proto/meridian/v1/api.proto", "proto/meridian/durable/v1/durable.proto", "proto/meridian/peer/v1/peer.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("meridian_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

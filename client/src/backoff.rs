@@ -14,10 +14,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            step: initial.min(max),
-            max,
-        }
+        Backoff { step: initial.min(max), max }
     }
 
     /// The next pause.
@@ -41,11 +38,7 @@ mod tests {
         for step in steps {
             let pause = backoff.next_pause();
             let step = Duration::from_millis(step);
-            assert!(
-                pause >= step / 2 && pause <= step,
-                "pause {pause:?} outside [{:?}, {step:?}]",
-                step / 2
-            );
+            assert!(pause >= step / 2 && pause <= step, "pause {pause:?} outside [{:?}, {step:?}]", step / 2);
         }
     }
 

@@ -5,8 +5,17 @@
 //! the environment: admin commands and `--as USER` use `MERIDIAN_ADMIN_TOKEN`; the others use
 //! `MERIDIAN_TOKEN`, or the admin token when no user token is set. Output goes to stdout, one
 //! line per item, or one JSON document with `--json`.
+//!
+//! Module map: `args` (each command's arguments, re-exported here), [`render`] (JSON
+//! documents and text lines made from API responses).
 
+mod args;
 pub mod render;
+
+pub use args::{
+    ActAs, AdminCommand, ConversationsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs,
+    UserCommand,
+};
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -46,153 +55,6 @@ pub enum ClientCommand {
     },
 }
 
-/// `meridian user ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum UserCommand {
-    /// Create (import) an account; an existing one is left as it is.
-    Create {
-        /// The user id (1 to 32 bytes).
-        user: String,
-        /// Home region code; default: the region of the node that answers.
-        #[arg(long, value_name = "REGION")]
-        home_region: Option<String>,
-    },
-}
-
-/// `meridian admin ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum AdminCommand {
-    /// Add a node to every shard (as a learner, then a voter once caught up).
-    AddNode {
-        /// The new node's id.
-        #[arg(long)]
-        id: u64,
-        /// The new node's peer address, host:port.
-        #[arg(long, value_name = "HOST:PORT")]
-        addr: String,
-        /// Leave the node a learner.
-        #[arg(long)]
-        learner_only: bool,
-    },
-    /// Remove a node (e.g. a dead one) from every shard.
-    RemoveNode {
-        /// The node's id.
-        #[arg(long)]
-        id: u64,
-    },
-}
-
-/// Whom a user command acts as.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ActAs {
-    /// Act as USER through the admin token (MERIDIAN_ADMIN_TOKEN) instead of MERIDIAN_TOKEN.
-    #[arg(long = "as", value_name = "USER")]
-    pub user: Option<String>,
-}
-
-/// `meridian token USER`
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    /// The user the token is for.
-    pub user: String,
-    /// Lifetime in seconds; default: the server's (180 days).
-    #[arg(long, value_name = "N")]
-    pub ttl_seconds: Option<u64>,
-}
-
-/// `meridian send`
-#[derive(Debug, clap::Args)]
-pub struct SendArgs {
-    #[command(flatten)]
-    pub act_as: ActAs,
-    /// The peer user id.
-    #[arg(long, value_name = "PEER")]
-    pub to: String,
-    /// Idempotency key: a retry with the same id takes effect once. Default: a random one.
-    #[arg(long, value_name = "ID")]
-    pub request_id: Option<String>,
-    /// The message text.
-    pub text: String,
-}
-
-/// `meridian history`
-#[derive(Debug, clap::Args)]
-pub struct HistoryArgs {
-    #[command(flatten)]
-    pub act_as: ActAs,
-    /// The peer user id.
-    #[arg(long = "with", value_name = "PEER")]
-    pub peer: String,
-    /// Start at this seq (inclusive); default: the newest message, or seq 1 with --forward.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub from_seq: u64,
-    /// Page size; default 20, at most 100.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub limit: u32,
-    /// Oldest first (default: newest first).
-    #[arg(long)]
-    pub forward: bool,
-    /// Read the whole conversation, oldest first, page by page.
-    #[arg(long, conflicts_with_all = ["from_seq", "limit", "forward"])]
-    pub all: bool,
-    /// Read the answering node's replica as it is (may lag) instead of a linearizable read.
-    #[arg(long)]
-    pub local: bool,
-    /// Print one JSON document.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `meridian conversations`
-#[derive(Debug, clap::Args)]
-pub struct ConversationsArgs {
-    #[command(flatten)]
-    pub act_as: ActAs,
-    /// Read the answering node's replica as it is (may lag).
-    #[arg(long)]
-    pub local: bool,
-    /// Print one JSON document.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `meridian read`
-#[derive(Debug, clap::Args)]
-pub struct ReadArgs {
-    #[command(flatten)]
-    pub act_as: ActAs,
-    /// The peer user id.
-    #[arg(long = "with", value_name = "PEER")]
-    pub peer: String,
-    /// Read up to and including this seq; default: everything.
-    #[arg(long, value_name = "N")]
-    pub seq: Option<u64>,
-}
-
-/// `meridian recall`
-#[derive(Debug, clap::Args)]
-pub struct RecallArgs {
-    #[command(flatten)]
-    pub act_as: ActAs,
-    /// The peer user id.
-    #[arg(long = "with", value_name = "PEER")]
-    pub peer: String,
-    /// The seq of the message to recall.
-    #[arg(long, value_name = "N")]
-    pub seq: u64,
-}
-
-/// `meridian status`
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// Also compute each shard's state hash (reads each shard's whole state).
-    #[arg(long)]
-    pub hash: bool,
-    /// Print one JSON document.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// Runs a client command with the process environment, printing its output to stdout.
 ///
 /// On failure the error's text is `REASON: message` (e.g. `MESSAGE_TOO_LARGE: ...`); the
@@ -228,11 +90,7 @@ impl Output {
         Output::Lines(vec![line])
     }
 
-    fn json_or_lines(
-        json: bool,
-        doc: impl FnOnce() -> Value,
-        lines: impl FnOnce() -> Vec<String>,
-    ) -> Output {
+    fn json_or_lines(json: bool, doc: impl FnOnce() -> Value, lines: impl FnOnce() -> Vec<String>) -> Output {
         if json {
             Output::Json(doc())
         } else {
@@ -250,9 +108,7 @@ impl Output {
         };
         match written.and_then(|()| stdout.flush()) {
             // A reader that stopped early (`| head`) is not an error.
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(anyhow::Error::new(e).context("write output"))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(e).context("write output")),
             _ => Ok(()),
         }
     }
@@ -269,23 +125,15 @@ enum Identity {
 
 impl Identity {
     fn user(act_as: &ActAs) -> Identity {
-        Identity::User {
-            act_as: act_as.user.clone(),
-        }
+        Identity::User { act_as: act_as.user.clone() }
     }
 }
 
 /// The client configuration for `identity` from the environment (read through `lookup`).
-fn config_for(
-    identity: &Identity,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<ClientConfig, ClientError> {
+fn config_for(identity: &Identity, lookup: &impl Fn(&str) -> Option<String>) -> Result<ClientConfig, ClientError> {
     let endpoints = endpoints_from_lookup(lookup)?;
     let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
-    let missing_admin = |hint| ClientError::MissingEnv {
-        var: ADMIN_TOKEN_ENV,
-        hint,
-    };
+    let missing_admin = |hint| ClientError::MissingEnv { var: ADMIN_TOKEN_ENV, hint };
     let config = match identity {
         Identity::Admin => ClientConfig::new(
             endpoints,
@@ -297,14 +145,11 @@ fn config_for(
         )
         .with_act_as(user.clone()),
         Identity::User { act_as: None } => {
-            let token =
-                get(TOKEN_ENV)
-                    .or_else(|| get(ADMIN_TOKEN_ENV))
-                    .ok_or(ClientError::MissingEnv {
-                        var: TOKEN_ENV,
-                        hint: "set it to a user token (`meridian token USER` mints one), \
+            let token = get(TOKEN_ENV).or_else(|| get(ADMIN_TOKEN_ENV)).ok_or(ClientError::MissingEnv {
+                var: TOKEN_ENV,
+                hint: "set it to a user token (`meridian token USER` mints one), \
                            or set MERIDIAN_ADMIN_TOKEN and pass --as USER",
-                    })?;
+            })?;
             ClientConfig::new(endpoints, token)
         }
     };
@@ -320,10 +165,7 @@ fn consistency(local: bool) -> ReadConsistency {
 }
 
 /// Runs `cmd` and says what to print.
-async fn execute(
-    cmd: ClientCommand,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<Output, ClientError> {
+async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -> Result<Output, ClientError> {
     let identity = match &cmd {
         ClientCommand::User { .. }
         | ClientCommand::Token(_)
@@ -337,9 +179,7 @@ async fn execute(
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
     let output = match cmd {
-        ClientCommand::User {
-            command: UserCommand::Create { user, home_region },
-        } => {
+        ClientCommand::User { command: UserCommand::Create { user, home_region } } => {
             let created = client.create_user(&user, home_region.as_deref()).await?;
             Output::line(render::user_line(&created))
         }
@@ -348,9 +188,7 @@ async fn execute(
             Output::line(client.issue_token(&args.user, ttl).await?.token)
         }
         ClientCommand::Send(args) => {
-            let sent = client
-                .send_text(&args.to, &args.text, args.request_id)
-                .await?;
+            let sent = client.send_text(&args.to, &args.text, args.request_id).await?;
             if sent.duplicate {
                 eprintln!("note: this request id was already accepted; showing the first result");
             }
@@ -358,29 +196,15 @@ async fn execute(
         }
         ClientCommand::History(args) => {
             let history = if args.all {
-                let messages = client
-                    .history_all(&args.peer, consistency(args.local))
-                    .await?;
+                let messages = client.history_all(&args.peer, consistency(args.local)).await?;
                 GetHistoryResponse {
                     last_seq: messages.last().map_or(0, |m| m.seq),
                     messages,
                     ..GetHistoryResponse::default()
                 }
             } else {
-                let direction = if args.forward {
-                    Direction::Forward
-                } else {
-                    Direction::Backward
-                };
-                client
-                    .history(
-                        &args.peer,
-                        args.from_seq,
-                        args.limit,
-                        direction,
-                        consistency(args.local),
-                    )
-                    .await?
+                let direction = if args.forward { Direction::Forward } else { Direction::Backward };
+                client.history(&args.peer, args.from_seq, args.limit, direction, consistency(args.local)).await?
             };
             Output::json_or_lines(
                 args.json,
@@ -393,12 +217,7 @@ async fn execute(
             Output::json_or_lines(
                 args.json,
                 || render::conversations_json(&list),
-                || {
-                    list.conversations
-                        .iter()
-                        .map(render::conversation_line)
-                        .collect()
-                },
+                || list.conversations.iter().map(render::conversation_line).collect(),
             )
         }
         ClientCommand::Read(args) => {
@@ -411,26 +230,13 @@ async fn execute(
         }
         ClientCommand::Status(args) => {
             let status = client.cluster_status(args.hash).await?;
-            Output::json_or_lines(
-                args.json,
-                || render::status_json(&status),
-                || render::status_lines(&status),
-            )
+            Output::json_or_lines(args.json, || render::status_json(&status), || render::status_lines(&status))
         }
-        ClientCommand::Admin {
-            command:
-                AdminCommand::AddNode {
-                    id,
-                    addr,
-                    learner_only,
-                },
-        } => {
+        ClientCommand::Admin { command: AdminCommand::AddNode { id, addr, learner_only } } => {
             let members = client.add_node(id, &addr, learner_only).await?;
             Output::line(render::add_node_line(&members))
         }
-        ClientCommand::Admin {
-            command: AdminCommand::RemoveNode { id },
-        } => {
+        ClientCommand::Admin { command: AdminCommand::RemoveNode { id } } => {
             let members = client.remove_node(id).await?;
             Output::line(render::remove_node_line(&members))
         }
@@ -472,10 +278,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -486,17 +289,7 @@ mod tests {
 
     #[test]
     fn send_parses_peer_request_id_text_and_act_as() {
-        let cmd = parse(&[
-            "send",
-            "--as",
-            "alice",
-            "--to",
-            "bob",
-            "--request-id",
-            "r1",
-            "hi bob",
-        ])
-        .expect("parses");
+        let cmd = parse(&["send", "--as", "alice", "--to", "bob", "--request-id", "r1", "hi bob"]).expect("parses");
         match cmd {
             ClientCommand::Send(args) => {
                 assert_eq!(args.act_as.user.as_deref(), Some("alice"));
@@ -510,18 +303,8 @@ mod tests {
 
     #[test]
     fn history_parses_its_options_and_refuses_all_with_a_range() {
-        let cmd = parse(&[
-            "history",
-            "--with",
-            "bob",
-            "--from-seq",
-            "5",
-            "--limit",
-            "10",
-            "--forward",
-            "--json",
-        ])
-        .expect("parses");
+        let cmd = parse(&["history", "--with", "bob", "--from-seq", "5", "--limit", "10", "--forward", "--json"])
+            .expect("parses");
         match cmd {
             ClientCommand::History(args) => {
                 assert_eq!(args.act_as.user, None);
@@ -553,34 +336,19 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["admin", "remove-node", "--id", "2"]),
-            Ok(ClientCommand::Admin {
-                command: AdminCommand::RemoveNode { id: 2 }
-            })
+            Ok(ClientCommand::Admin { command: AdminCommand::RemoveNode { id: 2 } })
         ));
         assert!(matches!(
             parse(&["status", "--hash", "--json"]),
-            Ok(ClientCommand::Status(StatusArgs {
-                hash: true,
-                json: true
-            }))
+            Ok(ClientCommand::Status(StatusArgs { hash: true, json: true }))
         ));
-        assert!(matches!(
-            parse(&["read", "--with", "bob"]),
-            Ok(ClientCommand::Read(ReadArgs { seq: None, .. }))
-        ));
-        assert!(
-            parse(&["recall", "--with", "bob"]).is_err(),
-            "--seq is required"
-        );
+        assert!(matches!(parse(&["read", "--with", "bob"]), Ok(ClientCommand::Read(ReadArgs { seq: None, .. }))));
+        assert!(parse(&["recall", "--with", "bob"]).is_err(), "--seq is required");
     }
 
     #[test]
     fn admin_commands_use_the_admin_token() {
-        let lookup = env(&[
-            (ENDPOINT_ENV, "n1:7001"),
-            (TOKEN_ENV, "user-token"),
-            (ADMIN_TOKEN_ENV, "admin-token"),
-        ]);
+        let lookup = env(&[(ENDPOINT_ENV, "n1:7001"), (TOKEN_ENV, "user-token"), (ADMIN_TOKEN_ENV, "admin-token")]);
         let config = config_for(&Identity::Admin, &lookup).expect("config");
         assert_eq!(config.token, "admin-token");
         assert_eq!(config.act_as, None);
@@ -588,14 +356,9 @@ mod tests {
 
     #[test]
     fn act_as_uses_the_admin_token_and_names_the_user() {
-        let lookup = env(&[
-            (ENDPOINT_ENV, "n1:7001,n2:7001"),
-            (TOKEN_ENV, "user-token"),
-            (ADMIN_TOKEN_ENV, "admin-token"),
-        ]);
-        let identity = Identity::User {
-            act_as: Some("alice".into()),
-        };
+        let lookup =
+            env(&[(ENDPOINT_ENV, "n1:7001,n2:7001"), (TOKEN_ENV, "user-token"), (ADMIN_TOKEN_ENV, "admin-token")]);
+        let identity = Identity::User { act_as: Some("alice".into()) };
         let config = config_for(&identity, &lookup).expect("config");
         assert_eq!(config.token, "admin-token");
         assert_eq!(config.act_as.as_deref(), Some("alice"));
@@ -605,47 +368,24 @@ mod tests {
     #[test]
     fn user_commands_prefer_the_user_token_and_fall_back_to_the_admin_token() {
         let me = Identity::User { act_as: None };
-        let both = env(&[
-            (ENDPOINT_ENV, "n1:7001"),
-            (TOKEN_ENV, "user-token"),
-            (ADMIN_TOKEN_ENV, "admin-token"),
-        ]);
+        let both = env(&[(ENDPOINT_ENV, "n1:7001"), (TOKEN_ENV, "user-token"), (ADMIN_TOKEN_ENV, "admin-token")]);
         assert_eq!(config_for(&me, &both).expect("config").token, "user-token");
         let admin_only = env(&[(ENDPOINT_ENV, "n1:7001"), (ADMIN_TOKEN_ENV, "admin-token")]);
-        assert_eq!(
-            config_for(&me, &admin_only).expect("config").token,
-            "admin-token"
-        );
+        assert_eq!(config_for(&me, &admin_only).expect("config").token, "admin-token");
     }
 
     #[test]
     fn missing_tokens_are_named_in_the_error() {
         let no_tokens = env(&[(ENDPOINT_ENV, "n1:7001"), (TOKEN_ENV, "")]);
         let me = config_for(&Identity::User { act_as: None }, &no_tokens);
-        assert!(matches!(
-            me,
-            Err(ClientError::MissingEnv { var: TOKEN_ENV, .. })
-        ));
+        assert!(matches!(me, Err(ClientError::MissingEnv { var: TOKEN_ENV, .. })));
         let act_as = config_for(
-            &Identity::User {
-                act_as: Some("alice".into()),
-            },
+            &Identity::User { act_as: Some("alice".into()) },
             &env(&[(ENDPOINT_ENV, "n1:7001"), (TOKEN_ENV, "user-token")]),
         );
-        assert!(matches!(
-            act_as,
-            Err(ClientError::MissingEnv {
-                var: ADMIN_TOKEN_ENV,
-                ..
-            })
-        ));
-        let err = config_for(&Identity::Admin, &no_tokens)
-            .expect_err("no admin token")
-            .to_string();
-        assert_eq!(
-            err,
-            "MISSING_ENV: MERIDIAN_ADMIN_TOKEN is not set: this command needs the admin token"
-        );
+        assert!(matches!(act_as, Err(ClientError::MissingEnv { var: ADMIN_TOKEN_ENV, .. })));
+        let err = config_for(&Identity::Admin, &no_tokens).expect_err("no admin token").to_string();
+        assert_eq!(err, "MISSING_ENV: MERIDIAN_ADMIN_TOKEN is not set: this command needs the admin token");
     }
 
     #[tokio::test]
@@ -654,10 +394,6 @@ mod tests {
         let cmd = parse(&["status"]).expect("parses");
         let err = execute(cmd, &lookup).await.expect_err("no endpoint");
         assert_eq!(err.reason(), None);
-        assert!(
-            err.to_string()
-                .starts_with("MISSING_ENV: MERIDIAN_ENDPOINT is not set"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("MISSING_ENV: MERIDIAN_ENDPOINT is not set"), "{err}");
     }
 }

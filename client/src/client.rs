@@ -13,11 +13,10 @@ use meridian_proto::api::admin_client::AdminClient;
 use meridian_proto::api::chat_client::ChatClient;
 use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
-    AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse,
-    CreateUserRequest, CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse,
-    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest,
-    ListConversationsResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement,
-    ReadConsistency, RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest,
+    AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse, CreateUserRequest,
+    CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, IssueUserTokenRequest,
+    IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest, MarkReadResponse,
+    Message, MessageElement, ReadConsistency, RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest,
     RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
@@ -109,29 +108,16 @@ impl Client {
 
     /// The same client acting as `user` (`x-meridian-as`; needs an admin token).
     pub fn with_act_as(&self, user: impl Into<String>) -> Result<Client, ClientError> {
-        Ok(Client {
-            act_as: Some(act_as_metadata(user.into())?),
-            ..self.clone()
-        })
+        Ok(Client { act_as: Some(act_as_metadata(user.into())?), ..self.clone() })
     }
 
     /// The same client calling only the `index`-th endpoint (in the order given), with no
     /// failover. Reads with [`ReadConsistency::Local`] through it see that node's replica.
     pub fn with_endpoint_index(&self, index: usize) -> Result<Client, ClientError> {
-        let node = self
-            .nodes
-            .get(index)
-            .ok_or_else(|| ClientError::InvalidConfig {
-                detail: format!(
-                    "endpoint index {index} is out of range: the client has {} endpoints",
-                    self.nodes.len()
-                ),
-            })?;
-        Ok(Client {
-            nodes: Arc::new([Arc::clone(node)]),
-            preferred: Arc::new(AtomicUsize::new(0)),
-            ..self.clone()
-        })
+        let node = self.nodes.get(index).ok_or_else(|| ClientError::InvalidConfig {
+            detail: format!("endpoint index {index} is out of range: the client has {} endpoints", self.nodes.len()),
+        })?;
+        Ok(Client { nodes: Arc::new([Arc::clone(node)]), preferred: Arc::new(AtomicUsize::new(0)), ..self.clone() })
     }
 
     /// The same client with another retry budget (zero: a single attempt).
@@ -160,11 +146,7 @@ impl Client {
         text: &str,
         request_id: Option<String>,
     ) -> Result<SendMessageResponse, ClientError> {
-        let element = MessageElement {
-            kind: Some(Kind::Text(TextElement {
-                text: text.to_owned(),
-            })),
-        };
+        let element = MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) };
         self.send(to, vec![element], request_id).await
     }
 
@@ -179,9 +161,7 @@ impl Client {
         let request = SendMessageRequest {
             to: to.to_owned(),
             elements,
-            request_id: request_id
-                .filter(|id| !id.is_empty())
-                .unwrap_or_else(new_request_id),
+            request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
         };
         self.call("SendMessage", request, |channel, request| async move {
             ChatClient::new(channel).send_message(request).await
@@ -213,23 +193,11 @@ impl Client {
     }
 
     /// Every message of the conversation with `peer`, oldest first, read page by page.
-    pub async fn history_all(
-        &self,
-        peer: &str,
-        consistency: ReadConsistency,
-    ) -> Result<Vec<Message>, ClientError> {
+    pub async fn history_all(&self, peer: &str, consistency: ReadConsistency) -> Result<Vec<Message>, ClientError> {
         let mut messages = Vec::new();
         let mut start = 1;
         loop {
-            let page = self
-                .history(
-                    peer,
-                    start,
-                    MAX_HISTORY_PAGE,
-                    Direction::Forward,
-                    consistency,
-                )
-                .await?;
+            let page = self.history(peer, start, MAX_HISTORY_PAGE, Direction::Forward, consistency).await?;
             messages.extend(page.messages);
             // A next seq that does not move forward would loop forever; the page is the end.
             if page.next_seq <= start {
@@ -247,11 +215,8 @@ impl Client {
         page_token: &str,
         consistency: ReadConsistency,
     ) -> Result<ListConversationsResponse, ClientError> {
-        let request = ListConversationsRequest {
-            limit,
-            page_token: page_token.to_owned(),
-            consistency: consistency.into(),
-        };
+        let request =
+            ListConversationsRequest { limit, page_token: page_token.to_owned(), consistency: consistency.into() };
         self.call("ListConversations", request, |channel, request| async move {
             ChatClient::new(channel).list_conversations(request).await
         })
@@ -264,16 +229,12 @@ impl Client {
         &self,
         consistency: ReadConsistency,
     ) -> Result<ListConversationsResponse, ClientError> {
-        let mut all = self
-            .conversations(MAX_CONVERSATION_PAGE, "", consistency)
-            .await?;
+        let mut all = self.conversations(MAX_CONVERSATION_PAGE, "", consistency).await?;
         let mut token = std::mem::take(&mut all.next_page_token);
         let mut seen = std::collections::HashSet::new();
         // A token seen before would loop forever; the listing is then complete.
         while !token.is_empty() && seen.insert(token.clone()) {
-            let mut page = self
-                .conversations(MAX_CONVERSATION_PAGE, &token, consistency)
-                .await?;
+            let mut page = self.conversations(MAX_CONVERSATION_PAGE, &token, consistency).await?;
             all.conversations.append(&mut page.conversations);
             token = page.next_page_token;
         }
@@ -281,27 +242,19 @@ impl Client {
     }
 
     /// Moves the caller's read cursor with `peer` up to `seq` (`None`: to the newest message).
-    pub async fn mark_read(
-        &self,
-        peer: &str,
-        seq: Option<u64>,
-    ) -> Result<MarkReadResponse, ClientError> {
-        let request = MarkReadRequest {
-            peer: peer.to_owned(),
-            seq: seq.unwrap_or(0),
-        };
-        self.call("MarkRead", request, |channel, request| async move {
-            ChatClient::new(channel).mark_read(request).await
-        })
+    pub async fn mark_read(&self, peer: &str, seq: Option<u64>) -> Result<MarkReadResponse, ClientError> {
+        let request = MarkReadRequest { peer: peer.to_owned(), seq: seq.unwrap_or(0) };
+        self.call(
+            "MarkRead",
+            request,
+            |channel, request| async move { ChatClient::new(channel).mark_read(request).await },
+        )
         .await
     }
 
     /// Recalls the caller's own message `seq` in the conversation with `peer`.
     pub async fn recall(&self, peer: &str, seq: u64) -> Result<RecallMessageResponse, ClientError> {
-        let request = RecallMessageRequest {
-            peer: peer.to_owned(),
-            seq,
-        };
+        let request = RecallMessageRequest { peer: peer.to_owned(), seq };
         self.call("RecallMessage", request, |channel, request| async move {
             ChatClient::new(channel).recall_message(request).await
         })
@@ -312,11 +265,7 @@ impl Client {
 
     /// Creates (imports) an account; an existing one is left as it is (`created` false).
     /// `home_region` `None` means the region that receives the request.
-    pub async fn create_user(
-        &self,
-        user: &str,
-        home_region: Option<&str>,
-    ) -> Result<CreateUserResponse, ClientError> {
+    pub async fn create_user(&self, user: &str, home_region: Option<&str>) -> Result<CreateUserResponse, ClientError> {
         let request = CreateUserRequest {
             user_id: user.to_owned(),
             home_region: home_region.unwrap_or_default().to_owned(),
@@ -329,15 +278,9 @@ impl Client {
     }
 
     /// Mints a token for `user`; `ttl` `None` means the server's default (180 days).
-    pub async fn issue_token(
-        &self,
-        user: &str,
-        ttl: Option<Duration>,
-    ) -> Result<IssueUserTokenResponse, ClientError> {
-        let request = IssueUserTokenRequest {
-            user_id: user.to_owned(),
-            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
-        };
+    pub async fn issue_token(&self, user: &str, ttl: Option<Duration>) -> Result<IssueUserTokenResponse, ClientError> {
+        let request =
+            IssueUserTokenRequest { user_id: user.to_owned(), ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)) };
         self.call("IssueUserToken", request, |channel, request| async move {
             AdminClient::new(channel).issue_user_token(request).await
         })
@@ -346,13 +289,8 @@ impl Client {
 
     /// Raft state of every shard as the answering node sees it; `include_hash` also hashes
     /// each shard's state (reads all of it).
-    pub async fn cluster_status(
-        &self,
-        include_hash: bool,
-    ) -> Result<ClusterStatusResponse, ClientError> {
-        let request = ClusterStatusRequest {
-            include_state_hash: include_hash,
-        };
+    pub async fn cluster_status(&self, include_hash: bool) -> Result<ClusterStatusResponse, ClientError> {
+        let request = ClusterStatusRequest { include_state_hash: include_hash };
         self.call("ClusterStatus", request, |channel, request| async move {
             AdminClient::new(channel).cluster_status(request).await
         })
@@ -361,20 +299,13 @@ impl Client {
 
     /// Adds node `id` (peer address `addr`) to every shard; promoted to voter unless
     /// `learner_only`.
-    pub async fn add_node(
-        &self,
-        id: u64,
-        addr: &str,
-        learner_only: bool,
-    ) -> Result<AddNodeResponse, ClientError> {
-        let request = AddNodeRequest {
-            node_id: id,
-            addr: addr.to_owned(),
-            learner_only,
-        };
-        self.call("AddNode", request, |channel, request| async move {
-            AdminClient::new(channel).add_node(request).await
-        })
+    pub async fn add_node(&self, id: u64, addr: &str, learner_only: bool) -> Result<AddNodeResponse, ClientError> {
+        let request = AddNodeRequest { node_id: id, addr: addr.to_owned(), learner_only };
+        self.call(
+            "AddNode",
+            request,
+            |channel, request| async move { AdminClient::new(channel).add_node(request).await },
+        )
         .await
     }
 
@@ -390,12 +321,7 @@ impl Client {
     // ---------------------------------------------------------------------------- retries
 
     /// Runs `rpc` with failover and retries (see the type's docs).
-    async fn call<Req, Resp, F, Fut>(
-        &self,
-        rpc: &'static str,
-        request: Req,
-        mut rpc_fn: F,
-    ) -> Result<Resp, ClientError>
+    async fn call<Req, Resp, F, Fut>(&self, rpc: &'static str, request: Req, mut rpc_fn: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
@@ -471,10 +397,9 @@ impl Client {
         match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
-            Err(_elapsed) => Err(ClientError::Timeout {
-                endpoint: node.uri().to_owned(),
-                timeout: self.timing.request_timeout,
-            }),
+            Err(_elapsed) => {
+                Err(ClientError::Timeout { endpoint: node.uri().to_owned(), timeout: self.timing.request_timeout })
+            }
         }
     }
 
@@ -508,9 +433,7 @@ fn act_as_metadata(user: String) -> Result<(String, MetadataValue<Ascii>), Clien
 }
 
 fn ascii_metadata(value: &str, what: &str) -> Result<MetadataValue<Ascii>, ClientError> {
-    let invalid = || ClientError::InvalidConfig {
-        detail: format!("{what} must be printable ASCII"),
-    };
+    let invalid = || ClientError::InvalidConfig { detail: format!("{what} must be printable ASCII") };
     // The header parser also lets bytes above 0x7f through; gRPC metadata is ASCII.
     if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
         return Err(invalid());
@@ -537,10 +460,7 @@ mod tests {
     fn clients_are_built_without_contacting_any_node() {
         // Nothing listens on port 1: building must still succeed (connections are lazy).
         let client = Client::new(["127.0.0.1:1", "http://localhost:2"], "t").expect("client");
-        assert_eq!(
-            client.endpoints(),
-            vec!["http://127.0.0.1:1", "http://localhost:2"]
-        );
+        assert_eq!(client.endpoints(), vec!["http://127.0.0.1:1", "http://localhost:2"]);
         assert_eq!(client.act_as(), None);
     }
 
@@ -549,10 +469,7 @@ mod tests {
         let client = Client::new(["n1:1", "n2:2", "n3:3"], "t").expect("client");
         let second = client.with_endpoint_index(1).expect("in range");
         assert_eq!(second.endpoints(), vec!["http://n2:2"]);
-        assert!(matches!(
-            client.with_endpoint_index(3),
-            Err(ClientError::InvalidConfig { .. })
-        ));
+        assert!(matches!(client.with_endpoint_index(3), Err(ClientError::InvalidConfig { .. })));
     }
 
     #[test]
@@ -567,20 +484,10 @@ mod tests {
 
     #[test]
     fn metadata_carries_bearer_token_and_act_as() {
-        let client = Client::new(["n1:1"], "abc.def")
-            .and_then(|c| c.with_act_as("bob"))
-            .expect("client");
+        let client = Client::new(["n1:1"], "abc.def").and_then(|c| c.with_act_as("bob")).expect("client");
         let mut metadata = MetadataMap::new();
         client.authenticate(&mut metadata);
-        assert_eq!(
-            metadata.get("authorization").and_then(|v| v.to_str().ok()),
-            Some("Bearer abc.def")
-        );
-        assert_eq!(
-            metadata
-                .get(ACT_AS_METADATA_KEY)
-                .and_then(|v| v.to_str().ok()),
-            Some("bob")
-        );
+        assert_eq!(metadata.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer abc.def"));
+        assert_eq!(metadata.get(ACT_AS_METADATA_KEY).and_then(|v| v.to_str().ok()), Some("bob"));
     }
 }

@@ -65,15 +65,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A configuration with the default timeouts.
-    pub fn new<S: AsRef<str>>(
-        endpoints: impl IntoIterator<Item = S>,
-        token: impl Into<String>,
-    ) -> Self {
+    pub fn new<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>, token: impl Into<String>) -> Self {
         ClientConfig {
-            endpoints: endpoints
-                .into_iter()
-                .map(|e| e.as_ref().to_owned())
-                .collect(),
+            endpoints: endpoints.into_iter().map(|e| e.as_ref().to_owned()).collect(),
             token: token.into(),
             act_as: None,
             connect_timeout: Duration::from_secs(2),
@@ -90,15 +84,10 @@ impl ClientConfig {
     }
 
     /// [`ClientConfig::from_env`] over any variable lookup (tests pass a map).
-    pub fn from_lookup(
-        kind: TokenKind,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ClientError> {
+    pub fn from_lookup(kind: TokenKind, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ClientError> {
         let endpoints = endpoints_from_lookup(&lookup)?;
-        let token = non_empty(lookup(kind.env_var())).ok_or(ClientError::MissingEnv {
-            var: kind.env_var(),
-            hint: kind.hint(),
-        })?;
+        let token = non_empty(lookup(kind.env_var()))
+            .ok_or(ClientError::MissingEnv { var: kind.env_var(), hint: kind.hint() })?;
         Ok(ClientConfig::new(endpoints, token))
     }
 
@@ -111,14 +100,10 @@ impl ClientConfig {
     /// Checks that the configuration can work; returns the endpoints as URIs.
     pub fn validate(&self) -> Result<Vec<String>, ClientError> {
         if self.endpoints.is_empty() {
-            return Err(ClientError::InvalidConfig {
-                detail: format!("no endpoints given: expected {ENDPOINT_HINT}"),
-            });
+            return Err(ClientError::InvalidConfig { detail: format!("no endpoints given: expected {ENDPOINT_HINT}") });
         }
         if self.token.is_empty() {
-            return Err(ClientError::InvalidConfig {
-                detail: "the token is empty".into(),
-            });
+            return Err(ClientError::InvalidConfig { detail: "the token is empty".into() });
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(ClientError::InvalidConfig {
@@ -133,10 +118,7 @@ impl ClientConfig {
                 ),
             });
         }
-        self.endpoints
-            .iter()
-            .map(|e| normalize_endpoint(e))
-            .collect()
+        self.endpoints.iter().map(|e| normalize_endpoint(e)).collect()
     }
 }
 
@@ -157,50 +139,35 @@ impl fmt::Debug for ClientConfig {
 }
 
 /// Reads `MERIDIAN_ENDPOINT` through `lookup` and splits it on commas.
-pub(crate) fn endpoints_from_lookup(
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<Vec<String>, ClientError> {
+pub(crate) fn endpoints_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Vec<String>, ClientError> {
     let raw = lookup(ENDPOINT_ENV).unwrap_or_default();
     let endpoints = split_endpoints(&raw);
     if endpoints.is_empty() {
-        return Err(ClientError::MissingEnv {
-            var: ENDPOINT_ENV,
-            hint: ENDPOINT_HINT,
-        });
+        return Err(ClientError::MissingEnv { var: ENDPOINT_ENV, hint: ENDPOINT_HINT });
     }
     Ok(endpoints)
 }
 
 /// Splits a comma-separated endpoint list, dropping blanks.
 pub fn split_endpoints(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect()
+    list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
 }
 
 /// Turns `host:port` or `http://host:port` into the URI tonic connects to.
 pub fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
-    let invalid = |detail: &str| ClientError::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        detail: detail.to_owned(),
-    };
+    let invalid =
+        |detail: &str| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), detail: detail.to_owned() };
     let trimmed = endpoint.trim();
     let uri = if let Some(rest) = trimmed.strip_prefix("http://") {
         format!("http://{}", rest.trim_end_matches('/'))
     } else if trimmed.starts_with("https://") {
-        return Err(invalid(
-            "TLS is not supported by this client; use http://host:port",
-        ));
+        return Err(invalid("TLS is not supported by this client; use http://host:port"));
     } else if trimmed.contains("://") {
         return Err(invalid("expected host:port or http://host:port"));
     } else {
         format!("http://{}", trimmed.trim_end_matches('/'))
     };
-    let parsed: tonic::codegen::http::Uri = uri
-        .parse()
-        .map_err(|e| invalid(&format!("not an address: {e}")))?;
+    let parsed: tonic::codegen::http::Uri = uri.parse().map_err(|e| invalid(&format!("not an address: {e}")))?;
     if parsed.host().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
     }
@@ -224,115 +191,64 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn endpoints_with_and_without_scheme_normalize_to_http_uris() {
-        assert_eq!(
-            normalize_endpoint("127.0.0.1:7001").ok(),
-            Some("http://127.0.0.1:7001".into())
-        );
+        assert_eq!(normalize_endpoint("127.0.0.1:7001").ok(), Some("http://127.0.0.1:7001".into()));
         assert_eq!(
             normalize_endpoint(" http://node-2.sg.internal:7001/ ").ok(),
             Some("http://node-2.sg.internal:7001".into())
         );
-        assert_eq!(
-            normalize_endpoint("[::1]:7001").ok(),
-            Some("http://[::1]:7001".into())
-        );
+        assert_eq!(normalize_endpoint("[::1]:7001").ok(), Some("http://[::1]:7001".into()));
     }
 
     #[test]
     fn endpoints_without_port_or_with_other_schemes_are_refused() {
-        for bad in [
-            "127.0.0.1",
-            "https://n1:7001",
-            "grpc://n1:7001",
-            "n1:7001/api",
-            ":7001",
-            "",
-        ] {
+        for bad in ["127.0.0.1", "https://n1:7001", "grpc://n1:7001", "n1:7001/api", ":7001", ""] {
             let err = normalize_endpoint(bad);
-            assert!(
-                matches!(err, Err(ClientError::InvalidEndpoint { .. })),
-                "{bad:?} gave {err:?}"
-            );
+            assert!(matches!(err, Err(ClientError::InvalidEndpoint { .. })), "{bad:?} gave {err:?}");
         }
     }
 
     #[test]
     fn endpoint_list_splits_on_commas_and_drops_blanks() {
-        assert_eq!(
-            split_endpoints("a:1, b:2,,http://c:3 ,"),
-            vec!["a:1", "b:2", "http://c:3"]
-        );
+        assert_eq!(split_endpoints("a:1, b:2,,http://c:3 ,"), vec!["a:1", "b:2", "http://c:3"]);
         assert!(split_endpoints(" , ").is_empty());
     }
 
     #[test]
     fn from_env_reads_endpoints_and_the_chosen_token() {
-        let lookup = env(&[
-            (ENDPOINT_ENV, "n1:7001,n2:7001"),
-            (TOKEN_ENV, "user-token"),
-            (ADMIN_TOKEN_ENV, "admin-token"),
-        ]);
+        let lookup =
+            env(&[(ENDPOINT_ENV, "n1:7001,n2:7001"), (TOKEN_ENV, "user-token"), (ADMIN_TOKEN_ENV, "admin-token")]);
         let user = ClientConfig::from_lookup(TokenKind::User, &lookup).expect("user config");
         assert_eq!(user.endpoints, vec!["n1:7001", "n2:7001"]);
         assert_eq!(user.token, "user-token");
         assert_eq!(user.act_as, None);
         let admin = ClientConfig::from_lookup(TokenKind::Admin, &lookup).expect("admin config");
         assert_eq!(admin.token, "admin-token");
-        assert_eq!(
-            admin.validate().expect("valid"),
-            vec!["http://n1:7001", "http://n2:7001"]
-        );
+        assert_eq!(admin.validate().expect("valid"), vec!["http://n1:7001", "http://n2:7001"]);
     }
 
     #[test]
     fn from_env_names_the_missing_variable() {
         let no_endpoint = ClientConfig::from_lookup(TokenKind::User, env(&[(TOKEN_ENV, "t")]));
-        assert!(matches!(
-            no_endpoint,
-            Err(ClientError::MissingEnv {
-                var: ENDPOINT_ENV,
-                ..
-            })
-        ));
-        let blank_token = ClientConfig::from_lookup(
-            TokenKind::Admin,
-            env(&[(ENDPOINT_ENV, "n1:1"), (ADMIN_TOKEN_ENV, "  ")]),
-        );
-        assert!(matches!(
-            blank_token,
-            Err(ClientError::MissingEnv {
-                var: ADMIN_TOKEN_ENV,
-                ..
-            })
-        ));
+        assert!(matches!(no_endpoint, Err(ClientError::MissingEnv { var: ENDPOINT_ENV, .. })));
+        let blank_token =
+            ClientConfig::from_lookup(TokenKind::Admin, env(&[(ENDPOINT_ENV, "n1:1"), (ADMIN_TOKEN_ENV, "  ")]));
+        assert!(matches!(blank_token, Err(ClientError::MissingEnv { var: ADMIN_TOKEN_ENV, .. })));
     }
 
     #[test]
     fn validate_refuses_configs_that_cannot_work() {
         let empty: [&str; 0] = [];
-        assert!(matches!(
-            ClientConfig::new(empty, "t").validate(),
-            Err(ClientError::InvalidConfig { .. })
-        ));
-        assert!(matches!(
-            ClientConfig::new(["n1:1"], "").validate(),
-            Err(ClientError::InvalidConfig { .. })
-        ));
+        assert!(matches!(ClientConfig::new(empty, "t").validate(), Err(ClientError::InvalidConfig { .. })));
+        assert!(matches!(ClientConfig::new(["n1:1"], "").validate(), Err(ClientError::InvalidConfig { .. })));
         let mut slow = ClientConfig::new(["n1:1"], "t");
         slow.initial_backoff = Duration::from_secs(5);
-        assert!(matches!(
-            slow.validate(),
-            Err(ClientError::InvalidConfig { .. })
-        ));
+        assert!(matches!(slow.validate(), Err(ClientError::InvalidConfig { .. })));
     }
 
     #[test]

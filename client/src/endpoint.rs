@@ -20,21 +20,14 @@ impl NodeEndpoint {
     /// `uri` comes from [`crate::config::normalize_endpoint`].
     pub(crate) fn new(uri: String, connect_timeout: Duration) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::InvalidEndpoint {
-                endpoint: uri.clone(),
-                detail: e.to_string(),
-            })?
+            .map_err(|e| ClientError::InvalidEndpoint { endpoint: uri.clone(), detail: e.to_string() })?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             // Notices a node that vanished (power loss, partition) without waiting for TCP.
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        Ok(NodeEndpoint {
-            uri,
-            endpoint,
-            channel: Mutex::new(None),
-        })
+        Ok(NodeEndpoint { uri, endpoint, channel: Mutex::new(None) })
     }
 
     pub(crate) fn uri(&self) -> &str {
@@ -48,15 +41,11 @@ impl NodeEndpoint {
         if let Some(channel) = slot.as_ref() {
             return Ok(channel.clone());
         }
-        let channel = self
-            .endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: self.uri.clone(),
-                detail: crate::error::error_chain(&source),
-                source,
-            })?;
+        let channel = self.endpoint.connect().await.map_err(|source| ClientError::Connect {
+            endpoint: self.uri.clone(),
+            detail: crate::error::error_chain(&source),
+            source,
+        })?;
         tracing::debug!(endpoint = %self.uri, "connected");
         *slot = Some(channel.clone());
         Ok(channel)

@@ -10,8 +10,7 @@ use meridian_proto::REASON_METADATA_KEY;
 
 /// Reasons with which a node says "not now, try again": a leader election is under way or the
 /// shard (or region) has no quorum at the moment. Retried with a backoff.
-pub(crate) const RETRYABLE_REASONS: [&str; 3] =
-    ["NOT_LEADER", "SHARD_UNAVAILABLE", "REGION_UNAVAILABLE"];
+pub(crate) const RETRYABLE_REASONS: [&str; 3] = ["NOT_LEADER", "SHARD_UNAVAILABLE", "REGION_UNAVAILABLE"];
 
 /// A failed call.
 ///
@@ -112,9 +111,7 @@ impl ClientError {
     /// The server's message, or the local description of the failure.
     pub fn message(&self) -> String {
         match self {
-            ClientError::Status { message, .. } | ClientError::Transport { message, .. } => {
-                message.clone()
-            }
+            ClientError::Status { message, .. } | ClientError::Transport { message, .. } => message.clone(),
             other => other.to_string(),
         }
     }
@@ -130,9 +127,7 @@ impl ClientError {
     /// endpoint may do better.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            ClientError::Transport { .. }
-            | ClientError::Connect { .. }
-            | ClientError::Timeout { .. } => true,
+            ClientError::Transport { .. } | ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
             ClientError::Status { code, .. } => {
                 matches!(code, Code::Unavailable | Code::DeadlineExceeded)
             }
@@ -191,17 +186,8 @@ impl From<tonic::Status> for ClientError {
             .filter(|r| !r.is_empty())
             .map(str::to_owned)
             .unwrap_or(detail.reason);
-        let message = if status.message().is_empty() {
-            detail.message
-        } else {
-            status.message().to_owned()
-        };
-        ClientError::Status {
-            code: status.code(),
-            reason,
-            message,
-            leader_hint: detail.leader_hint,
-        }
+        let message = if status.message().is_empty() { detail.message } else { status.message().to_owned() };
+        ClientError::Status { code: status.code(), reason, message, leader_hint: detail.leader_hint }
     }
 }
 
@@ -258,10 +244,7 @@ mod tests {
         let err = ClientError::from_status(status, "http://n1:7001");
         assert_eq!(err.reason(), Some("MESSAGE_TOO_LARGE"));
         assert_eq!(err.code(), Some(Code::InvalidArgument));
-        assert_eq!(
-            err.to_string(),
-            "MESSAGE_TOO_LARGE: message is 20000 bytes, the limit is 12288"
-        );
+        assert_eq!(err.to_string(), "MESSAGE_TOO_LARGE: message is 20000 bytes, the limit is 12288");
         assert!(!err.is_retryable_refusal());
         assert!(!err.is_unreachable());
     }
@@ -273,16 +256,10 @@ mod tests {
             message: "node 2 is not the leader of shard 3".into(),
             leader_hint: "10.0.0.1:7001".into(),
         };
-        let status =
-            tonic::Status::with_details(Code::Unavailable, "", detail.encode_to_vec().into());
+        let status = tonic::Status::with_details(Code::Unavailable, "", detail.encode_to_vec().into());
         let err = ClientError::from(status);
         match &err {
-            ClientError::Status {
-                code,
-                reason,
-                message,
-                leader_hint,
-            } => {
+            ClientError::Status { code, reason, message, leader_hint } => {
                 assert_eq!(*code, Code::Unavailable);
                 assert_eq!(reason, "NOT_LEADER");
                 assert_eq!(message, "node 2 is not the leader of shard 3");
@@ -295,15 +272,9 @@ mod tests {
 
     #[test]
     fn metadata_reason_wins_over_detail() {
-        let detail = ErrorDetail {
-            reason: "FROM_DETAIL".into(),
-            ..ErrorDetail::default()
-        };
+        let detail = ErrorDetail { reason: "FROM_DETAIL".into(), ..ErrorDetail::default() };
         let mut metadata = MetadataMap::new();
-        metadata.insert(
-            REASON_METADATA_KEY,
-            MetadataValue::from_static("SHARD_UNAVAILABLE"),
-        );
+        metadata.insert(REASON_METADATA_KEY, MetadataValue::from_static("SHARD_UNAVAILABLE"));
         let status = tonic::Status::with_details_and_metadata(
             Code::Unavailable,
             "shard 1 has no quorum",
@@ -324,8 +295,7 @@ mod tests {
 
     #[test]
     fn undecodable_details_are_ignored() {
-        let status =
-            tonic::Status::with_details(Code::Internal, "boom", vec![0xff, 0xff, 0xff].into());
+        let status = tonic::Status::with_details(Code::Internal, "boom", vec![0xff, 0xff, 0xff].into());
         let err = ClientError::from(status);
         assert_eq!(err.reason(), None);
         assert_eq!(err.to_string(), "INTERNAL: boom");

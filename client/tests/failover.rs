@@ -14,9 +14,8 @@ use tonic::{Code, Request, Response, Status};
 
 use meridian_client::api::chat_server::{Chat, ChatServer};
 use meridian_client::api::{
-    GetHistoryRequest, GetHistoryResponse, ListConversationsRequest, ListConversationsResponse,
-    MarkReadRequest, MarkReadResponse, RecallMessageRequest, RecallMessageResponse,
-    SendMessageRequest, SendMessageResponse,
+    GetHistoryRequest, GetHistoryResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest,
+    MarkReadResponse, RecallMessageRequest, RecallMessageResponse, SendMessageRequest, SendMessageResponse,
 };
 use meridian_client::{Client, ClientConfig, ClientError};
 
@@ -54,10 +53,7 @@ impl ScriptedChat {
 }
 
 fn header(metadata: &MetadataMap, key: &str) -> Option<String> {
-    metadata
-        .get(key)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    metadata.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 #[tonic::async_trait]
@@ -91,10 +87,7 @@ impl Chat for ScriptedChat {
         }))
     }
 
-    async fn get_history(
-        &self,
-        _: Request<GetHistoryRequest>,
-    ) -> Result<Response<GetHistoryResponse>, Status> {
+    async fn get_history(&self, _: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
 
@@ -112,42 +105,30 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
-    async fn mark_read(
-        &self,
-        _: Request<MarkReadRequest>,
-    ) -> Result<Response<MarkReadResponse>, Status> {
+    async fn mark_read(&self, _: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
 }
 
 /// Serves `chat` on a fresh loopback port.
 async fn serve(chat: ScriptedChat) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(
-        Server::builder()
-            .add_service(ChatServer::new(chat))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+        Server::builder().add_service(ChatServer::new(chat)).serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
 }
 
 /// A loopback address nobody listens on.
 async fn dead_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("local addr")
 }
 
 fn refusal(reason: &'static str) -> Status {
     let mut metadata = MetadataMap::new();
-    metadata.insert(
-        meridian_proto::REASON_METADATA_KEY,
-        MetadataValue::from_static(reason),
-    );
+    metadata.insert(meridian_proto::REASON_METADATA_KEY, MetadataValue::from_static(reason));
     Status::with_metadata(Code::Unavailable, "no leader yet", metadata)
 }
 
@@ -169,19 +150,12 @@ async fn unreachable_endpoints_are_skipped_and_the_live_one_remembered() {
     let draining_addr = serve(draining.clone()).await;
     let live_addr = serve(live.clone()).await;
     let client =
-        Client::with_config(fast_config(&[dead, draining_addr, live_addr]).with_act_as("alice"))
-            .expect("client");
+        Client::with_config(fast_config(&[dead, draining_addr, live_addr]).with_act_as("alice")).expect("client");
 
-    let sent = client
-        .send_text("bob", "hello", Some("req-1".into()))
-        .await
-        .expect("send fails over to the live node");
+    let sent = client.send_text("bob", "hello", Some("req-1".into())).await.expect("send fails over to the live node");
     assert_eq!(sent.conversation_id, "c2c:bob");
     // The second call goes straight to the node that answered.
-    client
-        .send_text("bob", "again", Some("req-2".into()))
-        .await
-        .expect("second send");
+    client.send_text("bob", "again", Some("req-2".into())).await.expect("second send");
 
     let seen = |request_id: &str| Seen {
         request_id: request_id.into(),
@@ -194,18 +168,12 @@ async fn unreachable_endpoints_are_skipped_and_the_live_one_remembered() {
 
 #[tokio::test]
 async fn not_leader_refusals_are_retried_with_the_same_request_id() {
-    let chat = ScriptedChat::with_script([
-        Step::Fail(refusal("NOT_LEADER")),
-        Step::Fail(refusal("SHARD_UNAVAILABLE")),
-    ]);
+    let chat = ScriptedChat::with_script([Step::Fail(refusal("NOT_LEADER")), Step::Fail(refusal("SHARD_UNAVAILABLE"))]);
     let addr = serve(chat.clone()).await;
     let client = Client::with_config(fast_config(&[addr])).expect("client");
 
     // No request id given: the client makes one up and keeps it across its retries.
-    client
-        .send_text("bob", "hello", None)
-        .await
-        .expect("third attempt succeeds");
+    client.send_text("bob", "hello", None).await.expect("third attempt succeeds");
 
     let ids: Vec<String> = chat.seen().into_iter().map(|s| s.request_id).collect();
     assert_eq!(ids.len(), 3);
@@ -216,10 +184,7 @@ async fn not_leader_refusals_are_retried_with_the_same_request_id() {
 #[tokio::test]
 async fn a_rejection_is_returned_at_once_with_its_reason() {
     let mut metadata = MetadataMap::new();
-    metadata.insert(
-        meridian_proto::REASON_METADATA_KEY,
-        MetadataValue::from_static("MESSAGE_TOO_LARGE"),
-    );
+    metadata.insert(meridian_proto::REASON_METADATA_KEY, MetadataValue::from_static("MESSAGE_TOO_LARGE"));
     let chat = ScriptedChat::with_script([Step::Fail(Status::with_metadata(
         Code::InvalidArgument,
         "message is 20000 bytes, the limit is 12288",
@@ -228,17 +193,11 @@ async fn a_rejection_is_returned_at_once_with_its_reason() {
     let addr = serve(chat.clone()).await;
     let client = Client::with_config(fast_config(&[addr])).expect("client");
 
-    let err = client
-        .send_text("bob", "big", Some("r".into()))
-        .await
-        .expect_err("rejected");
+    let err = client.send_text("bob", "big", Some("r".into())).await.expect_err("rejected");
 
     assert_eq!(err.reason(), Some("MESSAGE_TOO_LARGE"));
     assert_eq!(err.code(), Some(Code::InvalidArgument));
-    assert_eq!(
-        err.to_string(),
-        "MESSAGE_TOO_LARGE: message is 20000 bytes, the limit is 12288"
-    );
+    assert_eq!(err.to_string(), "MESSAGE_TOO_LARGE: message is 20000 bytes, the limit is 12288");
     assert_eq!(chat.seen().len(), 1, "a rejection is not retried");
 }
 
@@ -251,17 +210,10 @@ async fn refusals_stop_when_the_retry_budget_is_spent() {
     let client = Client::with_config(config).expect("client");
 
     let started = Instant::now();
-    let err = client
-        .send_text("bob", "hello", None)
-        .await
-        .expect_err("never a leader");
+    let err = client.send_text("bob", "hello", None).await.expect_err("never a leader");
 
     assert_eq!(err.reason(), Some("NOT_LEADER"));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(chat.seen().len() >= 2, "retried at least once");
 }
 
@@ -273,14 +225,9 @@ async fn a_node_that_does_not_answer_in_time_is_left_for_the_next() {
     let fast_addr = serve(fast.clone()).await;
     let client = Client::with_config(fast_config(&[slow_addr, fast_addr])).expect("client");
 
-    client
-        .send_text("bob", "hello", Some("req-7".into()))
-        .await
-        .expect("the second node answers");
+    client.send_text("bob", "hello", Some("req-7".into())).await.expect("the second node answers");
 
-    let ids = |chat: &ScriptedChat| -> Vec<String> {
-        chat.seen().into_iter().map(|s| s.request_id).collect()
-    };
+    let ids = |chat: &ScriptedChat| -> Vec<String> { chat.seen().into_iter().map(|s| s.request_id).collect() };
     assert_eq!(ids(&slow), vec!["req-7"]);
     assert_eq!(ids(&fast), vec!["req-7"]);
 }
@@ -311,23 +258,10 @@ async fn every_endpoint_dead_gives_a_connect_error_within_the_budget() {
     let client = Client::with_config(config).expect("client");
 
     let started = Instant::now();
-    let err = client
-        .send_text("bob", "hello", None)
-        .await
-        .expect_err("nobody listens");
+    let err = client.send_text("bob", "hello", None).await.expect_err("nobody listens");
 
-    assert!(
-        matches!(
-            err,
-            ClientError::Connect { .. } | ClientError::Transport { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ClientError::Connect { .. } | ClientError::Transport { .. }), "{err:?}");
     assert_eq!(err.code(), Some(Code::Unavailable));
     assert!(err.to_string().starts_with("UNAVAILABLE: "), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }

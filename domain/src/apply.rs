@@ -59,10 +59,9 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
         }
         Command::MarkRead { user, conversation, up_to } => mark_read(state, ctx, user, conversation, *up_to),
         Command::ApplyEffects { source, effects } => apply_effects(state, ctx, *source, effects),
-        Command::AckEffects { target, up_to } => Ok(Ok(Applied {
-            changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }],
-            reply: Reply::Done,
-        })),
+        Command::AckEffects { target, up_to } => {
+            Ok(Ok(Applied { changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }], reply: Reply::Done }))
+        }
     }
 }
 
@@ -72,9 +71,8 @@ fn reject(reason: Reason, message: impl Into<String>) -> Result<Outcome, StateEr
 
 fn wrong_shard(ctx: &ApplyContext, entity: &str) -> Option<Rejection> {
     let home = shard_for(entity, ctx.shards);
-    (home != ctx.shard).then(|| {
-        Rejection::new(Reason::WrongShard, format!("{entity} lives on shard {home}, not {}", ctx.shard))
-    })
+    (home != ctx.shard)
+        .then(|| Rejection::new(Reason::WrongShard, format!("{entity} lives on shard {home}, not {}", ctx.shard)))
 }
 
 fn create_user(
@@ -93,7 +91,8 @@ fn create_user(
             reply: Reply::UserCreated { user: existing.id, home_region: existing.home_region, created: false },
         }));
     }
-    let record = User { id: user.clone(), home_region: home_region.clone(), nickname: nickname.to_owned(), created: ctx.time };
+    let record =
+        User { id: user.clone(), home_region: home_region.clone(), nickname: nickname.to_owned(), created: ctx.time };
     Ok(Ok(Applied {
         changes: vec![Change::PutUser(record)],
         reply: Reply::UserCreated { user: user.clone(), home_region: home_region.clone(), created: true },
@@ -151,7 +150,13 @@ fn send_message(
                 .map(|u| MemberCursor { user: u.clone(), read_seq: Seq::ZERO })
                 .collect();
             members.sort_by(|a, b| a.user.cmp(&b.user));
-            Conversation { id: conversation.clone(), members, last_seq: Seq::ZERO, last_time: ctx.time, created: ctx.time }
+            Conversation {
+                id: conversation.clone(),
+                members,
+                last_seq: Seq::ZERO,
+                last_time: ctx.time,
+                created: ctx.time,
+            }
         }
     };
     let seq = head.last_seq.next();
@@ -200,10 +205,7 @@ fn member_conversation(
         return Ok(Err(r));
     }
     let Some(head) = state.conversation(conversation)? else {
-        return Ok(Err(Rejection::new(
-            Reason::ConversationNotFound,
-            format!("{conversation} has no messages yet"),
-        )));
+        return Ok(Err(Rejection::new(Reason::ConversationNotFound, format!("{conversation} has no messages yet"))));
     };
     if head.member(user).is_none() {
         return Ok(Err(Rejection::new(Reason::NotAMember, format!("{user} is not a member of {conversation}"))));

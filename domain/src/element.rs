@@ -37,9 +37,7 @@ impl Element {
         let invalid = |what: &str| Err(Rejection::new(Reason::ElementInvalid, what.to_owned()));
         match self {
             Element::Text { text } if text.is_empty() => invalid("a text element needs text"),
-            Element::Image { url, .. } | Element::Voice { url, .. } | Element::Video { url, .. }
-                if url.is_empty() =>
-            {
+            Element::Image { url, .. } | Element::Voice { url, .. } | Element::Video { url, .. } if url.is_empty() => {
                 invalid("a media element needs the url of the uploaded media")
             }
             Element::File { url, name, .. } if url.is_empty() || name.is_empty() => {

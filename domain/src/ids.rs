@@ -26,10 +26,7 @@ impl UserId {
                 format!("user id must be 1..={MAX_USER_ID_BYTES} bytes, got {}", s.len()),
             ));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
-        {
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))) {
             return Err(Rejection::new(
                 Reason::UserIdInvalid,
                 format!("user id {s:?} contains {c:?}; allowed: ASCII letters, digits, _ - . @"),
@@ -141,8 +138,8 @@ pub struct RegionCode(String);
 
 impl RegionCode {
     pub fn parse(s: &str) -> Result<Self, Rejection> {
-        let ok = (2..=16).contains(&s.len())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let ok =
+            (2..=16).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
             return Err(Rejection::new(
                 Reason::RegionInvalid,

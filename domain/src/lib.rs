@@ -27,7 +27,7 @@ pub mod rejection;
 pub mod shard;
 pub mod state;
 
-pub use apply::{apply, ApplyContext, Applied};
+pub use apply::{apply, Applied, ApplyContext};
 pub use change::Change;
 pub use command::{Command, Effect, EffectKind};
 pub use element::Element;

@@ -120,8 +120,18 @@ fn assert_rejected(state: &mut MemState, ctx: &ApplyContext, cmd: Command, reaso
 #[test]
 fn sends_get_gapless_seqs_and_first_message_emits_joins() {
     let mut s = MemState::default();
-    let seqs: Vec<u64> =
-        (0..5).map(|i| seq_of(&send(&mut s, 1000 + i, if i % 2 == 0 { "alice" } else { "bob" }, if i % 2 == 0 { "bob" } else { "alice" }, "hi", None))).collect();
+    let seqs: Vec<u64> = (0..5)
+        .map(|i| {
+            seq_of(&send(
+                &mut s,
+                1000 + i,
+                if i % 2 == 0 { "alice" } else { "bob" },
+                if i % 2 == 0 { "bob" } else { "alice" },
+                "hi",
+                None,
+            ))
+        })
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     let c = ConversationId::c2c(&user("alice"), &user("bob"));
     let head = &s.conversations[&c];
@@ -232,10 +242,19 @@ fn effects_apply_once_in_id_order() {
         id: EffectId(id),
         source: ShardId(3),
         target: ShardId(0),
-        kind: EffectKind::ConversationJoined { user: user("alice"), conversation: c.clone(), peer: user("bob"), at: TimeMs(1) },
+        kind: EffectKind::ConversationJoined {
+            user: user("alice"),
+            conversation: c.clone(),
+            peer: user("bob"),
+            at: TimeMs(1),
+        },
     };
     let deliver = |s: &mut MemState, ids: &[u64]| {
-        run(s, &ctx(1, 1), Command::ApplyEffects { source: ShardId(3), effects: ids.iter().map(|&i| effect(i)).collect() })
+        run(
+            s,
+            &ctx(1, 1),
+            Command::ApplyEffects { source: ShardId(3), effects: ids.iter().map(|&i| effect(i)).collect() },
+        )
     };
     assert!(deliver(&mut s, &[1, 2]).is_ok());
     assert_eq!(s.watermarks[&ShardId(3)], EffectId(2));

@@ -38,15 +38,9 @@ pub enum AuthError {
     #[error("token expired at unix time {expired_at}: issue a new one")]
     Expired { expired_at: i64 },
     #[error("token was issued for app {token_app:?}, this region serves {expected_app:?}")]
-    WrongApp {
-        token_app: String,
-        expected_app: String,
-    },
+    WrongApp { token_app: String, expected_app: String },
     #[error("{principal} may not act as user {requested:?}: a user acts only as themself")]
-    Forbidden {
-        principal: String,
-        requested: String,
-    },
+    Forbidden { principal: String, requested: String },
     #[error("an admin token must name the user it acts as (`x-meridian-as` metadata)")]
     ActAsRequired,
 }
@@ -86,10 +80,9 @@ impl Principal {
         match (self, requested) {
             (Principal::User(me), None) => Ok(me.clone()),
             (Principal::User(me), Some(r)) if r == me => Ok(me.clone()),
-            (Principal::User(_), Some(r)) => Err(AuthError::Forbidden {
-                principal: self.to_string(),
-                requested: r.to_owned(),
-            }),
+            (Principal::User(_), Some(r)) => {
+                Err(AuthError::Forbidden { principal: self.to_string(), requested: r.to_owned() })
+            }
             (Principal::Admin(_), Some(r)) => Ok(r.to_owned()),
             (Principal::Admin(_), None) => Err(AuthError::ActAsRequired),
         }
@@ -136,20 +129,14 @@ pub struct TokenSigner {
 impl fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The secret never reaches a log line.
-        f.debug_struct("TokenSigner")
-            .field("app_id", &self.app_id)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("TokenSigner").field("app_id", &self.app_id).field("secret", &"<redacted>").finish()
     }
 }
 
 impl TokenSigner {
     /// A signer for `app_id` with `secret` (the config validates its length).
     pub fn new(app_id: impl Into<String>, secret: impl AsRef<[u8]>) -> Self {
-        Self {
-            app_id: app_id.into(),
-            secret: secret.as_ref().to_vec(),
-        }
+        Self { app_id: app_id.into(), secret: secret.as_ref().to_vec() }
     }
 
     /// A signer from the node's `[auth]` config section.
@@ -176,11 +163,7 @@ impl TokenSigner {
     }
 
     fn issue(&self, kind: Kind, subject: &str, expires_at_unix: i64) -> String {
-        let payload = format!(
-            "{}\n{}\n{subject}\n{expires_at_unix}",
-            kind.as_str(),
-            self.app_id
-        );
+        let payload = format!("{}\n{}\n{subject}\n{expires_at_unix}", kind.as_str(), self.app_id);
         let signed = format!("{VERSION_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload));
         let mac = self.mac(signed.as_bytes()).finalize().into_bytes();
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac))
@@ -194,37 +177,22 @@ impl TokenSigner {
             return Err(AuthError::Missing);
         }
         let malformed = |detail| AuthError::Malformed { detail };
-        let rest = token
-            .strip_prefix(VERSION_PREFIX)
-            .ok_or(malformed("unknown version, expected a `v1.` prefix"))?;
-        let (payload_b64, mac_b64) = rest
-            .split_once('.')
-            .ok_or(malformed("expected three `.`-separated parts"))?;
+        let rest = token.strip_prefix(VERSION_PREFIX).ok_or(malformed("unknown version, expected a `v1.` prefix"))?;
+        let (payload_b64, mac_b64) = rest.split_once('.').ok_or(malformed("expected three `.`-separated parts"))?;
         let signed = &token[..VERSION_PREFIX.len() + payload_b64.len()];
-        let mac = URL_SAFE_NO_PAD
-            .decode(mac_b64)
-            .map_err(|_| malformed("signature is not base64url"))?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| malformed("payload is not base64url"))?;
+        let mac = URL_SAFE_NO_PAD.decode(mac_b64).map_err(|_| malformed("signature is not base64url"))?;
+        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| malformed("payload is not base64url"))?;
         let claims = Claims::parse(&payload)?;
 
         // The app id is public, so naming the mismatch before checking the signature leaks
         // nothing and tells an operator who mixed up deployments what happened.
         if claims.app_id != self.app_id {
-            return Err(AuthError::WrongApp {
-                token_app: claims.app_id.to_owned(),
-                expected_app: self.app_id.clone(),
-            });
+            return Err(AuthError::WrongApp { token_app: claims.app_id.to_owned(), expected_app: self.app_id.clone() });
         }
         // Constant-time comparison.
-        self.mac(signed.as_bytes())
-            .verify_slice(&mac)
-            .map_err(|_| AuthError::BadSignature)?;
+        self.mac(signed.as_bytes()).verify_slice(&mac).map_err(|_| AuthError::BadSignature)?;
         if now_unix >= claims.expires_at {
-            return Err(AuthError::Expired {
-                expired_at: claims.expires_at,
-            });
+            return Err(AuthError::Expired { expired_at: claims.expires_at });
         }
         let subject = claims.subject.to_owned();
         Ok(match claims.kind {
@@ -235,8 +203,7 @@ impl TokenSigner {
 
     fn mac(&self, data: &[u8]) -> HmacSha256 {
         #[allow(clippy::expect_used)]
-        let mut mac =
-            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
         mac.update(data);
         mac
     }
@@ -255,13 +222,9 @@ impl<'a> Claims<'a> {
         let malformed = |detail| AuthError::Malformed { detail };
         let text = std::str::from_utf8(payload).map_err(|_| malformed("payload is not UTF-8"))?;
         let mut fields = text.split('\n');
-        let (Some(kind), Some(app_id), Some(subject), Some(expires_at), None) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+        let (Some(kind), Some(app_id), Some(subject), Some(expires_at), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return Err(malformed("payload must have exactly four lines"));
         };
         let kind = match kind {
@@ -269,39 +232,20 @@ impl<'a> Claims<'a> {
             "admin" => Kind::Admin,
             _ => return Err(malformed("unknown token kind")),
         };
-        if subject.is_empty()
-            || subject.len() > MAX_SUBJECT_BYTES
-            || subject.chars().any(char::is_control)
-        {
-            return Err(malformed(
-                "subject must be 1..=32 bytes without control characters",
-            ));
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES || subject.chars().any(char::is_control) {
+            return Err(malformed("subject must be 1..=32 bytes without control characters"));
         }
-        let expires_at = expires_at
-            .parse::<i64>()
-            .map_err(|_| malformed("expiry is not a unix time"))?;
-        Ok(Self {
-            kind,
-            app_id,
-            subject,
-            expires_at,
-        })
+        let expires_at = expires_at.parse::<i64>().map_err(|_| malformed("expiry is not a unix time"))?;
+        Ok(Self { kind, app_id, subject, expires_at })
     }
 }
 
 /// The token in an `authorization` metadata value (`Bearer <token>`, scheme case-insensitive).
 pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
-    let value = authorization
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or(AuthError::Missing)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed {
-        detail: "expected `Bearer <token>`",
-    })?;
+    let value = authorization.map(str::trim).filter(|v| !v.is_empty()).ok_or(AuthError::Missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed { detail: "expected `Bearer <token>`" })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Malformed {
-            detail: "expected the `Bearer` scheme",
-        });
+        return Err(AuthError::Malformed { detail: "expected the `Bearer` scheme" });
     }
     let token = token.trim();
     if token.is_empty() {
@@ -338,12 +282,7 @@ mod tests {
     #[test]
     fn token_is_url_safe_and_shell_safe() {
         let token = signer().issue_user("a-b_c.d@e", NOW + 60);
-        assert!(
-            token
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
-            "{token}"
-        );
+        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{token}");
     }
 
     #[test]
@@ -351,8 +290,7 @@ mod tests {
         let s = signer();
         let token = s.issue_user("alice", NOW + 60);
         // Re-sign nothing, just swap the payload for one naming another user.
-        let forged_payload =
-            URL_SAFE_NO_PAD.encode(format!("user\nmeridian\nmallory\n{}", NOW + 60));
+        let forged_payload = URL_SAFE_NO_PAD.encode(format!("user\nmeridian\nmallory\n{}", NOW + 60));
         let mac = token.rsplit('.').next().unwrap_or_default();
         let forged = format!("v1.{forged_payload}.{mac}");
         assert_eq!(s.verify(&forged, NOW), Err(AuthError::BadSignature));
@@ -390,18 +328,9 @@ mod tests {
     fn expired_token_is_rejected_at_and_after_expiry() {
         let s = signer();
         let token = s.issue_user("alice", NOW);
-        assert_eq!(
-            s.verify(&token, NOW - 1),
-            Ok(Principal::User("alice".into()))
-        );
-        assert_eq!(
-            s.verify(&token, NOW),
-            Err(AuthError::Expired { expired_at: NOW })
-        );
-        assert_eq!(
-            s.verify(&token, NOW + 1).map_err(|e| e.reason()),
-            Err("TOKEN_EXPIRED")
-        );
+        assert_eq!(s.verify(&token, NOW - 1), Ok(Principal::User("alice".into())));
+        assert_eq!(s.verify(&token, NOW), Err(AuthError::Expired { expired_at: NOW }));
+        assert_eq!(s.verify(&token, NOW + 1).map_err(|e| e.reason()), Err("TOKEN_EXPIRED"));
     }
 
     #[test]
@@ -410,13 +339,7 @@ mod tests {
         let token = other.issue_user("alice", NOW + 60);
         let err = signer().verify(&token, NOW).expect_err("must fail");
         assert_eq!(err.reason(), "TOKEN_WRONG_APP");
-        assert_eq!(
-            err,
-            AuthError::WrongApp {
-                token_app: "other-app".into(),
-                expected_app: "meridian".into()
-            }
-        );
+        assert_eq!(err, AuthError::WrongApp { token_app: "other-app".into(), expected_app: "meridian".into() });
     }
 
     #[test]
@@ -456,10 +379,7 @@ mod tests {
         let ops = Principal::Admin("ops".into());
         assert_eq!(ops.act_as(Some("bob")), Ok("bob".into()));
         assert_eq!(ops.act_as(None), Err(AuthError::ActAsRequired));
-        assert_eq!(
-            ops.act_as(Some("")).map_err(|e| e.reason()),
-            Err("ACT_AS_REQUIRED")
-        );
+        assert_eq!(ops.act_as(Some("")).map_err(|e| e.reason()), Err("ACT_AS_REQUIRED"));
         assert!(ops.is_admin());
         assert!(!Principal::User("ops".into()).is_admin());
     }
@@ -470,14 +390,8 @@ mod tests {
         assert_eq!(bearer_token(Some("bearer  v1.a.b ")), Ok("v1.a.b"));
         assert_eq!(bearer_token(None), Err(AuthError::Missing));
         assert_eq!(bearer_token(Some("")), Err(AuthError::Missing));
-        assert_eq!(
-            bearer_token(Some("Basic abc")).map_err(|e| e.reason()),
-            Err("TOKEN_MALFORMED")
-        );
-        assert_eq!(
-            bearer_token(Some("v1.a.b")).map_err(|e| e.reason()),
-            Err("TOKEN_MALFORMED")
-        );
+        assert_eq!(bearer_token(Some("Basic abc")).map_err(|e| e.reason()), Err("TOKEN_MALFORMED"));
+        assert_eq!(bearer_token(Some("v1.a.b")).map_err(|e| e.reason()), Err("TOKEN_MALFORMED"));
     }
 
     #[test]
@@ -487,20 +401,8 @@ mod tests {
             (AuthError::Malformed { detail: "x" }, "TOKEN_MALFORMED"),
             (AuthError::BadSignature, "TOKEN_BAD_SIGNATURE"),
             (AuthError::Expired { expired_at: 1 }, "TOKEN_EXPIRED"),
-            (
-                AuthError::WrongApp {
-                    token_app: "a".into(),
-                    expected_app: "b".into(),
-                },
-                "TOKEN_WRONG_APP",
-            ),
-            (
-                AuthError::Forbidden {
-                    principal: "a".into(),
-                    requested: "b".into(),
-                },
-                "FORBIDDEN",
-            ),
+            (AuthError::WrongApp { token_app: "a".into(), expected_app: "b".into() }, "TOKEN_WRONG_APP"),
+            (AuthError::Forbidden { principal: "a".into(), requested: "b".into() }, "FORBIDDEN"),
             (AuthError::ActAsRequired, "ACT_AS_REQUIRED"),
         ];
         for (err, reason) in all {

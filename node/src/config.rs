@@ -100,11 +100,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            app_id: "meridian".to_owned(),
-            secret: String::new(),
-            token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
-        }
+        Self { app_id: "meridian".to_owned(), secret: String::new(), token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS }
     }
 }
 
@@ -140,11 +136,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_message_bytes: 12 * 1024,
-            recall_window_seconds: 120,
-            max_history_page: 100,
-        }
+        Self { max_message_bytes: 12 * 1024, recall_window_seconds: 120, max_history_page: 100 }
     }
 }
 
@@ -232,10 +224,7 @@ struct Problems(Vec<ConfigProblem>);
 impl Problems {
     fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
         if !ok {
-            self.0.push(ConfigProblem {
-                field: field.to_owned(),
-                message: message(),
-            });
+            self.0.push(ConfigProblem { field: field.to_owned(), message: message() });
         }
     }
 }
@@ -244,8 +233,7 @@ impl NodeConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("load config file {}", path.display()))
     }
 
@@ -263,9 +251,7 @@ impl NodeConfig {
 
     /// `host:port` that peers and clients use to reach this node.
     pub fn advertise_addr(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
     /// Checks every rule and reports all the problems found.
@@ -301,16 +287,9 @@ impl NodeConfig {
         p.check(!self.data_dir.as_os_str().is_empty(), "data-dir", || {
             "empty: set data-dir to the directory that holds this node's data".into()
         });
-        p.check(
-            self.shards.is_power_of_two() && self.shards <= MAX_SHARDS,
-            "shards",
-            || {
-                format!(
-                    "{} is not a power of two in 1..={MAX_SHARDS}: use e.g. 8 (the default)",
-                    self.shards
-                )
-            },
-        );
+        p.check(self.shards.is_power_of_two() && self.shards <= MAX_SHARDS, "shards", || {
+            format!("{} is not a power of two in 1..={MAX_SHARDS}: use e.g. 8 (the default)", self.shards)
+        });
     }
 
     fn validate_addresses(&self, p: &mut Problems) {
@@ -343,27 +322,16 @@ impl NodeConfig {
         let mut ids = HashSet::new();
         let mut addrs: HashMap<&str, u64> = HashMap::new();
         for peer in &self.peers {
-            p.check(peer.id >= 1, "peers.id", || {
-                "peer ids start at 1, found 0".into()
-            });
+            p.check(peer.id >= 1, "peers.id", || "peer ids start at 1, found 0".into());
             p.check(ids.insert(peer.id), "peers.id", || {
-                format!(
-                    "node id {} is listed twice: each peer needs its own id",
-                    peer.id
-                )
+                format!("node id {} is listed twice: each peer needs its own id", peer.id)
             });
             p.check(is_host_port(&peer.addr), "peers.addr", || {
-                format!(
-                    "peer {}: {:?} is not host:port (e.g. \"10.0.0.1:7001\")",
-                    peer.id, peer.addr
-                )
+                format!("peer {}: {:?} is not host:port (e.g. \"10.0.0.1:7001\")", peer.id, peer.addr)
             });
             if let Some(other) = addrs.insert(&peer.addr, peer.id) {
                 p.check(false, "peers.addr", || {
-                    format!(
-                        "peers {other} and {} share the address {}",
-                        peer.id, peer.addr
-                    )
+                    format!("peers {other} and {} share the address {}", peer.id, peer.addr)
                 });
             }
         }
@@ -401,17 +369,9 @@ impl AuthConfig {
         p.check(
             !self.app_id.is_empty()
                 && self.app_id.len() <= 64
-                && !self
-                    .app_id
-                    .chars()
-                    .any(|c| c.is_control() || c.is_whitespace()),
+                && !self.app_id.chars().any(|c| c.is_control() || c.is_whitespace()),
             "auth.app-id",
-            || {
-                format!(
-                    "{:?} must be 1..=64 bytes without spaces or control characters",
-                    self.app_id
-                )
-            },
+            || format!("{:?} must be 1..=64 bytes without spaces or control characters", self.app_id),
         );
         p.check(self.secret.len() >= MIN_SECRET_BYTES, "auth.secret", || {
             if self.secret.is_empty() {
@@ -426,101 +386,63 @@ impl AuthConfig {
                 )
             }
         });
-        p.check(
-            (1..=MAX_TOKEN_TTL_SECONDS).contains(&self.token_ttl_seconds),
-            "auth.token-ttl-seconds",
-            || {
-                format!(
-                    "{} is out of range: use 1..={MAX_TOKEN_TTL_SECONDS} seconds (default {})",
-                    self.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS
-                )
-            },
-        );
+        p.check((1..=MAX_TOKEN_TTL_SECONDS).contains(&self.token_ttl_seconds), "auth.token-ttl-seconds", || {
+            format!(
+                "{} is out of range: use 1..={MAX_TOKEN_TTL_SECONDS} seconds (default {})",
+                self.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS
+            )
+        });
     }
 }
 
 impl LimitsConfig {
     fn validate(&self, p: &mut Problems) {
-        p.check(
-            (1..=MAX_MESSAGE_BYTES_CEILING).contains(&self.max_message_bytes),
-            "limits.max-message-bytes",
-            || {
-                format!(
-                    "{} is out of range: use 1..={MAX_MESSAGE_BYTES_CEILING} bytes (default 12288)",
-                    self.max_message_bytes
-                )
-            },
-        );
-        p.check(
-            self.recall_window_seconds >= 1,
-            "limits.recall-window-seconds",
-            || "0 is not allowed: use at least 1 second (default 120)".into(),
-        );
-        p.check(
-            (1..=1000).contains(&self.max_history_page),
-            "limits.max-history-page",
-            || {
-                format!(
-                    "{} is out of range: use 1..=1000 messages (default 100)",
-                    self.max_history_page
-                )
-            },
-        );
+        p.check((1..=MAX_MESSAGE_BYTES_CEILING).contains(&self.max_message_bytes), "limits.max-message-bytes", || {
+            format!(
+                "{} is out of range: use 1..={MAX_MESSAGE_BYTES_CEILING} bytes (default 12288)",
+                self.max_message_bytes
+            )
+        });
+        p.check(self.recall_window_seconds >= 1, "limits.recall-window-seconds", || {
+            "0 is not allowed: use at least 1 second (default 120)".into()
+        });
+        p.check((1..=1000).contains(&self.max_history_page), "limits.max-history-page", || {
+            format!("{} is out of range: use 1..=1000 messages (default 100)", self.max_history_page)
+        });
     }
 }
 
 impl RaftTuning {
     fn validate(&self, p: &mut Problems) {
-        p.check(
-            self.heartbeat_interval_ms >= 1,
-            "raft.heartbeat-interval-ms",
-            || "0 is not allowed: use e.g. 100 ms".into(),
-        );
-        p.check(
-            self.heartbeat_interval_ms < self.election_timeout_min_ms,
-            "raft.heartbeat-interval-ms",
-            || {
-                format!(
-                    "{} ms must be below raft.election-timeout-min-ms ({} ms), or followers start \
+        p.check(self.heartbeat_interval_ms >= 1, "raft.heartbeat-interval-ms", || {
+            "0 is not allowed: use e.g. 100 ms".into()
+        });
+        p.check(self.heartbeat_interval_ms < self.election_timeout_min_ms, "raft.heartbeat-interval-ms", || {
+            format!(
+                "{} ms must be below raft.election-timeout-min-ms ({} ms), or followers start \
                      elections against a healthy leader; a third of it or less is usual",
-                    self.heartbeat_interval_ms, self.election_timeout_min_ms
-                )
-            },
-        );
-        p.check(
-            self.election_timeout_min_ms < self.election_timeout_max_ms,
-            "raft.election-timeout-min-ms",
-            || {
-                format!(
-                    "{} ms must be below raft.election-timeout-max-ms ({} ms): the timeout is drawn \
+                self.heartbeat_interval_ms, self.election_timeout_min_ms
+            )
+        });
+        p.check(self.election_timeout_min_ms < self.election_timeout_max_ms, "raft.election-timeout-min-ms", || {
+            format!(
+                "{} ms must be below raft.election-timeout-max-ms ({} ms): the timeout is drawn \
                      from that range so that candidates do not collide",
-                    self.election_timeout_min_ms, self.election_timeout_max_ms
-                )
-            },
-        );
-        p.check(
-            self.snapshot_logs_since_last >= 1,
-            "raft.snapshot-logs-since-last",
-            || "0 is not allowed: use e.g. 5000 entries".into(),
-        );
-        p.check(
-            (1..=65_536).contains(&self.max_batch_commands),
-            "raft.max-batch-commands",
-            || {
-                format!(
-                    "{} is out of range: use 1..=65536 commands (default 512)",
-                    self.max_batch_commands
-                )
-            },
-        );
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            )
+        });
+        p.check(self.snapshot_logs_since_last >= 1, "raft.snapshot-logs-since-last", || {
+            "0 is not allowed: use e.g. 5000 entries".into()
+        });
+        p.check((1..=65_536).contains(&self.max_batch_commands), "raft.max-batch-commands", || {
+            format!("{} is out of range: use 1..=65536 commands (default 512)", self.max_batch_commands)
+        });
     }
 }
 
 /// `2..=16` of `[a-z0-9-]`, the same rule as the domain's `RegionCode`.
 fn is_region_code(s: &str) -> bool {
-    (2..=16).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    (2..=16).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// `host:port` with a non-empty host and a port in 1..=65535 (IPv6 hosts in brackets).
@@ -529,9 +451,7 @@ fn is_host_port(s: &str) -> bool {
         return false;
     };
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
     } else {
         !host.is_empty() && !host.contains(':') && !host.chars().any(char::is_whitespace)
     };
@@ -547,23 +467,11 @@ mod tests {
             node_id: 1,
             region: "sg".into(),
             peers: vec![
-                PeerConfig {
-                    id: 1,
-                    addr: "127.0.0.1:7001".into(),
-                },
-                PeerConfig {
-                    id: 2,
-                    addr: "127.0.0.1:7002".into(),
-                },
-                PeerConfig {
-                    id: 3,
-                    addr: "127.0.0.1:7003".into(),
-                },
+                PeerConfig { id: 1, addr: "127.0.0.1:7001".into() },
+                PeerConfig { id: 2, addr: "127.0.0.1:7002".into() },
+                PeerConfig { id: 3, addr: "127.0.0.1:7003".into() },
             ],
-            auth: AuthConfig {
-                secret: "0123456789abcdef".into(),
-                ..AuthConfig::default()
-            },
+            auth: AuthConfig { secret: "0123456789abcdef".into(), ..AuthConfig::default() },
             ..NodeConfig::default()
         }
     }
@@ -614,18 +522,13 @@ mod tests {
             include_str!("../../config/region-3node/node-2.toml"),
             include_str!("../../config/region-3node/node-3.toml"),
         ];
-        let configs: Vec<NodeConfig> = texts
-            .iter()
-            .map(|t| NodeConfig::from_toml(t).expect("example config is valid"))
-            .collect();
+        let configs: Vec<NodeConfig> =
+            texts.iter().map(|t| NodeConfig::from_toml(t).expect("example config is valid")).collect();
         for (i, c) in configs.iter().enumerate() {
             let n = i as u64 + 1;
             assert_eq!(c.node_id, n);
             assert_eq!(c.advertise_addr(), format!("127.0.0.1:700{n}"));
-            assert_eq!(
-                c.http_listen,
-                Some(SocketAddr::from(([127, 0, 0, 1], 8000 + n as u16)))
-            );
+            assert_eq!(c.http_listen, Some(SocketAddr::from(([127, 0, 0, 1], 8000 + n as u16))));
             assert_eq!(c.data_dir, PathBuf::from(format!("./data/node-{n}")));
             // Everything region-wide must be identical on every node.
             assert_eq!(c.region, configs[0].region);
@@ -636,11 +539,28 @@ mod tests {
     }
 
     #[test]
-    fn toml_round_trips() {
-        let config = NodeConfig {
+    fn docs_describe_every_key_and_their_example_parses() {
+        let docs = include_str!("../../docs/config.md");
+        let full = NodeConfig {
+            advertise: Some("127.0.0.1:7001".into()),
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
             ..valid()
         };
+        let text = full.to_toml().expect("serializes");
+        for key in text.lines().filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim())) {
+            assert!(docs.contains(&format!("`{key}`")), "docs/config.md does not describe `{key}`");
+        }
+        let example = docs
+            .rsplit("```toml")
+            .next()
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs end with a complete TOML example");
+        NodeConfig::from_toml(example).expect("the complete example in docs/config.md is valid");
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let config = NodeConfig { http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8001))), ..valid() };
         let text = config.to_toml().expect("serializes");
         assert_eq!(NodeConfig::from_toml(&text).expect("parses back"), config);
     }
@@ -666,29 +586,19 @@ mod tests {
 
     #[test]
     fn bootstrap_requires_this_node_among_the_peers() {
-        let config = NodeConfig {
-            node_id: 4,
-            ..valid()
-        };
+        let config = NodeConfig { node_id: 4, ..valid() };
         let err = problems(&config);
         assert!(err.mentions("peers"), "{err}");
         assert!(err.to_string().contains("node-id 4"), "{err}");
         // A joining node need not be listed.
-        let joining = NodeConfig {
-            node_id: 4,
-            bootstrap: false,
-            listen: SocketAddr::from(([127, 0, 0, 1], 7004)),
-            ..valid()
-        };
+        let joining =
+            NodeConfig { node_id: 4, bootstrap: false, listen: SocketAddr::from(([127, 0, 0, 1], 7004)), ..valid() };
         assert_eq!(joining.validate(), Ok(()));
     }
 
     #[test]
     fn this_nodes_peer_entry_must_match_its_advertised_address() {
-        let config = NodeConfig {
-            advertise: Some("node1.sg.internal:7001".into()),
-            ..valid()
-        };
+        let config = NodeConfig { advertise: Some("node1.sg.internal:7001".into()), ..valid() };
         let err = problems(&config);
         assert!(err.mentions("peers.addr"), "{err}");
         assert!(err.to_string().contains("node1.sg.internal:7001"), "{err}");
@@ -697,45 +607,20 @@ mod tests {
     #[test]
     fn peer_ids_and_addresses_are_unique() {
         let mut config = valid();
-        config.peers.push(PeerConfig {
-            id: 2,
-            addr: "127.0.0.1:7009".into(),
-        });
-        config.peers.push(PeerConfig {
-            id: 5,
-            addr: "127.0.0.1:7003".into(),
-        });
-        config.peers.push(PeerConfig {
-            id: 6,
-            addr: "no-port".into(),
-        });
+        config.peers.push(PeerConfig { id: 2, addr: "127.0.0.1:7009".into() });
+        config.peers.push(PeerConfig { id: 5, addr: "127.0.0.1:7003".into() });
+        config.peers.push(PeerConfig { id: 6, addr: "no-port".into() });
         let err = problems(&config);
-        assert!(
-            err.to_string().contains("node id 2 is listed twice"),
-            "{err}"
-        );
-        assert!(
-            err.to_string()
-                .contains("peers 3 and 5 share the address 127.0.0.1:7003"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("\"no-port\" is not host:port"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("node id 2 is listed twice"), "{err}");
+        assert!(err.to_string().contains("peers 3 and 5 share the address 127.0.0.1:7003"), "{err}");
+        assert!(err.to_string().contains("\"no-port\" is not host:port"), "{err}");
     }
 
     #[test]
     fn a_wildcard_listen_address_needs_advertise() {
-        let config = NodeConfig {
-            listen: "0.0.0.0:7001".parse().expect("addr"),
-            ..valid()
-        };
+        let config = NodeConfig { listen: "0.0.0.0:7001".parse().expect("addr"), ..valid() };
         assert!(problems(&config).mentions("advertise"));
-        let config = NodeConfig {
-            advertise: Some("127.0.0.1:7001".into()),
-            ..config
-        };
+        let config = NodeConfig { advertise: Some("127.0.0.1:7001".into()), ..config };
         assert_eq!(config.validate(), Ok(()));
     }
 
@@ -748,52 +633,27 @@ mod tests {
         let err = problems(&config);
         assert!(err.mentions("raft.election-timeout-min-ms"), "{err}");
         assert!(err.mentions("raft.heartbeat-interval-ms"), "{err}");
-        assert!(
-            err.to_string()
-                .contains("900 ms must be below raft.election-timeout-min-ms (800 ms)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("900 ms must be below raft.election-timeout-min-ms (800 ms)"), "{err}");
     }
 
     #[test]
     fn shards_must_be_a_power_of_two_up_to_1024() {
         for bad in [0, 3, 12, 2048] {
-            let err = problems(&NodeConfig {
-                shards: bad,
-                ..valid()
-            });
+            let err = problems(&NodeConfig { shards: bad, ..valid() });
             assert!(err.mentions("shards"), "{bad}: {err}");
         }
         for good in [1, 2, 8, 1024] {
-            assert_eq!(
-                NodeConfig {
-                    shards: good,
-                    ..valid()
-                }
-                .validate(),
-                Ok(()),
-                "{good}"
-            );
+            assert_eq!(NodeConfig { shards: good, ..valid() }.validate(), Ok(()), "{good}");
         }
     }
 
     #[test]
     fn region_codes_follow_the_domain_rule() {
         for bad in ["s", "SG", "sg_1", "a-very-long-region-code"] {
-            let err = problems(&NodeConfig {
-                region: bad.into(),
-                ..valid()
-            });
+            let err = problems(&NodeConfig { region: bad.into(), ..valid() });
             assert!(err.mentions("region"), "{bad}: {err}");
         }
-        assert_eq!(
-            NodeConfig {
-                region: "ap-se-1".into(),
-                ..valid()
-            }
-            .validate(),
-            Ok(())
-        );
+        assert_eq!(NodeConfig { region: "ap-se-1".into(), ..valid() }.validate(), Ok(()));
     }
 
     #[test]
@@ -831,24 +691,10 @@ mod tests {
 
     #[test]
     fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
-        for good in [
-            "a:1",
-            "node1.sg.internal:7001",
-            "10.0.0.1:7001",
-            "[::1]:7001",
-        ] {
+        for good in ["a:1", "node1.sg.internal:7001", "10.0.0.1:7001", "[::1]:7001"] {
             assert!(is_host_port(good), "{good}");
         }
-        for bad in [
-            "",
-            ":7001",
-            "host",
-            "host:0",
-            "host:70000",
-            "::1:7001",
-            "[zz]:1",
-            "a b:1",
-        ] {
+        for bad in ["", ":7001", "host", "host:0", "host:70000", "::1:7001", "[zz]:1", "a b:1"] {
             assert!(!is_host_port(bad), "{bad}");
         }
     }

@@ -65,10 +65,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Installed before any child exists, so that no signal can orphan one.
     let mut signals = ShutdownSignals::install()?;
 
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("create dev directory {}", args.dir.display()))?;
-    let dir = std::path::absolute(&args.dir)
-        .with_context(|| format!("resolve dev directory {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create dev directory {}", args.dir.display()))?;
+    let dir =
+        std::path::absolute(&args.dir).with_context(|| format!("resolve dev directory {}", args.dir.display()))?;
     let configs = prepare_configs(&dir, &args)?;
     refuse_if_running(&dir)?;
     check_ports_free(&configs)?;
@@ -90,11 +89,7 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
         let path = config_path(dir, n);
         existing.push(if path.exists() {
             let config = NodeConfig::load(&path).with_context(|| {
-                format!(
-                    "reuse {}: fix it, or delete {} to start afresh",
-                    path.display(),
-                    dir.display()
-                )
+                format!("reuse {}: fix it, or delete {} to start afresh", path.display(), dir.display())
             })?;
             Some(config)
         } else {
@@ -140,55 +135,32 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
 }
 
 /// The config of dev node `n` (1-based).
-fn node_config(
-    dir: &Path,
-    n: u64,
-    base_port: u16,
-    shards: u32,
-    secret: &str,
-) -> anyhow::Result<NodeConfig> {
+fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) -> anyhow::Result<NodeConfig> {
     let port = |offset: u64| -> anyhow::Result<u16> {
         u16::try_from(u64::from(base_port) + offset)
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                anyhow!(
-                    "--base-port {base_port} is too high: ports up to base-port + 1002 must exist"
-                )
-            })
+            .ok_or_else(|| anyhow!("--base-port {base_port} is too high: ports up to base-port + 1002 must exist"))
     };
     let grpc = |i: u64| port(i - 1);
     let peers = (1..=NODES)
-        .map(|i| {
-            Ok(PeerConfig {
-                id: i,
-                addr: SocketAddr::from(([127, 0, 0, 1], grpc(i)?)).to_string(),
-            })
-        })
+        .map(|i| Ok(PeerConfig { id: i, addr: SocketAddr::from(([127, 0, 0, 1], grpc(i)?)).to_string() }))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = NodeConfig {
         node_id: n,
         region: REGION.to_owned(),
         listen: SocketAddr::from(([127, 0, 0, 1], grpc(n)?)),
         advertise: None,
-        http_listen: Some(SocketAddr::from((
-            [127, 0, 0, 1],
-            port(u64::from(HTTP_PORT_OFFSET) + n - 1)?,
-        ))),
+        http_listen: Some(SocketAddr::from(([127, 0, 0, 1], port(u64::from(HTTP_PORT_OFFSET) + n - 1)?))),
         data_dir: dir.join(format!("node-{n}")),
         shards,
         peers,
         bootstrap: true,
-        auth: AuthConfig {
-            secret: secret.to_owned(),
-            ..AuthConfig::default()
-        },
+        auth: AuthConfig { secret: secret.to_owned(), ..AuthConfig::default() },
         limits: LimitsConfig::default(),
         raft: RaftTuning::default(),
     };
-    config
-        .validate()
-        .with_context(|| format!("generate the config of node-{n}"))?;
+    config.validate().with_context(|| format!("generate the config of node-{n}"))?;
     Ok(config)
 }
 
@@ -219,11 +191,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| format!("create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 
@@ -262,6 +231,7 @@ fn pid_path(dir: &Path, n: u64) -> PathBuf {
 /// Fails if a node of an earlier `meridian dev` on this directory still runs (e.g. after
 /// the parent was killed with SIGKILL); clears stale pid files.
 fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
+    let mut running = Vec::new();
     for n in 1..=NODES {
         let path = pid_path(dir, n);
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -270,18 +240,26 @@ fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
         let config = config_path(dir, n);
         let alive = text.trim().parse::<u32>().ok().filter(|pid| {
             // Only a process running this node's config counts; a recycled pid does not.
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy())
-            })
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy()))
         });
-        if let Some(pid) = alive {
-            bail!(
-                "node-{n} of an earlier `meridian dev` on {} is still running (pid {pid}): stop it \
-                 with `kill {pid}` and retry",
-                dir.display()
-            );
+        match alive {
+            Some(pid) => running.push((n, pid)),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
         }
-        let _ = std::fs::remove_file(&path);
+    }
+    if !running.is_empty() {
+        let which: Vec<String> = running.iter().map(|(n, pid)| format!("node-{n} pid {pid}")).collect();
+        let pids: Vec<String> = running.iter().map(|(_, pid)| pid.to_string()).collect();
+        bail!(
+            "nodes of an earlier `meridian dev` on {} are still running ({}): stop them with \
+             `kill {}` and retry",
+            dir.display(),
+            which.join(", "),
+            pids.join(" ")
+        );
     }
     Ok(())
 }
@@ -318,8 +296,7 @@ impl ShutdownSignals {
             use tokio::signal::unix::{signal, SignalKind};
             Ok(Self {
                 interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
-                terminate: signal(SignalKind::terminate())
-                    .context("install the SIGTERM handler")?,
+                terminate: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
             })
         }
         #[cfg(not(unix))]
@@ -370,11 +347,8 @@ impl Cluster {
             let n = config.node_id;
             let name = format!("node-{n}");
             let log_path = dir.join(format!("{name}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("create {}", log_path.display()))?;
-            let log_err = log
-                .try_clone()
-                .with_context(|| format!("reopen {}", log_path.display()))?;
+            let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+            let log_err = log.try_clone().with_context(|| format!("reopen {}", log_path.display()))?;
             let mut command = Command::new(&exe);
             command
                 .arg("node")
@@ -389,39 +363,24 @@ impl Cluster {
             #[cfg(unix)]
             command.process_group(0);
             let child = command.spawn().with_context(|| format!("start {name}"))?;
-            let pid = child
-                .id()
-                .ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
+            let pid = child.id().ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
             let pid_path = pid_path(dir, n);
-            std::fs::write(&pid_path, format!("{pid}\n"))
-                .with_context(|| format!("write {}", pid_path.display()))?;
+            std::fs::write(&pid_path, format!("{pid}\n")).with_context(|| format!("write {}", pid_path.display()))?;
             info!(pid, addr = %config.advertise_addr(), log = %log_path.display(), "started {name}");
-            nodes.push(DevNode {
-                name,
-                child,
-                log_path,
-                pid_path,
-            });
+            nodes.push(DevNode { name, child, log_path, pid_path });
         }
         Ok(Self { nodes })
     }
 
     /// Waits until the cluster is ready, announces it, and runs until a signal (Ok) or the
     /// first node exit (Err).
-    async fn serve(
-        &mut self,
-        dir: &Path,
-        configs: &[NodeConfig],
-        signals: &mut ShutdownSignals,
-    ) -> anyhow::Result<()> {
+    async fn serve(&mut self, dir: &Path, configs: &[NodeConfig], signals: &mut ShutdownSignals) -> anyhow::Result<()> {
         let first = configs.first().ok_or_else(|| anyhow!("no node configs"))?;
         let signer = TokenSigner::from_config(&first.auth);
         let ttl = i64::try_from(first.auth.token_ttl_seconds).unwrap_or(i64::MAX);
         let token = signer.issue_admin("dev", chrono::Utc::now().timestamp().saturating_add(ttl));
-        let endpoints: Vec<(String, String)> = configs
-            .iter()
-            .map(|c| (format!("node-{}", c.node_id), c.advertise_addr()))
-            .collect();
+        let endpoints: Vec<(String, String)> =
+            configs.iter().map(|c| (format!("node-{}", c.node_id), c.advertise_addr())).collect();
 
         let started = Instant::now();
         tokio::select! {
@@ -440,14 +399,8 @@ impl Cluster {
             "every node sees a leader for every shard"
         );
 
-        let endpoint_list = endpoints
-            .iter()
-            .map(|(_, addr)| addr.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let env = format!(
-            "export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n"
-        );
+        let endpoint_list = endpoints.iter().map(|(_, addr)| addr.as_str()).collect::<Vec<_>>().join(",");
+        let env = format!("export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n");
         let env_path = dir.join("dev.env");
         write_private(&env_path, &env)?;
         println!(
@@ -486,11 +439,7 @@ impl Cluster {
             Err(e) => format!("unknown status: {e}"),
         };
         let tail = log_tail(&node.log_path, LOG_TAIL_LINES);
-        anyhow!(
-            "{} exited unexpectedly ({status}); the last lines of {}:\n{tail}",
-            node.name,
-            node.log_path.display()
-        )
+        anyhow!("{} exited unexpectedly ({status}); the last lines of {}:\n{tail}", node.name, node.log_path.display())
     }
 
     /// Stops every node: SIGTERM, then SIGKILL for those still running after the grace period.
@@ -508,10 +457,7 @@ impl Cluster {
                 Ok(Ok(status)) => debug!(%status, "{} stopped", node.name),
                 Ok(Err(e)) => warn!(error = %e, "could not wait for {}", node.name),
                 Err(_) => {
-                    warn!(
-                        "{} did not stop within {STOP_GRACE:?}: killing it",
-                        node.name
-                    );
+                    warn!("{} did not stop within {STOP_GRACE:?}: killing it", node.name);
                     if let Err(e) = node.child.kill().await {
                         warn!(error = %e, "could not kill {}", node.name);
                     }
@@ -539,12 +485,20 @@ async fn terminate(pid: u32) -> bool {
     matches!(status, Ok(s) if s.success())
 }
 
-/// The last `lines` lines of a log file, or why it could not be read.
+/// The last `lines` lines of a log file before any final backtrace (which would crowd out
+/// the error that matters), or why the file could not be read.
 fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
+            // anyhow writes "Stack backtrace:", a panic "stack backtrace:".
+            let end = text
+                .rfind("\nStack backtrace:")
+                .into_iter()
+                .chain(text.rfind("\nstack backtrace:"))
+                .max()
+                .unwrap_or(text.len());
+            let all: Vec<&str> = text[..end].lines().collect();
             all[all.len().saturating_sub(lines)..].join("\n")
         }
         Err(e) => format!("(could not read the log: {e})"),
@@ -552,14 +506,8 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Polls `Admin/ClusterStatus` on every node until each sees a leader for all `shards`.
-async fn wait_ready(
-    endpoints: &[(String, String)],
-    token: &str,
-    shards: u32,
-) -> anyhow::Result<()> {
-    let auth: MetadataValue<Ascii> = format!("Bearer {token}")
-        .try_into()
-        .context("put the admin token in metadata")?;
+async fn wait_ready(endpoints: &[(String, String)], token: &str, shards: u32) -> anyhow::Result<()> {
+    let auth: MetadataValue<Ascii> = format!("Bearer {token}").try_into().context("put the admin token in metadata")?;
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut next_report = Instant::now() + READY_REPORT;
     let mut clients: Vec<Option<AdminClient<Channel>>> = vec![None; endpoints.len()];
@@ -570,8 +518,7 @@ async fn wait_ready(
             match cluster_status(client, addr, &auth).await {
                 Ok(status) => {
                     let led = status.shards.iter().filter(|s| s.leader != 0).count();
-                    let all = status.shards.len() as u64 == u64::from(shards)
-                        && led == status.shards.len();
+                    let all = status.shards.len() as u64 == u64::from(shards) && led == status.shards.len();
                     ready &= all;
                     progress.push(format!("{name}: {led}/{shards} shards led"));
                 }
@@ -591,9 +538,7 @@ async fn wait_ready(
         let progress = progress.join("; ");
         let now = Instant::now();
         if now >= deadline {
-            bail!(
-                "not every shard had a leader on every node after {READY_TIMEOUT:?} ({progress})"
-            );
+            bail!("not every shard had a leader on every node after {READY_TIMEOUT:?} ({progress})");
         }
         if now >= next_report {
             info!(%progress, "waiting for shard leaders");
@@ -623,31 +568,24 @@ async fn cluster_status(
                 .map_err(|e| StatusError::Fatal(anyhow!("bad node address {addr:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(2));
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| StatusError::NotYet(format!("not reachable yet ({e})")))?;
+            let channel =
+                endpoint.connect().await.map_err(|e| StatusError::NotYet(format!("not reachable yet ({e})")))?;
             client.insert(AdminClient::new(channel))
         }
     };
-    let mut request = tonic::Request::new(ClusterStatusRequest {
-        include_state_hash: false,
-    });
+    let mut request = tonic::Request::new(ClusterStatusRequest { include_state_hash: false });
     request.metadata_mut().insert("authorization", auth.clone());
     match client.cluster_status(request).await {
         Ok(response) => Ok(response.into_inner()),
         Err(status) => match status.code() {
-            tonic::Code::Unauthenticated
-            | tonic::Code::PermissionDenied
-            | tonic::Code::Unimplemented => Err(StatusError::Fatal(anyhow!(
-                "{:?}: {} (the admin token or the Admin service is broken; waiting will not help)",
-                status.code(),
-                status.message()
-            ))),
-            code => Err(StatusError::NotYet(format!(
-                "{code:?}: {}",
-                status.message()
-            ))),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::Unimplemented => {
+                Err(StatusError::Fatal(anyhow!(
+                    "{:?}: {} (the admin token or the Admin service is broken; waiting will not help)",
+                    status.code(),
+                    status.message()
+                )))
+            }
+            code => Err(StatusError::NotYet(format!("{code:?}: {}", status.message()))),
         },
     }
 }
@@ -657,11 +595,7 @@ mod tests {
     use super::*;
 
     fn args(dir: &Path) -> DevArgs {
-        DevArgs {
-            dir: dir.to_path_buf(),
-            base_port: 17001,
-            shards: 4,
-        }
+        DevArgs { dir: dir.to_path_buf(), base_port: 17001, shards: 4 }
     }
 
     #[test]
@@ -677,10 +611,7 @@ mod tests {
             assert_eq!(c.data_dir, tmp.path().join(format!("node-{n}")));
             assert_eq!(c.shards, 4);
             assert_eq!(c.auth.secret.len(), 64);
-            assert_eq!(
-                NodeConfig::load(config_path(tmp.path(), n)).expect("written config loads"),
-                *c
-            );
+            assert_eq!(NodeConfig::load(config_path(tmp.path(), n)).expect("written config loads"), *c);
         }
     }
 
@@ -688,11 +619,7 @@ mod tests {
     fn a_restart_reuses_the_configs_and_the_secret() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let first = prepare_configs(tmp.path(), &args(tmp.path())).expect("configs");
-        let other_args = DevArgs {
-            base_port: 27001,
-            shards: 8,
-            ..args(tmp.path())
-        };
+        let other_args = DevArgs { base_port: 27001, shards: 8, ..args(tmp.path()) };
         let second = prepare_configs(tmp.path(), &other_args).expect("configs");
         assert_eq!(first, second);
     }
@@ -715,27 +642,15 @@ mod tests {
         c.auth.secret = "another-secret-0123456789".into();
         write_config(&path, &c).expect("write");
         let err = prepare_configs(tmp.path(), &args(tmp.path())).expect_err("must refuse");
-        assert!(
-            format!("{err:#}").contains("disagree on `[auth]`"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("disagree on `[auth]`"), "{err:#}");
     }
 
     #[test]
     fn a_too_high_base_port_is_explained() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let err = prepare_configs(
-            tmp.path(),
-            &DevArgs {
-                base_port: 65000,
-                ..args(tmp.path())
-            },
-        )
-        .expect_err("must refuse");
-        assert!(
-            format!("{err:#}").contains("--base-port 65000 is too high"),
-            "{err:#}"
-        );
+        let err =
+            prepare_configs(tmp.path(), &DevArgs { base_port: 65000, ..args(tmp.path()) }).expect_err("must refuse");
+        assert!(format!("{err:#}").contains("--base-port 65000 is too high"), "{err:#}");
     }
 
     #[test]
@@ -750,5 +665,13 @@ mod tests {
         std::fs::write(&path, "a\nb\nc\nd\n").expect("write");
         assert_eq!(log_tail(&path, 2), "c\nd");
         assert_eq!(log_tail(&path, 10), "a\nb\nc\nd");
+    }
+
+    #[test]
+    fn log_tail_stops_before_a_backtrace() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("x.log");
+        std::fs::write(&path, "a\nError: boom\n\nStack backtrace:\n   0: main\n").expect("write");
+        assert_eq!(log_tail(&path, 2), "a\nError: boom");
     }
 }

@@ -61,7 +61,12 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "# TYPE meridian_shard_applied_index gauge");
     for s in node.status(false) {
         let _ = writeln!(out, "meridian_shard_applied_index{{shard=\"{}\"}} {}", s.shard, s.applied_index);
-        let _ = writeln!(out, "meridian_shard_is_leader{{shard=\"{}\"}} {}", s.shard, u8::from(s.leader == Some(node.node_id)));
+        let _ = writeln!(
+            out,
+            "meridian_shard_is_leader{{shard=\"{}\"}} {}",
+            s.shard,
+            u8::from(s.leader == Some(node.node_id))
+        );
         let _ = writeln!(out, "meridian_shard_term{{shard=\"{}\"}} {}", s.shard, s.term);
     }
     out

@@ -42,7 +42,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         token_ttl_seconds: config.auth.token_ttl_seconds,
     };
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ChatServer<ChatService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -62,7 +63,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(node = config.node_id, region = %region, listen = %config.listen, shards = config.shards, "serving");
 
     if let Some(addr) = config.http_listen {
-        let http = crate::http::serve(addr, node.clone(), stop_rx.clone()).await.with_context(|| format!("bind {addr}"))?;
+        let http =
+            crate::http::serve(addr, node.clone(), stop_rx.clone()).await.with_context(|| format!("bind {addr}"))?;
         tokio::spawn(http);
     }
 

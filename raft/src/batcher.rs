@@ -50,10 +50,7 @@ impl Batcher {
     /// Proposes commands through this node's Raft, which must be the shard's leader.
     pub async fn submit(&self, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, BatchError> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { commands, done })
-            .await
-            .map_err(|_| BatchError::Failed("batcher stopped".into()))?;
+        self.tx.send(Pending { commands, done }).await.map_err(|_| BatchError::Failed("batcher stopped".into()))?;
         rx.await.map_err(|_| BatchError::Failed("batcher dropped the proposal".into()))?
     }
 }

@@ -65,8 +65,8 @@ pub fn entry_to_pb(e: &Entry) -> pb::LogEntryRecord {
 
 pub fn entry_from_pb(r: pb::LogEntryRecord) -> Result<Entry, RaftStorageError> {
     use pb::log_entry_record::Payload;
-    let corrupt = |what: &str| {
-        RaftStorageError::IO { source: StorageIOError::read_logs(openraft::AnyError::error(what.to_owned())) }
+    let corrupt = |what: &str| RaftStorageError::IO {
+        source: StorageIOError::read_logs(openraft::AnyError::error(what.to_owned())),
     };
     if r.version > ENTRY_VERSION {
         return Err(corrupt("log entry written by a newer version"));
@@ -107,7 +107,9 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
     use peer::command_outcome::Result as R;
     use peer::reply::Kind;
     let result = match r {
-        Err(rej) => R::Rejection(peer::Rejection { reason: rej.reason.as_str().to_owned(), message: rej.message.clone() }),
+        Err(rej) => {
+            R::Rejection(peer::Rejection { reason: rej.reason.as_str().to_owned(), message: rej.message.clone() })
+        }
         Ok(reply) => R::Reply(peer::Reply {
             kind: Some(match reply {
                 Reply::Done => Kind::Done(pb::Blank {}),

@@ -14,6 +14,9 @@
 //!
 //! Must never depend on: the client API types, or anything above it (regions, node).
 
+// openraft's error types are large and its trait signatures fix them; boxing is not an option.
+#![allow(clippy::result_large_err)]
+
 pub mod batcher;
 pub mod convert;
 pub mod log_store;

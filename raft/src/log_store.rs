@@ -12,7 +12,11 @@ use crate::convert::*;
 use crate::types::*;
 
 /// Maps a storage failure into openraft's, naming what was being done.
-pub(crate) fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> RaftStorageError {
+pub(crate) fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> RaftStorageError {
     RaftStorageError::IO { source: StorageIOError::new(subject, verb, openraft::AnyError::new(&e)) }
 }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 use meridian_proto::peer::{self, peer_client::PeerClient};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 use openraft::AnyError;
 use tonic::transport::{Channel, Endpoint};
 
@@ -125,7 +128,9 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         use peer::append_entries_response::Result as R;
         match resp.result {
             Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
-            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching.as_ref()))),
+            Some(R::PartialSuccess(p)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching.as_ref())))
+            }
             Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
             Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(vote_from_pb(Some(&v)))),
             None => Err(RPCError::Network(NetworkError::new(&AnyError::error("empty append-entries response")))),

@@ -202,7 +202,11 @@ impl RaftNode {
     /// Proposes encoded commands. Retries across leader changes until [`LEADER_DEADLINE`];
     /// a retry may re-propose a command that was in fact committed, so every command must be
     /// idempotent (sends carry request ids; the others are idempotent by nature).
-    pub async fn propose_pb(&self, shard: ShardId, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, RaftNodeError> {
+    pub async fn propose_pb(
+        &self,
+        shard: ShardId,
+        commands: Vec<pb::Command>,
+    ) -> Result<Vec<CommandResult>, RaftNodeError> {
         let s = self.shard(shard)?;
         let deadline = Instant::now() + LEADER_DEADLINE;
         let mut backoff = Duration::from_millis(10);
@@ -233,7 +237,11 @@ impl RaftNode {
     }
 
     /// `Ok(None)`: the peer is not the leader.
-    async fn forward_propose(&self, addr: &str, req: peer::ProposeRequest) -> Result<Option<Vec<CommandResult>>, String> {
+    async fn forward_propose(
+        &self,
+        addr: &str,
+        req: peer::ProposeRequest,
+    ) -> Result<Option<Vec<CommandResult>>, String> {
         let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(req);
         request.set_timeout(Duration::from_secs(5));
@@ -327,7 +335,9 @@ impl RaftNode {
             Err(e) => return peer::ReadIndexResponse { error: e.to_string(), ..Default::default() },
         };
         match s.raft.get_read_log_id().await {
-            Ok((read, _applied)) => peer::ReadIndexResponse { read_index: read.map_or(0, |l| l.index), ..Default::default() },
+            Ok((read, _applied)) => {
+                peer::ReadIndexResponse { read_index: read.map_or(0, |l| l.index), ..Default::default() }
+            }
             Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 peer::ReadIndexResponse {
                     not_leader: true,
@@ -343,7 +353,12 @@ impl RaftNode {
     // ------------------------------------------------------------ membership
 
     /// Adds `node_id` to every shard as a learner, then (unless `learner_only`) promotes it.
-    pub async fn add_node(&self, node_id: NodeId, addr: &str, learner_only: bool) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
+    pub async fn add_node(
+        &self,
+        node_id: NodeId,
+        addr: &str,
+        learner_only: bool,
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
         use peer::change_membership_request::Op;
         let mut last = (vec![], vec![]);
         for s in &self.shards {
@@ -422,7 +437,9 @@ impl RaftNode {
         }
         let ids = BTreeSet::from([req.node_id]);
         let result = match Op::try_from(req.op) {
-            Ok(Op::AddLearner) => s.raft.add_learner(req.node_id, Node { addr: req.addr.clone() }, true).await.map(|_| ()),
+            Ok(Op::AddLearner) => {
+                s.raft.add_learner(req.node_id, Node { addr: req.addr.clone() }, true).await.map(|_| ())
+            }
             Ok(Op::Promote) => s.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map(|_| ()),
             Ok(Op::Remove) => {
                 let m = s.raft.metrics().borrow().membership_config.clone();
@@ -433,7 +450,9 @@ impl RaftNode {
                     s.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map(|_| ())
                 }
             }
-            Err(_) => return peer::ChangeMembershipResponse { error: format!("unknown op {}", req.op), ..Default::default() },
+            Err(_) => {
+                return peer::ChangeMembershipResponse { error: format!("unknown op {}", req.op), ..Default::default() }
+            }
         };
         match result {
             Ok(()) => {

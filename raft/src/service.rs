@@ -42,7 +42,10 @@ fn remote_error<E: std::error::Error>(e: &RaftError<NodeId, E>) -> peer::RemoteE
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(&self, request: Request<peer::AppendEntriesRequest>) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<peer::AppendEntriesRequest>,
+    ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
         let req = request.into_inner();
         let raft = self.raft(req.shard)?;
         let entries = req
@@ -59,12 +62,16 @@ impl Peer for PeerService {
         };
         use peer::append_entries_response::Result as R;
         let resp = match raft.append_entries(rpc).await {
-            Ok(AppendEntriesResponse::Success) => peer::AppendEntriesResponse { result: Some(R::Success(Default::default())), error: None },
+            Ok(AppendEntriesResponse::Success) => {
+                peer::AppendEntriesResponse { result: Some(R::Success(Default::default())), error: None }
+            }
             Ok(AppendEntriesResponse::PartialSuccess(m)) => peer::AppendEntriesResponse {
                 result: Some(R::PartialSuccess(peer::PartialSuccess { matching: opt_log_id_to_pb(m.as_ref()) })),
                 error: None,
             },
-            Ok(AppendEntriesResponse::Conflict) => peer::AppendEntriesResponse { result: Some(R::Conflict(Default::default())), error: None },
+            Ok(AppendEntriesResponse::Conflict) => {
+                peer::AppendEntriesResponse { result: Some(R::Conflict(Default::default())), error: None }
+            }
             Ok(AppendEntriesResponse::HigherVote(v)) => {
                 peer::AppendEntriesResponse { result: Some(R::HigherVote(vote_to_pb(&v))), error: None }
             }
@@ -73,7 +80,10 @@ impl Peer for PeerService {
         Ok(Response::new(resp))
     }
 
-    async fn install_snapshot(&self, request: Request<peer::InstallSnapshotRequest>) -> Result<Response<peer::InstallSnapshotResponse>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<peer::InstallSnapshotRequest>,
+    ) -> Result<Response<peer::InstallSnapshotResponse>, Status> {
         let req = request.into_inner();
         let raft = self.raft(req.shard)?;
         let meta = req.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot chunk without meta"))?;
@@ -98,7 +108,10 @@ impl Peer for PeerService {
     async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
         let req = request.into_inner();
         let raft = self.raft(req.shard)?;
-        let rpc = VoteRequest { vote: vote_from_pb(req.vote.as_ref()), last_log_id: opt_log_id_from_pb(req.last_log_id.as_ref()) };
+        let rpc = VoteRequest {
+            vote: vote_from_pb(req.vote.as_ref()),
+            last_log_id: opt_log_id_from_pb(req.last_log_id.as_ref()),
+        };
         let resp = match raft.vote(rpc).await {
             Ok(r) => peer::VoteResponse {
                 vote: Some(vote_to_pb(&r.vote)),
@@ -115,7 +128,10 @@ impl Peer for PeerService {
         Ok(Response::new(self.node.propose_local(request.into_inner()).await))
     }
 
-    async fn read_index(&self, request: Request<peer::ReadIndexRequest>) -> Result<Response<peer::ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<peer::ReadIndexRequest>,
+    ) -> Result<Response<peer::ReadIndexResponse>, Status> {
         Ok(Response::new(self.node.read_index_local(ShardId(request.into_inner().shard)).await))
     }
 

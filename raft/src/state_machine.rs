@@ -95,15 +95,16 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
             self.store.export_snapshot().map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let (last_log_id, last_membership) = Self::applied_of(&applied);
         let n = self.stats.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = format!(
-            "{}-{}-{n}",
-            self.store.shard().0,
-            last_log_id.map_or(0, |l| l.index)
-        );
+        let snapshot_id = format!("{}-{}-{n}", self.store.shard().0, last_log_id.map_or(0, |l| l.index));
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
         self.persist_snapshot(&meta, &data)
             .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
-        tracing::info!(shard = self.store.shard().0, index = last_log_id.map_or(0, |l| l.index), bytes = data.len(), "built snapshot");
+        tracing::info!(
+            shard = self.store.shard().0,
+            index = last_log_id.map_or(0, |l| l.index),
+            bytes = data.len(),
+            "built snapshot"
+        );
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -112,8 +113,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
     type SnapshotBuilder = ShardMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
-        let state =
-            self.store.applied_state().map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let state = self.store.applied_state().map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         Ok(Self::applied_of(&state))
     }
 
@@ -159,7 +159,11 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), RaftStorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         self.store.import_snapshot(&data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;

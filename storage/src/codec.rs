@@ -34,7 +34,9 @@ pub fn element_to_pb(e: &Element) -> pb::Element {
         Element::Image { url, format, size_bytes, width, height, thumbnail_url } => {
             Kind::Image(pb::Image { url, format, size_bytes, width, height, thumbnail_url })
         }
-        Element::Voice { url, size_bytes, duration_seconds } => Kind::Voice(pb::Voice { url, size_bytes, duration_seconds }),
+        Element::Voice { url, size_bytes, duration_seconds } => {
+            Kind::Voice(pb::Voice { url, size_bytes, duration_seconds })
+        }
         Element::Video { url, format, size_bytes, duration_seconds, thumbnail_url } => {
             Kind::Video(pb::Video { url, format, size_bytes, duration_seconds, thumbnail_url })
         }
@@ -82,7 +84,9 @@ pub fn element_from_pb(e: pb::Element) -> Result<Element, StorageError> {
         },
         Kind::File(f) => Element::File { url: f.url, name: f.name, size_bytes: f.size_bytes },
         Kind::Face(f) => Element::Face { index: f.index, data: f.data },
-        Kind::Location(l) => Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude },
+        Kind::Location(l) => {
+            Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude }
+        }
         Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
         Kind::MergedForward(m) => Element::MergedForward {
             title: m.title,
@@ -239,7 +243,11 @@ pub fn conversation_to_pb(c: &Conversation) -> pb::ConversationRecord {
     pb::ConversationRecord {
         version: RECORD_VERSION,
         conversation_id: c.id.to_string(),
-        members: c.members.iter().map(|m| pb::MemberCursor { user: m.user.to_string(), read_seq: m.read_seq.0 }).collect(),
+        members: c
+            .members
+            .iter()
+            .map(|m| pb::MemberCursor { user: m.user.to_string(), read_seq: m.read_seq.0 })
+            .collect(),
         last_seq: c.last_seq.0,
         last_time_ms: c.last_time.0,
         created_ms: c.created.0,
@@ -326,9 +334,22 @@ mod tests {
         let leaf = Element::Text { text: "hi".into() };
         let all = vec![
             leaf.clone(),
-            Element::Image { url: "u".into(), format: "png".into(), size_bytes: 1, width: 2, height: 3, thumbnail_url: "t".into() },
+            Element::Image {
+                url: "u".into(),
+                format: "png".into(),
+                size_bytes: 1,
+                width: 2,
+                height: 3,
+                thumbnail_url: "t".into(),
+            },
             Element::Voice { url: "u".into(), size_bytes: 1, duration_seconds: 2 },
-            Element::Video { url: "u".into(), format: "mp4".into(), size_bytes: 1, duration_seconds: 2, thumbnail_url: "t".into() },
+            Element::Video {
+                url: "u".into(),
+                format: "mp4".into(),
+                size_bytes: 1,
+                duration_seconds: 2,
+                thumbnail_url: "t".into(),
+            },
             Element::File { url: "u".into(), name: "n".into(), size_bytes: 1 },
             Element::Face { index: 7, data: vec![1, 2] },
             Element::Location { description: "d".into(), latitude: 1.5, longitude: -2.5 },

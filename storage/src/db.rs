@@ -64,9 +64,7 @@ impl Db {
         let queue = Arc::new(SyncQueue { waiting: Mutex::new((Vec::new(), false)), wake: Condvar::new() });
         let inner = Arc::new(Inner { db, queue: queue.clone(), stats: SyncStats::default() });
         let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("wal-sync".into())
-            .spawn(move || sync_loop(&queue, weak))?;
+        std::thread::Builder::new().name("wal-sync".into()).spawn(move || sync_loop(&queue, weak))?;
         Ok(Self { inner })
     }
 

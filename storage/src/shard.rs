@@ -44,15 +44,27 @@ impl ShardStore {
 
     /// The applied state; all defaults for a shard that has applied nothing.
     pub fn applied_state(&self) -> Result<pb::AppliedState, StorageError> {
-        Ok(self.get(keys::CF_RAFT_META, &keys::meta(self.shard, keys::META_APPLIED), "applied state")?.unwrap_or_default())
+        Ok(self
+            .get(keys::CF_RAFT_META, &keys::meta(self.shard, keys::META_APPLIED), "applied state")?
+            .unwrap_or_default())
     }
 
     /// Starts applying: reads see the shard's state plus this transaction's own writes.
     pub fn begin(&self) -> Result<ApplyTxn<'_>, StorageError> {
-        Ok(ApplyTxn { applied: self.applied_state()?, store: self, batch: WriteBatch::default(), overlay: HashMap::new() })
+        Ok(ApplyTxn {
+            applied: self.applied_state()?,
+            store: self,
+            batch: WriteBatch::default(),
+            overlay: HashMap::new(),
+        })
     }
 
-    fn get<M: prost::Message + Default>(&self, cf: &str, key: &[u8], what: &'static str) -> Result<Option<M>, StorageError> {
+    fn get<M: prost::Message + Default>(
+        &self,
+        cf: &str,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<M>, StorageError> {
         match self.db.rocks().get_pinned_cf(self.db.cf(cf)?, key)? {
             Some(v) => Ok(Some(decode(what, &v)?)),
             None => Ok(None),
@@ -120,7 +132,11 @@ impl ShardStore {
         ro.set_iterate_upper_bound(keys::shard_end(self.shard));
         let from = keys::shard_prefix(self.shard);
         let mut out = Vec::new();
-        let iter = self.db.rocks().iterator_cf_opt(self.db.cf(keys::CF_OUTBOX)?, ro, IteratorMode::From(&from, Direction::Forward));
+        let iter = self.db.rocks().iterator_cf_opt(
+            self.db.cf(keys::CF_OUTBOX)?,
+            ro,
+            IteratorMode::From(&from, Direction::Forward),
+        );
         for item in iter {
             let (_, v) = item?;
             out.push(codec::effect_from_pb(decode("effect", &v)?)?);
@@ -159,7 +175,9 @@ impl ShardStore {
             ro.set_snapshot(&snap);
             ro.set_iterate_upper_bound(keys::shard_end(self.shard));
             let from = keys::shard_prefix(self.shard);
-            for item in self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward)) {
+            for item in
+                self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward))
+            {
                 let (k, v) = item?;
                 out.push(u8::try_from(i).unwrap_or(FRAME_END));
                 // Keys are stored without the shard prefix; the importer adds its own.
@@ -205,7 +223,11 @@ impl ShardStore {
             key.extend_from_slice(k);
             batch.put_cf(self.db.cf(cf)?, key, v);
         }
-        batch.put_cf(self.db.cf(keys::CF_RAFT_META)?, keys::meta(self.shard, keys::META_APPLIED), applied.encode_to_vec());
+        batch.put_cf(
+            self.db.cf(keys::CF_RAFT_META)?,
+            keys::meta(self.shard, keys::META_APPLIED),
+            applied.encode_to_vec(),
+        );
         self.db.write_synced(batch)?;
         Ok(applied)
     }
@@ -233,7 +255,9 @@ impl ShardStore {
             ro.set_snapshot(&snap);
             ro.set_iterate_upper_bound(keys::shard_end(self.shard));
             let from = keys::shard_prefix(self.shard);
-            for item in self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward)) {
+            for item in
+                self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward))
+            {
                 let (k, v) = item?;
                 hash_frame(&mut h, &k);
                 hash_frame(&mut h, &v);
@@ -300,7 +324,11 @@ impl ApplyTxn<'_> {
     }
 
     /// Applies one Raft entry's command batch at `log_index`, returning each command's result.
-    pub fn apply_batch(&mut self, log_index: u64, batch: &pb::CommandBatch) -> Result<Vec<CommandResult>, StorageError> {
+    pub fn apply_batch(
+        &mut self,
+        log_index: u64,
+        batch: &pb::CommandBatch,
+    ) -> Result<Vec<CommandResult>, StorageError> {
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = time;
@@ -344,7 +372,9 @@ impl ApplyTxn<'_> {
     fn write(&mut self, change: Change) -> Result<(), StorageError> {
         let shard = self.store.shard;
         match change {
-            Change::PutUser(u) => self.put(keys::CF_PROJECTIONS, keys::user(shard, &u.id), codec::user_to_pb(&u).encode_to_vec()),
+            Change::PutUser(u) => {
+                self.put(keys::CF_PROJECTIONS, keys::user(shard, &u.id), codec::user_to_pb(&u).encode_to_vec())
+            }
             Change::PutConversation(c) => self.put(
                 keys::CF_PROJECTIONS,
                 keys::conversation(shard, &c.id),
@@ -389,7 +419,12 @@ impl ApplyTxn<'_> {
         }
     }
 
-    fn read<M: prost::Message + Default>(&self, cf: &'static str, key: Vec<u8>, what: &'static str) -> Result<Option<M>, StateError> {
+    fn read<M: prost::Message + Default>(
+        &self,
+        cf: &'static str,
+        key: Vec<u8>,
+        what: &'static str,
+    ) -> Result<Option<M>, StateError> {
         let found = match self.overlay.get(&(cf, key.clone())) {
             Some(v) => Some(decode(what, v)),
             None => self.store.get(cf, &key, what).transpose(),
@@ -414,7 +449,12 @@ impl ShardState for ApplyTxn<'_> {
         r.map(codec::message_from_pb).transpose().map_err(|e| StateError(e.to_string()))
     }
 
-    fn dedup(&self, conversation: &ConversationId, sender: &UserId, request_id: &RequestId) -> Result<Option<DedupEntry>, StateError> {
+    fn dedup(
+        &self,
+        conversation: &ConversationId,
+        sender: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Option<DedupEntry>, StateError> {
         let r = self.read(keys::CF_DEDUP, keys::dedup(self.store.shard, conversation, sender, request_id), "dedup")?;
         Ok(r.map(codec::dedup_from_pb))
     }
@@ -425,7 +465,11 @@ impl ShardState for ApplyTxn<'_> {
     }
 
     fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
-        let r = self.read::<pb::EffectWatermark>(keys::CF_PROJECTIONS, keys::watermark(self.store.shard, source), "watermark")?;
+        let r = self.read::<pb::EffectWatermark>(
+            keys::CF_PROJECTIONS,
+            keys::watermark(self.store.shard, source),
+            "watermark",
+        )?;
         Ok(EffectId(r.map_or(0, |w| w.applied_up_to)))
     }
 }

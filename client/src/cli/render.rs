@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use crate::api::message_element::Kind;
 use crate::api::{
     AddNodeResponse, ClusterStatusResponse, Conversation, CreateUserResponse, GetHistoryResponse,
-    ListConversationsResponse, MarkReadResponse, Message, MessageElement, RecallMessageResponse,
-    RemoveNodeResponse, SendMessageResponse, ShardStatus,
+    ListConversationsResponse, MarkReadResponse, Message, MessageElement, RecallMessageResponse, RemoveNodeResponse,
+    SendMessageResponse, ShardStatus,
 };
 
 // ------------------------------------------------------------------------------------- JSON
@@ -178,26 +178,11 @@ pub fn message_text(message: &Message) -> String {
 /// `SEQ  TIME  SENDER: CONTENT`.
 pub fn history_line(message: &Message) -> String {
     let content = if message.recalled {
-        format!(
-            "(recalled by {} at {})",
-            message.recalled_by,
-            format_time_ms(message.recalled_at_ms)
-        )
+        format!("(recalled by {} at {})", message.recalled_by, format_time_ms(message.recalled_at_ms))
     } else {
-        message
-            .elements
-            .iter()
-            .map(element_summary)
-            .collect::<Vec<_>>()
-            .join("")
+        message.elements.iter().map(element_summary).collect::<Vec<_>>().join("")
     };
-    format!(
-        "{}  {}  {}: {}",
-        message.seq,
-        format_time_ms(message.server_time_ms),
-        message.sender,
-        content
-    )
+    format!("{}  {}  {}: {}", message.seq, format_time_ms(message.server_time_ms), message.sender, content)
 }
 
 /// A person's view of one element: its text, or a bracketed description.
@@ -209,10 +194,7 @@ pub fn element_summary(element: &MessageElement) -> String {
         Some(Kind::Video(e)) => format!("[video {}s {}]", e.duration_seconds, e.url),
         Some(Kind::File(e)) => format!("[file {} {}]", e.name, e.url),
         Some(Kind::Face(e)) => format!("[face #{}]", e.index),
-        Some(Kind::Location(e)) => format!(
-            "[location {} ({}, {})]",
-            e.description, e.latitude, e.longitude
-        ),
+        Some(Kind::Location(e)) => format!("[location {} ({}, {})]", e.description, e.latitude, e.longitude),
         Some(Kind::Custom(e)) => format!("[custom {}]", e.description),
         Some(Kind::MergedForward(e)) => {
             format!("[forwarded {}: {} messages]", e.title, e.messages.len())
@@ -226,13 +208,7 @@ pub fn conversation_line(conversation: &Conversation) -> String {
     let last = conversation
         .last_message
         .as_ref()
-        .map(|m| {
-            if m.recalled {
-                "(recalled)".to_owned()
-            } else {
-                m.elements.iter().map(element_summary).collect()
-            }
-        })
+        .map(|m| if m.recalled { "(recalled)".to_owned() } else { m.elements.iter().map(element_summary).collect() })
         .unwrap_or_default();
     format!(
         "{}  unread={}  last_seq={}  read_seq={}  {}  {}",
@@ -276,34 +252,30 @@ fn shard_line(s: &ShardStatus) -> String {
 
 /// `seq=N message_id=ID conversation=ID`.
 pub fn send_line(sent: &SendMessageResponse) -> String {
-    format!(
-        "seq={} message_id={} conversation={}",
-        sent.seq, sent.message_id, sent.conversation_id
-    )
+    format!("seq={} message_id={} conversation={}", sent.seq, sent.message_id, sent.conversation_id)
 }
 
+/// `user=ID home_region=R created=BOOL`.
 pub fn user_line(user: &CreateUserResponse) -> String {
-    format!(
-        "user={} home_region={} created={}",
-        user.user_id, user.home_region, user.created
-    )
+    format!("user={} home_region={} created={}", user.user_id, user.home_region, user.created)
 }
 
+/// `read_seq=N unread=N`.
 pub fn read_line(read: &MarkReadResponse) -> String {
     format!("read_seq={} unread={}", read.read_seq, read.unread)
 }
 
+/// `seq=N recalled_at_ms=T`.
 pub fn recall_line(recall: &RecallMessageResponse) -> String {
-    format!(
-        "seq={} recalled_at_ms={}",
-        recall.seq, recall.recalled_at_ms
-    )
+    format!("seq={} recalled_at_ms={}", recall.seq, recall.recalled_at_ms)
 }
 
+/// `voters=1,2,3 learners=4` after an add.
 pub fn add_node_line(members: &AddNodeResponse) -> String {
     membership_line(&members.voters, &members.learners)
 }
 
+/// `voters=1,2 learners=-` after a removal.
 pub fn remove_node_line(members: &RemoveNodeResponse) -> String {
     membership_line(&members.voters, &members.learners)
 }
@@ -339,32 +311,23 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::api::{
-        CustomElement, ForwardedMessage, ImageElement, MergedForwardElement, TextElement,
-    };
+    use crate::api::{CustomElement, ForwardedMessage, ImageElement, MergedForwardElement, TextElement};
 
     use super::*;
 
     fn text(t: &str) -> MessageElement {
-        MessageElement {
-            kind: Some(Kind::Text(TextElement { text: t.into() })),
-        }
+        MessageElement { kind: Some(Kind::Text(TextElement { text: t.into() })) }
     }
 
     fn image() -> MessageElement {
@@ -462,11 +425,7 @@ mod tests {
             kind: Some(Kind::MergedForward(MergedForwardElement {
                 title: "chat".into(),
                 abstracts: vec!["a: hi".into()],
-                messages: vec![ForwardedMessage {
-                    sender: "a".into(),
-                    time_ms: 5,
-                    elements: vec![text("hi")],
-                }],
+                messages: vec![ForwardedMessage { sender: "a".into(), time_ms: 5, elements: vec![text("hi")] }],
             })),
         };
         assert_eq!(
@@ -475,10 +434,7 @@ mod tests {
                    "messages": [{"sender": "a", "time_ms": 5,
                                  "elements": [{"type": "text", "text": "hi"}]}]})
         );
-        assert_eq!(
-            element_json(&MessageElement { kind: None }),
-            json!({"type": "unknown"})
-        );
+        assert_eq!(element_json(&MessageElement { kind: None }), json!({"type": "unknown"}));
     }
 
     #[test]
@@ -494,11 +450,7 @@ mod tests {
                     last_time_ms: 42,
                     last_message: Some(message(9, vec![text("see you")])),
                 },
-                Conversation {
-                    conversation_id: "c2".into(),
-                    peer: "carol".into(),
-                    ..Conversation::default()
-                },
+                Conversation { conversation_id: "c2".into(), peer: "carol".into(), ..Conversation::default() },
             ],
             total_unread: 3,
             next_page_token: String::new(),
@@ -557,12 +509,7 @@ mod tests {
             history_line(&message(1, vec![text("look: "), image()])),
             "1  2023-11-14T22:13:20.123Z  alice: look: [image 640x480 s3://media/cat.png]"
         );
-        let recalled = Message {
-            recalled: true,
-            recalled_by: "alice".into(),
-            recalled_at_ms: 0,
-            ..message(2, vec![])
-        };
+        let recalled = Message { recalled: true, recalled_by: "alice".into(), recalled_at_ms: 0, ..message(2, vec![]) };
         assert_eq!(
             history_line(&recalled),
             "2  2023-11-14T22:13:20.123Z  alice: (recalled by alice at 1970-01-01T00:00:00.000Z)"
@@ -581,10 +528,7 @@ mod tests {
     fn times_format_as_rfc3339_utc() {
         assert_eq!(format_time_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_time_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(
-            format_time_ms(1_709_251_199_999),
-            "2024-02-29T23:59:59.999Z"
-        );
+        assert_eq!(format_time_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(format_time_ms(-1), "1969-12-31T23:59:59.999Z");
     }
 }

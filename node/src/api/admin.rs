@@ -38,17 +38,19 @@ impl AdminService {
             .into());
         }
         if body.nickname.len() > MAX_NICKNAME_BYTES {
-            return Err(Rejection::new(Reason::NicknameTooLong, format!("nicknames are at most {MAX_NICKNAME_BYTES} bytes")).into());
+            return Err(Rejection::new(
+                Reason::NicknameTooLong,
+                format!("nicknames are at most {MAX_NICKNAME_BYTES} bytes"),
+            )
+            .into());
         }
         let shard = self.ctx.topology.user_shard(&user);
         let command = Command::CreateUser { user, home_region, nickname: body.nickname };
         let mut results = self.ctx.node.propose(shard, &[command]).await?;
         match results.pop() {
-            Some(Ok(Reply::UserCreated { user, home_region, created })) => Ok(api::CreateUserResponse {
-                user_id: user.to_string(),
-                home_region: home_region.to_string(),
-                created,
-            }),
+            Some(Ok(Reply::UserCreated { user, home_region, created })) => {
+                Ok(api::CreateUserResponse { user_id: user.to_string(), home_region: home_region.to_string(), created })
+            }
             Some(Err(r)) => Err(r.into()),
             other => Err(ApiError::Internal(format!("unexpected reply to create-user: {other:?}"))),
         }
@@ -60,7 +62,10 @@ impl AdminService {
         let user = UserId::parse(&body.user_id)?;
         let ttl = if body.ttl_seconds == 0 { self.ctx.token_ttl_seconds } else { body.ttl_seconds };
         let expires = now_unix().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
-        Ok(api::IssueUserTokenResponse { token: self.ctx.signer.issue_user(user.as_str(), expires), expires_at_unix: expires })
+        Ok(api::IssueUserTokenResponse {
+            token: self.ctx.signer.issue_user(user.as_str(), expires),
+            expires_at_unix: expires,
+        })
     }
 
     fn status(&self, req: Request<api::ClusterStatusRequest>) -> Result<api::ClusterStatusResponse, ApiError> {
@@ -100,15 +105,24 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_user(&self, req: Request<api::CreateUserRequest>) -> Result<Response<api::CreateUserResponse>, Status> {
+    async fn create_user(
+        &self,
+        req: Request<api::CreateUserRequest>,
+    ) -> Result<Response<api::CreateUserResponse>, Status> {
         Ok(Response::new(AdminService::create_user(self, req).await?))
     }
 
-    async fn issue_user_token(&self, req: Request<api::IssueUserTokenRequest>) -> Result<Response<api::IssueUserTokenResponse>, Status> {
+    async fn issue_user_token(
+        &self,
+        req: Request<api::IssueUserTokenRequest>,
+    ) -> Result<Response<api::IssueUserTokenResponse>, Status> {
         Ok(Response::new(self.issue_token(req)?))
     }
 
-    async fn cluster_status(&self, req: Request<api::ClusterStatusRequest>) -> Result<Response<api::ClusterStatusResponse>, Status> {
+    async fn cluster_status(
+        &self,
+        req: Request<api::ClusterStatusRequest>,
+    ) -> Result<Response<api::ClusterStatusResponse>, Status> {
         Ok(Response::new(self.status(req)?))
     }
 
@@ -116,14 +130,21 @@ impl Admin for AdminService {
         self.ctx.require_admin(&req)?;
         let body = req.into_inner();
         if body.node_id == 0 || body.addr.is_empty() {
-            return Err(ApiError::Rejected(Rejection::new(Reason::NodeInvalid, "add-node needs a node id >= 1 and an address")).into());
+            return Err(ApiError::Rejected(Rejection::new(
+                Reason::NodeInvalid,
+                "add-node needs a node id >= 1 and an address",
+            ))
+            .into());
         }
         let (voters, learners) =
             self.ctx.node.add_node(body.node_id, &body.addr, body.learner_only).await.map_err(ApiError::from)?;
         Ok(Response::new(api::AddNodeResponse { voters, learners }))
     }
 
-    async fn remove_node(&self, req: Request<api::RemoveNodeRequest>) -> Result<Response<api::RemoveNodeResponse>, Status> {
+    async fn remove_node(
+        &self,
+        req: Request<api::RemoveNodeRequest>,
+    ) -> Result<Response<api::RemoveNodeResponse>, Status> {
         self.ctx.require_admin(&req)?;
         let (voters, learners) = self.ctx.node.remove_node(req.into_inner().node_id).await.map_err(ApiError::from)?;
         Ok(Response::new(api::RemoveNodeResponse { voters, learners }))

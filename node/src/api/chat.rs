@@ -42,7 +42,11 @@ impl ChatService {
         let me = self.ctx.caller(req)?;
         let peer = UserId::parse(peer)?;
         if peer == me {
-            return Err(Rejection::new(Reason::PeerIsSelf, "a one-to-one conversation needs a peer other than yourself").into());
+            return Err(Rejection::new(
+                Reason::PeerIsSelf,
+                "a one-to-one conversation needs a peer other than yourself",
+            )
+            .into());
         }
         let conversation = ConversationId::c2c(&me, &peer);
         Ok((me, peer, conversation))
@@ -90,7 +94,11 @@ impl ChatService {
         let limit = match body.limit {
             0 => DEFAULT_HISTORY_PAGE.min(max),
             n if n > max => {
-                return Err(Rejection::new(Reason::PageLimitInvalid, format!("limit {n} is over the page maximum {max}")).into())
+                return Err(Rejection::new(
+                    Reason::PageLimitInvalid,
+                    format!("limit {n} is over the page maximum {max}"),
+                )
+                .into())
             }
             n => n,
         };
@@ -113,8 +121,11 @@ impl ChatService {
             (0, false) => last_seq,
             (s, _) => Seq(s),
         };
-        let messages =
-            if last_seq == Seq::ZERO { vec![] } else { store.messages(&conversation, start, limit as usize, forward)? };
+        let messages = if last_seq == Seq::ZERO {
+            vec![]
+        } else {
+            store.messages(&conversation, start, limit as usize, forward)?
+        };
         let next_seq = match messages.last() {
             Some(m) if messages.len() == limit as usize => {
                 if forward && m.seq < last_seq {
@@ -158,7 +169,10 @@ impl ChatService {
         }
     }
 
-    async fn conversations(&self, req: Request<api::ListConversationsRequest>) -> Result<api::ListConversationsResponse, ApiError> {
+    async fn conversations(
+        &self,
+        req: Request<api::ListConversationsRequest>,
+    ) -> Result<api::ListConversationsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
         let body = req.into_inner();
         let limit = match body.limit {
@@ -204,7 +218,9 @@ impl ChatService {
             });
         }
         // Newest first; ties broken by id so that the order (and the page token) is total.
-        rows.sort_by(|a, b| b.last_time_ms.cmp(&a.last_time_ms).then_with(|| a.conversation_id.cmp(&b.conversation_id)));
+        rows.sort_by(|a, b| {
+            b.last_time_ms.cmp(&a.last_time_ms).then_with(|| a.conversation_id.cmp(&b.conversation_id))
+        });
         let start = match parse_page_token(&body.page_token)? {
             None => 0,
             Some((time, id)) => rows
@@ -238,15 +254,24 @@ fn parse_page_token(token: &str) -> Result<Option<(i64, String)>, ApiError> {
 
 #[tonic::async_trait]
 impl Chat for ChatService {
-    async fn send_message(&self, req: Request<api::SendMessageRequest>) -> Result<Response<api::SendMessageResponse>, Status> {
+    async fn send_message(
+        &self,
+        req: Request<api::SendMessageRequest>,
+    ) -> Result<Response<api::SendMessageResponse>, Status> {
         Ok(Response::new(self.send(req).await?))
     }
 
-    async fn get_history(&self, req: Request<api::GetHistoryRequest>) -> Result<Response<api::GetHistoryResponse>, Status> {
+    async fn get_history(
+        &self,
+        req: Request<api::GetHistoryRequest>,
+    ) -> Result<Response<api::GetHistoryResponse>, Status> {
         Ok(Response::new(self.history(req).await?))
     }
 
-    async fn recall_message(&self, req: Request<api::RecallMessageRequest>) -> Result<Response<api::RecallMessageResponse>, Status> {
+    async fn recall_message(
+        &self,
+        req: Request<api::RecallMessageRequest>,
+    ) -> Result<Response<api::RecallMessageResponse>, Status> {
         Ok(Response::new(self.recall(req).await?))
     }
 

@@ -72,7 +72,7 @@ impl From<ApiError> for Status {
             other => other.to_string(),
         };
         let detail = ErrorDetail { reason: reason.to_owned(), message: message.clone(), leader_hint: String::new() };
-        let mut status = Status::with_details(e.code(), format!("{reason}: {message}"), detail.encode_to_vec().into());
+        let mut status = Status::with_details(e.code(), message, detail.encode_to_vec().into());
         if let Ok(v) = reason.parse() {
             status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
         }

@@ -31,7 +31,9 @@ pub fn element_from_wire(e: api::MessageElement) -> Result<Element, Rejection> {
         },
         Kind::File(f) => Element::File { url: f.url, name: f.name, size_bytes: f.size_bytes },
         Kind::Face(f) => Element::Face { index: f.index, data: f.data },
-        Kind::Location(l) => Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude },
+        Kind::Location(l) => {
+            Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude }
+        }
         Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
         Kind::MergedForward(m) => Element::MergedForward {
             title: m.title,

@@ -1,0 +1,148 @@
+//! The arguments of each client command.
+
+/// `meridian user ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create (import) an account; an existing one is left as it is.
+    Create {
+        /// The user id (1 to 32 bytes).
+        user: String,
+        /// Home region code; default: the region of the node that answers.
+        #[arg(long, value_name = "REGION")]
+        home_region: Option<String>,
+    },
+}
+
+/// `meridian admin ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Add a node to every shard (as a learner, then a voter once caught up).
+    AddNode {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// The new node's peer address, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: String,
+        /// Leave the node a learner.
+        #[arg(long)]
+        learner_only: bool,
+    },
+    /// Remove a node (e.g. a dead one) from every shard.
+    RemoveNode {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Whom a user command acts as.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActAs {
+    /// Act as USER through the admin token (MERIDIAN_ADMIN_TOKEN) instead of MERIDIAN_TOKEN.
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Option<String>,
+}
+
+/// `meridian token USER`
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The user the token is for.
+    pub user: String,
+    /// Lifetime in seconds; default: the server's (180 days).
+    #[arg(long, value_name = "N")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `meridian send`
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// The peer user id.
+    #[arg(long, value_name = "PEER")]
+    pub to: String,
+    /// Idempotency key: a retry with the same id takes effect once. Default: a random one.
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    /// The message text.
+    pub text: String,
+}
+
+/// `meridian history`
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// The peer user id.
+    #[arg(long = "with", value_name = "PEER")]
+    pub peer: String,
+    /// Start at this seq (inclusive); default: the newest message, or seq 1 with --forward.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub from_seq: u64,
+    /// Page size; default 20, at most 100.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: u32,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    pub forward: bool,
+    /// Read the whole conversation, oldest first, page by page.
+    #[arg(long, conflicts_with_all = ["from_seq", "limit", "forward"])]
+    pub all: bool,
+    /// Read the answering node's replica as it is (may lag) instead of a linearizable read.
+    #[arg(long)]
+    pub local: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meridian conversations`
+#[derive(Debug, clap::Args)]
+pub struct ConversationsArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// Read the answering node's replica as it is (may lag).
+    #[arg(long)]
+    pub local: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meridian read`
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// The peer user id.
+    #[arg(long = "with", value_name = "PEER")]
+    pub peer: String,
+    /// Read up to and including this seq; default: everything.
+    #[arg(long, value_name = "N")]
+    pub seq: Option<u64>,
+}
+
+/// `meridian recall`
+#[derive(Debug, clap::Args)]
+pub struct RecallArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// The peer user id.
+    #[arg(long = "with", value_name = "PEER")]
+    pub peer: String,
+    /// The seq of the message to recall.
+    #[arg(long, value_name = "N")]
+    pub seq: u64,
+}
+
+/// `meridian status`
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Also compute each shard's state hash (reads each shard's whole state).
+    #[arg(long)]
+    pub hash: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
