@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full check, as CI runs it: formatting, clippy (warnings are errors), then every test of
 # the workspace. One dev-profile build serves clippy, the tests and the `meridian` binary
-# that the cluster tests start.
+# that the cluster tests start. Every step runs even if an earlier one failed, so one run
+# shows every problem; the summary at the end lists each step's outcome.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ export CARGO_TERM_COLOR=never
 ./scripts/setup.sh
 
 steps=()
+failed=0
 run_step() {
   local name=$1
   shift
@@ -18,21 +20,20 @@ run_step() {
   if "$@"; then
     steps+=("ok      $name ($((SECONDS - start))s)")
   else
-    steps+=("FAILED  $name ($((SECONDS - start))s)")
-    summary
-    exit 1
+    steps+=("FAILED  $name ($((SECONDS - start))s): $*")
+    failed=1
   fi
-}
-
-summary() {
-  echo
-  echo "==> summary"
-  printf '  %s\n' "${steps[@]}"
 }
 
 run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 run_step test cargo test --workspace
 
-summary
+echo
+echo "==> summary"
+printf '  %s\n' "${steps[@]}"
+if ((failed)); then
+  echo "==> some checks failed"
+  exit 1
+fi
 echo "==> all checks passed"

@@ -237,8 +237,13 @@ fn recall_message(
     if &message.sender != actor {
         return reject(Reason::NotMessageSender, "only the sender may recall a message");
     }
-    if message.recalled.is_some() {
-        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled"));
+    if let Some(recall) = &message.recalled {
+        // A repeat by the same actor (a retry whose first attempt did commit) gets the first
+        // result, so recall is idempotent like every other command.
+        if &recall.by == actor {
+            return Ok(Ok(Applied { changes: vec![], reply: Reply::MessageRecalled { seq, at: recall.at } }));
+        }
+        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by));
     }
     let age_ms = ctx.time.0.saturating_sub(message.time.0);
     if u64::try_from(age_ms).unwrap_or(0) > window_ms {

@@ -185,7 +185,15 @@ fn recall_rules() {
     let m = &s.messages[&(c.clone(), Seq(1))];
     assert!(m.elements.is_empty(), "a recall erases the content");
     assert_eq!(m.recalled.as_ref().map(|r| r.by.clone()), Some(user("alice")));
-    assert_rejected(&mut s, &ctx(1_000 + 120_000, 4), recall("alice", 1), Reason::AlreadyRecalled);
+    // A retried recall gets the first result and changes nothing.
+    let before = s.clone();
+    match run(&mut s, &ctx(1_000 + 500_000, 4), recall("alice", 1)) {
+        Ok(Applied { reply: Reply::MessageRecalled { at, .. }, changes }) => {
+            assert_eq!((at, changes.len()), (TimeMs(1_000 + 120_000), 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s, before);
 }
 
 #[test]

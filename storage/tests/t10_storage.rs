@@ -26,14 +26,21 @@ fn apply_all(db: &Db, commands: &[Command], first_index: u64) -> Vec<Result<meri
         let entity = match c {
             Command::CreateUser { user, .. } => user.to_string(),
             Command::SendMessage { sender, recipient, .. } => ConversationId::c2c(sender, recipient).to_string(),
-            Command::MarkRead { conversation, .. } | Command::RecallMessage { conversation, .. } => conversation.to_string(),
+            Command::MarkRead { conversation, .. } | Command::RecallMessage { conversation, .. } => {
+                conversation.to_string()
+            }
             other => panic!("not used here: {other:?}"),
         };
         let store = ShardStore::new(db.clone(), shard_for(&entity, SHARDS), SHARDS);
         let mut txn = store.begin().unwrap();
         let index = first_index + i as u64;
         txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
-        let batch = pb::CommandBatch { version: 1, time_ms: 1_000 + index as i64, logic_version: 1, commands: vec![codec::command_to_pb(c)] };
+        let batch = pb::CommandBatch {
+            version: 1,
+            time_ms: 1_000 + index as i64,
+            logic_version: 1,
+            commands: vec![codec::command_to_pb(c)],
+        };
         results.extend(txn.apply_batch(index, &batch).unwrap());
         txn.commit().unwrap();
     }
@@ -47,7 +54,13 @@ fn workload() -> Vec<Command> {
         .map(|u| Command::CreateUser { user: user(u), home_region: region.clone(), nickname: u.to_string() })
         .collect();
     for i in 0..30 {
-        let (from, to) = if i % 3 == 0 { ("alice", "bob") } else if i % 3 == 1 { ("bob", "carol") } else { ("carol", "alice") };
+        let (from, to) = if i % 3 == 0 {
+            ("alice", "bob")
+        } else if i % 3 == 1 {
+            ("bob", "carol")
+        } else {
+            ("carol", "alice")
+        };
         cmds.push(Command::SendMessage {
             sender: user(from),
             recipient: user(to),
@@ -55,7 +68,11 @@ fn workload() -> Vec<Command> {
             request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
         });
     }
-    cmds.push(Command::MarkRead { user: user("bob"), conversation: ConversationId::c2c(&user("alice"), &user("bob")), up_to: None });
+    cmds.push(Command::MarkRead {
+        user: user("bob"),
+        conversation: ConversationId::c2c(&user("alice"), &user("bob")),
+        up_to: None,
+    });
     cmds
 }
 
@@ -73,7 +90,11 @@ fn a_reopened_database_has_identical_state() {
         assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
         let log = LogStore::new(db.clone(), ShardId(1));
         let entries: Vec<pb::LogEntryRecord> = (1..=5)
-            .map(|i| pb::LogEntryRecord { version: 1, log_id: Some(pb::LogId { term: 2, node_id: 1, index: i }), payload: None })
+            .map(|i| pb::LogEntryRecord {
+                version: 1,
+                log_id: Some(pb::LogId { term: 2, node_id: 1, index: i }),
+                payload: None,
+            })
             .collect();
         log.append(&entries).unwrap();
         db.sync_now().unwrap();
@@ -106,7 +127,11 @@ fn concurrent_appends_of_different_shards_share_wal_syncs() {
                 let log = LogStore::new(db.clone(), ShardId(t as u32));
                 start.wait();
                 for i in 1..=per_thread {
-                    let e = pb::LogEntryRecord { version: 1, log_id: Some(pb::LogId { term: 1, node_id: 1, index: i }), payload: None };
+                    let e = pb::LogEntryRecord {
+                        version: 1,
+                        log_id: Some(pb::LogId { term: 1, node_id: 1, index: i }),
+                        payload: None,
+                    };
                     log.append(&[e]).unwrap();
                     let (tx, rx) = std::sync::mpsc::channel();
                     db.sync(move |r| tx.send(r.is_ok()).unwrap());
@@ -154,6 +179,9 @@ fn a_snapshot_moves_exactly_one_shard() {
     let mut corrupt = data.clone();
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0xff;
-    assert!(ShardStore::new(target.clone(), shard, SHARDS).import_snapshot(&corrupt).is_err(), "a corrupt snapshot is refused");
+    assert!(
+        ShardStore::new(target.clone(), shard, SHARDS).import_snapshot(&corrupt).is_err(),
+        "a corrupt snapshot is refused"
+    );
     assert_eq!(hashes(&target)[shard.0 as usize], src[shard.0 as usize], "and changes nothing");
 }
