@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Socket address of the plain-HTTP server (`/healthz`, `/readyz`, `/metrics`); unset = off.
     pub http_listen: Option<SocketAddr>,
+    /// Source IP for this node's outgoing connections to its peers; unset = chosen by the OS.
+    /// Lets a firewall tell nodes apart when several share one host (the chaos suite cuts
+    /// links between nodes on loopback this way).
+    pub peer_source_ip: Option<std::net::IpAddr>,
     /// Directory of this node's data (RocksDB, snapshots). Relative paths are resolved
     /// against the working directory of the process. Default `./data`.
     pub data_dir: PathBuf,
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             advertise: None,
             http_listen: None,
+            peer_source_ip: None,
             data_dir: PathBuf::from("./data"),
             shards: 8,
             peers: Vec::new(),

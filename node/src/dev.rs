@@ -152,6 +152,7 @@ fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) ->
         listen: SocketAddr::from(([127, 0, 0, 1], grpc(n)?)),
         advertise: None,
         http_listen: Some(SocketAddr::from(([127, 0, 0, 1], port(u64::from(HTTP_PORT_OFFSET) + n - 1)?))),
+        peer_source_ip: None,
         data_dir: dir.join(format!("node-{n}")),
         shards,
         peers,

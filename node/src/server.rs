@@ -32,6 +32,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
         max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
         max_batch_commands: config.raft.max_batch_commands,
+        peer_source_ip: config.peer_source_ip,
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
     let ctx = Context {
@@ -73,7 +74,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         node.bootstrap(members).await?;
     }
 
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        fatal = node.fatal() => {
+            // A replica that cannot write must stop rather than diverge. Everything it
+            // acknowledged is durable; a supervisor restarts it once the cause is gone.
+            tracing::error!(error = %fatal, "fatal storage or raft error; stopping the node");
+            let _ = stop_tx.send(true);
+            return Err(anyhow::anyhow!("fatal: {fatal}"));
+        }
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     node.shutdown().await;

@@ -24,9 +24,15 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct Connections {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl Connections {
+    /// Connections whose sockets bind `source_ip` when given.
+    pub fn new(source_ip: Option<std::net::IpAddr>) -> Self {
+        Self { channels: Arc::default(), source_ip }
+    }
+
     /// The client for `addr`, connecting lazily on first use and reconnecting after failures.
     pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -39,6 +45,7 @@ impl Connections {
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
+                    .local_address(self.source_ip)
                     .connect_lazy();
                 map.insert(addr.to_owned(), c.clone());
                 c

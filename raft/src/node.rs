@@ -43,6 +43,8 @@ pub struct RaftSettings {
     pub max_in_snapshot_log_to_keep: u64,
     /// Most commands per Raft entry.
     pub max_batch_commands: usize,
+    /// Source IP for outgoing peer connections (None: the OS chooses).
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,7 +103,7 @@ impl std::fmt::Debug for Shard {
 impl RaftNode {
     /// Opens every shard's replica on `db` and starts its Raft, batcher and outbox pump.
     pub async fn start(settings: RaftSettings, db: Db) -> anyhow::Result<Arc<Self>> {
-        let connections = Connections::default();
+        let connections = Connections::new(settings.peer_source_ip);
         let config = Arc::new(
             Config {
                 heartbeat_interval: settings.heartbeat_interval_ms,
@@ -503,6 +505,26 @@ impl RaftNode {
     /// True when every shard has a leader this node knows of.
     pub fn all_shards_have_leaders(&self) -> bool {
         self.shards.iter().all(|s| s.raft.metrics().borrow().current_leader.is_some())
+    }
+
+    /// Resolves when any shard's Raft has stopped on a fatal error (e.g. a failed WAL write
+    /// on a full disk), with a description of it.
+    pub async fn fatal(&self) -> String {
+        let watchers = self.shards.iter().map(|s| {
+            let mut rx = s.raft.metrics();
+            let shard = s.id.0;
+            Box::pin(async move {
+                loop {
+                    if let Err(e) = &rx.borrow().running_state {
+                        return format!("shard {shard}: {e}");
+                    }
+                    if rx.changed().await.is_err() {
+                        return format!("shard {shard}: raft stopped");
+                    }
+                }
+            })
+        });
+        futures::future::select_all(watchers).await.0
     }
 
     pub async fn shutdown(&self) {

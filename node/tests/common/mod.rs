@@ -133,6 +133,7 @@ impl Cluster {
                     max_in_snapshot_log_to_keep: tuning.max_in_snapshot_log_to_keep,
                     ..RaftTuning::default()
                 },
+                ..NodeConfig::default()
             };
             config.validate().expect("the harness writes valid node configs");
             let config_path = dir.path().join(format!("node-{id}.toml"));
@@ -220,7 +221,8 @@ impl Cluster {
 
     /// A client holding `user`'s own token (minted through the admin API), over every endpoint.
     pub async fn user_with_token(&self, user: &str) -> Client {
-        let token = self.admin.issue_token(user, None).await.unwrap_or_else(|e| panic!("issue a token for {user}: {e}"));
+        let token =
+            self.admin.issue_token(user, None).await.unwrap_or_else(|e| panic!("issue a token for {user}: {e}"));
         Client::new(self.endpoints(), token.token).expect("build a user client")
     }
 
@@ -404,6 +406,44 @@ impl Cluster {
         }
     }
 
+    /// Every shard's state hash on every running node, taken where all of them had applied the
+    /// same index (a hash is comparable only then). Polls, bounded, until each shard had such
+    /// a round.
+    pub async fn comparable_state_hashes(&mut self) -> BTreeMap<u32, HashedShard> {
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        let mut hashed: BTreeMap<u32, HashedShard> = BTreeMap::new();
+        loop {
+            let live = self.live_nodes();
+            let polls = live.iter().map(|&i| self.try_status(i, true));
+            let views: Vec<_> = futures::future::join_all(polls).await;
+            if let Ok(views) = views.into_iter().collect::<Result<Vec<_>, _>>() {
+                for shard in 0..self.shards {
+                    let at: Vec<&meridian_client::api::ShardStatus> =
+                        views.iter().map(|v| shard_status(v, shard)).collect();
+                    let index = at[0].hashed_at_index;
+                    if hashed.contains_key(&shard) || at.iter().any(|s| s.hashed_at_index != index || s.leader == 0) {
+                        continue;
+                    }
+                    for (&i, s) in live.iter().zip(&at) {
+                        assert!(!s.state_hash.is_empty(), "node {} gave no state hash for shard {shard}", i + 1);
+                    }
+                    let hashes = live.iter().zip(&at).map(|(&i, s)| (i, s.state_hash.clone())).collect();
+                    let leader = self.node_index(at[0].leader).unwrap_or(usize::MAX);
+                    hashed.insert(shard, HashedShard { index, leader, hashes });
+                }
+            }
+            if hashed.len() == self.shards as usize {
+                return hashed;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only shards {:?} were hashed at one index on every node within {CONVERGE_TIMEOUT:?}",
+                hashed.keys().collect::<Vec<_>>()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn wait_node_ready(&mut self, i: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -485,6 +525,17 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// One shard's state hash on every running node, at one applied index.
+#[derive(Debug, Clone)]
+pub struct HashedShard {
+    /// The applied index every node hashed at.
+    pub index: u64,
+    /// The index of the node the first node named as the shard's leader.
+    pub leader: usize,
+    /// Node index → hex state hash.
+    pub hashes: BTreeMap<usize, String>,
 }
 
 /// `n` loopback addresses whose ports were free a moment ago (bound to port 0, then released).
@@ -636,7 +687,13 @@ pub fn acks_by_conversation(acks: &[Ack]) -> HashMap<String, Vec<Ack>> {
 /// Panics unless `rows` (one conversation's history) holds exactly the acknowledged sends:
 /// each once, at its acknowledged seq and message id, from its sender, with its text.
 pub fn assert_history_matches_acks(rows: &[Row], acks: &[Ack], what: &str) {
-    assert_eq!(rows.len(), acks.len(), "{what}: {} messages in the history, {} sends acknowledged", rows.len(), acks.len());
+    assert_eq!(
+        rows.len(),
+        acks.len(),
+        "{what}: {} messages in the history, {} sends acknowledged",
+        rows.len(),
+        acks.len()
+    );
     let by_seq: HashMap<u64, &Row> = rows.iter().map(|r| (r.seq, r)).collect();
     for ack in acks {
         let row = by_seq.get(&ack.seq).unwrap_or_else(|| panic!("{what}: acknowledged seq {} is missing", ack.seq));
