@@ -24,6 +24,18 @@ enum Command {
     },
     /// Starts a 3-node region on loopback as child processes, until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Mints an admin token offline from a node configuration's secret and prints it.
+    AdminToken {
+        /// A node configuration file of the region.
+        #[arg(long)]
+        config: PathBuf,
+        /// Who the token names (logged by nodes).
+        #[arg(long, default_value = "ops")]
+        subject: String,
+        /// Lifetime of the token, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_seconds: u64,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -55,6 +67,15 @@ fn main() -> ExitCode {
             Command::Dev(args) => {
                 init_tracing("info");
                 dev::run(args).await
+            }
+            Command::AdminToken { config, subject, ttl_seconds } => {
+                init_tracing("warn");
+                NodeConfig::load(&config).map(|cfg| {
+                    let signer = meridian_node::auth::TokenSigner::from_config(&cfg.auth);
+                    let ttl = i64::try_from(ttl_seconds).unwrap_or(i64::MAX);
+                    let expires = chrono::Utc::now().timestamp().saturating_add(ttl);
+                    println!("{}", signer.issue_admin(&subject, expires));
+                })
             }
             Command::Client(cmd) => {
                 init_tracing("warn");

@@ -12,7 +12,8 @@ use std::time::Instant;
 use meridian_client::Client;
 use rand::seq::SliceRandom as _;
 
-use common::{acks_by_conversation, assert_gapless, assert_history_matches_acks, local_history, user_ids};
+use common::user_ids;
+use common::{acks_by_conversation, assert_gapless, assert_history_matches_acks, conversation_id, local_history};
 use common::{Ack, Cluster, Tuning};
 
 const USERS: usize = 100;
@@ -45,7 +46,7 @@ async fn a_thousand_concurrent_sends_are_gapless_and_identical_on_every_node() {
     let mut plan: Vec<Send> = Vec::new();
     for (k, (a, b)) in pairs.iter().enumerate() {
         for m in 0..MESSAGES_PER_CONVERSATION {
-            let (from, to) = if m % 2 == 0 { (a, b) } else { (b, a) };
+            let (from, to) = if m.is_multiple_of(2) { (a, b) } else { (b, a) };
             plan.push(Send {
                 from: from.clone(),
                 to: to.clone(),
@@ -97,10 +98,8 @@ async fn a_thousand_concurrent_sends_are_gapless_and_identical_on_every_node() {
     let by_conversation = acks_by_conversation(&acks);
     assert_eq!(by_conversation.len(), pairs.len(), "every pair must have one conversation");
     for (k, (a, b)) in pairs.iter().enumerate() {
-        let conversation_acks = by_conversation
-            .values()
-            .find(|acks| acks.iter().any(|ack| &ack.sender == a))
-            .unwrap_or_else(|| panic!("no acknowledged send from {a}"));
+        let id = conversation_id(a, b);
+        let conversation_acks = by_conversation.get(&id).unwrap_or_else(|| panic!("no send acknowledged on {id}"));
         let mut first: Option<Vec<common::Row>> = None;
         for i in 0..cluster.len() {
             let what = format!("conversation {k} ({a}–{b}) on node {}", i + 1);

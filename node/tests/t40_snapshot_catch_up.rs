@@ -1,14 +1,17 @@
 //! A node that was down while the others compacted their logs past its last entry catches up
-//! through snapshots: afterwards it has installed snapshots, its state hashes equal the
-//! leaders', and it serves the same histories from its own replica.
+//! through snapshots: afterwards it has installed a snapshot of every shard, it serves the
+//! leaders' histories and conversation lists from its own replica — including the recalls and
+//! read cursors that changed what it held before it went down — and its state hashes equal
+//! the leaders'.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use meridian_client::api::ReadConsistency;
 use meridian_client::Client;
 
 use common::{assert_gapless, assert_history_matches_acks, conversation_id, local_history, shard_of, shard_status};
@@ -16,6 +19,8 @@ use common::{Ack, Cluster, Tuning};
 
 const SHARDS: u32 = 8;
 const CONVERSATIONS_PER_SHARD: usize = 6;
+/// Messages written per shard before node 3 stops.
+const MESSAGES_BEFORE: usize = 12;
 /// Messages written per shard while node 3 is down (one Raft entry each: one sender per shard).
 const MESSAGES_PER_SHARD: usize = 75;
 /// The node that is stopped (node 3).
@@ -31,7 +36,7 @@ async fn send_round(
     let mut acks = Vec::with_capacity(count);
     for n in 0..count {
         let (from, to) = &conversations[n % conversations.len()];
-        let (from, to) = if (n / conversations.len()) % 2 == 0 { (from, to) } else { (to, from) };
+        let (from, to) = if (n / conversations.len()).is_multiple_of(2) { (from, to) } else { (to, from) };
         let request_id = format!("t40-{tag}-{n}");
         let text = format!("{tag} message {n} from {from}");
         let reply = clients[from]
@@ -50,6 +55,25 @@ async fn send_round(
         });
     }
     Ok(acks)
+}
+
+/// Sends `count` messages on each of `shards`, shards in parallel, one at a time on each.
+async fn send_on_shards(
+    clients: &BTreeMap<String, Client>,
+    by_shard: &BTreeMap<u32, Vec<(String, String)>>,
+    shards: &[u32],
+    count: usize,
+    tag: &str,
+) -> Vec<Ack> {
+    let rounds = shards.iter().map(|shard| {
+        let conversations = by_shard[shard].clone();
+        tokio::spawn(send_round(clients.clone(), conversations, count, format!("{tag}-shard{shard}")))
+    });
+    let mut acks = Vec::new();
+    for result in futures::future::join_all(rounds).await {
+        acks.extend(result.expect("a send task panicked").unwrap_or_else(|e| panic!("{e}")));
+    }
+    acks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -71,26 +95,32 @@ async fn a_node_behind_purged_logs_catches_up_by_snapshot() {
     cluster.create_users(&users).await;
     let clients: BTreeMap<String, Client> = users.iter().map(|u| (u.clone(), cluster.user(u))).collect();
 
+    let all_shards: Vec<u32> = (0..SHARDS).collect();
+
+    cluster.phase(format!("{MESSAGES_BEFORE} messages per shard with every node up"));
+    let mut acks = send_on_shards(&clients, &by_shard, &all_shards, MESSAGES_BEFORE, "before").await;
     cluster.wait_converged().await;
     let before = cluster.status(LAGGARD).await;
     let stopped_at: BTreeMap<u32, u64> = before.shards.iter().map(|s| (s.shard, s.last_log_index)).collect();
     cluster.stop(LAGGARD).await;
 
-    cluster.phase(format!("{MESSAGES_PER_SHARD} messages per shard while node 3 is down"));
-    let mut acks = Vec::new();
+    cluster.phase("while node 3 is down: recall every conversation's first message, the peer reads it all");
+    let mut recalled = BTreeSet::new();
+    for ack in acks.iter().filter(|a| a.seq == 1) {
+        cluster.user(&ack.sender).recall(&ack.to, 1).await.unwrap();
+        cluster.user(&ack.to).mark_read(&ack.sender, None).await.unwrap();
+        recalled.insert(ack.conversation_id.clone());
+    }
+    assert_eq!(recalled.len(), SHARDS as usize * CONVERSATIONS_PER_SHARD);
+
+    cluster.phase(format!("{MESSAGES_PER_SHARD} messages per shard, then more until node 3's log is purged"));
     let mut round = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lagging: Vec<u32> = (0..SHARDS).collect();
+    let mut lagging = all_shards.clone();
     while !lagging.is_empty() {
         assert!(Instant::now() < deadline, "shards {lagging:?} did not purge past node 3's log within 60 s");
         let count = if round == 0 { MESSAGES_PER_SHARD } else { 10 };
-        let rounds = lagging.iter().map(|shard| {
-            let conversations = by_shard[shard].clone();
-            tokio::spawn(send_round(clients.clone(), conversations, count, format!("shard{shard}-round{round}")))
-        });
-        for result in futures::future::join_all(rounds).await {
-            acks.extend(result.expect("a send task panicked").unwrap_or_else(|e| panic!("{e}")));
-        }
+        acks.extend(send_on_shards(&clients, &by_shard, &lagging, count, &format!("down{round}")).await);
         round += 1;
         // Both remaining nodes must have purged past node 3's last entry: whichever leads the
         // shard when node 3 returns can then only bring it up to date with a snapshot.
@@ -114,6 +144,9 @@ async fn a_node_behind_purged_logs_catches_up_by_snapshot() {
     }
 
     cluster.phase("node 3's own replica serves the leaders' histories");
+    for ack in acks.iter_mut().filter(|a| a.seq == 1) {
+        ack.text.clear();
+    }
     let by_conversation = common::acks_by_conversation(&acks);
     for (&shard, conversations) in &by_shard {
         let leader = cluster.shard_leader(shard).await;
@@ -124,8 +157,17 @@ async fn a_node_behind_purged_logs_catches_up_by_snapshot() {
             let on_laggard = local_history(&cluster, LAGGARD, a, b).await;
             assert_gapless(&on_leader, &what);
             assert_history_matches_acks(&on_leader, by_conversation.get(&id).map_or(&[][..], |v| v), &what);
+            let tombstones: Vec<u64> = on_leader.iter().filter(|m| m.recalled).map(|m| m.seq).collect();
+            assert_eq!(tombstones, vec![1], "{what}: only the first message was recalled");
             assert_eq!(on_laggard, on_leader, "{what}: node 3 differs from the leader, node {}", leader + 1);
         }
+    }
+
+    cluster.phase("node 3's own replica serves the same conversation lists");
+    for user in &users {
+        let on_node1 = cluster.user_on(0, user).conversations_all(ReadConsistency::Local).await.unwrap();
+        let on_laggard = cluster.user_on(LAGGARD, user).conversations_all(ReadConsistency::Local).await.unwrap();
+        assert_eq!(on_laggard, on_node1, "{user}'s conversations: node 3 differs from node 1");
     }
 
     cluster.phase("node 3's state hashes equal the leaders'");
