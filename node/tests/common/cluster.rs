@@ -85,6 +85,9 @@ pub struct Cluster {
     started: Instant,
     /// What the test did and when, printed after a failure next to the node logs.
     journal: Mutex<Vec<String>>,
+    /// The first node's configuration: a joining node is made from it.
+    template: NodeConfig,
+    admin_token: String,
 }
 
 impl Cluster {
@@ -150,6 +153,7 @@ impl Cluster {
             })
             .collect();
 
+        let template = NodeConfig::load(&nodes[0].config_path).expect("read back a node config");
         let mut cluster = Cluster {
             dir: Some(dir),
             nodes,
@@ -158,6 +162,8 @@ impl Cluster {
             shards: tuning.shards,
             started: Instant::now(),
             journal: Mutex::new(Vec::new()),
+            template,
+            admin_token: admin_token.clone(),
         };
         cluster.phase(format!("starting {n} nodes, {} shards, {tuning:?}", tuning.shards));
         for i in 0..n {
@@ -170,6 +176,45 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more node that does not bootstrap: it belongs to no shard until an admin
+    /// adds it (`Admin/AddNode`). Returns its index.
+    pub fn spawn_joiner(&mut self) -> usize {
+        let i = self.nodes.len();
+        let id = i as u64 + 1;
+        let addr = free_loopback_addrs(1)[0];
+        let dir = self.dir.as_ref().expect("the cluster is alive").path().to_path_buf();
+        let config = NodeConfig {
+            node_id: id,
+            listen: addr,
+            data_dir: dir.join(format!("node-{id}")),
+            bootstrap: false,
+            ..self.template.clone()
+        };
+        config.validate().expect("the harness writes valid node configs");
+        let config_path = dir.join(format!("node-{id}.toml"));
+        std::fs::write(&config_path, config.to_toml().expect("serialize a node config")).expect("write a node config");
+        self.nodes.push(NodeProcess {
+            id,
+            addr: addr.to_string(),
+            config_path,
+            log_path: dir.join(format!("node-{id}.log")),
+            child: None,
+        });
+        let mut probe = ClientConfig::new([addr.to_string()], self.admin_token.clone());
+        probe.connect_timeout = Duration::from_secs(1);
+        probe.request_timeout = Duration::from_secs(5);
+        probe.retry_budget = Duration::ZERO;
+        self.probes.push(Client::with_config(probe).expect("build a status probe"));
+        self.phase(format!("start node {id} at {addr}, not bootstrapped"));
+        self.spawn(i);
+        i
+    }
+
+    /// The client address of node `i`.
+    pub fn addr(&self, i: usize) -> String {
+        self.nodes[i].addr.clone()
+    }
+
     // ------------------------------------------------------------------------- clients
 
     /// An admin client over every node's endpoint, with failover.
@@ -179,7 +224,11 @@ impl Cluster {
 
     /// The admin client pinned to node `i` (no failover): local reads see that replica.
     pub fn client_for(&self, i: usize) -> Client {
-        self.admin.with_endpoint_index(i).expect("node index in range")
+        match self.admin.with_endpoint_index(i) {
+            Ok(client) => client,
+            // A node that joined after the start: its probe, with the usual retry budget.
+            Err(_) => self.probes[i].with_retry_budget(ClientConfig::new([""], "").retry_budget),
+        }
     }
 
     /// The admin client acting as `user`, over every endpoint.
