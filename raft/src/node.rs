@@ -56,6 +56,12 @@ pub enum RaftNodeError {
     BadRequest(String),
 }
 
+/// Where a shard's leader is, for an attempt of [`RaftNode::with_leader`].
+enum Leader {
+    Local,
+    Remote { id: NodeId, addr: String },
+}
+
 /// One shard's replica on this node.
 pub struct Shard {
     pub id: ShardId,
@@ -195,6 +201,36 @@ impl RaftNode {
         self.leader(shard).is_some_and(|(id, _)| id == self.node_id)
     }
 
+    /// Runs `attempt` against the shard's current leader (`Local` when it is this node) until
+    /// it succeeds or `within` has passed; `Err` from an attempt is the reason to retry.
+    async fn with_leader<T, F, Fut>(&self, shard: ShardId, within: Duration, mut attempt: F) -> Result<T, RaftNodeError>
+    where
+        F: FnMut(Leader) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut backoff = Duration::from_millis(10);
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            let leader = match self.leader(shard) {
+                Some((id, _)) if id == self.node_id => Some(Leader::Local),
+                Some((id, addr)) => Some(Leader::Remote { id, addr }),
+                None => None,
+            };
+            if let Some(leader) = leader {
+                match attempt(leader).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last_error = e,
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
     /// Proposes domain commands to a shard, wherever its leader is, and returns each one's result.
     pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
         let pbs: Vec<pb::Command> = commands.iter().map(codec::command_to_pb).collect();
@@ -210,32 +246,26 @@ impl RaftNode {
         commands: Vec<pb::Command>,
     ) -> Result<Vec<CommandResult>, RaftNodeError> {
         let s = self.shard(shard)?;
-        let deadline = Instant::now() + LEADER_DEADLINE;
-        let mut backoff = Duration::from_millis(10);
-        let mut last_error = String::from("no leader elected yet");
-        loop {
-            match self.leader(shard) {
-                Some((id, _)) if id == self.node_id => match s.batcher.submit(commands.clone()).await {
-                    Ok(results) => return Ok(results),
-                    Err(BatchError::NotLeader) => last_error = "leadership moved".into(),
-                    Err(BatchError::Failed(e)) => last_error = e,
-                },
-                Some((id, addr)) => {
-                    let req = peer::ProposeRequest { shard: shard.0, commands: commands.clone() };
-                    match self.forward_propose(&addr, req).await {
-                        Ok(Some(results)) => return Ok(results),
-                        Ok(None) => last_error = format!("node {id} is no longer the leader"),
-                        Err(e) => last_error = format!("forward to node {id} at {addr}: {e}"),
+        self.with_leader(shard, LEADER_DEADLINE, |leader| {
+            let commands = commands.clone();
+            async move {
+                match leader {
+                    Leader::Local => s.batcher.submit(commands).await.map_err(|e| match e {
+                        BatchError::NotLeader => "leadership moved".to_owned(),
+                        BatchError::Failed(e) => e,
+                    }),
+                    Leader::Remote { id, addr } => {
+                        let req = peer::ProposeRequest { shard: shard.0, commands };
+                        match self.forward_propose(&addr, req).await {
+                            Ok(Some(results)) => Ok(results),
+                            Ok(None) => Err(format!("node {id} is no longer the leader")),
+                            Err(e) => Err(format!("forward to node {id} at {addr}: {e}")),
+                        }
                     }
                 }
-                None => {}
             }
-            if Instant::now() + backoff > deadline {
-                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
+        })
+        .await
     }
 
     /// `Ok(None)`: the peer is not the leader.
@@ -286,34 +316,24 @@ impl RaftNode {
     /// call (leader read-index), so a read that follows is linearizable.
     pub async fn read_barrier(&self, shard: ShardId) -> Result<(), RaftNodeError> {
         let s = self.shard(shard)?;
-        let deadline = Instant::now() + LEADER_DEADLINE;
-        let mut backoff = Duration::from_millis(10);
-        let mut last_error = String::from("no leader elected yet");
-        loop {
-            match self.leader(shard) {
-                Some((id, _)) if id == self.node_id => match s.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last_error = e.to_string(),
-                },
-                Some((id, addr)) => match self.remote_read_index(&addr, shard).await {
+        self.with_leader(shard, LEADER_DEADLINE, |leader| async move {
+            match leader {
+                Leader::Local => s.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| e.to_string()),
+                Leader::Remote { id, addr } => match self.remote_read_index(&addr, shard).await {
                     Ok(Some(index)) => {
                         let waiter = s.raft.wait(Some(LEADER_DEADLINE));
-                        match waiter.applied_index_at_least(Some(index), "read barrier").await {
-                            Ok(_) => return Ok(()),
-                            Err(e) => last_error = e.to_string(),
-                        }
+                        waiter
+                            .applied_index_at_least(Some(index), "read barrier")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     }
-                    Ok(None) => last_error = format!("node {id} is no longer the leader"),
-                    Err(e) => last_error = format!("read index from node {id}: {e}"),
+                    Ok(None) => Err(format!("node {id} is no longer the leader")),
+                    Err(e) => Err(format!("read index from node {id}: {e}")),
                 },
-                None => {}
             }
-            if Instant::now() + backoff > deadline {
-                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
+        })
+        .await
     }
 
     async fn remote_read_index(&self, addr: &str, shard: ShardId) -> Result<Option<u64>, String> {
@@ -389,40 +409,25 @@ impl RaftNode {
         node_id: NodeId,
         addr: &str,
     ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let req = peer::ChangeMembershipRequest { shard: shard.0, op: op as i32, node_id, addr: addr.to_owned() };
-        let mut last_error = String::from("no leader elected yet");
-        loop {
-            let resp = match self.leader(shard) {
-                Some((id, _)) if id == self.node_id => Some(self.change_membership_local(req.clone()).await),
-                Some((_, leader_addr)) => match self.connections.client(&leader_addr) {
-                    Ok(mut c) => match c.change_membership(req.clone()).await {
-                        Ok(r) => Some(r.into_inner()),
-                        Err(e) => {
-                            last_error = e.to_string();
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        last_error = e.to_string();
-                        None
+        self.with_leader(shard, Duration::from_secs(60), |leader| {
+            let req = req.clone();
+            async move {
+                let resp = match leader {
+                    Leader::Local => self.change_membership_local(req).await,
+                    Leader::Remote { addr, .. } => {
+                        let mut client = self.connections.client(&addr).map_err(|e| e.to_string())?;
+                        client.change_membership(req).await.map_err(|e| e.to_string())?.into_inner()
                     }
-                },
-                None => None,
-            };
-            if let Some(r) = resp {
-                if !r.not_leader && r.error.is_empty() {
-                    return Ok((r.voters, r.learners));
-                }
-                if !r.error.is_empty() {
-                    last_error = r.error;
+                };
+                match resp {
+                    r if r.not_leader => Err("leadership moved".to_owned()),
+                    r if !r.error.is_empty() => Err(r.error),
+                    r => Ok((r.voters, r.learners)),
                 }
             }
-            if Instant::now() > deadline {
-                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Performs a membership change on this node, which must lead the shard.

@@ -1,0 +1,360 @@
+//! A region of real `meridian node` processes on one machine, and the levers faults pull.
+//!
+//! Each node gets its own loopback address (`127.0.0.{10 + id}`) and binds its outgoing peer
+//! connections to it, so the kernel firewall can cut the link between any two nodes. Peers
+//! reach a node through an in-process fault proxy (its advertised address); clients reach it
+//! directly. One node may keep its data on a small tmpfs so that its disk can be filled.
+//! Everything the cluster made — processes, mounts, firewall table, directories — is undone
+//! when it is dropped, including after a panic.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use meridian_client::{Client, ClientConfig};
+
+use crate::firewall::Firewall;
+use crate::proxy::Proxy;
+
+/// Where libfaketime lives on Debian; used for the clock-skew fault.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    pub shards: u32,
+    /// The `meridian` binary.
+    pub binary: PathBuf,
+    /// This run's working directory (configs, data, logs, history).
+    pub dir: PathBuf,
+    /// gRPC port on every node's address; the proxy listens on `+1`, HTTP on `+2`.
+    pub base_port: u16,
+    /// Put this node's data directory on a tmpfs of `tmpfs_mb` MiB (root only).
+    pub disk_node: Option<usize>,
+    pub tmpfs_mb: u64,
+    /// Snapshot after this many entries (small values exercise snapshot installs).
+    pub snapshot_logs_since_last: u64,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub index: usize,
+    pub id: u64,
+    pub ip: Ipv4Addr,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    pub paused: bool,
+    /// libfaketime offset (e.g. `+90s`) the node runs with, if any.
+    pub skew: Option<String>,
+    tmpfs: bool,
+    proxy: Proxy,
+}
+
+#[derive(Debug)]
+pub struct ChaosCluster {
+    pub options: ClusterOptions,
+    pub nodes: Vec<Node>,
+    pub admin_token: String,
+    pub firewall: Option<Firewall>,
+}
+
+fn node_ip(id: u64) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 10 + u8::try_from(id).unwrap_or(200))
+}
+
+/// Runs a command and fails with its stderr when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("run {cmd}"))?;
+    if !out.status.success() {
+        bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn is_root() -> bool {
+    run("id", &["-u"]).map(|o| o.trim() == "0").unwrap_or(false)
+}
+
+impl ChaosCluster {
+    /// Writes configs, starts proxies and nodes, and waits until every shard has a leader.
+    pub async fn start(options: ClusterOptions, firewall: Option<Firewall>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let mut nodes = Vec::new();
+        for index in 0..options.nodes {
+            let id = index as u64 + 1;
+            let ip = node_ip(id);
+            let data_dir = options.dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let tmpfs = options.disk_node == Some(index);
+            if tmpfs {
+                let size = format!("size={}m", options.tmpfs_mb);
+                run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", &data_dir.to_string_lossy()])
+                    .context("mount the tmpfs for the disk-full fault")?;
+            }
+            let client_addr = format!("{ip}:{}", options.base_port);
+            let peer_addr = format!("{ip}:{}", options.base_port + 1);
+            let proxy = Proxy::start(peer_addr.parse()?, client_addr.parse()?).await?;
+            nodes.push(Node {
+                index,
+                id,
+                ip,
+                client_addr,
+                peer_addr,
+                config_path: options.dir.join(format!("node-{id}.toml")),
+                data_dir,
+                log_path: options.dir.join(format!("node-{id}.log")),
+                child: None,
+                paused: false,
+                skew: None,
+                tmpfs,
+                proxy,
+            });
+        }
+        for n in &nodes {
+            std::fs::write(&n.config_path, config_toml(&options, n, &nodes, &secret))?;
+        }
+        let token = run(
+            &options.binary.to_string_lossy(),
+            &["admin-token", "--config", &nodes[0].config_path.to_string_lossy()],
+        )?;
+        let mut cluster = Self { options, nodes, admin_token: token.trim().to_owned(), firewall };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_for_leaders(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let binary = self.options.binary.clone();
+        let n = &mut self.nodes[i];
+        let log = File::options().create(true).append(true).open(&n.log_path)?;
+        let mut cmd = Command::new(&binary);
+        cmd.args(["node", "--config"]).arg(&n.config_path).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.env("RUST_LOG", "info,openraft=warn");
+        if let Some(skew) = &n.skew {
+            cmd.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", skew).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        n.child = Some(cmd.spawn().with_context(|| format!("start node {}", n.id))?);
+        n.paused = false;
+        Ok(())
+    }
+
+    /// An admin client over every node's client address.
+    pub fn admin(&self) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(self.nodes.iter().map(|n| n.client_addr.clone()), self.admin_token.clone());
+        config.request_timeout = Duration::from_secs(3);
+        config.retry_budget = Duration::from_secs(8);
+        Ok(Client::with_config(config)?)
+    }
+
+    /// An admin client that talks to node `i` only, without retries.
+    pub fn admin_at(&self, i: usize) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new([self.nodes[i].client_addr.clone()], self.admin_token.clone());
+        config.request_timeout = Duration::from_secs(5);
+        config.retry_budget = Duration::ZERO;
+        Ok(Client::with_config(config)?)
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, i: usize, sig: &str) -> anyhow::Result<()> {
+        let pid = self.pid(i).context("node is not running")?;
+        run("kill", &[sig, &pid.to_string()]).map(|_| ())
+    }
+
+    pub fn kill9(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].paused {
+            self.signal(i, "-CONT")?;
+        }
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.is_running(i) {
+            self.kill9(i)?;
+        }
+        self.spawn(i)
+    }
+
+    pub fn pause(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "-STOP")?;
+        self.nodes[i].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].paused {
+            self.signal(i, "-CONT")?;
+            self.nodes[i].paused = false;
+        }
+        Ok(())
+    }
+
+    pub fn proxy(&self, i: usize) -> &Proxy {
+        &self.nodes[i].proxy
+    }
+
+    /// Fills the node's tmpfs until the disk is full. Returns the filler file.
+    pub fn fill_disk(&self, i: usize) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        let n = &self.nodes[i];
+        if !n.tmpfs {
+            bail!("node {} has no tmpfs data directory", n.id);
+        }
+        let filler = n.data_dir.join("chaos-filler");
+        let mut f = File::create(&filler)?;
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            match f.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _ = f.sync_all();
+        Ok(filler)
+    }
+
+    pub fn free_disk(&self, i: usize) -> anyhow::Result<()> {
+        let filler = self.nodes[i].data_dir.join("chaos-filler");
+        match std::fs::remove_file(filler) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until every running, unpaused node sees a leader for every shard.
+    pub async fn wait_for_leaders(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for i in 0..self.nodes.len() {
+                if !self.is_running(i) || self.nodes[i].paused {
+                    continue;
+                }
+                let ok = match self.admin_at(i)?.cluster_status(false).await {
+                    Ok(s) => s.shards.len() == self.options.shards as usize && s.shards.iter().all(|s| s.leader != 0),
+                    Err(_) => false,
+                };
+                all &= ok;
+            }
+            if all {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                bail!("not every shard had a leader within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node index leading `shard`, as the first node that answers reports it.
+    pub async fn leader_of(&mut self, shard: u32) -> Option<usize> {
+        for i in 0..self.nodes.len() {
+            if !self.is_running(i) || self.nodes[i].paused {
+                continue;
+            }
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), async {
+                self.admin_at(i)?.cluster_status(false).await.map_err(anyhow::Error::from)
+            })
+            .await
+            {
+                if let Some(sh) = s.shards.iter().find(|x| x.shard == shard) {
+                    if sh.leader != 0 {
+                        return self.nodes.iter().position(|n| n.id == sh.leader);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The last lines of a node's log, for diagnostics.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.kill9(i);
+        }
+        for n in &self.nodes {
+            if n.tmpfs {
+                let _ = run("umount", &["-l", &n.data_dir.to_string_lossy()]);
+            }
+        }
+        // The firewall table goes with `self.firewall`'s own Drop.
+    }
+}
+
+fn config_toml(o: &ClusterOptions, n: &Node, all: &[Node], secret: &str) -> String {
+    let peers: String =
+        all.iter().map(|p| format!("\n[[peers]]\nid = {}\naddr = \"{}\"\n", p.id, p.peer_addr)).collect();
+    format!(
+        r#"node-id = {id}
+region = "chaos"
+listen = "{client}"
+advertise = "{peer}"
+http-listen = "{ip}:{http}"
+peer-source-ip = "{ip}"
+data-dir = "{data}"
+shards = {shards}
+bootstrap = true
+{peers}
+[auth]
+secret = "{secret}"
+
+[raft]
+heartbeat-interval-ms = 100
+election-timeout-min-ms = 500
+election-timeout-max-ms = 1000
+snapshot-logs-since-last = {snap}
+max-in-snapshot-log-to-keep = 50
+"#,
+        id = n.id,
+        client = n.client_addr,
+        peer = n.peer_addr,
+        ip = n.ip,
+        http = o.base_port + 2,
+        data = n.data_dir.display(),
+        shards = o.shards,
+        snap = o.snapshot_logs_since_last,
+    )
+}
+
+/// A socket address on a node's loopback IP (for tests).
+pub fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}

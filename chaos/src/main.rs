@@ -1,0 +1,147 @@
+//! `meridian-chaos run`: a fault campaign against real `meridian node` processes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use meridian_chaos::campaign::{self, CampaignOptions};
+use meridian_chaos::faults::FaultKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meridian-chaos",
+    about = "Fault campaigns against a real Meridian region, judged by a history checker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one campaign and prints its summary; exits non-zero on any violation.
+    Run {
+        /// Seed of the fault schedule and the workload (random when absent; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long faults are injected and the workload runs: `90s`, `5m`, `30m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// `all` or a comma-separated list: kill, pause, isolate, split, one-way, delay,
+        /// loss, disk-full, clock-skew.
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Nodes in the region: 3 or 5.
+        #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+        nodes: usize,
+        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where run directories (history, node logs, data) are made.
+        #[arg(long, default_value = "/tmp/meridian-chaos")]
+        dir: PathBuf,
+        /// Keep the run directory even when the campaign passes.
+        #[arg(long)]
+        keep: bool,
+        /// Concurrent workload clients.
+        #[arg(long, default_value_t = 12)]
+        clients: u32,
+        /// gRPC port on each node's loopback address (proxy +1, HTTP +2).
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+    },
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err(format!("a region has 3 or 5 nodes, not {s}")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 5m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?}: use s, m or h")),
+    }
+}
+
+fn default_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MERIDIAN_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("meridian")))
+        .unwrap_or_else(|| PathBuf::from("meridian"))
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let Cli { command: Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port } } =
+        Cli::parse();
+    let faults = match FaultKind::parse_list(&faults) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
+    let options = CampaignOptions {
+        seed,
+        duration,
+        faults,
+        nodes,
+        shards: 8,
+        binary: binary.unwrap_or_else(default_binary),
+        work_root: dir,
+        keep,
+        clients,
+        users: 40,
+        conversations: 30,
+        base_port,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("error: start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        println!("meridian-chaos: seed {seed}, {} s, {} nodes", duration.as_secs(), nodes);
+        let result = tokio::select! {
+            r = campaign::run(options) => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the campaign kills the nodes, unmounts and removes the firewall table.
+                eprintln!("interrupted; cleaned up");
+                return ExitCode::from(130);
+            }
+        };
+        match result {
+            Ok(r) => {
+                println!("{}", r.summary());
+                if r.report.is_ok() {
+                    println!("PASS: no violation (seed {seed})");
+                    ExitCode::SUCCESS
+                } else {
+                    println!("VIOLATIONS (seed {seed}); history and node logs kept in {}", r.dir.display());
+                    for v in r.report.violations.iter().take(20) {
+                        println!("  {v}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: campaign failed to run (seed {seed}): {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
