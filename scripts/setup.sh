@@ -4,9 +4,10 @@
 #   clang, libclang-dev   RocksDB's C++ build and its bindgen bindings
 #   protobuf-compiler     protoc, for the gRPC and durable schemas
 #   build-essential       the C/C++ toolchain and make
+#   nftables, faketime    the chaos suite's network partitions and clock skew
 set -euo pipefail
 
-packages=(clang libclang-dev protobuf-compiler build-essential)
+packages=(clang libclang-dev protobuf-compiler build-essential nftables faketime)
 
 missing=()
 for p in "${packages[@]}"; do

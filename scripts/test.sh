@@ -28,6 +28,7 @@ run_step() {
 run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 run_step test cargo test --workspace
+run_step chaos ./scripts/chaos-smoke.sh
 
 echo
 echo "==> summary"

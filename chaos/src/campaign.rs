@@ -28,8 +28,8 @@ pub struct CampaignOptions {
     pub nodes: usize,
     pub shards: u32,
     pub binary: PathBuf,
-    /// Where run directories are made.
-    pub work_root: PathBuf,
+    /// This run's directory (configs, data, logs, history); made by the campaign.
+    pub dir: PathBuf,
     /// Keep the run directory even when the campaign passes.
     pub keep: bool,
     pub clients: u32,
@@ -85,14 +85,11 @@ fn ms_since(t0: Instant) -> u64 {
 }
 
 pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
-    let stamp = chrono_free_stamp();
-    let dir = opts.work_root.join(format!("seed-{}-{stamp}", opts.seed));
+    let dir = opts.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let root = is_root();
     let firewall =
         if Firewall::available() { Some(Firewall::create(&format!("{}", std::process::id()))?) } else { None };
-    let network =
-        if firewall.is_some() { "loopback addresses cut by nftables" } else { "loopback behind the fault proxy" };
     let mut skipped = vec![];
     let mut kinds = opts.faults.clone();
     if !root && kinds.contains(&FaultKind::DiskFull) {
@@ -115,8 +112,10 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
         disk_node,
         tmpfs_mb: 512,
         snapshot_logs_since_last: 500,
+        netns: crate::cluster::netns_available(),
     };
     let mut cluster = ChaosCluster::start(cluster_opts, firewall).await?;
+    let network = cluster.network_name();
     let admin = cluster.admin()?;
     let terms_before = terms(&mut cluster).await;
 
@@ -293,8 +292,4 @@ async fn final_reads(cluster: &mut ChaosCluster, w: &Workload, history: &History
         }
     }
     Ok(())
-}
-
-fn chrono_free_stamp() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -1,9 +1,14 @@
 //! A region of real `meridian node` processes on one machine, and the levers faults pull.
 //!
-//! Each node gets its own loopback address (`127.0.0.{10 + id}`) and binds its outgoing peer
-//! connections to it, so the kernel firewall can cut the link between any two nodes. Peers
-//! reach a node through an in-process fault proxy (its advertised address); clients reach it
-//! directly. One node may keep its data on a small tmpfs so that its disk can be filled.
+//! Two network layouts, each giving every node an address of its own so that the kernel
+//! firewall can cut the link between any two nodes:
+//! - **namespaces** (root, with `ip netns`): each node runs in its own network namespace,
+//!   joined to a bridge by a veth pair, at `10.213.{subnet}.{id}`;
+//! - **loopback** (the fallback): each node listens on `127.0.0.{10 + id}` and binds its
+//!   outgoing peer connections to it.
+//!
+//! Peers reach a node through an in-process fault proxy (its advertised address: on the
+//! bridge, or beside the node on loopback); clients reach it directly. One node may keep its data on a small tmpfs so that its disk can be filled.
 //! Everything the cluster made — processes, mounts, firewall table, directories — is undone
 //! when it is dropped, including after a panic.
 
@@ -37,6 +42,15 @@ pub struct ClusterOptions {
     pub tmpfs_mb: u64,
     /// Snapshot after this many entries (small values exercise snapshot installs).
     pub snapshot_logs_since_last: u64,
+    /// Run each node in its own network namespace (root only).
+    pub netns: bool,
+}
+
+/// The network layout in use.
+#[derive(Debug, Clone)]
+pub enum Net {
+    Loopback,
+    Namespaces { tag: String, bridge: String, bridge_ip: Ipv4Addr, subnet: u8 },
 }
 
 #[derive(Debug)]
@@ -49,6 +63,10 @@ pub struct Node {
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The node's network namespace, in the namespaces layout.
+    pub netns: Option<String>,
+    /// The port of the node's fault proxy (what peers connect to).
+    pub proxy_port: u16,
     child: Option<Child>,
     pub paused: bool,
     /// libfaketime offset (e.g. `+90s`) the node runs with, if any.
@@ -63,10 +81,74 @@ pub struct ChaosCluster {
     pub nodes: Vec<Node>,
     pub admin_token: String,
     pub firewall: Option<Firewall>,
+    pub net: Net,
+    teardown: Option<Teardown>,
 }
 
-fn node_ip(id: u64) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 10 + u8::try_from(id).unwrap_or(200))
+/// What the cluster made in the system (namespaces, bridge, mounts), undone on drop.
+#[derive(Debug)]
+struct Teardown {
+    net: Net,
+    namespaces: Vec<String>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let _ = run("umount", &["-l", &m.to_string_lossy()]);
+        }
+        for ns in &self.namespaces {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+        if let Net::Namespaces { bridge, .. } = &self.net {
+            let _ = run("ip", &["link", "del", bridge]);
+        }
+    }
+}
+
+fn node_ip(net: &Net, id: u64) -> Ipv4Addr {
+    let id = u8::try_from(id).unwrap_or(200);
+    match net {
+        Net::Loopback => Ipv4Addr::new(127, 0, 0, 10 + id),
+        Net::Namespaces { subnet, .. } => Ipv4Addr::new(10, 213, *subnet, id),
+    }
+}
+
+/// Whether network namespaces can be made here (root, and `ip netns` works).
+pub fn netns_available() -> bool {
+    if !is_root() {
+        return false;
+    }
+    let probe = format!("mcprobe{}", std::process::id() % 100_000);
+    let ok = run("ip", &["netns", "add", &probe]).is_ok();
+    let _ = run("ip", &["netns", "del", &probe]);
+    ok
+}
+
+/// Makes the bridge (in this namespace) that every node's namespace joins.
+fn make_bridge(net: &Net) -> anyhow::Result<()> {
+    if let Net::Namespaces { bridge, bridge_ip, .. } = net {
+        run("ip", &["link", "add", bridge, "type", "bridge"])?;
+        run("ip", &["addr", "add", &format!("{bridge_ip}/24"), "dev", bridge])?;
+        run("ip", &["link", "set", bridge, "up"])?;
+    }
+    Ok(())
+}
+
+/// Makes a node's namespace and joins it to the bridge with a veth pair.
+fn make_namespace(net: &Net, id: u64, ip: Ipv4Addr) -> anyhow::Result<Option<String>> {
+    let Net::Namespaces { tag, bridge, .. } = net else { return Ok(None) };
+    let ns = format!("mc{tag}n{id}");
+    let host_end = format!("mcv{tag}n{id}");
+    run("ip", &["netns", "add", &ns])?;
+    run("ip", &["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+    run("ip", &["link", "set", &host_end, "master", bridge])?;
+    run("ip", &["link", "set", &host_end, "up"])?;
+    run("ip", &["netns", "exec", &ns, "ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    run("ip", &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"])?;
+    run("ip", &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+    Ok(Some(ns))
 }
 
 /// Runs a command and fails with its stderr when it fails.
@@ -86,11 +168,21 @@ impl ChaosCluster {
     /// Writes configs, starts proxies and nodes, and waits until every shard has a leader.
     pub async fn start(options: ClusterOptions, firewall: Option<Firewall>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.dir)?;
+        let net = if options.netns {
+            let tag = format!("{}", std::process::id() % 10_000);
+            let subnet = u8::try_from(20 + std::process::id() % 200).unwrap_or(20);
+            Net::Namespaces { bridge: format!("mcb{tag}"), tag, bridge_ip: Ipv4Addr::new(10, 213, subnet, 254), subnet }
+        } else {
+            Net::Loopback
+        };
+        // From here on, `Teardown` undoes what is made even if a later step fails.
+        let mut teardown = Teardown { net: net.clone(), namespaces: vec![], mounts: vec![] };
+        make_bridge(&net)?;
         let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let mut nodes = Vec::new();
         for index in 0..options.nodes {
             let id = index as u64 + 1;
-            let ip = node_ip(id);
+            let ip = node_ip(&net, id);
             let data_dir = options.dir.join(format!("node-{id}"));
             std::fs::create_dir_all(&data_dir)?;
             let tmpfs = options.disk_node == Some(index);
@@ -98,9 +190,18 @@ impl ChaosCluster {
                 let size = format!("size={}m", options.tmpfs_mb);
                 run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", &data_dir.to_string_lossy()])
                     .context("mount the tmpfs for the disk-full fault")?;
+                teardown.mounts.push(data_dir.clone());
             }
+            let netns = make_namespace(&net, id, ip)?;
+            teardown.namespaces.extend(netns.clone());
             let client_addr = format!("{ip}:{}", options.base_port);
-            let peer_addr = format!("{ip}:{}", options.base_port + 1);
+            let (proxy_ip, proxy_port) = match &net {
+                Net::Loopback => (ip, options.base_port + 1),
+                Net::Namespaces { bridge_ip, .. } => {
+                    (*bridge_ip, options.base_port + 10 + u16::from(u8::try_from(id).unwrap_or(0)))
+                }
+            };
+            let peer_addr = format!("{proxy_ip}:{proxy_port}");
             let proxy = Proxy::start(peer_addr.parse()?, client_addr.parse()?).await?;
             nodes.push(Node {
                 index,
@@ -111,6 +212,8 @@ impl ChaosCluster {
                 config_path: options.dir.join(format!("node-{id}.toml")),
                 data_dir,
                 log_path: options.dir.join(format!("node-{id}.log")),
+                netns,
+                proxy_port,
                 child: None,
                 paused: false,
                 skew: None,
@@ -119,13 +222,14 @@ impl ChaosCluster {
             });
         }
         for n in &nodes {
-            std::fs::write(&n.config_path, config_toml(&options, n, &nodes, &secret))?;
+            std::fs::write(&n.config_path, config_toml(&options, &net, n, &nodes, &secret))?;
         }
         let token = run(
             &options.binary.to_string_lossy(),
             &["admin-token", "--config", &nodes[0].config_path.to_string_lossy()],
         )?;
-        let mut cluster = Self { options, nodes, admin_token: token.trim().to_owned(), firewall };
+        let mut cluster =
+            Self { options, nodes, admin_token: token.trim().to_owned(), firewall, net, teardown: Some(teardown) };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
         }
@@ -137,7 +241,15 @@ impl ChaosCluster {
         let binary = self.options.binary.clone();
         let n = &mut self.nodes[i];
         let log = File::options().create(true).append(true).open(&n.log_path)?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match &n.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs in place: the child's pid is the node's.
+                c.args(["netns", "exec", ns]).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         cmd.args(["node", "--config"]).arg(&n.config_path).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         cmd.env("RUST_LOG", "info,openraft=warn");
         if let Some(skew) = &n.skew {
@@ -310,26 +422,50 @@ impl Drop for ChaosCluster {
         for i in 0..self.nodes.len() {
             let _ = self.kill9(i);
         }
-        for n in &self.nodes {
-            if n.tmpfs {
-                let _ = run("umount", &["-l", &n.data_dir.to_string_lossy()]);
-            }
-        }
-        // The firewall table goes with `self.firewall`'s own Drop.
+        // Unmount, delete namespaces and the bridge; the firewall table goes with its own Drop.
+        self.teardown.take();
     }
 }
 
-fn config_toml(o: &ClusterOptions, n: &Node, all: &[Node], secret: &str) -> String {
+impl ChaosCluster {
+    /// Drops every packet node `from` sends to node `to` (kernel firewall).
+    pub fn cut_link(&self, fw: &Firewall, from: usize, to: usize) -> anyhow::Result<()> {
+        let (f, t) = (&self.nodes[from], &self.nodes[to]);
+        match &self.net {
+            Net::Loopback => fw.drop_matching("cut_out", &format!("ip saddr {} ip daddr {}", f.ip, t.ip)),
+            // Peer traffic reaches `to` through its proxy on the bridge address.
+            Net::Namespaces { .. } => {
+                fw.drop_matching("cut_in", &format!("ip saddr {} tcp dport {}", f.ip, t.proxy_port))
+            }
+        }
+    }
+
+    pub fn network_name(&self) -> &'static str {
+        match (&self.net, self.firewall.is_some()) {
+            (Net::Namespaces { .. }, true) => "network namespaces on a bridge, links cut by nftables",
+            (Net::Namespaces { .. }, false) => "network namespaces on a bridge, links cut by the fault proxy",
+            (Net::Loopback, true) => "loopback addresses, links cut by nftables",
+            (Net::Loopback, false) => "loopback behind the fault proxy",
+        }
+    }
+}
+
+fn config_toml(o: &ClusterOptions, net: &Net, n: &Node, all: &[Node], secret: &str) -> String {
     let peers: String =
         all.iter().map(|p| format!("\n[[peers]]\nid = {}\naddr = \"{}\"\n", p.id, p.peer_addr)).collect();
+    // On loopback every node shares the host's addresses: bind outgoing peer connections to
+    // the node's own so the firewall can tell nodes apart. A namespace has only its own.
+    let source = match net {
+        Net::Loopback => format!("peer-source-ip = \"{}\"\n", n.ip),
+        Net::Namespaces { .. } => String::new(),
+    };
     format!(
         r#"node-id = {id}
 region = "chaos"
 listen = "{client}"
 advertise = "{peer}"
 http-listen = "{ip}:{http}"
-peer-source-ip = "{ip}"
-data-dir = "{data}"
+{source}data-dir = "{data}"
 shards = {shards}
 bootstrap = true
 {peers}

@@ -201,7 +201,7 @@ pub async fn inject(cluster: &mut ChaosCluster, f: &PlannedFault) -> anyhow::Res
         }
         FaultKind::ClockSkew => {
             let secs = f.magnitude / 2;
-            let skew = if f.magnitude % 2 == 0 { format!("+{secs}s") } else { format!("-{secs}s") };
+            let skew = if f.magnitude.is_multiple_of(2) { format!("+{secs}s") } else { format!("-{secs}s") };
             cluster.nodes[v].skew = Some(skew.clone());
             cluster.restart(v)?;
             format!("restarted with wall clock {skew}")
@@ -225,7 +225,7 @@ fn cut(cluster: &ChaosCluster, a: &[usize], b: &[usize], both: bool) -> anyhow::
     match &cluster.firewall {
         Some(fw) => {
             for (from, to) in pairs {
-                fw.drop_link(cluster.nodes[from].ip, cluster.nodes[to].ip)?;
+                cluster.cut_link(fw, from, to)?;
             }
         }
         None => {

@@ -21,26 +21,39 @@ impl Firewall {
         let table = format!("meridian_chaos_{run_id}");
         run("nft", &["add", "table", "inet", &table])?;
         let fw = Self { table };
-        let chain =
-            format!("add chain inet {} out {{ type filter hook output priority 0 ; policy accept ; }}", fw.table);
-        run("nft", &chain.split_whitespace().collect::<Vec<_>>())?;
+        for (chain, hook) in [("cut_out", "output"), ("cut_in", "input")] {
+            let cmd = format!(
+                "add chain inet {} {chain} {{ type filter hook {hook} priority 0 ; policy accept ; }}",
+                fw.table
+            );
+            run("nft", &cmd.split_whitespace().collect::<Vec<_>>())?;
+        }
         Ok(fw)
+    }
+
+    /// Drops packets matching `expr` (nft syntax, e.g. `ip saddr A ip daddr B`) in `chain`
+    /// (`cut_out`: the output hook; `cut_in`: the input hook).
+    pub fn drop_matching(&self, chain: &str, expr: &str) -> anyhow::Result<()> {
+        let rule = format!("add rule inet {} {chain} {expr} drop", self.table);
+        run("nft", &rule.split_whitespace().collect::<Vec<_>>()).map(|_| ())
     }
 
     /// Drops every packet from `from` to `to`.
     pub fn drop_link(&self, from: Ipv4Addr, to: Ipv4Addr) -> anyhow::Result<()> {
-        let rule = format!("add rule inet {} out ip saddr {from} ip daddr {to} drop", self.table);
-        run("nft", &rule.split(' ').collect::<Vec<_>>()).map(|_| ())
+        self.drop_matching("cut_out", &format!("ip saddr {from} ip daddr {to}"))
     }
 
     /// Removes every cut.
     pub fn heal(&self) -> anyhow::Result<()> {
-        run("nft", &["flush", "chain", "inet", &self.table, "out"]).map(|_| ())
+        for chain in ["cut_out", "cut_in"] {
+            run("nft", &["flush", "chain", "inet", &self.table, chain])?;
+        }
+        Ok(())
     }
 
     /// The rules in force, as nft prints them.
     pub fn rules(&self) -> String {
-        run("nft", &["list", "chain", "inet", &self.table, "out"]).unwrap_or_default()
+        run("nft", &["list", "table", "inet", &self.table]).unwrap_or_default()
     }
 }
 

@@ -96,6 +96,8 @@ fn main() -> ExitCode {
         }
     };
     let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let run_dir = dir.join(format!("seed-{seed}-{stamp}"));
     let options = CampaignOptions {
         seed,
         duration,
@@ -103,7 +105,7 @@ fn main() -> ExitCode {
         nodes,
         shards: 8,
         binary: binary.unwrap_or_else(default_binary),
-        work_root: dir,
+        dir: run_dir.clone(),
         keep,
         clients,
         users: 40,
@@ -119,7 +121,11 @@ fn main() -> ExitCode {
         let result = tokio::select! {
             r = campaign::run(options) => r,
             _ = tokio::signal::ctrl_c() => {
-                // Dropping the campaign kills the nodes, unmounts and removes the firewall table.
+                // Dropping the campaign killed the nodes, unmounted the tmpfs and removed the
+                // firewall table; the run directory goes too.
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                }
                 eprintln!("interrupted; cleaned up");
                 return ExitCode::from(130);
             }
@@ -140,6 +146,17 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: campaign failed to run (seed {seed}): {e:#}");
+                for n in 1..=nodes {
+                    let log = std::fs::read_to_string(run_dir.join(format!("node-{n}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!("--- node-{n}.log (last lines)");
+                    for line in tail.into_iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                }
                 ExitCode::FAILURE
             }
         }

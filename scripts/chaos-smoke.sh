@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A short chaos campaign, as CI runs it: every fault kind against a 3-node region, then a
+# 5-node region, each judged by the history checker. Expects the dev-profile binaries built
+# (scripts/test.sh builds them). A long campaign: see docs/chaos.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build -q -p meridian-node -p meridian-chaos
+passed=0
+failed=0
+campaign() {
+  if ./target/debug/meridian-chaos run "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+}
+campaign --seed 1 --duration 90s --nodes 3
+campaign --seed 2 --duration 60s --nodes 5
+echo "chaos: $passed passed, $failed failed"
+((failed == 0))
