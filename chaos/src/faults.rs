@@ -268,3 +268,36 @@ pub fn heal(cluster: &mut ChaosCluster, injected: &Injected) -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule() {
+        let d = Duration::from_secs(300);
+        let a = plan(42, d, &FaultKind::ALL, 3, 8, Some(1));
+        assert_eq!(a, plan(42, d, &FaultKind::ALL, 3, 8, Some(1)));
+        assert_ne!(a, plan(43, d, &FaultKind::ALL, 3, 8, Some(1)));
+    }
+
+    #[test]
+    fn every_kind_comes_once_before_any_repeats() {
+        let a = plan(7, Duration::from_secs(300), &FaultKind::ALL, 5, 8, Some(0));
+        let first: BTreeSet<FaultKind> = a.iter().take(FaultKind::ALL.len()).map(|f| f.kind).collect();
+        assert_eq!(first.len(), FaultKind::ALL.len());
+        for f in &a {
+            if let Target::Minority(m) = &f.target {
+                assert_eq!(m.len(), 2, "5 nodes: a minority of 2");
+            }
+            assert!(f.at + f.hold <= Duration::from_secs(300));
+        }
+    }
+
+    #[test]
+    fn fault_lists_parse() {
+        assert_eq!(FaultKind::parse_list("all").map(|v| v.len()).ok(), Some(9));
+        assert_eq!(FaultKind::parse_list("kill,one-way").ok(), Some(vec![FaultKind::Kill, FaultKind::OneWay]));
+        assert!(FaultKind::parse_list("kill,meteor").is_err());
+    }
+}
