@@ -3,8 +3,10 @@
 //! This is a smoke-level measurement; the real benchmark is `meridian-bench`.
 //!
 //! ```sh
+//! ./scripts/dev.sh &                       # a local 3-node region
 //! source .meridian-dev/dev.env
-//! cargo run --release -p meridian-client --example send_loop -- 64 10
+//! cargo build -p meridian-client --example send_loop
+//! ./target/debug/examples/send_loop 64 8   # 64 clients for 8 seconds
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
