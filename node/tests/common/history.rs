@@ -144,3 +144,24 @@ pub fn assert_history_matches_acks(rows: &[Row], acks: &[Ack], what: &str) {
         );
     }
 }
+
+/// Reads every conversation of `pairs` from every node's own replica and asserts that each
+/// history is gapless, holds every acknowledged send at its seq, and is the same on all nodes.
+pub async fn assert_replicas_hold_acks(cluster: &Cluster, pairs: &[(String, String)], acks: &[Ack]) {
+    let by_conversation = acks_by_conversation(acks);
+    for (k, (a, b)) in pairs.iter().enumerate() {
+        let id = conversation_id(a, b);
+        let conversation_acks = by_conversation.get(&id).unwrap_or_else(|| panic!("no send acknowledged on {id}"));
+        let mut first: Option<Vec<Row>> = None;
+        for i in 0..cluster.len() {
+            let what = format!("conversation {k} ({id}) on node {}", i + 1);
+            let rows = local_history(cluster, i, a, b).await;
+            assert_gapless(&rows, &what);
+            assert_history_matches_acks(&rows, conversation_acks, &what);
+            match &first {
+                None => first = Some(rows),
+                Some(node1) => assert_eq!(&rows, node1, "{what} differs from node 1"),
+            }
+        }
+    }
+}
