@@ -57,18 +57,13 @@ pub fn outcome_of(e: &ClientError) -> Outcome {
     }
 }
 
-pub fn text_of(m: &Message) -> String {
-    m.elements
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(meridian_client::api::message_element::Kind::Text(t)) => Some(t.text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
 pub fn read_message(m: &Message) -> ReadMessage {
-    ReadMessage { seq: m.seq, message_id: m.message_id.clone(), sender: m.sender.clone(), text: text_of(m) }
+    ReadMessage {
+        seq: m.seq,
+        message_id: m.message_id.clone(),
+        sender: m.sender.clone(),
+        text: meridian_client::message_text(m),
+    }
 }
 
 impl Workload {

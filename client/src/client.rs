@@ -423,6 +423,18 @@ impl fmt::Debug for Client {
 }
 
 /// A fresh random request id (128 bits, hex).
+/// The concatenated text elements of a message (empty for a recalled or media-only one).
+pub fn message_text(message: &crate::api::Message) -> String {
+    message
+        .elements
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(crate::api::message_element::Kind::Text(t)) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

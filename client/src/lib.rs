@@ -24,7 +24,7 @@ mod config;
 mod endpoint;
 mod error;
 
-pub use client::{new_request_id, Client};
+pub use client::{message_text, new_request_id, Client};
 pub use config::{
     normalize_endpoint, split_endpoints, ClientConfig, TokenKind, ADMIN_TOKEN_ENV, ENDPOINT_ENV, TOKEN_ENV,
 };

@@ -1,6 +1,7 @@
 //! How the command line shows API responses: one JSON document for scripts, or one line per
 //! message, conversation or shard for people.
 
+use crate::message_text;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -162,18 +163,6 @@ pub fn status_json(status: &ClusterStatusResponse) -> Value {
 }
 
 // ------------------------------------------------------------------------------ text lines
-
-/// The concatenated text elements of a message (empty for a recalled or media-only one).
-pub fn message_text(message: &Message) -> String {
-    message
-        .elements
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Text(t)) => Some(t.text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// `SEQ  TIME  SENDER: CONTENT`.
 pub fn history_line(message: &Message) -> String {

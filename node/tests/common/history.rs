@@ -41,22 +41,10 @@ impl Row {
             seq: message.seq,
             message_id: message.message_id.clone(),
             sender: message.sender.clone(),
-            text: text_of(message),
+            text: meridian_client::message_text(message),
             recalled: message.recalled,
         }
     }
-}
-
-/// The text of a message's text elements, joined.
-pub fn text_of(message: &Message) -> String {
-    message
-        .elements
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(Kind::Text(t)) => Some(t.text.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The whole conversation of `user` with `peer` as node `i`'s replica holds it (local read).

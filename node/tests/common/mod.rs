@@ -21,5 +21,5 @@ mod history;
 pub use cluster::{shard_status, Cluster, HashedShard, Tuning, REGION};
 pub use history::{
     acks_by_conversation, assert_gapless, assert_history_matches_acks, assert_replicas_hold_acks, conversation_id,
-    local_history, shard_of, text_of, user_ids, wait_listed, Ack, Row,
+    local_history, shard_of, user_ids, wait_listed, Ack, Row,
 };
