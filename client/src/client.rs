@@ -14,16 +14,17 @@ use meridian_proto::api::chat_client::ChatClient;
 use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
     AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse, CreateUserRequest,
-    CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, IssueUserTokenRequest,
-    IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest, MarkReadResponse,
-    Message, MessageElement, ReadConsistency, RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest,
-    RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
+    CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, GetRoutesRequest, GetRoutesResponse,
+    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse,
+    MarkReadRequest, MarkReadResponse, Message, MessageElement, ReadConsistency, RecallMessageRequest,
+    RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
 use crate::backoff::Backoff;
 use crate::config::{ClientConfig, TokenKind};
 use crate::endpoint::NodeEndpoint;
+use crate::routes::{token_user, Routes};
 use crate::ClientError;
 
 /// The largest history page the server serves.
@@ -53,6 +54,10 @@ pub struct Client {
     preferred: Arc<AtomicUsize>,
     authorization: MetadataValue<Ascii>,
     act_as: Option<(String, MetadataValue<Ascii>)>,
+    /// The user of a user token (read, not verified, from its payload), for routing.
+    token_user: Option<String>,
+    /// Which endpoint leads which shard (see [`crate::routes`]); `None`: no routing.
+    routes: Option<Arc<Routes>>,
     timing: Timing,
 }
 
@@ -97,6 +102,8 @@ impl Client {
             preferred: Arc::new(AtomicUsize::new(0)),
             authorization,
             act_as,
+            token_user: token_user(&config.token),
+            routes: Some(Arc::new(Routes::default())),
             timing: Timing {
                 request_timeout: config.request_timeout,
                 retry_budget: config.retry_budget,
@@ -117,7 +124,12 @@ impl Client {
         let node = self.nodes.get(index).ok_or_else(|| ClientError::InvalidConfig {
             detail: format!("endpoint index {index} is out of range: the client has {} endpoints", self.nodes.len()),
         })?;
-        Ok(Client { nodes: Arc::new([Arc::clone(node)]), preferred: Arc::new(AtomicUsize::new(0)), ..self.clone() })
+        Ok(Client {
+            nodes: Arc::new([Arc::clone(node)]),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            routes: None,
+            ..self.clone()
+        })
     }
 
     /// The same client with another retry budget (zero: a single attempt).
@@ -163,7 +175,8 @@ impl Client {
             elements,
             request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
         };
-        self.call("SendMessage", request, |channel, request| async move {
+        let route = self.c2c_route(&request.to);
+        self.call_at(route, "SendMessage", request, |channel, request| async move {
             ChatClient::new(channel).send_message(request).await
         })
         .await
@@ -186,7 +199,8 @@ impl Client {
             direction: direction.into(),
             consistency: consistency.into(),
         };
-        self.call("GetHistory", request, |channel, request| async move {
+        let route = self.c2c_route(&request.peer);
+        self.call_at(route, "GetHistory", request, |channel, request| async move {
             ChatClient::new(channel).get_history(request).await
         })
         .await
@@ -244,18 +258,18 @@ impl Client {
     /// Moves the caller's read cursor with `peer` up to `seq` (`None`: to the newest message).
     pub async fn mark_read(&self, peer: &str, seq: Option<u64>) -> Result<MarkReadResponse, ClientError> {
         let request = MarkReadRequest { peer: peer.to_owned(), seq: seq.unwrap_or(0) };
-        self.call(
-            "MarkRead",
-            request,
-            |channel, request| async move { ChatClient::new(channel).mark_read(request).await },
-        )
+        let route = self.c2c_route(peer);
+        self.call_at(route, "MarkRead", request, |channel, request| async move {
+            ChatClient::new(channel).mark_read(request).await
+        })
         .await
     }
 
     /// Recalls the caller's own message `seq` in the conversation with `peer`.
     pub async fn recall(&self, peer: &str, seq: u64) -> Result<RecallMessageResponse, ClientError> {
         let request = RecallMessageRequest { peer: peer.to_owned(), seq };
-        self.call("RecallMessage", request, |channel, request| async move {
+        let route = self.c2c_route(peer);
+        self.call_at(route, "RecallMessage", request, |channel, request| async move {
             ChatClient::new(channel).recall_message(request).await
         })
         .await
@@ -320,8 +334,54 @@ impl Client {
 
     // ---------------------------------------------------------------------------- retries
 
+    /// The region's routing table, fetched from any node (no routing of its own).
+    pub async fn routes(&self) -> Result<GetRoutesResponse, ClientError> {
+        self.call("GetRoutes", GetRoutesRequest {}, |channel, request| async move {
+            ChatClient::new(channel).get_routes(request).await
+        })
+        .await
+    }
+
+    /// The endpoint to start a call about the one-to-one conversation with `peer` at: its
+    /// shard's leader, when the routing table knows it. Starts a refresh of the table in
+    /// the background when it is missing or old.
+    fn c2c_route(&self, peer: &str) -> Option<usize> {
+        let routes = self.routes.as_ref()?;
+        let me = self.act_as.as_ref().map(|(user, _)| user.as_str()).or(self.token_user.as_deref())?;
+        let (index, stale) = routes.c2c_leader(me, peer);
+        if stale && routes.begin_refresh() {
+            let (client, routes) = (self.with_retry_budget(Duration::from_secs(2)), routes.clone());
+            let uris = self.endpoints();
+            tokio::spawn(async move {
+                let fetched = client.routes().await;
+                if let Err(e) = &fetched {
+                    tracing::debug!(error = %e, "routing table refresh failed");
+                }
+                routes.finish_refresh(fetched.as_ref().ok(), &uris);
+            });
+        }
+        index
+    }
+
     /// Runs `rpc` with failover and retries (see the type's docs).
-    async fn call<Req, Resp, F, Fut>(&self, rpc: &'static str, request: Req, mut rpc_fn: F) -> Result<Resp, ClientError>
+    async fn call<Req, Resp, F, Fut>(&self, rpc: &'static str, request: Req, rpc_fn: F) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        self.call_at(None, rpc, request, rpc_fn).await
+    }
+
+    /// [`Client::call`] starting at endpoint `route` (the shard leader's) when given, else at
+    /// the node that answered last.
+    async fn call_at<Req, Resp, F, Fut>(
+        &self,
+        route: Option<usize>,
+        rpc: &'static str,
+        request: Req,
+        mut rpc_fn: F,
+    ) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
@@ -329,7 +389,7 @@ impl Client {
     {
         let started = Instant::now();
         let count = self.nodes.len();
-        let mut index = self.preferred.load(Ordering::Relaxed) % count;
+        let mut index = route.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed)) % count;
         let mut backoff = Backoff::new(self.timing.initial_backoff, self.timing.max_backoff);
         let mut unreachable_in_a_row = 0;
         let mut attempt = 1_u32;
@@ -337,11 +397,16 @@ impl Client {
             let node = &self.nodes[index];
             let err = match self.attempt(node, request.clone(), &mut rpc_fn).await {
                 Ok(response) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if route.is_none() {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
                     return Ok(response);
                 }
                 Err(err) => err,
             };
+            if let Some(routes) = &self.routes {
+                routes.mark_stale();
+            }
             let pause = if err.is_retryable_refusal() {
                 unreachable_in_a_row = 0;
                 backoff.next_pause()

@@ -23,6 +23,7 @@ mod client;
 mod config;
 mod endpoint;
 mod error;
+mod routes;
 
 pub use client::{message_text, new_request_id, Client};
 pub use config::{

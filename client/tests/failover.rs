@@ -14,8 +14,9 @@ use tonic::{Code, Request, Response, Status};
 
 use meridian_client::api::chat_server::{Chat, ChatServer};
 use meridian_client::api::{
-    GetHistoryRequest, GetHistoryResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest,
-    MarkReadResponse, RecallMessageRequest, RecallMessageResponse, SendMessageRequest, SendMessageResponse,
+    GetHistoryRequest, GetHistoryResponse, GetRoutesRequest, GetRoutesResponse, ListConversationsRequest,
+    ListConversationsResponse, MarkReadRequest, MarkReadResponse, RecallMessageRequest, RecallMessageResponse,
+    SendMessageRequest, SendMessageResponse, ShardRoute,
 };
 use meridian_client::{Client, ClientConfig, ClientError};
 
@@ -38,6 +39,8 @@ struct Seen {
 struct ScriptedChat {
     script: Arc<Mutex<VecDeque<Step>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The routing table `GetRoutes` answers with; none: `UNIMPLEMENTED`, as an older node.
+    routes: Arc<Mutex<Option<GetRoutesResponse>>>,
 }
 
 impl ScriptedChat {
@@ -107,6 +110,13 @@ impl Chat for ScriptedChat {
 
     async fn mark_read(&self, _: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_routes(&self, _: Request<GetRoutesRequest>) -> Result<Response<GetRoutesResponse>, Status> {
+        match self.routes.lock().expect("routes lock").clone() {
+            Some(routes) => Ok(Response::new(routes)),
+            None => Err(Status::unimplemented("not scripted")),
+        }
     }
 }
 
@@ -264,4 +274,47 @@ async fn every_endpoint_dead_gives_a_connect_error_within_the_budget() {
     assert_eq!(err.code(), Some(Code::Unavailable));
     assert!(err.to_string().starts_with("UNAVAILABLE: "), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn calls_go_to_the_leader_the_routing_table_names() {
+    let follower = ScriptedChat::default();
+    let leader = ScriptedChat::default();
+    let follower_addr = serve(follower.clone()).await;
+    let leader_addr = serve(leader.clone()).await;
+    // Every shard led by the second endpoint; only the first one answers GetRoutes.
+    let table = GetRoutesResponse {
+        shards: 8,
+        routes: (0..8).map(|shard| ShardRoute { shard, leader_id: 2, leader_addr: leader_addr.to_string() }).collect(),
+    };
+    *follower.routes.lock().expect("routes lock") = Some(table);
+    let client = Client::with_config(fast_config(&[follower_addr, leader_addr]).with_act_as("alice")).expect("client");
+
+    // The first call has no table yet: it goes to the first endpoint and fetches the table.
+    client.send_text("bob", "first", Some("req-0".into())).await.expect("first send");
+    assert_eq!(follower.seen().len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while leader.seen().is_empty() {
+        assert!(Instant::now() < deadline, "no call reached the leader's endpoint");
+        client.send_text("bob", "probe", None).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = follower.seen().len();
+    for i in 0..10 {
+        client.send_text("carol", "routed", Some(format!("req-{i}"))).await.expect("routed send");
+    }
+    assert_eq!(follower.seen().len(), before, "routed calls went to a follower");
+    assert!(leader.seen().len() >= 11, "the leader saw {} calls", leader.seen().len());
+}
+
+#[tokio::test]
+async fn without_routes_from_the_nodes_calls_still_go_through() {
+    // GetRoutes unimplemented (an older node): calls go where they always went.
+    let only = ScriptedChat::default();
+    let addr = serve(only.clone()).await;
+    let client = Client::with_config(fast_config(&[addr]).with_act_as("alice")).expect("client");
+    for i in 0..5 {
+        client.send_text("bob", "hi", Some(format!("r{i}"))).await.expect("send");
+    }
+    assert_eq!(only.seen().len(), 5);
 }

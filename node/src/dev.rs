@@ -160,6 +160,11 @@ fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) ->
         auth: AuthConfig { secret: secret.to_owned(), ..AuthConfig::default() },
         limits: LimitsConfig::default(),
         raft: RaftTuning::default(),
+        // Three nodes share this machine: a third of its cores each, so that they do not
+        // all run a full-size runtime against each other.
+        worker_threads: Some(
+            std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(NODES as usize).max(1),
+        ),
     };
     config.validate().with_context(|| format!("generate the config of node-{n}"))?;
     Ok(config)

@@ -48,7 +48,15 @@ fn init_tracing(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node { config } = &cli.command {
+        // The runtime's size is configured, so the config is read before it starts (and read
+        // again, with errors reported, once logging is up).
+        if let Some(n) = NodeConfig::load(config).ok().and_then(|c| c.worker_threads) {
+            builder.worker_threads(n.clamp(1, 1024));
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start the async runtime: {e}");

@@ -10,7 +10,6 @@ use meridian_proto::api::{admin_server::AdminServer, chat_server::ChatServer};
 use meridian_raft::{PeerService, RaftNode, RaftSettings};
 use meridian_regions::Topology;
 use meridian_storage::Db;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{admin::AdminService, chat::ChatService, Context};
 use crate::auth::TokenSigner;
@@ -52,14 +51,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1()
         .context("build the reflection service")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Nagle's algorithm off on every accepted connection (the builder's `tcp_nodelay` does not
+    // reach connections from an incoming stream): with it on, a small reply written after
+    // the request's ACK was delayed waits up to 40 ms for that ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(ChatServer::new(ChatService::new(ctx.clone())))
         .add_service(AdminServer::new(AdminService::new(ctx.clone())))
         .add_service(PeerService::new(node.clone()).into_server())
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     let grpc = tokio::spawn(grpc);
     tracing::info!(node = config.node_id, region = %region, listen = %config.listen, shards = config.shards, "serving");
 

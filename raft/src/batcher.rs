@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::types::*;
 
 /// Raft entries one shard leader keeps in flight at once.
-const MAX_IN_FLIGHT: usize = 16;
+const MAX_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {

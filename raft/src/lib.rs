@@ -9,6 +9,7 @@
 //! - [`service`]: the peer gRPC service (Raft RPCs, forwarded proposals and reads).
 //! - [`batcher`]: a shard leader's batching of concurrent commands into one entry.
 //! - [`outbox`]: delivery of cross-shard effects.
+//! - [`read_index`]: concurrent linearizable reads of a shard share read-index rounds.
 //! - [`node`]: [`RaftNode`], routing proposals, read barriers and membership changes to
 //!   shard leaders.
 //!
@@ -23,6 +24,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod outbox;
+pub mod read_index;
 pub mod service;
 pub mod state_machine;
 pub mod types;

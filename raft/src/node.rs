@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use meridian_domain::{Command, ShardId};
@@ -18,11 +18,15 @@ use crate::batcher::{BatchError, Batcher};
 use crate::convert::outcome_from_pb;
 use crate::log_store::ShardLog;
 use crate::network::{Connections, ShardNetwork};
+use crate::read_index::{ReadIndexRounds, RoundStats};
 use crate::state_machine::{MachineStats, ShardMachine};
 use crate::types::*;
 
 /// How long an operation keeps looking for a shard leader before giving up.
 const LEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a non-preferred member waits before initializing a shard that still has no
+/// leader at bootstrap (see [`RaftNode::bootstrap`]).
+const BOOTSTRAP_FALLBACK: Duration = Duration::from_secs(3);
 
 /// The Raft side of a node's configuration.
 #[derive(Debug, Clone)]
@@ -68,7 +72,12 @@ pub struct Shard {
     pub raft: Raft,
     pub store: ShardStore,
     pub stats: Arc<MachineStats>,
+    /// Read-index rounds of this node's linearizable reads (they may ask a remote leader).
+    pub read_stats: Arc<RoundStats>,
     batcher: Batcher,
+    reads: ReadIndexRounds,
+    /// Read-index rounds this node runs as the leader, for followers' reads.
+    leader_reads: ReadIndexRounds,
 }
 
 /// A node's replicas of every shard.
@@ -80,6 +89,8 @@ pub struct RaftNode {
     shards: Vec<Shard>,
     connections: Connections,
     db: Db,
+    /// This node, for tasks that outlive a call (read-index rounds).
+    me: Weak<RaftNode>,
 }
 
 /// The Raft state of one shard as this node sees it.
@@ -135,15 +146,25 @@ impl RaftNode {
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
             let batcher = Batcher::start(raft.clone(), settings.max_batch_commands);
-            shards.push(Shard { id, raft, store, stats, batcher });
+            shards.push(Shard {
+                id,
+                raft,
+                store,
+                stats,
+                read_stats: Arc::default(),
+                batcher,
+                reads: ReadIndexRounds::new(i),
+                leader_reads: ReadIndexRounds::new(i),
+            });
         }
-        let node = Arc::new(Self {
+        let node = Arc::new_cyclic(|me| Self {
             node_id: settings.node_id,
             advertise: settings.advertise,
             shard_count: settings.shards,
             shards,
             connections,
             db,
+            me: me.clone(),
         });
         for (i, signal) in signals.into_iter().enumerate() {
             crate::outbox::spawn_pump(Arc::downgrade(&node), ShardId(i as u32), signal);
@@ -176,22 +197,61 @@ impl RaftNode {
 
     /// Initializes every shard with `members` when this node's data is new. Safe to call on
     /// every initial member with the same set; a no-op for shards already initialized.
+    ///
+    /// Leadership starts spread over the members: a shard is initialized at once only by its
+    /// preferred member (the `shard mod n`-th by id), which then stands for election with
+    /// nobody competing. The other members initialize it too, as a fallback, if it still has
+    /// no leader after [`BOOTSTRAP_FALLBACK`] (its preferred member is down, say). Were every
+    /// member to initialize every shard at once, the one that started last, with all its
+    /// peers up, would win every election and carry every shard's leader work alone.
     pub async fn bootstrap(&self, members: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        let ids: Vec<NodeId> = members.keys().copied().collect();
         let nodes: BTreeMap<NodeId, Node> = members.into_iter().map(|(id, addr)| (id, Node { addr })).collect();
+        let preferred = |shard: u32| ids.get(shard as usize % ids.len().max(1)).copied();
+        let mut later = Vec::new();
         for s in &self.shards {
-            match s.raft.initialize(nodes.clone()).await {
-                Ok(()) => tracing::info!(shard = s.id.0, "initialized shard"),
-                Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(anyhow::anyhow!("initialize shard {}: {e}", s.id)),
+            if preferred(s.id.0) == Some(self.node_id) {
+                Self::initialize(s, nodes.clone()).await?;
+            } else {
+                later.push(s.id);
             }
         }
+        if later.is_empty() {
+            return Ok(());
+        }
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(BOOTSTRAP_FALLBACK).await;
+            let Some(node) = me.upgrade() else { return };
+            for shard in later {
+                let Ok(s) = node.shard(shard) else { continue };
+                if s.raft.metrics().borrow().current_leader.is_some() {
+                    continue;
+                }
+                if let Err(e) = Self::initialize(s, nodes.clone()).await {
+                    tracing::warn!(shard = shard.0, error = %e, "fallback initialization failed");
+                }
+            }
+        });
         Ok(())
+    }
+
+    async fn initialize(s: &Shard, nodes: BTreeMap<NodeId, Node>) -> anyhow::Result<()> {
+        match s.raft.initialize(nodes).await {
+            Ok(()) => {
+                tracing::info!(shard = s.id.0, "initialized shard");
+                Ok(())
+            }
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("initialize shard {}: {e}", s.id)),
+        }
     }
 
     /// The shard leader as this node knows it, with its address.
     pub fn leader(&self, shard: ShardId) -> Option<(NodeId, String)> {
         let s = self.shards.get(shard.0 as usize)?;
-        let m = s.raft.metrics().borrow().clone();
+        let metrics = s.raft.metrics();
+        let m = metrics.borrow();
         let leader = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())?;
         Some((leader, addr))
@@ -313,21 +373,47 @@ impl RaftNode {
     }
 
     /// Waits until this node's replica of `shard` reflects every write acknowledged before the
-    /// call (leader read-index), so a read that follows is linearizable.
+    /// call (leader read-index), so a read that follows is linearizable. Concurrent calls share
+    /// read-index rounds ([`crate::read_index`]).
     pub async fn read_barrier(&self, shard: ShardId) -> Result<(), RaftNodeError> {
+        let s = self.shard(shard)?;
+        let me = self.me.clone();
+        let index = s
+            .reads
+            .read_index(s.read_stats.clone(), move || {
+                let me = me.clone();
+                async move {
+                    match me.upgrade() {
+                        Some(node) => node.fetch_read_index(shard).await,
+                        None => Err(RaftNodeError::Unavailable { shard: shard.0, detail: "node stopped".into() }),
+                    }
+                }
+            })
+            .await?;
+        if s.raft.metrics().borrow().last_applied.is_some_and(|l| l.index >= index) {
+            return Ok(());
+        }
+        s.raft
+            .wait(Some(LEADER_DEADLINE))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| RaftNodeError::Unavailable { shard: shard.0, detail: e.to_string() })
+    }
+
+    /// One read-index round: from this node's Raft when it leads the shard, else from the leader.
+    async fn fetch_read_index(&self, shard: ShardId) -> Result<u64, RaftNodeError> {
         let s = self.shard(shard)?;
         self.with_leader(shard, LEADER_DEADLINE, |leader| async move {
             match leader {
-                Leader::Local => s.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| e.to_string()),
+                Leader::Local => s
+                    .raft
+                    .get_read_log_id()
+                    .await
+                    .map(|(read, _)| read.map_or(0, |l| l.index))
+                    .map_err(|e| e.to_string()),
                 Leader::Remote { id, addr } => match self.remote_read_index(&addr, shard).await {
-                    Ok(Some(index)) => {
-                        let waiter = s.raft.wait(Some(LEADER_DEADLINE));
-                        waiter
-                            .applied_index_at_least(Some(index), "read barrier")
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }
+                    Ok(Some(index)) => Ok(index),
                     Ok(None) => Err(format!("node {id} is no longer the leader")),
                     Err(e) => Err(format!("read index from node {id}: {e}")),
                 },
@@ -351,22 +437,30 @@ impl RaftNode {
     }
 
     /// The leader's side of a read index: confirm leadership with a quorum, return the index.
+    /// Concurrent requests (from followers' reads) share rounds.
     pub async fn read_index_local(&self, shard: ShardId) -> peer::ReadIndexResponse {
         let s = match self.shard(shard) {
             Ok(s) => s,
             Err(e) => return peer::ReadIndexResponse { error: e.to_string(), ..Default::default() },
         };
-        match s.raft.get_read_log_id().await {
-            Ok((read, _applied)) => {
-                peer::ReadIndexResponse { read_index: read.map_or(0, |l| l.index), ..Default::default() }
-            }
-            Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                peer::ReadIndexResponse {
-                    not_leader: true,
-                    leader_id: f.leader_id.unwrap_or_default(),
-                    leader_addr: f.leader_node.map(|n| n.addr).unwrap_or_default(),
-                    ..Default::default()
+        let raft = s.raft.clone();
+        let round = s
+            .leader_reads
+            .read_index(s.read_stats.clone(), move || {
+                let raft = raft.clone();
+                async move {
+                    raft.get_read_log_id()
+                        .await
+                        .map(|(read, _)| read.map_or(0, |l| l.index))
+                        .map_err(|e| RaftNodeError::Unavailable { shard: shard.0, detail: e.to_string() })
                 }
+            })
+            .await;
+        match round {
+            Ok(read_index) => peer::ReadIndexResponse { read_index, ..Default::default() },
+            Err(_) if !self.is_leader(shard) => {
+                let (leader_id, leader_addr) = self.leader(shard).unwrap_or_default();
+                peer::ReadIndexResponse { not_leader: true, leader_id, leader_addr, ..Default::default() }
             }
             Err(e) => peer::ReadIndexResponse { error: e.to_string(), ..Default::default() },
         }

@@ -77,6 +77,7 @@ pub const PROJ_USER: u8 = b'u';
 pub const PROJ_CONVERSATION: u8 = b'c';
 pub const PROJ_CONVERSATION_REF: u8 = b'r';
 pub const PROJ_WATERMARK: u8 = b'w';
+pub const PROJ_OUTBOX_ACKED: u8 = b'o';
 
 pub fn user(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
@@ -109,6 +110,14 @@ pub fn watermark(shard: ShardId, source: ShardId) -> Vec<u8> {
     let mut k = with_shard(shard, 5);
     k.push(PROJ_WATERMARK);
     k.extend_from_slice(&source.0.to_be_bytes());
+    k
+}
+
+/// Up to which effect id this shard's outbox for `target` has been acknowledged.
+pub fn outbox_acked(shard: ShardId, target: ShardId) -> Vec<u8> {
+    let mut k = with_shard(shard, 5);
+    k.push(PROJ_OUTBOX_ACKED);
+    k.extend_from_slice(&target.0.to_be_bytes());
     k
 }
 

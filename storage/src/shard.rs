@@ -126,6 +126,41 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// Effects for `target` waiting in this shard's outbox with id `from` or above, in id
+    /// order, at most `limit`. Seeking past the acknowledged ones matters: acknowledged
+    /// effects are range-deleted, and their tombstones stay in the memtable until a flush,
+    /// where a scan from the start would step over every one of them.
+    pub fn outbox_for(&self, target: ShardId, from: EffectId, limit: usize) -> Result<Vec<Effect>, StorageError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::outbox(self.shard, target, from));
+        ro.set_iterate_upper_bound(match target.0.checked_add(1) {
+            Some(next) => keys::outbox(self.shard, ShardId(next), EffectId(0)),
+            None => keys::shard_end(self.shard),
+        });
+        let seek = keys::outbox(self.shard, target, from);
+        let iter = self.db.rocks().iterator_cf_opt(
+            self.db.cf(keys::CF_OUTBOX)?,
+            ro,
+            IteratorMode::From(&seek, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, v) = item?;
+            out.push(codec::effect_from_pb(decode("effect", &v)?)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every effect for `target` below the returned id has been acknowledged (and deleted).
+    pub fn outbox_acked_below(&self, target: ShardId) -> Result<EffectId, StorageError> {
+        let mark: Option<pb::EffectWatermark> =
+            self.get(keys::CF_PROJECTIONS, &keys::outbox_acked(self.shard, target), "outbox mark")?;
+        Ok(EffectId(mark.map_or(0, |m| m.applied_up_to)))
+    }
+
     /// Effects waiting in this shard's outbox, by target shard then id, at most `limit`.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Effect>, StorageError> {
         let mut ro = ReadOptions::default();
@@ -408,13 +443,30 @@ impl ApplyTxn<'_> {
                 pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: up_to.0 }.encode_to_vec(),
             ),
             Change::AckOutbox { target, up_to } => {
+                // Point deletes of exactly the acknowledged effects, found from the previous
+                // acknowledgement's mark on. Not a range delete: every range tombstone stays
+                // in the memtable until a flush, and every new iterator on the column family
+                // re-fragments all of them, which made each outbox read slower than the last.
+                let mark_key = keys::outbox_acked(shard, target);
+                let acked_below = self
+                    .read::<pb::EffectWatermark>(keys::CF_PROJECTIONS, mark_key.clone(), "outbox mark")
+                    .map_err(|e| StorageError::corrupt("outbox mark", e.0))?
+                    .map_or(0, |m| m.applied_up_to);
+                let end = up_to.0.saturating_add(1);
+                if end <= acked_below {
+                    return Ok(());
+                }
                 let cf = self.store.db.cf(keys::CF_OUTBOX)?;
-                self.batch.delete_range_cf(
-                    cf,
-                    keys::outbox(shard, target, EffectId(0)),
-                    keys::outbox(shard, target, EffectId(up_to.0.saturating_add(1))),
-                );
-                Ok(())
+                let mut ro = ReadOptions::default();
+                ro.set_iterate_upper_bound(keys::outbox(shard, target, EffectId(end)));
+                let from = keys::outbox(shard, target, EffectId(acked_below));
+                let iter = self.store.db.rocks().iterator_cf_opt(cf, ro, IteratorMode::From(&from, Direction::Forward));
+                for item in iter {
+                    let (k, _) = item?;
+                    self.batch.delete_cf(cf, &k);
+                }
+                let mark = pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: end };
+                self.put(keys::CF_PROJECTIONS, mark_key, mark.encode_to_vec())
             }
         }
     }

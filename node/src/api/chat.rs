@@ -285,4 +285,19 @@ impl Chat for ChatService {
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Response<api::MarkReadResponse>, Status> {
         Ok(Response::new(ChatService::mark_read(self, req).await?))
     }
+
+    async fn get_routes(
+        &self,
+        req: Request<api::GetRoutesRequest>,
+    ) -> Result<Response<api::GetRoutesResponse>, Status> {
+        self.ctx.principal(&req)?;
+        let node = &self.ctx.node;
+        let routes = (0..node.shard_count())
+            .filter_map(|shard| {
+                let (leader_id, leader_addr) = node.leader(ShardId(shard))?;
+                Some(api::ShardRoute { shard, leader_id, leader_addr })
+            })
+            .collect();
+        Ok(Response::new(api::GetRoutesResponse { shards: node.shard_count(), routes }))
+    }
 }
