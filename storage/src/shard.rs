@@ -457,9 +457,25 @@ impl ApplyTxn<'_> {
                     return Ok(());
                 }
                 let cf = self.store.db.cf(keys::CF_OUTBOX)?;
-                let mut ro = ReadOptions::default();
-                ro.set_iterate_upper_bound(keys::outbox(shard, target, EffectId(end)));
                 let from = keys::outbox(shard, target, EffectId(acked_below));
+                let to = keys::outbox(shard, target, EffectId(end));
+                // Effects emitted earlier in this same transaction are not in the database
+                // yet (a follower catching up applies many entries in one batch): delete
+                // those too, or this replica would keep keys the leader deleted.
+                let pending: Vec<Vec<u8>> = self
+                    .overlay
+                    .keys()
+                    .filter(|(c, k)| {
+                        *c == keys::CF_OUTBOX && k.as_slice() >= from.as_slice() && k.as_slice() < to.as_slice()
+                    })
+                    .map(|(_, k)| k.clone())
+                    .collect();
+                for k in pending {
+                    self.batch.delete_cf(cf, &k);
+                    self.overlay.remove(&(keys::CF_OUTBOX, k));
+                }
+                let mut ro = ReadOptions::default();
+                ro.set_iterate_upper_bound(to);
                 let iter = self.store.db.rocks().iterator_cf_opt(cf, ro, IteratorMode::From(&from, Direction::Forward));
                 for item in iter {
                     let (k, _) = item?;

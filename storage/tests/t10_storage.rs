@@ -185,3 +185,61 @@ fn a_snapshot_moves_exactly_one_shard() {
     );
     assert_eq!(hashes(&target)[shard.0 as usize], src[shard.0 as usize], "and changes nothing");
 }
+
+/// Applies `commands` as one entry each on `shard`, all in ONE transaction (a follower
+/// catching up applies many entries at once), starting at log index `first_index`.
+fn apply_in_one_txn(db: &Db, shard: ShardId, commands: &[Command], first_index: u64) {
+    let store = ShardStore::new(db.clone(), shard, SHARDS);
+    let mut txn = store.begin().unwrap();
+    for (i, c) in commands.iter().enumerate() {
+        let index = first_index + i as u64;
+        txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
+        let batch = pb::CommandBatch {
+            version: 1,
+            time_ms: 1_000 + index as i64,
+            logic_version: 1,
+            commands: vec![codec::command_to_pb(c)],
+        };
+        txn.apply_batch(index, &batch).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn an_acknowledgement_deletes_the_effects_it_covers_whether_or_not_they_are_applied_in_the_same_batch() {
+    let region = RegionCode::parse("sg").unwrap();
+    let users: Vec<Command> = ["alice", "bob"]
+        .iter()
+        .map(|u| Command::CreateUser { user: user(u), home_region: region.clone(), nickname: u.to_string() })
+        .collect();
+    let conversation = ConversationId::c2c(&user("alice"), &user("bob"));
+    let shard = shard_for(conversation.as_str(), SHARDS);
+    let send = Command::SendMessage {
+        sender: user("alice"),
+        recipient: user("bob"),
+        elements: vec![Element::Text { text: "first".into() }],
+        request_id: Some(RequestId::parse("r1").unwrap()),
+    };
+    // Every target's effects acknowledged (the send emits one per member's shard).
+    let acks: Vec<Command> =
+        (0..SHARDS).map(|t| Command::AckEffects { target: ShardId(t), up_to: EffectId(1_000) }).collect();
+
+    // One replica applies the send and the acknowledgements in separate batches, the other
+    // in a single one; both must end with an empty outbox and identical state.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Db::open(dir_a.path()).unwrap(), Db::open(dir_b.path()).unwrap());
+    for db in [&a, &b] {
+        apply_all(db, &users, 1);
+    }
+    let outbox_len = |db: &Db| ShardStore::new(db.clone(), shard, SHARDS).outbox(100).unwrap().len();
+    apply_in_one_txn(&a, shard, std::slice::from_ref(&send), 10);
+    assert_eq!(outbox_len(&a), 2, "the first message of a pair emits one effect per member");
+    apply_in_one_txn(&a, shard, &acks, 11);
+    let mut together = vec![send];
+    together.extend(acks);
+    apply_in_one_txn(&b, shard, &together, 10);
+
+    assert_eq!(outbox_len(&a), 0);
+    assert_eq!(outbox_len(&b), 0, "effects emitted in the acknowledging batch were left behind");
+    assert_eq!(hashes(&a), hashes(&b));
+}
