@@ -127,31 +127,14 @@ impl ShardStore {
     }
 
     /// Effects for `target` waiting in this shard's outbox with id `from` or above, in id
-    /// order, at most `limit`. Seeking past the acknowledged ones matters: acknowledged
-    /// effects are range-deleted, and their tombstones stay in the memtable until a flush,
-    /// where a scan from the start would step over every one of them.
+    /// order, at most `limit`. Seeking past the acknowledged ones matters: their delete
+    /// tombstones stay until a compaction, and a scan from the start would step over each.
     pub fn outbox_for(&self, target: ShardId, from: EffectId, limit: usize) -> Result<Vec<Effect>, StorageError> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(keys::outbox(self.shard, target, from));
-        ro.set_iterate_upper_bound(match target.0.checked_add(1) {
+        let upper = match target.0.checked_add(1) {
             Some(next) => keys::outbox(self.shard, ShardId(next), EffectId(0)),
             None => keys::shard_end(self.shard),
-        });
-        let seek = keys::outbox(self.shard, target, from);
-        let iter = self.db.rocks().iterator_cf_opt(
-            self.db.cf(keys::CF_OUTBOX)?,
-            ro,
-            IteratorMode::From(&seek, Direction::Forward),
-        );
-        let mut out = Vec::new();
-        for item in iter {
-            let (_, v) = item?;
-            out.push(codec::effect_from_pb(decode("effect", &v)?)?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        };
+        self.effects_between(keys::outbox(self.shard, target, from), upper, limit)
     }
 
     /// Every effect for `target` below the returned id has been acknowledged (and deleted).
@@ -163,15 +146,20 @@ impl ShardStore {
 
     /// Effects waiting in this shard's outbox, by target shard then id, at most `limit`.
     pub fn outbox(&self, limit: usize) -> Result<Vec<Effect>, StorageError> {
+        self.effects_between(keys::shard_prefix(self.shard), keys::shard_end(self.shard), limit)
+    }
+
+    /// Outbox effects with keys in `[from, upper)`, in key order, at most `limit`.
+    fn effects_between(&self, from: Vec<u8>, upper: Vec<u8>, limit: usize) -> Result<Vec<Effect>, StorageError> {
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::shard_end(self.shard));
-        let from = keys::shard_prefix(self.shard);
-        let mut out = Vec::new();
+        ro.set_iterate_lower_bound(from.clone());
+        ro.set_iterate_upper_bound(upper);
         let iter = self.db.rocks().iterator_cf_opt(
             self.db.cf(keys::CF_OUTBOX)?,
             ro,
             IteratorMode::From(&from, Direction::Forward),
         );
+        let mut out = Vec::new();
         for item in iter {
             let (_, v) = item?;
             out.push(codec::effect_from_pb(decode("effect", &v)?)?);

@@ -19,6 +19,16 @@ fn user(s: &str) -> UserId {
     UserId::parse(s).unwrap()
 }
 
+/// The Raft entry at `index` carrying one command, stamped with a time derived from the index.
+fn entry(index: u64, command: &Command) -> pb::CommandBatch {
+    pb::CommandBatch {
+        version: 1,
+        time_ms: 1_000 + index as i64,
+        logic_version: 1,
+        commands: vec![codec::command_to_pb(command)],
+    }
+}
+
 /// Applies `commands` on their own shard of `db`, one entry each, as Raft would.
 fn apply_all(db: &Db, commands: &[Command], first_index: u64) -> Vec<Result<meridian_domain::apply::Reply, Rejection>> {
     let mut results = vec![];
@@ -35,13 +45,7 @@ fn apply_all(db: &Db, commands: &[Command], first_index: u64) -> Vec<Result<meri
         let mut txn = store.begin().unwrap();
         let index = first_index + i as u64;
         txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
-        let batch = pb::CommandBatch {
-            version: 1,
-            time_ms: 1_000 + index as i64,
-            logic_version: 1,
-            commands: vec![codec::command_to_pb(c)],
-        };
-        results.extend(txn.apply_batch(index, &batch).unwrap());
+        results.extend(txn.apply_batch(index, &entry(index, c)).unwrap());
         txn.commit().unwrap();
     }
     results
@@ -194,13 +198,7 @@ fn apply_in_one_txn(db: &Db, shard: ShardId, commands: &[Command], first_index: 
     for (i, c) in commands.iter().enumerate() {
         let index = first_index + i as u64;
         txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
-        let batch = pb::CommandBatch {
-            version: 1,
-            time_ms: 1_000 + index as i64,
-            logic_version: 1,
-            commands: vec![codec::command_to_pb(c)],
-        };
-        txn.apply_batch(index, &batch).unwrap();
+        txn.apply_batch(index, &entry(index, c)).unwrap();
     }
     txn.commit().unwrap();
 }
