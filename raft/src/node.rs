@@ -60,6 +60,12 @@ pub enum RaftNodeError {
     BadRequest(String),
 }
 
+/// One read-index round on this node's Raft, which must lead the shard: the commit index,
+/// confirmed by a quorum after the call.
+async fn leader_read_index(raft: &Raft) -> Result<u64, String> {
+    raft.get_read_log_id().await.map(|(read, _)| read.map_or(0, |l| l.index)).map_err(|e| e.to_string())
+}
+
 /// Where a shard's leader is, for an attempt of [`RaftNode::with_leader`].
 enum Leader {
     Local,
@@ -406,12 +412,7 @@ impl RaftNode {
         let s = self.shard(shard)?;
         self.with_leader(shard, LEADER_DEADLINE, |leader| async move {
             match leader {
-                Leader::Local => s
-                    .raft
-                    .get_read_log_id()
-                    .await
-                    .map(|(read, _)| read.map_or(0, |l| l.index))
-                    .map_err(|e| e.to_string()),
+                Leader::Local => leader_read_index(&s.raft).await,
                 Leader::Remote { id, addr } => match self.remote_read_index(&addr, shard).await {
                     Ok(Some(index)) => Ok(index),
                     Ok(None) => Err(format!("node {id} is no longer the leader")),
@@ -449,10 +450,9 @@ impl RaftNode {
             .read_index(s.read_stats.clone(), move || {
                 let raft = raft.clone();
                 async move {
-                    raft.get_read_log_id()
+                    leader_read_index(&raft)
                         .await
-                        .map(|(read, _)| read.map_or(0, |l| l.index))
-                        .map_err(|e| RaftNodeError::Unavailable { shard: shard.0, detail: e.to_string() })
+                        .map_err(|detail| RaftNodeError::Unavailable { shard: shard.0, detail })
                 }
             })
             .await;
