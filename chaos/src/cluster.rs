@@ -7,8 +7,9 @@
 //! - **loopback** (the fallback): each node listens on `127.0.0.{10 + id}` and binds its
 //!   outgoing peer connections to it.
 //!
-//! Peers reach a node through an in-process fault proxy (its advertised address: on the
-//! bridge, or beside the node on loopback); clients reach it directly. One node may keep its data on a small tmpfs so that its disk can be filled.
+//! Peers reach a node's peer listener through an in-process fault proxy (its advertised peer
+//! address: on the bridge, or beside the node on loopback); clients reach its client
+//! listener directly. One node may keep its data on a small tmpfs so that its disk can be filled.
 //! Everything the cluster made — processes, mounts, firewall table, directories — is undone
 //! when it is dropped, including after a panic.
 
@@ -35,7 +36,8 @@ pub struct ClusterOptions {
     pub binary: PathBuf,
     /// This run's working directory (configs, data, logs, history).
     pub dir: PathBuf,
-    /// gRPC port on every node's address; the proxy listens on `+1`, HTTP on `+2`.
+    /// Client gRPC port on every node's address; the proxy listens on `+1`, HTTP on `+2`,
+    /// the peer listener on `+3`.
     pub base_port: u16,
     /// Put this node's data directory on a tmpfs of `tmpfs_mb` MiB (root only).
     pub disk_node: Option<usize>,
@@ -179,6 +181,7 @@ impl ChaosCluster {
         let mut teardown = Teardown { net: net.clone(), namespaces: vec![], mounts: vec![] };
         make_bridge(&net)?;
         let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let cluster_secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let mut nodes = Vec::new();
         for index in 0..options.nodes {
             let id = index as u64 + 1;
@@ -202,7 +205,8 @@ impl ChaosCluster {
                 }
             };
             let peer_addr = format!("{proxy_ip}:{proxy_port}");
-            let proxy = Proxy::start(peer_addr.parse()?, client_addr.parse()?).await?;
+            let peer_listen = format!("{ip}:{}", options.base_port + 3);
+            let proxy = Proxy::start(peer_addr.parse()?, peer_listen.parse()?).await?;
             nodes.push(Node {
                 index,
                 id,
@@ -222,7 +226,7 @@ impl ChaosCluster {
             });
         }
         for n in &nodes {
-            std::fs::write(&n.config_path, config_toml(&options, &net, n, &nodes, &secret))?;
+            std::fs::write(&n.config_path, config_toml(&options, &net, n, &nodes, (&secret, &cluster_secret)))?;
         }
         let token = run(
             &options.binary.to_string_lossy(),
@@ -450,9 +454,12 @@ impl ChaosCluster {
     }
 }
 
-fn config_toml(o: &ClusterOptions, net: &Net, n: &Node, all: &[Node], secret: &str) -> String {
-    let peers: String =
-        all.iter().map(|p| format!("\n[[peers]]\nid = {}\naddr = \"{}\"\n", p.id, p.peer_addr)).collect();
+fn config_toml(o: &ClusterOptions, net: &Net, n: &Node, all: &[Node], secrets: (&str, &str)) -> String {
+    let (secret, cluster_secret) = secrets;
+    let peers: String = all
+        .iter()
+        .map(|p| format!("\n[[peers]]\nid = {}\naddr = \"{}\"\npeer-addr = \"{}\"\n", p.id, p.client_addr, p.peer_addr))
+        .collect();
     // On loopback every node shares the host's addresses: bind outgoing peer connections to
     // the node's own so the firewall can tell nodes apart. A namespace has only its own.
     let source = match net {
@@ -463,7 +470,8 @@ fn config_toml(o: &ClusterOptions, net: &Net, n: &Node, all: &[Node], secret: &s
         r#"node-id = {id}
 region = "chaos"
 listen = "{client}"
-advertise = "{peer}"
+peer-listen = "{ip}:{peer_port}"
+peer-advertise = "{peer}"
 http-listen = "{ip}:{http}"
 {source}data-dir = "{data}"
 shards = {shards}
@@ -471,6 +479,9 @@ bootstrap = true
 {peers}
 [auth]
 secret = "{secret}"
+
+[cluster]
+secret = "{cluster_secret}"
 
 [raft]
 heartbeat-interval-ms = 100
@@ -484,6 +495,7 @@ max-in-snapshot-log-to-keep = 50
         peer = n.peer_addr,
         ip = n.ip,
         http = o.base_port + 2,
+        peer_port = o.base_port + 3,
         data = n.data_dir.display(),
         shards = o.shards,
         snap = o.snapshot_logs_since_last,

@@ -3,7 +3,8 @@
 //!
 //! Every command reads `MERIDIAN_ENDPOINT` (comma-separated node addresses) and a token from
 //! the environment: admin commands and `--as USER` use `MERIDIAN_ADMIN_TOKEN`; the others use
-//! `MERIDIAN_TOKEN`, or the admin token when no user token is set. Output goes to stdout, one
+//! `MERIDIAN_TOKEN`, or the admin token when no user token is set; `MERIDIAN_CA` (a PEM file)
+//! connects with TLS to a region whose client listeners use it. Output goes to stdout, one
 //! line per item, or one JSON document with `--json`.
 //!
 //! Module map: `args` (each command's arguments, re-exported here), [`render`] (JSON
@@ -23,7 +24,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::{Direction, GetHistoryResponse, ReadConsistency};
-use crate::config::{endpoints_from_lookup, ADMIN_TOKEN_ENV, TOKEN_ENV};
+use crate::config::{ca_from_lookup, endpoints_from_lookup, ADMIN_TOKEN_ENV, TOKEN_ENV};
 use crate::{Client, ClientConfig, ClientError};
 
 /// Client commands of the `meridian` binary.
@@ -153,7 +154,7 @@ fn config_for(identity: &Identity, lookup: &impl Fn(&str) -> Option<String>) -> 
             ClientConfig::new(endpoints, token)
         }
     };
-    Ok(config)
+    ca_from_lookup(config, lookup)
 }
 
 fn consistency(local: bool) -> ReadConsistency {
@@ -232,8 +233,8 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let status = client.cluster_status(args.hash).await?;
             Output::json_or_lines(args.json, || render::status_json(&status), || render::status_lines(&status))
         }
-        ClientCommand::Admin { command: AdminCommand::AddNode { id, addr, learner_only } } => {
-            let members = client.add_node(id, &addr, learner_only).await?;
+        ClientCommand::Admin { command: AdminCommand::AddNode { id, addr, peer_addr, learner_only } } => {
+            let members = client.add_node(id, &addr, &peer_addr, learner_only).await?;
             Output::line(render::add_node_line(&members))
         }
         ClientCommand::Admin { command: AdminCommand::RemoveNode { id } } => {
@@ -330,9 +331,9 @@ mod tests {
             Ok(ClientCommand::Token(TokenArgs { user, ttl_seconds: Some(60) })) if user == "alice"
         ));
         assert!(matches!(
-            parse(&["admin", "add-node", "--id", "4", "--addr", "n4:7002", "--learner-only"]),
-            Ok(ClientCommand::Admin { command: AdminCommand::AddNode { id: 4, addr, learner_only: true } })
-                if addr == "n4:7002"
+            parse(&["admin", "add-node", "--id", "4", "--addr", "n4:7002", "--peer-addr", "n4:7102", "--learner-only"]),
+            Ok(ClientCommand::Admin { command: AdminCommand::AddNode { id: 4, addr, peer_addr, learner_only: true } })
+                if addr == "n4:7002" && peer_addr == "n4:7102"
         ));
         assert!(matches!(
             parse(&["admin", "remove-node", "--id", "2"]),

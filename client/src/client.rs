@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use meridian_proto::api::admin_client::AdminClient;
 use meridian_proto::api::chat_client::ChatClient;
@@ -88,9 +88,11 @@ impl Client {
     /// A client from a full configuration.
     pub fn with_config(config: ClientConfig) -> Result<Client, ClientError> {
         let uris = config.validate()?;
+        let tls =
+            config.tls_ca_pem.as_ref().map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
         let nodes = uris
             .into_iter()
-            .map(|uri| NodeEndpoint::new(uri, config.connect_timeout).map(Arc::new))
+            .map(|uri| NodeEndpoint::new(uri, config.connect_timeout, tls.as_ref()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let authorization = ascii_metadata(&format!("Bearer {}", config.token), "the token")?;
         let act_as = match config.act_as {
@@ -311,10 +313,17 @@ impl Client {
         .await
     }
 
-    /// Adds node `id` (peer address `addr`) to every shard; promoted to voter unless
-    /// `learner_only`.
-    pub async fn add_node(&self, id: u64, addr: &str, learner_only: bool) -> Result<AddNodeResponse, ClientError> {
-        let request = AddNodeRequest { node_id: id, addr: addr.to_owned(), learner_only };
+    /// Adds node `id` (client address `addr`, peer address `peer_addr`) to every shard;
+    /// promoted to voter unless `learner_only`.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        addr: &str,
+        peer_addr: &str,
+        learner_only: bool,
+    ) -> Result<AddNodeResponse, ClientError> {
+        let request =
+            AddNodeRequest { node_id: id, addr: addr.to_owned(), peer_addr: peer_addr.to_owned(), learner_only };
         self.call(
             "AddNode",
             request,

@@ -11,6 +11,8 @@ pub const ENDPOINT_ENV: &str = "MERIDIAN_ENDPOINT";
 pub const TOKEN_ENV: &str = "MERIDIAN_TOKEN";
 /// An admin token (may act as any user).
 pub const ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
+/// Path of a PEM file with the CA certificate(s) of a region whose client listeners use TLS.
+pub const CA_ENV: &str = "MERIDIAN_CA";
 
 const ENDPOINT_HINT: &str = "a comma-separated list of node addresses, e.g. 127.0.0.1:7001";
 
@@ -61,6 +63,10 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest pause between attempts. Default 1 s.
     pub max_backoff: Duration,
+    /// CA certificate(s), PEM, of a region whose client listeners use TLS: set, the client
+    /// connects with TLS (`host:port` endpoints mean `https://host:port`) and trusts only
+    /// these. Unset: plaintext HTTP/2.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -75,7 +81,14 @@ impl ClientConfig {
             retry_budget: Duration::from_secs(15),
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            tls_ca_pem: None,
         }
+    }
+
+    /// Connects with TLS, trusting the CA certificate(s) in `pem`.
+    pub fn with_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
     }
 
     /// Reads `MERIDIAN_ENDPOINT` and the token of the given kind from the environment.
@@ -88,7 +101,7 @@ impl ClientConfig {
         let endpoints = endpoints_from_lookup(&lookup)?;
         let token = non_empty(lookup(kind.env_var()))
             .ok_or(ClientError::MissingEnv { var: kind.env_var(), hint: kind.hint() })?;
-        Ok(ClientConfig::new(endpoints, token))
+        ca_from_lookup(ClientConfig::new(endpoints, token), &lookup)
     }
 
     /// Sets the user an admin token acts as.
@@ -118,7 +131,8 @@ impl ClientConfig {
                 ),
             });
         }
-        self.endpoints.iter().map(|e| normalize_endpoint(e)).collect()
+        let tls = self.tls_ca_pem.is_some();
+        self.endpoints.iter().map(|e| normalize_endpoint_with(e, tls)).collect()
     }
 }
 
@@ -134,6 +148,7 @@ impl fmt::Debug for ClientConfig {
             .field("retry_budget", &self.retry_budget)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("tls", &self.tls_ca_pem.is_some())
             .finish()
     }
 }
@@ -148,24 +163,47 @@ pub(crate) fn endpoints_from_lookup(lookup: &impl Fn(&str) -> Option<String>) ->
     Ok(endpoints)
 }
 
+/// Adds the CA named by `MERIDIAN_CA` (read through `lookup`), if any, to `config`.
+pub(crate) fn ca_from_lookup(
+    config: ClientConfig,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<ClientConfig, ClientError> {
+    let Some(path) = non_empty(lookup(CA_ENV)) else { return Ok(config) };
+    let pem = std::fs::read(&path).map_err(|e| ClientError::InvalidConfig {
+        detail: format!("{CA_ENV}={path}: cannot read the CA certificate: {e}"),
+    })?;
+    Ok(config.with_ca(pem))
+}
+
 /// Splits a comma-separated endpoint list, dropping blanks.
 pub fn split_endpoints(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
 }
 
-/// Turns `host:port` or `http://host:port` into the URI tonic connects to.
+/// Turns `host:port` or `http://host:port` into the URI tonic connects to (plaintext).
 pub fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
+    normalize_endpoint_with(endpoint, false)
+}
+
+/// Turns `host:port`, `http://host:port` or `https://host:port` into the URI tonic connects
+/// to; `tls` says which scheme a bare `host:port` gets and which one is allowed.
+pub fn normalize_endpoint_with(endpoint: &str, tls: bool) -> Result<String, ClientError> {
     let invalid =
         |detail: &str| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), detail: detail.to_owned() };
     let trimmed = endpoint.trim();
-    let uri = if let Some(rest) = trimmed.strip_prefix("http://") {
-        format!("http://{}", rest.trim_end_matches('/'))
+    let scheme = if tls { "https" } else { "http" };
+    let uri = if let Some(rest) = trimmed.strip_prefix(&format!("{scheme}://")) {
+        format!("{scheme}://{}", rest.trim_end_matches('/'))
     } else if trimmed.starts_with("https://") {
-        return Err(invalid("TLS is not supported by this client; use http://host:port"));
+        return Err(invalid(&format!("an https:// endpoint needs the region's CA certificate ({CA_ENV})")));
+    } else if trimmed.starts_with("http://") {
+        return Err(invalid(
+            "a plaintext http:// endpoint, but the client is set up for TLS: use https:// or host:port",
+        ));
     } else if trimmed.contains("://") {
-        return Err(invalid("expected host:port or http://host:port"));
+        return Err(invalid("expected host:port, http://host:port or https://host:port"));
     } else {
-        format!("http://{}", trimmed.trim_end_matches('/'))
+        format!("{scheme}://{}", trimmed.trim_end_matches('/'))
     };
     let parsed: tonic::codegen::http::Uri = uri.parse().map_err(|e| invalid(&format!("not an address: {e}")))?;
     if parsed.host().is_none_or(str::is_empty) {
@@ -211,6 +249,15 @@ mod tests {
             let err = normalize_endpoint(bad);
             assert!(matches!(err, Err(ClientError::InvalidEndpoint { .. })), "{bad:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn a_ca_makes_endpoints_https_and_plaintext_ones_refused() {
+        assert_eq!(normalize_endpoint_with("127.0.0.1:7001", true).ok(), Some("https://127.0.0.1:7001".into()));
+        assert_eq!(normalize_endpoint_with("https://n1:7001/", true).ok(), Some("https://n1:7001".into()));
+        assert!(normalize_endpoint_with("http://n1:7001", true).is_err());
+        let config = ClientConfig::new(["n1:7001"], "t").with_ca(b"pem".to_vec());
+        assert_eq!(config.validate().ok(), Some(vec!["https://n1:7001".to_owned()]));
     }
 
     #[test]

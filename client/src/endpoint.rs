@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::ClientError;
 
@@ -18,8 +18,12 @@ pub(crate) struct NodeEndpoint {
 
 impl NodeEndpoint {
     /// `uri` comes from [`crate::config::normalize_endpoint`].
-    pub(crate) fn new(uri: String, connect_timeout: Duration) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(uri.clone())
+    pub(crate) fn new(
+        uri: String,
+        connect_timeout: Duration,
+        tls: Option<&ClientTlsConfig>,
+    ) -> Result<Self, ClientError> {
+        let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| ClientError::InvalidEndpoint { endpoint: uri.clone(), detail: e.to_string() })?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
@@ -27,6 +31,11 @@ impl NodeEndpoint {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| ClientError::InvalidEndpoint { endpoint: uri.clone(), detail: e.to_string() })?;
+        }
         Ok(NodeEndpoint { uri, endpoint, channel: Mutex::new(None) })
     }
 

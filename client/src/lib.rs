@@ -27,7 +27,8 @@ mod routes;
 
 pub use client::{message_text, new_request_id, Client};
 pub use config::{
-    normalize_endpoint, split_endpoints, ClientConfig, TokenKind, ADMIN_TOKEN_ENV, ENDPOINT_ENV, TOKEN_ENV,
+    normalize_endpoint, normalize_endpoint_with, split_endpoints, ClientConfig, TokenKind, ADMIN_TOKEN_ENV, CA_ENV,
+    ENDPOINT_ENV, TOKEN_ENV,
 };
 pub use error::{code_name, ClientError};
 /// The API's wire types, so that users of this crate need not depend on `meridian-proto`.

@@ -79,7 +79,8 @@ impl Routes {
         };
         let mut leaders = vec![None; response.shards as usize];
         for route in &response.routes {
-            let uri = crate::config::normalize_endpoint(&route.leader_addr).ok();
+            let tls = uris.first().is_some_and(|u| u.starts_with("https://"));
+            let uri = crate::config::normalize_endpoint_with(&route.leader_addr, tls).ok();
             let index = uri.and_then(|uri| uris.iter().position(|u| *u == uri));
             if let Some(slot) = leaders.get_mut(route.shard as usize) {
                 *slot = index;

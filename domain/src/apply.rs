@@ -59,6 +59,10 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
         }
         Command::MarkRead { user, conversation, up_to } => mark_read(state, ctx, user, conversation, *up_to),
         Command::ApplyEffects { source, effects } => apply_effects(state, ctx, *source, effects),
+        Command::AckEffects { target, .. } if target.0 >= ctx.shards => reject(
+            Reason::ShardOutOfRange,
+            format!("the acknowledgement names shard {target}, but the region has shards 0..{}", ctx.shards),
+        ),
         Command::AckEffects { target, up_to } => {
             Ok(Ok(Applied { changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }], reply: Reply::Done }))
         }

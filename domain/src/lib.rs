@@ -12,6 +12,7 @@
 //! - [`change`]: what applying a command writes (events, projection updates, effects).
 //! - [`rejection`]: why a command was refused, with stable reason codes.
 //! - [`state`]: the read interface apply needs from storage.
+//! - [`ingress`]: the stateless rules every command meets before it is proposed.
 //! - [`apply`]: validation and apply of one command.
 //! - [`shard`]: the stable entity → shard hash.
 //!
@@ -22,6 +23,7 @@ pub mod change;
 pub mod command;
 pub mod element;
 pub mod ids;
+pub mod ingress;
 pub mod records;
 pub mod rejection;
 pub mod shard;

@@ -69,6 +69,8 @@ reasons! {
     WrongShard => "WRONG_SHARD", FailedPrecondition;
     PageLimitInvalid => "PAGE_LIMIT_INVALID", InvalidArgument;
     NodeInvalid => "NODE_INVALID", InvalidArgument;
+    ShardOutOfRange => "SHARD_OUT_OF_RANGE", InvalidArgument;
+    MalformedCommand => "MALFORMED_COMMAND", InvalidArgument;
 }
 
 impl fmt::Display for Reason {

@@ -31,10 +31,18 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// The region this node serves: its residency code, e.g. `sg` (2..=16 of `a-z`, `0-9`, `-`).
     pub region: String,
-    /// Socket address the gRPC server binds (clients and peers). Default `127.0.0.1:7001`.
+    /// Socket address of the client API (gRPC: `Chat`, `Admin`, health, reflection).
+    /// Default `127.0.0.1:7001`.
     pub listen: SocketAddr,
-    /// `host:port` that peers and clients use to reach this node. Default: `listen`.
+    /// `host:port` that clients use to reach this node. Default: `listen`.
     pub advertise: Option<String>,
+    /// Socket address of the peer listener: Raft traffic and forwarded proposals from the
+    /// other nodes of the region, behind the cluster credential. Required; never the same
+    /// port as `listen`.
+    pub peer_listen: Option<SocketAddr>,
+    /// `host:port` that the region's other nodes use to reach this node's peer listener.
+    /// Default: `peer-listen`.
+    pub peer_advertise: Option<String>,
     /// Socket address of the plain-HTTP server (`/healthz`, `/readyz`, `/metrics`); unset = off.
     pub http_listen: Option<SocketAddr>,
     /// Source IP for this node's outgoing connections to its peers; unset = chosen by the OS.
@@ -47,13 +55,21 @@ pub struct NodeConfig {
     /// Number of shards (Raft groups) in the region: a power of two in 1..=1024, default 8.
     /// Fixed when the region is bootstrapped; every node of a region must agree.
     pub shards: u32,
-    /// The region's initial voters, this node included (`[[peers]]` tables of `id`, `addr`).
+    /// The region's initial voters, this node included (`[[peers]]` tables of `id`, `addr`,
+    /// `peer-addr`).
     pub peers: Vec<PeerConfig>,
     /// Initialize every shard with `peers` as voters when `data-dir` is new. Default true;
     /// set false for a node that will join an existing region through `Admin/AddNode`.
     pub bootstrap: bool,
     /// Token signing (`[auth]`).
     pub auth: AuthConfig,
+    /// The cluster credential of peer calls (`[cluster]`).
+    pub cluster: ClusterConfig,
+    /// TLS of the client listener (`[tls]`); unset = plaintext.
+    pub tls: Option<TlsConfig>,
+    /// TLS of the peer listener and of this node's calls to its peers (`[peer-tls]`); unset =
+    /// plaintext. Every node of a region must agree.
+    pub peer_tls: Option<PeerTlsConfig>,
     /// Per-request limits (`[limits]`).
     pub limits: LimitsConfig,
     /// Raft timing and batching (`[raft]`).
@@ -72,6 +88,8 @@ impl Default for NodeConfig {
             region: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             advertise: None,
+            peer_listen: None,
+            peer_advertise: None,
             http_listen: None,
             peer_source_ip: None,
             data_dir: PathBuf::from("./data"),
@@ -79,6 +97,9 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             bootstrap: true,
             auth: AuthConfig::default(),
+            cluster: ClusterConfig::default(),
+            tls: None,
+            peer_tls: None,
             limits: LimitsConfig::default(),
             raft: RaftTuning::default(),
             worker_threads: None,
@@ -92,8 +113,54 @@ impl Default for NodeConfig {
 pub struct PeerConfig {
     /// The peer's node id (>= 1).
     pub id: u64,
-    /// The peer's advertised gRPC address, `host:port`.
+    /// The peer's client API address (its `advertise`), `host:port`.
     pub addr: String,
+    /// The peer's peer-listener address (its `peer-advertise`), `host:port`.
+    pub peer_addr: String,
+}
+
+/// The credential that every peer call carries: the same secret on every node of a region.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// The cluster secret, at least 16 bytes, different from `auth.secret`. Required; the
+    /// environment variable `MERIDIAN_CLUSTER_SECRET`, when set, takes its place.
+    pub secret: String,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig").field("secret", &"<redacted>").finish()
+    }
+}
+
+/// The environment variable that supplies the cluster secret.
+pub const CLUSTER_SECRET_ENV: &str = "MERIDIAN_CLUSTER_SECRET";
+
+/// A listener's certificate and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The private key, PEM.
+    pub key: PathBuf,
+}
+
+/// TLS between the nodes of a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeerTlsConfig {
+    /// This node's certificate chain, PEM: served by its peer listener and, when peers
+    /// require client certificates, shown on its calls to them.
+    pub cert: PathBuf,
+    /// The private key of `cert`, PEM.
+    pub key: PathBuf,
+    /// The CA certificate(s), PEM, that peers' certificates must chain to.
+    pub ca: PathBuf,
+    /// Refuse peer connections without a client certificate from `ca`. Default false.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// Token signing: every node of a region shares the app id and the secret.
@@ -245,16 +312,27 @@ impl Problems {
 }
 
 impl NodeConfig {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file; `MERIDIAN_CLUSTER_SECRET`, when set,
+    /// supplies the cluster secret.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("load config file {}", path.display()))
+        let env = std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty());
+        Self::from_toml_with_secret(&text, env).with_context(|| format!("load config file {}", path.display()))
     }
 
     /// Parses and validates a config from TOML text.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let config: Self = toml::from_str(text).context("parse TOML")?;
+        Self::from_toml_with_secret(text, None)
+    }
+
+    /// Parses a config, puts `cluster_secret` (from the environment) in place of the file's
+    /// when given, and validates the result.
+    fn from_toml_with_secret(text: &str, cluster_secret: Option<String>) -> anyhow::Result<Self> {
+        let mut config: Self = toml::from_str(text).context("parse TOML")?;
+        if let Some(secret) = cluster_secret {
+            config.cluster.secret = secret;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -264,9 +342,15 @@ impl NodeConfig {
         toml::to_string_pretty(self).context("serialize config as TOML")
     }
 
-    /// `host:port` that peers and clients use to reach this node.
+    /// `host:port` that clients use to reach this node.
     pub fn advertise_addr(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// `host:port` that peers use to reach this node (empty when `peer-listen` is missing,
+    /// which `validate` reports).
+    pub fn peer_advertise_addr(&self) -> String {
+        self.peer_advertise.clone().unwrap_or_else(|| self.peer_listen.map(|a| a.to_string()).unwrap_or_default())
     }
 
     /// Checks every rule and reports all the problems found.
@@ -281,6 +365,7 @@ impl NodeConfig {
             });
         }
         self.auth.validate(&mut p);
+        self.validate_cluster(&mut p);
         self.limits.validate(&mut p);
         self.raft.validate(&mut p);
         if p.0.is_empty() {
@@ -335,13 +420,71 @@ impl NodeConfig {
             p.check(http != self.listen, "http-listen", || {
                 format!("{http} is also the gRPC listen address: use another port")
             });
+            p.check(Some(http) != self.peer_listen, "http-listen", || {
+                format!("{http} is also the peer-listen address: use another port")
+            });
         }
+        match self.peer_listen {
+            None => p.check(false, "peer-listen", || {
+                "missing: set peer-listen to the address of this node's peer listener (Raft traffic \
+                 between the region's nodes), a port of its own, e.g. \"127.0.0.1:7101\""
+                    .into()
+            }),
+            Some(peer) => {
+                p.check(peer.port() != 0, "peer-listen", || {
+                    "port 0 is not allowed: peers need a fixed port to reach this node".into()
+                });
+                p.check(peer != self.listen, "peer-listen", || {
+                    format!("{peer} is also the client listen address: the peer listener needs a port of its own")
+                });
+                match &self.peer_advertise {
+                    Some(addr) => p.check(is_host_port(addr), "peer-advertise", || {
+                        format!("{addr:?} is not host:port (e.g. \"node1.sg.internal:7101\")")
+                    }),
+                    None => p.check(!peer.ip().is_unspecified(), "peer-advertise", || {
+                        format!(
+                            "required when peer-listen is {peer} (a wildcard address peers cannot \
+                             dial): set it to the host:port peers use"
+                        )
+                    }),
+                }
+            }
+        }
+    }
+
+    fn validate_cluster(&self, p: &mut Problems) {
+        let secret = &self.cluster.secret;
+        p.check(secret.len() >= MIN_SECRET_BYTES, "cluster.secret", || {
+            if secret.is_empty() {
+                format!(
+                    "missing: set a random secret of at least 16 bytes, the same on every node of \
+                     the region and different from auth.secret (e.g. `openssl rand -hex 32`), or \
+                     supply it in the environment variable {CLUSTER_SECRET_ENV}"
+                )
+            } else {
+                format!("too short ({} bytes): use at least {MIN_SECRET_BYTES} random bytes", secret.len())
+            }
+        });
+        p.check(secret.is_empty() || *secret != self.auth.secret, "cluster.secret", || {
+            "equals auth.secret: use a secret of its own, so that the key that signs user tokens \
+             cannot also open the peer listener"
+                .into()
+        });
     }
 
     fn validate_peers(&self, p: &mut Problems) {
         let mut ids = HashSet::new();
         let mut addrs: HashMap<&str, u64> = HashMap::new();
+        let mut peer_addrs: HashMap<&str, u64> = HashMap::new();
         for peer in &self.peers {
+            p.check(is_host_port(&peer.peer_addr), "peers.peer-addr", || {
+                format!("peer {}: {:?} is not host:port (e.g. \"10.0.0.1:7101\")", peer.id, peer.peer_addr)
+            });
+            if let Some(other) = peer_addrs.insert(&peer.peer_addr, peer.id) {
+                p.check(false, "peers.peer-addr", || {
+                    format!("peers {other} and {} share the peer address {}", peer.id, peer.peer_addr)
+                });
+            }
             p.check(peer.id >= 1, "peers.id", || "peer ids start at 1, found 0".into());
             p.check(ids.insert(peer.id), "peers.id", || {
                 format!("node id {} is listed twice: each peer needs its own id", peer.id)
@@ -365,10 +508,11 @@ impl NodeConfig {
             p.check(self.peers.is_empty() || me.is_some(), "peers", || {
                 format!(
                     "this node (node-id {}) is not listed, but bootstrap = true makes it an initial \
-                     voter: add [[peers]] id = {}, addr = {:?}",
+                     voter: add [[peers]] id = {}, addr = {:?}, peer-addr = {:?}",
                     self.node_id,
                     self.node_id,
-                    self.advertise_addr()
+                    self.advertise_addr(),
+                    self.peer_advertise_addr()
                 )
             });
         }
@@ -378,6 +522,14 @@ impl NodeConfig {
                 format!(
                     "this node (id {}) is listed at {:?} but advertises {advertised:?}: make them equal",
                     me.id, me.addr
+                )
+            });
+            let peer_advertised = self.peer_advertise_addr();
+            p.check(self.peer_listen.is_none() || me.peer_addr == peer_advertised, "peers.peer-addr", || {
+                format!(
+                    "this node (id {}) is listed with peer-addr {:?} but its peer listener is at \
+                     {peer_advertised:?}: make them equal",
+                    me.id, me.peer_addr
                 )
             });
         }
@@ -482,16 +634,18 @@ fn is_host_port(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn peer(id: u64) -> PeerConfig {
+        PeerConfig { id, addr: format!("127.0.0.1:700{id}"), peer_addr: format!("127.0.0.1:710{id}") }
+    }
+
     fn valid() -> NodeConfig {
         NodeConfig {
             node_id: 1,
             region: "sg".into(),
-            peers: vec![
-                PeerConfig { id: 1, addr: "127.0.0.1:7001".into() },
-                PeerConfig { id: 2, addr: "127.0.0.1:7002".into() },
-                PeerConfig { id: 3, addr: "127.0.0.1:7003".into() },
-            ],
+            peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7101))),
+            peers: vec![peer(1), peer(2), peer(3)],
             auth: AuthConfig { secret: "0123456789abcdef".into(), ..AuthConfig::default() },
+            cluster: ClusterConfig { secret: "fedcba9876543210".into() },
             ..NodeConfig::default()
         }
     }
@@ -506,16 +660,23 @@ mod tests {
             r#"
             node-id = 1
             region = "sg"
+            peer-listen = "127.0.0.1:7101"
             [[peers]]
             id = 1
             addr = "127.0.0.1:7001"
+            peer-addr = "127.0.0.1:7101"
             [auth]
             secret = "0123456789abcdef"
+            [cluster]
+            secret = "fedcba9876543210"
             "#,
         )
         .expect("minimal config parses");
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
         assert_eq!(config.advertise_addr(), "127.0.0.1:7001");
+        assert_eq!(config.peer_advertise_addr(), "127.0.0.1:7101");
+        assert_eq!(config.tls, None);
+        assert_eq!(config.peer_tls, None);
         assert_eq!(config.http_listen, None);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.shards, 8);
@@ -548,6 +709,7 @@ mod tests {
             let n = i as u64 + 1;
             assert_eq!(c.node_id, n);
             assert_eq!(c.advertise_addr(), format!("127.0.0.1:700{n}"));
+            assert_eq!(c.peer_advertise_addr(), format!("127.0.0.1:710{n}"));
             assert_eq!(c.http_listen, Some(SocketAddr::from(([127, 0, 0, 1], 8000 + n as u16))));
             assert_eq!(c.data_dir, PathBuf::from(format!("./data/node-{n}")));
             // Everything region-wide must be identical on every node.
@@ -555,6 +717,8 @@ mod tests {
             assert_eq!(c.peers, configs[0].peers);
             assert_eq!(c.shards, configs[0].shards);
             assert_eq!(c.auth, configs[0].auth);
+            assert_eq!(c.cluster, configs[0].cluster);
+            assert_ne!(c.cluster.secret, c.auth.secret);
         }
     }
 
@@ -563,7 +727,15 @@ mod tests {
         let docs = include_str!("../../docs/config.md");
         let full = NodeConfig {
             advertise: Some("127.0.0.1:7001".into()),
+            peer_advertise: Some("127.0.0.1:7101".into()),
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
+            tls: Some(TlsConfig { cert: "client.crt".into(), key: "client.key".into() }),
+            peer_tls: Some(PeerTlsConfig {
+                cert: "peer.crt".into(),
+                key: "peer.key".into(),
+                ca: "ca.crt".into(),
+                require_client_cert: true,
+            }),
             ..valid()
         };
         let text = full.to_toml().expect("serializes");
@@ -596,7 +768,7 @@ mod tests {
     #[test]
     fn an_empty_file_names_every_required_key() {
         let err = problems(&NodeConfig::default());
-        for field in ["node-id", "region", "peers", "auth.secret"] {
+        for field in ["node-id", "region", "peers", "auth.secret", "cluster.secret", "peer-listen"] {
             assert!(err.mentions(field), "{field} not reported in: {err}");
         }
         let shown = err.to_string();
@@ -611,8 +783,13 @@ mod tests {
         assert!(err.mentions("peers"), "{err}");
         assert!(err.to_string().contains("node-id 4"), "{err}");
         // A joining node need not be listed.
-        let joining =
-            NodeConfig { node_id: 4, bootstrap: false, listen: SocketAddr::from(([127, 0, 0, 1], 7004)), ..valid() };
+        let joining = NodeConfig {
+            node_id: 4,
+            bootstrap: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7004)),
+            peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7104))),
+            ..valid()
+        };
         assert_eq!(joining.validate(), Ok(()));
     }
 
@@ -627,9 +804,9 @@ mod tests {
     #[test]
     fn peer_ids_and_addresses_are_unique() {
         let mut config = valid();
-        config.peers.push(PeerConfig { id: 2, addr: "127.0.0.1:7009".into() });
-        config.peers.push(PeerConfig { id: 5, addr: "127.0.0.1:7003".into() });
-        config.peers.push(PeerConfig { id: 6, addr: "no-port".into() });
+        config.peers.push(PeerConfig { addr: "127.0.0.1:7009".into(), peer_addr: "127.0.0.1:7109".into(), ..peer(2) });
+        config.peers.push(PeerConfig { id: 5, addr: "127.0.0.1:7003".into(), peer_addr: "127.0.0.1:7105".into() });
+        config.peers.push(PeerConfig { id: 6, addr: "no-port".into(), peer_addr: "127.0.0.1:7106".into() });
         let err = problems(&config);
         assert!(err.to_string().contains("node id 2 is listed twice"), "{err}");
         assert!(err.to_string().contains("peers 3 and 5 share the address 127.0.0.1:7003"), "{err}");
@@ -718,6 +895,38 @@ mod tests {
     fn debug_output_hides_the_secret() {
         let shown = format!("{:?}", valid());
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(!shown.contains("fedcba9876543210"), "{shown}");
+    }
+
+    #[test]
+    fn the_peer_listener_needs_a_port_and_a_secret_of_its_own() {
+        let mut config = valid();
+        config.peer_listen = Some(config.listen);
+        config.cluster.secret = config.auth.secret.clone();
+        let err = problems(&config);
+        assert!(err.mentions("peer-listen"), "{err}");
+        assert!(err.to_string().contains("equals auth.secret"), "{err}");
+        let config = NodeConfig { cluster: ClusterConfig { secret: "short".into() }, ..valid() };
+        assert!(problems(&config).mentions("cluster.secret"));
+    }
+
+    #[test]
+    fn the_environment_supplies_the_cluster_secret() {
+        let mut text = valid().to_toml().expect("serializes");
+        text = text.replace("secret = \"fedcba9876543210\"", "");
+        assert!(NodeConfig::from_toml(&text).is_err(), "no cluster secret anywhere");
+        let config = NodeConfig::from_toml_with_secret(&text, Some("from-the-environment".into())).expect("valid");
+        assert_eq!(config.cluster.secret, "from-the-environment");
+    }
+
+    #[test]
+    fn this_nodes_peer_address_must_match_its_peer_listener() {
+        let config = NodeConfig { peer_advertise: Some("node1.sg.internal:7101".into()), ..valid() };
+        let err = problems(&config);
+        assert!(err.mentions("peers.peer-addr"), "{err}");
+        let mut config = valid();
+        config.peers[2].peer_addr = config.peers[1].peer_addr.clone();
+        assert!(problems(&config).to_string().contains("share the peer address"));
     }
 
     #[test]

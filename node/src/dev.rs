@@ -1,7 +1,7 @@
 //! `meridian dev`: a 3-node region on loopback, as three child processes of this one.
 //!
-//! The first run writes one config per node into the dev directory (with a fresh random
-//! secret); later runs reuse those configs, so the data in `DIR/node-N/` survives restarts.
+//! The first run writes one config per node into the dev directory (with fresh random token
+//! and cluster secrets); later runs reuse those configs, so the data in `DIR/node-N/` survives restarts.
 //! Once every node sees a leader for every shard, the endpoints and an admin token are
 //! written to `DIR/dev.env` (shell-sourceable) and printed. The cluster runs until Ctrl-C or
 //! SIGTERM, or until a node exits on its own, which is reported as an error. The children
@@ -26,7 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use crate::auth::TokenSigner;
-use crate::config::{AuthConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
+use crate::config::{AuthConfig, ClusterConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
 
 /// Nodes in the dev region.
 const NODES: u64 = 3;
@@ -34,6 +34,8 @@ const NODES: u64 = 3;
 const REGION: &str = "dev";
 /// Offset from a node's gRPC port to its HTTP port (7001 → 8001).
 const HTTP_PORT_OFFSET: u16 = 1000;
+/// Offset from a node's gRPC port to its peer listener's port (7001 → 7101).
+const PEER_PORT_OFFSET: u16 = 100;
 /// How long the cluster may take to elect a leader for every shard.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often readiness is polled.
@@ -51,8 +53,9 @@ pub struct DevArgs {
     /// Directory for the cluster's configs, data, logs, pid files and dev.env.
     #[arg(long, default_value = ".meridian-dev")]
     pub dir: PathBuf,
-    /// gRPC port of node 1; node N listens on base-port + N - 1 and serves HTTP on
-    /// base-port + 1000 + N - 1. Used when the configs are first written.
+    /// Client gRPC port of node 1; node N listens on base-port + N - 1, serves its peers on
+    /// base-port + 100 + N - 1 and HTTP on base-port + 1000 + N - 1. Used when the configs
+    /// are first written.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
     /// Shards of the region (a power of two). Used when the configs are first written.
@@ -109,9 +112,9 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
             );
         }
     }
-    let secret = match &reused {
-        Some(c) => c.auth.secret.clone(),
-        None => random_secret(),
+    let (secret, cluster_secret) = match &reused {
+        Some(c) => (c.auth.secret.clone(), c.cluster.secret.clone()),
+        None => (random_secret(), random_secret()),
     };
     let shards = reused.as_ref().map_or(args.shards, |c| c.shards);
 
@@ -123,7 +126,7 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
                 c
             }
             None => {
-                let c = node_config(dir, n, args.base_port, shards, &secret)?;
+                let c = node_config(dir, n, args.base_port, shards, &secret, &cluster_secret)?;
                 write_config(&config_path(dir, n), &c)?;
                 c
             }
@@ -135,7 +138,14 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
 }
 
 /// The config of dev node `n` (1-based).
-fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) -> anyhow::Result<NodeConfig> {
+fn node_config(
+    dir: &Path,
+    n: u64,
+    base_port: u16,
+    shards: u32,
+    secret: &str,
+    cluster_secret: &str,
+) -> anyhow::Result<NodeConfig> {
     let port = |offset: u64| -> anyhow::Result<u16> {
         u16::try_from(u64::from(base_port) + offset)
             .ok()
@@ -143,14 +153,24 @@ fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) ->
             .ok_or_else(|| anyhow!("--base-port {base_port} is too high: ports up to base-port + 1002 must exist"))
     };
     let grpc = |i: u64| port(i - 1);
+    let peer_port = |i: u64| port(u64::from(PEER_PORT_OFFSET) + i - 1);
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let peers = (1..=NODES)
-        .map(|i| Ok(PeerConfig { id: i, addr: SocketAddr::from(([127, 0, 0, 1], grpc(i)?)).to_string() }))
+        .map(|i| {
+            Ok(PeerConfig {
+                id: i,
+                addr: loopback(grpc(i)?).to_string(),
+                peer_addr: loopback(peer_port(i)?).to_string(),
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = NodeConfig {
         node_id: n,
         region: REGION.to_owned(),
         listen: SocketAddr::from(([127, 0, 0, 1], grpc(n)?)),
         advertise: None,
+        peer_listen: Some(loopback(peer_port(n)?)),
+        peer_advertise: None,
         http_listen: Some(SocketAddr::from(([127, 0, 0, 1], port(u64::from(HTTP_PORT_OFFSET) + n - 1)?))),
         peer_source_ip: None,
         data_dir: dir.join(format!("node-{n}")),
@@ -158,6 +178,9 @@ fn node_config(dir: &Path, n: u64, base_port: u16, shards: u32, secret: &str) ->
         peers,
         bootstrap: true,
         auth: AuthConfig { secret: secret.to_owned(), ..AuthConfig::default() },
+        cluster: ClusterConfig { secret: cluster_secret.to_owned() },
+        tls: None,
+        peer_tls: None,
         limits: LimitsConfig::default(),
         raft: RaftTuning::default(),
         // Three nodes share this machine: a third of its cores each, so that they do not
@@ -214,6 +237,8 @@ fn check_consistent(dir: &Path, configs: &[NodeConfig]) -> anyhow::Result<()> {
             Some("peers")
         } else if c.auth != first.auth {
             Some("[auth]")
+        } else if c.cluster != first.cluster {
+            Some("[cluster]")
         } else {
             None
         };
@@ -273,7 +298,9 @@ fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
 /// Names the first port that is taken, before any node fails on it.
 fn check_ports_free(configs: &[NodeConfig]) -> anyhow::Result<()> {
     for c in configs {
-        let addrs = std::iter::once(("gRPC", c.listen)).chain(c.http_listen.map(|a| ("HTTP", a)));
+        let addrs = std::iter::once(("gRPC", c.listen))
+            .chain(c.peer_listen.map(|a| ("peer", a)))
+            .chain(c.http_listen.map(|a| ("HTTP", a)));
         for (what, addr) in addrs {
             if let Err(e) = std::net::TcpListener::bind(addr) {
                 bail!(
@@ -614,6 +641,9 @@ mod tests {
             assert_eq!(c.node_id, n);
             assert_eq!(c.listen.port(), 17000 + n as u16);
             assert_eq!(c.http_listen.map(|a| a.port()), Some(18000 + n as u16));
+            assert_eq!(c.peer_listen.map(|a| a.port()), Some(17100 + n as u16));
+            assert_eq!(c.cluster.secret.len(), 64);
+            assert_ne!(c.cluster.secret, c.auth.secret);
             assert_eq!(c.data_dir, tmp.path().join(format!("node-{n}")));
             assert_eq!(c.shards, 4);
             assert_eq!(c.auth.secret.len(), 64);

@@ -5,7 +5,8 @@
 //! - [`config`]: the node's configuration file (TOML), defaults and validation.
 //! - [`auth`]: HMAC-SHA256 user and admin tokens (DLV-07).
 //! - [`dev`]: `meridian dev`, a 3-node region as child processes on loopback.
-//! - [`server`]: `meridian node`: storage, Raft and the gRPC server.
+//! - [`server`]: `meridian node`: storage, Raft and the doors (client and peer listeners).
+//! - [`tls`]: rustls configuration of the listeners and of peer calls.
 //! - [`api`]: the client-facing gRPC services and the one error → status mapping.
 //! - [`http`]: plain-HTTP health, readiness and metrics.
 //!
@@ -17,3 +18,4 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod server;
+pub mod tls;

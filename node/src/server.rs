@@ -1,28 +1,38 @@
-//! `meridian node`: one node of a region — storage, every shard's Raft, and the gRPC server
-//! that clients and peers talk to (plus health, readiness and metrics over plain HTTP).
+//! `meridian node`: one node of a region — storage, every shard's Raft, and its doors: the
+//! client listener (`Chat`, `Admin`, health, reflection; user and admin tokens), the peer
+//! listener (Raft traffic and forwarded calls of the region's other nodes; the cluster
+//! credential), and plain HTTP for health, readiness and metrics. Each gRPC listener may use
+//! TLS.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use meridian_domain::ingress::IngressLimits;
 use meridian_domain::RegionCode;
 use meridian_proto::api::{admin_server::AdminServer, chat_server::ChatServer};
-use meridian_raft::{PeerService, RaftNode, RaftSettings};
+use meridian_raft::{ClusterCredential, Member, PeerDialing, PeerService, RaftNode, RaftSettings};
 use meridian_regions::Topology;
 use meridian_storage::Db;
 
 use crate::api::{admin::AdminService, chat::ChatService, Context};
 use crate::auth::TokenSigner;
 use crate::config::NodeConfig;
+use crate::tls;
 
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
     let region = RegionCode::parse(&config.region).map_err(|e| anyhow::anyhow!("region: {e}"))?;
+    let peer_listen = config.peer_listen.context("peer-listen is missing")?;
+    let credential = ClusterCredential::from_secret(config.cluster.secret.as_bytes());
+    // TLS material is read before anything else starts: a bad path fails the start.
+    let client_tls = config.tls.as_ref().map(tls::server_config).transpose().context("client listener TLS")?;
+    let peer_tls = config.peer_tls.as_ref().map(tls::peer_server_config).transpose().context("peer listener TLS")?;
+    let peer_dial_tls = config.peer_tls.as_ref().map(tls::peer_client_config).transpose().context("peer TLS")?;
     let db = Db::open(&config.data_dir.join("db")).context("open the database")?;
     let settings = RaftSettings {
         node_id: config.node_id,
-        advertise: config.advertise_addr(),
         shards: config.shards,
         snapshot_dir: config.data_dir.join("snapshots"),
         heartbeat_interval_ms: config.raft.heartbeat_interval_ms,
@@ -31,7 +41,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
         max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
         max_batch_commands: config.raft.max_batch_commands,
-        peer_source_ip: config.peer_source_ip,
+        dialing: PeerDialing { credential: credential.clone(), tls: peer_dial_tls, source_ip: config.peer_source_ip },
+        ingress: IngressLimits { max_message_bytes: config.limits.max_message_bytes },
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
     let ctx = Context {
@@ -42,28 +53,55 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         token_ttl_seconds: config.auth.token_ttl_seconds,
     };
 
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // The peer door: the peer service alone, behind the cluster credential.
+    let mut peer_server = tonic::transport::Server::builder();
+    if let Some(tls) = peer_tls {
+        peer_server = peer_server.tls_config(tls).context("peer listener TLS")?;
+    }
+    let peer_grpc = peer_server
+        .add_service(PeerService::new(node.clone()).into_server(&credential))
+        .serve_with_incoming_shutdown(incoming(peer_listen).await?, wait_stop(stop_rx.clone()));
+    let peer_grpc = tokio::spawn(peer_grpc);
+
+    // The client door: the client API, health and reflection of the client API only.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ChatServer<ChatService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("build the reflection service")?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Nagle's algorithm off on every accepted connection (the builder's `tcp_nodelay` does not
-    // reach connections from an incoming stream): with it on, a small reply written after
-    // the request's ACK was delayed waits up to 40 ms for that ACK.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(meridian_proto::API_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each version lists both reflection services, since both are served.
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+    };
+    // Both reflection versions: much client tooling speaks only v1alpha.
+    let reflection_v1 = reflection().build_v1().context("build the reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("build the reflection service (v1alpha)")?;
+    let mut client_server = tonic::transport::Server::builder();
+    if let Some(tls) = client_tls {
+        client_server = client_server.tls_config(tls).context("client listener TLS")?;
+    }
+    let grpc = client_server
         .add_service(ChatServer::new(ChatService::new(ctx.clone())))
         .add_service(AdminServer::new(AdminService::new(ctx.clone())))
-        .add_service(PeerService::new(node.clone()).into_server())
         .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming(config.listen).await?, wait_stop(stop_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    tracing::info!(node = config.node_id, region = %region, listen = %config.listen, shards = config.shards, "serving");
+    tracing::info!(
+        node = config.node_id,
+        region = %region,
+        listen = %config.listen,
+        peer_listen = %peer_listen,
+        tls = config.tls.is_some(),
+        peer_tls = config.peer_tls.is_some(),
+        shards = config.shards,
+        "serving"
+    );
 
     if let Some(addr) = config.http_listen {
         let http =
@@ -72,7 +110,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     if config.bootstrap {
-        let members: BTreeMap<u64, String> = config.peers.iter().map(|p| (p.id, p.addr.clone())).collect();
+        let members: BTreeMap<u64, Member> =
+            config.peers.iter().map(|p| (p.id, Member::new(p.peer_addr.clone(), p.addr.clone()))).collect();
         node.bootstrap(members).await?;
     }
 
@@ -89,11 +128,22 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     node.shutdown().await;
-    match grpc.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e).context("grpc server"),
-        Err(e) => Err(e).context("grpc server task"),
+    for (what, server) in [("client", grpc), ("peer", peer_grpc)] {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e).context(format!("{what} gRPC server")),
+            Err(e) => return Err(e).context(format!("{what} gRPC server task")),
+        }
     }
+    Ok(())
+}
+
+/// Accepted connections of a listener on `addr`, with Nagle's algorithm off on each (the
+/// builder's `tcp_nodelay` does not reach connections from an incoming stream): with it on,
+/// a small reply written after the request's ACK was delayed waits up to 40 ms for that ACK.
+async fn incoming(addr: std::net::SocketAddr) -> anyhow::Result<tonic::transport::server::TcpIncoming> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    Ok(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
 }
 
 async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {

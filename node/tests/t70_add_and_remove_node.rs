@@ -27,7 +27,7 @@ async fn a_node_joins_every_shard_and_a_dead_node_is_removed() {
 
     cluster.phase("start node 4 (not bootstrapped) and add it");
     let joiner = cluster.spawn_joiner();
-    let added = cluster.admin().add_node(4, &cluster.addr(joiner), false).await.unwrap();
+    let added = cluster.admin().add_node(4, &cluster.addr(joiner), &cluster.peer_addr(joiner), false).await.unwrap();
     assert_eq!(added.voters, vec![1, 2, 3, 4], "node 4 is a voter of the last shard changed");
     for shard in cluster.status(0).await.shards {
         assert_eq!(shard.voters, vec![1, 2, 3, 4], "shard {} voters", shard.shard);

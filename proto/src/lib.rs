@@ -5,10 +5,13 @@
 //! - [`durable`]: what goes to disk and into the Raft log (`meridian.durable.v1`). Versioned,
 //!   and never used on the API.
 //! - [`peer`]: node-to-node RPCs inside a region (`meridian.peer.v1`).
+//! - [`codec`]: the gRPC codec of every service (prost, with typed decode errors).
 //!
 //! This crate holds no logic and depends on nothing of Meridian's.
 
 #![allow(clippy::all, missing_docs)]
+
+pub mod codec;
 
 /// Generated modules, nested as the protobuf packages are (cross-package references rely on it).
 pub mod meridian {
@@ -31,8 +34,11 @@ pub use meridian::durable::v1 as durable;
 pub use meridian::peer::v1 as peer;
 pub use meridian::v1 as api;
 
-/// The encoded file descriptor set of every schema, for gRPC server reflection.
+/// The encoded file descriptor set of every schema.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("meridian_descriptor");
+/// The encoded file descriptor set of the client API alone: what server reflection serves
+/// (the peer and durable schemas are no business of a client).
+pub const API_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("meridian_api_descriptor");
 
 /// The metadata key that carries an error's stable reason code.
 pub const REASON_METADATA_KEY: &str = "x-meridian-reason";

@@ -44,12 +44,21 @@ pub fn membership_to_pb(m: &Membership) -> pb::MembershipConfig {
     pb::MembershipConfig {
         configs: m.get_joint_config().iter().map(|c| pb::NodeIdSet { ids: c.iter().copied().collect() }).collect(),
         nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+        client_addrs: m.nodes().map(|(id, n)| (*id, n.client_addr.clone())).collect(),
     }
 }
 
 pub fn membership_from_pb(m: &pb::MembershipConfig) -> Membership {
     let configs: Vec<BTreeSet<NodeId>> = m.configs.iter().map(|c| c.ids.iter().copied().collect()).collect();
-    let nodes: BTreeMap<NodeId, Node> = m.nodes.iter().map(|(id, addr)| (*id, Node { addr: addr.clone() })).collect();
+    let nodes: BTreeMap<NodeId, Node> = m
+        .nodes
+        .iter()
+        .map(|(id, addr)| {
+            // Written before members had a client address of their own: one address served both.
+            let client_addr = m.client_addrs.get(id).unwrap_or(addr);
+            (*id, Member::new(addr.clone(), client_addr.clone()))
+        })
+        .collect();
     Membership::new(configs, nodes)
 }
 

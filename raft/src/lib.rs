@@ -5,6 +5,7 @@
 //! - [`convert`]: openraft types ↔ the durable and peer schemas.
 //! - [`log_store`]: openraft's log storage over `meridian-storage` (group-synced appends).
 //! - [`state_machine`]: openraft's state machine over a shard's RocksDB data; snapshots.
+//! - [`credential`]: the cluster credential peer calls carry, and its check.
 //! - [`network`]: Raft RPCs over tonic, one connection per peer for all shards.
 //! - [`service`]: the peer gRPC service (Raft RPCs, forwarded proposals and reads).
 //! - [`batcher`]: a shard leader's batching of concurrent commands into one entry.
@@ -20,6 +21,7 @@
 
 pub mod batcher;
 pub mod convert;
+pub mod credential;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -29,5 +31,8 @@ pub mod service;
 pub mod state_machine;
 pub mod types;
 
+pub use credential::ClusterCredential;
+pub use network::PeerDialing;
 pub use node::{RaftNode, RaftNodeError, RaftSettings, ShardStatus};
 pub use service::PeerService;
+pub use types::Member;

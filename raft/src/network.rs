@@ -1,4 +1,5 @@
-//! Raft RPCs over tonic: one HTTP/2 connection per peer address carries every shard.
+//! Raft RPCs over tonic: one HTTP/2 connection per peer address carries every shard, and
+//! every call carries the cluster credential.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,46 +13,65 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::AnyError;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::convert::*;
+use crate::credential::{AttachCredential, ClusterCredential};
 use crate::types::*;
 
 /// Largest message a peer accepts: snapshot chunks and entry batches stay well under it.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
+/// A peer client: every call carries the cluster credential.
+pub type PeerClientT = PeerClient<InterceptedService<Channel, AttachCredential>>;
+
+/// How this node dials its peers: the credential it shows, and TLS when the region's peer
+/// listeners use it.
+#[derive(Debug, Clone)]
+pub struct PeerDialing {
+    pub credential: ClusterCredential,
+    /// `None`: plaintext HTTP/2.
+    pub tls: Option<ClientTlsConfig>,
+    /// Source IP for outgoing peer connections (`None`: the OS chooses).
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
 /// The node's connections to its peers, shared by every shard.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Connections {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    source_ip: Option<std::net::IpAddr>,
+    dialing: Arc<PeerDialing>,
 }
 
 impl Connections {
-    /// Connections whose sockets bind `source_ip` when given.
-    pub fn new(source_ip: Option<std::net::IpAddr>) -> Self {
-        Self { channels: Arc::default(), source_ip }
+    pub fn new(dialing: PeerDialing) -> Self {
+        Self { channels: Arc::default(), dialing: Arc::new(dialing) }
     }
 
     /// The client for `addr`, connecting lazily on first use and reconnecting after failures.
-    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+    pub fn client(&self, addr: &str) -> Result<PeerClientT, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let uri = if addr.starts_with("http") { addr.to_owned() } else { format!("http://{addr}") };
-                let c = Endpoint::from_shared(uri)?
+                let scheme = if self.dialing.tls.is_some() { "https" } else { "http" };
+                let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+                let mut endpoint = Endpoint::from_shared(uri)?
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
-                    .local_address(self.source_ip)
-                    .connect_lazy();
+                    .local_address(self.dialing.source_ip);
+                if let Some(tls) = &self.dialing.tls {
+                    endpoint = endpoint.tls_config(tls.clone())?;
+                }
+                let c = endpoint.connect_lazy();
                 map.insert(addr.to_owned(), c.clone());
                 c
             }
         };
-        Ok(PeerClient::new(channel)
+        Ok(PeerClient::with_interceptor(channel, self.dialing.credential.attach())
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
@@ -95,7 +115,7 @@ fn status_err<E: std::error::Error>(s: tonic::Status) -> RpcErr<E> {
 }
 
 impl ShardPeer {
-    fn client<E: std::error::Error>(&self) -> Result<PeerClient<Channel>, RpcErr<E>> {
+    fn client<E: std::error::Error>(&self) -> Result<PeerClientT, RpcErr<E>> {
         self.connections.client(&self.addr).map_err(|e| unreachable(&e))
     }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use meridian_domain::{Command, ShardId};
+use meridian_domain::ingress::{self, Destination, IngressLimits};
+use meridian_domain::{Command, Reason, Rejection, ShardId};
 use meridian_proto::durable as pb;
 use meridian_proto::peer;
 use meridian_storage::shard::CommandResult;
@@ -16,8 +17,9 @@ use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 
 use crate::batcher::{BatchError, Batcher};
 use crate::convert::outcome_from_pb;
+use crate::credential::DoorStats;
 use crate::log_store::ShardLog;
-use crate::network::{Connections, ShardNetwork};
+use crate::network::{Connections, PeerDialing, ShardNetwork};
 use crate::read_index::{ReadIndexRounds, RoundStats};
 use crate::state_machine::{MachineStats, ShardMachine};
 use crate::types::*;
@@ -32,8 +34,6 @@ const BOOTSTRAP_FALLBACK: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
     pub node_id: NodeId,
-    /// The address peers reach this node at (host:port).
-    pub advertise: String,
     /// Shards in the region (fixed at bootstrap).
     pub shards: u32,
     /// Where snapshot files live.
@@ -47,8 +47,10 @@ pub struct RaftSettings {
     pub max_in_snapshot_log_to_keep: u64,
     /// Most commands per Raft entry.
     pub max_batch_commands: usize,
-    /// Source IP for outgoing peer connections (None: the OS chooses).
-    pub peer_source_ip: Option<std::net::IpAddr>,
+    /// How this node dials its peers (credential, TLS, source address).
+    pub dialing: PeerDialing,
+    /// The limits every proposed command is checked against.
+    pub ingress: IngressLimits,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,8 +92,10 @@ pub struct Shard {
 #[derive(Debug)]
 pub struct RaftNode {
     pub node_id: NodeId,
-    pub advertise: String,
+    /// What the peer door refused.
+    pub door: Arc<DoorStats>,
     shard_count: u32,
+    ingress: IngressLimits,
     shards: Vec<Shard>,
     connections: Connections,
     db: Db,
@@ -126,7 +130,7 @@ impl std::fmt::Debug for Shard {
 impl RaftNode {
     /// Opens every shard's replica on `db` and starts its Raft, batcher and outbox pump.
     pub async fn start(settings: RaftSettings, db: Db) -> anyhow::Result<Arc<Self>> {
-        let connections = Connections::new(settings.peer_source_ip);
+        let connections = Connections::new(settings.dialing.clone());
         let config = Arc::new(
             Config {
                 heartbeat_interval: settings.heartbeat_interval_ms,
@@ -165,8 +169,9 @@ impl RaftNode {
         }
         let node = Arc::new_cyclic(|me| Self {
             node_id: settings.node_id,
-            advertise: settings.advertise,
+            door: Arc::default(),
             shard_count: settings.shards,
+            ingress: settings.ingress,
             shards,
             connections,
             db,
@@ -210,9 +215,8 @@ impl RaftNode {
     /// no leader after [`BOOTSTRAP_FALLBACK`] (its preferred member is down, say). Were every
     /// member to initialize every shard at once, the one that started last, with all its
     /// peers up, would win every election and carry every shard's leader work alone.
-    pub async fn bootstrap(&self, members: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
-        let ids: Vec<NodeId> = members.keys().copied().collect();
-        let nodes: BTreeMap<NodeId, Node> = members.into_iter().map(|(id, addr)| (id, Node { addr })).collect();
+    pub async fn bootstrap(&self, nodes: BTreeMap<NodeId, Member>) -> anyhow::Result<()> {
+        let ids: Vec<NodeId> = nodes.keys().copied().collect();
         let preferred = |shard: u32| ids.get(shard as usize % ids.len().max(1)).copied();
         let mut later = Vec::new();
         for s in &self.shards {
@@ -253,14 +257,19 @@ impl RaftNode {
         }
     }
 
-    /// The shard leader as this node knows it, with its address.
+    /// The shard leader as this node knows it, with its peer address.
     pub fn leader(&self, shard: ShardId) -> Option<(NodeId, String)> {
+        self.leader_member(shard).map(|(id, member)| (id, member.addr))
+    }
+
+    /// The shard leader as this node knows it, with both its addresses.
+    pub fn leader_member(&self, shard: ShardId) -> Option<(NodeId, Member)> {
         let s = self.shards.get(shard.0 as usize)?;
         let metrics = s.raft.metrics();
         let m = metrics.borrow();
         let leader = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())?;
-        Some((leader, addr))
+        let member = m.membership_config.membership().get_node(&leader).cloned()?;
+        Some((leader, member))
     }
 
     pub fn is_leader(&self, shard: ShardId) -> bool {
@@ -297,16 +306,65 @@ impl RaftNode {
         }
     }
 
-    /// Proposes domain commands to a shard, wherever its leader is, and returns each one's result.
+    /// Proposes domain commands to a shard, wherever its leader is, and returns each one's
+    /// result. A command that breaks an ingress rule ([`meridian_domain::ingress`]) is not
+    /// proposed: its result is the rejection.
     pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
-        let pbs: Vec<pb::Command> = commands.iter().map(codec::command_to_pb).collect();
-        self.propose_pb(shard, pbs).await
+        let mut results: Vec<Option<CommandResult>> = vec![None; commands.len()];
+        let mut admitted = Vec::with_capacity(commands.len());
+        let mut positions = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter().enumerate() {
+            match self.check(shard, command) {
+                Ok(()) => {
+                    admitted.push(codec::command_to_pb(command));
+                    positions.push(i);
+                }
+                Err(rejection) => results[i] = Some(Err(rejection)),
+            }
+        }
+        if !admitted.is_empty() {
+            let proposed = self.propose_pb(shard, admitted).await?;
+            for (i, result) in positions.into_iter().zip(proposed) {
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.ok_or_else(|| RaftNodeError::Unavailable { shard: shard.0, detail: "a command got no result".into() })
+            })
+            .collect()
     }
 
-    /// Proposes encoded commands. Retries across leader changes until [`LEADER_DEADLINE`];
-    /// a retry may re-propose a command that was in fact committed, so every command must be
-    /// idempotent (sends carry request ids; the others are idempotent by nature).
-    pub async fn propose_pb(
+    /// Checks one command against the ingress rules for `shard` of this region.
+    fn check(&self, shard: ShardId, command: &Command) -> Result<(), Rejection> {
+        let to = Destination { shard, shards: self.shard_count };
+        ingress::check(command, to, self.ingress, codec::encoded_body_len)
+    }
+
+    /// Decodes and checks encoded commands that arrived from the network (a forwarded
+    /// proposal) and returns their canonical encoding, or the first rejection. Nothing of a
+    /// batch with a rejected command is proposed.
+    pub fn admit(&self, shard: ShardId, commands: Vec<pb::Command>) -> Result<Vec<pb::Command>, Rejection> {
+        if commands.is_empty() {
+            return Err(Rejection::new(Reason::MalformedCommand, "a proposal needs at least one command"));
+        }
+        commands
+            .into_iter()
+            .map(|c| {
+                let command =
+                    codec::command_from_pb(c).map_err(|e| Rejection::new(Reason::MalformedCommand, e.to_string()))?;
+                self.check(shard, &command)?;
+                Ok(codec::command_to_pb(&command))
+            })
+            .collect()
+    }
+
+    /// Proposes encoded commands that passed the ingress check. Retries across leader changes
+    /// until [`LEADER_DEADLINE`]; a retry may re-propose a command that was in fact committed,
+    /// so every command must be idempotent (sends carry request ids; the others are
+    /// idempotent by nature).
+    async fn propose_pb(
         &self,
         shard: ShardId,
         commands: Vec<pb::Command>,
@@ -353,9 +411,9 @@ impl RaftNode {
         resp.outcomes.into_iter().map(outcome_from_pb).collect::<Result<Vec<_>, _>>().map(Some)
     }
 
-    /// Proposes on this node only (the peer service's side of a forwarded proposal).
-    pub async fn propose_local(&self, req: peer::ProposeRequest) -> peer::ProposeResponse {
-        let shard = ShardId(req.shard);
+    /// Proposes on this node only (the peer service's side of a forwarded proposal, whose
+    /// commands [`RaftNode::admit`] has checked).
+    pub async fn propose_local(&self, shard: ShardId, commands: Vec<pb::Command>) -> peer::ProposeResponse {
         let s = match self.shard(shard) {
             Ok(s) => s,
             Err(e) => return peer::ProposeResponse { error: e.to_string(), ..Default::default() },
@@ -363,7 +421,7 @@ impl RaftNode {
         if !self.is_leader(shard) {
             return self.not_leader_response(shard);
         }
-        match s.batcher.submit(req.commands).await {
+        match s.batcher.submit(commands).await {
             Ok(results) => peer::ProposeResponse {
                 outcomes: results.iter().map(crate::convert::outcome_to_pb).collect(),
                 ..Default::default()
@@ -472,15 +530,15 @@ impl RaftNode {
     pub async fn add_node(
         &self,
         node_id: NodeId,
-        addr: &str,
+        member: &Member,
         learner_only: bool,
     ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
         use peer::change_membership_request::Op;
         let mut last = (vec![], vec![]);
         for s in &self.shards {
-            last = self.change_membership(s.id, Op::AddLearner, node_id, addr).await?;
+            last = self.change_membership(s.id, Op::AddLearner, node_id, member).await?;
             if !learner_only {
-                last = self.change_membership(s.id, Op::Promote, node_id, addr).await?;
+                last = self.change_membership(s.id, Op::Promote, node_id, member).await?;
             }
         }
         Ok(last)
@@ -491,7 +549,7 @@ impl RaftNode {
         use peer::change_membership_request::Op;
         let mut last = (vec![], vec![]);
         for s in &self.shards {
-            last = self.change_membership(s.id, Op::Remove, node_id, "").await?;
+            last = self.change_membership(s.id, Op::Remove, node_id, &Member::default()).await?;
         }
         Ok(last)
     }
@@ -501,9 +559,15 @@ impl RaftNode {
         shard: ShardId,
         op: peer::change_membership_request::Op,
         node_id: NodeId,
-        addr: &str,
+        member: &Member,
     ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
-        let req = peer::ChangeMembershipRequest { shard: shard.0, op: op as i32, node_id, addr: addr.to_owned() };
+        let req = peer::ChangeMembershipRequest {
+            shard: shard.0,
+            op: op as i32,
+            node_id,
+            addr: member.addr.clone(),
+            client_addr: member.client_addr.clone(),
+        };
         self.with_leader(shard, Duration::from_secs(60), |leader| {
             let req = req.clone();
             async move {
@@ -539,7 +603,8 @@ impl RaftNode {
         let ids = BTreeSet::from([req.node_id]);
         let result = match Op::try_from(req.op) {
             Ok(Op::AddLearner) => {
-                s.raft.add_learner(req.node_id, Node { addr: req.addr.clone() }, true).await.map(|_| ())
+                let member = Member::new(req.addr.clone(), req.client_addr.clone());
+                s.raft.add_learner(req.node_id, member, true).await.map(|_| ())
             }
             Ok(Op::Promote) => s.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map(|_| ()),
             Ok(Op::Remove) => {

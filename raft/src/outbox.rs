@@ -71,7 +71,16 @@ async fn drain(node: &RaftNode, shard: ShardId, acked_below: &mut [EffectId]) ->
         }
         let sent = deliveries.iter().map(|(target, batch)| {
             let command = Command::ApplyEffects { source: shard, effects: batch.clone() };
-            async move { node.propose(*target, &[command]).await.map(|_| (*target, max_effect_id(batch))) }
+            async move {
+                let results = node.propose(*target, &[command]).await.map_err(|e| e.to_string())?;
+                // A delivery the target refused is not acknowledged: acknowledging would drop
+                // effects that were never applied. It is retried, loudly, until it is fixed.
+                if let Some(Err(rejection)) = results.first() {
+                    tracing::error!(source = shard.0, target = target.0, %rejection, "effects refused by their target");
+                    return Err(format!("shard {target} refused effects from shard {shard}: {rejection}"));
+                }
+                Ok((*target, max_effect_id(batch)))
+            }
         });
         let outcomes = futures::future::join_all(sent).await;
         let mut acks = Vec::with_capacity(outcomes.len());
@@ -79,7 +88,7 @@ async fn drain(node: &RaftNode, shard: ShardId, acked_below: &mut [EffectId]) ->
         for outcome in outcomes {
             match outcome {
                 Ok((target, up_to)) => acks.push(Command::AckEffects { target, up_to }),
-                Err(e) => failure = Some(e.to_string()),
+                Err(e) => failure = Some(e),
             }
         }
         if !acks.is_empty() {

@@ -1,15 +1,19 @@
 //! The peer gRPC service: Raft RPCs and forwarded proposals, reads and membership changes,
-//! dispatched to the right shard.
+//! dispatched to the right shard. Served on the peer listener only, behind the cluster
+//! credential ([`crate::credential`]).
 
 use std::sync::Arc;
 
-use meridian_domain::ShardId;
-use meridian_proto::peer::{self, peer_server::Peer};
+use meridian_domain::{Reason, Rejection, ShardId};
+use meridian_proto::peer::{self, peer_server::Peer, peer_server::PeerServer};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;
+use crate::credential::{ClusterCredential, RequireCredential};
 use crate::network::MAX_PEER_MESSAGE_BYTES;
 use crate::node::RaftNode;
 use crate::types::*;
@@ -24,16 +28,55 @@ impl PeerService {
         Self { node }
     }
 
-    /// The tonic server for this service, with message limits sized for snapshot chunks.
-    pub fn into_server(self) -> peer::peer_server::PeerServer<Self> {
-        peer::peer_server::PeerServer::new(self)
+    /// The tonic server for this service, with message limits sized for snapshot chunks,
+    /// behind the cluster credential check: a call without the credential is refused before
+    /// its body is even decoded.
+    pub fn into_server(
+        self,
+        credential: &ClusterCredential,
+    ) -> InterceptedService<PeerServer<Self>, RequireCredential> {
+        let stats = self.node.door.clone();
+        let server = PeerServer::new(self)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        InterceptedService::new(server, credential.require(stats))
     }
 
     fn raft(&self, shard: u32) -> Result<&Raft, Status> {
         self.node.shard(ShardId(shard)).map(|s| &s.raft).map_err(|e| Status::invalid_argument(e.to_string()))
     }
+}
+
+/// `INVALID_ARGUMENT` with the rejection's reason in `x-meridian-reason`.
+fn refused(rejection: &Rejection) -> Status {
+    let mut status = Status::invalid_argument(rejection.to_string());
+    if let Ok(v) = MetadataValue::try_from(rejection.reason.as_str()) {
+        status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
+    }
+    status
+}
+
+/// Checks a forwarded membership change before it reaches Raft.
+fn check_membership_change(req: &peer::ChangeMembershipRequest) -> Result<(), Rejection> {
+    use peer::change_membership_request::Op;
+    let invalid = |m: String| Err(Rejection::new(Reason::NodeInvalid, m));
+    if req.node_id == 0 {
+        return invalid("node ids start at 1".into());
+    }
+    match Op::try_from(req.op) {
+        Ok(Op::AddLearner) if !is_host_port(&req.addr) || !is_host_port(&req.client_addr) => {
+            invalid(format!("a new member needs host:port addresses, got {:?} and {:?}", req.addr, req.client_addr))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => invalid(format!("unknown membership operation {}", req.op)),
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.chars().any(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p != 0)
+    })
 }
 
 fn remote_error<E: std::error::Error>(e: &RaftError<NodeId, E>) -> peer::RemoteError {
@@ -125,7 +168,16 @@ impl Peer for PeerService {
     }
 
     async fn propose(&self, request: Request<peer::ProposeRequest>) -> Result<Response<peer::ProposeResponse>, Status> {
-        Ok(Response::new(self.node.propose_local(request.into_inner()).await))
+        let req = request.into_inner();
+        let shard = ShardId(req.shard);
+        // Decoded and checked into domain commands before anything is proposed; what is
+        // proposed is their canonical encoding, not the bytes that came in.
+        let commands = self.node.admit(shard, req.commands).map_err(|r| {
+            self.node.door.proposals_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(shard = shard.0, rejection = %r, "refused a forwarded proposal");
+            refused(&r)
+        })?;
+        Ok(Response::new(self.node.propose_local(shard, commands).await))
     }
 
     async fn read_index(
@@ -139,6 +191,8 @@ impl Peer for PeerService {
         &self,
         request: Request<peer::ChangeMembershipRequest>,
     ) -> Result<Response<peer::ChangeMembershipResponse>, Status> {
-        Ok(Response::new(self.node.change_membership_local(request.into_inner()).await))
+        let req = request.into_inner();
+        check_membership_change(&req).map_err(|r| refused(&r))?;
+        Ok(Response::new(self.node.change_membership_local(req).await))
     }
 }

@@ -357,7 +357,17 @@ impl ApplyTxn<'_> {
         self.applied.last_time_ms = time;
         let mut results = Vec::with_capacity(batch.commands.len());
         for (position, command) in batch.commands.iter().enumerate() {
-            let command = codec::command_from_pb(command.clone())?;
+            // A command that does not decode into the domain (written by a faulty or older
+            // binary: ingress checks every command before it is proposed) is rejected on every
+            // replica alike. It is never a reason to stop: only storage failures are.
+            let command = match codec::command_from_pb(command.clone()) {
+                Ok(command) => command,
+                Err(e) => {
+                    tracing::warn!(shard = self.store.shard.0, log_index, position, error = %e, "rejected a malformed command");
+                    results.push(Err(Rejection::new(Reason::MalformedCommand, e.to_string())));
+                    continue;
+                }
+            };
             let ctx = ApplyContext {
                 shard: self.store.shard,
                 shards: self.store.shards,

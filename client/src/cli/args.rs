@@ -21,9 +21,12 @@ pub enum AdminCommand {
         /// The new node's id.
         #[arg(long)]
         id: u64,
-        /// The new node's peer address, host:port.
+        /// The new node's client API address (its `advertise`), host:port.
         #[arg(long, value_name = "HOST:PORT")]
         addr: String,
+        /// The new node's peer-listener address (its `peer-advertise`), host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        peer_addr: String,
         /// Leave the node a learner.
         #[arg(long)]
         learner_only: bool,

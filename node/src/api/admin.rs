@@ -1,15 +1,14 @@
 //! The `Admin` service: accounts, tokens, cluster status and membership. Admin tokens only.
 
 use meridian_domain::apply::Reply;
+use meridian_domain::ingress::MAX_NICKNAME_BYTES;
 use meridian_domain::{Command, Reason, RegionCode, Rejection, UserId};
 use meridian_proto::api::{self, admin_server::Admin};
+use meridian_raft::Member;
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::{now_unix, Context};
-
-/// Longest nickname, in bytes.
-const MAX_NICKNAME_BYTES: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -129,15 +128,16 @@ impl Admin for AdminService {
     async fn add_node(&self, req: Request<api::AddNodeRequest>) -> Result<Response<api::AddNodeResponse>, Status> {
         self.ctx.require_admin(&req)?;
         let body = req.into_inner();
-        if body.node_id == 0 || body.addr.is_empty() {
+        if body.node_id == 0 || body.addr.is_empty() || body.peer_addr.is_empty() {
             return Err(ApiError::Rejected(Rejection::new(
                 Reason::NodeInvalid,
-                "add-node needs a node id >= 1 and an address",
+                "add-node needs a node id >= 1, its client address and its peer address",
             ))
             .into());
         }
+        let member = Member::new(body.peer_addr, body.addr);
         let (voters, learners) =
-            self.ctx.node.add_node(body.node_id, &body.addr, body.learner_only).await.map_err(ApiError::from)?;
+            self.ctx.node.add_node(body.node_id, &member, body.learner_only).await.map_err(ApiError::from)?;
         Ok(Response::new(api::AddNodeResponse { voters, learners }))
     }
 

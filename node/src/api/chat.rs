@@ -294,8 +294,8 @@ impl Chat for ChatService {
         let node = &self.ctx.node;
         let routes = (0..node.shard_count())
             .filter_map(|shard| {
-                let (leader_id, leader_addr) = node.leader(ShardId(shard))?;
-                Some(api::ShardRoute { shard, leader_id, leader_addr })
+                let (leader_id, leader) = node.leader_member(ShardId(shard))?;
+                Some(api::ShardRoute { shard, leader_id, leader_addr: leader.client_addr })
             })
             .collect();
         Ok(Response::new(api::GetRoutesResponse { shards: node.shard_count(), routes }))

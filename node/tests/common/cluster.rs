@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use meridian_client::api::ClusterStatusResponse;
 use meridian_client::{Client, ClientConfig, ClientError};
 use meridian_node::auth::TokenSigner;
-use meridian_node::config::{AuthConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
+use meridian_node::config::{AuthConfig, ClusterConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
+
+use super::pki::TestPki;
 
 /// The region code of every test cluster.
 pub const REGION: &str = "test";
@@ -68,6 +70,7 @@ impl Tuning {
 struct NodeProcess {
     id: u64,
     addr: String,
+    peer_addr: String,
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -88,32 +91,55 @@ pub struct Cluster {
     /// The first node's configuration: a joining node is made from it.
     template: NodeConfig,
     admin_token: String,
+    /// The CA of the nodes' certificates, when they use TLS.
+    ca: Option<Vec<u8>>,
 }
 
 impl Cluster {
     /// Starts `n` nodes as one freshly bootstrapped region and waits (bounded) until every
     /// node sees a leader for every shard.
     pub async fn start(n: usize, tuning: Tuning) -> Cluster {
+        Self::start_with(n, tuning, None).await
+    }
+
+    /// [`Cluster::start`] with TLS on both listeners of every node (the peer side requiring
+    /// client certificates) when `tls` is given; the harness's clients trust its CA.
+    pub async fn start_with(n: usize, tuning: Tuning, tls: Option<TestPki>) -> Cluster {
         let dir = tempfile::Builder::new().prefix("meridian-cluster-").tempdir().expect("create a temporary directory");
+        let tls_files = tls.as_ref().map(|pki| pki.write(dir.path()));
         let secret = format!("{:032x}", rand::random::<u128>());
-        let addrs = free_loopback_addrs(n);
-        let peers: Vec<PeerConfig> =
-            addrs.iter().enumerate().map(|(i, addr)| PeerConfig { id: i as u64 + 1, addr: addr.to_string() }).collect();
+        let cluster_secret = format!("{:032x}", rand::random::<u128>());
+        let all_addrs = free_loopback_addrs(2 * n);
+        let (addrs, peer_addrs) = all_addrs.split_at(n);
+        let peers: Vec<PeerConfig> = addrs
+            .iter()
+            .zip(peer_addrs)
+            .enumerate()
+            .map(|(i, (addr, peer))| PeerConfig {
+                id: i as u64 + 1,
+                addr: addr.to_string(),
+                peer_addr: peer.to_string(),
+            })
+            .collect();
 
         let mut nodes = Vec::with_capacity(n);
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, (addr, peer_addr)) in addrs.iter().zip(peer_addrs).enumerate() {
             let id = i as u64 + 1;
             let config = NodeConfig {
                 node_id: id,
                 region: REGION.to_owned(),
                 listen: *addr,
                 advertise: None,
+                peer_listen: Some(*peer_addr),
                 http_listen: None,
                 data_dir: dir.path().join(format!("node-{id}")),
                 shards: tuning.shards,
                 peers: peers.clone(),
                 bootstrap: true,
                 auth: AuthConfig { secret: secret.clone(), ..AuthConfig::default() },
+                cluster: ClusterConfig { secret: cluster_secret.clone() },
+                tls: tls_files.as_ref().map(|f| f.client.clone()),
+                peer_tls: tls_files.as_ref().map(|f| f.peer.clone()),
                 limits: LimitsConfig::default(),
                 raft: RaftTuning {
                     heartbeat_interval_ms: tuning.heartbeat_interval_ms,
@@ -132,6 +158,7 @@ impl Cluster {
             nodes.push(NodeProcess {
                 id,
                 addr: addr.to_string(),
+                peer_addr: peer_addr.to_string(),
                 config_path,
                 log_path: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -141,11 +168,19 @@ impl Cluster {
         let signer = TokenSigner::new(AuthConfig::default().app_id, &secret);
         let admin_token = signer.issue_admin("cluster-test", chrono::Utc::now().timestamp() + 24 * 3600);
         let endpoints: Vec<String> = nodes.iter().map(|node| node.addr.clone()).collect();
-        let admin = Client::new(&endpoints, admin_token.clone()).expect("build the admin client");
+        let ca = tls.as_ref().map(|pki| pki.ca_pem.clone());
+        let client_config = |endpoints: &[String], token: &str| {
+            let config = ClientConfig::new(endpoints, token);
+            match &ca {
+                Some(pem) => config.with_ca(pem.clone()),
+                None => config,
+            }
+        };
+        let admin = Client::with_config(client_config(&endpoints, &admin_token)).expect("build the admin client");
         let probes = endpoints
             .iter()
             .map(|endpoint| {
-                let mut config = ClientConfig::new([endpoint], admin_token.clone());
+                let mut config = client_config(std::slice::from_ref(endpoint), &admin_token);
                 config.connect_timeout = Duration::from_secs(1);
                 config.request_timeout = Duration::from_secs(5);
                 config.retry_budget = Duration::ZERO;
@@ -164,6 +199,7 @@ impl Cluster {
             journal: Mutex::new(Vec::new()),
             template,
             admin_token: admin_token.clone(),
+            ca,
         };
         cluster.phase(format!("starting {n} nodes, {} shards, {tuning:?}", tuning.shards));
         for i in 0..n {
@@ -181,11 +217,13 @@ impl Cluster {
     pub fn spawn_joiner(&mut self) -> usize {
         let i = self.nodes.len();
         let id = i as u64 + 1;
-        let addr = free_loopback_addrs(1)[0];
+        let free = free_loopback_addrs(2);
+        let (addr, peer_addr) = (free[0], free[1]);
         let dir = self.dir.as_ref().expect("the cluster is alive").path().to_path_buf();
         let config = NodeConfig {
             node_id: id,
             listen: addr,
+            peer_listen: Some(peer_addr),
             data_dir: dir.join(format!("node-{id}")),
             bootstrap: false,
             ..self.template.clone()
@@ -196,11 +234,15 @@ impl Cluster {
         self.nodes.push(NodeProcess {
             id,
             addr: addr.to_string(),
+            peer_addr: peer_addr.to_string(),
             config_path,
             log_path: dir.join(format!("node-{id}.log")),
             child: None,
         });
         let mut probe = ClientConfig::new([addr.to_string()], self.admin_token.clone());
+        if let Some(pem) = &self.ca {
+            probe = probe.with_ca(pem.clone());
+        }
         probe.connect_timeout = Duration::from_secs(1);
         probe.request_timeout = Duration::from_secs(5);
         probe.retry_budget = Duration::ZERO;
@@ -213,6 +255,22 @@ impl Cluster {
     /// The client address of node `i`.
     pub fn addr(&self, i: usize) -> String {
         self.nodes[i].addr.clone()
+    }
+
+    /// The peer-listener address of node `i`.
+    pub fn peer_addr(&self, i: usize) -> String {
+        self.nodes[i].peer_addr.clone()
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        let dir = self.dir.as_ref().expect("the cluster is alive").path();
+        dir.join(format!("node-{}", self.nodes[i].id))
+    }
+
+    /// The region's cluster secret (what peers derive their credential from).
+    pub fn cluster_secret(&self) -> String {
+        self.template.cluster.secret.clone()
     }
 
     // ------------------------------------------------------------------------- clients
@@ -259,7 +317,16 @@ impl Cluster {
     pub async fn user_with_token(&self, user: &str) -> Client {
         let token =
             self.admin.issue_token(user, None).await.unwrap_or_else(|e| panic!("issue a token for {user}: {e}"));
-        Client::new(self.endpoints(), token.token).expect("build a user client")
+        let mut config = ClientConfig::new(self.endpoints(), token.token);
+        if let Some(pem) = &self.ca {
+            config = config.with_ca(pem.clone());
+        }
+        Client::with_config(config).expect("build a user client")
+    }
+
+    /// The admin token of the region.
+    pub fn admin_token(&self) -> String {
+        self.admin_token.clone()
     }
 
     // ------------------------------------------------------------------------- processes
@@ -332,6 +399,25 @@ impl Cluster {
         self.spawn(i);
         self.wait_node_ready(i, READY_TIMEOUT).await;
         self.phase(format!("node {} is back and sees a leader for every shard", i + 1));
+    }
+
+    /// Stops every node (SIGTERM), starts them all again and waits until each sees a leader
+    /// for every shard.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.is_running(i) {
+                self.stop(i).await;
+            }
+        }
+        self.phase("restart every node");
+        for i in 0..self.nodes.len() {
+            append_marker(&self.nodes[i].log_path, "restarted by the test");
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_node_ready(i, READY_TIMEOUT).await;
+        }
+        self.phase("every node is back and sees a leader for every shard");
     }
 
     fn spawn(&mut self, i: usize) {

@@ -1,0 +1,194 @@
+//! The rules a command must meet before it may be proposed, whatever door it came through:
+//! the ones that depend only on the command and on where it is going (ids, routing, sizes),
+//! not on the shard's state. A node checks a client's request against them, and the shard
+//! leader checks every forwarded proposal again, so that nothing unchecked from the network
+//! reaches the Raft log. Rules that depend on state run at apply ([`crate::apply`]).
+
+use crate::command::{Command, Effect};
+use crate::element::validate_body;
+use crate::ids::ShardId;
+use crate::rejection::{Reason, Rejection};
+use crate::shard::shard_for;
+
+/// Longest nickname, in bytes.
+pub const MAX_NICKNAME_BYTES: usize = 64;
+
+/// The limits a node enforces on incoming commands (from its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressLimits {
+    /// Largest encoded message body, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Where a command is going: a shard of a region with `shards` shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    pub shard: ShardId,
+    pub shards: u32,
+}
+
+impl Destination {
+    /// The shard that holds `entity`; a rejection when it is not this destination.
+    fn owns(&self, entity: &str) -> Result<(), Rejection> {
+        let home = shard_for(entity, self.shards);
+        if home == self.shard {
+            Ok(())
+        } else {
+            Err(Rejection::new(Reason::WrongShard, format!("{entity} lives on shard {home}, not {}", self.shard)))
+        }
+    }
+
+    fn in_region(&self, shard: ShardId, what: &str) -> Result<(), Rejection> {
+        if shard.0 < self.shards {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                Reason::ShardOutOfRange,
+                format!("{what} names shard {shard}, but the region has shards 0..{}", self.shards),
+            ))
+        }
+    }
+}
+
+/// Checks `command` against the stateless rules for `to`. `encoded_body_len` gives the
+/// encoded size of a message body (its encoding belongs to storage, not to the domain).
+pub fn check(
+    command: &Command,
+    to: Destination,
+    limits: IngressLimits,
+    encoded_body_len: impl Fn(&[crate::Element]) -> usize,
+) -> Result<(), Rejection> {
+    to.in_region(to.shard, "the proposal")?;
+    match command {
+        Command::CreateUser { user, nickname, .. } => {
+            if nickname.len() > MAX_NICKNAME_BYTES {
+                return Err(Rejection::new(
+                    Reason::NicknameTooLong,
+                    format!("nicknames are at most {MAX_NICKNAME_BYTES} bytes"),
+                ));
+            }
+            to.owns(user.as_str())
+        }
+        Command::SendMessage { sender, recipient, elements, .. } => {
+            if sender == recipient {
+                return Err(Rejection::new(
+                    Reason::PeerIsSelf,
+                    "a one-to-one message needs a recipient other than the sender",
+                ));
+            }
+            validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
+            to.owns(crate::ConversationId::c2c(sender, recipient).as_str())
+        }
+        Command::RecallMessage { conversation, .. } | Command::MarkRead { conversation, .. } => {
+            to.owns(conversation.as_str())
+        }
+        Command::ApplyEffects { source, effects } => {
+            to.in_region(*source, "the effects' source")?;
+            effects.iter().try_for_each(|e| check_effect(e, *source, to))
+        }
+        Command::AckEffects { target, .. } => to.in_region(*target, "the acknowledgement's target"),
+    }
+}
+
+fn check_effect(effect: &Effect, source: ShardId, to: Destination) -> Result<(), Rejection> {
+    if effect.source != source || effect.target != to.shard {
+        return Err(Rejection::new(
+            Reason::WrongShard,
+            format!(
+                "effect {} goes from shard {} to {}, but the batch is from {source} to {}",
+                effect.id.0, effect.source, effect.target, to.shard
+            ),
+        ));
+    }
+    to.owns(effect.kind.target_entity())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ConversationId, EffectId, RegionCode, Seq, TimeMs, UserId};
+    use crate::EffectKind;
+
+    const LIMITS: IngressLimits = IngressLimits { max_message_bytes: 100 };
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).expect("valid id")
+    }
+
+    fn len(elements: &[crate::Element]) -> usize {
+        elements.len() * 10
+    }
+
+    fn home(entity: &str) -> Destination {
+        Destination { shard: shard_for(entity, 8), shards: 8 }
+    }
+
+    fn other(to: Destination) -> Destination {
+        Destination { shard: ShardId((to.shard.0 + 1) % to.shards), ..to }
+    }
+
+    #[test]
+    fn commands_must_go_to_their_entitys_shard() {
+        let create = Command::CreateUser {
+            user: user("alice"),
+            home_region: RegionCode::parse("sg").expect("ok"),
+            nickname: "".into(),
+        };
+        assert_eq!(check(&create, home("alice"), LIMITS, len), Ok(()));
+        let r = check(&create, other(home("alice")), LIMITS, len).expect_err("misrouted");
+        assert_eq!(r.reason, Reason::WrongShard);
+
+        let conversation = ConversationId::c2c(&user("a"), &user("b"));
+        let mark = Command::MarkRead { user: user("a"), conversation: conversation.clone(), up_to: Some(Seq(1)) };
+        assert_eq!(check(&mark, home(conversation.as_str()), LIMITS, len), Ok(()));
+        assert!(check(&mark, other(home(conversation.as_str())), LIMITS, len).is_err());
+    }
+
+    #[test]
+    fn shards_outside_the_region_are_refused() {
+        let ack = Command::AckEffects { target: ShardId(8), up_to: EffectId(3) };
+        let to = Destination { shard: ShardId(0), shards: 8 };
+        assert_eq!(check(&ack, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::ShardOutOfRange));
+        let ack = Command::AckEffects { target: ShardId(7), up_to: EffectId(3) };
+        assert_eq!(
+            check(&ack, Destination { shard: ShardId(9), shards: 8 }, LIMITS, len).map_err(|r| r.reason),
+            Err(Reason::ShardOutOfRange)
+        );
+        assert_eq!(check(&ack, to, LIMITS, len), Ok(()));
+    }
+
+    #[test]
+    fn sends_meet_the_body_rules() {
+        let to = home(ConversationId::c2c(&user("a"), &user("b")).as_str());
+        let send =
+            |elements| Command::SendMessage { sender: user("a"), recipient: user("b"), elements, request_id: None };
+        let text = crate::Element::Text { text: "hi".into() };
+        assert_eq!(check(&send(vec![text.clone()]), to, LIMITS, len), Ok(()));
+        assert_eq!(check(&send(vec![]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::MessageEmpty));
+        assert_eq!(check(&send(vec![text; 11]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::MessageTooLarge));
+        let to_self =
+            Command::SendMessage { sender: user("a"), recipient: user("a"), elements: vec![], request_id: None };
+        assert_eq!(check(&to_self, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::PeerIsSelf));
+    }
+
+    #[test]
+    fn forged_effects_are_refused() {
+        let to = home("bob");
+        let effect = |source: u32, target: ShardId, who: &str| Effect {
+            id: EffectId(1),
+            source: ShardId(source),
+            target,
+            kind: EffectKind::ConversationJoined {
+                user: user(who),
+                conversation: ConversationId::c2c(&user("bob"), &user("carol")),
+                peer: user("carol"),
+                at: TimeMs(1),
+            },
+        };
+        let apply = |source: u32, effects| Command::ApplyEffects { source: ShardId(source), effects };
+        assert_eq!(check(&apply(1, vec![effect(1, to.shard, "bob")]), to, LIMITS, len), Ok(()));
+        assert!(check(&apply(1, vec![effect(2, to.shard, "bob")]), to, LIMITS, len).is_err());
+        assert!(check(&apply(1, vec![effect(1, other(to).shard, "bob")]), to, LIMITS, len).is_err());
+        assert_eq!(check(&apply(99, vec![]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::ShardOutOfRange));
+    }
+}
