@@ -15,8 +15,8 @@ use crate::cluster::{is_root, ChaosCluster, ClusterOptions};
 use crate::faults::{self, FaultKind};
 use crate::firewall::Firewall;
 use crate::history::{
-    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryWriter, Record,
-    ShardHashRecord,
+    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryWriter,
+    ProjectionsRecord, Record, ShardHashRecord,
 };
 use crate::workload::{read_message, Counters, Workload};
 
@@ -68,6 +68,7 @@ impl CampaignResult {
         let _ = writeln!(s, "{:<28}{:>10}", "elections (term increases)", self.elections);
         let _ = writeln!(s, "{:<28}{:>10}", "conversations checked", r.conversations);
         let _ = writeln!(s, "{:<28}{:>10}", "shard hashes compared", r.hashes_compared);
+        let _ = writeln!(s, "{:<28}{:>10}", "projection replays checked", r.projections_verified);
         let _ = writeln!(s, "recovery after each fault:");
         for (kind, detail, ms) in &self.faults {
             let rec = ms.map_or("not recovered".to_owned(), |m| format!("{m} ms"));
@@ -288,6 +289,15 @@ async fn final_reads(cluster: &mut ChaosCluster, w: &Workload, history: &History
                 shard: s.shard,
                 index: s.hashed_at_index,
                 hash: s.state_hash,
+            }))?;
+        }
+        for s in at.verify_projections().await?.shards {
+            history.append(&Record::Projections(ProjectionsRecord {
+                node,
+                shard: s.shard,
+                index: s.applied_index,
+                equal: s.equal,
+                difference: s.difference,
             }))?;
         }
     }

@@ -15,6 +15,8 @@
 //! - `reads.rs` — rule 3: every successful read agrees with the final history.
 //! - `lists.rs` — rule 5: conversation lists (head, unread, cursor, completeness).
 //! - `hashes.rs` — rule 6: shard hashes agree at equal indexes.
+//! - `projections.rs` — invariant 4: every node's projections of every shard equal a replay
+//!   of the shard's event log (`Admin/VerifyProjections`, run by each node after healing).
 //!
 //! Sends are grouped by (conversation, request id): a retry recorded as a second `send` with
 //! the same request id is the same request, which must take effect once. An attempt rejected
@@ -24,6 +26,7 @@
 mod finals;
 mod hashes;
 mod lists;
+mod projections;
 mod reads;
 mod report;
 mod sends;
@@ -35,8 +38,8 @@ pub use report::Report;
 pub use violation::{Note, NoteKind, OpKind, OpRef, Violation, ViolationKind};
 
 use crate::history::{
-    FinalConversationsRecord, FinalRecord, MarkReadRecord, Outcome, ReadMessage, ReadRecord, Record, SendRecord,
-    ShardHashRecord,
+    FinalConversationsRecord, FinalRecord, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record,
+    SendRecord, ShardHashRecord,
 };
 
 /// Judges a history. Never fails: whatever cannot be judged is a violation (e.g. an
@@ -51,6 +54,7 @@ pub fn check(records: &[Record]) -> Report {
     reads::check(&history, &finals, &mut report.violations);
     lists::check(&history, &finals, &mut report.violations);
     hashes::check(&history, &mut report);
+    projections::check(&history, &mut report);
     report
 }
 
@@ -65,6 +69,7 @@ struct History<'a> {
     finals: BTreeMap<&'a str, Vec<&'a FinalRecord>>,
     lists: Vec<&'a FinalConversationsRecord>,
     hashes: Vec<&'a ShardHashRecord>,
+    projections: Vec<&'a ProjectionsRecord>,
     faults: u64,
     heals: u64,
     slowest_recovery_ms: Option<u64>,
@@ -87,6 +92,7 @@ impl<'a> History<'a> {
             finals: BTreeMap::new(),
             lists: Vec::new(),
             hashes: Vec::new(),
+            projections: Vec::new(),
             faults: 0,
             heals: 0,
             slowest_recovery_ms: None,
@@ -112,6 +118,7 @@ impl<'a> History<'a> {
                 Record::Final(last) => history.finals.entry(&last.conversation).or_default().push(last),
                 Record::FinalConversations(list) => history.lists.push(list),
                 Record::ShardHash(hash) => history.hashes.push(hash),
+                Record::Projections(check) => history.projections.push(check),
                 Record::Fault(_) => history.faults += 1,
                 Record::Healed(healed) => {
                     history.heals += 1;

@@ -34,6 +34,8 @@ pub enum Record {
     FinalConversations(FinalConversationsRecord),
     /// A shard's state hash at an applied index, as one node reports it.
     ShardHash(ShardHashRecord),
+    /// Whether a shard's projections equal a replay of its event log, as one node checked it.
+    Projections(ProjectionsRecord),
     /// A fault was injected.
     Fault(FaultRecord),
     /// A fault was healed.
@@ -193,6 +195,21 @@ pub struct ShardHashRecord {
     pub index: u64,
     /// The state hash, as the node printed it.
     pub hash: String,
+}
+
+/// A `Projections` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionsRecord {
+    /// The node that ran the check.
+    pub node: u32,
+    /// The shard.
+    pub shard: u32,
+    /// The applied index the check read at.
+    pub index: u64,
+    /// True when the replay equals the live projections.
+    pub equal: bool,
+    /// The first differing key and how it differs (empty when equal).
+    pub difference: String,
 }
 
 /// A `Fault` line.

@@ -38,5 +38,6 @@ pub mod workload;
 pub use checker::{check, Note, NoteKind, OpKind, OpRef, Report, Violation, ViolationKind};
 pub use history::{
     read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryError,
-    HistoryWriter, MarkReadRecord, Outcome, ReadMessage, ReadRecord, Record, SendRecord, ShardHashRecord,
+    HistoryWriter, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord,
+    ShardHashRecord,
 };

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use meridian_chaos::{
     check, read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryWriter,
-    MarkReadRecord, NoteKind, OpKind, Outcome, ReadMessage, ReadRecord, Record, Report, SendRecord, ShardHashRecord,
-    Violation, ViolationKind,
+    MarkReadRecord, NoteKind, OpKind, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, Report, SendRecord,
+    ShardHashRecord, Violation, ViolationKind,
 };
 
 const AB: &str = "c2c:alice:bob";
@@ -325,6 +325,27 @@ fn differing_shard_hashes_at_one_index() {
 }
 
 #[test]
+fn projections_that_differ_from_the_replay_on_one_node() {
+    let mut story = Story::default();
+    for node in ALL_NODES {
+        story.records.push(Record::Projections(ProjectionsRecord {
+            node,
+            shard: 2,
+            index: 40,
+            equal: node != 2,
+            difference: if node == 2 { "projections/c…: values differ".into() } else { String::new() },
+        }));
+    }
+
+    let report = story.check();
+
+    let mismatch = only_violation(&report, ViolationKind::ProjectionMismatch);
+    assert_eq!((mismatch.shard, mismatch.index, mismatch.nodes.clone()), (Some(2), Some(40), vec![2]));
+    assert!(mismatch.detail.contains("values differ"), "{mismatch}");
+    assert_eq!(report.projections_verified, 3);
+}
+
+#[test]
 fn hashes_at_different_indexes_are_a_note_not_a_violation() {
     let mut story = Story::default();
     story.hash(1, 4, 10, "aa");
@@ -591,6 +612,13 @@ fn one_of_each() -> Vec<Record> {
     story.final_on(&[1], AB, &[msg(1, "r1", "alice")]);
     story.list(1, "bob", vec![row(AB, "alice", 1, 1, 0)], 0);
     story.hash(1, 3, 42, "9f86d081884c7d65");
+    story.records.push(Record::Projections(ProjectionsRecord {
+        node: 1,
+        shard: 3,
+        index: 42,
+        equal: true,
+        difference: String::new(),
+    }));
     story.records.push(Record::Fault(FaultRecord {
         at_ms: 100,
         kind: "partition".into(),
@@ -625,7 +653,18 @@ fn every_record_round_trips_through_jsonl() {
         .collect();
     assert_eq!(
         ops,
-        ["send", "send", "read", "mark_read", "final", "final_conversations", "shard_hash", "fault", "healed"]
+        [
+            "send",
+            "send",
+            "read",
+            "mark_read",
+            "final",
+            "final_conversations",
+            "shard_hash",
+            "projections",
+            "fault",
+            "healed"
+        ]
     );
     assert!(text.lines().next().unwrap().starts_with(r#"{"op":"send","client":1,"request_id":"r1","#));
     assert!(text.contains(r#""outcome":"unknown""#));

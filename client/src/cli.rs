@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, ConversationsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs,
-    UserCommand,
+    ActAs, AdminCommand, ConversationsArgs, EventsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs, StatusArgs,
+    TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -49,6 +49,8 @@ pub enum ClientCommand {
     Recall(RecallArgs),
     /// Show the Raft state of every shard as one node sees it (admin token).
     Status(StatusArgs),
+    /// Show a shard's event log in log order, with each event's offset (admin token).
+    Events(EventsArgs),
     /// Change cluster membership (admin token).
     Admin {
         #[command(subcommand)]
@@ -171,6 +173,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::User { .. }
         | ClientCommand::Token(_)
         | ClientCommand::Status(_)
+        | ClientCommand::Events(_)
         | ClientCommand::Admin { .. } => Identity::Admin,
         ClientCommand::Send(a) => Identity::user(&a.act_as),
         ClientCommand::History(a) => Identity::user(&a.act_as),
@@ -232,6 +235,28 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Status(args) => {
             let status = client.cluster_status(args.hash).await?;
             Output::json_or_lines(args.json, || render::status_json(&status), || render::status_lines(&status))
+        }
+        ClientCommand::Events(args) => {
+            let mut events = client.read_all_events(args.shard, args.from).await?;
+            if let Some(limit) = args.limit {
+                events.truncate(limit);
+            }
+            Output::json_or_lines(args.json, || render::events_json(&events), || render::event_lines(&events))
+        }
+        ClientCommand::Admin { command: AdminCommand::VerifyProjections { json } } => {
+            let report = client.verify_projections().await?;
+            let lines = render::verification_lines(&report);
+            let different: Vec<u32> = report.shards.iter().filter(|s| !s.equal).map(|s| s.shard).collect();
+            if !different.is_empty() {
+                return Err(ClientError::Verification {
+                    detail: format!(
+                        "node {}: projections differ from a replay of the event log on shards {different:?}\n{}",
+                        report.node_id,
+                        lines.join("\n")
+                    ),
+                });
+            }
+            Output::json_or_lines(json, || render::verification_json(&report), || lines)
         }
         ClientCommand::Admin { command: AdminCommand::AddNode { id, addr, peer_addr, learner_only } } => {
             let members = client.add_node(id, &addr, &peer_addr, learner_only).await?;

@@ -15,9 +15,10 @@ use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
     AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse, CreateUserRequest,
     CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, GetRoutesRequest, GetRoutesResponse,
-    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse,
-    MarkReadRequest, MarkReadResponse, Message, MessageElement, ReadConsistency, RecallMessageRequest,
-    RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
+    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, LoggedEvent,
+    MarkReadRequest, MarkReadResponse, Message, MessageElement, ReadConsistency, ReadEventsRequest, ReadEventsResponse,
+    RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest,
+    SendMessageResponse, TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -332,6 +333,38 @@ impl Client {
         .await
     }
 
+    /// One page of `shard`'s event log from the offset in `request` on (admin).
+    pub async fn read_events(&self, request: ReadEventsRequest) -> Result<ReadEventsResponse, ClientError> {
+        self.call("ReadEvents", request, |channel, request| async move {
+            AdminClient::new(channel).read_events(request).await
+        })
+        .await
+    }
+
+    /// Every event of `shard`'s log from `from_index` on, page by page.
+    pub async fn read_all_events(&self, shard: u32, from_index: u64) -> Result<Vec<LoggedEvent>, ClientError> {
+        let mut request = ReadEventsRequest { shard, from_index, limit: 1000, ..Default::default() };
+        let mut all = Vec::new();
+        loop {
+            let page = self.read_events(request).await?;
+            if page.events.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page.events);
+            (request.from_index, request.from_command, request.from_event) =
+                (page.next_index, page.next_command, page.next_event);
+        }
+    }
+
+    /// Rebuilds every shard's projections from its event log on the answering node and
+    /// compares them with the live ones (admin).
+    pub async fn verify_projections(&self) -> Result<VerifyProjectionsResponse, ClientError> {
+        self.call("VerifyProjections", VerifyProjectionsRequest {}, |channel, request| async move {
+            AdminClient::new(channel).verify_projections(request).await
+        })
+        .await
+    }
+
     /// Removes node `id` from every shard's voters and learners.
     pub async fn remove_node(&self, id: u64) -> Result<RemoveNodeResponse, ClientError> {
         let request = RemoveNodeRequest { node_id: id };
@@ -496,7 +529,6 @@ impl fmt::Debug for Client {
     }
 }
 
-/// A fresh random request id (128 bits, hex).
 /// The concatenated text elements of a message (empty for a recalled or media-only one).
 pub fn message_text(message: &crate::api::Message) -> String {
     message
@@ -509,6 +541,7 @@ pub fn message_text(message: &crate::api::Message) -> String {
         .collect()
 }
 
+/// A fresh random request id (128 bits, hex).
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

@@ -83,6 +83,13 @@ pub enum ClientError {
         /// What is wrong.
         detail: String,
     },
+    /// A verification the node ran found a difference (e.g. projections that differ from a
+    /// replay of the event log).
+    #[error("VERIFICATION_FAILED: {detail}")]
+    Verification {
+        /// What differs, where.
+        detail: String,
+    },
 }
 
 impl ClientError {
@@ -104,7 +111,8 @@ impl ClientError {
             ClientError::Timeout { .. } => Some(Code::DeadlineExceeded),
             ClientError::InvalidEndpoint { .. }
             | ClientError::MissingEnv { .. }
-            | ClientError::InvalidConfig { .. } => None,
+            | ClientError::InvalidConfig { .. }
+            | ClientError::Verification { .. } => None,
         }
     }
 

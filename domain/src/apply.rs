@@ -7,8 +7,10 @@
 
 use crate::change::Change;
 use crate::command::{Command, Effect, EffectKind};
+use crate::event::Event;
 use crate::ids::{ConversationId, EffectId, MessageId, RegionCode, Seq, ShardId, TimeMs, UserId};
-use crate::records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, Recall, User};
+use crate::projector::project;
+use crate::records::Conversation;
 use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
 use crate::state::{ShardState, StateError};
@@ -30,8 +32,18 @@ pub struct ApplyContext {
 /// The result of applying one command that was accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
+    /// The facts the command produced, in order: what the event log records.
+    pub events: Vec<Event>,
+    /// What the command writes to projections, the outbox and dedup records.
     pub changes: Vec<Change>,
     pub reply: Reply,
+}
+
+impl Applied {
+    /// An accepted command that changed nothing (a repeat, a no-op).
+    fn unchanged(reply: Reply) -> Outcome {
+        Ok(Applied { events: vec![], changes: vec![], reply })
+    }
 }
 
 /// What the caller of an accepted command is told.
@@ -48,7 +60,28 @@ pub enum Reply {
 pub type Outcome = Result<Applied, Rejection>;
 
 /// Applies one command. `Err` is a storage failure (fatal); `Ok(Err(_))` a rejection.
+///
+/// Two steps: the command is decided against the state (its events and the changes outside
+/// the projections: effects, watermarks, acknowledgements), then the projector folds the
+/// events into projection changes — the same fold that replay uses.
 pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
+    let mut applied = match decide(state, ctx, command)? {
+        Ok(applied) => applied,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let mut changes = Vec::with_capacity(applied.events.len() * 2 + applied.changes.len());
+    // The events of one command touch different records (one event, or joins of distinct
+    // (user, conversation) pairs), so each is projected against the state before the command.
+    for event in &applied.events {
+        changes.extend(project(state, event)?);
+    }
+    changes.append(&mut applied.changes);
+    applied.changes = changes;
+    Ok(Ok(applied))
+}
+
+/// The events and non-projection changes of one command, or its rejection.
+fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
     match command {
         Command::CreateUser { user, home_region, nickname } => create_user(state, ctx, user, home_region, nickname),
         Command::SendMessage { sender, recipient, elements, request_id } => {
@@ -63,9 +96,11 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
             Reason::ShardOutOfRange,
             format!("the acknowledgement names shard {target}, but the region has shards 0..{}", ctx.shards),
         ),
-        Command::AckEffects { target, up_to } => {
-            Ok(Ok(Applied { changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }], reply: Reply::Done }))
-        }
+        Command::AckEffects { target, up_to } => Ok(Ok(Applied {
+            events: vec![],
+            changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }],
+            reply: Reply::Done,
+        })),
     }
 }
 
@@ -90,15 +125,20 @@ fn create_user(
         return Ok(Err(r));
     }
     if let Some(existing) = state.user(user)? {
-        return Ok(Ok(Applied {
-            changes: vec![],
-            reply: Reply::UserCreated { user: existing.id, home_region: existing.home_region, created: false },
+        return Ok(Applied::unchanged(Reply::UserCreated {
+            user: existing.id,
+            home_region: existing.home_region,
+            created: false,
         }));
     }
-    let record =
-        User { id: user.clone(), home_region: home_region.clone(), nickname: nickname.to_owned(), created: ctx.time };
     Ok(Ok(Applied {
-        changes: vec![Change::PutUser(record)],
+        events: vec![Event::UserCreated {
+            user: user.clone(),
+            home_region: home_region.clone(),
+            nickname: nickname.to_owned(),
+            at: ctx.time,
+        }],
+        changes: vec![],
         reply: Reply::UserCreated { user: user.clone(), home_region: home_region.clone(), created: true },
     }))
 }
@@ -120,21 +160,18 @@ fn send_message(
     }
     if let Some(request_id) = request_id {
         if let Some(first) = state.dedup(&conversation, sender, request_id)? {
-            return Ok(Ok(Applied {
-                changes: vec![],
-                reply: Reply::MessageAccepted {
-                    message_id: first.message_id,
-                    seq: first.seq,
-                    time: first.time,
-                    conversation,
-                    duplicate: true,
-                },
+            return Ok(Applied::unchanged(Reply::MessageAccepted {
+                message_id: first.message_id,
+                seq: first.seq,
+                time: first.time,
+                conversation,
+                duplicate: true,
             }));
         }
     }
-    let mut changes = Vec::with_capacity(4);
-    let mut head = match state.conversation(&conversation)? {
-        Some(head) => head,
+    let mut changes = Vec::with_capacity(2);
+    let last_seq = match state.conversation(&conversation)? {
+        Some(head) => head.last_seq,
         None => {
             // The pair's first message: each side's conversation index (on the users' own
             // shards) learns of the conversation through the outbox.
@@ -149,51 +186,23 @@ fn send_message(
                     },
                 });
             }
-            let mut members: Vec<MemberCursor> = [sender, recipient]
-                .into_iter()
-                .map(|u| MemberCursor { user: u.clone(), read_seq: Seq::ZERO })
-                .collect();
-            members.sort_by(|a, b| a.user.cmp(&b.user));
-            Conversation {
-                id: conversation.clone(),
-                members,
-                last_seq: Seq::ZERO,
-                last_time: ctx.time,
-                created: ctx.time,
-            }
+            Seq::ZERO
         }
     };
-    let seq = head.last_seq.next();
+    let seq = last_seq.next();
     let message_id = MessageId::new(ctx.shard, ctx.log_index, ctx.position);
-    head.last_seq = seq;
-    head.last_time = ctx.time;
-    // Sending advances the sender's own read cursor: your own message is never unread.
-    for m in &mut head.members {
-        if &m.user == sender {
-            m.read_seq = seq;
-        }
-    }
-    changes.push(Change::PutMessage {
+    let event = Event::MessageSent {
         conversation: conversation.clone(),
-        message: Message {
-            id: message_id.clone(),
-            seq,
-            sender: sender.clone(),
-            time: ctx.time,
-            elements: elements.to_vec(),
-            recalled: None,
-        },
-    });
-    changes.push(Change::PutConversation(head));
-    if let Some(request_id) = request_id {
-        changes.push(Change::PutDedup {
-            conversation: conversation.clone(),
-            sender: sender.clone(),
-            request_id: request_id.clone(),
-            entry: DedupEntry { message_id: message_id.clone(), seq, time: ctx.time },
-        });
-    }
+        seq,
+        message_id: message_id.clone(),
+        sender: sender.clone(),
+        recipient: recipient.clone(),
+        elements: elements.to_vec(),
+        request_id: request_id.cloned(),
+        at: ctx.time,
+    };
     Ok(Ok(Applied {
+        events: vec![event],
         changes,
         reply: Reply::MessageAccepted { message_id, seq, time: ctx.time, conversation, duplicate: false },
     }))
@@ -235,7 +244,7 @@ fn recall_message(
             format!("seq {seq} is not in {conversation}, whose messages are 1..={}", head.last_seq),
         );
     }
-    let Some(mut message) = state.message(conversation, seq)? else {
+    let Some(message) = state.message(conversation, seq)? else {
         return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {conversation}"));
     };
     if &message.sender != actor {
@@ -245,7 +254,7 @@ fn recall_message(
         // A repeat by the same actor (a retry whose first attempt did commit) gets the first
         // result, so recall is idempotent like every other command.
         if &recall.by == actor {
-            return Ok(Ok(Applied { changes: vec![], reply: Reply::MessageRecalled { seq, at: recall.at } }));
+            return Ok(Applied::unchanged(Reply::MessageRecalled { seq, at: recall.at }));
         }
         return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by));
     }
@@ -256,10 +265,14 @@ fn recall_message(
             format!("seq {seq} was sent {age_ms} ms ago; messages can be recalled within {window_ms} ms"),
         );
     }
-    message.elements.clear();
-    message.recalled = Some(Recall { by: actor.clone(), at: ctx.time });
     Ok(Ok(Applied {
-        changes: vec![Change::PutMessage { conversation: conversation.clone(), message }],
+        events: vec![Event::MessageRecalled {
+            conversation: conversation.clone(),
+            seq,
+            by: actor.clone(),
+            at: ctx.time,
+        }],
+        changes: vec![],
         reply: Reply::MessageRecalled { seq, at: ctx.time },
     }))
 }
@@ -298,8 +311,15 @@ fn mark_read(
         }
     }
     let unread = head.unread(user);
-    let changes = if moved { vec![Change::PutConversation(head)] } else { vec![] };
-    Ok(Ok(Applied { changes, reply: Reply::ReadMarked { read_seq, unread } }))
+    let reply = Reply::ReadMarked { read_seq, unread };
+    if !moved {
+        return Ok(Applied::unchanged(reply));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::ReadMarked { conversation: conversation.clone(), user: user.clone(), read_seq }],
+        changes: vec![],
+        reply,
+    }))
 }
 
 fn apply_effects(
@@ -310,6 +330,9 @@ fn apply_effects(
 ) -> Result<Outcome, StateError> {
     let mut watermark = state.watermark(source)?;
     let mut changes = vec![];
+    let mut events = vec![];
+    // A batch may carry the same join twice (a redelivery inside one batch): one event.
+    let mut joined = std::collections::BTreeSet::new();
     for effect in effects {
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order.
         if effect.id <= watermark || effect.source != source || effect.target != ctx.shard {
@@ -317,10 +340,12 @@ fn apply_effects(
         }
         match &effect.kind {
             EffectKind::ConversationJoined { user, conversation, peer, at } => {
-                if !state.has_conversation_ref(user, conversation)? {
-                    changes.push(Change::PutConversationRef {
+                if !state.has_conversation_ref(user, conversation)? && joined.insert((user, conversation)) {
+                    events.push(Event::ConversationJoined {
                         user: user.clone(),
-                        entry: ConversationRef { conversation: conversation.clone(), peer: peer.clone(), joined: *at },
+                        conversation: conversation.clone(),
+                        peer: peer.clone(),
+                        at: *at,
                     });
                 }
             }
@@ -330,7 +355,7 @@ fn apply_effects(
     if watermark > state.watermark(source)? {
         changes.push(Change::SetWatermark { source, up_to: watermark });
     }
-    Ok(Ok(Applied { changes, reply: Reply::Done }))
+    Ok(Ok(Applied { events, changes, reply: Reply::Done }))
 }
 
 /// The largest effect id in a list, for acknowledging a delivered batch.

@@ -9,11 +9,13 @@
 //! - [`element`]: the typed message elements of MSG-01.
 //! - [`records`]: the state a shard holds (users, conversations, messages, indexes).
 //! - [`command`]: what a client or another shard asks a shard to do.
-//! - [`change`]: what applying a command writes (events, projection updates, effects).
+//! - [`event`]: domain events, the system of record, and their offsets in a shard's log.
+//! - [`change`]: what applying a command writes (projection updates, effects).
 //! - [`rejection`]: why a command was refused, with stable reason codes.
 //! - [`state`]: the read interface apply needs from storage.
 //! - [`ingress`]: the stateless rules every command meets before it is proposed.
-//! - [`apply`]: validation and apply of one command.
+//! - [`apply`]: validation and apply of one command (decide, then project its events).
+//! - [`projector`]: the one fold of events into projections, shared by apply and replay.
 //! - [`shard`]: the stable entity → shard hash.
 //!
 //! Must never depend on: storage, RocksDB, openraft, tokio, tonic or the wire types.
@@ -22,8 +24,10 @@ pub mod apply;
 pub mod change;
 pub mod command;
 pub mod element;
+pub mod event;
 pub mod ids;
 pub mod ingress;
+pub mod projector;
 pub mod records;
 pub mod rejection;
 pub mod shard;
@@ -33,6 +37,7 @@ pub use apply::{apply, Applied, ApplyContext};
 pub use change::Change;
 pub use command::{Command, Effect, EffectKind};
 pub use element::Element;
+pub use event::{Event, EventOffset};
 pub use ids::{ConversationId, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
 pub use records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, User};
 pub use rejection::{Reason, Rejection, RejectionClass};

@@ -149,7 +149,7 @@ fn retried_request_id_returns_the_first_result() {
     let again = send(&mut s, 20, "alice", "bob", "hello", Some("r-1"));
     assert_eq!(seq_of(&first), 1);
     match again {
-        Ok(Applied { reply: Reply::MessageAccepted { seq, duplicate, time, .. }, changes }) => {
+        Ok(Applied { reply: Reply::MessageAccepted { seq, duplicate, time, .. }, changes, .. }) => {
             assert_eq!((seq, duplicate, time, changes.len()), (Seq(1), true, TimeMs(10), 0));
         }
         other => panic!("{other:?}"),
@@ -188,7 +188,7 @@ fn recall_rules() {
     // A retried recall gets the first result and changes nothing.
     let before = s.clone();
     match run(&mut s, &ctx(1_000 + 500_000, 4), recall("alice", 1)) {
-        Ok(Applied { reply: Reply::MessageRecalled { at, .. }, changes }) => {
+        Ok(Applied { reply: Reply::MessageRecalled { at, .. }, changes, .. }) => {
             assert_eq!((at, changes.len()), (TimeMs(1_000 + 120_000), 0));
         }
         other => panic!("{other:?}"),
@@ -285,4 +285,39 @@ fn create_user_is_idempotent() {
     let before = s.clone();
     assert!(!created(run(&mut s, &ctx(6, 2), cmd)));
     assert_eq!(s, before);
+}
+
+fn event_names(outcome: &Outcome) -> Vec<&'static str> {
+    match outcome {
+        Ok(applied) => applied.events.iter().map(Event::name).collect(),
+        Err(r) => panic!("expected an accepted command, got {r}"),
+    }
+}
+
+#[test]
+fn accepted_commands_emit_their_events_and_repeats_emit_none() {
+    let mut s = MemState::default();
+    let region = RegionCode::parse("sg").unwrap_or_else(|r| panic!("{r}"));
+    let create = |u: &str| Command::CreateUser { user: user(u), home_region: region.clone(), nickname: String::new() };
+    assert_eq!(event_names(&run(&mut s, &ctx(1, 1), create("alice"))), vec!["UserCreated"]);
+    assert_eq!(event_names(&run(&mut s, &ctx(2, 2), create("alice"))), Vec::<&str>::new(), "an import re-run");
+
+    let first = send(&mut s, 10, "alice", "bob", "hello", Some("r-1"));
+    assert_eq!(event_names(&first), vec!["MessageSent"]);
+    let Ok(Applied { events, .. }) = &first else { unreachable!() };
+    let Event::MessageSent { seq, elements, request_id, .. } = &events[0] else { panic!("{events:?}") };
+    assert_eq!(
+        (*seq, elements.clone(), request_id.as_ref().map(RequestId::as_str)),
+        (Seq(1), text("hello"), Some("r-1"))
+    );
+    assert!(event_names(&send(&mut s, 11, "alice", "bob", "hello", Some("r-1"))).is_empty(), "a duplicate");
+
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let mark = |seq| Command::MarkRead { user: user("bob"), conversation: c.clone(), up_to: seq };
+    assert_eq!(event_names(&run(&mut s, &ctx(12, 12), mark(None))), vec!["ReadMarked"]);
+    assert!(event_names(&run(&mut s, &ctx(13, 13), mark(Some(Seq(1))))).is_empty(), "the cursor did not move");
+
+    let recall = Command::RecallMessage { actor: user("alice"), conversation: c.clone(), seq: Seq(1), window_ms: 1000 };
+    assert_eq!(event_names(&run(&mut s, &ctx(14, 14), recall.clone())), vec!["MessageRecalled"]);
+    assert!(event_names(&run(&mut s, &ctx(15, 15), recall)).is_empty(), "a recall retried by its actor");
 }

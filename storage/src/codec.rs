@@ -269,6 +269,99 @@ pub fn conversation_from_pb(c: pb::ConversationRecord) -> Result<Conversation, S
     })
 }
 
+// ---------------------------------------------------------------- events
+
+pub fn event_to_pb(e: &Event) -> pb::EventRecord {
+    use pb::event_record::Kind;
+    let kind = match e {
+        Event::UserCreated { user, home_region, nickname, at } => Kind::UserCreated(pb::UserCreatedEvent {
+            user_id: user.to_string(),
+            home_region: home_region.to_string(),
+            nickname: nickname.clone(),
+            time_ms: at.0,
+        }),
+        Event::MessageSent { conversation, seq, message_id, sender, recipient, elements, request_id, at } => {
+            Kind::MessageSent(pb::MessageSentEvent {
+                conversation_id: conversation.to_string(),
+                seq: seq.0,
+                message_id: message_id.to_string(),
+                sender: sender.to_string(),
+                recipient: recipient.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                time_ms: at.0,
+            })
+        }
+        Event::MessageRecalled { conversation, seq, by, at } => Kind::MessageRecalled(pb::MessageRecalledEvent {
+            conversation_id: conversation.to_string(),
+            seq: seq.0,
+            by: by.to_string(),
+            time_ms: at.0,
+        }),
+        Event::ReadMarked { conversation, user, read_seq } => Kind::ReadMarked(pb::ReadMarkedEvent {
+            conversation_id: conversation.to_string(),
+            user: user.to_string(),
+            read_seq: read_seq.0,
+        }),
+        Event::ConversationJoined { user, conversation, peer, at } => {
+            Kind::ConversationJoined(pb::ConversationJoinedEvent {
+                user: user.to_string(),
+                conversation_id: conversation.to_string(),
+                peer: peer.to_string(),
+                time_ms: at.0,
+            })
+        }
+    };
+    pb::EventRecord { version: RECORD_VERSION, kind: Some(kind) }
+}
+
+pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
+    use pb::event_record::Kind;
+    const W: &str = "event";
+    if e.version > RECORD_VERSION {
+        return Err(StorageError::corrupt(W, format!("written by a newer version ({})", e.version)));
+    }
+    Ok(match e.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
+        Kind::UserCreated(u) => Event::UserCreated {
+            user: user_id(W, &u.user_id)?,
+            home_region: RegionCode::parse(&u.home_region).map_err(corrupt(W))?,
+            nickname: u.nickname,
+            at: TimeMs(u.time_ms),
+        },
+        Kind::MessageSent(m) => Event::MessageSent {
+            conversation: conversation_id(W, &m.conversation_id)?,
+            seq: Seq(m.seq),
+            message_id: MessageId::from_stored(m.message_id),
+            sender: user_id(W, &m.sender)?,
+            recipient: user_id(W, &m.recipient)?,
+            elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: if m.request_id.is_empty() {
+                None
+            } else {
+                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
+            },
+            at: TimeMs(m.time_ms),
+        },
+        Kind::MessageRecalled(r) => Event::MessageRecalled {
+            conversation: conversation_id(W, &r.conversation_id)?,
+            seq: Seq(r.seq),
+            by: user_id(W, &r.by)?,
+            at: TimeMs(r.time_ms),
+        },
+        Kind::ReadMarked(r) => Event::ReadMarked {
+            conversation: conversation_id(W, &r.conversation_id)?,
+            user: user_id(W, &r.user)?,
+            read_seq: Seq(r.read_seq),
+        },
+        Kind::ConversationJoined(j) => Event::ConversationJoined {
+            user: user_id(W, &j.user)?,
+            conversation: conversation_id(W, &j.conversation_id)?,
+            peer: user_id(W, &j.peer)?,
+            at: TimeMs(j.time_ms),
+        },
+    })
+}
+
 pub fn message_to_pb(m: &Message) -> pb::MessageRecord {
     pb::MessageRecord {
         version: RECORD_VERSION,

@@ -2,7 +2,7 @@
 //! column family is one contiguous range; variable-length parts are length-prefixed so that
 //! no key is a prefix of another's component.
 
-use meridian_domain::{ConversationId, EffectId, RequestId, Seq, ShardId, UserId};
+use meridian_domain::{ConversationId, EffectId, EventOffset, RequestId, Seq, ShardId, UserId};
 
 pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_META: &str = "raft_meta";
@@ -10,11 +10,15 @@ pub const CF_EVENTS: &str = "events";
 pub const CF_PROJECTIONS: &str = "projections";
 pub const CF_OUTBOX: &str = "outbox";
 pub const CF_DEDUP: &str = "dedup";
+/// The event log: every domain event of a shard, keyed by its offset.
+pub const CF_EVENT_LOG: &str = "event_log";
 
 /// Every column family, in a fixed order (also the order of snapshots and state hashes).
-pub const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP];
-/// The column families that hold a shard's state machine data.
-pub const STATE_CFS: [&str; 4] = [CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP];
+pub const ALL_CFS: [&str; 7] =
+    [CF_RAFT_LOG, CF_RAFT_META, CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP, CF_EVENT_LOG];
+/// The column families that hold a shard's state machine data. New ones go at the end: a
+/// snapshot names each frame's family by its index here.
+pub const STATE_CFS: [&str; 5] = [CF_EVENTS, CF_PROJECTIONS, CF_OUTBOX, CF_DEDUP, CF_EVENT_LOG];
 
 pub fn shard_prefix(shard: ShardId) -> Vec<u8> {
     shard.0.to_be_bytes().to_vec()
@@ -70,6 +74,25 @@ pub fn conversation_messages(shard: ShardId, conversation: &ConversationId) -> V
     let mut k = with_shard(shard, 1 + conversation.as_str().len() + 8);
     push_str(&mut k, conversation.as_str());
     k
+}
+
+// event_log: shard, log index, command position, event position — big-endian, so the key
+// order is the log order.
+pub fn event(shard: ShardId, offset: EventOffset) -> Vec<u8> {
+    let mut k = with_shard(shard, 14);
+    k.extend_from_slice(&offset.log_index.to_be_bytes());
+    k.extend_from_slice(&offset.command.to_be_bytes());
+    k.extend_from_slice(&offset.event.to_be_bytes());
+    k
+}
+
+/// The offset of an event-log key.
+pub fn event_offset_of(key: &[u8]) -> Option<EventOffset> {
+    Some(EventOffset {
+        log_index: u64::from_be_bytes(key.get(4..12)?.try_into().ok()?),
+        command: u32::from_be_bytes(key.get(12..16)?.try_into().ok()?),
+        event: u16::from_be_bytes(key.get(16..18)?.try_into().ok()?),
+    })
 }
 
 // projections
@@ -148,5 +171,18 @@ mod tests {
         assert_eq!(shard_end(ShardId(1)), shard_prefix(ShardId(2)));
         assert!(log_entry(ShardId(1), u64::MAX) < shard_end(ShardId(1)));
         assert!(log_entry(ShardId(1), 2) < log_entry(ShardId(1), 10));
+    }
+
+    #[test]
+    fn event_keys_sort_in_log_order_and_read_back() {
+        let at = |log_index, command, event| EventOffset { log_index, command, event };
+        let offsets = [at(1, 0, 0), at(1, 0, 1), at(1, 2, 0), at(2, 0, 0), at(256, 0, 0)];
+        for pair in offsets.windows(2) {
+            assert!(event(ShardId(3), pair[0]) < event(ShardId(3), pair[1]), "{} < {}", pair[0], pair[1]);
+        }
+        for o in offsets {
+            assert_eq!(event_offset_of(&event(ShardId(3), o)), Some(o));
+        }
+        assert!(event(ShardId(3), at(u64::MAX, u32::MAX, u16::MAX)) < shard_end(ShardId(3)));
     }
 }

@@ -3,17 +3,20 @@
 //! Column families (keys are prefixed by the shard id, big-endian, so a shard is a key range):
 //! - `raft_log`: Raft log entries (`LogEntryRecord`), by index;
 //! - `raft_meta`: vote, committed and purged log ids, and each shard's applied state;
-//! - `events`: each conversation's messages by seq — the system of record;
+//! - `events`: the history projection: each conversation's messages by seq (tombstones after
+//!   recalls);
 //! - `projections`: users, conversation heads and cursors, users' conversation indexes,
 //!   effect watermarks;
 //! - `outbox`: effects waiting for delivery to other shards;
-//! - `dedup`: the first result of each client request id.
+//! - `dedup`: the first result of each client request id;
+//! - `event_log`: every domain event of each shard in log order, the system of record.
 //!
 //! Module map:
 //! - [`db`]: opening the database; group-synced writes ([`db::Db::sync`]).
 //! - [`log`]: the raw per-shard Raft log (encoded records), vote, committed, purge.
 //! - [`shard`]: one shard's state machine data: apply in one WriteBatch, reads, snapshot
 //!   export and import, state hash.
+//! - [`replay`]: rebuilding a shard's projections from its event log and comparing them.
 //! - [`codec`]: domain types ↔ the durable protobuf schema.
 //! - [`keys`]: key layouts.
 //!
@@ -30,9 +33,11 @@ pub mod db;
 pub mod error;
 pub mod keys;
 pub mod log;
+pub mod replay;
 pub mod shard;
 
 pub use db::{Db, SyncStats};
 pub use error::StorageError;
 pub use log::LogStore;
+pub use replay::{Difference, ProjectionCheck};
 pub use shard::ShardStore;

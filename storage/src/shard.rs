@@ -111,6 +111,28 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// Up to `limit` events of the shard's event log from `from` on, in log order.
+    pub fn events(&self, from: EventOffset, limit: usize) -> Result<Vec<(EventOffset, Event)>, StorageError> {
+        let start = keys::event(self.shard, from);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::shard_end(self.shard));
+        let iter = self.db.rocks().iterator_cf_opt(
+            self.db.cf(keys::CF_EVENT_LOG)?,
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::with_capacity(limit.min(256));
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let offset = keys::event_offset_of(&k).ok_or_else(|| StorageError::corrupt("event key", "too short"))?;
+            out.push((offset, codec::event_from_pb(decode("event", &v)?)?));
+        }
+        Ok(out)
+    }
+
     /// A user's conversation index.
     pub fn conversation_refs(&self, user: &UserId) -> Result<Vec<ConversationRef>, StorageError> {
         let prefix = keys::conversation_refs(self.shard, user);
@@ -324,6 +346,34 @@ impl<'a> Reader<'a> {
 
 // ---------------------------------------------------------------- apply
 
+/// The record a projection change writes — (column family, key, value) — or `None` for a
+/// change outside the projections (outbox, watermarks). Apply and replay both write through
+/// it, so they lay projections out alike.
+pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'static str, Vec<u8>, Vec<u8>)> {
+    Some(match change {
+        Change::PutUser(u) => (keys::CF_PROJECTIONS, keys::user(shard, &u.id), codec::user_to_pb(u).encode_to_vec()),
+        Change::PutConversation(c) => {
+            (keys::CF_PROJECTIONS, keys::conversation(shard, &c.id), codec::conversation_to_pb(c).encode_to_vec())
+        }
+        Change::PutMessage { conversation, message } => (
+            keys::CF_EVENTS,
+            keys::message(shard, conversation, message.seq),
+            codec::message_to_pb(message).encode_to_vec(),
+        ),
+        Change::PutConversationRef { user, entry } => (
+            keys::CF_PROJECTIONS,
+            keys::conversation_ref(shard, user, &entry.conversation),
+            codec::conversation_ref_to_pb(entry).encode_to_vec(),
+        ),
+        Change::PutDedup { conversation, sender, request_id, entry } => (
+            keys::CF_DEDUP,
+            keys::dedup(shard, conversation, sender, request_id),
+            codec::dedup_to_pb(entry).encode_to_vec(),
+        ),
+        Change::Emit { .. } | Change::SetWatermark { .. } | Change::AckOutbox { .. } => return None,
+    })
+}
+
 /// Applies command batches into one WriteBatch: events, projections, outbox, dedup records
 /// and the applied state, committed together or not at all.
 pub struct ApplyTxn<'a> {
@@ -378,6 +428,12 @@ impl ApplyTxn<'_> {
             let outcome = apply(&*self, &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
             match outcome {
                 Ok(applied) => {
+                    let command = u32::try_from(position).unwrap_or(u32::MAX);
+                    for (n, event) in applied.events.iter().enumerate() {
+                        let offset = EventOffset { log_index, command, event: u16::try_from(n).unwrap_or(u16::MAX) };
+                        let key = keys::event(self.store.shard, offset);
+                        self.put(keys::CF_EVENT_LOG, key, codec::event_to_pb(event).encode_to_vec())?;
+                    }
                     for change in applied.changes {
                         self.write(change)?;
                     }
@@ -404,30 +460,15 @@ impl ApplyTxn<'_> {
 
     fn write(&mut self, change: Change) -> Result<(), StorageError> {
         let shard = self.store.shard;
+        if let Some((cf, key, value)) = projection_record(shard, &change) {
+            return self.put(cf, key, value);
+        }
         match change {
-            Change::PutUser(u) => {
-                self.put(keys::CF_PROJECTIONS, keys::user(shard, &u.id), codec::user_to_pb(&u).encode_to_vec())
-            }
-            Change::PutConversation(c) => self.put(
-                keys::CF_PROJECTIONS,
-                keys::conversation(shard, &c.id),
-                codec::conversation_to_pb(&c).encode_to_vec(),
-            ),
-            Change::PutMessage { conversation, message } => self.put(
-                keys::CF_EVENTS,
-                keys::message(shard, &conversation, message.seq),
-                codec::message_to_pb(&message).encode_to_vec(),
-            ),
-            Change::PutConversationRef { user, entry } => self.put(
-                keys::CF_PROJECTIONS,
-                keys::conversation_ref(shard, &user, &entry.conversation),
-                codec::conversation_ref_to_pb(&entry).encode_to_vec(),
-            ),
-            Change::PutDedup { conversation, sender, request_id, entry } => self.put(
-                keys::CF_DEDUP,
-                keys::dedup(shard, &conversation, &sender, &request_id),
-                codec::dedup_to_pb(&entry).encode_to_vec(),
-            ),
+            Change::PutUser(_)
+            | Change::PutConversation(_)
+            | Change::PutMessage { .. }
+            | Change::PutConversationRef { .. }
+            | Change::PutDedup { .. } => Ok(()),
             Change::Emit { target, kind } => {
                 self.applied.next_effect_id = self.applied.next_effect_id.max(1);
                 let id = EffectId(self.applied.next_effect_id);

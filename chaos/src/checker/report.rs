@@ -37,6 +37,8 @@ pub struct Report {
     pub lists: u64,
     /// (shard, index) pairs reported by two or more nodes.
     pub hashes_compared: u64,
+    /// (node, shard) projection replays checked.
+    pub projections_verified: u64,
     /// Faults injected.
     pub faults: u64,
     /// Faults healed.

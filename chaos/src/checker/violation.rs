@@ -46,6 +46,8 @@ pub enum ViolationKind {
     ListWrong,
     /// Nodes report different state hashes for the same shard at the same index.
     HashMismatch,
+    /// A node's projections of a shard differ from a replay of the shard's event log.
+    ProjectionMismatch,
     /// A record lacks what its outcome requires (an acknowledged send without its seq) or a
     /// read page is not sorted by seq: the harness, not the cluster, is at fault.
     Malformed,
@@ -53,7 +55,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// Every kind, in the order of the summary table.
-    pub const ALL: [ViolationKind; 17] = [
+    pub const ALL: [ViolationKind; 18] = [
         ViolationKind::Lost,
         ViolationKind::Duplicated,
         ViolationKind::Misplaced,
@@ -70,6 +72,7 @@ impl ViolationKind {
         ViolationKind::ListMissing,
         ViolationKind::ListWrong,
         ViolationKind::HashMismatch,
+        ViolationKind::ProjectionMismatch,
         ViolationKind::Malformed,
     ];
 
@@ -92,6 +95,7 @@ impl ViolationKind {
             ViolationKind::ListMissing => "list_missing",
             ViolationKind::ListWrong => "list_wrong",
             ViolationKind::HashMismatch => "hash_mismatch",
+            ViolationKind::ProjectionMismatch => "projection_mismatch",
             ViolationKind::Malformed => "malformed",
         }
     }

@@ -31,6 +31,13 @@ pub enum AdminCommand {
         #[arg(long)]
         learner_only: bool,
     },
+    /// Rebuild every shard's projections from its event log on the node answering, and compare
+    /// them with the live ones; fails when any shard differs.
+    VerifyProjections {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a node (e.g. a dead one) from every shard.
     RemoveNode {
         /// The node's id.
@@ -137,6 +144,23 @@ pub struct RecallArgs {
     /// The seq of the message to recall.
     #[arg(long, value_name = "N")]
     pub seq: u64,
+}
+
+/// `meridian events`
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// The shard whose event log to read.
+    #[arg(long)]
+    pub shard: u32,
+    /// The first Raft log index to show events of.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Most events to show (every one from `--from` on when unset).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meridian status`

@@ -6,11 +6,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::api::logged_event::Kind as EventKind;
 use crate::api::message_element::Kind;
 use crate::api::{
     AddNodeResponse, ClusterStatusResponse, Conversation, CreateUserResponse, GetHistoryResponse,
-    ListConversationsResponse, MarkReadResponse, Message, MessageElement, RecallMessageResponse, RemoveNodeResponse,
-    SendMessageResponse, ShardStatus,
+    ListConversationsResponse, LoggedEvent, MarkReadResponse, Message, MessageElement, RecallMessageResponse,
+    RemoveNodeResponse, SendMessageResponse, ShardStatus, VerifyProjectionsResponse,
 };
 
 // ------------------------------------------------------------------------------------- JSON
@@ -240,6 +241,113 @@ fn shard_line(s: &ShardStatus) -> String {
 }
 
 /// `seq=N message_id=ID conversation=ID`.
+/// `{"events": [{"offset", "shard", "type", ...fields}]}`, in log order.
+pub fn events_json(events: &[LoggedEvent]) -> Value {
+    json!({ "events": events.iter().map(event_json).collect::<Vec<_>>() })
+}
+
+fn event_offset(e: &LoggedEvent) -> String {
+    format!("{}.{}.{}", e.log_index, e.command, e.event)
+}
+
+pub fn event_json(e: &LoggedEvent) -> Value {
+    let mut doc = match &e.kind {
+        Some(EventKind::UserCreated(u)) => json!({
+            "type": "UserCreated", "user_id": u.user_id, "home_region": u.home_region,
+            "nickname": u.nickname, "time_ms": u.time_ms,
+        }),
+        Some(EventKind::MessageSent(m)) => json!({
+            "type": "MessageSent", "conversation_id": m.conversation_id, "seq": m.seq,
+            "message_id": m.message_id, "sender": m.sender, "recipient": m.recipient,
+            "elements": m.elements.iter().map(element_json).collect::<Vec<_>>(),
+            "request_id": m.request_id, "time_ms": m.time_ms,
+        }),
+        Some(EventKind::MessageRecalled(r)) => json!({
+            "type": "MessageRecalled", "conversation_id": r.conversation_id, "seq": r.seq,
+            "by": r.by, "time_ms": r.time_ms,
+        }),
+        Some(EventKind::ReadMarked(r)) => json!({
+            "type": "ReadMarked", "conversation_id": r.conversation_id, "user": r.user, "read_seq": r.read_seq,
+        }),
+        Some(EventKind::ConversationJoined(j)) => json!({
+            "type": "ConversationJoined", "user": j.user, "conversation_id": j.conversation_id,
+            "peer": j.peer, "time_ms": j.time_ms,
+        }),
+        None => json!({ "type": "Unknown" }),
+    };
+    doc["offset"] = json!(event_offset(e));
+    doc["shard"] = json!(e.shard);
+    doc
+}
+
+/// One line per event: `OFFSET TYPE fields…`.
+pub fn event_lines(events: &[LoggedEvent]) -> Vec<String> {
+    events.iter().map(event_line).collect()
+}
+
+pub fn event_line(e: &LoggedEvent) -> String {
+    let what = match &e.kind {
+        Some(EventKind::UserCreated(u)) => {
+            format!("UserCreated user={} region={} at={}", u.user_id, u.home_region, format_time_ms(u.time_ms))
+        }
+        Some(EventKind::MessageSent(m)) => format!(
+            "MessageSent {} seq={} from={} id={} at={} {:?}",
+            m.conversation_id,
+            m.seq,
+            m.sender,
+            m.message_id,
+            format_time_ms(m.time_ms),
+            m.elements.iter().map(element_summary).collect::<Vec<_>>().join(" ")
+        ),
+        Some(EventKind::MessageRecalled(r)) => {
+            format!("MessageRecalled {} seq={} by={} at={}", r.conversation_id, r.seq, r.by, format_time_ms(r.time_ms))
+        }
+        Some(EventKind::ReadMarked(r)) => {
+            format!("ReadMarked {} user={} read_seq={}", r.conversation_id, r.user, r.read_seq)
+        }
+        Some(EventKind::ConversationJoined(j)) => {
+            format!("ConversationJoined user={} {} peer={}", j.user, j.conversation_id, j.peer)
+        }
+        None => "Unknown".to_owned(),
+    };
+    format!("{} {what}", event_offset(e))
+}
+
+/// `{"node_id", "shards": [{"shard", "equal", "applied_index", "events_replayed", "keys_compared",
+/// "difference"}]}`.
+pub fn verification_json(report: &VerifyProjectionsResponse) -> Value {
+    let shards: Vec<Value> = report
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard, "equal": s.equal, "applied_index": s.applied_index,
+                "events_replayed": s.events_replayed, "keys_compared": s.keys_compared, "difference": s.difference,
+            })
+        })
+        .collect();
+    json!({ "node_id": report.node_id, "shards": shards })
+}
+
+/// `shard N: equal (…)` or `shard N: DIFFERENT at CF/KEY: how`, one line per shard.
+pub fn verification_lines(report: &VerifyProjectionsResponse) -> Vec<String> {
+    report
+        .shards
+        .iter()
+        .map(|s| {
+            let counts = format!(
+                "applied {}, {} events replayed, {} keys compared",
+                s.applied_index, s.events_replayed, s.keys_compared
+            );
+            if s.equal {
+                format!("shard {}: equal ({counts})", s.shard)
+            } else {
+                format!("shard {}: DIFFERENT at {} ({counts})", s.shard, s.difference)
+            }
+        })
+        .collect()
+}
+
 pub fn send_line(sent: &SendMessageResponse) -> String {
     format!("seq={} message_id={} conversation={}", sent.seq, sent.message_id, sent.conversation_id)
 }

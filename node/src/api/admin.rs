@@ -2,13 +2,19 @@
 
 use meridian_domain::apply::Reply;
 use meridian_domain::ingress::MAX_NICKNAME_BYTES;
-use meridian_domain::{Command, Reason, RegionCode, Rejection, UserId};
+use meridian_domain::{Command, EventOffset, Reason, RegionCode, Rejection, ShardId, UserId};
 use meridian_proto::api::{self, admin_server::Admin};
 use meridian_raft::Member;
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
+use super::wire::logged_event_to_wire;
 use super::{now_unix, Context};
+
+/// Events of a `ReadEvents` page when the request gives no limit.
+const DEFAULT_EVENT_PAGE: u32 = 100;
+/// Most events of a `ReadEvents` page.
+const MAX_EVENT_PAGE: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -65,6 +71,80 @@ impl AdminService {
             token: self.ctx.signer.issue_user(user.as_str(), expires),
             expires_at_unix: expires,
         })
+    }
+
+    async fn read_events(&self, req: Request<api::ReadEventsRequest>) -> Result<api::ReadEventsResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let body = req.into_inner();
+        let shards = self.ctx.node.shard_count();
+        if body.shard >= shards {
+            return Err(Rejection::new(
+                Reason::ShardOutOfRange,
+                format!("shard {} does not exist: the region has shards 0..{shards}", body.shard),
+            )
+            .into());
+        }
+        let limit = match body.limit {
+            0 => DEFAULT_EVENT_PAGE,
+            n if n <= MAX_EVENT_PAGE => n,
+            n => {
+                return Err(Rejection::new(
+                    Reason::PageLimitInvalid,
+                    format!("limit {n} is too large: at most {MAX_EVENT_PAGE} events a page"),
+                )
+                .into())
+            }
+        };
+        let shard = ShardId(body.shard);
+        self.ctx.node.read_barrier(shard).await?;
+        let from = EventOffset {
+            log_index: body.from_index,
+            command: body.from_command,
+            event: u16::try_from(body.from_event).unwrap_or(u16::MAX),
+        };
+        let events = self.ctx.node.store(shard)?.events(from, limit as usize)?;
+        // Just past the last event: the next event of its command, wherever that is.
+        let next = events.last().map_or(from, |(last, _)| match last.event.checked_add(1) {
+            Some(event) => EventOffset { event, ..*last },
+            None => EventOffset { command: last.command.saturating_add(1), event: 0, ..*last },
+        });
+        Ok(api::ReadEventsResponse {
+            events: events.iter().map(|(offset, event)| logged_event_to_wire(shard, *offset, event)).collect(),
+            next_index: next.log_index,
+            next_command: next.command,
+            next_event: u32::from(next.event),
+        })
+    }
+
+    async fn verify_projections(
+        &self,
+        req: Request<api::VerifyProjectionsRequest>,
+    ) -> Result<api::VerifyProjectionsResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let node = self.ctx.node.clone();
+        // Reads every shard's whole state: off the async workers.
+        let checks = tokio::task::spawn_blocking(move || {
+            node.shards().iter().map(|s| s.store.verify_projections()).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("verification task: {e}")))??;
+        let shards = checks
+            .into_iter()
+            .map(|c| {
+                if let Some(d) = &c.difference {
+                    tracing::error!(shard = c.shard.0, difference = %d, "projections differ from a replay of the event log");
+                }
+                api::ShardProjections {
+                    shard: c.shard.0,
+                    equal: c.difference.is_none(),
+                    applied_index: c.applied_index,
+                    events_replayed: c.events,
+                    keys_compared: c.keys,
+                    difference: c.difference.map(|d| d.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(api::VerifyProjectionsResponse { node_id: self.ctx.node.node_id, shards })
     }
 
     fn status(&self, req: Request<api::ClusterStatusRequest>) -> Result<api::ClusterStatusResponse, ApiError> {
@@ -139,6 +219,20 @@ impl Admin for AdminService {
         let (voters, learners) =
             self.ctx.node.add_node(body.node_id, &member, body.learner_only).await.map_err(ApiError::from)?;
         Ok(Response::new(api::AddNodeResponse { voters, learners }))
+    }
+
+    async fn read_events(
+        &self,
+        req: Request<api::ReadEventsRequest>,
+    ) -> Result<Response<api::ReadEventsResponse>, Status> {
+        Ok(Response::new(AdminService::read_events(self, req).await?))
+    }
+
+    async fn verify_projections(
+        &self,
+        req: Request<api::VerifyProjectionsRequest>,
+    ) -> Result<Response<api::VerifyProjectionsResponse>, Status> {
+        Ok(Response::new(AdminService::verify_projections(self, req).await?))
     }
 
     async fn remove_node(

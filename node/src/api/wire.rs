@@ -2,7 +2,7 @@
 //! validated here, once, on the way in.
 
 use meridian_domain::element::{Element, Forwarded};
-use meridian_domain::{Message, Reason, Rejection};
+use meridian_domain::{Event, EventOffset, Message, Reason, Rejection, ShardId};
 use meridian_proto::api;
 
 fn invalid(what: &str) -> Rejection {
@@ -88,6 +88,57 @@ pub fn element_to_wire(e: &Element) -> api::MessageElement {
         }),
     };
     api::MessageElement { kind: Some(kind) }
+}
+
+/// An event of a shard's log, with its offset, as the API shows it.
+pub fn logged_event_to_wire(shard: ShardId, offset: EventOffset, e: &Event) -> api::LoggedEvent {
+    use api::logged_event::Kind;
+    let kind = match e {
+        Event::UserCreated { user, home_region, nickname, at } => Kind::UserCreated(api::UserCreatedEvent {
+            user_id: user.to_string(),
+            home_region: home_region.to_string(),
+            nickname: nickname.clone(),
+            time_ms: at.0,
+        }),
+        Event::MessageSent { conversation, seq, message_id, sender, recipient, elements, request_id, at } => {
+            Kind::MessageSent(api::MessageSentEvent {
+                conversation_id: conversation.to_string(),
+                seq: seq.0,
+                message_id: message_id.to_string(),
+                sender: sender.to_string(),
+                recipient: recipient.to_string(),
+                elements: elements.iter().map(element_to_wire).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                time_ms: at.0,
+            })
+        }
+        Event::MessageRecalled { conversation, seq, by, at } => Kind::MessageRecalled(api::MessageRecalledEvent {
+            conversation_id: conversation.to_string(),
+            seq: seq.0,
+            by: by.to_string(),
+            time_ms: at.0,
+        }),
+        Event::ReadMarked { conversation, user, read_seq } => Kind::ReadMarked(api::ReadMarkedEvent {
+            conversation_id: conversation.to_string(),
+            user: user.to_string(),
+            read_seq: read_seq.0,
+        }),
+        Event::ConversationJoined { user, conversation, peer, at } => {
+            Kind::ConversationJoined(api::ConversationJoinedEvent {
+                user: user.to_string(),
+                conversation_id: conversation.to_string(),
+                peer: peer.to_string(),
+                time_ms: at.0,
+            })
+        }
+    };
+    api::LoggedEvent {
+        shard: shard.0,
+        log_index: offset.log_index,
+        command: offset.command,
+        event: u32::from(offset.event),
+        kind: Some(kind),
+    }
 }
 
 pub fn message_to_wire(m: &Message) -> api::Message {

@@ -512,6 +512,7 @@ impl Cluster {
             match agreed {
                 Ok(now) if previous.as_ref() == Some(&now) => {
                     self.phase(format!("converged: (leader, applied) per shard = {now:?}"));
+                    self.verify_projections().await;
                     return;
                 }
                 Ok(now) => previous = Some(now),
@@ -526,6 +527,28 @@ impl Cluster {
             assert!(Instant::now() < deadline, "the replicas did not converge within {CONVERGE_TIMEOUT:?}: {why}");
             tokio::time::sleep(POLL * 2).await;
         }
+    }
+
+    /// Asserts that on every running node every shard's projections equal a replay of its
+    /// event log (`Admin/VerifyProjections`).
+    pub async fn verify_projections(&mut self) {
+        for i in self.live_nodes() {
+            let report = self
+                .client_for(i)
+                .verify_projections()
+                .await
+                .unwrap_or_else(|e| panic!("verify projections on node {}: {e}", i + 1));
+            for shard in &report.shards {
+                assert!(
+                    shard.equal,
+                    "node {} shard {}: projections differ from the replay: {}",
+                    i + 1,
+                    shard.shard,
+                    shard.difference
+                );
+            }
+        }
+        self.phase("projections equal a replay of the event log on every node");
     }
 
     /// Every shard's state hash on every running node, taken where all of them had applied the

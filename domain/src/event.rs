@@ -1,0 +1,58 @@
+//! Domain events: the facts an accepted command produced. They are the system of record —
+//! a shard's event log holds every one, in order, never rewritten — and the projections
+//! (users, conversation heads and cursors, conversation lists) are what they add up to.
+
+use crate::element::Element;
+use crate::ids::{ConversationId, MessageId, RegionCode, RequestId, Seq, TimeMs, UserId};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An account was created (imported) on its user's shard.
+    UserCreated { user: UserId, home_region: RegionCode, nickname: String, at: TimeMs },
+    /// A one-to-one message was accepted at `seq` of its conversation. Stays in the log after
+    /// a recall: the recall is an event of its own.
+    MessageSent {
+        conversation: ConversationId,
+        seq: Seq,
+        message_id: MessageId,
+        sender: UserId,
+        recipient: UserId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+        at: TimeMs,
+    },
+    /// The message at `seq` was recalled by `by`.
+    MessageRecalled { conversation: ConversationId, seq: Seq, by: UserId, at: TimeMs },
+    /// `user`'s read cursor in `conversation` moved forward to `read_seq`.
+    ReadMarked { conversation: ConversationId, user: UserId, read_seq: Seq },
+    /// `conversation` entered `user`'s conversation list (on the user's shard).
+    ConversationJoined { user: UserId, conversation: ConversationId, peer: UserId, at: TimeMs },
+}
+
+impl Event {
+    /// The event's type name, as logs and the event API show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::UserCreated { .. } => "UserCreated",
+            Event::MessageSent { .. } => "MessageSent",
+            Event::MessageRecalled { .. } => "MessageRecalled",
+            Event::ReadMarked { .. } => "ReadMarked",
+            Event::ConversationJoined { .. } => "ConversationJoined",
+        }
+    }
+}
+
+/// Where an event sits in its shard's event log: the Raft entry that carried its command,
+/// the command's position in that entry, and the event's position among the command's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventOffset {
+    pub log_index: u64,
+    pub command: u32,
+    pub event: u16,
+}
+
+impl std::fmt::Display for EventOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.log_index, self.command, self.event)
+    }
+}

@@ -1,0 +1,151 @@
+//! Every accepted command leaves events in its shard's event log, in log order, on every
+//! replica alike: accounts, sends, read cursors, recalls and the conversation list joins.
+//! A recall is an event of its own; the recalled message's `MessageSent` stays in the log
+//! with its content. `Admin/ReadEvents` pages through the log exactly, and
+//! `meridian events` shows it; `meridian admin verify-projections` finds every shard's
+//! projections equal to a replay of its log.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use meridian_client::api::logged_event::Kind;
+use meridian_client::api::{LoggedEvent, ReadEventsRequest};
+
+use common::{conversation_id, shard_of, Cluster, Tuning};
+
+const SHARDS: u32 = 4;
+
+fn text_of(e: &LoggedEvent) -> Option<String> {
+    match &e.kind {
+        Some(Kind::MessageSent(m)) => Some(
+            m.elements
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    Some(meridian_client::api::message_element::Kind::Text(t)) => Some(t.text.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn summary(e: &LoggedEvent) -> String {
+    match &e.kind {
+        Some(Kind::UserCreated(u)) => format!("UserCreated {}", u.user_id),
+        Some(Kind::MessageSent(m)) => format!("MessageSent {} {}", m.seq, m.sender),
+        Some(Kind::MessageRecalled(r)) => format!("MessageRecalled {} {}", r.seq, r.by),
+        Some(Kind::ReadMarked(r)) => format!("ReadMarked {} {}", r.user, r.read_seq),
+        Some(Kind::ConversationJoined(j)) => format!("ConversationJoined {} {}", j.user, j.peer),
+        None => "none".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_accepted_command_leaves_its_events_in_log_order() {
+    let mut cluster = Cluster::start(3, Tuning { shards: SHARDS, ..Tuning::default() }).await;
+    cluster.create_users(&["alice".to_owned(), "bob".to_owned()]).await;
+
+    cluster.phase("alice sends three messages, bob reads them all, alice recalls the second");
+    for i in 1..=3 {
+        cluster.user("alice").send_text("bob", &format!("message {i}"), Some(format!("r-{i}"))).await.unwrap();
+    }
+    // A retry of the first send is a duplicate: no event of its own.
+    cluster.user("alice").send_text("bob", "message 1", Some("r-1".into())).await.unwrap();
+    cluster.user("bob").mark_read("alice", None).await.unwrap();
+    cluster.user("bob").mark_read("alice", Some(1)).await.unwrap(); // backwards: a no-op, no event
+    cluster.user("alice").recall("bob", 2).await.unwrap();
+    common::wait_listed(&cluster, "bob", &["alice".to_owned()].into()).await;
+    cluster.wait_converged().await;
+
+    cluster.phase("the conversation's shard holds its events in order; the recalled message is still there");
+    let conversation_shard = shard_of(&conversation_id("alice", "bob"), SHARDS);
+    let events = cluster.admin().read_all_events(conversation_shard, 1).await.unwrap();
+    let ours: Vec<&LoggedEvent> = events
+        .iter()
+        .filter(|e| !matches!(e.kind, Some(Kind::UserCreated(_)) | Some(Kind::ConversationJoined(_))))
+        .collect();
+    assert_eq!(
+        ours.iter().map(|e| summary(e)).collect::<Vec<_>>(),
+        vec![
+            "MessageSent 1 alice",
+            "MessageSent 2 alice",
+            "MessageSent 3 alice",
+            "ReadMarked bob 3",
+            "MessageRecalled 2 alice"
+        ]
+    );
+    assert_eq!(text_of(ours[1]).as_deref(), Some("message 2"), "the recalled message's MessageSent kept its content");
+    let offsets: Vec<(u64, u32, u32)> = events.iter().map(|e| (e.log_index, e.command, e.event)).collect();
+    let mut sorted = offsets.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(offsets, sorted, "events come in strictly increasing offsets");
+
+    cluster.phase("the users' shards hold their accounts and their conversation-list joins");
+    for (user, peer) in [("alice", "bob"), ("bob", "alice")] {
+        let events = cluster.admin().read_all_events(shard_of(user, SHARDS), 1).await.unwrap();
+        let mine: Vec<String> = events
+            .iter()
+            .map(summary)
+            .filter(|s| s.ends_with(&format!(" {user}")) || s.starts_with(&format!("ConversationJoined {user}")))
+            .collect();
+        assert!(mine.contains(&format!("UserCreated {user}")), "{user}'s shard: {mine:?}");
+        assert!(mine.contains(&format!("ConversationJoined {user} {peer}")), "{user}'s shard: {mine:?}");
+    }
+
+    cluster.phase("every replica holds the same log; pages of one event each cover it exactly");
+    for shard in 0..SHARDS {
+        let reference = cluster.admin().read_all_events(shard, 1).await.unwrap();
+        for i in 0..cluster.len() {
+            assert_eq!(
+                cluster.client_for(i).read_all_events(shard, 1).await.unwrap(),
+                reference,
+                "shard {shard} on node {}",
+                i + 1
+            );
+        }
+        let mut paged = Vec::new();
+        let mut request = ReadEventsRequest { shard, from_index: 1, limit: 1, ..Default::default() };
+        loop {
+            let page = cluster.admin().read_events(request).await.unwrap();
+            assert!(page.events.len() <= 1);
+            if page.events.is_empty() {
+                break;
+            }
+            paged.extend(page.events);
+            (request.from_index, request.from_command, request.from_event) =
+                (page.next_index, page.next_command, page.next_event);
+        }
+        assert_eq!(paged, reference, "shard {shard} read one event at a time");
+    }
+    let refused = cluster.admin().read_events(ReadEventsRequest { shard: SHARDS, ..Default::default() }).await;
+    assert_eq!(refused.unwrap_err().reason(), Some("SHARD_OUT_OF_RANGE"));
+
+    cluster.phase("meridian events shows the log");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["events", "--shard", &conversation_shard.to_string(), "--from", "1"])
+        .env("MERIDIAN_ENDPOINT", cluster.endpoints().join(","))
+        .env("MERIDIAN_ADMIN_TOKEN", cluster.admin_token())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let kinds: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let position =
+        |kind: &str| kinds.iter().position(|k| *k == kind).unwrap_or_else(|| panic!("no {kind} in:\n{stdout}"));
+    assert!(position("MessageSent") < position("ReadMarked"), "{stdout}");
+    assert!(position("ReadMarked") < position("MessageRecalled"), "{stdout}");
+
+    cluster.phase("meridian admin verify-projections: every shard equal on the node asked");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["admin", "verify-projections"])
+        .env("MERIDIAN_ENDPOINT", cluster.addr(1))
+        .env("MERIDIAN_ADMIN_TOKEN", cluster.admin_token())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.contains(": equal (")).count(), SHARDS as usize, "{stdout}");
+}
