@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{Direction, GetHistoryResponse, ReadConsistency};
+use crate::api::{Direction, GetHistoryResponse, ReadConsistency, ReadEventsRequest};
 use crate::config::{ca_from_lookup, endpoints_from_lookup, ADMIN_TOKEN_ENV, TOKEN_ENV};
 use crate::{Client, ClientConfig, ClientError};
 
@@ -159,6 +159,41 @@ fn config_for(identity: &Identity, lookup: &impl Fn(&str) -> Option<String>) -> 
     ca_from_lookup(config, lookup)
 }
 
+/// How often `meridian events --follow` asks for new events when it has seen them all.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// `meridian events --follow`: prints the log from `--from` on, then every new event as it is
+/// applied (one line each; with `--json`, one JSON document per line), until interrupted or
+/// `--limit` events were printed.
+async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, ClientError> {
+    let mut request = ReadEventsRequest { shard: args.shard, from_index: args.from, limit: 1000, ..Default::default() };
+    let mut printed = 0usize;
+    if args.limit == Some(0) {
+        return Ok(Output::Lines(vec![]));
+    }
+    loop {
+        let page = client.read_events(request).await?;
+        if page.events.is_empty() {
+            tokio::time::sleep(FOLLOW_POLL).await;
+            continue;
+        }
+        let mut stdout = std::io::stdout().lock();
+        for event in &page.events {
+            let line = if args.json { render::event_json(event).to_string() } else { render::event_line(event) };
+            if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+                // The reader went away (`| head`): done.
+                return Ok(Output::Lines(vec![]));
+            }
+            printed += 1;
+            if args.limit.is_some_and(|limit| printed >= limit) {
+                return Ok(Output::Lines(vec![]));
+            }
+        }
+        (request.from_index, request.from_command, request.from_event) =
+            (page.next_index, page.next_command, page.next_event);
+    }
+}
+
 fn consistency(local: bool) -> ReadConsistency {
     if local {
         ReadConsistency::Local
@@ -236,6 +271,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let status = client.cluster_status(args.hash).await?;
             Output::json_or_lines(args.json, || render::status_json(&status), || render::status_lines(&status))
         }
+        ClientCommand::Events(args) if args.follow => follow_events(&client, &args).await?,
         ClientCommand::Events(args) => {
             let mut events = client.read_all_events(args.shard, args.from).await?;
             if let Some(limit) = args.limit {

@@ -15,6 +15,10 @@ use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
 use crate::state::{ShardState, StateError};
 
+/// The rules of apply this build implements (the cluster logic version). Every entry carries
+/// the version its leader stamped; a replica refuses to apply an entry of a newer version.
+pub const LOGIC_VERSION: u32 = 1;
+
 /// Where and when a command is applied.
 #[derive(Debug, Clone)]
 pub struct ApplyContext {

@@ -138,6 +138,34 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
     assert!(position("MessageSent") < position("ReadMarked"), "{stdout}");
     assert!(position("ReadMarked") < position("MessageRecalled"), "{stdout}");
 
+    cluster.phase("meridian events --follow prints an event applied after it started");
+    let known = cluster.admin().read_all_events(conversation_shard, 1).await.unwrap().len();
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["events", "--follow", "--json", "--shard", &conversation_shard.to_string()])
+        .args(["--limit", &(known + 1).to_string()])
+        .env("MERIDIAN_ENDPOINT", cluster.endpoints().join(","))
+        .env("MERIDIAN_ADMIN_TOKEN", cluster.admin_token())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(follower.try_wait().unwrap().is_none(), "the follower stopped before the new event");
+    cluster.user("bob").send_text("alice", "while following", None).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while follower.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the follower did not print the new event");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let output = follower.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), known + 1);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["sender"].as_str(), last["seq"].as_u64()),
+        (Some("MessageSent"), Some("bob"), Some(4))
+    );
+
     cluster.phase("meridian admin verify-projections: every shard equal on the node asked");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(["admin", "verify-projections"])

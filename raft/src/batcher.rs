@@ -93,7 +93,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
                 commands.extend(p.commands);
                 waiters.push(p.done);
             }
-            let batch = pb::CommandBatch { version: 1, time_ms: now_ms(), logic_version: 1, commands };
+            let batch = pb::CommandBatch {
+                version: meridian_storage::codec::RECORD_VERSION,
+                time_ms: now_ms(),
+                logic_version: meridian_domain::apply::LOGIC_VERSION,
+                commands,
+            };
             match raft.client_write(batch).await {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();

@@ -85,6 +85,15 @@ impl ShardMachine {
         let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
         let meta_bytes = bytes.get(4..4 + len).ok_or_else(bad)?;
         let meta = pb::SnapshotMetaRecord::decode(meta_bytes).map_err(|_| bad())?;
+        if meta.version > meridian_storage::codec::RECORD_VERSION {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot file written by a newer version (record version {}): upgrade this node",
+                    meta.version
+                ),
+            ));
+        }
         Ok(Some((snapshot_meta_from_pb(&meta), bytes[4 + len..].to_vec())))
     }
 }

@@ -12,7 +12,7 @@ use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use crate::db::Db;
-use crate::error::{decode, StorageError};
+use crate::error::{decode, decode_record, StorageError};
 use crate::keys;
 
 #[derive(Debug, Clone)]
@@ -130,7 +130,11 @@ impl LogStore {
     }
 
     pub fn vote(&self) -> Result<Option<pb::VoteRecord>, StorageError> {
-        self.get_meta(keys::META_VOTE, "vote")
+        let meta = self.db.cf(keys::CF_RAFT_META)?;
+        match self.db.rocks().get_pinned_cf(meta, keys::meta(self.shard, keys::META_VOTE))? {
+            Some(v) => Ok(Some(decode_record("vote", &v)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn save_committed(&self, committed: Option<&pb::LogId>) -> Result<(), StorageError> {

@@ -15,7 +15,7 @@ use meridian_proto::durable as pb;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use crate::codec;
-use crate::error::{decode, StorageError};
+use crate::error::{decode_record, StorageError, Versioned};
 use crate::keys;
 use crate::shard::{projection_record, ShardStore};
 
@@ -80,13 +80,13 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn get<M: prost::Message + Default>(
+    fn get<M: prost::Message + Default + Versioned>(
         &self,
         cf: &'static str,
         key: Vec<u8>,
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
-        self.records.get(&(cf, key)).map(|v| decode(what, v)).transpose().map_err(|e| StateError(e.to_string()))
+        self.records.get(&(cf, key)).map(|v| decode_record(what, v)).transpose().map_err(|e| StateError(e.to_string()))
     }
 }
 
@@ -156,7 +156,7 @@ impl ShardStore {
             keys::meta(shard, keys::META_APPLIED),
             &read_options(),
         )? {
-            Some(v) => decode("applied state", &v)?,
+            Some(v) => decode_record("applied state", &v)?,
             None => pb::AppliedState::default(),
         };
 
@@ -169,7 +169,7 @@ impl ShardStore {
         );
         for item in log {
             let (_, value) = item?;
-            let event = codec::event_from_pb(decode("event", &value)?)?;
+            let event = codec::event_from_pb(decode_record("event", &value)?)?;
             let changes = project(&scratch, &event).map_err(|e| StorageError::corrupt("replay", e.0))?;
             for change in changes {
                 if let Some((cf, key, value)) = projection_record(shard, &change) {

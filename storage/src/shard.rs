@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use meridian_domain::apply::{ApplyContext, Reply};
+use meridian_domain::apply::{ApplyContext, Reply, LOGIC_VERSION};
 use meridian_domain::*;
 use meridian_proto::durable as pb;
 use prost::Message as _;
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::db::Db;
-use crate::error::{decode, StorageError};
+use crate::error::{decode, decode_record, StorageError, Versioned};
 use crate::keys::{self, STATE_CFS};
 
 /// The outcome of one command as the proposer sees it.
@@ -59,14 +59,14 @@ impl ShardStore {
         })
     }
 
-    fn get<M: prost::Message + Default>(
+    fn get<M: prost::Message + Default + Versioned>(
         &self,
         cf: &str,
         key: &[u8],
         what: &'static str,
     ) -> Result<Option<M>, StorageError> {
         match self.db.rocks().get_pinned_cf(self.db.cf(cf)?, key)? {
-            Some(v) => Ok(Some(decode(what, &v)?)),
+            Some(v) => Ok(Some(decode_record(what, &v)?)),
             None => Ok(None),
         }
     }
@@ -106,7 +106,7 @@ impl ShardStore {
             if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 || out.len() >= limit {
                 break;
             }
-            out.push(codec::message_from_pb(decode("message", &v)?)?);
+            out.push(codec::message_from_pb(decode_record("message", &v)?)?);
         }
         Ok(out)
     }
@@ -128,7 +128,7 @@ impl ShardStore {
             }
             let (k, v) = item?;
             let offset = keys::event_offset_of(&k).ok_or_else(|| StorageError::corrupt("event key", "too short"))?;
-            out.push((offset, codec::event_from_pb(decode("event", &v)?)?));
+            out.push((offset, codec::event_from_pb(decode_record("event", &v)?)?));
         }
         Ok(out)
     }
@@ -143,7 +143,7 @@ impl ShardStore {
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push(codec::conversation_ref_from_pb(decode("conversation ref", &v)?)?);
+            out.push(codec::conversation_ref_from_pb(decode_record("conversation ref", &v)?)?);
         }
         Ok(out)
     }
@@ -207,7 +207,7 @@ impl ShardStore {
             keys::meta(self.shard, keys::META_APPLIED),
             &ro,
         )? {
-            Some(v) => decode("applied state", &v)?,
+            Some(v) => decode_record("applied state", &v)?,
             None => pb::AppliedState::default(),
         };
         let mut out = Vec::new();
@@ -251,7 +251,8 @@ impl ShardStore {
             return Err(bad(&format!("unsupported snapshot version {version}")));
         }
         let mut r = Reader { buf: body, pos: 8 };
-        let applied: pb::AppliedState = decode("snapshot applied state", r.frame().ok_or_else(|| bad("truncated"))?)?;
+        let applied: pb::AppliedState =
+            decode_record("snapshot applied state", r.frame().ok_or_else(|| bad("truncated"))?)?;
         let mut batch = WriteBatch::default();
         for cf in STATE_CFS {
             batch.delete_range_cf(self.db.cf(cf)?, keys::shard_prefix(self.shard), keys::shard_end(self.shard));
@@ -290,7 +291,7 @@ impl ShardStore {
             &ro,
         )?;
         let index = match &applied {
-            Some(v) => decode::<pb::AppliedState>("applied state", v)?.last_applied.map_or(0, |l| l.index),
+            Some(v) => decode_record::<pb::AppliedState>("applied state", v)?.last_applied.map_or(0, |l| l.index),
             None => 0,
         };
         hash_frame(&mut h, applied.as_deref().unwrap_or_default());
@@ -402,6 +403,21 @@ impl ApplyTxn<'_> {
         log_index: u64,
         batch: &pb::CommandBatch,
     ) -> Result<Vec<CommandResult>, StorageError> {
+        // An entry written under rules this build does not know is never applied by guesswork:
+        // the replica stops, loudly, until it runs a binary that knows them.
+        if batch.version > codec::RECORD_VERSION || batch.logic_version > LOGIC_VERSION {
+            return Err(StorageError::corrupt(
+                "entry",
+                format!(
+                    "entry {log_index} was written with entry version {} and logic version {}; this build \
+                     applies up to {} and {}: upgrade this node",
+                    batch.version,
+                    batch.logic_version,
+                    codec::RECORD_VERSION,
+                    LOGIC_VERSION
+                ),
+            ));
+        }
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = time;
@@ -526,14 +542,14 @@ impl ApplyTxn<'_> {
         }
     }
 
-    fn read<M: prost::Message + Default>(
+    fn read<M: prost::Message + Default + Versioned>(
         &self,
         cf: &'static str,
         key: Vec<u8>,
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
         let found = match self.overlay.get(&(cf, key.clone())) {
-            Some(v) => Some(decode(what, v)),
+            Some(v) => Some(decode_record(what, v)),
             None => self.store.get(cf, &key, what).transpose(),
         };
         found.transpose().map_err(|e| StateError(e.to_string()))

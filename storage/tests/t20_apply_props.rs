@@ -149,7 +149,8 @@ proptest! {
                 apply_checked(&db, i as u32 % SHARDS, 2 * i as u64 + 1, &batch(vec![command]))?;
             }
             if let Ok(mut decoded) = pb::CommandBatch::decode(bytes.as_slice()) {
-                decoded.time_ms = 0;
+                // Arbitrary versions would (rightly) stop the replica: the gate has its own test.
+                (decoded.time_ms, decoded.version, decoded.logic_version) = (0, 1, 1);
                 apply_checked(&db, i as u32 % SHARDS, 2 * i as u64 + 2, &decoded)?;
             }
         }
@@ -205,4 +206,41 @@ proptest! {
             }
         }
     }
+}
+
+/// An entry stamped with a logic version this build does not know stops the replica (a
+/// storage-level error, which the node treats as fatal) and applies nothing of it.
+#[test]
+fn an_entry_of_an_unknown_logic_version_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let alice_shard = meridian_domain::shard::shard_for("alice", SHARDS);
+    let store = ShardStore::new(db.clone(), alice_shard, SHARDS);
+    let create = pb::Command {
+        kind: Some(pb::command::Kind::CreateUser(pb::CreateUser {
+            user_id: "alice".into(),
+            home_region: "sg".into(),
+            nickname: String::new(),
+        })),
+    };
+    let (_, before) = store.state_hash().unwrap();
+    let newer =
+        pb::CommandBatch { logic_version: meridian_domain::apply::LOGIC_VERSION + 1, ..batch(vec![create.clone()]) };
+    let mut txn = store.begin().unwrap();
+    let err = txn.apply_batch(1, &newer).expect_err("a newer logic version is refused");
+    assert!(err.to_string().contains("upgrade this node"), "{err}");
+    drop(txn);
+    assert_eq!(store.state_hash().unwrap().1, before);
+    assert!(store.user(&meridian_domain::UserId::parse("alice").unwrap()).unwrap().is_none());
+}
+
+/// A record written by a newer version is a typed error on read, not a silent default.
+#[test]
+fn a_record_of_a_newer_version_is_refused_on_read() {
+    use meridian_storage::error::decode_record;
+    let newer = pb::UserRecord { version: meridian_storage::codec::RECORD_VERSION + 1, ..Default::default() };
+    let err = decode_record::<pb::UserRecord>("user", &newer.encode_to_vec()).expect_err("newer version");
+    assert!(err.to_string().contains("newer version"), "{err}");
+    let current = pb::UserRecord { version: meridian_storage::codec::RECORD_VERSION, ..Default::default() };
+    assert!(decode_record::<pb::UserRecord>("user", &current.encode_to_vec()).is_ok());
 }

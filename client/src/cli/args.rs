@@ -158,6 +158,9 @@ pub struct EventsArgs {
     /// Most events to show (every one from `--from` on when unset).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Keep going: print new events as they are applied, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
