@@ -11,8 +11,8 @@
 //! - [`batcher`]: a shard leader's batching of concurrent commands into one entry.
 //! - [`outbox`]: delivery of cross-shard effects.
 //! - [`read_index`]: concurrent linearizable reads of a shard share read-index rounds.
-//! - [`node`]: [`RaftNode`], routing proposals, read barriers and membership changes to
-//!   shard leaders.
+//! - [`node`]: [`RaftNode`], routing proposals, read barriers and (in `node/membership.rs`)
+//!   membership changes to shard leaders.
 //!
 //! Must never depend on: the client API types, or anything above it (regions, node).
 
