@@ -10,7 +10,7 @@ use meridian_proto::REASON_METADATA_KEY;
 
 /// Reasons with which a node says "not now, try again": a leader election is under way or the
 /// shard (or region) has no quorum at the moment. Retried with a backoff.
-pub(crate) const RETRYABLE_REASONS: [&str; 3] = ["NOT_LEADER", "SHARD_UNAVAILABLE", "REGION_UNAVAILABLE"];
+pub(crate) const RETRYABLE_REASONS: &[&str] = meridian_proto::reasons::RETRYABLE;
 
 /// A failed call.
 ///

@@ -22,6 +22,9 @@ macro_rules! reasons {
         }
 
         impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)+];
+
             /// The code as it appears on the wire (`x-meridian-reason`).
             pub fn as_str(self) -> &'static str {
                 match self {

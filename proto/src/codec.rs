@@ -13,7 +13,7 @@ use crate::api::ErrorDetail;
 use crate::REASON_METADATA_KEY;
 
 /// The reason code of a request that is not a valid protobuf message of its method's type.
-pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
+pub const MALFORMED_REQUEST: &str = crate::reasons::MALFORMED_REQUEST;
 
 /// prost encoding and decoding, with typed decode errors.
 #[derive(Debug, Clone)]

@@ -6,12 +6,14 @@
 //!   and never used on the API.
 //! - [`peer`]: node-to-node RPCs inside a region (`meridian.peer.v1`).
 //! - [`codec`]: the gRPC codec of every service (prost, with typed decode errors).
+//! - [`reasons`]: every reason code the server sends, shared with the SDK.
 //!
 //! This crate holds no logic and depends on nothing of Meridian's.
 
 #![allow(clippy::all, missing_docs)]
 
 pub mod codec;
+pub mod reasons;
 
 /// Generated modules, nested as the protobuf packages are (cross-package references rely on it).
 pub mod meridian {

@@ -21,7 +21,7 @@ use tonic::{Request, Status};
 /// The metadata key that carries the cluster credential.
 pub const CLUSTER_KEY_METADATA: &str = "x-meridian-cluster-key";
 /// The reason code of a peer call refused for its credential.
-pub const PEER_UNAUTHENTICATED: &str = "PEER_UNAUTHENTICATED";
+pub const PEER_UNAUTHENTICATED: &str = meridian_proto::reasons::PEER_UNAUTHENTICATED;
 /// What the credential is derived for (a new scheme gets a new label).
 const LABEL: &[u8] = b"meridian-peer-v1";
 

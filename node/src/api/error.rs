@@ -3,6 +3,7 @@
 
 use meridian_domain::{Rejection, RejectionClass};
 use meridian_proto::api::ErrorDetail;
+use meridian_proto::reasons;
 use prost::Message as _;
 use tonic::{Code, Status};
 
@@ -42,8 +43,8 @@ impl ApiError {
         match self {
             ApiError::Rejected(r) => r.reason.as_str(),
             ApiError::Auth(a) => a.reason(),
-            ApiError::Unavailable(_) => "SHARD_UNAVAILABLE",
-            ApiError::Internal(_) => "INTERNAL",
+            ApiError::Unavailable(_) => reasons::SHARD_UNAVAILABLE,
+            ApiError::Internal(_) => reasons::INTERNAL,
         }
     }
 
@@ -84,6 +85,30 @@ impl From<ApiError> for Status {
 mod tests {
     use super::*;
     use meridian_domain::Reason;
+
+    /// Every code the server can send is in the list the SDK shares.
+    #[test]
+    fn every_reason_the_server_sends_is_in_the_shared_list() {
+        let mut sent: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        sent.extend(
+            [
+                AuthError::Missing,
+                AuthError::Malformed { detail: "x" },
+                AuthError::BadSignature,
+                AuthError::Expired { expired_at: 1 },
+                AuthError::WrongApp { token_app: "a".into(), expected_app: "b".into() },
+                AuthError::Forbidden { principal: "a".into(), requested: "b".into() },
+                AuthError::ActAsRequired,
+            ]
+            .iter()
+            .map(AuthError::reason),
+        );
+        sent.extend([ApiError::Unavailable(String::new()).reason(), ApiError::Internal(String::new()).reason()]);
+        sent.extend([meridian_proto::codec::MALFORMED_REQUEST, meridian_raft::credential::PEER_UNAUTHENTICATED]);
+        for code in sent {
+            assert!(reasons::ALL.contains(&code), "{code} is not in meridian_proto::reasons::ALL");
+        }
+    }
 
     #[test]
     fn rejection_maps_to_code_reason_and_detail() {

@@ -1,0 +1,94 @@
+//! Every stable reason code a Meridian server puts in `x-meridian-reason` (and in the
+//! `ErrorDetail` of a status), in one list that the server and the SDK share. The server's
+//! own definitions (domain rejections, auth failures, API errors) are checked against it by a
+//! test, so a code the server sends is always one the SDK knows; the SDK decides what to
+//! retry from [`RETRYABLE`].
+
+// Retryable: the request did not take effect and may succeed on another attempt.
+pub const SHARD_UNAVAILABLE: &str = "SHARD_UNAVAILABLE";
+pub const NOT_LEADER: &str = "NOT_LEADER";
+pub const REGION_UNAVAILABLE: &str = "REGION_UNAVAILABLE";
+
+// Requests and the doors.
+pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
+pub const PEER_UNAUTHENTICATED: &str = "PEER_UNAUTHENTICATED";
+pub const INTERNAL: &str = "INTERNAL";
+
+// Tokens and permissions.
+pub const TOKEN_MISSING: &str = "TOKEN_MISSING";
+pub const TOKEN_MALFORMED: &str = "TOKEN_MALFORMED";
+pub const TOKEN_BAD_SIGNATURE: &str = "TOKEN_BAD_SIGNATURE";
+pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+pub const TOKEN_WRONG_APP: &str = "TOKEN_WRONG_APP";
+pub const FORBIDDEN: &str = "FORBIDDEN";
+pub const ACT_AS_REQUIRED: &str = "ACT_AS_REQUIRED";
+
+// Rejections by the domain's rules (a rejected command changes nothing).
+pub const USER_ID_INVALID: &str = "USER_ID_INVALID";
+pub const CONVERSATION_ID_INVALID: &str = "CONVERSATION_ID_INVALID";
+pub const REGION_INVALID: &str = "REGION_INVALID";
+pub const REGION_NOT_SERVED: &str = "REGION_NOT_SERVED";
+pub const REQUEST_ID_INVALID: &str = "REQUEST_ID_INVALID";
+pub const NICKNAME_TOO_LONG: &str = "NICKNAME_TOO_LONG";
+pub const MESSAGE_EMPTY: &str = "MESSAGE_EMPTY";
+pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
+pub const ELEMENT_INVALID: &str = "ELEMENT_INVALID";
+pub const PEER_IS_SELF: &str = "PEER_IS_SELF";
+pub const UNKNOWN_USER: &str = "UNKNOWN_USER";
+pub const CONVERSATION_NOT_FOUND: &str = "CONVERSATION_NOT_FOUND";
+pub const NOT_A_MEMBER: &str = "NOT_A_MEMBER";
+pub const MESSAGE_NOT_FOUND: &str = "MESSAGE_NOT_FOUND";
+pub const NOT_MESSAGE_SENDER: &str = "NOT_MESSAGE_SENDER";
+pub const RECALL_WINDOW_EXPIRED: &str = "RECALL_WINDOW_EXPIRED";
+pub const ALREADY_RECALLED: &str = "ALREADY_RECALLED";
+pub const SEQ_OUT_OF_RANGE: &str = "SEQ_OUT_OF_RANGE";
+pub const BAD_SEQ_RANGE: &str = "BAD_SEQ_RANGE";
+pub const WRONG_SHARD: &str = "WRONG_SHARD";
+pub const PAGE_LIMIT_INVALID: &str = "PAGE_LIMIT_INVALID";
+pub const NODE_INVALID: &str = "NODE_INVALID";
+pub const SHARD_OUT_OF_RANGE: &str = "SHARD_OUT_OF_RANGE";
+pub const MALFORMED_COMMAND: &str = "MALFORMED_COMMAND";
+
+/// The codes whose request may be retried as it is: nothing took effect.
+pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE];
+
+/// Every code, in the order above.
+pub const ALL: &[&str] = &[
+    SHARD_UNAVAILABLE,
+    NOT_LEADER,
+    REGION_UNAVAILABLE,
+    MALFORMED_REQUEST,
+    PEER_UNAUTHENTICATED,
+    INTERNAL,
+    TOKEN_MISSING,
+    TOKEN_MALFORMED,
+    TOKEN_BAD_SIGNATURE,
+    TOKEN_EXPIRED,
+    TOKEN_WRONG_APP,
+    FORBIDDEN,
+    ACT_AS_REQUIRED,
+    USER_ID_INVALID,
+    CONVERSATION_ID_INVALID,
+    REGION_INVALID,
+    REGION_NOT_SERVED,
+    REQUEST_ID_INVALID,
+    NICKNAME_TOO_LONG,
+    MESSAGE_EMPTY,
+    MESSAGE_TOO_LARGE,
+    ELEMENT_INVALID,
+    PEER_IS_SELF,
+    UNKNOWN_USER,
+    CONVERSATION_NOT_FOUND,
+    NOT_A_MEMBER,
+    MESSAGE_NOT_FOUND,
+    NOT_MESSAGE_SENDER,
+    RECALL_WINDOW_EXPIRED,
+    ALREADY_RECALLED,
+    SEQ_OUT_OF_RANGE,
+    BAD_SEQ_RANGE,
+    WRONG_SHARD,
+    PAGE_LIMIT_INVALID,
+    NODE_INVALID,
+    SHARD_OUT_OF_RANGE,
+    MALFORMED_COMMAND,
+];
