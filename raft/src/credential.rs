@@ -41,13 +41,10 @@ impl std::fmt::Debug for ClusterCredential {
 impl ClusterCredential {
     /// The credential of `secret` (the cluster secret of the node's configuration).
     pub fn from_secret(secret: &[u8]) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
-            // HMAC accepts keys of any length; this branch is unreachable.
-            <Hmac<Sha256> as Mac>::new_from_slice(&[0]).expect("HMAC takes any key")
-        });
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(LABEL);
         let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let value = MetadataValue::try_from(hex.as_str()).unwrap_or_else(|_| MetadataValue::from_static("invalid"));
+        let value = MetadataValue::try_from(hex.as_str()).expect("hex digits are valid metadata");
         Self { value }
     }
 

@@ -17,7 +17,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 use crate::codec;
 use crate::error::{decode_record, StorageError, Versioned};
 use crate::keys;
-use crate::shard::{projection_record, ShardStore};
+use crate::shard::{projection_record, RecordReader, ShardStore, StateView};
 
 /// The outcome of verifying one shard's projections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,50 +79,18 @@ struct Scratch {
     records: Records,
 }
 
-impl Scratch {
-    fn get<M: prost::Message + Default + Versioned>(
+impl RecordReader for Scratch {
+    fn shard_id(&self) -> ShardId {
+        self.shard
+    }
+
+    fn read_record<M: prost::Message + Default + Versioned>(
         &self,
         cf: &'static str,
         key: Vec<u8>,
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
         self.records.get(&(cf, key)).map(|v| decode_record(what, v)).transpose().map_err(|e| StateError(e.to_string()))
-    }
-}
-
-impl ShardState for Scratch {
-    fn user(&self, id: &UserId) -> Result<Option<User>, StateError> {
-        let r = self.get(keys::CF_PROJECTIONS, keys::user(self.shard, id), "user")?;
-        r.map(codec::user_from_pb).transpose().map_err(|e| StateError(e.to_string()))
-    }
-
-    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError> {
-        let r = self.get(keys::CF_PROJECTIONS, keys::conversation(self.shard, id), "conversation")?;
-        r.map(codec::conversation_from_pb).transpose().map_err(|e| StateError(e.to_string()))
-    }
-
-    fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
-        let r = self.get(keys::CF_EVENTS, keys::message(self.shard, conversation, seq), "message")?;
-        r.map(codec::message_from_pb).transpose().map_err(|e| StateError(e.to_string()))
-    }
-
-    fn dedup(
-        &self,
-        conversation: &ConversationId,
-        sender: &UserId,
-        request_id: &RequestId,
-    ) -> Result<Option<DedupEntry>, StateError> {
-        let r = self.get(keys::CF_DEDUP, keys::dedup(self.shard, conversation, sender, request_id), "dedup")?;
-        Ok(r.map(codec::dedup_from_pb))
-    }
-
-    fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError> {
-        let key = keys::conversation_ref(self.shard, user, conversation);
-        Ok(self.records.contains_key(&(keys::CF_PROJECTIONS, key)))
-    }
-
-    fn watermark(&self, _source: ShardId) -> Result<EffectId, StateError> {
-        Ok(EffectId(0))
     }
 }
 
@@ -170,7 +138,7 @@ impl ShardStore {
         for item in log {
             let (_, value) = item?;
             let event = codec::event_from_pb(decode_record("event", &value)?)?;
-            let changes = project(&scratch, &event).map_err(|e| StorageError::corrupt("replay", e.0))?;
+            let changes = project(&StateView(&scratch), &event).map_err(|e| StorageError::corrupt("replay", e.0))?;
             for change in changes {
                 if let Some((cf, key, value)) = projection_record(shard, &change) {
                     scratch.records.insert((cf, key), value);

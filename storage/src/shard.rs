@@ -441,7 +441,7 @@ impl ApplyTxn<'_> {
                 position,
                 time: TimeMs(time),
             };
-            let outcome = apply(&*self, &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
+            let outcome = apply(&StateView(&*self), &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
             match outcome {
                 Ok(applied) => {
                     let command = u32::try_from(position).unwrap_or(u32::MAX);
@@ -476,15 +476,7 @@ impl ApplyTxn<'_> {
 
     fn write(&mut self, change: Change) -> Result<(), StorageError> {
         let shard = self.store.shard;
-        if let Some((cf, key, value)) = projection_record(shard, &change) {
-            return self.put(cf, key, value);
-        }
         match change {
-            Change::PutUser(_)
-            | Change::PutConversation(_)
-            | Change::PutMessage { .. }
-            | Change::PutConversationRef { .. }
-            | Change::PutDedup { .. } => Ok(()),
             Change::Emit { target, kind } => {
                 self.applied.next_effect_id = self.applied.next_effect_id.max(1);
                 let id = EffectId(self.applied.next_effect_id);
@@ -539,6 +531,10 @@ impl ApplyTxn<'_> {
                 let mark = pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: end };
                 self.put(keys::CF_PROJECTIONS, mark_key, mark.encode_to_vec())
             }
+            projection => match projection_record(shard, &projection) {
+                Some((cf, key, value)) => self.put(cf, key, value),
+                None => Ok(()),
+            },
         }
     }
 
@@ -556,19 +552,50 @@ impl ApplyTxn<'_> {
     }
 }
 
-impl ShardState for ApplyTxn<'_> {
+impl RecordReader for ApplyTxn<'_> {
+    fn shard_id(&self) -> ShardId {
+        self.store.shard
+    }
+
+    fn read_record<M: prost::Message + Default + Versioned>(
+        &self,
+        cf: &'static str,
+        key: Vec<u8>,
+        what: &'static str,
+    ) -> Result<Option<M>, StateError> {
+        self.read(cf, key, what)
+    }
+}
+
+/// A source of a shard's records by (column family, key): the live state plus a transaction's
+/// writes at apply, or replayed projections at verification.
+pub(crate) trait RecordReader {
+    fn shard_id(&self) -> ShardId;
+
+    fn read_record<M: prost::Message + Default + Versioned>(
+        &self,
+        cf: &'static str,
+        key: Vec<u8>,
+        what: &'static str,
+    ) -> Result<Option<M>, StateError>;
+}
+
+/// The domain's view of a shard's state over any [`RecordReader`], by the one key layout.
+pub(crate) struct StateView<'a, R>(pub &'a R);
+
+impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn user(&self, id: &UserId) -> Result<Option<User>, StateError> {
-        let r = self.read(keys::CF_PROJECTIONS, keys::user(self.store.shard, id), "user")?;
+        let r = self.0.read_record(keys::CF_PROJECTIONS, keys::user(self.0.shard_id(), id), "user")?;
         r.map(codec::user_from_pb).transpose().map_err(|e| StateError(e.to_string()))
     }
 
     fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError> {
-        let r = self.read(keys::CF_PROJECTIONS, keys::conversation(self.store.shard, id), "conversation")?;
+        let r = self.0.read_record(keys::CF_PROJECTIONS, keys::conversation(self.0.shard_id(), id), "conversation")?;
         r.map(codec::conversation_from_pb).transpose().map_err(|e| StateError(e.to_string()))
     }
 
     fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
-        let r = self.read(keys::CF_EVENTS, keys::message(self.store.shard, conversation, seq), "message")?;
+        let r = self.0.read_record(keys::CF_EVENTS, keys::message(self.0.shard_id(), conversation, seq), "message")?;
         r.map(codec::message_from_pb).transpose().map_err(|e| StateError(e.to_string()))
     }
 
@@ -578,21 +605,18 @@ impl ShardState for ApplyTxn<'_> {
         sender: &UserId,
         request_id: &RequestId,
     ) -> Result<Option<DedupEntry>, StateError> {
-        let r = self.read(keys::CF_DEDUP, keys::dedup(self.store.shard, conversation, sender, request_id), "dedup")?;
-        Ok(r.map(codec::dedup_from_pb))
+        let key = keys::dedup(self.0.shard_id(), conversation, sender, request_id);
+        Ok(self.0.read_record(keys::CF_DEDUP, key, "dedup")?.map(codec::dedup_from_pb))
     }
 
     fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError> {
-        let key = keys::conversation_ref(self.store.shard, user, conversation);
-        Ok(self.read::<pb::ConversationRef>(keys::CF_PROJECTIONS, key, "conversation ref")?.is_some())
+        let key = keys::conversation_ref(self.0.shard_id(), user, conversation);
+        Ok(self.0.read_record::<pb::ConversationRef>(keys::CF_PROJECTIONS, key, "conversation ref")?.is_some())
     }
 
     fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
-        let r = self.read::<pb::EffectWatermark>(
-            keys::CF_PROJECTIONS,
-            keys::watermark(self.store.shard, source),
-            "watermark",
-        )?;
+        let key = keys::watermark(self.0.shard_id(), source);
+        let r = self.0.read_record::<pb::EffectWatermark>(keys::CF_PROJECTIONS, key, "watermark")?;
         Ok(EffectId(r.map_or(0, |w| w.applied_up_to)))
     }
 }

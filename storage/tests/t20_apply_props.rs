@@ -113,6 +113,17 @@ fn apply_checked(db: &Db, shard: u32, index: u64, batch: &pb::CommandBatch) -> R
     Ok(())
 }
 
+/// A well-formed command: create the account `alice`.
+fn create_alice() -> pb::Command {
+    pb::Command {
+        kind: Some(pb::command::Kind::CreateUser(pb::CreateUser {
+            user_id: "alice".into(),
+            home_region: "sg".into(),
+            nickname: String::new(),
+        })),
+    }
+}
+
 fn batch(commands: Vec<pb::Command>) -> pb::CommandBatch {
     // Time 0 keeps the shard's clock where it is, so a rejection can be compared byte for byte.
     pb::CommandBatch { version: 1, time_ms: 0, logic_version: 1, commands }
@@ -165,13 +176,7 @@ fn a_command_with_no_kind_is_rejected_and_its_neighbours_applied() {
     let db = Db::open(dir.path()).unwrap();
     let alice_shard = meridian_domain::shard::shard_for("alice", SHARDS);
     let store = ShardStore::new(db.clone(), alice_shard, SHARDS);
-    let create = pb::Command {
-        kind: Some(pb::command::Kind::CreateUser(pb::CreateUser {
-            user_id: "alice".into(),
-            home_region: "sg".into(),
-            nickname: String::new(),
-        })),
-    };
+    let create = create_alice();
     let mut txn = store.begin().unwrap();
     let results = txn.apply_batch(1, &batch(vec![pb::Command { kind: None }, create])).unwrap();
     txn.commit().unwrap();
@@ -216,13 +221,7 @@ fn an_entry_of_an_unknown_logic_version_is_not_applied() {
     let db = Db::open(dir.path()).unwrap();
     let alice_shard = meridian_domain::shard::shard_for("alice", SHARDS);
     let store = ShardStore::new(db.clone(), alice_shard, SHARDS);
-    let create = pb::Command {
-        kind: Some(pb::command::Kind::CreateUser(pb::CreateUser {
-            user_id: "alice".into(),
-            home_region: "sg".into(),
-            nickname: String::new(),
-        })),
-    };
+    let create = create_alice();
     let (_, before) = store.state_hash().unwrap();
     let newer =
         pb::CommandBatch { logic_version: meridian_domain::apply::LOGIC_VERSION + 1, ..batch(vec![create.clone()]) };

@@ -1,7 +1,6 @@
 //! The `Admin` service: accounts, tokens, cluster status and membership. Admin tokens only.
 
 use meridian_domain::apply::Reply;
-use meridian_domain::ingress::MAX_NICKNAME_BYTES;
 use meridian_domain::{Command, EventOffset, Reason, RegionCode, Rejection, ShardId, UserId};
 use meridian_proto::api::{self, admin_server::Admin};
 use meridian_raft::Member;
@@ -42,13 +41,7 @@ impl AdminService {
             )
             .into());
         }
-        if body.nickname.len() > MAX_NICKNAME_BYTES {
-            return Err(Rejection::new(
-                Reason::NicknameTooLong,
-                format!("nicknames are at most {MAX_NICKNAME_BYTES} bytes"),
-            )
-            .into());
-        }
+        // The nickname's length, like every stateless rule, is checked at ingress by `propose`.
         let shard = self.ctx.topology.user_shard(&user);
         let command = Command::CreateUser { user, home_region, nickname: body.nickname };
         let mut results = self.ctx.node.propose(shard, &[command]).await?;
