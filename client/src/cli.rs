@@ -294,6 +294,10 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             }
             Output::json_or_lines(json, || render::verification_json(&report), || lines)
         }
+        ClientCommand::Admin { command: AdminCommand::LogicVersion { raise, json } } => {
+            let report = client.logic_version(raise.unwrap_or(0)).await?;
+            Output::json_or_lines(json, || render::logic_version_json(&report), || render::logic_version_lines(&report))
+        }
         ClientCommand::Admin { command: AdminCommand::AddNode { id, addr, peer_addr, learner_only } } => {
             let members = client.add_node(id, &addr, &peer_addr, learner_only).await?;
             Output::line(render::add_node_line(&members))
@@ -399,6 +403,10 @@ mod tests {
         assert!(matches!(
             parse(&["admin", "remove-node", "--id", "2"]),
             Ok(ClientCommand::Admin { command: AdminCommand::RemoveNode { id: 2 } })
+        ));
+        assert!(matches!(
+            parse(&["admin", "logic-version", "--raise", "2"]),
+            Ok(ClientCommand::Admin { command: AdminCommand::LogicVersion { raise: Some(2), json: false } })
         ));
         assert!(matches!(
             parse(&["status", "--hash", "--json"]),

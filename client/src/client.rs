@@ -16,9 +16,10 @@ use meridian_proto::api::{
     AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse, CreateUserRequest,
     CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, GetRoutesRequest, GetRoutesResponse,
     IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, LoggedEvent,
-    MarkReadRequest, MarkReadResponse, Message, MessageElement, ReadConsistency, ReadEventsRequest, ReadEventsResponse,
-    RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest,
-    SendMessageResponse, TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
+    LogicVersionRequest, LogicVersionResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement,
+    ReadConsistency, ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse,
+    RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
+    VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -365,6 +366,15 @@ impl Client {
         .await
     }
 
+    /// The cluster logic version as the answering node sees it; with `raise_to` > 0, raises
+    /// every shard to it once every member supports it (admin).
+    pub async fn logic_version(&self, raise_to: u32) -> Result<LogicVersionResponse, ClientError> {
+        self.call("LogicVersion", LogicVersionRequest { raise_to }, |channel, request| async move {
+            AdminClient::new(channel).logic_version(request).await
+        })
+        .await
+    }
+
     /// Removes node `id` from every shard's voters and learners.
     pub async fn remove_node(&self, id: u64) -> Result<RemoveNodeResponse, ClientError> {
         let request = RemoveNodeRequest { node_id: id };
@@ -403,6 +413,16 @@ impl Client {
             });
         }
         index
+    }
+
+    /// The index of the endpoint whose address is `host_port` (a leader hint), if it is one
+    /// of this client's.
+    fn endpoint_index(&self, host_port: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            let uri = n.uri();
+            let authority = uri.split_once("://").map_or(uri, |(_, rest)| rest).trim_end_matches('/');
+            authority == host_port
+        })
     }
 
     /// Runs `rpc` with failover and retries (see the type's docs).
@@ -449,9 +469,24 @@ impl Client {
             if let Some(routes) = &self.routes {
                 routes.mark_stale();
             }
-            let pause = if err.is_retryable_refusal() {
+            // A refusal that names the shard's leader: go there next, at once the first time.
+            let hinted = err.leader_hint().and_then(|hint| self.endpoint_index(hint)).filter(|&i| i != index);
+            let pause = if let Some(leader) = hinted.filter(|_| err.is_retryable_refusal()) {
+                unreachable_in_a_row = 0;
+                let pause = if attempt == 1 { Duration::ZERO } else { backoff.next_pause() };
+                // `index` moves on by one below.
+                index = (leader + count - 1) % count;
+                pause
+            } else if err.is_retryable_refusal() {
                 unreachable_in_a_row = 0;
                 backoff.next_pause()
+            } else if err.is_node_fault() {
+                // This node's replica cannot serve (halted): another node may, at once.
+                unreachable_in_a_row += 1;
+                if unreachable_in_a_row >= count {
+                    return Err(err);
+                }
+                Duration::ZERO
             } else if err.is_unreachable() {
                 node.forget().await;
                 unreachable_in_a_row += 1;

@@ -131,6 +131,21 @@ impl ClientError {
             if RETRYABLE_REASONS.contains(&reason.as_str()))
     }
 
+    /// The client address of the shard's leader, when the server named it (`x-meridian-leader`
+    /// or the `ErrorDetail`).
+    pub fn leader_hint(&self) -> Option<&str> {
+        match self {
+            ClientError::Status { leader_hint, .. } if !leader_hint.is_empty() => Some(leader_hint),
+            _ => None,
+        }
+    }
+
+    /// True when the node that answered cannot serve the shard at all (its replica halted):
+    /// another node may, and a retry on the same one will not.
+    pub fn is_node_fault(&self) -> bool {
+        matches!(self, ClientError::Status { reason, .. } if reason == meridian_proto::reasons::SHARD_HALTED)
+    }
+
     /// True when the failure was in reaching a node rather than a node's answer, so another
     /// endpoint may do better.
     pub fn is_unreachable(&self) -> bool {
@@ -195,7 +210,15 @@ impl From<tonic::Status> for ClientError {
             .map(str::to_owned)
             .unwrap_or(detail.reason);
         let message = if status.message().is_empty() { detail.message } else { status.message().to_owned() };
-        ClientError::Status { code: status.code(), reason, message, leader_hint: detail.leader_hint }
+        let leader_hint = status
+            .metadata()
+            .get(meridian_proto::LEADER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .unwrap_or(detail.leader_hint);
+        ClientError::Status { code: status.code(), reason, message, leader_hint }
     }
 }
 

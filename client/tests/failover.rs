@@ -318,3 +318,55 @@ async fn without_routes_from_the_nodes_calls_still_go_through() {
     }
     assert_eq!(only.seen().len(), 5);
 }
+
+/// A `NOT_LEADER` refusal that names the leader (`x-meridian-leader`).
+fn redirect_to(leader: SocketAddr) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(meridian_proto::REASON_METADATA_KEY, MetadataValue::from_static("NOT_LEADER"));
+    metadata.insert(meridian_proto::LEADER_METADATA_KEY, leader.to_string().parse().expect("ascii"));
+    Status::with_metadata(Code::Unavailable, "not served through this node in time", metadata)
+}
+
+#[tokio::test]
+async fn a_leader_hint_sends_the_retry_to_the_leader() {
+    let leader = ScriptedChat::default();
+    let leader_addr = serve(leader.clone()).await;
+    let follower = ScriptedChat::with_script([Step::Fail(redirect_to(leader_addr))]);
+    let bystander = ScriptedChat::default();
+    let follower_addr = serve(follower.clone()).await;
+    let bystander_addr = serve(bystander.clone()).await;
+    // The follower first, the node next in line second, the leader last.
+    let client = Client::with_config(fast_config(&[follower_addr, bystander_addr, leader_addr]).with_act_as("alice"))
+        .expect("client");
+
+    client.send_text("bob", "hello", Some("req-1".into())).await.expect("the leader accepts");
+
+    assert_eq!(follower.seen().len(), 1);
+    assert!(bystander.seen().is_empty(), "the retry skipped the hinted leader: {:?}", bystander.seen());
+    assert_eq!(leader.seen().into_iter().map(|s| s.request_id).collect::<Vec<_>>(), vec!["req-1".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_halted_shard_moves_the_call_to_another_node_at_once() {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(meridian_proto::REASON_METADATA_KEY, MetadataValue::from_static("SHARD_HALTED"));
+    let halted = ScriptedChat::with_script([Step::Fail(Status::with_metadata(
+        Code::Internal,
+        "shard 3 is halted on this node",
+        metadata.clone(),
+    ))]);
+    let healthy = ScriptedChat::default();
+    let client =
+        Client::with_config(fast_config(&[serve(halted.clone()).await, serve(healthy.clone()).await])).expect("client");
+    client.send_text("bob", "hello", Some("req-1".into())).await.expect("the other node serves");
+    assert_eq!((halted.seen().len(), healthy.seen().len()), (1, 1));
+
+    // Alone, a halted node's answer is returned as it is, not retried until the budget ends.
+    let only = ScriptedChat::with_script(
+        (0..100).map(|_| Step::Fail(Status::with_metadata(Code::Internal, "halted", metadata.clone()))),
+    );
+    let client = Client::with_config(fast_config(&[serve(only.clone()).await])).expect("client");
+    let err = client.send_text("bob", "hello", Some("req-2".into())).await.expect_err("halted");
+    assert_eq!(err.reason(), Some("SHARD_HALTED"));
+    assert_eq!(only.seen().len(), 1);
+}

@@ -15,13 +15,27 @@ use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
 use crate::state::{ShardState, StateError};
 
-/// The rules of apply this build implements (the cluster logic version). Every entry carries
-/// the version its leader stamped; a replica refuses to apply an entry of a newer version.
-pub const LOGIC_VERSION: u32 = 1;
+/// The newest rules of apply this build implements (cluster logic versions 1..=this).
+///
+/// Every entry carries the version its leader stamped (the shard's active version); a
+/// replica that meets a version it does not implement halts the shard rather than guess.
+/// The active version moves up only through [`Command::SetLogicVersion`], which an admin
+/// proposes once every member reports support.
+///
+/// - 1: message ids `{shard}-{index}-{position}`, unique within a region.
+/// - 2: message ids carry the region and its epoch ([`MessageId::new`]).
+pub const LOGIC_VERSION: u32 = 2;
 
 /// Where and when a command is applied.
 #[derive(Debug, Clone)]
 pub struct ApplyContext {
+    /// The region the shard belongs to (the same on every replica).
+    pub region: RegionCode,
+    /// The region's epoch, from the shard's replicated state (1 until a failover bumps it).
+    pub epoch: u32,
+    /// The logic version this command is applied under (the entry's, or the shard's active
+    /// version when that is newer).
+    pub logic_version: u32,
     pub shard: ShardId,
     /// The region's shard count (for routing effects).
     pub shards: u32,
@@ -54,10 +68,30 @@ impl Applied {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Done,
-    UserCreated { user: UserId, home_region: RegionCode, created: bool },
-    MessageAccepted { message_id: MessageId, seq: Seq, time: TimeMs, conversation: ConversationId, duplicate: bool },
-    MessageRecalled { seq: Seq, at: TimeMs },
-    ReadMarked { read_seq: Seq, unread: u64 },
+    UserCreated {
+        user: UserId,
+        home_region: RegionCode,
+        created: bool,
+    },
+    MessageAccepted {
+        message_id: MessageId,
+        seq: Seq,
+        time: TimeMs,
+        conversation: ConversationId,
+        duplicate: bool,
+    },
+    MessageRecalled {
+        seq: Seq,
+        at: TimeMs,
+    },
+    ReadMarked {
+        read_seq: Seq,
+        unread: u64,
+    },
+    /// The logic version in force after the command.
+    LogicVersion {
+        version: u32,
+    },
 }
 
 /// The outcome of one command: accepted with its changes, or rejected with nothing changed.
@@ -104,6 +138,16 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             events: vec![],
             changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }],
             reply: Reply::Done,
+        })),
+        Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
+            Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
+        }
+        // Whether this replica implements `version` is the state machine's check (it halts
+        // the shard when not): a rejection here would diverge from the replicas that do.
+        Command::SetLogicVersion { version } => Ok(Ok(Applied {
+            events: vec![Event::LogicVersionRaised { from: ctx.logic_version, to: *version }],
+            changes: vec![Change::SetLogicVersion { version: *version }],
+            reply: Reply::LogicVersion { version: *version },
         })),
     }
 }
@@ -181,7 +225,7 @@ fn send_message(
             // shards) learns of the conversation through the outbox.
             for (user, peer) in [(sender, recipient), (recipient, sender)] {
                 changes.push(Change::Emit {
-                    target: shard_for(user.as_str(), ctx.shards),
+                    lane: shard_for(user.as_str(), ctx.shards),
                     kind: EffectKind::ConversationJoined {
                         user: user.clone(),
                         conversation: conversation.clone(),
@@ -194,7 +238,7 @@ fn send_message(
         }
     };
     let seq = last_seq.next();
-    let message_id = MessageId::new(ctx.shard, ctx.log_index, ctx.position);
+    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
     let event = Event::MessageSent {
         conversation: conversation.clone(),
         seq,
@@ -338,8 +382,12 @@ fn apply_effects(
     // A batch may carry the same join twice (a redelivery inside one batch): one event.
     let mut joined = std::collections::BTreeSet::new();
     for effect in effects {
-        // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order.
-        if effect.id <= watermark || effect.source != source || effect.target != ctx.shard {
+        // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
+        // receiving side decides where an effect belongs: with the entity it is addressed to.
+        let misrouted = effect.source.shard != source
+            || effect.source.region != ctx.region
+            || shard_for(effect.kind.target_entity(), ctx.shards) != ctx.shard;
+        if effect.id <= watermark || misrouted {
             continue;
         }
         match &effect.kind {

@@ -26,9 +26,12 @@ pub enum Change {
         request_id: RequestId,
         entry: DedupEntry,
     },
-    /// An effect for another shard, into this shard's outbox; storage assigns its id.
+    /// An effect for another shard, into this shard's outbox; storage assigns its id and
+    /// stamps its source. `lane` is the delivery queue the sender puts it in (the shard that
+    /// holds the target entity, within the region); the effect itself names only the entity,
+    /// and the receiving side checks where that lives.
     Emit {
-        target: ShardId,
+        lane: ShardId,
         kind: EffectKind,
     },
     /// Effects from `source` up to `up_to` are applied here.
@@ -40,5 +43,9 @@ pub enum Change {
     AckOutbox {
         target: ShardId,
         up_to: EffectId,
+    },
+    /// From the next entry on, the shard applies the rules of logic version `version`.
+    SetLogicVersion {
+        version: u32,
     },
 }

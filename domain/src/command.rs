@@ -17,15 +17,37 @@ pub enum Command {
     ApplyEffects { source: ShardId, effects: Vec<Effect> },
     /// The target shard applied every effect up to `up_to`: drop them from the outbox.
     AckEffects { target: ShardId, up_to: EffectId },
+    /// Apply the rules of cluster logic version `version` from this entry on (admin; never
+    /// lowers it). Proposed only once every member reports support for it.
+    SetLogicVersion { version: u32 },
 }
 
 /// What an event means for an entity on another shard. Delivered at least once, applied once.
+///
+/// An effect is addressed to its target *entity* ([`EffectKind::target_entity`]), not to a
+/// shard: the receiving side decides which of its shards holds the entity (and refuses one
+/// that is not its own), so a sender never needs to know another region's shard layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effect {
     pub id: EffectId,
-    pub source: ShardId,
-    pub target: ShardId,
+    pub source: EffectSource,
     pub kind: EffectKind,
+}
+
+/// Who emitted an effect: the shard of a region, under the region's epoch at the time. Ids
+/// increase per source; region and epoch keep two sources apart across regions and after a
+/// promotion of a standby (which bumps the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EffectSource {
+    pub region: RegionCode,
+    pub epoch: u32,
+    pub shard: ShardId,
+}
+
+impl std::fmt::Display for EffectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.region, self.epoch, self.shard)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,9 @@ pub enum Event {
     ReadMarked { conversation: ConversationId, user: UserId, read_seq: Seq },
     /// `conversation` entered `user`'s conversation list (on the user's shard).
     ConversationJoined { user: UserId, conversation: ConversationId, peer: UserId, at: TimeMs },
+    /// The shard's logic version moved from `from` to `to` (admin, once every member
+    /// supported it). No projection changes; apply reads it from then on.
+    LogicVersionRaised { from: u32, to: u32 },
 }
 
 impl Event {
@@ -38,6 +41,7 @@ impl Event {
             Event::MessageRecalled { .. } => "MessageRecalled",
             Event::ReadMarked { .. } => "ReadMarked",
             Event::ConversationJoined { .. } => "ConversationJoined",
+            Event::LogicVersionRaised { .. } => "LogicVersionRaised",
         }
     }
 }

@@ -160,14 +160,32 @@ impl fmt::Display for RegionCode {
     }
 }
 
-/// A message id, unique within a region: the shard, the Raft log index of the entry that
-/// carried the send, and the command's position in that entry's batch.
+/// A message id, unique across regions and epochs.
+///
+/// From logic version 2 on it is `{region}.{epoch}.{shard}.{log index}.{position}` (shard
+/// in decimal, index and position in hex): the region that accepted the send, the region's
+/// epoch (a promotion of a standby bumps it, so ids minted after a failover never repeat
+/// one minted before), and the entry and position that carried the send. Logic version 1
+/// minted `{shard}-{index}-{position}` (hex), unique within a region only; such ids stay
+/// as they were stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageId(String);
 
 impl MessageId {
-    pub fn new(shard: ShardId, log_index: u64, position: usize) -> Self {
-        Self(format!("{:x}-{log_index:x}-{position:x}", shard.0))
+    /// The id of a send at `position` of entry `log_index` of `shard`, under `logic_version`.
+    pub fn new(
+        region: &RegionCode,
+        epoch: u32,
+        shard: ShardId,
+        log_index: u64,
+        position: usize,
+        logic_version: u32,
+    ) -> Self {
+        if logic_version >= 2 {
+            Self(format!("{region}.{epoch}.{}.{log_index:x}.{position:x}", shard.0))
+        } else {
+            Self(format!("{:x}-{log_index:x}-{position:x}", shard.0))
+        }
     }
 
     /// Wraps a stored id (read back from disk; no validation needed).

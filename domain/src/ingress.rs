@@ -6,7 +6,7 @@
 
 use crate::command::{Command, Effect};
 use crate::element::validate_body;
-use crate::ids::ShardId;
+use crate::ids::{RegionCode, ShardId};
 use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
 
@@ -20,14 +20,15 @@ pub struct IngressLimits {
     pub max_message_bytes: usize,
 }
 
-/// Where a command is going: a shard of a region with `shards` shards.
+/// Where a command is going: a shard of `region`, which has `shards` shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Destination {
+pub struct Destination<'a> {
+    pub region: &'a RegionCode,
     pub shard: ShardId,
     pub shards: u32,
 }
 
-impl Destination {
+impl Destination<'_> {
     /// The shard that holds `entity`; a rejection when it is not this destination.
     fn owns(&self, entity: &str) -> Result<(), Rejection> {
         let home = shard_for(entity, self.shards);
@@ -87,17 +88,35 @@ pub fn check(
             effects.iter().try_for_each(|e| check_effect(e, *source, to))
         }
         Command::AckEffects { target, .. } => to.in_region(*target, "the acknowledgement's target"),
+        Command::SetLogicVersion { version } => {
+            if (1..=crate::apply::LOGIC_VERSION).contains(version) {
+                Ok(())
+            } else {
+                Err(Rejection::new(
+                    Reason::LogicVersionUnsupported,
+                    format!(
+                        "logic version {version} is not one this node implements (1..={})",
+                        crate::apply::LOGIC_VERSION
+                    ),
+                ))
+            }
+        }
     }
 }
 
+/// An effect of a batch from shard `source` of this region, for an entity on `to`'s shard.
+/// Effects from other regions arrive through a region link, never through the peer door.
 fn check_effect(effect: &Effect, source: ShardId, to: Destination) -> Result<(), Rejection> {
-    if effect.source != source || effect.target != to.shard {
+    if effect.source.region != *to.region {
+        return Err(Rejection::new(
+            Reason::RegionInvalid,
+            format!("effect {} comes from region {}, not from {}", effect.id.0, effect.source.region, to.region),
+        ));
+    }
+    if effect.source.shard != source || effect.source.epoch == 0 {
         return Err(Rejection::new(
             Reason::WrongShard,
-            format!(
-                "effect {} goes from shard {} to {}, but the batch is from {source} to {}",
-                effect.id.0, effect.source, effect.target, to.shard
-            ),
+            format!("effect {} comes from {}, but the batch is from shard {source}", effect.id.0, effect.source),
         ));
     }
     to.owns(effect.kind.target_entity())
@@ -107,7 +126,7 @@ fn check_effect(effect: &Effect, source: ShardId, to: Destination) -> Result<(),
 mod tests {
     use super::*;
     use crate::ids::{ConversationId, EffectId, RegionCode, Seq, TimeMs, UserId};
-    use crate::EffectKind;
+    use crate::{EffectKind, EffectSource};
 
     const LIMITS: IngressLimits = IngressLimits { max_message_bytes: 100 };
 
@@ -119,11 +138,14 @@ mod tests {
         elements.len() * 10
     }
 
-    fn home(entity: &str) -> Destination {
-        Destination { shard: shard_for(entity, 8), shards: 8 }
+    static REGION: std::sync::LazyLock<RegionCode> =
+        std::sync::LazyLock::new(|| RegionCode::parse("sg").expect("a region code"));
+
+    fn home(entity: &str) -> Destination<'static> {
+        Destination { region: &REGION, shard: shard_for(entity, 8), shards: 8 }
     }
 
-    fn other(to: Destination) -> Destination {
+    fn other(to: Destination<'static>) -> Destination<'static> {
         Destination { shard: ShardId((to.shard.0 + 1) % to.shards), ..to }
     }
 
@@ -147,11 +169,11 @@ mod tests {
     #[test]
     fn shards_outside_the_region_are_refused() {
         let ack = Command::AckEffects { target: ShardId(8), up_to: EffectId(3) };
-        let to = Destination { shard: ShardId(0), shards: 8 };
+        let to = Destination { region: &REGION, shard: ShardId(0), shards: 8 };
         assert_eq!(check(&ack, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::ShardOutOfRange));
         let ack = Command::AckEffects { target: ShardId(7), up_to: EffectId(3) };
         assert_eq!(
-            check(&ack, Destination { shard: ShardId(9), shards: 8 }, LIMITS, len).map_err(|r| r.reason),
+            check(&ack, Destination { shard: ShardId(9), ..to }, LIMITS, len).map_err(|r| r.reason),
             Err(Reason::ShardOutOfRange)
         );
         assert_eq!(check(&ack, to, LIMITS, len), Ok(()));
@@ -174,10 +196,9 @@ mod tests {
     #[test]
     fn forged_effects_are_refused() {
         let to = home("bob");
-        let effect = |source: u32, target: ShardId, who: &str| Effect {
+        let effect = |source: u32, region: &str, who: &str| Effect {
             id: EffectId(1),
-            source: ShardId(source),
-            target,
+            source: EffectSource { region: RegionCode::parse(region).expect("ok"), epoch: 1, shard: ShardId(source) },
             kind: EffectKind::ConversationJoined {
                 user: user(who),
                 conversation: ConversationId::c2c(&user("bob"), &user("carol")),
@@ -186,9 +207,12 @@ mod tests {
             },
         };
         let apply = |source: u32, effects| Command::ApplyEffects { source: ShardId(source), effects };
-        assert_eq!(check(&apply(1, vec![effect(1, to.shard, "bob")]), to, LIMITS, len), Ok(()));
-        assert!(check(&apply(1, vec![effect(2, to.shard, "bob")]), to, LIMITS, len).is_err());
-        assert!(check(&apply(1, vec![effect(1, other(to).shard, "bob")]), to, LIMITS, len).is_err());
+        assert_eq!(check(&apply(1, vec![effect(1, "sg", "bob")]), to, LIMITS, len), Ok(()));
+        // From another shard than the batch says, from another region, for another shard's user.
+        assert!(check(&apply(1, vec![effect(2, "sg", "bob")]), to, LIMITS, len).is_err());
+        let r = check(&apply(1, vec![effect(1, "de", "bob")]), to, LIMITS, len).expect_err("foreign");
+        assert_eq!(r.reason, Reason::RegionInvalid);
+        assert!(check(&apply(1, vec![effect(1, "sg", "bob")]), other(to), LIMITS, len).is_err());
         assert_eq!(check(&apply(99, vec![]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::ShardOutOfRange));
     }
 }

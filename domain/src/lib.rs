@@ -35,7 +35,7 @@ pub mod state;
 
 pub use apply::{apply, Applied, ApplyContext};
 pub use change::Change;
-pub use command::{Command, Effect, EffectKind};
+pub use command::{Command, Effect, EffectKind, EffectSource};
 pub use element::Element;
 pub use event::{Event, EventOffset};
 pub use ids::{ConversationId, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};

@@ -92,5 +92,6 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             user: user.clone(),
             entry: ConversationRef { conversation: conversation.clone(), peer: peer.clone(), joined: *at },
         }],
+        Event::LogicVersionRaised { .. } => vec![],
     })
 }

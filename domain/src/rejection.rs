@@ -74,6 +74,7 @@ reasons! {
     NodeInvalid => "NODE_INVALID", InvalidArgument;
     ShardOutOfRange => "SHARD_OUT_OF_RANGE", InvalidArgument;
     MalformedCommand => "MALFORMED_COMMAND", InvalidArgument;
+    LogicVersionUnsupported => "LOGIC_VERSION_UNSUPPORTED", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -60,11 +60,11 @@ impl MemState {
                 Change::PutDedup { conversation, sender, request_id, entry } => {
                     self.dedup.insert((conversation, sender, request_id), entry);
                 }
-                Change::Emit { target, kind } => self.outbox.push((target, kind)),
+                Change::Emit { lane, kind } => self.outbox.push((lane, kind)),
                 Change::SetWatermark { source, up_to } => {
                     self.watermarks.insert(source, up_to);
                 }
-                Change::AckOutbox { .. } => {}
+                Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
         }
     }
@@ -72,7 +72,16 @@ impl MemState {
 
 /// One shard so that every entity lives here.
 fn ctx(time: i64, log_index: u64) -> ApplyContext {
-    ApplyContext { shard: ShardId(0), shards: 1, log_index, position: 0, time: TimeMs(time) }
+    ApplyContext {
+        region: RegionCode::parse("sg").unwrap_or_else(|e| panic!("{e}")),
+        epoch: 1,
+        logic_version: apply::LOGIC_VERSION,
+        shard: ShardId(0),
+        shards: 1,
+        log_index,
+        position: 0,
+        time: TimeMs(time),
+    }
 }
 
 fn user(s: &str) -> UserId {
@@ -246,10 +255,10 @@ fn send_rejections_change_nothing() {
 fn effects_apply_once_in_id_order() {
     let mut s = MemState::default();
     let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let region = RegionCode::parse("sg").unwrap_or_else(|e| panic!("{e}"));
     let effect = |id: u64| Effect {
         id: EffectId(id),
-        source: ShardId(3),
-        target: ShardId(0),
+        source: EffectSource { region: region.clone(), epoch: 1, shard: ShardId(3) },
         kind: EffectKind::ConversationJoined {
             user: user("alice"),
             conversation: c.clone(),

@@ -126,11 +126,19 @@ pub struct ClusterConfig {
     /// The cluster secret, at least 16 bytes, different from `auth.secret`. Required; the
     /// environment variable `MERIDIAN_CLUSTER_SECRET`, when set, takes its place.
     pub secret: String,
+    /// The newest cluster logic version this node reports and applies; 0 (the default) means
+    /// the newest this build implements. Lower it to hold a node to older rules during a
+    /// staged upgrade: the region cannot be raised past it, and should it meet an entry of a
+    /// newer version anyway, it halts that shard rather than apply it.
+    pub max_logic_version: u32,
 }
 
 impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterConfig").field("secret", &"<redacted>").finish()
+        f.debug_struct("ClusterConfig")
+            .field("secret", &"<redacted>")
+            .field("max_logic_version", &self.max_logic_version)
+            .finish()
     }
 }
 
@@ -337,6 +345,14 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// The newest logic version this node applies (`cluster.max-logic-version`, 0 = this build's).
+    pub fn max_logic_version(&self) -> u32 {
+        match self.cluster.max_logic_version {
+            0 => meridian_domain::apply::LOGIC_VERSION,
+            v => v,
+        }
+    }
+
     /// The config as TOML text (the secret included: write it only to a private file).
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("serialize config as TOML")
@@ -453,6 +469,13 @@ impl NodeConfig {
     }
 
     fn validate_cluster(&self, p: &mut Problems) {
+        let newest = meridian_domain::apply::LOGIC_VERSION;
+        p.check(self.cluster.max_logic_version <= newest, "cluster.max-logic-version", || {
+            format!(
+                "{} is newer than this build implements: use 1..={newest}, or 0 for {newest}",
+                self.cluster.max_logic_version
+            )
+        });
         let secret = &self.cluster.secret;
         p.check(secret.len() >= MIN_SECRET_BYTES, "cluster.secret", || {
             if secret.is_empty() {

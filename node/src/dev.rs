@@ -178,7 +178,7 @@ fn node_config(
         peers,
         bootstrap: true,
         auth: AuthConfig { secret: secret.to_owned(), ..AuthConfig::default() },
-        cluster: ClusterConfig { secret: cluster_secret.to_owned() },
+        cluster: ClusterConfig { secret: cluster_secret.to_owned(), ..ClusterConfig::default() },
         tls: None,
         peer_tls: None,
         limits: LimitsConfig::default(),

@@ -44,6 +44,10 @@ pub async fn serve(
 fn respond(path: &str, node: &RaftNode) -> (&'static str, String) {
     match path {
         "/healthz" => ("200 OK", "ok\n".into()),
+        "/readyz" if !node.halted_shards().is_empty() => {
+            let halted: Vec<String> = node.halted_shards().iter().map(|(s, why)| format!("shard {s}: {why}")).collect();
+            ("503 Service Unavailable", format!("not ready: halted {}\n", halted.join("; ")))
+        }
         "/readyz" if node.all_shards_have_leaders() => ("200 OK", "ready\n".into()),
         "/readyz" => ("503 Service Unavailable", "not ready: a shard has no leader\n".into()),
         "/metrics" => ("200 OK", metrics(node)),
@@ -72,6 +76,7 @@ fn metrics(node: &RaftNode) -> String {
             u8::from(s.leader == Some(node.node_id))
         );
         let _ = writeln!(out, "meridian_shard_term{{shard=\"{}\"}} {}", s.shard, s.term);
+        let _ = writeln!(out, "meridian_shard_halted{{shard=\"{}\"}} {}", s.shard, u8::from(s.role == "halted"));
     }
     out
 }

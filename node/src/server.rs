@@ -33,6 +33,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let db = Db::open(&config.data_dir.join("db")).context("open the database")?;
     let settings = RaftSettings {
         node_id: config.node_id,
+        region: region.clone(),
+        max_logic_version: config.max_logic_version(),
         shards: config.shards,
         snapshot_dir: config.data_dir.join("snapshots"),
         heartbeat_interval_ms: config.raft.heartbeat_interval_ms,

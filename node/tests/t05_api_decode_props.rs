@@ -75,7 +75,9 @@ proptest! {
         if let Some(command) = admit_send(&alice, request) {
             let Command::SendMessage { recipient, .. } = &command else { unreachable!() };
             let shard = shard_for(ConversationId::c2c(&alice, recipient).as_str(), 8);
-            prop_assert_eq!(check(&command, Destination { shard, shards: 8 }, LIMITS, encoded_body_len), Ok(()));
+            let region = meridian_domain::RegionCode::parse("sg").unwrap();
+            let to = Destination { region: &region, shard, shards: 8 };
+            prop_assert_eq!(check(&command, to, LIMITS, encoded_body_len), Ok(()));
         }
     }
 }

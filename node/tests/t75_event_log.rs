@@ -38,6 +38,7 @@ fn summary(e: &LoggedEvent) -> String {
         Some(Kind::MessageRecalled(r)) => format!("MessageRecalled {} {}", r.seq, r.by),
         Some(Kind::ReadMarked(r)) => format!("ReadMarked {} {}", r.user, r.read_seq),
         Some(Kind::ConversationJoined(j)) => format!("ConversationJoined {} {}", j.user, j.peer),
+        Some(Kind::LogicVersionRaised(v)) => format!("LogicVersionRaised {} {}", v.from, v.to),
         None => "none".into(),
     }
 }
@@ -64,7 +65,9 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
     let events = cluster.admin().read_all_events(conversation_shard, 1).await.unwrap();
     let ours: Vec<&LoggedEvent> = events
         .iter()
-        .filter(|e| !matches!(e.kind, Some(Kind::UserCreated(_)) | Some(Kind::ConversationJoined(_))))
+        .filter(|e| {
+            !matches!(e.kind, Some(Kind::UserCreated(_) | Kind::ConversationJoined(_) | Kind::LogicVersionRaised(_)))
+        })
         .collect();
     assert_eq!(
         ours.iter().map(|e| summary(e)).collect::<Vec<_>>(),
@@ -77,6 +80,18 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
         ]
     );
     assert_eq!(text_of(ours[1]).as_deref(), Some("message 2"), "the recalled message's MessageSent kept its content");
+    // Outside its shard an event is named by region, epoch, shard and offset; message ids
+    // carry the region and epoch too (logic version 2, which a new region starts on).
+    assert!(events.iter().all(|e| e.region == common::REGION && e.epoch == 1), "{events:?}");
+    for e in &ours[..3] {
+        let Some(Kind::MessageSent(m)) = &e.kind else { unreachable!() };
+        let prefix = format!("{}.1.{conversation_shard}.", common::REGION);
+        assert!(m.message_id.starts_with(&prefix), "message id {} does not start with {prefix}", m.message_id);
+    }
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, Some(Kind::LogicVersionRaised(v)) if v.to == 2)),
+        "the new region raised its logic version: {events:?}"
+    );
     let offsets: Vec<(u64, u32, u32)> = events.iter().map(|e| (e.log_index, e.command, e.event)).collect();
     let mut sorted = offsets.clone();
     sorted.sort();

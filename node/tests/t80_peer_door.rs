@@ -118,6 +118,7 @@ async fn call_every_peer_method(addr: &str, shown: Shown, secret: &str) -> Vec<(
                     .await,
             ),
         ),
+        ("NodeInfo", code(client.node_info(with_credential(peer::NodeInfoRequest::default(), shown, secret)).await)),
     ]
 }
 
@@ -188,10 +189,11 @@ async fn the_peer_door_refuses_outsiders_and_malformed_proposals_change_nothing(
     let alice_shard = shard_of("alice", 8);
     let conversation_shard = shard_of(&common::conversation_id("alice", "bob"), 8);
     let other_shard = (alice_shard + 1) % 8;
-    let forged_effect = pb::Effect {
+    let forged_effect = |source_region: &str| pb::Effect {
         id: 1_000_000,
         source_shard: other_shard,
-        target_shard: alice_shard,
+        source_region: source_region.into(),
+        source_epoch: 1,
         kind: Some(pb::effect::Kind::ConversationJoined(pb::ConversationJoined {
             user: "alice".into(),
             conversation_id: common::conversation_id("alice", "mallory"),
@@ -242,8 +244,25 @@ async fn the_peer_door_refuses_outsiders_and_malformed_proposals_change_nothing(
                 alice_shard,
                 vec![kind(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
                     source_shard: (other_shard + 1) % 8,
-                    effects: vec![forged_effect],
+                    effects: vec![forged_effect(common::REGION)],
                 }))],
+            ),
+        ),
+        (
+            "a forged effect from another region (those come over region links only)",
+            propose_bytes(
+                alice_shard,
+                vec![kind(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
+                    source_shard: other_shard,
+                    effects: vec![forged_effect("elsewhere")],
+                }))],
+            ),
+        ),
+        (
+            "a logic version this build does not implement",
+            propose_bytes(
+                alice_shard,
+                vec![kind(pb::command::Kind::SetLogicVersion(pb::SetLogicVersion { version: 99 }))],
             ),
         ),
         ("bytes that are no protobuf", vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),

@@ -52,7 +52,7 @@ async fn a_log_with_undecodable_commands_is_applied_by_rejecting_them() {
                 pb::Command {
                     kind: Some(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
                         source_shard: 0,
-                        effects: vec![pb::Effect { id: 1, source_shard: 0, target_shard: shard, kind: None }],
+                        effects: vec![pb::Effect { id: 1, source_shard: 0, kind: None, ..Default::default() }],
                     })),
                 },
             ];

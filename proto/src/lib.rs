@@ -44,5 +44,8 @@ pub const API_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("
 
 /// The metadata key that carries an error's stable reason code.
 pub const REASON_METADATA_KEY: &str = "x-meridian-reason";
+/// The metadata key of a `NOT_LEADER` refusal's hint: the client address (`host:port`) of
+/// the node that leads the shard, for the caller to try next.
+pub const LEADER_METADATA_KEY: &str = "x-meridian-leader";
 /// The metadata key with which an admin token acts as a user.
 pub const ACT_AS_METADATA_KEY: &str = "x-meridian-as";

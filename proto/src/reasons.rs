@@ -13,6 +13,9 @@ pub const REGION_UNAVAILABLE: &str = "REGION_UNAVAILABLE";
 pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
 pub const PEER_UNAUTHENTICATED: &str = "PEER_UNAUTHENTICATED";
 pub const INTERNAL: &str = "INTERNAL";
+/// This node's replica of the shard has stopped (a storage failure, or an entry of a logic
+/// version this node does not implement): not retryable on this node, another may serve.
+pub const SHARD_HALTED: &str = "SHARD_HALTED";
 
 // Tokens and permissions.
 pub const TOKEN_MISSING: &str = "TOKEN_MISSING";
@@ -48,6 +51,7 @@ pub const PAGE_LIMIT_INVALID: &str = "PAGE_LIMIT_INVALID";
 pub const NODE_INVALID: &str = "NODE_INVALID";
 pub const SHARD_OUT_OF_RANGE: &str = "SHARD_OUT_OF_RANGE";
 pub const MALFORMED_COMMAND: &str = "MALFORMED_COMMAND";
+pub const LOGIC_VERSION_UNSUPPORTED: &str = "LOGIC_VERSION_UNSUPPORTED";
 
 /// The codes whose request may be retried as it is: nothing took effect.
 pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE];
@@ -60,6 +64,7 @@ pub const ALL: &[&str] = &[
     MALFORMED_REQUEST,
     PEER_UNAUTHENTICATED,
     INTERNAL,
+    SHARD_HALTED,
     TOKEN_MISSING,
     TOKEN_MALFORMED,
     TOKEN_BAD_SIGNATURE,
@@ -91,4 +96,5 @@ pub const ALL: &[&str] = &[
     NODE_INVALID,
     SHARD_OUT_OF_RANGE,
     MALFORMED_COMMAND,
+    LOGIC_VERSION_UNSUPPORTED,
 ];

@@ -4,6 +4,7 @@
 //! queued (up to a limit) and stamps it with the server time. A bounded number of entries are
 //! in flight at once, which lets openraft pipeline replication while batches keep forming.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use meridian_proto::durable as pb;
@@ -11,6 +12,7 @@ use meridian_storage::shard::CommandResult;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::state_machine::MachineStats;
 use crate::types::*;
 
 /// Raft entries one shard leader keeps in flight at once. Fewer in flight means more
@@ -25,6 +27,9 @@ pub enum BatchError {
     NotLeader,
     #[error("proposal failed: {0}")]
     Failed(String),
+    /// The shard's Raft on this node has stopped.
+    #[error("the shard's replica stopped: {0}")]
+    Fatal(String),
 }
 
 struct Pending {
@@ -44,9 +49,11 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Batcher {
-    pub fn start(raft: Raft, max_batch_commands: usize) -> Self {
+    /// Starts the batcher of a shard whose state machine keeps `stats` (entries are stamped
+    /// with the logic version the shard applies).
+    pub fn start(raft: Raft, max_batch_commands: usize, stats: Arc<MachineStats>) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, rx, max_batch_commands.max(1)));
+        tokio::spawn(run(raft, rx, max_batch_commands.max(1), stats));
         Self { tx }
     }
 
@@ -66,7 +73,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stats: Arc<MachineStats>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot first lets the queue fill: that is where batches come from.
@@ -83,6 +90,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
             }
         }
         let raft = raft.clone();
+        // The shard's active version; apply uses the newer of it and the stamp, so an entry
+        // stamped before a raise was applied here still follows the raised rules.
+        let logic_version = stats.logic_version.load(Ordering::Relaxed).max(1);
         tokio::spawn(async move {
             let _permit = permit;
             let mut counts = Vec::with_capacity(group.len());
@@ -96,7 +106,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
             let batch = pb::CommandBatch {
                 version: meridian_storage::codec::RECORD_VERSION,
                 time_ms: now_ms(),
-                logic_version: meridian_domain::apply::LOGIC_VERSION,
+                logic_version,
                 commands,
             };
             match raft.client_write(batch).await {
@@ -110,6 +120,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
                 Err(e) => {
                     let err = match e {
                         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => BatchError::NotLeader,
+                        RaftError::Fatal(f) => BatchError::Fatal(f.to_string()),
                         other => BatchError::Failed(other.to_string()),
                     };
                     for done in waiters {

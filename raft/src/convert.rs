@@ -142,6 +142,7 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                 Reply::ReadMarked { read_seq, unread } => {
                     Kind::ReadMarked(peer::ReadMarked { read_seq: read_seq.0, unread: *unread })
                 }
+                Reply::LogicVersion { version } => Kind::LogicVersion(peer::LogicVersionSet { version: *version }),
             }),
         }),
     };
@@ -174,6 +175,7 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
             },
             Kind::MessageRecalled(r) => Reply::MessageRecalled { seq: Seq(r.seq), at: TimeMs(r.recalled_ms) },
             Kind::ReadMarked(r) => Reply::ReadMarked { read_seq: Seq(r.read_seq), unread: r.unread },
+            Kind::LogicVersion(v) => Reply::LogicVersion { version: v.version },
         })),
     }
 }

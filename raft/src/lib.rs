@@ -33,6 +33,9 @@ pub mod types;
 
 pub use credential::ClusterCredential;
 pub use network::PeerDialing;
-pub use node::{RaftNode, RaftNodeError, RaftSettings, ShardStatus};
+pub use node::{
+    LeaderHint, LogicVersionReport, NodeSupport, RaftNode, RaftNodeError, RaftSettings, RaiseError, ShardStatus,
+    ShardVersion,
+};
 pub use service::PeerService;
 pub use types::Member;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use meridian_domain::ingress::{self, Destination, IngressLimits};
-use meridian_domain::{Command, Reason, Rejection, ShardId};
+use meridian_domain::{Command, Reason, RegionCode, Rejection, ShardId};
 use meridian_proto::durable as pb;
 use meridian_proto::peer;
 use meridian_storage::shard::CommandResult;
@@ -24,7 +24,10 @@ use crate::read_index::{ReadIndexRounds, RoundStats};
 use crate::state_machine::{MachineStats, ShardMachine};
 use crate::types::*;
 
+mod logic_version;
 mod membership;
+
+pub use logic_version::{LogicVersionReport, NodeSupport, RaiseError, ShardVersion};
 
 /// How long an operation keeps looking for a shard leader before giving up.
 const LEADER_DEADLINE: Duration = Duration::from_secs(10);
@@ -36,6 +39,10 @@ const BOOTSTRAP_FALLBACK: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
     pub node_id: NodeId,
+    /// The region this node serves (every node of a region has the same).
+    pub region: RegionCode,
+    /// The newest cluster logic version this node reports and applies (at most this build's).
+    pub max_logic_version: u32,
     /// Shards in the region (fixed at bootstrap).
     pub shards: u32,
     /// Where snapshot files live.
@@ -55,19 +62,40 @@ pub struct RaftSettings {
     pub ingress: IngressLimits,
 }
 
+/// Why an operation on a shard did not happen. Nothing of it took effect unless said.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RaftNodeError {
+    /// Retryable: this node could not get the shard's leader to do it in time, and knows
+    /// which node leads (a caller may go there directly).
+    #[error("shard {shard}: not served through this node in time ({detail}); its leader is node {}", .leader.node_id)]
+    NotLeader { shard: u32, leader: LeaderHint, detail: String },
     /// Retryable: no leader was reachable in time.
     #[error("shard {shard} is unavailable: {detail}")]
     Unavailable { shard: u32, detail: String },
+    /// This node's replica of the shard has stopped (a storage failure, or an entry it must
+    /// not apply). Not retried here: another node may serve.
+    #[error("shard {shard} is halted on this node: {detail}")]
+    Fatal { shard: u32, detail: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+}
+
+/// A shard leader as a caller can reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub node_id: NodeId,
+    /// Its client address (`host:port`).
+    pub client_addr: String,
 }
 
 /// One read-index round on this node's Raft, which must lead the shard: the commit index,
 /// confirmed by a quorum after the call.
 async fn leader_read_index(raft: &Raft) -> Result<u64, String> {
     raft.get_read_log_id().await.map(|(read, _)| read.map_or(0, |l| l.index)).map_err(|e| e.to_string())
+}
+
+fn store_max_logic_version(configured: u32) -> u32 {
+    configured.clamp(1, meridian_domain::apply::LOGIC_VERSION)
 }
 
 /// Where a shard's leader is, for an attempt of [`RaftNode::with_leader`].
@@ -94,6 +122,8 @@ pub struct Shard {
 #[derive(Debug)]
 pub struct RaftNode {
     pub node_id: NodeId,
+    region: RegionCode,
+    max_logic_version: u32,
     /// What the peer door refused.
     pub door: Arc<DoorStats>,
     shard_count: u32,
@@ -150,14 +180,15 @@ impl RaftNode {
         let mut signals = Vec::new();
         for i in 0..settings.shards {
             let id = ShardId(i);
-            let store = ShardStore::new(db.clone(), id, settings.shards);
+            let store = ShardStore::new(db.clone(), id, settings.shards)
+                .in_region(settings.region.clone(), settings.max_logic_version);
             let machine = ShardMachine::new(store.clone(), settings.snapshot_dir.clone());
             let stats = machine.stats();
             signals.push(machine.outbox_signal());
             let log = ShardLog::new(LogStore::new(db.clone(), id));
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
-            let batcher = Batcher::start(raft.clone(), settings.max_batch_commands);
+            let batcher = Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone());
             shards.push(Shard {
                 id,
                 raft,
@@ -171,6 +202,8 @@ impl RaftNode {
         }
         let node = Arc::new_cyclic(|me| Self {
             node_id: settings.node_id,
+            region: settings.region.clone(),
+            max_logic_version: store_max_logic_version(settings.max_logic_version),
             door: Arc::default(),
             shard_count: settings.shards,
             ingress: settings.ingress,
@@ -189,6 +222,28 @@ impl RaftNode {
         self.shard_count
     }
 
+    pub fn region(&self) -> &RegionCode {
+        &self.region
+    }
+
+    /// The newest cluster logic version this node applies.
+    pub fn max_logic_version(&self) -> u32 {
+        self.max_logic_version
+    }
+
+    /// Why this node's replica of `shard` cannot serve at all (its Raft stopped on a fatal
+    /// error, or it halted on an entry it must not apply), if it cannot.
+    pub fn local_fault(&self, shard: ShardId) -> Option<String> {
+        let s = self.shards.get(shard.0 as usize)?;
+        if let Some(why) = s.stats.halted() {
+            return Some(why);
+        }
+        match &s.raft.metrics().borrow().running_state {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => None,
+        }
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -203,9 +258,20 @@ impl RaftNode {
         &self.shards
     }
 
-    /// The local replica of a shard's state (may lag; see [`RaftNode::read_barrier`]).
+    /// The local replica of a shard's state (may lag; see [`RaftNode::read_barrier`]). A
+    /// replica that has stopped is not read from: it would answer from a state that no
+    /// longer moves.
     pub fn store(&self, shard: ShardId) -> Result<&ShardStore, RaftNodeError> {
-        Ok(&self.shard(shard)?.store)
+        let s = self.shard(shard)?;
+        if let Some(detail) = self.local_fault(shard) {
+            return Err(RaftNodeError::Fatal { shard: shard.0, detail });
+        }
+        Ok(&s.store)
+    }
+
+    /// The shards this node's replica has halted (an entry it must not apply), with why.
+    pub fn halted_shards(&self) -> Vec<(ShardId, String)> {
+        self.shards.iter().filter_map(|s| s.stats.halted().map(|why| (s.id, why))).collect()
     }
 
     /// Initializes every shard with `members` when this node's data is new. Safe to call on
@@ -221,12 +287,23 @@ impl RaftNode {
         let ids: Vec<NodeId> = nodes.keys().copied().collect();
         let preferred = |shard: u32| ids.get(shard as usize % ids.len().max(1)).copied();
         let mut later = Vec::new();
+        let mut fresh = false;
         for s in &self.shards {
             if preferred(s.id.0) == Some(self.node_id) {
-                Self::initialize(s, nodes.clone()).await?;
+                fresh |= Self::initialize(s, nodes.clone()).await? && s.id.0 == 0;
             } else {
                 later.push(s.id);
             }
+        }
+        // A new region starts on the newest logic version its members share: the member that
+        // initialized shard 0 raises it, once leaders are elected and the members answer.
+        if fresh {
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                if let Some(node) = me.upgrade() {
+                    node.raise_after_bootstrap().await;
+                }
+            });
         }
         if later.is_empty() {
             return Ok(());
@@ -248,13 +325,14 @@ impl RaftNode {
         Ok(())
     }
 
-    async fn initialize(s: &Shard, nodes: BTreeMap<NodeId, Node>) -> anyhow::Result<()> {
+    /// Initializes one shard; `false` when it already was.
+    async fn initialize(s: &Shard, nodes: BTreeMap<NodeId, Node>) -> anyhow::Result<bool> {
         match s.raft.initialize(nodes).await {
             Ok(()) => {
                 tracing::info!(shard = s.id.0, "initialized shard");
-                Ok(())
+                Ok(true)
             }
-            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
             Err(e) => Err(anyhow::anyhow!("initialize shard {}: {e}", s.id)),
         }
     }
@@ -289,6 +367,10 @@ impl RaftNode {
         let mut backoff = Duration::from_millis(10);
         let mut last_error = String::from("no leader elected yet");
         loop {
+            // A replica that has stopped cannot serve through this node: said at once.
+            if let Some(detail) = self.local_fault(shard) {
+                return Err(RaftNodeError::Fatal { shard: shard.0, detail });
+            }
             let leader = match self.leader(shard) {
                 Some((id, _)) if id == self.node_id => Some(Leader::Local),
                 Some((id, addr)) => Some(Leader::Remote { id, addr }),
@@ -301,7 +383,14 @@ impl RaftNode {
                 }
             }
             if Instant::now() + backoff > deadline {
-                return Err(RaftNodeError::Unavailable { shard: shard.0, detail: last_error });
+                return Err(match self.leader_member(shard) {
+                    Some((id, member)) if id != self.node_id => RaftNodeError::NotLeader {
+                        shard: shard.0,
+                        leader: LeaderHint { node_id: id, client_addr: member.client_addr },
+                        detail: last_error,
+                    },
+                    _ => RaftNodeError::Unavailable { shard: shard.0, detail: last_error },
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -340,7 +429,7 @@ impl RaftNode {
 
     /// Checks one command against the ingress rules for `shard` of this region.
     fn check(&self, shard: ShardId, command: &Command) -> Result<(), Rejection> {
-        let to = Destination { shard, shards: self.shard_count };
+        let to = Destination { region: &self.region, shard, shards: self.shard_count };
         ingress::check(command, to, self.ingress, codec::encoded_body_len)
     }
 
@@ -354,8 +443,8 @@ impl RaftNode {
         commands
             .into_iter()
             .map(|c| {
-                let command =
-                    codec::command_from_pb(c).map_err(|e| Rejection::new(Reason::MalformedCommand, e.to_string()))?;
+                let command = codec::command_from_pb(c, &self.region)
+                    .map_err(|e| Rejection::new(Reason::MalformedCommand, e.to_string()))?;
                 self.check(shard, &command)?;
                 Ok(codec::command_to_pb(&command))
             })
@@ -376,10 +465,7 @@ impl RaftNode {
             let commands = commands.clone();
             async move {
                 match leader {
-                    Leader::Local => s.batcher.submit(commands).await.map_err(|e| match e {
-                        BatchError::NotLeader => "leadership moved".to_owned(),
-                        BatchError::Failed(e) => e,
-                    }),
+                    Leader::Local => s.batcher.submit(commands).await.map_err(|e| e.to_string()),
                     Leader::Remote { id, addr } => {
                         let req = peer::ProposeRequest { shard: shard.0, commands };
                         match self.forward_propose(&addr, req).await {
@@ -429,7 +515,7 @@ impl RaftNode {
                 ..Default::default()
             },
             Err(BatchError::NotLeader) => self.not_leader_response(shard),
-            Err(BatchError::Failed(e)) => peer::ProposeResponse { error: e, ..Default::default() },
+            Err(e) => peer::ProposeResponse { error: e.to_string(), ..Default::default() },
         }
     }
 
@@ -541,11 +627,12 @@ impl RaftNode {
                     ServerState::Learner => "learner",
                     ServerState::Shutdown => "shutdown",
                 };
+                let halted = s.stats.halted().is_some();
                 ShardStatus {
                     shard: s.id.0,
                     leader: m.current_leader,
                     term: m.current_term,
-                    role: role.to_owned(),
+                    role: if halted { "halted" } else { role }.to_owned(),
                     last_log_index: m.last_log_index.unwrap_or(0),
                     applied_index: m.last_applied.map_or(0, |l| l.index),
                     purged_index: m.purged.map_or(0, |l| l.index),
@@ -565,13 +652,18 @@ impl RaftNode {
     }
 
     /// Resolves when any shard's Raft has stopped on a fatal error (e.g. a failed WAL write
-    /// on a full disk), with a description of it.
+    /// on a full disk), with a description of it. A shard that halted on an entry it must
+    /// not apply is not such an error: it stays halted, and the node serves the others.
     pub async fn fatal(&self) -> String {
         let watchers = self.shards.iter().map(|s| {
             let mut rx = s.raft.metrics();
             let shard = s.id.0;
+            let stats = s.stats.clone();
             Box::pin(async move {
                 loop {
+                    if rx.borrow().running_state.is_err() && stats.halted().is_some() {
+                        return std::future::pending::<String>().await;
+                    }
                     if let Err(e) = &rx.borrow().running_state {
                         return format!("shard {shard}: {e}");
                     }

@@ -187,6 +187,13 @@ impl Peer for PeerService {
         Ok(Response::new(self.node.read_index_local(ShardId(request.into_inner().shard)).await))
     }
 
+    async fn node_info(
+        &self,
+        _request: Request<peer::NodeInfoRequest>,
+    ) -> Result<Response<peer::NodeInfoResponse>, Status> {
+        Ok(Response::new(self.node.node_info()))
+    }
+
     async fn change_membership(
         &self,
         request: Request<peer::ChangeMembershipRequest>,

@@ -6,8 +6,8 @@
 
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use meridian_proto::durable as pb;
 use meridian_storage::ShardStore;
@@ -26,6 +26,22 @@ pub struct MachineStats {
     pub snapshots_installed: AtomicU64,
     /// Snapshots built since this process started.
     pub snapshots_built: AtomicU64,
+    /// The logic version the shard applies as of the last apply (what a leader stamps).
+    pub logic_version: AtomicU32,
+    /// Why this replica halted the shard (an entry it must not apply), once it has.
+    pub halted: Mutex<Option<String>>,
+}
+
+impl MachineStats {
+    /// Why the shard is halted on this node, if it is.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn halt(&self, why: String) {
+        let mut slot = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(why);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +56,21 @@ pub struct ShardMachine {
 impl ShardMachine {
     pub fn new(store: ShardStore, snapshot_dir: PathBuf) -> Self {
         let snapshot_path = snapshot_dir.join(format!("shard-{}.snap", store.shard().0));
-        Self { store, snapshot_path, stats: Arc::default(), outbox_signal: Arc::default() }
+        let stats = Arc::new(MachineStats::default());
+        if let Ok(applied) = store.applied_state() {
+            stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
+        }
+        Self { store, snapshot_path, stats, outbox_signal: Arc::default() }
+    }
+
+    /// A storage error of apply; a halt (an entry this replica must not apply) is recorded
+    /// and logged loudly first, so the node stops this shard only, not itself.
+    fn apply_failed(&self, e: meridian_storage::StorageError) -> RaftStorageError {
+        if let meridian_storage::StorageError::Halted(why) = &e {
+            tracing::error!(shard = self.store.shard().0, reason = %why, "SHARD HALTED: this replica stops applying the shard");
+            self.stats.halt(why.clone());
+        }
+        io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
     }
 
     pub fn stats(&self) -> Arc<MachineStats> {
@@ -133,7 +163,8 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         I::IntoIter: OptionalSend,
     {
         let fail = |e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e);
-        let mut txn = self.store.begin().map_err(fail)?;
+        let store = self.store.clone();
+        let mut txn = store.begin().map_err(fail)?;
         let effects_before = txn.applied_mut().next_effect_id;
         let mut responses = Vec::new();
         for entry in entries {
@@ -141,7 +172,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             match entry.payload {
                 EntryPayload::Blank => responses.push(ShardResponse::default()),
                 EntryPayload::Normal(batch) => {
-                    let results = txn.apply_batch(entry.log_id.index, &batch).map_err(fail)?;
+                    let results = txn.apply_batch(entry.log_id.index, &batch).map_err(|e| self.apply_failed(e))?;
                     responses.push(ShardResponse { results });
                 }
                 EntryPayload::Membership(m) => {
@@ -153,7 +184,9 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             }
         }
         let emitted = txn.applied_mut().next_effect_id != effects_before;
+        let logic_version = txn.applied_mut().logic_version.max(1);
         txn.commit().map_err(fail)?;
+        self.stats.logic_version.store(logic_version, Ordering::Relaxed);
         if emitted {
             self.outbox_signal.notify_one();
         }
@@ -175,7 +208,8 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        self.store.import_snapshot(&data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+        let applied = self.store.import_snapshot(&data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+        self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         self.persist_snapshot(meta, &data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.outbox_signal.notify_one();

@@ -146,13 +146,15 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Command::AckEffects { target, up_to } => {
             Kind::AckEffects(pb::AckEffects { target_shard: target.0, up_to: up_to.0 })
         }
+        Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
     };
     pb::Command { kind: Some(kind) }
 }
 
 /// Decodes a command from the Raft log. Commands were validated before they were proposed, so
-/// a failure here is corruption.
-pub fn command_from_pb(c: pb::Command) -> Result<Command, StorageError> {
+/// a failure here is corruption. `region` is the reading shard's region: effects recorded
+/// before effects named their source region came from it.
+pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, StorageError> {
     use pb::command::Kind;
     const W: &str = "command";
     Ok(match c.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
@@ -184,9 +186,10 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, StorageError> {
         },
         Kind::ApplyEffects(a) => Command::ApplyEffects {
             source: ShardId(a.source_shard),
-            effects: a.effects.into_iter().map(effect_from_pb).collect::<Result<_, _>>()?,
+            effects: a.effects.into_iter().map(|e| effect_from_pb(e, region)).collect::<Result<_, _>>()?,
         },
         Kind::AckEffects(a) => Command::AckEffects { target: ShardId(a.target_shard), up_to: EffectId(a.up_to) },
+        Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
     })
 }
 
@@ -194,8 +197,9 @@ pub fn effect_to_pb(e: &Effect) -> pb::Effect {
     let EffectKind::ConversationJoined { user, conversation, peer, at } = &e.kind;
     pb::Effect {
         id: e.id.0,
-        source_shard: e.source.0,
-        target_shard: e.target.0,
+        source_shard: e.source.shard.0,
+        source_region: e.source.region.to_string(),
+        source_epoch: e.source.epoch,
         kind: Some(pb::effect::Kind::ConversationJoined(pb::ConversationJoined {
             user: user.to_string(),
             conversation_id: conversation.to_string(),
@@ -205,7 +209,9 @@ pub fn effect_to_pb(e: &Effect) -> pb::Effect {
     }
 }
 
-pub fn effect_from_pb(e: pb::Effect) -> Result<Effect, StorageError> {
+/// Decodes an effect; one without a source region (recorded before effects named it) comes
+/// from `region`, epoch 1.
+pub fn effect_from_pb(e: pb::Effect, region: &RegionCode) -> Result<Effect, StorageError> {
     const W: &str = "effect";
     let kind = match e.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
         pb::effect::Kind::ConversationJoined(j) => EffectKind::ConversationJoined {
@@ -215,7 +221,13 @@ pub fn effect_from_pb(e: pb::Effect) -> Result<Effect, StorageError> {
             at: TimeMs(j.time_ms),
         },
     };
-    Ok(Effect { id: EffectId(e.id), source: ShardId(e.source_shard), target: ShardId(e.target_shard), kind })
+    let source_region = if e.source_region.is_empty() {
+        region.clone()
+    } else {
+        RegionCode::parse(&e.source_region).map_err(corrupt(W))?
+    };
+    let source = EffectSource { region: source_region, epoch: e.source_epoch.max(1), shard: ShardId(e.source_shard) };
+    Ok(Effect { id: EffectId(e.id), source, kind })
 }
 
 // ---------------------------------------------------------------- records
@@ -271,7 +283,8 @@ pub fn conversation_from_pb(c: pb::ConversationRecord) -> Result<Conversation, S
 
 // ---------------------------------------------------------------- events
 
-pub fn event_to_pb(e: &Event) -> pb::EventRecord {
+/// Encodes an event applied under the region's epoch `epoch`.
+pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
     use pb::event_record::Kind;
     let kind = match e {
         Event::UserCreated { user, home_region, nickname, at } => Kind::UserCreated(pb::UserCreatedEvent {
@@ -311,8 +324,11 @@ pub fn event_to_pb(e: &Event) -> pb::EventRecord {
                 time_ms: at.0,
             })
         }
+        Event::LogicVersionRaised { from, to } => {
+            Kind::LogicVersionRaised(pb::LogicVersionRaisedEvent { from: *from, to: *to })
+        }
     };
-    pb::EventRecord { version: RECORD_VERSION, kind: Some(kind) }
+    pb::EventRecord { version: RECORD_VERSION, epoch, kind: Some(kind) }
 }
 
 pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
@@ -359,6 +375,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             peer: user_id(W, &j.peer)?,
             at: TimeMs(j.time_ms),
         },
+        Kind::LogicVersionRaised(v) => Event::LogicVersionRaised { from: v.from, to: v.to },
     })
 }
 

@@ -15,6 +15,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("the write-ahead log sync thread has stopped")]
     SyncStopped,
+    /// The shard met an entry this replica must not apply (rules of a logic version it does
+    /// not implement): it halts that shard, not the node.
+    #[error("halted: {0}")]
+    Halted(String),
 }
 
 impl StorageError {

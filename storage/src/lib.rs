@@ -40,4 +40,4 @@ pub use db::{Db, SyncStats};
 pub use error::StorageError;
 pub use log::LogStore;
 pub use replay::{Difference, ProjectionCheck};
-pub use shard::ShardStore;
+pub use shard::{LoggedEvent, ShardStore};

@@ -279,7 +279,11 @@ mod tests {
         for source in 0..SHARDS {
             let outbox = ShardStore::new(db.clone(), ShardId(source), SHARDS).outbox(1000).unwrap();
             for target in 0..SHARDS {
-                let effects: Vec<Effect> = outbox.iter().filter(|e| e.target == ShardId(target)).cloned().collect();
+                let effects: Vec<Effect> = outbox
+                    .iter()
+                    .filter(|e| shard_for(e.kind.target_entity(), SHARDS) == ShardId(target))
+                    .cloned()
+                    .collect();
                 if effects.is_empty() {
                     continue;
                 }

@@ -27,11 +27,43 @@ pub struct ShardStore {
     db: Db,
     shard: ShardId,
     shards: u32,
+    region: RegionCode,
+    max_logic_version: u32,
 }
 
+/// An event as the log holds it: its offset, the region's epoch when it was applied, the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub offset: EventOffset,
+    pub epoch: u32,
+    pub event: Event,
+}
+
+/// The region code a store has until [`ShardStore::in_region`] names one (tools and tests).
+pub const DEFAULT_REGION: &str = "local";
+
 impl ShardStore {
+    /// A shard of region [`DEFAULT_REGION`] that applies every logic version this build knows.
     pub fn new(db: Db, shard: ShardId, shards: u32) -> Self {
-        Self { db, shard, shards }
+        let region = RegionCode::parse(DEFAULT_REGION).unwrap_or_else(|_| unreachable!("a valid region code"));
+        Self { db, shard, shards, region, max_logic_version: LOGIC_VERSION }
+    }
+
+    /// The region the shard belongs to (message ids and effect sources name it) and the newest
+    /// logic version this replica applies (at most this build's; lower holds a node back).
+    pub fn in_region(mut self, region: RegionCode, max_logic_version: u32) -> Self {
+        self.region = region;
+        self.max_logic_version = max_logic_version.clamp(1, LOGIC_VERSION);
+        self
+    }
+
+    pub fn region(&self) -> &RegionCode {
+        &self.region
+    }
+
+    /// The newest logic version this replica applies.
+    pub fn max_logic_version(&self) -> u32 {
+        self.max_logic_version
     }
 
     pub fn shard(&self) -> ShardId {
@@ -112,7 +144,7 @@ impl ShardStore {
     }
 
     /// Up to `limit` events of the shard's event log from `from` on, in log order.
-    pub fn events(&self, from: EventOffset, limit: usize) -> Result<Vec<(EventOffset, Event)>, StorageError> {
+    pub fn events(&self, from: EventOffset, limit: usize) -> Result<Vec<LoggedEvent>, StorageError> {
         let start = keys::event(self.shard, from);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(keys::shard_end(self.shard));
@@ -128,7 +160,9 @@ impl ShardStore {
             }
             let (k, v) = item?;
             let offset = keys::event_offset_of(&k).ok_or_else(|| StorageError::corrupt("event key", "too short"))?;
-            out.push((offset, codec::event_from_pb(decode_record("event", &v)?)?));
+            let record: pb::EventRecord = decode_record("event", &v)?;
+            let epoch = record.epoch.max(1);
+            out.push(LoggedEvent { offset, epoch, event: codec::event_from_pb(record)? });
         }
         Ok(out)
     }
@@ -184,7 +218,7 @@ impl ShardStore {
         let mut out = Vec::new();
         for item in iter {
             let (_, v) = item?;
-            out.push(codec::effect_from_pb(decode("effect", &v)?)?);
+            out.push(codec::effect_from_pb(decode("effect", &v)?, &self.region)?);
             if out.len() >= limit {
                 break;
             }
@@ -371,7 +405,10 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::dedup(shard, conversation, sender, request_id),
             codec::dedup_to_pb(entry).encode_to_vec(),
         ),
-        Change::Emit { .. } | Change::SetWatermark { .. } | Change::AckOutbox { .. } => return None,
+        Change::Emit { .. }
+        | Change::SetWatermark { .. }
+        | Change::AckOutbox { .. }
+        | Change::SetLogicVersion { .. } => return None,
     })
 }
 
@@ -403,20 +440,20 @@ impl ApplyTxn<'_> {
         log_index: u64,
         batch: &pb::CommandBatch,
     ) -> Result<Vec<CommandResult>, StorageError> {
-        // An entry written under rules this build does not know is never applied by guesswork:
-        // the replica stops, loudly, until it runs a binary that knows them.
-        if batch.version > codec::RECORD_VERSION || batch.logic_version > LOGIC_VERSION {
-            return Err(StorageError::corrupt(
-                "entry",
-                format!(
-                    "entry {log_index} was written with entry version {} and logic version {}; this build \
-                     applies up to {} and {}: upgrade this node",
-                    batch.version,
-                    batch.logic_version,
-                    codec::RECORD_VERSION,
-                    LOGIC_VERSION
-                ),
-            ));
+        // An entry written under rules this replica does not apply is never applied by
+        // guesswork: the shard halts here, loudly, until the node runs a binary that knows them.
+        let logic_version = batch.logic_version.max(self.applied.logic_version).max(1);
+        if batch.version > codec::RECORD_VERSION || logic_version > self.store.max_logic_version {
+            return Err(StorageError::Halted(format!(
+                "shard {}: entry {log_index} was written with entry version {} under logic version {}; this node \
+                 applies entry versions up to {} and logic versions up to {}: upgrade it (or raise its \
+                 max-logic-version)",
+                self.store.shard,
+                batch.version,
+                logic_version,
+                codec::RECORD_VERSION,
+                self.store.max_logic_version
+            )));
         }
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
@@ -426,7 +463,7 @@ impl ApplyTxn<'_> {
             // A command that does not decode into the domain (written by a faulty or older
             // binary: ingress checks every command before it is proposed) is rejected on every
             // replica alike. It is never a reason to stop: only storage failures are.
-            let command = match codec::command_from_pb(command.clone()) {
+            let command = match codec::command_from_pb(command.clone(), &self.store.region) {
                 Ok(command) => command,
                 Err(e) => {
                     tracing::warn!(shard = self.store.shard.0, log_index, position, error = %e, "rejected a malformed command");
@@ -435,6 +472,10 @@ impl ApplyTxn<'_> {
                 }
             };
             let ctx = ApplyContext {
+                region: self.store.region.clone(),
+                epoch: self.applied.epoch.max(1),
+                // A raise earlier in this entry applies from the next entry on.
+                logic_version,
                 shard: self.store.shard,
                 shards: self.store.shards,
                 log_index,
@@ -448,7 +489,8 @@ impl ApplyTxn<'_> {
                     for (n, event) in applied.events.iter().enumerate() {
                         let offset = EventOffset { log_index, command, event: u16::try_from(n).unwrap_or(u16::MAX) };
                         let key = keys::event(self.store.shard, offset);
-                        self.put(keys::CF_EVENT_LOG, key, codec::event_to_pb(event).encode_to_vec())?;
+                        let record = codec::event_to_pb(event, ctx.epoch);
+                        self.put(keys::CF_EVENT_LOG, key, record.encode_to_vec())?;
                     }
                     for change in applied.changes {
                         self.write(change)?;
@@ -477,12 +519,25 @@ impl ApplyTxn<'_> {
     fn write(&mut self, change: Change) -> Result<(), StorageError> {
         let shard = self.store.shard;
         match change {
-            Change::Emit { target, kind } => {
+            Change::Emit { lane, kind } => {
                 self.applied.next_effect_id = self.applied.next_effect_id.max(1);
                 let id = EffectId(self.applied.next_effect_id);
                 self.applied.next_effect_id += 1;
-                let effect = Effect { id, source: shard, target, kind };
-                self.put(keys::CF_OUTBOX, keys::outbox(shard, target, id), codec::effect_to_pb(&effect).encode_to_vec())
+                let source =
+                    EffectSource { region: self.store.region.clone(), epoch: self.applied.epoch.max(1), shard };
+                let effect = Effect { id, source, kind };
+                self.put(keys::CF_OUTBOX, keys::outbox(shard, lane, id), codec::effect_to_pb(&effect).encode_to_vec())
+            }
+            Change::SetLogicVersion { version } => {
+                if version > self.store.max_logic_version {
+                    return Err(StorageError::Halted(format!(
+                        "shard {shard}: the cluster raised the logic version to {version}; this node applies up \
+                         to {}: upgrade it (or raise its max-logic-version)",
+                        self.store.max_logic_version
+                    )));
+                }
+                self.applied.logic_version = version;
+                Ok(())
             }
             Change::SetWatermark { source, up_to } => self.put(
                 keys::CF_PROJECTIONS,

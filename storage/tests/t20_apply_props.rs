@@ -49,11 +49,13 @@ fn element() -> impl Strategy<Value = pb::Element> {
 }
 
 fn effect() -> impl Strategy<Value = pb::Effect> {
-    (0u64..5, 0u32..6, 0u32..6, id(), conversation(), id(), any::<bool>()).prop_map(
-        |(id, source_shard, target_shard, user, conversation_id, peer, has_kind)| pb::Effect {
+    let region = prop_oneof![Just(String::new()), Just("local".to_owned()), Just("sg".to_owned()), any::<String>()];
+    (0u64..5, 0u32..6, region, 0u32..3, id(), conversation(), id(), any::<bool>()).prop_map(
+        |(id, source_shard, source_region, source_epoch, user, conversation_id, peer, has_kind)| pb::Effect {
             id,
             source_shard,
-            target_shard,
+            source_region,
+            source_epoch,
             kind: has_kind.then_some({
                 pb::effect::Kind::ConversationJoined(pb::ConversationJoined { user, conversation_id, peer, time_ms: 0 })
             }),
@@ -200,21 +202,22 @@ proptest! {
         use meridian_domain::ingress::{check, Destination, IngressLimits};
         use meridian_storage::codec;
         let limits = IngressLimits { max_message_bytes: 12 * 1024 };
-        let to = Destination { shard: ShardId(shard), shards: SHARDS };
+        let region = meridian_domain::RegionCode::parse("local").unwrap();
+        let to = Destination { region: &region, shard: ShardId(shard), shards: SHARDS };
         let from_bytes = pb::Command::decode(bytes.as_slice()).ok();
         for candidate in std::iter::once(command).chain(from_bytes) {
-            let Ok(domain) = codec::command_from_pb(candidate) else { continue };
+            let Ok(domain) = codec::command_from_pb(candidate, &region) else { continue };
             if check(&domain, to, limits, codec::encoded_body_len).is_ok() {
                 let canonical = codec::command_to_pb(&domain);
-                let again = codec::command_from_pb(canonical);
+                let again = codec::command_from_pb(canonical, &region);
                 prop_assert_eq!(again.ok(), Some(domain));
             }
         }
     }
 }
 
-/// An entry stamped with a logic version this build does not know stops the replica (a
-/// storage-level error, which the node treats as fatal) and applies nothing of it.
+/// An entry stamped with a logic version this build does not know halts the shard on this
+/// replica (a typed storage error) and applies nothing of it.
 #[test]
 fn an_entry_of_an_unknown_logic_version_is_not_applied() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,10 +230,72 @@ fn an_entry_of_an_unknown_logic_version_is_not_applied() {
         pb::CommandBatch { logic_version: meridian_domain::apply::LOGIC_VERSION + 1, ..batch(vec![create.clone()]) };
     let mut txn = store.begin().unwrap();
     let err = txn.apply_batch(1, &newer).expect_err("a newer logic version is refused");
-    assert!(err.to_string().contains("upgrade this node"), "{err}");
+    assert!(matches!(err, meridian_storage::StorageError::Halted(_)), "{err}");
+    assert!(err.to_string().contains("upgrade it"), "{err}");
     drop(txn);
     assert_eq!(store.state_hash().unwrap().1, before);
     assert!(store.user(&meridian_domain::UserId::parse("alice").unwrap()).unwrap().is_none());
+}
+
+/// A replica held to logic version 1 applies version-1 entries, and halts on the raise to 2
+/// (and, after it, on any entry) without writing anything; one that implements 2 applies the
+/// raise, and sends after it get ids that name the region and its epoch.
+#[test]
+fn the_logic_version_gates_apply_and_shapes_message_ids() {
+    use meridian_domain::apply::Reply;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let conversation = meridian_domain::ConversationId::c2c(
+        &meridian_domain::UserId::parse("alice").unwrap(),
+        &meridian_domain::UserId::parse("bob").unwrap(),
+    );
+    let shard = meridian_domain::shard::shard_for(conversation.as_str(), SHARDS);
+    let region = meridian_domain::RegionCode::parse("de").unwrap();
+    let send = |n: u32| pb::Command {
+        kind: Some(pb::command::Kind::SendMessage(pb::SendMessage {
+            sender: "alice".into(),
+            recipient: "bob".into(),
+            elements: vec![pb::Element { kind: Some(pb::element::Kind::Text(pb::Text { text: format!("m{n}") })) }],
+            request_id: format!("r{n}"),
+        })),
+    };
+    let raise = pb::Command { kind: Some(pb::command::Kind::SetLogicVersion(pb::SetLogicVersion { version: 2 })) };
+    let v1 = |commands| pb::CommandBatch { logic_version: 1, ..batch(commands) };
+    let message_id = |results: Vec<meridian_storage::shard::CommandResult>| match results.into_iter().next() {
+        Some(Ok(Reply::MessageAccepted { message_id, .. })) => message_id.to_string(),
+        other => panic!("not a send's result: {other:?}"),
+    };
+
+    for held_back in [true, false] {
+        let store = ShardStore::new(db.clone(), shard, SHARDS).in_region(region.clone(), if held_back { 1 } else { 2 });
+        let base = if held_back { 1 } else { 10 };
+        let mut txn = store.begin().unwrap();
+        let first = message_id(txn.apply_batch(base, &v1(vec![send(base as u32)])).unwrap());
+        txn.commit().unwrap();
+        assert_eq!(first, format!("{:x}-{base:x}-0", shard.0), "a version-1 id");
+        let (_, before) = store.state_hash().unwrap();
+        let mut txn = store.begin().unwrap();
+        let raised = txn.apply_batch(base + 1, &v1(vec![raise.clone()]));
+        if held_back {
+            assert!(matches!(raised, Err(meridian_storage::StorageError::Halted(_))), "{raised:?}");
+            drop(txn);
+            assert_eq!(store.state_hash().unwrap().1, before, "a halted apply wrote nothing");
+            continue;
+        }
+        assert_eq!(raised.unwrap(), vec![Ok(Reply::LogicVersion { version: 2 })]);
+        txn.commit().unwrap();
+        assert_eq!(store.applied_state().unwrap().logic_version, 2);
+        // Stamped 1 by a leader that had not applied the raise yet: the raise still rules.
+        let mut txn = store.begin().unwrap();
+        let second = message_id(txn.apply_batch(base + 2, &v1(vec![send(base as u32 + 2)])).unwrap());
+        txn.commit().unwrap();
+        assert_eq!(second, format!("de.1.{}.{:x}.0", shard.0, base + 2));
+        // The same store held back now: it halts on the next entry whatever its stamp.
+        let held = ShardStore::new(db.clone(), shard, SHARDS).in_region(region.clone(), 1);
+        let mut txn = held.begin().unwrap();
+        let halted = txn.apply_batch(base + 3, &v1(vec![send(base as u32 + 3)]));
+        assert!(matches!(halted, Err(meridian_storage::StorageError::Halted(_))), "{halted:?}");
+    }
 }
 
 /// A record written by a newer version is a typed error on read, not a silent default.

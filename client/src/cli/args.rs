@@ -38,6 +38,16 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the cluster logic version (what each member supports, what each shard applies);
+    /// with `--raise N`, raise every shard to N once every member supports it.
+    LogicVersion {
+        /// The version to raise to.
+        #[arg(long, value_name = "N")]
+        raise: Option<u32>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a node (e.g. a dead one) from every shard.
     RemoveNode {
         /// The node's id.

@@ -10,8 +10,8 @@ use crate::api::logged_event::Kind as EventKind;
 use crate::api::message_element::Kind;
 use crate::api::{
     AddNodeResponse, ClusterStatusResponse, Conversation, CreateUserResponse, GetHistoryResponse,
-    ListConversationsResponse, LoggedEvent, MarkReadResponse, Message, MessageElement, RecallMessageResponse,
-    RemoveNodeResponse, SendMessageResponse, ShardStatus, VerifyProjectionsResponse,
+    ListConversationsResponse, LoggedEvent, LogicVersionResponse, MarkReadResponse, Message, MessageElement,
+    RecallMessageResponse, RemoveNodeResponse, SendMessageResponse, ShardStatus, VerifyProjectionsResponse,
 };
 
 // ------------------------------------------------------------------------------------- JSON
@@ -273,10 +273,15 @@ pub fn event_json(e: &LoggedEvent) -> Value {
             "type": "ConversationJoined", "user": j.user, "conversation_id": j.conversation_id,
             "peer": j.peer, "time_ms": j.time_ms,
         }),
+        Some(EventKind::LogicVersionRaised(v)) => json!({ "type": "LogicVersionRaised", "from": v.from, "to": v.to }),
         None => json!({ "type": "Unknown" }),
     };
     doc["offset"] = json!(event_offset(e));
     doc["shard"] = json!(e.shard);
+    doc["region"] = json!(e.region);
+    doc["epoch"] = json!(e.epoch);
+    // The event's name outside its shard: unique across regions and failovers.
+    doc["id"] = json!(format!("{}.{}.{}/{}", e.region, e.epoch, e.shard, event_offset(e)));
     doc
 }
 
@@ -308,9 +313,39 @@ pub fn event_line(e: &LoggedEvent) -> String {
         Some(EventKind::ConversationJoined(j)) => {
             format!("ConversationJoined user={} {} peer={}", j.user, j.conversation_id, j.peer)
         }
+        Some(EventKind::LogicVersionRaised(v)) => format!("LogicVersionRaised from={} to={}", v.from, v.to),
         None => "Unknown".to_owned(),
     };
     format!("{} {what}", event_offset(e))
+}
+
+/// `{"nodes": [{"node_id", "max_logic_version", "error"}], "shards": [{"shard", "logic_version", "epoch"}]}`.
+pub fn logic_version_json(report: &LogicVersionResponse) -> Value {
+    let nodes: Vec<Value> = report
+        .nodes
+        .iter()
+        .map(|n| json!({ "node_id": n.node_id, "max_logic_version": n.max_logic_version, "error": n.error }))
+        .collect();
+    let shards: Vec<Value> = report
+        .shards
+        .iter()
+        .map(|s| json!({ "shard": s.shard, "logic_version": s.logic_version, "epoch": s.epoch }))
+        .collect();
+    json!({ "nodes": nodes, "shards": shards })
+}
+
+/// `node N supports up to V` per member, then `shard S logic version V epoch E` per shard.
+pub fn logic_version_lines(report: &LogicVersionResponse) -> Vec<String> {
+    let nodes = report.nodes.iter().map(|n| {
+        if n.error.is_empty() {
+            format!("node {} supports up to {}", n.node_id, n.max_logic_version)
+        } else {
+            format!("node {} did not answer: {}", n.node_id, n.error)
+        }
+    });
+    let shards =
+        report.shards.iter().map(|s| format!("shard {} logic version {} epoch {}", s.shard, s.logic_version, s.epoch));
+    nodes.chain(shards).collect()
 }
 
 /// `{"node_id", "shards": [{"shard", "equal", "applied_index", "events_replayed", "keys_compared",

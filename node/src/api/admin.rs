@@ -97,12 +97,16 @@ impl AdminService {
         };
         let events = self.ctx.node.store(shard)?.events(from, limit as usize)?;
         // Just past the last event: the next event of its command, wherever that is.
-        let next = events.last().map_or(from, |(last, _)| match last.event.checked_add(1) {
-            Some(event) => EventOffset { event, ..*last },
-            None => EventOffset { command: last.command.saturating_add(1), event: 0, ..*last },
+        let next = events.last().map_or(from, |last| {
+            let last = last.offset;
+            match last.event.checked_add(1) {
+                Some(event) => EventOffset { event, ..last },
+                None => EventOffset { command: last.command.saturating_add(1), event: 0, ..last },
+            }
         });
+        let region = self.ctx.node.region();
         Ok(api::ReadEventsResponse {
-            events: events.iter().map(|(offset, event)| logged_event_to_wire(shard, *offset, event)).collect(),
+            events: events.iter().map(|logged| logged_event_to_wire(region, shard, logged)).collect(),
             next_index: next.log_index,
             next_command: next.command,
             next_event: u32::from(next.event),
@@ -138,6 +142,50 @@ impl AdminService {
             })
             .collect();
         Ok(api::VerifyProjectionsResponse { node_id: self.ctx.node.node_id, shards })
+    }
+
+    async fn logic_version(
+        &self,
+        req: Request<api::LogicVersionRequest>,
+    ) -> Result<api::LogicVersionResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let raise_to = req.into_inner().raise_to;
+        let report = if raise_to == 0 {
+            self.ctx.node.logic_version().await
+        } else {
+            let newest = meridian_domain::apply::LOGIC_VERSION;
+            if raise_to > newest {
+                return Err(Rejection::new(
+                    Reason::LogicVersionUnsupported,
+                    format!("logic version {raise_to} is newer than this node implements (1..={newest})"),
+                )
+                .into());
+            }
+            match self.ctx.node.raise_logic_version(raise_to).await {
+                Ok(report) => {
+                    tracing::info!(version = raise_to, "raised the cluster logic version");
+                    report
+                }
+                Err(meridian_raft::RaiseError::Refused(r)) => return Err(r.into()),
+                Err(meridian_raft::RaiseError::Raft(e)) => return Err(e.into()),
+            }
+        };
+        Ok(api::LogicVersionResponse {
+            nodes: report
+                .nodes
+                .into_iter()
+                .map(|n| api::NodeLogicVersion {
+                    node_id: n.node_id,
+                    max_logic_version: n.max_logic_version.clone().unwrap_or(0),
+                    error: n.max_logic_version.err().unwrap_or_default(),
+                })
+                .collect(),
+            shards: report
+                .shards
+                .into_iter()
+                .map(|s| api::ShardLogicVersion { shard: s.shard, logic_version: s.logic_version, epoch: s.epoch })
+                .collect(),
+        })
     }
 
     fn status(&self, req: Request<api::ClusterStatusRequest>) -> Result<api::ClusterStatusResponse, ApiError> {
@@ -226,6 +274,13 @@ impl Admin for AdminService {
         req: Request<api::VerifyProjectionsRequest>,
     ) -> Result<Response<api::VerifyProjectionsResponse>, Status> {
         Ok(Response::new(AdminService::verify_projections(self, req).await?))
+    }
+
+    async fn logic_version(
+        &self,
+        req: Request<api::LogicVersionRequest>,
+    ) -> Result<Response<api::LogicVersionResponse>, Status> {
+        Ok(Response::new(AdminService::logic_version(self, req).await?))
     }
 
     async fn remove_node(

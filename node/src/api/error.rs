@@ -18,15 +18,30 @@ pub enum ApiError {
     /// Retryable: the shard had no reachable leader in time.
     #[error("{0}")]
     Unavailable(String),
+    /// Retryable: this node could not get the shard's leader to serve in time; the hint is
+    /// that leader's client address (`x-meridian-leader`), for the caller to go to directly.
+    #[error("{message}")]
+    NotLeader { message: String, leader_hint: String },
+    /// This node's replica of the shard has stopped: another node may serve.
+    #[error("{0}")]
+    Halted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl From<meridian_raft::RaftNodeError> for ApiError {
     fn from(e: meridian_raft::RaftNodeError) -> Self {
+        use meridian_raft::RaftNodeError as E;
         match e {
-            meridian_raft::RaftNodeError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
-            meridian_raft::RaftNodeError::BadRequest(m) => ApiError::Internal(m),
+            E::NotLeader { ref leader, .. } => {
+                ApiError::NotLeader { leader_hint: leader.client_addr.clone(), message: e.to_string() }
+            }
+            E::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            E::Fatal { .. } => {
+                tracing::error!(error = %e, "refused a call: the shard is halted on this node");
+                ApiError::Halted(e.to_string())
+            }
+            E::BadRequest(m) => ApiError::Internal(m),
         }
     }
 }
@@ -44,6 +59,8 @@ impl ApiError {
             ApiError::Rejected(r) => r.reason.as_str(),
             ApiError::Auth(a) => a.reason(),
             ApiError::Unavailable(_) => reasons::SHARD_UNAVAILABLE,
+            ApiError::NotLeader { .. } => reasons::NOT_LEADER,
+            ApiError::Halted(_) => reasons::SHARD_HALTED,
             ApiError::Internal(_) => reasons::INTERNAL,
         }
     }
@@ -59,8 +76,8 @@ impl ApiError {
             },
             ApiError::Auth(AuthError::Forbidden { .. } | AuthError::ActAsRequired) => Code::PermissionDenied,
             ApiError::Auth(_) => Code::Unauthenticated,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::Internal(_) => Code::Internal,
+            ApiError::Unavailable(_) | ApiError::NotLeader { .. } => Code::Unavailable,
+            ApiError::Halted(_) | ApiError::Internal(_) => Code::Internal,
         }
     }
 }
@@ -72,10 +89,20 @@ impl From<ApiError> for Status {
             ApiError::Rejected(r) => r.message.clone(),
             other => other.to_string(),
         };
-        let detail = ErrorDetail { reason: reason.to_owned(), message: message.clone(), leader_hint: String::new() };
+        let leader_hint = match &e {
+            ApiError::NotLeader { leader_hint, .. } => leader_hint.clone(),
+            _ => String::new(),
+        };
+        let detail =
+            ErrorDetail { reason: reason.to_owned(), message: message.clone(), leader_hint: leader_hint.clone() };
         let mut status = Status::with_details(e.code(), message, detail.encode_to_vec().into());
         if let Ok(v) = reason.parse() {
             status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
+        }
+        if let Ok(v) = leader_hint.parse() {
+            if !leader_hint.is_empty() {
+                status.metadata_mut().insert(meridian_proto::LEADER_METADATA_KEY, v);
+            }
         }
         status
     }
@@ -103,7 +130,12 @@ mod tests {
             .iter()
             .map(AuthError::reason),
         );
-        sent.extend([ApiError::Unavailable(String::new()).reason(), ApiError::Internal(String::new()).reason()]);
+        sent.extend([
+            ApiError::Unavailable(String::new()).reason(),
+            ApiError::NotLeader { message: String::new(), leader_hint: String::new() }.reason(),
+            ApiError::Halted(String::new()).reason(),
+            ApiError::Internal(String::new()).reason(),
+        ]);
         sent.extend([meridian_proto::codec::MALFORMED_REQUEST, meridian_raft::credential::PEER_UNAUTHENTICATED]);
         for code in sent {
             assert!(reasons::ALL.contains(&code), "{code} is not in meridian_proto::reasons::ALL");
@@ -122,5 +154,31 @@ mod tests {
         assert_eq!(d.reason, "MESSAGE_TOO_LARGE");
         let s: Status = ApiError::from(AuthError::Expired { expired_at: 1 }).into();
         assert_eq!(s.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn typed_raft_errors_keep_their_meaning() {
+        use meridian_raft::{LeaderHint, RaftNodeError};
+        let not_leader = RaftNodeError::NotLeader {
+            shard: 3,
+            leader: LeaderHint { node_id: 2, client_addr: "10.0.0.2:7001".into() },
+            detail: "forward timed out".into(),
+        };
+        let s: Status = ApiError::from(not_leader).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        let meta = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(meta(meridian_proto::REASON_METADATA_KEY).as_deref(), Some("NOT_LEADER"));
+        assert_eq!(meta(meridian_proto::LEADER_METADATA_KEY).as_deref(), Some("10.0.0.2:7001"));
+        assert_eq!(ErrorDetail::decode(s.details()).unwrap_or_default().leader_hint, "10.0.0.2:7001");
+
+        let s: Status = ApiError::from(RaftNodeError::Fatal { shard: 1, detail: "halted".into() }).into();
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(
+            s.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok()),
+            Some("SHARD_HALTED")
+        );
+        assert!(!reasons::RETRYABLE.contains(&"SHARD_HALTED"));
+        let s: Status = ApiError::from(RaftNodeError::Unavailable { shard: 1, detail: "x".into() }).into();
+        assert!(s.metadata().get(meridian_proto::LEADER_METADATA_KEY).is_none());
     }
 }

@@ -2,8 +2,9 @@
 //! validated here, once, on the way in.
 
 use meridian_domain::element::{Element, Forwarded};
-use meridian_domain::{Event, EventOffset, Message, Reason, Rejection, ShardId};
+use meridian_domain::{Event, Message, Reason, RegionCode, Rejection, ShardId};
 use meridian_proto::api;
+use meridian_storage::LoggedEvent;
 
 fn invalid(what: &str) -> Rejection {
     Rejection::new(Reason::ElementInvalid, what.to_owned())
@@ -91,8 +92,10 @@ pub fn element_to_wire(e: &Element) -> api::MessageElement {
 }
 
 /// An event of a shard's log, with its offset, as the API shows it.
-pub fn logged_event_to_wire(shard: ShardId, offset: EventOffset, e: &Event) -> api::LoggedEvent {
+/// An event of `region`'s shard `shard` as the event API shows it.
+pub fn logged_event_to_wire(region: &RegionCode, shard: ShardId, logged: &LoggedEvent) -> api::LoggedEvent {
     use api::logged_event::Kind;
+    let (offset, e) = (logged.offset, &logged.event);
     let kind = match e {
         Event::UserCreated { user, home_region, nickname, at } => Kind::UserCreated(api::UserCreatedEvent {
             user_id: user.to_string(),
@@ -131,12 +134,17 @@ pub fn logged_event_to_wire(shard: ShardId, offset: EventOffset, e: &Event) -> a
                 time_ms: at.0,
             })
         }
+        Event::LogicVersionRaised { from, to } => {
+            Kind::LogicVersionRaised(api::LogicVersionRaisedEvent { from: *from, to: *to })
+        }
     };
     api::LoggedEvent {
         shard: shard.0,
         log_index: offset.log_index,
         command: offset.command,
         event: u32::from(offset.event),
+        region: region.to_string(),
+        epoch: logged.epoch,
         kind: Some(kind),
     }
 }

@@ -13,7 +13,7 @@ fn valid() -> NodeConfig {
         peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7101))),
         peers: vec![peer(1), peer(2), peer(3)],
         auth: AuthConfig { secret: "0123456789abcdef".into(), ..AuthConfig::default() },
-        cluster: ClusterConfig { secret: "fedcba9876543210".into() },
+        cluster: ClusterConfig { secret: "fedcba9876543210".into(), ..ClusterConfig::default() },
         ..NodeConfig::default()
     }
 }
@@ -274,7 +274,8 @@ fn the_peer_listener_needs_a_port_and_a_secret_of_its_own() {
     let err = problems(&config);
     assert!(err.mentions("peer-listen"), "{err}");
     assert!(err.to_string().contains("equals auth.secret"), "{err}");
-    let config = NodeConfig { cluster: ClusterConfig { secret: "short".into() }, ..valid() };
+    let config =
+        NodeConfig { cluster: ClusterConfig { secret: "short".into(), ..ClusterConfig::default() }, ..valid() };
     assert!(problems(&config).mentions("cluster.secret"));
 }
 

@@ -44,6 +44,9 @@ pub struct Tuning {
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind a snapshot.
     pub max_in_snapshot_log_to_keep: u64,
+    /// `cluster.max-logic-version` of the node with this index, if any (0 elsewhere: the
+    /// build's newest).
+    pub held_back: Option<(usize, u32)>,
 }
 
 impl Default for Tuning {
@@ -55,6 +58,7 @@ impl Default for Tuning {
             election_timeout_max_ms: 600,
             snapshot_logs_since_last: 1_000_000,
             max_in_snapshot_log_to_keep: 1_000_000,
+            held_back: None,
         }
     }
 }
@@ -137,7 +141,13 @@ impl Cluster {
                 peers: peers.clone(),
                 bootstrap: true,
                 auth: AuthConfig { secret: secret.clone(), ..AuthConfig::default() },
-                cluster: ClusterConfig { secret: cluster_secret.clone() },
+                cluster: ClusterConfig {
+                    secret: cluster_secret.clone(),
+                    max_logic_version: match tuning.held_back {
+                        Some((node, version)) if node == i => version,
+                        _ => 0,
+                    },
+                },
                 tls: tls_files.as_ref().map(|f| f.client.clone()),
                 peer_tls: tls_files.as_ref().map(|f| f.peer.clone()),
                 limits: LimitsConfig::default(),
@@ -209,7 +219,29 @@ impl Cluster {
             cluster.wait_node_ready(i, READY_TIMEOUT).await;
         }
         cluster.phase("every node sees a leader for every shard");
+        let newest = meridian_domain::apply::LOGIC_VERSION;
+        let expected = tuning.held_back.map_or(newest, |(_, v)| if v == 0 { newest } else { v.min(newest) });
+        cluster.wait_logic_version(expected).await;
         cluster
+    }
+
+    /// Waits (bounded) until every shard applies logic version `version`, which a new region
+    /// raises itself to right after bootstrap.
+    pub async fn wait_logic_version(&self, version: u32) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let report = self.admin.logic_version(0).await;
+            if let Ok(r) = &report {
+                if r.shards.len() == self.shards as usize && r.shards.iter().all(|s| s.logic_version == version) {
+                    self.phase(format!("every shard applies logic version {version}"));
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("the shards did not reach logic version {version}: {report:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Starts one more node that does not bootstrap: it belongs to no shard until an admin
@@ -253,6 +285,15 @@ impl Cluster {
     }
 
     /// The client address of node `i`.
+    /// Rewrites node `i`'s `cluster.max-logic-version` (0: the build's newest); it takes
+    /// effect when the node next starts.
+    pub fn set_max_logic_version(&mut self, i: usize, version: u32) {
+        let path = &self.nodes[i].config_path;
+        let mut config = NodeConfig::load(path).expect("read back a node config");
+        config.cluster.max_logic_version = version;
+        std::fs::write(path, config.to_toml().expect("serialize a node config")).expect("write a node config");
+    }
+
     pub fn addr(&self, i: usize) -> String {
         self.nodes[i].addr.clone()
     }
