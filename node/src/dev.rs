@@ -4,9 +4,13 @@
 //! and cluster secrets); later runs reuse those configs, so the data in `DIR/node-N/` survives restarts.
 //! Once every node sees a leader for every shard, the endpoints and an admin token are
 //! written to `DIR/dev.env` (shell-sourceable) and printed. The cluster runs until Ctrl-C or
-//! SIGTERM, or until a node exits on its own, which is reported as an error. The children
-//! live in their own process group, so a terminal's Ctrl-C reaches only this process, which
-//! then stops them (SIGTERM, then SIGKILL after a grace period).
+//! SIGTERM. It behaves like a region, not like one process: a node that dies once the region
+//! is up (a crash, a `kill -9` to watch a failover) is reported — which, how, the end of its
+//! log — while the others keep serving, and it is started again on its own data after a
+//! short delay (longer each time it dies again soon after a start; `--no-restart` leaves it
+//! down). A node that dies before the region is first up is an error. The children live in
+//! their own process group, so a terminal's Ctrl-C reaches only this process, which then
+//! stops them (SIGTERM, then SIGKILL after a grace period).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -46,6 +50,11 @@ const READY_REPORT: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of a crashed node's log shown in the error.
 const LOG_TAIL_LINES: usize = 30;
+/// Pause before a dead node is started again; doubled (up to [`RESTART_DELAY_MAX`]) each
+/// time it dies within [`STABLE_RUN`] of its start.
+const RESTART_DELAY: Duration = Duration::from_secs(2);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+const STABLE_RUN: Duration = Duration::from_secs(30);
 
 /// Arguments of `meridian dev`.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,9 +70,13 @@ pub struct DevArgs {
     /// Shards of the region (a power of two). Used when the configs are first written.
     #[arg(long, default_value_t = 8)]
     pub shards: u32,
+    /// Leave a node that dies down instead of starting it again.
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
-/// Runs a local 3-node region until Ctrl-C (Ok) or until a node dies (Err).
+/// Runs a local 3-node region until Ctrl-C (Ok), restarting nodes that die once it is up;
+/// an error when the region cannot come up.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Installed before any child exists, so that no signal can orphan one.
     let mut signals = ShutdownSignals::install()?;
@@ -75,7 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     refuse_if_running(&dir)?;
     check_ports_free(&configs)?;
 
-    let mut cluster = Cluster::start(&dir, &configs).await?;
+    let mut cluster = Cluster::start(&dir, &configs, !args.no_restart).await?;
     let outcome = cluster.serve(&dir, &configs, &mut signals).await;
     cluster.stop().await;
     outcome
@@ -357,56 +370,93 @@ impl ShutdownSignals {
     }
 }
 
-/// One running child node.
+/// One child node: running, or down between a death and its restart.
 struct DevNode {
     name: String,
-    child: Child,
+    config_path: PathBuf,
+    /// `None` while the node is down.
+    child: Option<Child>,
     log_path: PathBuf,
     pid_path: PathBuf,
+    started: Instant,
+    /// The pause before the next restart.
+    restart_delay: Duration,
 }
 
-/// The running children.
+impl DevNode {
+    /// Starts `meridian node` on the node's config; its output goes to (the end of) its log.
+    fn spawn(&mut self, exe: &Path) -> anyhow::Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        let log_err = log.try_clone().with_context(|| format!("reopen {}", self.log_path.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true);
+        // Our own process group: a terminal's Ctrl-C reaches only us, and we stop the nodes.
+        #[cfg(unix)]
+        command.process_group(0);
+        let child = command.spawn().with_context(|| format!("start {}", self.name))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{} exited as soon as it started", self.name))?;
+        std::fs::write(&self.pid_path, format!("{pid}\n"))
+            .with_context(|| format!("write {}", self.pid_path.display()))?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(pid)
+    }
+}
+
+/// The children, and how to bring one back.
 struct Cluster {
     nodes: Vec<DevNode>,
+    exe: PathBuf,
+    restart: bool,
+}
+
+/// What the supervisor waits for next.
+enum Next {
+    Exited(usize, std::io::Result<ExitStatus>),
+    RestartDue(usize),
 }
 
 impl Cluster {
-    /// Spawns one `meridian node` per config. Children already started are killed (on drop)
-    /// if a later one fails to start.
-    async fn start(dir: &Path, configs: &[NodeConfig]) -> anyhow::Result<Self> {
+    /// Spawns one `meridian node` per config (fresh logs). Children already started are
+    /// killed (on drop) if a later one fails to start.
+    async fn start(dir: &Path, configs: &[NodeConfig], restart: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locate the meridian binary")?;
         let mut nodes = Vec::new();
         for config in configs {
             let n = config.node_id;
             let name = format!("node-{n}");
             let log_path = dir.join(format!("{name}.log"));
-            let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
-            let log_err = log.try_clone().with_context(|| format!("reopen {}", log_path.display()))?;
-            let mut command = Command::new(&exe);
-            command
-                .arg("node")
-                .arg("--config")
-                .arg(config_path(dir, n))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err))
-                .env("NO_COLOR", "1")
-                .kill_on_drop(true);
-            // Our own process group: a terminal's Ctrl-C reaches only us, and we stop the nodes.
-            #[cfg(unix)]
-            command.process_group(0);
-            let child = command.spawn().with_context(|| format!("start {name}"))?;
-            let pid = child.id().ok_or_else(|| anyhow!("{name} exited as soon as it started"))?;
-            let pid_path = pid_path(dir, n);
-            std::fs::write(&pid_path, format!("{pid}\n")).with_context(|| format!("write {}", pid_path.display()))?;
-            info!(pid, addr = %config.advertise_addr(), log = %log_path.display(), "started {name}");
-            nodes.push(DevNode { name, child, log_path, pid_path });
+            std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+            let mut node = DevNode {
+                name,
+                config_path: config_path(dir, n),
+                child: None,
+                log_path,
+                pid_path: pid_path(dir, n),
+                started: Instant::now(),
+                restart_delay: RESTART_DELAY,
+            };
+            let pid = node.spawn(&exe)?;
+            info!(pid, addr = %config.advertise_addr(), log = %node.log_path.display(), "started {}", node.name);
+            nodes.push(node);
         }
-        Ok(Self { nodes })
+        Ok(Self { nodes, exe, restart })
     }
 
-    /// Waits until the cluster is ready, announces it, and runs until a signal (Ok) or the
-    /// first node exit (Err).
+    /// Waits until the cluster is ready, announces it, and runs until a signal (Ok); a node
+    /// exit before the region is ready is an error, one after it is reported and healed.
     async fn serve(&mut self, dir: &Path, configs: &[NodeConfig], signals: &mut ShutdownSignals) -> anyhow::Result<()> {
         let first = configs.first().ok_or_else(|| anyhow!("no node configs"))?;
         let signer = TokenSigner::from_config(&first.auth);
@@ -443,60 +493,124 @@ impl Cluster {
             env_path.display()
         );
 
-        tokio::select! {
-            biased;
-            signal = signals.recv() => {
-                info!("{signal}: stopping the cluster");
-                Ok(())
+        // Restarts due, by node index: when each may start again.
+        let mut due: Vec<Option<Instant>> = vec![None; self.nodes.len()];
+        loop {
+            let next = tokio::select! {
+                biased;
+                signal = signals.recv() => {
+                    info!("{signal}: stopping the cluster");
+                    return Ok(());
+                }
+                next = self.next_event(&due) => next,
+            };
+            match next {
+                Next::Exited(index, status) => {
+                    let report = self.death_report(index, status);
+                    let node = &mut self.nodes[index];
+                    node.child = None;
+                    let _ = std::fs::remove_file(&node.pid_path);
+                    if !self.restart {
+                        warn!("{report}\nleaving {} down (--no-restart); the others keep serving", node.name);
+                        continue;
+                    }
+                    if node.started.elapsed() >= STABLE_RUN {
+                        node.restart_delay = RESTART_DELAY;
+                    }
+                    let delay = node.restart_delay;
+                    node.restart_delay = (node.restart_delay * 2).min(RESTART_DELAY_MAX);
+                    warn!("{report}\nthe others keep serving; starting {} again in {delay:?}", node.name);
+                    due[index] = Some(Instant::now() + delay);
+                }
+                Next::RestartDue(index) => {
+                    due[index] = None;
+                    let exe = self.exe.clone();
+                    let node = &mut self.nodes[index];
+                    match node.spawn(&exe) {
+                        Ok(pid) => info!(pid, "started {} again on its data", node.name),
+                        Err(e) => {
+                            warn!(error = %e, "could not start {} again; retrying", node.name);
+                            due[index] = Some(Instant::now() + node.restart_delay);
+                        }
+                    }
+                }
             }
-            exit = self.first_exit() => Err(self.exit_error(exit)),
         }
     }
 
-    /// The index and status of the first node to exit.
+    /// The first node to exit, or the first restart to come due.
+    async fn next_event(&mut self, due: &[Option<Instant>]) -> Next {
+        let restart = due.iter().enumerate().filter_map(|(i, at)| at.map(|at| (i, at))).min_by_key(|(_, at)| *at);
+        let restart = async move {
+            match restart {
+                Some((index, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    index
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            (index, status) = self.first_exit() => Next::Exited(index, status),
+            index = restart => Next::RestartDue(index),
+        }
+    }
+
+    /// The index and status of the first running node to exit.
     async fn first_exit(&mut self) -> (usize, std::io::Result<ExitStatus>) {
-        if self.nodes.is_empty() {
+        let waits: Vec<_> = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| n.child.as_mut().map(|c| Box::pin(async move { (i, c.wait().await) })))
+            .collect();
+        if waits.is_empty() {
             return std::future::pending().await;
         }
-        let waits = self.nodes.iter_mut().map(|n| Box::pin(n.child.wait()));
-        let (status, index, _) = futures::future::select_all(waits).await;
-        (index, status)
+        futures::future::select_all(waits).await.0
     }
 
-    fn exit_error(&self, (index, status): (usize, std::io::Result<ExitStatus>)) -> anyhow::Error {
+    /// Which node died, how, and the end of its log.
+    fn death_report(&self, index: usize, status: std::io::Result<ExitStatus>) -> String {
         let Some(node) = self.nodes.get(index) else {
-            return anyhow!("a node exited unexpectedly");
+            return "a node exited unexpectedly".to_owned();
         };
         let status = match status {
             Ok(s) => s.to_string(),
             Err(e) => format!("unknown status: {e}"),
         };
         let tail = log_tail(&node.log_path, LOG_TAIL_LINES);
-        anyhow!("{} exited unexpectedly ({status}); the last lines of {}:\n{tail}", node.name, node.log_path.display())
+        format!("{} exited unexpectedly ({status}); the last lines of {}:\n{tail}", node.name, node.log_path.display())
+    }
+
+    fn exit_error(&self, (index, status): (usize, std::io::Result<ExitStatus>)) -> anyhow::Error {
+        anyhow!(self.death_report(index, status))
     }
 
     /// Stops every node: SIGTERM, then SIGKILL for those still running after the grace period.
     async fn stop(&mut self) {
         for node in &mut self.nodes {
-            if let (Ok(None), Some(pid)) = (node.child.try_wait(), node.child.id()) {
+            let Some(child) = node.child.as_mut() else { continue };
+            if let (Ok(None), Some(pid)) = (child.try_wait(), child.id()) {
                 if !terminate(pid).await {
-                    let _ = node.child.start_kill();
+                    let _ = child.start_kill();
                 }
             }
         }
         let deadline = Instant::now() + STOP_GRACE;
         for node in &mut self.nodes {
-            match tokio::time::timeout_at(deadline, node.child.wait()).await {
+            let _ = std::fs::remove_file(&node.pid_path);
+            let Some(child) = node.child.as_mut() else { continue };
+            match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(Ok(status)) => debug!(%status, "{} stopped", node.name),
                 Ok(Err(e)) => warn!(error = %e, "could not wait for {}", node.name),
                 Err(_) => {
                     warn!("{} did not stop within {STOP_GRACE:?}: killing it", node.name);
-                    if let Err(e) = node.child.kill().await {
+                    if let Err(e) = child.kill().await {
                         warn!(error = %e, "could not kill {}", node.name);
                     }
                 }
             }
-            let _ = std::fs::remove_file(&node.pid_path);
         }
         info!("dev cluster stopped");
     }
@@ -628,7 +742,7 @@ mod tests {
     use super::*;
 
     fn args(dir: &Path) -> DevArgs {
-        DevArgs { dir: dir.to_path_buf(), base_port: 17001, shards: 4 }
+        DevArgs { dir: dir.to_path_buf(), base_port: 17001, shards: 4, no_restart: false }
     }
 
     #[test]

@@ -11,16 +11,19 @@
 //!
 //! Module map: [`Cluster`] and [`Tuning`] (`cluster.rs`); what the tests compare — messages as
 //! [`Row`]s, acknowledged sends as [`Ack`]s — and the assertions over them (`history.rs`); a
-//! test CA and node certificates for TLS ([`TestPki`], `pki.rs`).
+//! test CA and node certificates for TLS ([`TestPki`], `pki.rs`); a `meridian dev` region as a
+//! user starts it ([`DevRegion`], `dev_region.rs`, shared with the bench's smoke test).
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod dev_region;
 mod history;
 mod pki;
 
 pub use cluster::{shard_status, Cluster, HashedShard, Tuning, REGION};
+pub use dev_region::DevRegion;
 pub use history::{
     acks_by_conversation, assert_gapless, assert_history_matches_acks, assert_replicas_hold_acks, conversation_id,
     local_history, shard_of, user_ids, wait_listed, Ack, Row,
