@@ -73,6 +73,7 @@ async fn a_log_with_undecodable_commands_is_applied_by_rejecting_them() {
                     time_ms: chrono::Utc::now().timestamp_millis(),
                     logic_version: 1,
                     commands,
+                    region: String::new(),
                 })),
             };
             log.append(&[entry]).unwrap();

@@ -133,8 +133,28 @@ async fn a_replica_that_meets_newer_rules_halts_that_shard_alone_and_loses_nothi
     let history = cluster.user(halting.0).history_all(halting.1, ReadConsistency::Linearizable).await.unwrap();
     assert_eq!(history.len(), acknowledged.len());
 
-    cluster.phase("node 3 runs with the newer rules again and catches up without loss");
+    cluster.phase("node 3's data belongs to its region: under another region's name it refuses to start");
     cluster.stop(2).await;
+    let mut renamed = meridian_node::config::NodeConfig::load(&cluster.config_path(2)).unwrap();
+    renamed.region = "elsewhere".into();
+    let renamed_path = cluster.config_path(2).with_extension("renamed.toml");
+    std::fs::write(&renamed_path, renamed.to_toml().unwrap()).unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["node", "--config"])
+            .arg(&renamed_path)
+            .env("NO_COLOR", "1")
+            .output(),
+    )
+    .await
+    .expect("the node gives up at once")
+    .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned() + &String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains(r#"belongs to region "test""#), "{said}");
+
+    cluster.phase("node 3 runs with the newer rules again and catches up without loss");
     cluster.set_max_logic_version(2, 0);
     cluster.restart(2).await;
     cluster.wait_converged().await;

@@ -51,9 +51,9 @@ impl std::fmt::Debug for Pending {
 impl Batcher {
     /// Starts the batcher of a shard whose state machine keeps `stats` (entries are stamped
     /// with the logic version the shard applies).
-    pub fn start(raft: Raft, max_batch_commands: usize, stats: Arc<MachineStats>) -> Self {
+    pub fn start(raft: Raft, max_batch_commands: usize, stats: Arc<MachineStats>, region: String) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, rx, max_batch_commands.max(1), stats));
+        tokio::spawn(run(raft, rx, max_batch_commands.max(1), stats, region));
         Self { tx }
     }
 
@@ -73,7 +73,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stats: Arc<MachineStats>) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stats: Arc<MachineStats>, region: String) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot first lets the queue fill: that is where batches come from.
@@ -89,7 +89,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stat
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (raft, region) = (raft.clone(), region.clone());
         // The shard's active version; apply uses the newer of it and the stamp, so an entry
         // stamped before a raise was applied here still follows the raised rules.
         let logic_version = stats.logic_version.load(Ordering::Relaxed).max(1);
@@ -108,6 +108,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stat
                 time_ms: now_ms(),
                 logic_version,
                 commands,
+                region,
             };
             match raft.client_write(batch).await {
                 Ok(resp) => {

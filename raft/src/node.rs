@@ -182,13 +182,24 @@ impl RaftNode {
             let id = ShardId(i);
             let store = ShardStore::new(db.clone(), id, settings.shards)
                 .in_region(settings.region.clone(), settings.max_logic_version);
+            // Data of another region is never served under this one's name.
+            let applied = store.applied_state()?;
+            if !applied.region.is_empty() && applied.region != settings.region.as_str() {
+                anyhow::bail!(
+                    "shard {i} of this node's data belongs to region {:?}, but its config names region {:?}: \
+                     point the node at its own data directory or fix `region`",
+                    applied.region,
+                    settings.region.as_str()
+                );
+            }
             let machine = ShardMachine::new(store.clone(), settings.snapshot_dir.clone());
             let stats = machine.stats();
             signals.push(machine.outbox_signal());
             let log = ShardLog::new(LogStore::new(db.clone(), id));
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
-            let batcher = Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone());
+            let batcher =
+                Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone(), settings.region.to_string());
             shards.push(Shard {
                 id,
                 raft,

@@ -236,6 +236,7 @@ mod tests {
             time_ms: 1_000 + index as i64,
             logic_version: 1,
             commands: vec![codec::command_to_pb(&command)],
+            region: String::new(),
         };
         let mut results = txn.apply_batch(index, &batch).unwrap();
         txn.commit().unwrap();
@@ -294,6 +295,7 @@ mod tests {
                     time_ms: 5_000,
                     logic_version: 1,
                     commands: vec![codec::command_to_pb(&Command::ApplyEffects { source: ShardId(source), effects })],
+                    region: String::new(),
                 };
                 let index = next();
                 txn.apply_batch(index, &batch).unwrap();

@@ -455,6 +455,14 @@ impl ApplyTxn<'_> {
                 self.store.max_logic_version
             )));
         }
+        // The shard's region is replicated state: set by the first entry applied (the
+        // proposing leader's region), the same on every replica whatever its config says.
+        if self.applied.region.is_empty() {
+            self.applied.region =
+                if batch.region.is_empty() { self.store.region.to_string() } else { batch.region.clone() };
+        }
+        let region = RegionCode::parse(&self.applied.region)
+            .map_err(|r| StorageError::corrupt("applied state", r.to_string()))?;
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = time;
@@ -472,7 +480,7 @@ impl ApplyTxn<'_> {
                 }
             };
             let ctx = ApplyContext {
-                region: self.store.region.clone(),
+                region: region.clone(),
                 epoch: self.applied.epoch.max(1),
                 // A raise earlier in this entry applies from the next entry on.
                 logic_version,
@@ -523,8 +531,13 @@ impl ApplyTxn<'_> {
                 self.applied.next_effect_id = self.applied.next_effect_id.max(1);
                 let id = EffectId(self.applied.next_effect_id);
                 self.applied.next_effect_id += 1;
-                let source =
-                    EffectSource { region: self.store.region.clone(), epoch: self.applied.epoch.max(1), shard };
+                let region = if self.applied.region.is_empty() {
+                    self.store.region.clone()
+                } else {
+                    RegionCode::parse(&self.applied.region)
+                        .map_err(|r| StorageError::corrupt("applied state", r.to_string()))?
+                };
+                let source = EffectSource { region, epoch: self.applied.epoch.max(1), shard };
                 let effect = Effect { id, source, kind };
                 self.put(keys::CF_OUTBOX, keys::outbox(shard, lane, id), codec::effect_to_pb(&effect).encode_to_vec())
             }

@@ -26,6 +26,7 @@ fn entry(index: u64, command: &Command) -> pb::CommandBatch {
         time_ms: 1_000 + index as i64,
         logic_version: 1,
         commands: vec![codec::command_to_pb(command)],
+        region: String::new(),
     }
 }
 

@@ -294,6 +294,11 @@ impl Cluster {
         std::fs::write(path, config.to_toml().expect("serialize a node config")).expect("write a node config");
     }
 
+    /// Node `i`'s config file.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.nodes[i].config_path.clone()
+    }
+
     pub fn addr(&self, i: usize) -> String {
         self.nodes[i].addr.clone()
     }
