@@ -135,7 +135,7 @@ async fn a_replica_that_meets_newer_rules_halts_that_shard_alone_and_loses_nothi
 
     cluster.phase("node 3's data belongs to its region: under another region's name it refuses to start");
     cluster.stop(2).await;
-    let mut renamed = meridian_node::config::NodeConfig::load(&cluster.config_path(2)).unwrap();
+    let mut renamed = meridian_node::config::NodeConfig::load(cluster.config_path(2)).unwrap();
     renamed.region = "elsewhere".into();
     let renamed_path = cluster.config_path(2).with_extension("renamed.toml");
     std::fs::write(&renamed_path, renamed.to_toml().unwrap()).unwrap();
