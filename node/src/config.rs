@@ -74,6 +74,14 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Raft timing and batching (`[raft]`).
     pub raft: RaftTuning,
+    /// The deployment's topology file (`regions.toml`, see docs/config.md); relative to this
+    /// config file's directory. Set, it supplies the region's shard count and initial nodes
+    /// (leave `shards` and `[[peers]]` out) and is checked against its own residency policy
+    /// before the node starts. Unset: a single region described by this file alone.
+    pub topology: Option<PathBuf>,
+    /// The topology file, loaded and checked (when `topology` is set).
+    #[serde(skip)]
+    pub regions: Option<meridian_regions::RegionsFile>,
     /// Threads of the node's async runtime, 1..=1024; unset = one per CPU core. Set it lower
     /// when several nodes share one machine: `meridian dev` gives each of its three nodes a
     /// third of the cores (at least one), which on a 2-core machine made sends 40–50 % faster
@@ -102,6 +110,8 @@ impl Default for NodeConfig {
             peer_tls: None,
             limits: LimitsConfig::default(),
             raft: RaftTuning::default(),
+            topology: None,
+            regions: None,
             worker_threads: None,
         }
     }
@@ -326,23 +336,78 @@ impl NodeConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
         let env = std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty());
-        Self::from_toml_with_secret(&text, env).with_context(|| format!("load config file {}", path.display()))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_with_secret(&text, env, base).with_context(|| format!("load config file {}", path.display()))
     }
 
-    /// Parses and validates a config from TOML text.
+    /// Parses and validates a config from TOML text (a `topology` path is relative to the
+    /// working directory).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Self::from_toml_with_secret(text, None)
+        Self::from_toml_with_secret(text, None, Path::new("."))
     }
 
     /// Parses a config, puts `cluster_secret` (from the environment) in place of the file's
-    /// when given, and validates the result.
-    fn from_toml_with_secret(text: &str, cluster_secret: Option<String>) -> anyhow::Result<Self> {
+    /// when given, loads the topology file (relative to `base`) and validates the result.
+    fn from_toml_with_secret(text: &str, cluster_secret: Option<String>, base: &Path) -> anyhow::Result<Self> {
         let mut config: Self = toml::from_str(text).context("parse TOML")?;
         if let Some(secret) = cluster_secret {
             config.cluster.secret = secret;
         }
+        if let Some(topology) = config.topology.clone() {
+            let path = base.join(&topology);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read the topology file {} (`topology`)", path.display()))?;
+            let file = meridian_regions::RegionsFile::from_toml(&text)
+                .with_context(|| format!("load the topology file {}", path.display()))?;
+            config.adopt_topology(file)?;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Takes the region's shard count and initial nodes from the topology, after checking that
+    /// the file names this node as this config describes it.
+    fn adopt_topology(&mut self, file: meridian_regions::RegionsFile) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        let Some(region) = file.region(&self.region) else {
+            let listed: Vec<&str> = file.regions.iter().map(|r| r.code.as_str()).collect();
+            p.check(false, "region", || format!("{:?} is not in the topology file (it lists {listed:?})", self.region));
+            return Err(ConfigError { problems: p.0 });
+        };
+        p.check(self.peers.is_empty(), "peers", || {
+            "the topology file lists the region's nodes: leave [[peers]] out when `topology` is set".into()
+        });
+        p.check(self.shards == 8 || self.shards == region.shards, "shards", || {
+            format!(
+                "{} differs from region {}'s {} in the topology file: leave `shards` out",
+                self.shards, region.code, region.shards
+            )
+        });
+        match region.nodes.iter().find(|n| n.id == self.node_id) {
+            None => p.check(false, "node-id", || {
+                format!("node {} is not one of region {}'s nodes in the topology file", self.node_id, region.code)
+            }),
+            Some(me) => {
+                let (addr, peer_addr) = (self.advertise_addr(), self.peer_advertise_addr());
+                p.check(me.addr == addr, "advertise", || {
+                    format!("this node advertises {addr}, the topology file says {}", me.addr)
+                });
+                p.check(me.peer_addr == peer_addr, "peer-advertise", || {
+                    format!("this node's peer address is {peer_addr}, the topology file says {}", me.peer_addr)
+                });
+            }
+        }
+        if !p.0.is_empty() {
+            return Err(ConfigError { problems: p.0 });
+        }
+        self.shards = region.shards;
+        self.peers = region
+            .nodes
+            .iter()
+            .map(|n| PeerConfig { id: n.id, addr: n.addr.clone(), peer_addr: n.peer_addr.clone() })
+            .collect();
+        self.regions = Some(file);
+        Ok(())
     }
 
     /// The newest logic version this node applies (`cluster.max-logic-version`, 0 = this build's).

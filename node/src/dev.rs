@@ -196,6 +196,8 @@ fn node_config(
         peer_tls: None,
         limits: LimitsConfig::default(),
         raft: RaftTuning::default(),
+        topology: None,
+        regions: None,
         // Three nodes share this machine: a third of its cores each, so that they do not
         // all run a full-size runtime against each other.
         worker_threads: Some(

@@ -4,9 +4,14 @@
 //! is the stable hash of `meridian_domain::shard`. Cross-region directory, residency policy
 //! and DR live here as they arrive.
 //!
-//! Module map: [`Topology`].
+//! Module map: [`Topology`] (a node's own region and routing); [`file`] (`regions.toml`, the
+//! deployment's topology file, and its policy checks).
 //!
 //! Must never depend on: storage or RocksDB, or the wire types.
+
+pub mod file;
+
+pub use file::{NodeSpec, RegionSpec, RegionsFile, Residency, TopologyError, TopologyProblem};
 
 use meridian_domain::shard::shard_for;
 use meridian_domain::{ConversationId, RegionCode, ShardId, UserId};

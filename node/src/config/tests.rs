@@ -284,7 +284,8 @@ fn the_environment_supplies_the_cluster_secret() {
     let mut text = valid().to_toml().expect("serializes");
     text = text.replace("secret = \"fedcba9876543210\"", "");
     assert!(NodeConfig::from_toml(&text).is_err(), "no cluster secret anywhere");
-    let config = NodeConfig::from_toml_with_secret(&text, Some("from-the-environment".into())).expect("valid");
+    let config =
+        NodeConfig::from_toml_with_secret(&text, Some("from-the-environment".into()), Path::new(".")).expect("valid");
     assert_eq!(config.cluster.secret, "from-the-environment");
 }
 
@@ -306,4 +307,42 @@ fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
     for bad in ["", ":7001", "host", "host:0", "host:70000", "::1:7001", "[zz]:1", "a b:1"] {
         assert!(!is_host_port(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_node_takes_its_region_from_the_topology_file() {
+    let config = NodeConfig::load("../config/regions-4/de-node-1.toml").expect("the example is valid");
+    assert_eq!((config.region.as_str(), config.shards), ("de", 8));
+    assert_eq!(
+        config.peers,
+        vec![PeerConfig { id: 1, addr: "127.0.0.1:7021".into(), peer_addr: "127.0.0.1:7121".into() }]
+    );
+    let regions = config.regions.as_ref().expect("the topology is kept");
+    let codes: Vec<&str> = regions.regions.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, ["sg", "kr", "de", "in"]);
+}
+
+#[test]
+fn a_topology_that_breaks_its_policy_or_does_not_name_the_node_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topology = include_str!("../../../config/regions-4/regions.toml");
+    let node = include_str!("../../../config/regions-4/de-node-1.toml");
+    let load = |topology: &str, node: &str| {
+        std::fs::write(dir.path().join("regions.toml"), topology).expect("write");
+        std::fs::write(dir.path().join("node.toml"), node).expect("write");
+        NodeConfig::load(dir.path().join("node.toml")).map_err(|e| format!("{e:#}"))
+    };
+    assert!(load(topology, node).is_ok());
+    let abroad = topology.replace(r#"dr = ["de/backup"]"#, r#"dr = ["sg"]"#);
+    let err = load(&abroad, node).expect_err("a strict region with DR abroad");
+    assert!(err.contains("region de is strict"), "{err}");
+    let err = load(topology, &node.replace("node-id = 1", "node-id = 2")).expect_err("not in the file");
+    assert!(err.contains("node 2 is not one of region de's nodes"), "{err}");
+    let err = load(topology, &node.replace(r#"region = "de""#, r#"region = "fr""#)).expect_err("no such region");
+    assert!(err.contains(r#""fr" is not in the topology file"#), "{err}");
+    let with_peers = format!("{node}\n[[peers]]\nid = 1\naddr = \"127.0.0.1:7021\"\npeer-addr = \"127.0.0.1:7121\"\n");
+    let err = load(topology, &with_peers).expect_err("peers given twice");
+    assert!(err.contains("leave [[peers]] out"), "{err}");
+    let err = load(topology, &node.replace("127.0.0.1:7121", "127.0.0.1:7999")).expect_err("wrong address");
+    assert!(err.contains("the topology file says 127.0.0.1:7121"), "{err}");
 }
