@@ -4,7 +4,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let api = "proto/meridian/v1/api.proto";
-    let protos = [api, "proto/meridian/durable/v1/durable.proto", "proto/meridian/peer/v1/peer.proto"];
+    let protos = [
+        api,
+        "proto/meridian/durable/v1/durable.proto",
+        "proto/meridian/peer/v1/peer.proto",
+        "proto/meridian/link/v1/link.proto",
+    ];
     tonic_prost_build::configure()
         // Ordered maps: durable records must encode to the same bytes on every replica
         // (state hashes and snapshots compare them), and a HashMap's order is random.

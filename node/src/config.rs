@@ -65,6 +65,11 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// The cluster credential of peer calls (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// Socket address of the region-link listener: calls from other regions of the
+    /// deployment, behind the link credential. Unset: no region link (a single region).
+    pub link_listen: Option<SocketAddr>,
+    /// The link credential (`[link]`).
+    pub link: LinkConfig,
     /// TLS of the client listener (`[tls]`); unset = plaintext.
     pub tls: Option<TlsConfig>,
     /// TLS of the peer listener and of this node's calls to its peers (`[peer-tls]`); unset =
@@ -106,6 +111,8 @@ impl Default for NodeConfig {
             bootstrap: true,
             auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
+            link_listen: None,
+            link: LinkConfig::default(),
             tls: None,
             peer_tls: None,
             limits: LimitsConfig::default(),
@@ -154,6 +161,32 @@ impl fmt::Debug for ClusterConfig {
 
 /// The environment variable that supplies the cluster secret.
 pub const CLUSTER_SECRET_ENV: &str = "MERIDIAN_CLUSTER_SECRET";
+
+/// The credential of region-link calls: the same secret in every region of a deployment.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LinkConfig {
+    /// The link secret, at least 16 bytes, different from `auth.secret` and
+    /// `cluster.secret`. Required with `link-listen`; the environment variable
+    /// `MERIDIAN_LINK_SECRET`, when set, takes its place.
+    pub secret: String,
+}
+
+impl fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkConfig").field("secret", &"<redacted>").finish()
+    }
+}
+
+/// Secrets given outside the config file (from the environment).
+#[derive(Default)]
+struct Secrets {
+    cluster: Option<String>,
+    link: Option<String>,
+}
+
+/// The environment variable that supplies the link secret.
+pub const LINK_SECRET_ENV: &str = "MERIDIAN_LINK_SECRET";
 
 /// A listener's certificate and key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,21 +370,26 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
         let env = std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty());
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_with_secret(&text, env, base).with_context(|| format!("load config file {}", path.display()))
+        let link_env = std::env::var(LINK_SECRET_ENV).ok().filter(|s| !s.is_empty());
+        Self::from_toml_with_secrets(&text, Secrets { cluster: env, link: link_env }, base)
+            .with_context(|| format!("load config file {}", path.display()))
     }
 
     /// Parses and validates a config from TOML text (a `topology` path is relative to the
     /// working directory).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Self::from_toml_with_secret(text, None, Path::new("."))
+        Self::from_toml_with_secrets(text, Secrets::default(), Path::new("."))
     }
 
-    /// Parses a config, puts `cluster_secret` (from the environment) in place of the file's
-    /// when given, loads the topology file (relative to `base`) and validates the result.
-    fn from_toml_with_secret(text: &str, cluster_secret: Option<String>, base: &Path) -> anyhow::Result<Self> {
+    /// Parses a config, puts the secrets from the environment in place of the file's when
+    /// given, loads the topology file (relative to `base`) and validates the result.
+    fn from_toml_with_secrets(text: &str, secrets: Secrets, base: &Path) -> anyhow::Result<Self> {
         let mut config: Self = toml::from_str(text).context("parse TOML")?;
-        if let Some(secret) = cluster_secret {
+        if let Some(secret) = secrets.cluster {
             config.cluster.secret = secret;
+        }
+        if let Some(secret) = secrets.link {
+            config.link.secret = secret;
         }
         if let Some(topology) = config.topology.clone() {
             let path = base.join(&topology);
@@ -447,6 +485,7 @@ impl NodeConfig {
         }
         self.auth.validate(&mut p);
         self.validate_cluster(&mut p);
+        self.validate_link(&mut p);
         self.limits.validate(&mut p);
         self.raft.validate(&mut p);
         if p.0.is_empty() {
@@ -531,6 +570,37 @@ impl NodeConfig {
                 }
             }
         }
+    }
+
+    fn validate_link(&self, p: &mut Problems) {
+        let own_link = self.regions.as_ref().and_then(|file| {
+            let region = file.region(&self.region)?;
+            let me = region.nodes.iter().find(|n| n.id == self.node_id)?;
+            Some((file.regions.len(), me.link_addr.clone()))
+        });
+        if let Some((regions, Some(link_addr))) = &own_link {
+            p.check(*regions == 1 || self.link_listen.is_some(), "link-listen", || {
+                format!("missing: the topology file gives this node the link address {link_addr}: listen on it")
+            });
+        }
+        let Some(listen) = self.link_listen else { return };
+        p.check(listen.port() != 0, "link-listen", || "port 0: other regions dial this address".into());
+        p.check(
+            Some(listen) != self.peer_listen && listen != self.listen && Some(listen) != self.http_listen,
+            "link-listen",
+            || format!("{listen} is another listener's address: give the region link a port of its own"),
+        );
+        let secret = &self.link.secret;
+        p.check(secret.len() >= MIN_SECRET_BYTES, "link.secret", || {
+            format!(
+                "{}: with link-listen set, give a random link secret of at least {MIN_SECRET_BYTES} bytes, the \
+                 same in every region (or {LINK_SECRET_ENV})",
+                if secret.is_empty() { "missing" } else { "too short" }
+            )
+        });
+        p.check(*secret != self.auth.secret && *secret != self.cluster.secret, "link.secret", || {
+            "must differ from auth.secret and cluster.secret: one key must not open another door".into()
+        });
     }
 
     fn validate_cluster(&self, p: &mut Problems) {

@@ -198,6 +198,8 @@ fn node_config(
         raft: RaftTuning::default(),
         topology: None,
         regions: None,
+        link_listen: None,
+        link: crate::config::LinkConfig::default(),
         // Three nodes share this machine: a third of its cores each, so that they do not
         // all run a full-size runtime against each other.
         worker_threads: Some(

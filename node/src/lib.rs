@@ -17,5 +17,6 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod link;
 pub mod server;
 pub mod tls;

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use meridian_domain::ingress::IngressLimits;
 use meridian_domain::RegionCode;
 use meridian_proto::api::{admin_server::AdminServer, chat_server::ChatServer};
+use meridian_raft::credential::Door;
 use meridian_raft::{ClusterCredential, Member, PeerDialing, PeerService, RaftNode, RaftSettings};
 use meridian_regions::Topology;
 use meridian_storage::Db;
@@ -18,6 +19,7 @@ use meridian_storage::Db;
 use crate::api::{admin::AdminService, chat::ChatService, Context};
 use crate::auth::TokenSigner;
 use crate::config::NodeConfig;
+use crate::link::{LinkIdentity, LinkService, RegionLinks};
 use crate::tls;
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -47,15 +49,30 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ingress: IngressLimits { max_message_bytes: config.limits.max_message_bytes },
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
+    let links = Arc::new(RegionLinks::default());
     let ctx = Context {
         node: node.clone(),
         topology: Topology::new(region.clone(), config.shards),
         signer: Arc::new(TokenSigner::from_config(&config.auth)),
         limits: config.limits.clone(),
         token_ttl_seconds: config.auth.token_ttl_seconds,
+        links: links.clone(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // The region-link door: calls from the other regions, behind the link credential.
+    let mut link_grpc = None;
+    if let (Some(link_listen), Some(file)) = (config.link_listen, config.regions.as_ref()) {
+        let link_credential = ClusterCredential::for_door(Door::Link, config.link.secret.as_bytes());
+        let me = LinkIdentity { region: region.to_string(), node_id: config.node_id, digest: file.digest() };
+        let server = tonic::transport::Server::builder()
+            .add_service(LinkService::new(me.clone()).into_server(&link_credential, node.door.clone()))
+            .serve_with_incoming_shutdown(incoming(link_listen).await?, wait_stop(stop_rx.clone()));
+        link_grpc = Some(tokio::spawn(server));
+        crate::link::spawn_dialer(links.clone(), file, me, link_credential);
+        tracing::info!(link_listen = %link_listen, topology = %file.digest(), "region link listening");
+    }
 
     // The peer door: the peer service alone, behind the cluster credential.
     let mut peer_server = tonic::transport::Server::builder();
@@ -130,7 +147,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     node.shutdown().await;
-    for (what, server) in [("client", grpc), ("peer", peer_grpc)] {
+    let servers = [("client", Some(grpc)), ("peer", Some(peer_grpc)), ("region link", link_grpc)];
+    for (what, server) in servers.into_iter().filter_map(|(w, s)| s.map(|s| (w, s))) {
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e).context(format!("{what} gRPC server")),

@@ -5,6 +5,7 @@
 //! - [`durable`]: what goes to disk and into the Raft log (`meridian.durable.v1`). Versioned,
 //!   and never used on the API.
 //! - [`peer`]: node-to-node RPCs inside a region (`meridian.peer.v1`).
+//! - [`link`]: region-to-region RPCs, the region link (`meridian.link.v1`).
 //! - [`codec`]: the gRPC codec of every service (prost, with typed decode errors).
 //! - [`reasons`]: every reason code the server sends, shared with the SDK.
 //!
@@ -30,9 +31,15 @@ pub mod meridian {
             tonic::include_proto!("meridian.peer.v1");
         }
     }
+    pub mod link {
+        pub mod v1 {
+            tonic::include_proto!("meridian.link.v1");
+        }
+    }
 }
 
 pub use meridian::durable::v1 as durable;
+pub use meridian::link::v1 as link;
 pub use meridian::peer::v1 as peer;
 pub use meridian::v1 as api;
 

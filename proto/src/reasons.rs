@@ -12,6 +12,9 @@ pub const REGION_UNAVAILABLE: &str = "REGION_UNAVAILABLE";
 // Requests and the doors.
 pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
 pub const PEER_UNAUTHENTICATED: &str = "PEER_UNAUTHENTICATED";
+pub const LINK_UNAUTHENTICATED: &str = "LINK_UNAUTHENTICATED";
+/// Two regions were started on different topology files.
+pub const TOPOLOGY_MISMATCH: &str = "TOPOLOGY_MISMATCH";
 pub const INTERNAL: &str = "INTERNAL";
 /// This node's replica of the shard has stopped (a storage failure, or an entry of a logic
 /// version this node does not implement): not retryable on this node, another may serve.
@@ -63,6 +66,8 @@ pub const ALL: &[&str] = &[
     REGION_UNAVAILABLE,
     MALFORMED_REQUEST,
     PEER_UNAUTHENTICATED,
+    LINK_UNAUTHENTICATED,
+    TOPOLOGY_MISMATCH,
     INTERNAL,
     SHARD_HALTED,
     TOKEN_MISSING,

@@ -156,10 +156,16 @@ pub fn status_json(status: &ClusterStatusResponse) -> Value {
             })
         })
         .collect();
+    let links: Vec<Value> = status
+        .region_links
+        .iter()
+        .map(|l| json!({ "region": l.region, "state": l.state, "detail": l.detail }))
+        .collect();
     json!({
         "node_id": status.node_id,
         "region": status.region,
         "shards": shards,
+        "region_links": links,
     })
 }
 
@@ -215,6 +221,7 @@ pub fn conversation_line(conversation: &Conversation) -> String {
 pub fn status_lines(status: &ClusterStatusResponse) -> Vec<String> {
     let mut lines = vec![format!("node {} region {}", status.node_id, status.region)];
     lines.extend(status.shards.iter().map(shard_line));
+    lines.extend(status.region_links.iter().map(|l| format!("link to {}: {} ({})", l.region, l.state, l.detail)));
     lines
 }
 

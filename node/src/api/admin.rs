@@ -215,10 +215,18 @@ impl AdminService {
                 }
             })
             .collect();
+        let region_links = self
+            .ctx
+            .links
+            .snapshot()
+            .into_iter()
+            .map(|(region, state)| api::RegionLink { region, state: state.name().to_owned(), detail: state.detail() })
+            .collect();
         Ok(api::ClusterStatusResponse {
             node_id: self.ctx.node.node_id,
             region: self.ctx.topology.region().to_string(),
             shards,
+            region_links,
         })
     }
 }

@@ -25,6 +25,8 @@ pub struct Context {
     pub signer: Arc<TokenSigner>,
     pub limits: LimitsConfig,
     pub token_ttl_seconds: u64,
+    /// This node's links to the other regions (empty without a topology file).
+    pub links: Arc<crate::link::RegionLinks>,
 }
 
 pub(crate) fn now_unix() -> i64 {

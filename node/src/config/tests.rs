@@ -284,8 +284,12 @@ fn the_environment_supplies_the_cluster_secret() {
     let mut text = valid().to_toml().expect("serializes");
     text = text.replace("secret = \"fedcba9876543210\"", "");
     assert!(NodeConfig::from_toml(&text).is_err(), "no cluster secret anywhere");
-    let config =
-        NodeConfig::from_toml_with_secret(&text, Some("from-the-environment".into()), Path::new(".")).expect("valid");
+    let config = NodeConfig::from_toml_with_secrets(
+        &text,
+        Secrets { cluster: Some("from-the-environment".into()), link: None },
+        Path::new("."),
+    )
+    .expect("valid");
     assert_eq!(config.cluster.secret, "from-the-environment");
 }
 

@@ -730,7 +730,7 @@ pub struct HashedShard {
 }
 
 /// `n` loopback addresses whose ports were free a moment ago (bound to port 0, then released).
-fn free_loopback_addrs(n: usize) -> Vec<SocketAddr> {
+pub fn free_loopback_addrs(n: usize) -> Vec<SocketAddr> {
     // All held at once, so that the kernel hands out `n` different ports.
     let listeners: Vec<TcpListener> =
         (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port")).collect();

@@ -22,7 +22,7 @@ mod dev_region;
 mod history;
 mod pki;
 
-pub use cluster::{shard_status, Cluster, HashedShard, Tuning, REGION};
+pub use cluster::{free_loopback_addrs, shard_status, Cluster, HashedShard, Tuning, REGION};
 pub use dev_region::DevRegion;
 pub use history::{
     acks_by_conversation, assert_gapless, assert_history_matches_acks, assert_replicas_hold_acks, conversation_id,

@@ -1,0 +1,221 @@
+//! The region link: the door between the regions of a deployment (`meridian.link.v1`), on
+//! its own listener (`link-listen`) behind the link credential.
+//!
+//! Today it carries the handshake: every node dials one node of every other region
+//! ([`spawn_dialer`]) with `Link/Hello`, naming its region and the digest of its topology
+//! file; a region started on a different topology file is told `TOPOLOGY_MISMATCH` and is
+//! never linked to. The state of each link is in `Admin/ClusterStatus` and `/metrics`.
+//! Forwarded requests, cross-region effects and remote reads go over the same door.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::link::link_client::LinkClient;
+use meridian_proto::link::link_server::{Link, LinkServer};
+use meridian_proto::link::{HelloRequest, HelloResponse};
+use meridian_raft::credential::{ClusterCredential, DoorStats, RequireCredential};
+use meridian_regions::RegionsFile;
+use tonic::codegen::InterceptedService;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+/// How often a link is checked again once it is up.
+const RECHECK: Duration = Duration::from_secs(10);
+/// Longest pause between attempts on a link that is down.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// What this node knows of its link to another region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not reached yet, or not answering.
+    Down(String),
+    /// Reached, on the same topology.
+    Up { node_id: u64, addr: String },
+    /// Reached, but started on another topology file: never used.
+    Mismatch(String),
+}
+
+impl LinkState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkState::Down(_) => "down",
+            LinkState::Up { .. } => "up",
+            LinkState::Mismatch(_) => "topology-mismatch",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            LinkState::Down(why) | LinkState::Mismatch(why) => why.clone(),
+            LinkState::Up { node_id, addr } => format!("node {node_id} at {addr}"),
+        }
+    }
+}
+
+/// This node's links to the other regions, by region code.
+#[derive(Debug, Default)]
+pub struct RegionLinks {
+    states: Mutex<BTreeMap<String, LinkState>>,
+}
+
+impl RegionLinks {
+    pub fn snapshot(&self) -> BTreeMap<String, LinkState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, region: &str, state: LinkState) -> Option<LinkState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(region.to_owned(), state)
+    }
+}
+
+/// Who this node is on the link.
+#[derive(Debug, Clone)]
+pub struct LinkIdentity {
+    pub region: String,
+    pub node_id: u64,
+    pub digest: String,
+}
+
+/// The region-link service of one node.
+#[derive(Debug, Clone)]
+pub struct LinkService {
+    me: LinkIdentity,
+}
+
+impl LinkService {
+    pub fn new(me: LinkIdentity) -> Self {
+        Self { me }
+    }
+
+    /// The service behind the link credential.
+    pub fn into_server(
+        self,
+        credential: &ClusterCredential,
+        stats: Arc<DoorStats>,
+    ) -> InterceptedService<LinkServer<Self>, RequireCredential> {
+        LinkServer::with_interceptor(self, credential.require(stats))
+    }
+}
+
+fn mismatch(theirs: &HelloRequest, mine: &LinkIdentity) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "region {} (node {}) runs on topology {}, region {} on topology {}: start every region on the same \
+         regions.toml",
+        theirs.region,
+        theirs.node_id,
+        short(&theirs.topology_digest),
+        mine.region,
+        short(&mine.digest)
+    ));
+    status.metadata_mut().insert(
+        meridian_proto::REASON_METADATA_KEY,
+        MetadataValue::from_static(meridian_proto::reasons::TOPOLOGY_MISMATCH),
+    );
+    status
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+#[tonic::async_trait]
+impl Link for LinkService {
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let theirs = request.into_inner();
+        if theirs.topology_digest != self.me.digest {
+            tracing::error!(
+                region = %theirs.region,
+                node = theirs.node_id,
+                theirs = short(&theirs.topology_digest),
+                ours = short(&self.me.digest),
+                "refused a region link: the caller runs on another topology file"
+            );
+            return Err(mismatch(&theirs, &self.me));
+        }
+        Ok(Response::new(HelloResponse {
+            region: self.me.region.clone(),
+            node_id: self.me.node_id,
+            topology_digest: self.me.digest.clone(),
+        }))
+    }
+}
+
+/// One Hello to `addr`: the link's state as it answered.
+async fn hello(addr: &str, me: &LinkIdentity, credential: &ClusterCredential, region: &str) -> LinkState {
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)),
+        Err(e) => return LinkState::Down(format!("{addr}: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return LinkState::Down(format!("{addr}: cannot connect ({e})")),
+    };
+    let mut client = LinkClient::with_interceptor(channel, credential.attach());
+    let request = HelloRequest { region: me.region.clone(), node_id: me.node_id, topology_digest: me.digest.clone() };
+    match client.hello(request).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            if r.region != region {
+                LinkState::Down(format!("{addr} answered as region {}, the topology says {region}", r.region))
+            } else if r.topology_digest != me.digest {
+                LinkState::Mismatch(format!("{addr} runs on topology {}", short(&r.topology_digest)))
+            } else {
+                LinkState::Up { node_id: r.node_id, addr: addr.to_owned() }
+            }
+        }
+        Err(status) => {
+            let reason = status.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok());
+            if reason == Some(meridian_proto::reasons::TOPOLOGY_MISMATCH) {
+                LinkState::Mismatch(status.message().to_owned())
+            } else {
+                LinkState::Down(format!("{addr}: {}", status.message()))
+            }
+        }
+    }
+}
+
+/// Keeps this node's link to every other region of `file` checked, for as long as the
+/// process runs: each region's nodes are tried in turn until one answers.
+pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentity, credential: ClusterCredential) {
+    for region in file.regions.iter().filter(|r| r.code != me.region) {
+        let addrs: Vec<String> = region.nodes.iter().filter_map(|n| n.link_addr.clone()).collect();
+        let code = region.code.clone();
+        if addrs.is_empty() {
+            links.set(&code, LinkState::Down("the topology gives its nodes no link-addr".into()));
+            continue;
+        }
+        links.set(&code, LinkState::Down("not reached yet".into()));
+        let (links, me, credential) = (links.clone(), me.clone(), credential.clone());
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            let mut next = 0;
+            loop {
+                let addr = &addrs[next % addrs.len()];
+                let state = hello(addr, &me, &credential, &code).await;
+                let up = matches!(state, LinkState::Up { .. });
+                let before = links.set(&code, state.clone());
+                if before.as_ref().map(LinkState::name) != Some(state.name()) {
+                    match &state {
+                        LinkState::Up { .. } => {
+                            tracing::info!(region = %code, link = %state.detail(), "region link up")
+                        }
+                        LinkState::Mismatch(why) => {
+                            tracing::error!(region = %code, %why, "region link refused: topology mismatch")
+                        }
+                        LinkState::Down(why) => tracing::warn!(region = %code, %why, "region link down"),
+                    }
+                }
+                if up {
+                    pause = Duration::from_millis(200);
+                    tokio::time::sleep(RECHECK).await;
+                } else {
+                    next += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,187 @@
+//! The region link: nodes of different regions, started from one topology file, link up
+//! over their link listeners behind the link credential; a region started on another
+//! topology file is refused (`TOPOLOGY_MISMATCH`) and shown as such; the link door opens
+//! only to the link credential (not to the cluster credential) and serves nothing else.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_client::api::ClusterStatusResponse;
+use meridian_client::{Client, ClientConfig};
+use meridian_node::auth::TokenSigner;
+use meridian_node::config::{AuthConfig, ClusterConfig, LinkConfig, NodeConfig};
+use meridian_proto::link::link_client::LinkClient;
+use meridian_proto::link::HelloRequest;
+use meridian_proto::peer::peer_client::PeerClient;
+use meridian_raft::credential::{ClusterCredential, Door};
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+use common::free_loopback_addrs;
+
+const AUTH_SECRET: &str = "auth-secret-0123456789abcdef";
+const CLUSTER_SECRET: &str = "cluster-secret-0123456789abcd";
+const LINK_SECRET: &str = "link-secret-0123456789abcdefgh";
+
+/// One single-node region: its process, killed on drop.
+struct RegionNode {
+    region: &'static str,
+    addrs: [SocketAddr; 3],
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for RegionNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} log:\n{}", self.region, std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+fn topology(nodes: &[(&str, [SocketAddr; 3])], de_shards: u32) -> String {
+    let mut text = String::from("app = \"meridian\"\n");
+    for (code, [addr, peer, link]) in nodes {
+        let (residency, shards) = if *code == "de" { ("strict", de_shards) } else { ("open", 8) };
+        text.push_str(&format!(
+            "\n[[region]]\ncode = \"{code}\"\nresidency = \"{residency}\"\nshards = {shards}\n[[region.node]]\nid = 1\n\
+             addr = \"{addr}\"\npeer-addr = \"{peer}\"\nlink-addr = \"{link}\"\n"
+        ));
+    }
+    text
+}
+
+fn start(dir: &Path, region: &'static str, addrs: [SocketAddr; 3], topology_file: &str) -> RegionNode {
+    let config = NodeConfig {
+        node_id: 1,
+        region: region.into(),
+        listen: addrs[0],
+        peer_listen: Some(addrs[1]),
+        link_listen: Some(addrs[2]),
+        data_dir: dir.join(format!("{region}-data")),
+        topology: Some(topology_file.into()),
+        auth: AuthConfig { secret: AUTH_SECRET.into(), ..AuthConfig::default() },
+        cluster: ClusterConfig { secret: CLUSTER_SECRET.into(), ..ClusterConfig::default() },
+        link: LinkConfig { secret: LINK_SECRET.into() },
+        ..NodeConfig::default()
+    };
+    let path = dir.join(format!("{region}.toml"));
+    std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+    let log = dir.join(format!("{region}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["node", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    RegionNode { region, addrs, child, log }
+}
+
+async fn status(node: &RegionNode) -> Option<ClusterStatusResponse> {
+    let token = TokenSigner::new(AuthConfig::default().app_id, AUTH_SECRET)
+        .issue_admin("link-test", chrono::Utc::now().timestamp() + 3600);
+    let mut config = ClientConfig::new([node.addrs[0].to_string()], token);
+    config.retry_budget = Duration::ZERO;
+    Client::with_config(config).unwrap().cluster_status(false).await.ok()
+}
+
+/// Waits until `node` reports the link to each region in the state given.
+async fn wait_links(node: &RegionNode, expected: &[(&str, &str)]) -> ClusterStatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = status(node).await;
+        if let Some(s) = &seen {
+            let states: Vec<(&str, &str)> =
+                s.region_links.iter().map(|l| (l.region.as_str(), l.state.as_str())).collect();
+            if states == expected {
+                return seen.unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "{}: links {expected:?} expected, got {seen:?}", node.region);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn with_key<T>(msg: T, credential: Option<ClusterCredential>) -> Request<T> {
+    let request = Request::new(msg);
+    let Some(credential) = credential else { return request };
+    let (metadata, extensions, msg) = request.into_parts();
+    let carrier = credential.attach().call(Request::from_parts(metadata, extensions, ())).unwrap();
+    let (metadata, extensions, ()) = carrier.into_parts();
+    Request::from_parts(metadata, extensions, msg)
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok()).unwrap_or("").into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_on_one_topology_link_up_and_a_stranger_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_loopback_addrs(9);
+    let addrs = |i: usize| [ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]];
+    let (sg, kr, de) = (addrs(0), addrs(1), addrs(2));
+    let nodes = [("sg", sg), ("kr", kr), ("de", de)];
+    std::fs::write(dir.path().join("regions.toml"), topology(&nodes, 8)).unwrap();
+    // de was started on an older copy of the file: same regions, another shard count for de.
+    std::fs::write(dir.path().join("regions-old.toml"), topology(&nodes, 4)).unwrap();
+    let sg = start(dir.path(), "sg", sg, "regions.toml");
+    let kr = start(dir.path(), "kr", kr, "regions.toml");
+    let de = start(dir.path(), "de", de, "regions-old.toml");
+
+    let seen = wait_links(&sg, &[("de", "topology-mismatch"), ("kr", "up")]).await;
+    assert!(seen.region_links.iter().any(|l| l.detail.contains("regions.toml")), "{seen:?}");
+    wait_links(&kr, &[("de", "topology-mismatch"), ("sg", "up")]).await;
+    wait_links(&de, &[("kr", "topology-mismatch"), ("sg", "topology-mismatch")]).await;
+
+    let link = |node: &RegionNode| {
+        Channel::from_shared(format!("http://{}", node.addrs[2]))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy()
+    };
+    let hello = |digest: &str| HelloRequest { region: "test".into(), node_id: 9, topology_digest: digest.into() };
+    let right = ClusterCredential::for_door(Door::Link, LINK_SECRET.as_bytes());
+    let peer_key = ClusterCredential::from_secret(CLUSTER_SECRET.as_bytes());
+    let mut client = LinkClient::new(link(&kr));
+    for (shown, what) in [(None, "no credential"), (Some(peer_key.clone()), "the cluster credential")] {
+        let refused = client.hello(with_key(hello(""), shown)).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), reason(&refused).as_str()),
+            (Code::Unauthenticated, "LINK_UNAUTHENTICATED"),
+            "{what}"
+        );
+    }
+    let refused = client.hello(with_key(hello("0000"), Some(right.clone()))).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::FailedPrecondition, "TOPOLOGY_MISMATCH"));
+    let digest =
+        meridian_regions::RegionsFile::from_toml(&std::fs::read_to_string(dir.path().join("regions.toml")).unwrap())
+            .unwrap()
+            .digest();
+    let answer = client.hello(with_key(hello(&digest), Some(right.clone()))).await.unwrap().into_inner();
+    assert_eq!((answer.region.as_str(), answer.node_id), ("kr", 1));
+
+    // The link door serves the link only; the peer door does not serve it.
+    let mut peer_on_link = PeerClient::new(link(&kr));
+    let status = peer_on_link
+        .node_info(with_key(meridian_proto::peer::NodeInfoRequest {}, Some(right.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    let peer_port = Channel::from_shared(format!("http://{}", kr.addrs[1])).unwrap().connect_lazy();
+    let status = LinkClient::new(peer_port).hello(with_key(hello(&digest), Some(peer_key))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    drop((sg, kr, de));
+}
