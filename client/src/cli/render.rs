@@ -625,6 +625,11 @@ mod tests {
                 hashed_at_index: 10,
                 ..ShardStatus::default()
             }],
+            region_links: vec![crate::api::RegionLink {
+                region: "kr".into(),
+                state: "up".into(),
+                detail: "node 1 at 10.0.0.2:7201".into(),
+            }],
         };
         let doc = status_json(&status);
         assert_eq!(doc["node_id"], 2);
@@ -638,8 +643,10 @@ mod tests {
                 "shard 0: role=follower leader=1 term=3 last_log=10 applied=10 purged=0 \
                  snapshot=0 voters=1,2,3 learners=- snapshots_installed=0 hash=ab12@10"
                     .to_owned(),
+                "link to kr: up (node 1 at 10.0.0.2:7201)".to_owned(),
             ]
         );
+        assert_eq!(doc["region_links"][0]["state"], "up");
     }
 
     #[test]
