@@ -1,4 +1,5 @@
-//! `meridian dev`: a 3-node region on loopback, as three child processes of this one.
+//! `meridian dev`: a 3-node region on loopback, as three child processes of this one (or,
+//! with `--regions`, several regions: [`regions`]).
 //!
 //! The first run writes one config per node into the dev directory (with fresh random token
 //! and cluster secrets); later runs reuse those configs, so the data in `DIR/node-N/` survives restarts.
@@ -31,6 +32,8 @@ use tracing::{debug, info, warn};
 
 use crate::auth::TokenSigner;
 use crate::config::{AuthConfig, ClusterConfig, LimitsConfig, NodeConfig, PeerConfig, RaftTuning};
+
+mod regions;
 
 /// Nodes in the dev region.
 const NODES: u64 = 3;
@@ -73,6 +76,31 @@ pub struct DevArgs {
     /// Leave a node that dies down instead of starting it again.
     #[arg(long)]
     pub no_restart: bool,
+    /// Start one region per code (e.g. `sg,kr,de,in`), each its own Raft cluster, linked by
+    /// region links over a generated `regions.toml`. Unset: the single 3-node region `dev`.
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Regions (of `--regions`) whose residency is strict; the others are open.
+    #[arg(long, value_delimiter = ',')]
+    pub strict: Vec<String>,
+    /// Nodes per region with `--regions`: 1 (the default, which fits two cores) or 3.
+    #[arg(long, default_value_t = 1)]
+    pub nodes_per_region: u64,
+}
+
+/// One node of the dev deployment: its name (`node-2`, `sg-node-1`), files and config.
+#[derive(Debug, Clone, PartialEq)]
+struct DevSpec {
+    name: String,
+    config_path: PathBuf,
+    pid_path: PathBuf,
+    config: NodeConfig,
+}
+
+impl DevSpec {
+    fn new(dir: &Path, name: String, config: NodeConfig) -> Self {
+        Self { config_path: dir.join(format!("{name}.toml")), pid_path: dir.join(format!("{name}.pid")), name, config }
+    }
 }
 
 /// Runs a local 3-node region until Ctrl-C (Ok), restarting nodes that die once it is up;
@@ -84,12 +112,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create dev directory {}", args.dir.display()))?;
     let dir =
         std::path::absolute(&args.dir).with_context(|| format!("resolve dev directory {}", args.dir.display()))?;
-    let configs = prepare_configs(&dir, &args)?;
-    refuse_if_running(&dir)?;
-    check_ports_free(&configs)?;
+    let specs = if args.regions.is_empty() {
+        let configs = prepare_configs(&dir, &args)?;
+        configs.into_iter().map(|c| DevSpec::new(&dir, format!("node-{}", c.node_id), c)).collect()
+    } else {
+        regions::prepare(&dir, &args)?
+    };
+    refuse_if_running(&dir, &specs)?;
+    check_ports_free(&specs)?;
 
-    let mut cluster = Cluster::start(&dir, &configs, !args.no_restart).await?;
-    let outcome = cluster.serve(&dir, &configs, &mut signals).await;
+    let mut cluster = Cluster::start(&dir, &specs, !args.no_restart).await?;
+    let outcome = cluster.serve(&dir, &specs, &mut signals).await;
     cluster.stop().await;
     outcome
 }
@@ -272,34 +305,29 @@ fn check_consistent(dir: &Path, configs: &[NodeConfig]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pid_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("node-{n}.pid"))
-}
-
 /// Fails if a node of an earlier `meridian dev` on this directory still runs (e.g. after
 /// the parent was killed with SIGKILL); clears stale pid files.
-fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
+fn refuse_if_running(dir: &Path, specs: &[DevSpec]) -> anyhow::Result<()> {
     let mut running = Vec::new();
-    for n in 1..=NODES {
-        let path = pid_path(dir, n);
-        let Ok(text) = std::fs::read_to_string(&path) else {
+    for spec in specs {
+        let Ok(text) = std::fs::read_to_string(&spec.pid_path) else {
             continue;
         };
-        let config = config_path(dir, n);
+        let config = &spec.config_path;
         let alive = text.trim().parse::<u32>().ok().filter(|pid| {
             // Only a process running this node's config counts; a recycled pid does not.
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy()))
         });
         match alive {
-            Some(pid) => running.push((n, pid)),
+            Some(pid) => running.push((spec.name.clone(), pid)),
             None => {
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&spec.pid_path);
             }
         }
     }
     if !running.is_empty() {
-        let which: Vec<String> = running.iter().map(|(n, pid)| format!("node-{n} pid {pid}")).collect();
+        let which: Vec<String> = running.iter().map(|(name, pid)| format!("{name} pid {pid}")).collect();
         let pids: Vec<String> = running.iter().map(|(_, pid)| pid.to_string()).collect();
         bail!(
             "nodes of an earlier `meridian dev` on {} are still running ({}): stop them with \
@@ -313,17 +341,19 @@ fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Names the first port that is taken, before any node fails on it.
-fn check_ports_free(configs: &[NodeConfig]) -> anyhow::Result<()> {
-    for c in configs {
+fn check_ports_free(specs: &[DevSpec]) -> anyhow::Result<()> {
+    for spec in specs {
+        let c = &spec.config;
         let addrs = std::iter::once(("gRPC", c.listen))
             .chain(c.peer_listen.map(|a| ("peer", a)))
+            .chain(c.link_listen.map(|a| ("region link", a)))
             .chain(c.http_listen.map(|a| ("HTTP", a)));
         for (what, addr) in addrs {
             if let Err(e) = std::net::TcpListener::bind(addr) {
                 bail!(
-                    "{addr} (node-{} {what}) is not available ({e}): stop whatever holds it, or \
+                    "{addr} ({} {what}) is not available ({e}): stop whatever holds it, or \
                      use another --dir with another --base-port",
-                    c.node_id
+                    spec.name
                 );
             }
         }
@@ -435,25 +465,24 @@ enum Next {
 impl Cluster {
     /// Spawns one `meridian node` per config (fresh logs). Children already started are
     /// killed (on drop) if a later one fails to start.
-    async fn start(dir: &Path, configs: &[NodeConfig], restart: bool) -> anyhow::Result<Self> {
+    async fn start(dir: &Path, specs: &[DevSpec], restart: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locate the meridian binary")?;
         let mut nodes = Vec::new();
-        for config in configs {
-            let n = config.node_id;
-            let name = format!("node-{n}");
-            let log_path = dir.join(format!("{name}.log"));
+        for spec in specs {
+            let log_path = dir.join(format!("{}.log", spec.name));
             std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
             let mut node = DevNode {
-                name,
-                config_path: config_path(dir, n),
+                name: spec.name.clone(),
+                config_path: spec.config_path.clone(),
                 child: None,
                 log_path,
-                pid_path: pid_path(dir, n),
+                pid_path: spec.pid_path.clone(),
                 started: Instant::now(),
                 restart_delay: RESTART_DELAY,
             };
             let pid = node.spawn(&exe)?;
-            info!(pid, addr = %config.advertise_addr(), log = %node.log_path.display(), "started {}", node.name);
+            let addr = spec.config.advertise_addr();
+            info!(pid, %addr, region = %spec.config.region, log = %node.log_path.display(), "started {}", node.name);
             nodes.push(node);
         }
         Ok(Self { nodes, exe, restart })
@@ -461,13 +490,13 @@ impl Cluster {
 
     /// Waits until the cluster is ready, announces it, and runs until a signal (Ok); a node
     /// exit before the region is ready is an error, one after it is reported and healed.
-    async fn serve(&mut self, dir: &Path, configs: &[NodeConfig], signals: &mut ShutdownSignals) -> anyhow::Result<()> {
-        let first = configs.first().ok_or_else(|| anyhow!("no node configs"))?;
+    async fn serve(&mut self, dir: &Path, specs: &[DevSpec], signals: &mut ShutdownSignals) -> anyhow::Result<()> {
+        let first = &specs.first().ok_or_else(|| anyhow!("no node configs"))?.config;
         let signer = TokenSigner::from_config(&first.auth);
         let ttl = i64::try_from(first.auth.token_ttl_seconds).unwrap_or(i64::MAX);
         let token = signer.issue_admin("dev", chrono::Utc::now().timestamp().saturating_add(ttl));
         let endpoints: Vec<(String, String)> =
-            configs.iter().map(|c| (format!("node-{}", c.node_id), c.advertise_addr())).collect();
+            specs.iter().map(|s| (s.name.clone(), s.config.advertise_addr())).collect();
 
         let started = Instant::now();
         tokio::select! {
@@ -486,16 +515,18 @@ impl Cluster {
             "every node sees a leader for every shard"
         );
 
-        let endpoint_list = endpoints.iter().map(|(_, addr)| addr.as_str()).collect::<Vec<_>>().join(",");
-        let env = format!("export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n");
         let env_path = dir.join("dev.env");
+        let (what, env) = if first.regions.is_some() {
+            regions::announce(specs, &token)
+        } else {
+            let endpoint_list = endpoints.iter().map(|(_, addr)| addr.as_str()).collect::<Vec<_>>().join(",");
+            (
+                format!("region {REGION:?} is up: {NODES} nodes, {} shards", first.shards),
+                format!("export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n"),
+            )
+        };
         write_private(&env_path, &env)?;
-        println!(
-            "# Meridian dev region {REGION:?} is up: {NODES} nodes, {} shards. Ctrl-C stops it.\n\
-             # In another shell: source {}\n{env}",
-            first.shards,
-            env_path.display()
-        );
+        println!("# Meridian dev {what}. Ctrl-C stops it.\n# In another shell: source {}\n{env}", env_path.display());
 
         // Restarts due, by node index: when each may start again.
         let mut due: Vec<Option<Instant>> = vec![None; self.nodes.len()];
@@ -746,7 +777,15 @@ mod tests {
     use super::*;
 
     fn args(dir: &Path) -> DevArgs {
-        DevArgs { dir: dir.to_path_buf(), base_port: 17001, shards: 4, no_restart: false }
+        DevArgs {
+            dir: dir.to_path_buf(),
+            base_port: 17001,
+            shards: 4,
+            no_restart: false,
+            regions: vec![],
+            strict: vec![],
+            nodes_per_region: 1,
+        }
     }
 
     #[test]
