@@ -88,6 +88,7 @@ impl ShardStore {
             store: self,
             batch: WriteBatch::default(),
             overlay: HashMap::new(),
+            batch_region: None,
         })
     }
 
@@ -420,6 +421,8 @@ pub struct ApplyTxn<'a> {
     /// Writes of this transaction, by (column family, key); `None` is a delete.
     overlay: HashMap<(&'static str, Vec<u8>), Vec<u8>>,
     applied: pb::AppliedState,
+    /// The region of the batch being applied (effects emitted name it as their source).
+    batch_region: Option<RegionCode>,
 }
 
 impl std::fmt::Debug for ApplyTxn<'_> {
@@ -455,14 +458,20 @@ impl ApplyTxn<'_> {
                 self.store.max_logic_version
             )));
         }
-        // The shard's region is replicated state: set by the first entry applied (the
-        // proposing leader's region), the same on every replica whatever its config says.
-        if self.applied.region.is_empty() {
-            self.applied.region =
-                if batch.region.is_empty() { self.store.region.to_string() } else { batch.region.clone() };
-        }
-        let region = RegionCode::parse(&self.applied.region)
-            .map_err(|r| StorageError::corrupt("applied state", r.to_string()))?;
+        // The shard's region is replicated state: recorded with the first command it accepts
+        // (from the proposing leader's stamp), the same on every replica whatever its config
+        // says. Until then each entry's own stamp names it, and nothing minted names it yet.
+        let adopting = self.applied.region.is_empty();
+        let region_name = if !adopting {
+            self.applied.region.clone()
+        } else if batch.region.is_empty() {
+            self.store.region.to_string()
+        } else {
+            batch.region.clone()
+        };
+        let region =
+            RegionCode::parse(&region_name).map_err(|r| StorageError::corrupt("entry region", r.to_string()))?;
+        self.batch_region = Some(region.clone());
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = time;
@@ -508,6 +517,9 @@ impl ApplyTxn<'_> {
                 Err(rejection) => results.push(Err(rejection)),
             }
         }
+        if adopting && results.iter().any(Result::is_ok) {
+            self.applied.region = region_name;
+        }
         Ok(results)
     }
 
@@ -531,12 +543,7 @@ impl ApplyTxn<'_> {
                 self.applied.next_effect_id = self.applied.next_effect_id.max(1);
                 let id = EffectId(self.applied.next_effect_id);
                 self.applied.next_effect_id += 1;
-                let region = if self.applied.region.is_empty() {
-                    self.store.region.clone()
-                } else {
-                    RegionCode::parse(&self.applied.region)
-                        .map_err(|r| StorageError::corrupt("applied state", r.to_string()))?
-                };
+                let region = self.batch_region.clone().unwrap_or_else(|| self.store.region.clone());
                 let source = EffectSource { region, epoch: self.applied.epoch.max(1), shard };
                 let effect = Effect { id, source, kind };
                 self.put(keys::CF_OUTBOX, keys::outbox(shard, lane, id), codec::effect_to_pb(&effect).encode_to_vec())
