@@ -118,6 +118,14 @@ async fn a_replica_that_meets_newer_rules_halts_that_shard_alone_and_loses_nothi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cluster.is_running(2), "a halted shard must not stop the node");
+    // Loudly: in the metrics and in readiness, naming the shard.
+    let (_, metrics) = cluster.http_get(2, "/metrics").await;
+    assert!(metrics.contains(&format!("meridian_shard_halted{{shard=\"{shard}\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("meridian_shard_halted{{shard=\"{}\"}} 0", 1 - shard)), "{metrics}");
+    let (status_line, body) = cluster.http_get(2, "/readyz").await;
+    assert!(status_line.contains("503"), "{status_line}");
+    assert!(body.contains(&format!("shard {shard}")), "{body}");
+    assert!(cluster.http_get(0, "/readyz").await.0.contains("200"), "the other nodes stay ready");
     let status = cluster.status(2).await;
     assert_ne!(shard_status(&status, 1 - shard).role, "halted", "{status:?}");
 

@@ -113,8 +113,9 @@ impl Cluster {
         let tls_files = tls.as_ref().map(|pki| pki.write(dir.path()));
         let secret = format!("{:032x}", rand::random::<u128>());
         let cluster_secret = format!("{:032x}", rand::random::<u128>());
-        let all_addrs = free_loopback_addrs(2 * n);
-        let (addrs, peer_addrs) = all_addrs.split_at(n);
+        let all_addrs = free_loopback_addrs(3 * n);
+        let (addrs, rest) = all_addrs.split_at(n);
+        let (peer_addrs, http_addrs) = rest.split_at(n);
         let peers: Vec<PeerConfig> = addrs
             .iter()
             .zip(peer_addrs)
@@ -135,7 +136,8 @@ impl Cluster {
                 listen: *addr,
                 advertise: None,
                 peer_listen: Some(*peer_addr),
-                http_listen: None,
+                // `/healthz`, `/readyz` and `/metrics` of every node, for the tests that read them.
+                http_listen: Some(http_addrs[i]),
                 data_dir: dir.path().join(format!("node-{id}")),
                 shards: tuning.shards,
                 peers: peers.clone(),
@@ -292,6 +294,19 @@ impl Cluster {
         let mut config = NodeConfig::load(path).expect("read back a node config");
         config.cluster.max_logic_version = version;
         std::fs::write(path, config.to_toml().expect("serialize a node config")).expect("write a node config");
+    }
+
+    /// GETs `path` from node `i`'s HTTP endpoint: the status line and the body.
+    pub async fn http_get(&self, i: usize, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let config = NodeConfig::load(&self.nodes[i].config_path).expect("read back a node config");
+        let addr = config.http_listen.expect("the harness gives every node an HTTP endpoint");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP endpoint");
+        stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("send a request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
     }
 
     /// Node `i`'s config file.
