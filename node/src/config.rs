@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub link_listen: Option<SocketAddr>,
     /// The link credential (`[link]`).
     pub link: LinkConfig,
+    /// TLS of the region-link listener and of this node's calls to other regions
+    /// (`[link-tls]`, the same keys as `[peer-tls]`); unset = plaintext.
+    pub link_tls: Option<PeerTlsConfig>,
     /// TLS of the client listener (`[tls]`); unset = plaintext.
     pub tls: Option<TlsConfig>,
     /// TLS of the peer listener and of this node's calls to its peers (`[peer-tls]`); unset =
@@ -113,6 +116,7 @@ impl Default for NodeConfig {
             cluster: ClusterConfig::default(),
             link_listen: None,
             link: LinkConfig::default(),
+            link_tls: None,
             tls: None,
             peer_tls: None,
             limits: LimitsConfig::default(),

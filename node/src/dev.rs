@@ -233,6 +233,7 @@ fn node_config(
         regions: None,
         link_listen: None,
         link: crate::config::LinkConfig::default(),
+        link_tls: None,
         // Three nodes share this machine: a third of its cores each, so that they do not
         // all run a full-size runtime against each other.
         worker_threads: Some(

@@ -18,7 +18,7 @@ use meridian_raft::credential::{ClusterCredential, DoorStats, RequireCredential}
 use meridian_regions::RegionsFile;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How often a link is checked again once it is up.
@@ -142,12 +142,28 @@ impl Link for LinkService {
     }
 }
 
+/// How this node dials other regions.
+#[derive(Debug, Clone)]
+pub struct LinkDialing {
+    pub credential: ClusterCredential,
+    /// `[link-tls]`, when set.
+    pub tls: Option<ClientTlsConfig>,
+}
+
 /// One Hello to `addr`: the link's state as it answered.
-async fn hello(addr: &str, me: &LinkIdentity, credential: &ClusterCredential, region: &str) -> LinkState {
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+async fn hello(addr: &str, me: &LinkIdentity, dialing: &LinkDialing, region: &str) -> LinkState {
+    let scheme = if dialing.tls.is_some() { "https" } else { "http" };
+    let mut endpoint = match Endpoint::from_shared(format!("{scheme}://{addr}")) {
         Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)),
         Err(e) => return LinkState::Down(format!("{addr}: {e}")),
     };
+    if let Some(tls) = &dialing.tls {
+        endpoint = match endpoint.tls_config(tls.clone()) {
+            Ok(e) => e,
+            Err(e) => return LinkState::Down(format!("{addr}: TLS: {e}")),
+        };
+    }
+    let credential = &dialing.credential;
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => return LinkState::Down(format!("{addr}: cannot connect ({e})")),
@@ -178,7 +194,7 @@ async fn hello(addr: &str, me: &LinkIdentity, credential: &ClusterCredential, re
 
 /// Keeps this node's link to every other region of `file` checked, for as long as the
 /// process runs: each region's nodes are tried in turn until one answers.
-pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentity, credential: ClusterCredential) {
+pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentity, dialing: LinkDialing) {
     for region in file.regions.iter().filter(|r| r.code != me.region) {
         let addrs: Vec<String> = region.nodes.iter().filter_map(|n| n.link_addr.clone()).collect();
         let code = region.code.clone();
@@ -187,13 +203,13 @@ pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentit
             continue;
         }
         links.set(&code, LinkState::Down("not reached yet".into()));
-        let (links, me, credential) = (links.clone(), me.clone(), credential.clone());
+        let (links, me, dialing) = (links.clone(), me.clone(), dialing.clone());
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             let mut next = 0;
             loop {
                 let addr = &addrs[next % addrs.len()];
-                let state = hello(addr, &me, &credential, &code).await;
+                let state = hello(addr, &me, &dialing, &code).await;
                 let up = matches!(state, LinkState::Up { .. });
                 let before = links.set(&code, state.clone());
                 if before.as_ref().map(LinkState::name) != Some(state.name()) {

@@ -19,7 +19,7 @@ use meridian_storage::Db;
 use crate::api::{admin::AdminService, chat::ChatService, Context};
 use crate::auth::TokenSigner;
 use crate::config::NodeConfig;
-use crate::link::{LinkIdentity, LinkService, RegionLinks};
+use crate::link::{LinkDialing, LinkIdentity, LinkService, RegionLinks};
 use crate::tls;
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -66,11 +66,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if let (Some(link_listen), Some(file)) = (config.link_listen, config.regions.as_ref()) {
         let link_credential = ClusterCredential::for_door(Door::Link, config.link.secret.as_bytes());
         let me = LinkIdentity { region: region.to_string(), node_id: config.node_id, digest: file.digest() };
-        let server = tonic::transport::Server::builder()
+        let mut link_server = tonic::transport::Server::builder();
+        let mut dial_tls = None;
+        if let Some(tls) = &config.link_tls {
+            link_server = link_server
+                .tls_config(tls::peer_server_config(tls).context("region-link listener TLS")?)
+                .context("region-link listener TLS")?;
+            dial_tls = Some(tls::peer_client_config(tls).context("region-link TLS")?);
+        }
+        let server = link_server
             .add_service(LinkService::new(me.clone()).into_server(&link_credential, node.door.clone()))
             .serve_with_incoming_shutdown(incoming(link_listen).await?, wait_stop(stop_rx.clone()));
         link_grpc = Some(tokio::spawn(server));
-        crate::link::spawn_dialer(links.clone(), file, me, link_credential);
+        let dialing = LinkDialing { credential: link_credential, tls: dial_tls };
+        crate::link::spawn_dialer(links.clone(), file, me, dialing);
         tracing::info!(link_listen = %link_listen, topology = %file.digest(), "region link listening");
     }
 

@@ -61,7 +61,18 @@ fn topology(nodes: &[(&str, [SocketAddr; 3])], de_shards: u32) -> String {
 }
 
 fn start(dir: &Path, region: &'static str, addrs: [SocketAddr; 3], topology_file: &str) -> RegionNode {
+    start_with(dir, region, addrs, topology_file, None)
+}
+
+fn start_with(
+    dir: &Path,
+    region: &'static str,
+    addrs: [SocketAddr; 3],
+    topology_file: &str,
+    link_tls: Option<meridian_node::config::PeerTlsConfig>,
+) -> RegionNode {
     let config = NodeConfig {
+        link_tls,
         node_id: 1,
         region: region.into(),
         listen: addrs[0],
@@ -184,4 +195,28 @@ async fn regions_on_one_topology_link_up_and_a_stranger_is_refused() {
     let status = LinkClient::new(peer_port).hello(with_key(hello(&digest), Some(peer_key))).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     drop((sg, kr, de));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_over_tls_with_client_certificates_comes_up_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::TestPki::new("link test CA").write(dir.path()).peer;
+    let ports = free_loopback_addrs(6);
+    let (sg, kr) = ([ports[0], ports[1], ports[2]], [ports[3], ports[4], ports[5]]);
+    std::fs::write(dir.path().join("regions.toml"), topology(&[("sg", sg), ("kr", kr)], 8)).unwrap();
+    let sg = start_with(dir.path(), "sg", sg, "regions.toml", Some(tls.clone()));
+    let kr = start_with(dir.path(), "kr", kr, "regions.toml", Some(tls));
+    wait_links(&sg, &[("kr", "up")]).await;
+    wait_links(&kr, &[("sg", "up")]).await;
+
+    // A plaintext caller, even with the right credential, gets nowhere.
+    let plaintext = Channel::from_shared(format!("http://{}", kr.addrs[2])).unwrap().connect_lazy();
+    let right = ClusterCredential::for_door(Door::Link, LINK_SECRET.as_bytes());
+    let hello = HelloRequest { region: "sg".into(), node_id: 1, topology_digest: String::new() };
+    let refused =
+        tokio::time::timeout(Duration::from_secs(10), LinkClient::new(plaintext).hello(with_key(hello, Some(right))))
+            .await
+            .expect("answered or failed in time");
+    assert!(refused.is_err(), "plaintext Hello on a TLS link port: {refused:?}");
+    drop((sg, kr));
 }

@@ -251,13 +251,14 @@ impl Cluster {
     pub fn spawn_joiner(&mut self) -> usize {
         let i = self.nodes.len();
         let id = i as u64 + 1;
-        let free = free_loopback_addrs(2);
-        let (addr, peer_addr) = (free[0], free[1]);
+        let free = free_loopback_addrs(3);
+        let (addr, peer_addr, http_addr) = (free[0], free[1], free[2]);
         let dir = self.dir.as_ref().expect("the cluster is alive").path().to_path_buf();
         let config = NodeConfig {
             node_id: id,
             listen: addr,
             peer_listen: Some(peer_addr),
+            http_listen: Some(http_addr),
             data_dir: dir.join(format!("node-{id}")),
             bootstrap: false,
             ..self.template.clone()
