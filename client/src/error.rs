@@ -201,23 +201,14 @@ impl From<tonic::Status> for ClientError {
             // Details that are not an ErrorDetail (another server, a proxy) are ignored.
             ErrorDetail::decode(status.details()).unwrap_or_default()
         };
-        let reason = status
-            .metadata()
-            .get(REASON_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .unwrap_or(detail.reason);
+        // Metadata first: it survives proxies that drop details.
+        let text = |key: &str| {
+            let value = status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::trim);
+            value.filter(|v| !v.is_empty()).map(str::to_owned)
+        };
+        let reason = text(REASON_METADATA_KEY).unwrap_or(detail.reason);
+        let leader_hint = text(meridian_proto::LEADER_METADATA_KEY).unwrap_or(detail.leader_hint);
         let message = if status.message().is_empty() { detail.message } else { status.message().to_owned() };
-        let leader_hint = status
-            .metadata()
-            .get(meridian_proto::LEADER_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .unwrap_or(detail.leader_hint);
         ClientError::Status { code: status.code(), reason, message, leader_hint }
     }
 }

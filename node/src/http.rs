@@ -44,14 +44,21 @@ pub async fn serve(
 fn respond(path: &str, node: &RaftNode) -> (&'static str, String) {
     match path {
         "/healthz" => ("200 OK", "ok\n".into()),
-        "/readyz" if !node.halted_shards().is_empty() => {
-            let halted: Vec<String> = node.halted_shards().iter().map(|(s, why)| format!("shard {s}: {why}")).collect();
-            ("503 Service Unavailable", format!("not ready: halted {}\n", halted.join("; ")))
-        }
-        "/readyz" if node.all_shards_have_leaders() => ("200 OK", "ready\n".into()),
-        "/readyz" => ("503 Service Unavailable", "not ready: a shard has no leader\n".into()),
+        "/readyz" => readiness(node),
         "/metrics" => ("200 OK", metrics(node)),
         _ => ("404 Not Found", "not found\n".into()),
+    }
+}
+
+/// Ready when no shard is halted here and every shard has a leader.
+fn readiness(node: &RaftNode) -> (&'static str, String) {
+    let halted: Vec<String> = node.halted_shards().iter().map(|(s, why)| format!("shard {s}: {why}")).collect();
+    if !halted.is_empty() {
+        ("503 Service Unavailable", format!("not ready: halted {}\n", halted.join("; ")))
+    } else if node.all_shards_have_leaders() {
+        ("200 OK", "ready\n".into())
+    } else {
+        ("503 Service Unavailable", "not ready: a shard has no leader\n".into())
     }
 }
 

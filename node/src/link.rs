@@ -14,11 +14,11 @@ use std::time::Duration;
 use meridian_proto::link::link_client::LinkClient;
 use meridian_proto::link::link_server::{Link, LinkServer};
 use meridian_proto::link::{HelloRequest, HelloResponse};
-use meridian_raft::credential::{ClusterCredential, DoorStats, RequireCredential};
+use meridian_raft::credential::{AttachCredential, ClusterCredential, DoorStats, RequireCredential};
 use meridian_regions::RegionsFile;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How often a link is checked again once it is up.
@@ -150,25 +150,26 @@ pub struct LinkDialing {
     pub tls: Option<ClientTlsConfig>,
 }
 
-/// One Hello to `addr`: the link's state as it answered.
-async fn hello(addr: &str, me: &LinkIdentity, dialing: &LinkDialing, region: &str) -> LinkState {
-    let scheme = if dialing.tls.is_some() { "https" } else { "http" };
-    let mut endpoint = match Endpoint::from_shared(format!("{scheme}://{addr}")) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)),
-        Err(e) => return LinkState::Down(format!("{addr}: {e}")),
-    };
-    if let Some(tls) = &dialing.tls {
-        endpoint = match endpoint.tls_config(tls.clone()) {
-            Ok(e) => e,
-            Err(e) => return LinkState::Down(format!("{addr}: TLS: {e}")),
-        };
+/// A client of one remote link address, over one lazily connected channel that the
+/// periodic checks (and later calls) share; it reconnects by itself after a failure.
+type RemoteLink = LinkClient<InterceptedService<Channel, AttachCredential>>;
+
+impl LinkDialing {
+    fn remote(&self, addr: &str) -> Result<RemoteLink, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("{addr}: TLS: {e}"))?;
+        }
+        Ok(LinkClient::with_interceptor(endpoint.connect_lazy(), self.credential.attach()))
     }
-    let credential = &dialing.credential;
-    let channel = match endpoint.connect().await {
-        Ok(c) => c,
-        Err(e) => return LinkState::Down(format!("{addr}: cannot connect ({e})")),
-    };
-    let mut client = LinkClient::with_interceptor(channel, credential.attach());
+}
+
+/// One Hello to `addr`: the link's state as it answered.
+async fn hello(client: &mut RemoteLink, addr: &str, me: &LinkIdentity, region: &str) -> LinkState {
     let request = HelloRequest { region: me.region.clone(), node_id: me.node_id, topology_digest: me.digest.clone() };
     match client.hello(request).await {
         Ok(r) => {
@@ -203,13 +204,19 @@ pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentit
             continue;
         }
         links.set(&code, LinkState::Down("not reached yet".into()));
-        let (links, me, dialing) = (links.clone(), me.clone(), dialing.clone());
+        let (links, me) = (links.clone(), me.clone());
+        let mut remotes: Vec<(String, Result<RemoteLink, String>)> =
+            addrs.into_iter().map(|addr| (addr.clone(), dialing.remote(&addr))).collect();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             let mut next = 0;
             loop {
-                let addr = &addrs[next % addrs.len()];
-                let state = hello(addr, &me, &dialing, &code).await;
+                let count = remotes.len();
+                let (addr, remote) = &mut remotes[next % count];
+                let state = match remote {
+                    Ok(client) => hello(client, addr, &me, &code).await,
+                    Err(why) => LinkState::Down(why.clone()),
+                };
                 let up = matches!(state, LinkState::Up { .. });
                 let before = links.set(&code, state.clone());
                 if before.as_ref().map(LinkState::name) != Some(state.name()) {

@@ -94,10 +94,6 @@ async fn leader_read_index(raft: &Raft) -> Result<u64, String> {
     raft.get_read_log_id().await.map(|(read, _)| read.map_or(0, |l| l.index)).map_err(|e| e.to_string())
 }
 
-fn store_max_logic_version(configured: u32) -> u32 {
-    configured.clamp(1, meridian_domain::apply::LOGIC_VERSION)
-}
-
 /// Where a shard's leader is, for an attempt of [`RaftNode::with_leader`].
 enum Leader {
     Local,
@@ -214,7 +210,8 @@ impl RaftNode {
         let node = Arc::new_cyclic(|me| Self {
             node_id: settings.node_id,
             region: settings.region.clone(),
-            max_logic_version: store_max_logic_version(settings.max_logic_version),
+            // As the stores clamp it: at most this build's, at least 1.
+            max_logic_version: shards.first().map_or(1, |s| s.store.max_logic_version()),
             door: Arc::default(),
             shard_count: settings.shards,
             ingress: settings.ingress,

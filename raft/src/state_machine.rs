@@ -44,6 +44,16 @@ impl MachineStats {
     }
 }
 
+/// A storage error of apply; a halt (an entry this replica must not apply) is recorded in
+/// `stats` and logged loudly first, so the node stops this shard only, not itself.
+fn apply_failed(stats: &MachineStats, shard: u32, e: meridian_storage::StorageError) -> RaftStorageError {
+    if let meridian_storage::StorageError::Halted(why) = &e {
+        tracing::error!(shard, reason = %why, "SHARD HALTED: this replica stops applying the shard");
+        stats.halt(why.clone());
+    }
+    io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
 #[derive(Debug, Clone)]
 pub struct ShardMachine {
     store: ShardStore,
@@ -61,16 +71,6 @@ impl ShardMachine {
             stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         }
         Self { store, snapshot_path, stats, outbox_signal: Arc::default() }
-    }
-
-    /// A storage error of apply; a halt (an entry this replica must not apply) is recorded
-    /// and logged loudly first, so the node stops this shard only, not itself.
-    fn apply_failed(&self, e: meridian_storage::StorageError) -> RaftStorageError {
-        if let meridian_storage::StorageError::Halted(why) = &e {
-            tracing::error!(shard = self.store.shard().0, reason = %why, "SHARD HALTED: this replica stops applying the shard");
-            self.stats.halt(why.clone());
-        }
-        io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
     }
 
     pub fn stats(&self) -> Arc<MachineStats> {
@@ -163,8 +163,8 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         I::IntoIter: OptionalSend,
     {
         let fail = |e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e);
-        let store = self.store.clone();
-        let mut txn = store.begin().map_err(fail)?;
+        let (stats, shard) = (&self.stats, self.store.shard().0);
+        let mut txn = self.store.begin().map_err(fail)?;
         let effects_before = txn.applied_mut().next_effect_id;
         let mut responses = Vec::new();
         for entry in entries {
@@ -172,7 +172,8 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             match entry.payload {
                 EntryPayload::Blank => responses.push(ShardResponse::default()),
                 EntryPayload::Normal(batch) => {
-                    let results = txn.apply_batch(entry.log_id.index, &batch).map_err(|e| self.apply_failed(e))?;
+                    let results =
+                        txn.apply_batch(entry.log_id.index, &batch).map_err(|e| apply_failed(stats, shard, e))?;
                     responses.push(ShardResponse { results });
                 }
                 EntryPayload::Membership(m) => {

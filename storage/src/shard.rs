@@ -475,6 +475,18 @@ impl ApplyTxn<'_> {
         // Server time never goes backwards within a shard, whatever the leaders' clocks did.
         let time = batch.time_ms.max(self.applied.last_time_ms);
         self.applied.last_time_ms = time;
+        // One context for the entry; only the position moves. A raise earlier in this entry
+        // applies from the next entry on.
+        let mut ctx = ApplyContext {
+            region,
+            epoch: self.applied.epoch.max(1),
+            logic_version,
+            shard: self.store.shard,
+            shards: self.store.shards,
+            log_index,
+            position: 0,
+            time: TimeMs(time),
+        };
         let mut results = Vec::with_capacity(batch.commands.len());
         for (position, command) in batch.commands.iter().enumerate() {
             // A command that does not decode into the domain (written by a faulty or older
@@ -488,17 +500,7 @@ impl ApplyTxn<'_> {
                     continue;
                 }
             };
-            let ctx = ApplyContext {
-                region: region.clone(),
-                epoch: self.applied.epoch.max(1),
-                // A raise earlier in this entry applies from the next entry on.
-                logic_version,
-                shard: self.store.shard,
-                shards: self.store.shards,
-                log_index,
-                position,
-                time: TimeMs(time),
-            };
+            ctx.position = position;
             let outcome = apply(&StateView(&*self), &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
             match outcome {
                 Ok(applied) => {

@@ -99,10 +99,8 @@ impl From<ApiError> for Status {
         if let Ok(v) = reason.parse() {
             status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
         }
-        if let Ok(v) = leader_hint.parse() {
-            if !leader_hint.is_empty() {
-                status.metadata_mut().insert(meridian_proto::LEADER_METADATA_KEY, v);
-            }
+        if let Some(Ok(v)) = (!leader_hint.is_empty()).then(|| leader_hint.parse()) {
+            status.metadata_mut().insert(meridian_proto::LEADER_METADATA_KEY, v);
         }
         status
     }

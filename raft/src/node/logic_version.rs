@@ -106,7 +106,11 @@ impl RaftNode {
     /// do not (or did not answer). Never lowers a version; raising to the active one is a
     /// no-op.
     pub async fn raise_logic_version(&self, to: u32) -> Result<LogicVersionReport, RaiseError> {
-        let nodes = self.member_support().await;
+        self.raise_with(self.member_support().await, to).await
+    }
+
+    /// [`RaftNode::raise_logic_version`] with the members' answers already in hand.
+    async fn raise_with(&self, nodes: Vec<NodeSupport>, to: u32) -> Result<LogicVersionReport, RaiseError> {
         let behind: Vec<String> = nodes
             .iter()
             .filter_map(|n| match &n.max_logic_version {
@@ -162,7 +166,7 @@ impl RaftNode {
             if self.shard_versions().iter().all(|s| s.logic_version >= common) {
                 return;
             }
-            match self.raise_logic_version(common).await {
+            match self.raise_with(nodes, common).await {
                 Ok(_) => {
                     tracing::info!(version = common, "raised the new region's logic version");
                     return;
