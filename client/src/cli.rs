@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, ConversationsArgs, EventsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs, StatusArgs,
-    TokenArgs, UserCommand,
+    ActAs, AdminCommand, AuditCommand, ConversationsArgs, EventsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs,
+    StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -55,6 +55,11 @@ pub enum ClientCommand {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Audits (admin token).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -209,7 +214,8 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         | ClientCommand::Token(_)
         | ClientCommand::Status(_)
         | ClientCommand::Events(_)
-        | ClientCommand::Admin { .. } => Identity::Admin,
+        | ClientCommand::Admin { .. }
+        | ClientCommand::Audit { .. } => Identity::Admin,
         ClientCommand::Send(a) => Identity::user(&a.act_as),
         ClientCommand::History(a) => Identity::user(&a.act_as),
         ClientCommand::Conversations(a) => Identity::user(&a.act_as),
@@ -305,6 +311,21 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Admin { command: AdminCommand::RemoveNode { id } } => {
             let members = client.remove_node(id).await?;
             Output::line(render::remove_node_line(&members))
+        }
+        ClientCommand::Audit { command: AuditCommand::Residency { this_node, json } } => {
+            let report = client.audit_residency(this_node).await?;
+            let lines = render::audit_lines(&report);
+            let violations: u64 = report.nodes.iter().map(|n| n.violation_count).sum();
+            let incomplete = report.nodes.iter().filter(|n| !n.error.is_empty()).count();
+            if violations > 0 || incomplete > 0 {
+                return Err(ClientError::Verification {
+                    detail: format!(
+                        "residency audit: {violations} violation(s), {incomplete} node(s) not audited\n{}",
+                        lines.join("\n")
+                    ),
+                });
+            }
+            Output::json_or_lines(json, || render::audit_json(&report), || lines)
         }
     };
     Ok(output)

@@ -13,13 +13,13 @@ use meridian_proto::api::admin_client::AdminClient;
 use meridian_proto::api::chat_client::ChatClient;
 use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
-    AddNodeRequest, AddNodeResponse, ClusterStatusRequest, ClusterStatusResponse, CreateUserRequest,
-    CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse, GetRoutesRequest, GetRoutesResponse,
-    IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, LoggedEvent,
-    LogicVersionRequest, LogicVersionResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement,
-    ReadConsistency, ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse,
-    RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse, TextElement,
-    VerifyProjectionsRequest, VerifyProjectionsResponse,
+    AddNodeRequest, AddNodeResponse, AuditResidencyRequest, AuditResidencyResponse, ClusterStatusRequest,
+    ClusterStatusResponse, CreateUserRequest, CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse,
+    GetRoutesRequest, GetRoutesResponse, IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest,
+    ListConversationsResponse, LoggedEvent, LogicVersionRequest, LogicVersionResponse, MarkReadRequest,
+    MarkReadResponse, Message, MessageElement, ReadConsistency, ReadEventsRequest, ReadEventsResponse,
+    RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest,
+    SendMessageResponse, TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -380,6 +380,15 @@ impl Client {
         let request = RemoveNodeRequest { node_id: id };
         self.call("RemoveNode", request, |channel, request| async move {
             AdminClient::new(channel).remove_node(request).await
+        })
+        .await
+    }
+
+    /// The residency audit: every node of every region, or the answering node alone (admin).
+    pub async fn audit_residency(&self, this_node_only: bool) -> Result<AuditResidencyResponse, ClientError> {
+        let request = AuditResidencyRequest { this_node_only };
+        self.call("AuditResidency", request, |channel, request| async move {
+            AdminClient::new(channel).audit_residency(request).await
         })
         .await
     }

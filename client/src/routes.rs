@@ -128,6 +128,7 @@ mod tests {
                 .iter()
                 .map(|(shard, addr)| ShardRoute { shard: *shard, leader_id: 1, leader_addr: (*addr).to_owned() })
                 .collect(),
+            ..Default::default()
         }
     }
 

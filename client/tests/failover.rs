@@ -286,6 +286,7 @@ async fn calls_go_to_the_leader_the_routing_table_names() {
     let table = GetRoutesResponse {
         shards: 8,
         routes: (0..8).map(|shard| ShardRoute { shard, leader_id: 2, leader_addr: leader_addr.to_string() }).collect(),
+        ..Default::default()
     };
     *follower.routes.lock().expect("routes lock") = Some(table);
     let client = Client::with_config(fast_config(&[follower_addr, leader_addr]).with_act_as("alice")).expect("client");

@@ -6,9 +6,9 @@
 //! on every replica.
 
 use crate::change::Change;
-use crate::command::{Command, Effect, EffectKind};
+use crate::command::{Command, Effect, EffectKind, Lane};
 use crate::event::Event;
-use crate::ids::{ConversationId, EffectId, MessageId, RegionCode, Seq, ShardId, TimeMs, UserId};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, MessageId, RegionCode, Seq, ShardId, TimeMs, UserId};
 use crate::projector::project;
 use crate::records::Conversation;
 use crate::rejection::{Reason, Rejection};
@@ -92,6 +92,10 @@ pub enum Reply {
     LogicVersion {
         version: u32,
     },
+    /// The region that holds a directory claim (the caller's, or the earlier claimant's).
+    Claimed {
+        region: RegionCode,
+    },
 }
 
 /// The outcome of one command: accepted with its changes, or rejected with nothing changed.
@@ -122,23 +126,31 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
 fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
     match command {
         Command::CreateUser { user, home_region, nickname } => create_user(state, ctx, user, home_region, nickname),
-        Command::SendMessage { sender, recipient, elements, request_id } => {
-            send_message(state, ctx, sender, recipient, elements, request_id.as_ref())
+        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home } => {
+            let homes = [sender_home.as_ref(), recipient_home.as_ref()];
+            send_message(state, ctx, sender, recipient, elements, request_id.as_ref(), homes)
         }
         Command::RecallMessage { actor, conversation, seq, window_ms } => {
             recall_message(state, ctx, actor, conversation, *seq, *window_ms)
         }
         Command::MarkRead { user, conversation, up_to } => mark_read(state, ctx, user, conversation, *up_to),
-        Command::ApplyEffects { source, effects } => apply_effects(state, ctx, *source, effects),
-        Command::AckEffects { target, .. } if target.0 >= ctx.shards => reject(
+        Command::ApplyEffects { source, from_region, effects } => {
+            apply_effects(state, ctx, *source, from_region.as_ref(), effects)
+        }
+        Command::AckEffects { target: Lane::Shard(target), .. } if target.0 >= ctx.shards => reject(
             Reason::ShardOutOfRange,
             format!("the acknowledgement names shard {target}, but the region has shards 0..{}", ctx.shards),
         ),
+        Command::AckEffects { target: Lane::Region(region), .. } if region == &ctx.region => reject(
+            Reason::RegionInvalid,
+            format!("the acknowledgement names region {region}, this shard's own: its lanes are shards"),
+        ),
         Command::AckEffects { target, up_to } => Ok(Ok(Applied {
             events: vec![],
-            changes: vec![Change::AckOutbox { target: *target, up_to: *up_to }],
+            changes: vec![Change::AckOutbox { target: target.clone(), up_to: *up_to }],
             reply: Reply::Done,
         })),
+        Command::ClaimId { key, region } => claim_id(state, ctx, key, region),
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }
@@ -198,6 +210,7 @@ fn send_message(
     recipient: &UserId,
     elements: &[crate::element::Element],
     request_id: Option<&crate::ids::RequestId>,
+    homes: [Option<&RegionCode>; 2],
 ) -> Result<Outcome, StateError> {
     if sender == recipient {
         return reject(Reason::PeerIsSelf, "a one-to-one message needs a recipient other than the sender");
@@ -222,10 +235,14 @@ fn send_message(
         Some(head) => head.last_seq,
         None => {
             // The pair's first message: each side's conversation index (on the users' own
-            // shards) learns of the conversation through the outbox.
-            for (user, peer) in [(sender, recipient), (recipient, sender)] {
+            // shards, in their home regions) learns of the conversation through the outbox.
+            for ((user, peer), home) in [(sender, recipient), (recipient, sender)].into_iter().zip(homes) {
+                let lane = match home {
+                    Some(region) if region != &ctx.region => Lane::Region(region.clone()),
+                    _ => Lane::Shard(shard_for(user.as_str(), ctx.shards)),
+                };
                 changes.push(Change::Emit {
-                    lane: shard_for(user.as_str(), ctx.shards),
+                    lane,
                     kind: EffectKind::ConversationJoined {
                         user: user.clone(),
                         conversation: conversation.clone(),
@@ -374,9 +391,15 @@ fn apply_effects(
     state: &impl ShardState,
     ctx: &ApplyContext,
     source: ShardId,
+    from_region: Option<&RegionCode>,
     effects: &[Effect],
 ) -> Result<Outcome, StateError> {
-    let mut watermark = state.watermark(source)?;
+    if from_region == Some(&ctx.region) {
+        return reject(Reason::RegionInvalid, "effects of this region are delivered without a source region");
+    }
+    let source_region = from_region.unwrap_or(&ctx.region);
+    let before = state.watermark(source, from_region)?;
+    let mut watermark = before;
     let mut changes = vec![];
     let mut events = vec![];
     // A batch may carry the same join twice (a redelivery inside one batch): one event.
@@ -385,7 +408,7 @@ fn apply_effects(
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
         // receiving side decides where an effect belongs: with the entity it is addressed to.
         let misrouted = effect.source.shard != source
-            || effect.source.region != ctx.region
+            || &effect.source.region != source_region
             || shard_for(effect.kind.target_entity(), ctx.shards) != ctx.shard;
         if effect.id <= watermark || misrouted {
             continue;
@@ -398,16 +421,38 @@ fn apply_effects(
                         conversation: conversation.clone(),
                         peer: peer.clone(),
                         at: *at,
+                        home: from_region.cloned(),
                     });
                 }
             }
         }
         watermark = effect.id;
     }
-    if watermark > state.watermark(source)? {
-        changes.push(Change::SetWatermark { source, up_to: watermark });
+    if watermark > before {
+        changes.push(Change::SetWatermark { source, from_region: from_region.cloned(), up_to: watermark });
     }
     Ok(Ok(Applied { events, changes, reply: Reply::Done }))
+}
+
+/// The directory's first-claim-wins rule: the key's first claimant keeps it; a repeat by the
+/// same region is answered the same way, and another region learns who holds it.
+fn claim_id(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    key: &DirectoryKey,
+    region: &RegionCode,
+) -> Result<Outcome, StateError> {
+    if let Some(r) = wrong_shard(ctx, key.as_str()) {
+        return Ok(Err(r));
+    }
+    if let Some(holder) = state.claim(key)? {
+        return Ok(Applied::unchanged(Reply::Claimed { region: holder }));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::IdClaimed { key: key.clone(), region: region.clone() }],
+        changes: vec![],
+        reply: Reply::Claimed { region: region.clone() },
+    }))
 }
 
 /// The largest effect id in a list, for acknowledging a delivered batch.

@@ -1,7 +1,7 @@
 //! What applying a command writes. Storage turns each change into keys of one WriteBatch.
 
-use crate::command::EffectKind;
-use crate::ids::{ConversationId, EffectId, RequestId, ShardId, UserId};
+use crate::command::{EffectKind, Lane};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, ShardId, UserId};
 use crate::records::{Conversation, ConversationRef, DedupEntry, Message, User};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,21 +31,27 @@ pub enum Change {
     /// holds the target entity, within the region); the effect itself names only the entity,
     /// and the receiving side checks where that lives.
     Emit {
-        lane: ShardId,
+        lane: Lane,
         kind: EffectKind,
     },
     /// Effects from `source` up to `up_to` are applied here.
     SetWatermark {
         source: ShardId,
+        from_region: Option<RegionCode>,
         up_to: EffectId,
     },
     /// Effects for `target` up to `up_to` were applied there: drop them.
     AckOutbox {
-        target: ShardId,
+        target: Lane,
         up_to: EffectId,
     },
     /// From the next entry on, the shard applies the rules of logic version `version`.
     SetLogicVersion {
         version: u32,
+    },
+    /// The directory records `key` as claimed by `region` (a projection of `IdClaimed`).
+    PutClaim {
+        key: DirectoryKey,
+        region: RegionCode,
     },
 }

@@ -1,25 +1,56 @@
 //! Commands: what a client (through a node) or another shard asks a shard to change.
 
 use crate::element::Element;
-use crate::ids::{ConversationId, EffectId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Create (import) an account on the user's shard. Idempotent.
     CreateUser { user: UserId, home_region: RegionCode, nickname: String },
-    /// Send a C2C message; applied on the conversation's shard.
-    SendMessage { sender: UserId, recipient: UserId, elements: Vec<Element>, request_id: Option<RequestId> },
+    /// Send a C2C message; applied on the conversation's shard, in the conversation's home
+    /// region. `sender_home` / `recipient_home` name a member's home region when it is not
+    /// this one (the directory's answer at ingress, so that every replica routes the first
+    /// message's effects alike); `None` means this region.
+    SendMessage {
+        sender: UserId,
+        recipient: UserId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+        sender_home: Option<RegionCode>,
+        recipient_home: Option<RegionCode>,
+    },
     /// Recall a message; `window_ms` is the window in force where the request was accepted.
     RecallMessage { actor: UserId, conversation: ConversationId, seq: Seq, window_ms: u64 },
     /// Move a member's read cursor; `None` means to the newest message.
     MarkRead { user: UserId, conversation: ConversationId, up_to: Option<Seq> },
-    /// Effects delivered from another shard's outbox, in id order.
-    ApplyEffects { source: ShardId, effects: Vec<Effect> },
-    /// The target shard applied every effect up to `up_to`: drop them from the outbox.
-    AckEffects { target: ShardId, up_to: EffectId },
+    /// Effects delivered from another shard's outbox, in id order: of this region
+    /// (`from_region` `None`) or, through a region link, of shard `source` of `from_region`.
+    ApplyEffects { source: ShardId, from_region: Option<RegionCode>, effects: Vec<Effect> },
+    /// The target lane applied every effect up to `up_to`: drop them from the outbox.
+    AckEffects { target: Lane, up_to: EffectId },
+    /// Claim a user id (by its directory key) for `region` in the directory; applied in the
+    /// key's owner region. The first claim wins; a repeat by the same region is a no-op.
+    ClaimId { key: DirectoryKey, region: RegionCode },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },
+}
+
+/// The queue of a shard's outbox an effect waits in: a shard of this region, or another
+/// region (whose receiving node picks the shard).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Shard(ShardId),
+    Region(RegionCode),
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lane::Shard(s) => write!(f, "shard {s}"),
+            Lane::Region(r) => write!(f, "region {r}"),
+        }
+    }
 }
 
 /// What an event means for an entity on another shard. Delivered at least once, applied once.
@@ -52,7 +83,8 @@ impl std::fmt::Display for EffectSource {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EffectKind {
-    /// Put a conversation into a user's conversation index.
+    /// Put a conversation into a user's conversation index. The conversation lives in the
+    /// effect's source region.
     ConversationJoined { user: UserId, conversation: ConversationId, peer: UserId, at: TimeMs },
 }
 

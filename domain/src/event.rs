@@ -3,7 +3,7 @@
 //! (users, conversation heads and cursors, conversation lists) are what they add up to.
 
 use crate::element::Element;
-use crate::ids::{ConversationId, MessageId, RegionCode, RequestId, Seq, TimeMs, UserId};
+use crate::ids::{ConversationId, DirectoryKey, MessageId, RegionCode, RequestId, Seq, TimeMs, UserId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -25,8 +25,17 @@ pub enum Event {
     MessageRecalled { conversation: ConversationId, seq: Seq, by: UserId, at: TimeMs },
     /// `user`'s read cursor in `conversation` moved forward to `read_seq`.
     ReadMarked { conversation: ConversationId, user: UserId, read_seq: Seq },
-    /// `conversation` entered `user`'s conversation list (on the user's shard).
-    ConversationJoined { user: UserId, conversation: ConversationId, peer: UserId, at: TimeMs },
+    /// `conversation` entered `user`'s conversation list (on the user's shard). `home` is the
+    /// conversation's home region when it is not this one.
+    ConversationJoined {
+        user: UserId,
+        conversation: ConversationId,
+        peer: UserId,
+        at: TimeMs,
+        home: Option<RegionCode>,
+    },
+    /// The directory (in the key's owner region) recorded `key` as claimed by `region`.
+    IdClaimed { key: DirectoryKey, region: RegionCode },
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
@@ -42,6 +51,7 @@ impl Event {
             Event::ReadMarked { .. } => "ReadMarked",
             Event::ConversationJoined { .. } => "ConversationJoined",
             Event::LogicVersionRaised { .. } => "LogicVersionRaised",
+            Event::IdClaimed { .. } => "IdClaimed",
         }
     }
 }

@@ -160,6 +160,34 @@ impl fmt::Display for RegionCode {
     }
 }
 
+/// The directory's name for a user or group id: a keyed hash (hex SHA-256 HMAC under the
+/// deployment's link secret) of the id. It is what crosses region borders to claim an id
+/// and to look up its home region; the id itself never does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirectoryKey(String);
+
+impl DirectoryKey {
+    pub fn parse(s: &str) -> Result<Self, Rejection> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Rejection::new(
+                Reason::DirectoryKeyInvalid,
+                format!("{s:?} is not a directory key (64 lowercase hex digits)"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DirectoryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A message id, unique across regions and epochs.
 ///
 /// From logic version 2 on it is `{region}.{epoch}.{shard}.{log index}.{position}` (shard

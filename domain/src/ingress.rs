@@ -4,7 +4,7 @@
 //! leader checks every forwarded proposal again, so that nothing unchecked from the network
 //! reaches the Raft log. Rules that depend on state run at apply ([`crate::apply`]).
 
-use crate::command::{Command, Effect};
+use crate::command::{Command, Effect, Lane};
 use crate::element::validate_body;
 use crate::ids::{RegionCode, ShardId};
 use crate::rejection::{Reason, Rejection};
@@ -83,11 +83,36 @@ pub fn check(
         Command::RecallMessage { conversation, .. } | Command::MarkRead { conversation, .. } => {
             to.owns(conversation.as_str())
         }
-        Command::ApplyEffects { source, effects } => {
+        Command::ApplyEffects { source, from_region: None, effects } => {
             to.in_region(*source, "the effects' source")?;
-            effects.iter().try_for_each(|e| check_effect(e, *source, to))
+            effects.iter().try_for_each(|e| check_effect(e, *source, to.region, to))
         }
-        Command::AckEffects { target, .. } => to.in_region(*target, "the acknowledgement's target"),
+        Command::ApplyEffects { source, from_region: Some(region), effects } => {
+            if region == to.region {
+                return Err(Rejection::new(
+                    Reason::RegionInvalid,
+                    format!("effects of region {region} are delivered to it without a source region"),
+                ));
+            }
+            if source.0 >= MAX_SHARDS {
+                return Err(Rejection::new(
+                    Reason::ShardOutOfRange,
+                    format!("the effects' source names shard {source}; no region has more than {MAX_SHARDS}"),
+                ));
+            }
+            effects.iter().try_for_each(|e| check_effect(e, *source, region, to))
+        }
+        Command::AckEffects { target: Lane::Shard(target), .. } => {
+            to.in_region(*target, "the acknowledgement's target")
+        }
+        Command::AckEffects { target: Lane::Region(region), .. } => {
+            if region == to.region {
+                Err(Rejection::new(Reason::RegionInvalid, "an acknowledgement's region lane is another region"))
+            } else {
+                Ok(())
+            }
+        }
+        Command::ClaimId { key, .. } => to.owns(key.as_str()),
         Command::SetLogicVersion { version } => {
             if (1..=crate::apply::LOGIC_VERSION).contains(version) {
                 Ok(())
@@ -104,13 +129,16 @@ pub fn check(
     }
 }
 
-/// An effect of a batch from shard `source` of this region, for an entity on `to`'s shard.
-/// Effects from other regions arrive through a region link, never through the peer door.
-fn check_effect(effect: &Effect, source: ShardId, to: Destination) -> Result<(), Rejection> {
-    if effect.source.region != *to.region {
+/// Most shards a region may have (a sanity bound on shard ids from elsewhere).
+pub const MAX_SHARDS: u32 = 4096;
+
+/// An effect of a batch from shard `source` of `region`, for an entity on `to`'s shard.
+/// Effects from other regions come with their region named, from a region link.
+fn check_effect(effect: &Effect, source: ShardId, region: &RegionCode, to: Destination) -> Result<(), Rejection> {
+    if effect.source.region != *region {
         return Err(Rejection::new(
             Reason::RegionInvalid,
-            format!("effect {} comes from region {}, not from {}", effect.id.0, effect.source.region, to.region),
+            format!("effect {} comes from region {}, not from {region}", effect.id.0, effect.source.region),
         ));
     }
     if effect.source.shard != source || effect.source.epoch == 0 {
@@ -168,10 +196,10 @@ mod tests {
 
     #[test]
     fn shards_outside_the_region_are_refused() {
-        let ack = Command::AckEffects { target: ShardId(8), up_to: EffectId(3) };
+        let ack = Command::AckEffects { target: Lane::Shard(ShardId(8)), up_to: EffectId(3) };
         let to = Destination { region: &REGION, shard: ShardId(0), shards: 8 };
         assert_eq!(check(&ack, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::ShardOutOfRange));
-        let ack = Command::AckEffects { target: ShardId(7), up_to: EffectId(3) };
+        let ack = Command::AckEffects { target: Lane::Shard(ShardId(7)), up_to: EffectId(3) };
         assert_eq!(
             check(&ack, Destination { shard: ShardId(9), ..to }, LIMITS, len).map_err(|r| r.reason),
             Err(Reason::ShardOutOfRange)
@@ -182,14 +210,26 @@ mod tests {
     #[test]
     fn sends_meet_the_body_rules() {
         let to = home(ConversationId::c2c(&user("a"), &user("b")).as_str());
-        let send =
-            |elements| Command::SendMessage { sender: user("a"), recipient: user("b"), elements, request_id: None };
+        let send = |elements| Command::SendMessage {
+            sender: user("a"),
+            recipient: user("b"),
+            elements,
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+        };
         let text = crate::Element::Text { text: "hi".into() };
         assert_eq!(check(&send(vec![text.clone()]), to, LIMITS, len), Ok(()));
         assert_eq!(check(&send(vec![]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::MessageEmpty));
         assert_eq!(check(&send(vec![text; 11]), to, LIMITS, len).map_err(|r| r.reason), Err(Reason::MessageTooLarge));
-        let to_self =
-            Command::SendMessage { sender: user("a"), recipient: user("a"), elements: vec![], request_id: None };
+        let to_self = Command::SendMessage {
+            sender: user("a"),
+            recipient: user("a"),
+            elements: vec![],
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+        };
         assert_eq!(check(&to_self, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::PeerIsSelf));
     }
 
@@ -206,7 +246,8 @@ mod tests {
                 at: TimeMs(1),
             },
         };
-        let apply = |source: u32, effects| Command::ApplyEffects { source: ShardId(source), effects };
+        let apply =
+            |source: u32, effects| Command::ApplyEffects { source: ShardId(source), from_region: None, effects };
         assert_eq!(check(&apply(1, vec![effect(1, "sg", "bob")]), to, LIMITS, len), Ok(()));
         // From another shard than the batch says, from another region, for another shard's user.
         assert!(check(&apply(1, vec![effect(2, "sg", "bob")]), to, LIMITS, len).is_err());

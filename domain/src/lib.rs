@@ -35,10 +35,10 @@ pub mod state;
 
 pub use apply::{apply, Applied, ApplyContext};
 pub use change::Change;
-pub use command::{Command, Effect, EffectKind, EffectSource};
+pub use command::{Command, Effect, EffectKind, EffectSource, Lane};
 pub use element::Element;
 pub use event::{Event, EventOffset};
-pub use ids::{ConversationId, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
+pub use ids::{ConversationId, DirectoryKey, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
 pub use records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, User};
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

@@ -88,10 +88,16 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             }
             None => vec![],
         },
-        Event::ConversationJoined { user, conversation, peer, at } => vec![Change::PutConversationRef {
+        Event::ConversationJoined { user, conversation, peer, at, home } => vec![Change::PutConversationRef {
             user: user.clone(),
-            entry: ConversationRef { conversation: conversation.clone(), peer: peer.clone(), joined: *at },
+            entry: ConversationRef {
+                conversation: conversation.clone(),
+                peer: peer.clone(),
+                joined: *at,
+                home: home.clone(),
+            },
         }],
         Event::LogicVersionRaised { .. } => vec![],
+        Event::IdClaimed { key, region } => vec![Change::PutClaim { key: key.clone(), region: region.clone() }],
     })
 }

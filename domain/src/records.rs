@@ -67,6 +67,8 @@ pub struct ConversationRef {
     pub conversation: ConversationId,
     pub peer: UserId,
     pub joined: TimeMs,
+    /// The conversation's home region when it is not this one.
+    pub home: Option<RegionCode>,
 }
 
 /// The first result of a request id, returned to every retry.

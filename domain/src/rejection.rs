@@ -11,6 +11,7 @@ pub enum RejectionClass {
     PermissionDenied,
     FailedPrecondition,
     OutOfRange,
+    AlreadyExists,
 }
 
 macro_rules! reasons {
@@ -75,6 +76,9 @@ reasons! {
     ShardOutOfRange => "SHARD_OUT_OF_RANGE", InvalidArgument;
     MalformedCommand => "MALFORMED_COMMAND", InvalidArgument;
     LogicVersionUnsupported => "LOGIC_VERSION_UNSUPPORTED", FailedPrecondition;
+    UserExists => "USER_EXISTS", AlreadyExists;
+    ResidencyViolation => "RESIDENCY_VIOLATION", FailedPrecondition;
+    DirectoryKeyInvalid => "DIRECTORY_KEY_INVALID", InvalidArgument;
 }
 
 impl fmt::Display for Reason {

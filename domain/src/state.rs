@@ -1,7 +1,7 @@
 //! The read interface apply needs. Storage implements it over RocksDB plus the writes of the
 //! batch being applied, so that a later command in a batch sees the earlier ones.
 
-use crate::ids::{ConversationId, EffectId, RequestId, Seq, ShardId, UserId};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, Seq, ShardId, UserId};
 use crate::records::{Conversation, DedupEntry, Message, User};
 
 /// Storage could not read state (I/O, corruption). Fatal for the replica: it must stop rather
@@ -22,5 +22,9 @@ pub trait ShardState {
     ) -> Result<Option<DedupEntry>, StateError>;
     fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError>;
     /// The highest effect id from `source` applied here.
-    fn watermark(&self, source: ShardId) -> Result<EffectId, StateError>;
+    /// The highest effect id applied from shard `source` of this region (`from_region`
+    /// `None`) or of another region.
+    fn watermark(&self, source: ShardId, from_region: Option<&RegionCode>) -> Result<EffectId, StateError>;
+    /// The region that claimed a directory key, if any.
+    fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError>;
 }

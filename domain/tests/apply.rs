@@ -16,8 +16,9 @@ struct MemState {
     messages: BTreeMap<(ConversationId, Seq), Message>,
     refs: BTreeSet<(UserId, ConversationId)>,
     dedup: BTreeMap<(ConversationId, UserId, RequestId), DedupEntry>,
-    watermarks: BTreeMap<ShardId, EffectId>,
-    outbox: Vec<(ShardId, EffectKind)>,
+    watermarks: BTreeMap<(Option<RegionCode>, ShardId), EffectId>,
+    outbox: Vec<(Lane, EffectKind)>,
+    claims: BTreeMap<DirectoryKey, RegionCode>,
 }
 
 impl ShardState for MemState {
@@ -36,8 +37,11 @@ impl ShardState for MemState {
     fn has_conversation_ref(&self, u: &UserId, c: &ConversationId) -> Result<bool, StateError> {
         Ok(self.refs.contains(&(u.clone(), c.clone())))
     }
-    fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
-        Ok(self.watermarks.get(&source).copied().unwrap_or_default())
+    fn watermark(&self, source: ShardId, from: Option<&RegionCode>) -> Result<EffectId, StateError> {
+        Ok(self.watermarks.get(&(from.cloned(), source)).copied().unwrap_or_default())
+    }
+    fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {
+        Ok(self.claims.get(key).cloned())
     }
 }
 
@@ -61,8 +65,11 @@ impl MemState {
                     self.dedup.insert((conversation, sender, request_id), entry);
                 }
                 Change::Emit { lane, kind } => self.outbox.push((lane, kind)),
-                Change::SetWatermark { source, up_to } => {
-                    self.watermarks.insert(source, up_to);
+                Change::SetWatermark { source, from_region, up_to } => {
+                    self.watermarks.insert((from_region, source), up_to);
+                }
+                Change::PutClaim { key, region } => {
+                    self.claims.insert(key, region);
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
@@ -105,7 +112,14 @@ fn send(state: &mut MemState, time: i64, from: &str, to: &str, body: &str, rid: 
     run(
         state,
         &ctx(time, time as u64),
-        Command::SendMessage { sender: user(from), recipient: user(to), elements: text(body), request_id },
+        Command::SendMessage {
+            sender: user(from),
+            recipient: user(to),
+            elements: text(body),
+            request_id,
+            sender_home: None,
+            recipient_home: None,
+        },
     )
 }
 
@@ -236,7 +250,14 @@ fn send_rejections_change_nothing() {
     assert_rejected(
         &mut s,
         &ctx(1, 1),
-        Command::SendMessage { sender: user("a1"), recipient: user("a1"), elements: text("x"), request_id: None },
+        Command::SendMessage {
+            sender: user("a1"),
+            recipient: user("a1"),
+            elements: text("x"),
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+        },
         Reason::PeerIsSelf,
     );
     // With 8 shards, a conversation that lives elsewhere is refused by this shard.
@@ -246,7 +267,14 @@ fn send_rejections_change_nothing() {
     assert_rejected(
         &mut s,
         &elsewhere,
-        Command::SendMessage { sender: a, recipient: b, elements: text("x"), request_id: None },
+        Command::SendMessage {
+            sender: a,
+            recipient: b,
+            elements: text("x"),
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+        },
         Reason::WrongShard,
     );
 }
@@ -270,11 +298,15 @@ fn effects_apply_once_in_id_order() {
         run(
             s,
             &ctx(1, 1),
-            Command::ApplyEffects { source: ShardId(3), effects: ids.iter().map(|&i| effect(i)).collect() },
+            Command::ApplyEffects {
+                source: ShardId(3),
+                from_region: None,
+                effects: ids.iter().map(|&i| effect(i)).collect(),
+            },
         )
     };
     assert!(deliver(&mut s, &[1, 2]).is_ok());
-    assert_eq!(s.watermarks[&ShardId(3)], EffectId(2));
+    assert_eq!(s.watermarks[&(None, ShardId(3))], EffectId(2));
     let before = s.clone();
     assert!(deliver(&mut s, &[1, 2]).is_ok(), "redelivery is accepted");
     assert_eq!(s, before, "and changes nothing");
@@ -329,4 +361,120 @@ fn accepted_commands_emit_their_events_and_repeats_emit_none() {
     let recall = Command::RecallMessage { actor: user("alice"), conversation: c.clone(), seq: Seq(1), window_ms: 1000 };
     assert_eq!(event_names(&run(&mut s, &ctx(14, 14), recall.clone())), vec!["MessageRecalled"]);
     assert!(event_names(&run(&mut s, &ctx(15, 15), recall)).is_empty(), "a recall retried by its actor");
+}
+
+fn region(code: &str) -> RegionCode {
+    RegionCode::parse(code).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region() {
+    let mut s = MemState::default();
+    let outcome = run(
+        &mut s,
+        &ctx(5, 5),
+        Command::SendMessage {
+            sender: user("alice"),
+            recipient: user("hans"),
+            elements: text("hallo"),
+            request_id: None,
+            sender_home: None,
+            recipient_home: Some(region("de")),
+        },
+    );
+    assert_eq!(seq_of(&outcome), 1);
+    let lanes: Vec<(Lane, String)> =
+        s.outbox.iter().map(|(lane, kind)| (lane.clone(), kind.target_entity().to_owned())).collect();
+    assert_eq!(
+        lanes,
+        vec![(Lane::Shard(ShardId(0)), "alice".to_owned()), (Lane::Region(region("de")), "hans".to_owned())]
+    );
+    // A member whose home is named as this very region stays in a shard lane.
+    let mut t = MemState::default();
+    run(
+        &mut t,
+        &ctx(5, 5),
+        Command::SendMessage {
+            sender: user("alice"),
+            recipient: user("bob"),
+            elements: text("hi"),
+            request_id: None,
+            sender_home: Some(region("sg")),
+            recipient_home: None,
+        },
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    assert!(t.outbox.iter().all(|(lane, _)| matches!(lane, Lane::Shard(_))));
+}
+
+#[test]
+fn effects_from_another_region_apply_once_under_their_own_watermark() {
+    let mut s = MemState::default();
+    let c = ConversationId::c2c(&user("alice"), &user("hans"));
+    let effect = |id: u64, from: &str| Effect {
+        id: EffectId(id),
+        source: EffectSource { region: region(from), epoch: 1, shard: ShardId(2) },
+        kind: EffectKind::ConversationJoined {
+            user: user("alice"),
+            conversation: c.clone(),
+            peer: user("hans"),
+            at: TimeMs(1),
+        },
+    };
+    let deliver = |s: &mut MemState, ids: &[u64], from: &str| {
+        run(
+            s,
+            &ctx(1, 1),
+            Command::ApplyEffects {
+                source: ShardId(2),
+                from_region: Some(region("de")),
+                effects: ids.iter().map(|&i| effect(i, from)).collect(),
+            },
+        )
+    };
+    let applied = deliver(&mut s, &[7], "de").unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(
+        applied.events,
+        vec![Event::ConversationJoined {
+            user: user("alice"),
+            conversation: c.clone(),
+            peer: user("hans"),
+            at: TimeMs(1),
+            home: Some(region("de")),
+        }]
+    );
+    assert_eq!(s.watermarks[&(Some(region("de")), ShardId(2))], EffectId(7));
+    assert!(!s.watermarks.contains_key(&(None, ShardId(2))), "the local watermark of shard 2 is another one");
+    let before = s.clone();
+    assert!(deliver(&mut s, &[7], "de").is_ok());
+    assert_eq!(s, before, "a redelivery changes nothing");
+    // An effect claiming another source region than the batch is skipped.
+    assert!(deliver(&mut s, &[8], "kr").is_ok());
+    assert_eq!(s.watermarks[&(Some(region("de")), ShardId(2))], EffectId(7));
+    // Effects of this very region never come with a source region.
+    assert_rejected(
+        &mut s,
+        &ctx(1, 1),
+        Command::ApplyEffects { source: ShardId(2), from_region: Some(region("sg")), effects: vec![] },
+        Reason::RegionInvalid,
+    );
+}
+
+#[test]
+fn the_first_claim_of_a_directory_key_wins() {
+    let mut s = MemState::default();
+    let key = DirectoryKey::parse(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+    let claim = |s: &mut MemState, by: &str| match run(
+        s,
+        &ctx(1, 1),
+        Command::ClaimId { key: key.clone(), region: region(by) },
+    ) {
+        Ok(Applied { reply: Reply::Claimed { region }, events, .. }) => (region, events.len()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(claim(&mut s, "de"), (region("de"), 1));
+    assert_eq!(claim(&mut s, "sg"), (region("de"), 0), "a later claim learns the holder and changes nothing");
+    assert_eq!(claim(&mut s, "de"), (region("de"), 0), "a repeat is a no-op");
+    assert_eq!(s.claims.len(), 1);
+    assert!(DirectoryKey::parse("alice").is_err());
 }

@@ -9,14 +9,20 @@
 //! - [`tls`]: rustls configuration of the listeners and of peer calls.
 //! - [`api`]: the client-facing gRPC services and the one error → status mapping.
 //! - [`http`]: plain-HTTP health, readiness and metrics.
+//! - [`link`]: the region link (handshake, link states); [`region_calls`]: what a node does
+//!   for other regions behind it; [`geo`]: the directory, the residency rule and calls to
+//!   other regions; [`audit`]: the residency audit.
 //!
 //! Must never depend on: RocksDB or openraft directly (storage and raft crates own those).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod geo;
 pub mod http;
 pub mod link;
+pub mod region_calls;
 pub mod server;
 pub mod tls;

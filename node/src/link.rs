@@ -11,9 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use meridian_proto::link::link_client::LinkClient;
 use meridian_proto::link::link_server::{Link, LinkServer};
-use meridian_proto::link::{HelloRequest, HelloResponse};
+use meridian_proto::link::{
+    AuditRequest, AuditResponse, ClaimRequest, ClaimResponse, DeliverEffectsRequest, DeliverEffectsResponse,
+    ForwardRequest, ForwardResponse, HeadsRequest, HeadsResponse, HelloRequest, HelloResponse, LookupRequest,
+    LookupResponse,
+};
 use meridian_raft::credential::{AttachCredential, ClusterCredential, DoorStats, RequireCredential};
 use meridian_regions::RegionsFile;
 use tonic::codegen::InterceptedService;
@@ -58,6 +64,8 @@ impl LinkState {
 #[derive(Debug, Default)]
 pub struct RegionLinks {
     states: Mutex<BTreeMap<String, LinkState>>,
+    /// Per region, wakes its dialer early (a call found the link broken).
+    wake: Mutex<BTreeMap<String, Arc<Notify>>>,
 }
 
 impl RegionLinks {
@@ -65,8 +73,26 @@ impl RegionLinks {
         self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub fn state(&self, region: &str) -> Option<LinkState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).get(region).cloned()
+    }
+
     fn set(&self, region: &str, state: LinkState) -> Option<LinkState> {
         self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(region.to_owned(), state)
+    }
+
+    fn waker(&self, region: &str) -> Arc<Notify> {
+        self.wake.lock().unwrap_or_else(|p| p.into_inner()).entry(region.to_owned()).or_default().clone()
+    }
+
+    /// A call over the link to `region` failed: requests for the region fail at once from
+    /// now on, and its dialer checks again (and tries its other nodes) right away.
+    pub fn mark_down(&self, region: &str, why: String) {
+        let before = self.set(region, LinkState::Down(why.clone()));
+        if matches!(before, Some(LinkState::Up { .. })) {
+            tracing::warn!(region, %why, "region link down");
+        }
+        self.waker(region).notify_one();
     }
 }
 
@@ -82,11 +108,13 @@ pub struct LinkIdentity {
 #[derive(Debug, Clone)]
 pub struct LinkService {
     me: LinkIdentity,
+    /// What serves the calls beyond the handshake.
+    ctx: crate::api::Context,
 }
 
 impl LinkService {
-    pub fn new(me: LinkIdentity) -> Self {
-        Self { me }
+    pub fn new(me: LinkIdentity, ctx: crate::api::Context) -> Self {
+        Self { me, ctx }
     }
 
     /// The service behind the link credential.
@@ -140,6 +168,33 @@ impl Link for LinkService {
             topology_digest: self.me.digest.clone(),
         }))
     }
+
+    async fn forward(&self, request: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
+        Ok(Response::new(crate::region_calls::forward(&self.ctx, request.into_inner()).await?))
+    }
+
+    async fn claim(&self, request: Request<ClaimRequest>) -> Result<Response<ClaimResponse>, Status> {
+        Ok(Response::new(crate::region_calls::claim(&self.ctx, request.into_inner()).await?))
+    }
+
+    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+        Ok(Response::new(crate::region_calls::lookup(&self.ctx, request.into_inner()).await?))
+    }
+
+    async fn heads(&self, request: Request<HeadsRequest>) -> Result<Response<HeadsResponse>, Status> {
+        Ok(Response::new(crate::region_calls::heads(&self.ctx, request.into_inner()).await?))
+    }
+
+    async fn deliver_effects(
+        &self,
+        request: Request<DeliverEffectsRequest>,
+    ) -> Result<Response<DeliverEffectsResponse>, Status> {
+        Ok(Response::new(crate::region_calls::deliver_effects(&self.ctx, request.into_inner()).await?))
+    }
+
+    async fn audit(&self, _request: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {
+        Ok(Response::new(AuditResponse { audit: Some(crate::audit::this_node(&self.ctx).await?) }))
+    }
 }
 
 /// How this node dials other regions.
@@ -152,15 +207,15 @@ pub struct LinkDialing {
 
 /// A client of one remote link address, over one lazily connected channel that the
 /// periodic checks (and later calls) share; it reconnects by itself after a failure.
-type RemoteLink = LinkClient<InterceptedService<Channel, AttachCredential>>;
+pub(crate) type RemoteLink = LinkClient<InterceptedService<Channel, AttachCredential>>;
 
 impl LinkDialing {
-    fn remote(&self, addr: &str) -> Result<RemoteLink, String> {
+    pub(crate) fn remote(&self, addr: &str) -> Result<RemoteLink, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("{addr}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(15));
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("{addr}: TLS: {e}"))?;
         }
@@ -205,6 +260,7 @@ pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentit
         }
         links.set(&code, LinkState::Down("not reached yet".into()));
         let (links, me) = (links.clone(), me.clone());
+        let wake = links.waker(&code);
         let mut remotes: Vec<(String, Result<RemoteLink, String>)> =
             addrs.into_iter().map(|addr| (addr.clone(), dialing.remote(&addr))).collect();
         tokio::spawn(async move {
@@ -232,10 +288,16 @@ pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentit
                 }
                 if up {
                     pause = Duration::from_millis(200);
-                    tokio::time::sleep(RECHECK).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(RECHECK) => {}
+                        _ = wake.notified() => next += 1,
+                    }
                 } else {
                     next += 1;
-                    tokio::time::sleep(pause).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = wake.notified() => {}
+                    }
                     pause = (pause * 2).min(MAX_RETRY);
                 }
             }

@@ -19,6 +19,7 @@ use meridian_storage::Db;
 use crate::api::{admin::AdminService, chat::ChatService, Context};
 use crate::auth::TokenSigner;
 use crate::config::NodeConfig;
+use crate::geo::{Geo, LinkEffects};
 use crate::link::{LinkDialing, LinkIdentity, LinkService, RegionLinks};
 use crate::tls;
 
@@ -50,13 +51,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
     let links = Arc::new(RegionLinks::default());
-    let ctx = Context {
+    let mut ctx = Context {
         node: node.clone(),
         topology: Topology::new(region.clone(), config.shards),
         signer: Arc::new(TokenSigner::from_config(&config.auth)),
         limits: config.limits.clone(),
         token_ttl_seconds: config.auth.token_ttl_seconds,
         links: links.clone(),
+        geo: None,
+        snapshot_dir: config.data_dir.join("snapshots"),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -74,11 +77,24 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .context("region-link listener TLS")?;
             dial_tls = Some(tls::peer_client_config(tls).context("region-link TLS")?);
         }
+        let dialing = LinkDialing { credential: link_credential.clone(), tls: dial_tls };
+        if file.regions.len() > 1 {
+            let geo = Arc::new(Geo::new(
+                region.clone(),
+                config.node_id,
+                file.clone(),
+                config.link.secret.as_bytes(),
+                node.clone(),
+                links.clone(),
+                &dialing,
+            ));
+            node.set_remote_effects(Arc::new(LinkEffects(geo.clone())));
+            ctx.geo = Some(geo);
+        }
         let server = link_server
-            .add_service(LinkService::new(me.clone()).into_server(&link_credential, node.door.clone()))
+            .add_service(LinkService::new(me.clone(), ctx.clone()).into_server(&link_credential, node.door.clone()))
             .serve_with_incoming_shutdown(incoming(link_listen).await?, wait_stop(stop_rx.clone()));
         link_grpc = Some(tokio::spawn(server));
-        let dialing = LinkDialing { credential: link_credential, tls: dial_tls };
         crate::link::spawn_dialer(links.clone(), file, me, dialing);
         tracing::info!(link_listen = %link_listen, topology = %file.digest(), "region link listening");
     }

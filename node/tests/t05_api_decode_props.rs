@@ -43,7 +43,14 @@ fn admit_send(sender: &UserId, request: api::SendMessageRequest) -> Option<Comma
     validate_body(&elements, encoded_body_len(&elements), LIMITS.max_message_bytes).ok()?;
     let request_id =
         if request.request_id.is_empty() { None } else { Some(RequestId::parse(&request.request_id).ok()?) };
-    Some(Command::SendMessage { sender: sender.clone(), recipient, elements, request_id })
+    Some(Command::SendMessage {
+        sender: sender.clone(),
+        recipient,
+        elements,
+        request_id,
+        sender_home: None,
+        recipient_home: None,
+    })
 }
 
 proptest! {

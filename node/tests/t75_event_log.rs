@@ -39,6 +39,7 @@ fn summary(e: &LoggedEvent) -> String {
         Some(Kind::ReadMarked(r)) => format!("ReadMarked {} {}", r.user, r.read_seq),
         Some(Kind::ConversationJoined(j)) => format!("ConversationJoined {} {}", j.user, j.peer),
         Some(Kind::LogicVersionRaised(v)) => format!("LogicVersionRaised {} {}", v.from, v.to),
+        Some(Kind::IdClaimed(c)) => format!("IdClaimed {} {}", c.key, c.region),
         None => "none".into(),
     }
 }

@@ -229,13 +229,24 @@ async fn the_peer_door_refuses_outsiders_and_malformed_proposals_change_nothing(
         ),
         (
             "a shard the region does not have",
-            propose_bytes(999, vec![kind(pb::command::Kind::AckEffects(pb::AckEffects { target_shard: 0, up_to: 1 }))]),
+            propose_bytes(
+                999,
+                vec![kind(pb::command::Kind::AckEffects(pb::AckEffects {
+                    target_shard: 0,
+                    up_to: 1,
+                    ..Default::default()
+                }))],
+            ),
         ),
         (
             "an acknowledgement for a shard the region does not have",
             propose_bytes(
                 conversation_shard,
-                vec![kind(pb::command::Kind::AckEffects(pb::AckEffects { target_shard: 4096, up_to: u64::MAX }))],
+                vec![kind(pb::command::Kind::AckEffects(pb::AckEffects {
+                    target_shard: 4096,
+                    up_to: u64::MAX,
+                    ..Default::default()
+                }))],
             ),
         ),
         (
@@ -245,6 +256,7 @@ async fn the_peer_door_refuses_outsiders_and_malformed_proposals_change_nothing(
                 vec![kind(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
                     source_shard: (other_shard + 1) % 8,
                     effects: vec![forged_effect(common::REGION)],
+                    ..Default::default()
                 }))],
             ),
         ),
@@ -255,6 +267,28 @@ async fn the_peer_door_refuses_outsiders_and_malformed_proposals_change_nothing(
                 vec![kind(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
                     source_shard: other_shard,
                     effects: vec![forged_effect("elsewhere")],
+                    ..Default::default()
+                }))],
+            ),
+        ),
+        (
+            "effects of this very region dressed as another region's",
+            propose_bytes(
+                alice_shard,
+                vec![kind(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
+                    source_shard: other_shard,
+                    effects: vec![forged_effect(common::REGION)],
+                    from_region: common::REGION.into(),
+                }))],
+            ),
+        ),
+        (
+            "a directory claim whose key is no directory key",
+            propose_bytes(
+                alice_shard,
+                vec![kind(pb::command::Kind::ClaimId(pb::ClaimId {
+                    key: "alice".into(),
+                    region: common::REGION.into(),
                 }))],
             ),
         ),

@@ -53,6 +53,7 @@ async fn a_log_with_undecodable_commands_is_applied_by_rejecting_them() {
                     kind: Some(pb::command::Kind::ApplyEffects(pb::ApplyEffects {
                         source_shard: 0,
                         effects: vec![pb::Effect { id: 1, source_shard: 0, kind: None, ..Default::default() }],
+                        ..Default::default()
                     })),
                 },
             ];

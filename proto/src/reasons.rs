@@ -55,6 +55,9 @@ pub const NODE_INVALID: &str = "NODE_INVALID";
 pub const SHARD_OUT_OF_RANGE: &str = "SHARD_OUT_OF_RANGE";
 pub const MALFORMED_COMMAND: &str = "MALFORMED_COMMAND";
 pub const LOGIC_VERSION_UNSUPPORTED: &str = "LOGIC_VERSION_UNSUPPORTED";
+pub const USER_EXISTS: &str = "USER_EXISTS";
+pub const RESIDENCY_VIOLATION: &str = "RESIDENCY_VIOLATION";
+pub const DIRECTORY_KEY_INVALID: &str = "DIRECTORY_KEY_INVALID";
 
 /// The codes whose request may be retried as it is: nothing took effect.
 pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE];
@@ -102,4 +105,7 @@ pub const ALL: &[&str] = &[
     SHARD_OUT_OF_RANGE,
     MALFORMED_COMMAND,
     LOGIC_VERSION_UNSUPPORTED,
+    USER_EXISTS,
+    RESIDENCY_VIOLATION,
+    DIRECTORY_KEY_INVALID,
 ];

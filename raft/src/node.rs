@@ -129,6 +129,8 @@ pub struct RaftNode {
     db: Db,
     /// This node, for tasks that outlive a call (read-index rounds).
     me: Weak<RaftNode>,
+    /// Delivery of effects to other regions, once the region links are set up.
+    remote: std::sync::OnceLock<Arc<dyn crate::outbox::RemoteEffects>>,
 }
 
 /// The Raft state of one shard as this node sees it.
@@ -219,6 +221,7 @@ impl RaftNode {
             connections,
             db,
             me: me.clone(),
+            remote: std::sync::OnceLock::new(),
         });
         for (i, signal) in signals.into_iter().enumerate() {
             crate::outbox::spawn_pump(Arc::downgrade(&node), ShardId(i as u32), signal);
@@ -228,6 +231,15 @@ impl RaftNode {
 
     pub fn shard_count(&self) -> u32 {
         self.shard_count
+    }
+
+    /// Hands the outbox pumps their way to other regions (once; later calls are ignored).
+    pub fn set_remote_effects(&self, remote: Arc<dyn crate::outbox::RemoteEffects>) {
+        let _ = self.remote.set(remote);
+    }
+
+    pub(crate) fn remote_effects(&self) -> Option<Arc<dyn crate::outbox::RemoteEffects>> {
+        self.remote.get().cloned()
     }
 
     pub fn region(&self) -> &RegionCode {

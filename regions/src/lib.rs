@@ -10,6 +10,7 @@
 //! Must never depend on: storage or RocksDB, or the wire types.
 
 pub mod file;
+pub mod residency;
 
 pub use file::{NodeSpec, RegionSpec, RegionsFile, Residency, TopologyError, TopologyProblem};
 

@@ -122,12 +122,16 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             home_region: home_region.to_string(),
             nickname: nickname.clone(),
         }),
-        Command::SendMessage { sender, recipient, elements, request_id } => Kind::SendMessage(pb::SendMessage {
-            sender: sender.to_string(),
-            recipient: recipient.to_string(),
-            elements: elements.iter().map(element_to_pb).collect(),
-            request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
-        }),
+        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home } => {
+            Kind::SendMessage(pb::SendMessage {
+                sender: sender.to_string(),
+                recipient: recipient.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                sender_home: region_or_empty(sender_home.as_ref()),
+                recipient_home: region_or_empty(recipient_home.as_ref()),
+            })
+        }
         Command::RecallMessage { actor, conversation, seq, window_ms } => Kind::RecallMessage(pb::RecallMessage {
             actor: actor.to_string(),
             conversation_id: conversation.to_string(),
@@ -139,12 +143,19 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             conversation_id: conversation.to_string(),
             seq: up_to.map_or(0, |s| s.0),
         }),
-        Command::ApplyEffects { source, effects } => Kind::ApplyEffects(pb::ApplyEffects {
+        Command::ApplyEffects { source, from_region, effects } => Kind::ApplyEffects(pb::ApplyEffects {
             source_shard: source.0,
             effects: effects.iter().map(effect_to_pb).collect(),
+            from_region: region_or_empty(from_region.as_ref()),
         }),
-        Command::AckEffects { target, up_to } => {
-            Kind::AckEffects(pb::AckEffects { target_shard: target.0, up_to: up_to.0 })
+        Command::AckEffects { target: Lane::Shard(target), up_to } => {
+            Kind::AckEffects(pb::AckEffects { target_shard: target.0, up_to: up_to.0, target_region: String::new() })
+        }
+        Command::AckEffects { target: Lane::Region(region), up_to } => {
+            Kind::AckEffects(pb::AckEffects { target_shard: 0, up_to: up_to.0, target_region: region.to_string() })
+        }
+        Command::ClaimId { key, region } => {
+            Kind::ClaimId(pb::ClaimId { key: key.to_string(), region: region.to_string() })
         }
         Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
     };
@@ -172,6 +183,8 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             } else {
                 Some(RequestId::parse(&s.request_id).map_err(corrupt(W))?)
             },
+            sender_home: optional_region(W, &s.sender_home)?,
+            recipient_home: optional_region(W, &s.recipient_home)?,
         },
         Kind::RecallMessage(r) => Command::RecallMessage {
             actor: user_id(W, &r.actor)?,
@@ -184,13 +197,40 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             conversation: conversation_id(W, &m.conversation_id)?,
             up_to: (m.seq != 0).then_some(Seq(m.seq)),
         },
-        Kind::ApplyEffects(a) => Command::ApplyEffects {
-            source: ShardId(a.source_shard),
-            effects: a.effects.into_iter().map(|e| effect_from_pb(e, region)).collect::<Result<_, _>>()?,
+        Kind::ApplyEffects(a) => {
+            let from_region = optional_region(W, &a.from_region)?;
+            let source_region = from_region.as_ref().unwrap_or(region);
+            Command::ApplyEffects {
+                source: ShardId(a.source_shard),
+                effects: a.effects.into_iter().map(|e| effect_from_pb(e, source_region)).collect::<Result<_, _>>()?,
+                from_region,
+            }
+        }
+        Kind::AckEffects(a) => Command::AckEffects {
+            target: match optional_region(W, &a.target_region)? {
+                Some(region) => Lane::Region(region),
+                None => Lane::Shard(ShardId(a.target_shard)),
+            },
+            up_to: EffectId(a.up_to),
         },
-        Kind::AckEffects(a) => Command::AckEffects { target: ShardId(a.target_shard), up_to: EffectId(a.up_to) },
+        Kind::ClaimId(c) => Command::ClaimId {
+            key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
+            region: RegionCode::parse(&c.region).map_err(corrupt(W))?,
+        },
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
     })
+}
+
+fn region_or_empty(region: Option<&RegionCode>) -> String {
+    region.map(ToString::to_string).unwrap_or_default()
+}
+
+fn optional_region(what: &'static str, s: &str) -> Result<Option<RegionCode>, StorageError> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        RegionCode::parse(s).map(Some).map_err(corrupt(what))
+    }
 }
 
 pub fn effect_to_pb(e: &Effect) -> pb::Effect {
@@ -316,16 +356,20 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             user: user.to_string(),
             read_seq: read_seq.0,
         }),
-        Event::ConversationJoined { user, conversation, peer, at } => {
+        Event::ConversationJoined { user, conversation, peer, at, home } => {
             Kind::ConversationJoined(pb::ConversationJoinedEvent {
                 user: user.to_string(),
                 conversation_id: conversation.to_string(),
                 peer: peer.to_string(),
                 time_ms: at.0,
+                home: region_or_empty(home.as_ref()),
             })
         }
         Event::LogicVersionRaised { from, to } => {
             Kind::LogicVersionRaised(pb::LogicVersionRaisedEvent { from: *from, to: *to })
+        }
+        Event::IdClaimed { key, region } => {
+            Kind::IdClaimed(pb::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
     };
     pb::EventRecord { version: RECORD_VERSION, epoch, kind: Some(kind) }
@@ -374,8 +418,13 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             conversation: conversation_id(W, &j.conversation_id)?,
             peer: user_id(W, &j.peer)?,
             at: TimeMs(j.time_ms),
+            home: optional_region(W, &j.home)?,
         },
         Kind::LogicVersionRaised(v) => Event::LogicVersionRaised { from: v.from, to: v.to },
+        Kind::IdClaimed(c) => Event::IdClaimed {
+            key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
+            region: RegionCode::parse(&c.region).map_err(corrupt(W))?,
+        },
     })
 }
 
@@ -415,6 +464,7 @@ pub fn conversation_ref_to_pb(r: &ConversationRef) -> pb::ConversationRef {
         conversation_id: r.conversation.to_string(),
         peer: r.peer.to_string(),
         joined_ms: r.joined.0,
+        home: region_or_empty(r.home.as_ref()),
     }
 }
 
@@ -424,6 +474,7 @@ pub fn conversation_ref_from_pb(r: pb::ConversationRef) -> Result<ConversationRe
         conversation: conversation_id(W, &r.conversation_id)?,
         peer: user_id(W, &r.peer)?,
         joined: TimeMs(r.joined_ms),
+        home: optional_region(W, &r.home)?,
     })
 }
 

@@ -54,6 +54,7 @@ versioned!(
     pb::ConversationRef,
     pb::DedupRecord,
     pb::EffectWatermark,
+    pb::DirectoryClaimRecord,
 );
 
 /// Decodes a versioned durable record and refuses one written by a newer version than this

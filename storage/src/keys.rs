@@ -2,7 +2,9 @@
 //! column family is one contiguous range; variable-length parts are length-prefixed so that
 //! no key is a prefix of another's component.
 
-use meridian_domain::{ConversationId, EffectId, EventOffset, RequestId, Seq, ShardId, UserId};
+use meridian_domain::{
+    ConversationId, DirectoryKey, EffectId, EventOffset, RegionCode, RequestId, Seq, ShardId, UserId,
+};
 
 pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_META: &str = "raft_meta";
@@ -101,6 +103,12 @@ pub const PROJ_CONVERSATION: u8 = b'c';
 pub const PROJ_CONVERSATION_REF: u8 = b'r';
 pub const PROJ_WATERMARK: u8 = b'w';
 pub const PROJ_OUTBOX_ACKED: u8 = b'o';
+pub const PROJ_WATERMARK_REMOTE: u8 = b'W';
+pub const PROJ_OUTBOX_ACKED_REMOTE: u8 = b'O';
+pub const PROJ_DIRECTORY: u8 = b'd';
+/// The first byte of an outbox key's lane for another region (a shard lane's first byte is
+/// 0: shard ids stay below 4096).
+pub const OUTBOX_REGION_LANE: u8 = 0xff;
 
 pub fn user(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
@@ -141,6 +149,46 @@ pub fn outbox_acked(shard: ShardId, target: ShardId) -> Vec<u8> {
     let mut k = with_shard(shard, 5);
     k.push(PROJ_OUTBOX_ACKED);
     k.extend_from_slice(&target.0.to_be_bytes());
+    k
+}
+
+/// The highest effect id applied from shard `source` of another region.
+pub fn watermark_remote(shard: ShardId, region: &RegionCode, source: ShardId) -> Vec<u8> {
+    let mut k = with_shard(shard, 6 + region.as_str().len());
+    k.push(PROJ_WATERMARK_REMOTE);
+    push_str(&mut k, region.as_str());
+    k.extend_from_slice(&source.0.to_be_bytes());
+    k
+}
+
+/// Up to which effect id this shard's outbox lane for another region has been acknowledged.
+pub fn outbox_acked_remote(shard: ShardId, region: &RegionCode) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + region.as_str().len());
+    k.push(PROJ_OUTBOX_ACKED_REMOTE);
+    push_str(&mut k, region.as_str());
+    k
+}
+
+/// A directory entry (in the key's owner region).
+pub fn directory(shard: ShardId, key: &DirectoryKey) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + key.as_str().len());
+    k.push(PROJ_DIRECTORY);
+    k.extend_from_slice(key.as_str().as_bytes());
+    k
+}
+
+/// An effect in the outbox lane of another region.
+pub fn outbox_remote(shard: ShardId, region: &RegionCode, id: EffectId) -> Vec<u8> {
+    let mut k = outbox_remote_lane(shard, region);
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// The prefix of the outbox lane of another region.
+pub fn outbox_remote_lane(shard: ShardId, region: &RegionCode) -> Vec<u8> {
+    let mut k = with_shard(shard, 10 + region.as_str().len());
+    k.push(OUTBOX_REGION_LANE);
+    push_str(&mut k, region.as_str());
     k
 }
 

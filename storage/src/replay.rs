@@ -263,6 +263,8 @@ mod tests {
                 recipient: user(to),
                 elements: vec![Element::Text { text: format!("m{i}") }],
                 request_id: (i % 2 == 0).then(|| RequestId::parse(&format!("r{i}")).unwrap()),
+                sender_home: None,
+                recipient_home: None,
             };
             let conversation = ConversationId::c2c(&user(from), &user(to));
             apply(db, conversation.as_str(), next(), send.clone()).unwrap();
@@ -294,7 +296,11 @@ mod tests {
                     version: 1,
                     time_ms: 5_000,
                     logic_version: 1,
-                    commands: vec![codec::command_to_pb(&Command::ApplyEffects { source: ShardId(source), effects })],
+                    commands: vec![codec::command_to_pb(&Command::ApplyEffects {
+                        source: ShardId(source),
+                        from_region: None,
+                        effects,
+                    })],
                     region: String::new(),
                 };
                 let index = next();

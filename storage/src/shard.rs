@@ -17,9 +17,9 @@ use crate::keys::{self, STATE_CFS};
 /// The outcome of one command as the proposer sees it.
 pub type CommandResult = Result<Reply, Rejection>;
 
-const SNAPSHOT_MAGIC: &[u8; 4] = b"MRSN";
+pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"MRSN";
 const SNAPSHOT_VERSION: u32 = 1;
-const FRAME_END: u8 = 0xff;
+pub(crate) const FRAME_END: u8 = 0xff;
 
 /// A shard's state machine data on this node.
 #[derive(Debug, Clone)]
@@ -194,6 +194,33 @@ impl ShardStore {
         self.effects_between(keys::outbox(self.shard, target, from), upper, limit)
     }
 
+    /// Effects for the lane of another region, with id `from` or above, at most `limit`.
+    pub fn outbox_remote_for(
+        &self,
+        region: &RegionCode,
+        from: EffectId,
+        limit: usize,
+    ) -> Result<Vec<Effect>, StorageError> {
+        let mut upper = keys::outbox_remote_lane(self.shard, region);
+        upper.extend_from_slice(&[0xff; 9]);
+        self.effects_between(keys::outbox_remote(self.shard, region, from), upper, limit)
+    }
+
+    /// Every effect for the lane of `region` below the returned id has been acknowledged.
+    pub fn outbox_remote_acked_below(&self, region: &RegionCode) -> Result<EffectId, StorageError> {
+        let mark: Option<pb::EffectWatermark> =
+            self.get(keys::CF_PROJECTIONS, &keys::outbox_acked_remote(self.shard, region), "outbox mark")?;
+        Ok(EffectId(mark.map_or(0, |m| m.applied_up_to)))
+    }
+
+    /// The region holding a directory key in this shard, if any (the owner region's record).
+    pub fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StorageError> {
+        let r: Option<pb::DirectoryClaimRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::directory(self.shard, key), "directory claim")?;
+        r.map(|c| RegionCode::parse(&c.region).map_err(|e| StorageError::corrupt("directory claim", e.to_string())))
+            .transpose()
+    }
+
     /// Every effect for `target` below the returned id has been acknowledged (and deleted).
     pub fn outbox_acked_below(&self, target: ShardId) -> Result<EffectId, StorageError> {
         let mark: Option<pb::EffectWatermark> =
@@ -359,19 +386,19 @@ fn hash_frame(h: &mut Sha256, bytes: &[u8]) {
     h.update(bytes);
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;
         self.pos += 1;
         Some(b)
     }
 
-    fn frame(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn frame(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_be_bytes(self.buf.get(self.pos..self.pos + 4)?.try_into().ok()?) as usize;
         let start = self.pos + 4;
         let bytes = self.buf.get(start..start.checked_add(len)?)?;
@@ -405,6 +432,11 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::CF_DEDUP,
             keys::dedup(shard, conversation, sender, request_id),
             codec::dedup_to_pb(entry).encode_to_vec(),
+        ),
+        Change::PutClaim { key, region } => (
+            keys::CF_PROJECTIONS,
+            keys::directory(shard, key),
+            pb::DirectoryClaimRecord { version: codec::RECORD_VERSION, region: region.to_string() }.encode_to_vec(),
         ),
         Change::Emit { .. }
         | Change::SetWatermark { .. }
@@ -548,7 +580,11 @@ impl ApplyTxn<'_> {
                 let region = self.batch_region.clone().unwrap_or_else(|| self.store.region.clone());
                 let source = EffectSource { region, epoch: self.applied.epoch.max(1), shard };
                 let effect = Effect { id, source, kind };
-                self.put(keys::CF_OUTBOX, keys::outbox(shard, lane, id), codec::effect_to_pb(&effect).encode_to_vec())
+                let key = match &lane {
+                    Lane::Shard(target) => keys::outbox(shard, *target, id),
+                    Lane::Region(region) => keys::outbox_remote(shard, region, id),
+                };
+                self.put(keys::CF_OUTBOX, key, codec::effect_to_pb(&effect).encode_to_vec())
             }
             Change::SetLogicVersion { version } => {
                 if version > self.store.max_logic_version {
@@ -561,9 +597,12 @@ impl ApplyTxn<'_> {
                 self.applied.logic_version = version;
                 Ok(())
             }
-            Change::SetWatermark { source, up_to } => self.put(
+            Change::SetWatermark { source, from_region, up_to } => self.put(
                 keys::CF_PROJECTIONS,
-                keys::watermark(shard, source),
+                match &from_region {
+                    None => keys::watermark(shard, source),
+                    Some(region) => keys::watermark_remote(shard, region, source),
+                },
                 pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: up_to.0 }.encode_to_vec(),
             ),
             Change::AckOutbox { target, up_to } => {
@@ -571,7 +610,14 @@ impl ApplyTxn<'_> {
                 // acknowledgement's mark on. Not a range delete: every range tombstone stays
                 // in the memtable until a flush, and every new iterator on the column family
                 // re-fragments all of them, which made each outbox read slower than the last.
-                let mark_key = keys::outbox_acked(shard, target);
+                let mark_key = match &target {
+                    Lane::Shard(target) => keys::outbox_acked(shard, *target),
+                    Lane::Region(region) => keys::outbox_acked_remote(shard, region),
+                };
+                let lane_key = |id: EffectId| match &target {
+                    Lane::Shard(target) => keys::outbox(shard, *target, id),
+                    Lane::Region(region) => keys::outbox_remote(shard, region, id),
+                };
                 let acked_below = self
                     .read::<pb::EffectWatermark>(keys::CF_PROJECTIONS, mark_key.clone(), "outbox mark")
                     .map_err(|e| StorageError::corrupt("outbox mark", e.0))?
@@ -581,8 +627,8 @@ impl ApplyTxn<'_> {
                     return Ok(());
                 }
                 let cf = self.store.db.cf(keys::CF_OUTBOX)?;
-                let from = keys::outbox(shard, target, EffectId(acked_below));
-                let to = keys::outbox(shard, target, EffectId(end));
+                let from = lane_key(EffectId(acked_below));
+                let to = lane_key(EffectId(end));
                 // Effects emitted earlier in this same transaction are not in the database
                 // yet (a follower catching up applies many entries in one batch): delete
                 // those too, or this replica would keep keys the leader deleted.
@@ -691,9 +737,18 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
         Ok(self.0.read_record::<pb::ConversationRef>(keys::CF_PROJECTIONS, key, "conversation ref")?.is_some())
     }
 
-    fn watermark(&self, source: ShardId) -> Result<EffectId, StateError> {
-        let key = keys::watermark(self.0.shard_id(), source);
+    fn watermark(&self, source: ShardId, from_region: Option<&RegionCode>) -> Result<EffectId, StateError> {
+        let key = match from_region {
+            None => keys::watermark(self.0.shard_id(), source),
+            Some(region) => keys::watermark_remote(self.0.shard_id(), region, source),
+        };
         let r = self.0.read_record::<pb::EffectWatermark>(keys::CF_PROJECTIONS, key, "watermark")?;
         Ok(EffectId(r.map_or(0, |w| w.applied_up_to)))
+    }
+
+    fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {
+        let k = keys::directory(self.0.shard_id(), key);
+        let r = self.0.read_record::<pb::DirectoryClaimRecord>(keys::CF_PROJECTIONS, k, "directory claim")?;
+        r.map(|c| RegionCode::parse(&c.region).map_err(|e| StateError(format!("directory claim: {e}")))).transpose()
     }
 }

@@ -71,6 +71,8 @@ fn workload() -> Vec<Command> {
             recipient: user(to),
             elements: vec![Element::Text { text: format!("m{i}") }],
             request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
+            sender_home: None,
+            recipient_home: None,
         });
     }
     cmds.push(Command::MarkRead {
@@ -218,10 +220,12 @@ fn an_acknowledgement_deletes_the_effects_it_covers_whether_or_not_they_are_appl
         recipient: user("bob"),
         elements: vec![Element::Text { text: "first".into() }],
         request_id: Some(RequestId::parse("r1").unwrap()),
+        sender_home: None,
+        recipient_home: None,
     };
     // Every target's effects acknowledged (the send emits one per member's shard).
     let acks: Vec<Command> =
-        (0..SHARDS).map(|t| Command::AckEffects { target: ShardId(t), up_to: EffectId(1_000) }).collect();
+        (0..SHARDS).map(|t| Command::AckEffects { target: Lane::Shard(ShardId(t)), up_to: EffectId(1_000) }).collect();
 
     // One replica applies the send and the acknowledgements in separate batches, the other
     // in a single one; both must end with an empty outbox and identical state.

@@ -79,7 +79,8 @@ fn command() -> impl Strategy<Value = pb::Command> {
                     sender,
                     recipient,
                     elements,
-                    request_id
+                    request_id,
+                    ..Default::default()
                 }))),
             (id(), conversation(), 0u64..4, any::<u64>()).prop_map(|(actor, conversation_id, seq, window_ms)| Some(
                 Kind::RecallMessage(pb::RecallMessage { actor, conversation_id, seq, window_ms })
@@ -88,10 +89,13 @@ fn command() -> impl Strategy<Value = pb::Command> {
                 pb::MarkRead { user, conversation_id, seq }
             ))),
             (0u32..6, prop::collection::vec(effect(), 0..3)).prop_map(|(source_shard, effects)| Some(
-                Kind::ApplyEffects(pb::ApplyEffects { source_shard, effects })
+                Kind::ApplyEffects(pb::ApplyEffects { source_shard, effects, ..Default::default() })
             )),
-            (any::<u32>(), any::<u64>())
-                .prop_map(|(target_shard, up_to)| Some(Kind::AckEffects(pb::AckEffects { target_shard, up_to }))),
+            (any::<u32>(), any::<u64>()).prop_map(|(target_shard, up_to)| Some(Kind::AckEffects(pb::AckEffects {
+                target_shard,
+                up_to,
+                ..Default::default()
+            }))),
             Just(None),
         ];
     kind.prop_map(|kind| pb::Command { kind })
@@ -257,6 +261,7 @@ fn the_logic_version_gates_apply_and_shapes_message_ids() {
             recipient: "bob".into(),
             elements: vec![pb::Element { kind: Some(pb::element::Kind::Text(pb::Text { text: format!("m{n}") })) }],
             request_id: format!("r{n}"),
+            ..Default::default()
         })),
     };
     let raise = pb::Command { kind: Some(pb::command::Kind::SetLogicVersion(pb::SetLogicVersion { version: 2 })) };

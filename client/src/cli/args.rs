@@ -13,6 +13,22 @@ pub enum UserCommand {
     },
 }
 
+/// `meridian audit ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Scan every node of every region (every column family, the Raft log and the snapshot
+    /// files) for records of people whose home is a strict region other than the node's;
+    /// exits non-zero on any violation or on a node that could not be audited.
+    Residency {
+        /// Audit the answering node only.
+        #[arg(long)]
+        this_node: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `meridian admin ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {

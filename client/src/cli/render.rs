@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 use crate::api::logged_event::Kind as EventKind;
 use crate::api::message_element::Kind;
 use crate::api::{
-    AddNodeResponse, ClusterStatusResponse, Conversation, CreateUserResponse, GetHistoryResponse,
-    ListConversationsResponse, LoggedEvent, LogicVersionResponse, MarkReadResponse, Message, MessageElement,
-    RecallMessageResponse, RemoveNodeResponse, SendMessageResponse, ShardStatus, VerifyProjectionsResponse,
+    AddNodeResponse, AuditResidencyResponse, ClusterStatusResponse, Conversation, CreateUserResponse,
+    GetHistoryResponse, ListConversationsResponse, LoggedEvent, LogicVersionResponse, MarkReadResponse, Message,
+    MessageElement, NodeAudit, RecallMessageResponse, RemoveNodeResponse, SendMessageResponse, ShardStatus,
+    VerifyProjectionsResponse,
 };
 
 // ------------------------------------------------------------------------------------- JSON
@@ -124,12 +125,15 @@ pub fn conversations_json(list: &ListConversationsResponse) -> Value {
                 "unread": c.unread,
                 "last_time_ms": c.last_time_ms,
                 "last_text": c.last_message.as_ref().map(message_text).unwrap_or_default(),
+                "home_region": c.home_region,
+                "home_unavailable": c.home_unavailable,
             })
         })
         .collect();
     json!({
         "total_unread": list.total_unread,
         "conversations": conversations,
+        "unavailable_regions": list.unavailable_regions,
     })
 }
 
@@ -199,8 +203,18 @@ pub fn element_summary(element: &MessageElement) -> String {
     }
 }
 
-/// `PEER  unread=N  last_seq=N  read_seq=N  TIME  LAST_TEXT`.
+/// `PEER  unread=N  last_seq=N  read_seq=N  TIME  LAST_TEXT`, then `home=REGION` when the
+/// answer names the conversation's home region.
 pub fn conversation_line(conversation: &Conversation) -> String {
+    let line = conversation_head_line(conversation);
+    match (conversation.home_region.as_str(), conversation.home_unavailable) {
+        ("", _) => line,
+        (home, false) => format!("{line}  home={home}"),
+        (home, true) => format!("{line}  home={home} (unavailable)"),
+    }
+}
+
+fn conversation_head_line(conversation: &Conversation) -> String {
     let last = conversation
         .last_message
         .as_ref()
@@ -215,6 +229,56 @@ pub fn conversation_line(conversation: &Conversation) -> String {
         format_time_ms(conversation.last_time_ms),
         last
     )
+}
+
+/// One line per node audited, then one per violation listed.
+pub fn audit_lines(report: &AuditResidencyResponse) -> Vec<String> {
+    let mut lines = vec![];
+    let mut regions: Vec<&str> = report.nodes.iter().map(|n| n.region.as_str()).collect();
+    regions.dedup();
+    for region in regions {
+        let nodes: Vec<&NodeAudit> = report.nodes.iter().filter(|n| n.region == region).collect();
+        let records: u64 = nodes.iter().map(|n| n.records_scanned).sum();
+        let subjects: u64 = nodes.iter().map(|n| n.subjects_seen).sum();
+        let violations: u64 = nodes.iter().map(|n| n.violation_count).sum();
+        lines.push(format!(
+            "region {region}: {} node(s), {records} records scanned, {subjects} subjects seen, {violations} violations",
+            nodes.len()
+        ));
+        for n in nodes {
+            if !n.error.is_empty() {
+                lines.push(format!("  node {} ({}): {}", n.node_id, n.addr, n.error));
+            }
+            for v in &n.violations {
+                lines.push(format!(
+                    "  node {}: {} of {} (home {}) in {}: {} [{}]",
+                    n.node_id, v.what, v.subject, v.subject_home, region, v.location, v.key
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// `{"nodes": [{"region", "node_id", "addr", "records_scanned", "subjects_seen",
+/// "violation_count", "violations": [...], "error"}], "violations": N}`.
+pub fn audit_json(report: &AuditResidencyResponse) -> Value {
+    let nodes: Vec<Value> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "region": n.region, "node_id": n.node_id, "addr": n.addr,
+                "records_scanned": n.records_scanned, "subjects_seen": n.subjects_seen,
+                "violation_count": n.violation_count, "error": n.error,
+                "violations": n.violations.iter().map(|v| json!({
+                    "location": v.location, "key": v.key, "subject": v.subject,
+                    "subject_home": v.subject_home, "what": v.what,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "nodes": nodes, "violations": report.nodes.iter().map(|n| n.violation_count).sum::<u64>() })
 }
 
 /// `node N region R`, then one line per shard.
@@ -278,9 +342,10 @@ pub fn event_json(e: &LoggedEvent) -> Value {
         }),
         Some(EventKind::ConversationJoined(j)) => json!({
             "type": "ConversationJoined", "user": j.user, "conversation_id": j.conversation_id,
-            "peer": j.peer, "time_ms": j.time_ms,
+            "peer": j.peer, "time_ms": j.time_ms, "home_region": j.home_region,
         }),
         Some(EventKind::LogicVersionRaised(v)) => json!({ "type": "LogicVersionRaised", "from": v.from, "to": v.to }),
+        Some(EventKind::IdClaimed(c)) => json!({ "type": "IdClaimed", "key": c.key, "region": c.region }),
         None => json!({ "type": "Unknown" }),
     };
     doc["offset"] = json!(event_offset(e));
@@ -317,10 +382,14 @@ pub fn event_line(e: &LoggedEvent) -> String {
         Some(EventKind::ReadMarked(r)) => {
             format!("ReadMarked {} user={} read_seq={}", r.conversation_id, r.user, r.read_seq)
         }
+        Some(EventKind::ConversationJoined(j)) if !j.home_region.is_empty() => {
+            format!("ConversationJoined user={} {} peer={} home={}", j.user, j.conversation_id, j.peer, j.home_region)
+        }
         Some(EventKind::ConversationJoined(j)) => {
             format!("ConversationJoined user={} {} peer={}", j.user, j.conversation_id, j.peer)
         }
         Some(EventKind::LogicVersionRaised(v)) => format!("LogicVersionRaised from={} to={}", v.from, v.to),
+        Some(EventKind::IdClaimed(c)) => format!("IdClaimed key={} region={}", c.key, c.region),
         None => "Unknown".to_owned(),
     };
     format!("{} {what}", event_offset(e))
@@ -588,11 +657,14 @@ mod tests {
                     unread: 3,
                     last_time_ms: 42,
                     last_message: Some(message(9, vec![text("see you")])),
+                    home_region: "sg".into(),
+                    home_unavailable: false,
                 },
                 Conversation { conversation_id: "c2".into(), peer: "carol".into(), ..Conversation::default() },
             ],
             total_unread: 3,
             next_page_token: String::new(),
+            unavailable_regions: vec![],
         };
         assert_eq!(
             conversations_json(&list),
@@ -600,10 +672,13 @@ mod tests {
                 "total_unread": 3,
                 "conversations": [
                     {"conversation_id": "c1", "peer": "bob", "last_seq": 9, "read_seq": 6,
-                     "unread": 3, "last_time_ms": 42, "last_text": "see you"},
+                     "unread": 3, "last_time_ms": 42, "last_text": "see you",
+                     "home_region": "sg", "home_unavailable": false},
                     {"conversation_id": "c2", "peer": "carol", "last_seq": 0, "read_seq": 0,
-                     "unread": 0, "last_time_ms": 0, "last_text": ""},
-                ]
+                     "unread": 0, "last_time_ms": 0, "last_text": "",
+                     "home_region": "", "home_unavailable": false},
+                ],
+                "unavailable_regions": []
             })
         );
     }

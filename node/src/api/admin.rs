@@ -27,20 +27,41 @@ impl AdminService {
 
     async fn create_user(&self, req: Request<api::CreateUserRequest>) -> Result<api::CreateUserResponse, ApiError> {
         self.ctx.require_admin(&req)?;
-        let body = req.into_inner();
-        let user = UserId::parse(&body.user_id)?;
-        let home_region = if body.home_region.is_empty() {
+        let user = UserId::parse(&req.get_ref().user_id)?;
+        let home_region = if req.get_ref().home_region.is_empty() {
             self.ctx.topology.region().clone()
         } else {
-            RegionCode::parse(&body.home_region)?
+            RegionCode::parse(&req.get_ref().home_region)?
         };
-        if !self.ctx.topology.serves(&home_region) {
+        if let Some(geo) = &self.ctx.geo {
+            if !geo.knows(&home_region) {
+                return Err(Rejection::new(
+                    Reason::RegionNotServed,
+                    format!("region {home_region} is not in the deployment's topology"),
+                )
+                .into());
+            }
+            if &home_region != self.ctx.topology.region() {
+                return geo.forward(&home_region, "Admin/CreateUser", &req).await;
+            }
+            // The id is claimed in the directory first: the first region to claim it keeps it,
+            // so the same id is never created in two regions, however the creates race.
+            let holder = geo.claim(&user, &home_region).await?;
+            if holder != home_region {
+                return Err(Rejection::new(
+                    Reason::UserExists,
+                    format!("user {user} already exists, in region {holder}: user ids are unique across regions"),
+                )
+                .into());
+            }
+        } else if !self.ctx.topology.serves(&home_region) {
             return Err(Rejection::new(
                 Reason::RegionNotServed,
                 format!("region {home_region} is not served here (this is {})", self.ctx.topology.region()),
             )
             .into());
         }
+        let body = req.into_inner();
         // The nickname's length, like every stateless rule, is checked at ingress by `propose`.
         let shard = self.ctx.topology.user_shard(&user);
         let command = Command::CreateUser { user, home_region, nickname: body.nickname };
@@ -233,6 +254,19 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn audit_residency(
+        &self,
+        req: Request<api::AuditResidencyRequest>,
+    ) -> Result<Response<api::AuditResidencyResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        let nodes = if req.get_ref().this_node_only {
+            vec![crate::audit::this_node(&self.ctx).await?]
+        } else {
+            crate::audit::every_node(&self.ctx).await?
+        };
+        Ok(Response::new(api::AuditResidencyResponse { nodes }))
+    }
+
     async fn create_user(
         &self,
         req: Request<api::CreateUserRequest>,

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use meridian_domain::apply::Reply;
 use meridian_domain::element::validate_body;
-use meridian_domain::{Command, ConversationId, Reason, Rejection, RequestId, Seq, ShardId, UserId};
+use meridian_domain::{Command, ConversationId, Reason, RegionCode, Rejection, RequestId, Seq, ShardId, UserId};
 use meridian_proto::api::{self, chat_server::Chat};
 use meridian_storage::codec::encoded_body_len;
 use tonic::{Request, Response, Status};
@@ -52,6 +52,25 @@ impl ChatService {
         Ok((me, peer, conversation))
     }
 
+    /// Where a one-to-one conversation lives, with more than one region: both members' home
+    /// regions and the conversation's, by the residency rule. `None` in a single region.
+    async fn c2c_homes(&self, me: &UserId, peer: &UserId) -> Result<Option<C2cHomes>, ApiError> {
+        let Some(geo) = &self.ctx.geo else { return Ok(None) };
+        let (me_home, peer_home) = futures::future::try_join(geo.require_home(me), geo.require_home(peer)).await?;
+        let conversation = geo.conversation_home((me, &me_home), (peer, &peer_home))?;
+        Ok(Some(C2cHomes { me: me_home, peer: peer_home, conversation }))
+    }
+
+    /// The region to forward a request about this conversation to, if not this one.
+    fn elsewhere(&self, homes: &Option<C2cHomes>) -> Option<RegionCode> {
+        homes.as_ref().map(|h| &h.conversation).filter(|c| *c != self.ctx.topology.region()).cloned()
+    }
+
+    /// A member's home region as a send records it: `None` when it is this region.
+    fn abroad(&self, home: Option<&RegionCode>) -> Option<RegionCode> {
+        home.filter(|h| *h != self.ctx.topology.region()).cloned()
+    }
+
     async fn barrier_if(&self, linearizable: bool, shard: ShardId) -> Result<(), ApiError> {
         if linearizable {
             self.ctx.node.read_barrier(shard).await?;
@@ -61,6 +80,10 @@ impl ChatService {
 
     async fn send(&self, req: Request<api::SendMessageRequest>) -> Result<api::SendMessageResponse, ApiError> {
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().to)?;
+        let homes = self.c2c_homes(&me, &peer).await?;
+        if let Some(region) = self.elsewhere(&homes) {
+            return self.ctx.geo()?.forward(&region, "Chat/SendMessage", &req).await;
+        }
         let body = req.into_inner();
         let elements = body.elements.into_iter().map(element_from_wire).collect::<Result<Vec<_>, _>>()?;
         validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
@@ -71,10 +94,27 @@ impl ChatService {
         } else {
             RequestId::parse(&body.request_id)?
         };
-        self.ctx.require_user(&me).await?;
-        self.ctx.require_user(&peer).await?;
+        // Members homed here must have their account here; one homed elsewhere was found in
+        // the directory.
+        let (sender_home, recipient_home) = match &homes {
+            Some(h) => (self.abroad(Some(&h.me)), self.abroad(Some(&h.peer))),
+            None => (None, None),
+        };
+        if sender_home.is_none() {
+            self.ctx.require_user(&me).await?;
+        }
+        if recipient_home.is_none() {
+            self.ctx.require_user(&peer).await?;
+        }
         let shard = self.ctx.topology.conversation_shard(&conversation);
-        let command = Command::SendMessage { sender: me, recipient: peer, elements, request_id: Some(request_id) };
+        let command = Command::SendMessage {
+            sender: me,
+            recipient: peer,
+            elements,
+            request_id: Some(request_id),
+            sender_home,
+            recipient_home,
+        };
         match self.propose_one(shard, command).await? {
             Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok(api::SendMessageResponse {
                 message_id: message_id.to_string(),
@@ -88,7 +128,11 @@ impl ChatService {
     }
 
     async fn history(&self, req: Request<api::GetHistoryRequest>) -> Result<api::GetHistoryResponse, ApiError> {
-        let (_, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let homes = self.c2c_homes(&me, &peer).await?;
+        if let Some(region) = self.elsewhere(&homes) {
+            return self.ctx.geo()?.forward(&region, "Chat/GetHistory", &req).await;
+        }
         let body = req.into_inner();
         let max = self.ctx.limits.max_history_page;
         let limit = match body.limit {
@@ -102,7 +146,9 @@ impl ChatService {
             }
             n => n,
         };
-        self.ctx.require_user(&peer).await?;
+        if homes.is_none() {
+            self.ctx.require_user(&peer).await?;
+        }
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let linearizable = body.consistency() == api::ReadConsistency::Linearizable;
         self.barrier_if(linearizable, shard).await?;
@@ -147,7 +193,10 @@ impl ChatService {
     }
 
     async fn recall(&self, req: Request<api::RecallMessageRequest>) -> Result<api::RecallMessageResponse, ApiError> {
-        let (me, _, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        if let Some(region) = self.elsewhere(&self.c2c_homes(&me, &peer).await?) {
+            return self.ctx.geo()?.forward(&region, "Chat/RecallMessage", &req).await;
+        }
         let seq = Seq(req.get_ref().seq);
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let window_ms = self.ctx.limits.recall_window_seconds.saturating_mul(1000);
@@ -159,7 +208,10 @@ impl ChatService {
     }
 
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<api::MarkReadResponse, ApiError> {
-        let (me, _, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
+        if let Some(region) = self.elsewhere(&self.c2c_homes(&me, &peer).await?) {
+            return self.ctx.geo()?.forward(&region, "Chat/MarkRead", &req).await;
+        }
         let seq = req.get_ref().seq;
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let command = Command::MarkRead { user: me, conversation, up_to: (seq != 0).then_some(Seq(seq)) };
@@ -174,6 +226,12 @@ impl ChatService {
         req: Request<api::ListConversationsRequest>,
     ) -> Result<api::ListConversationsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
+        if let Some(geo) = &self.ctx.geo {
+            let home = geo.require_home(&me).await?;
+            if &home != self.ctx.topology.region() {
+                return geo.forward(&home, "Chat/ListConversations", &req).await;
+            }
+        }
         let body = req.into_inner();
         let limit = match body.limit {
             0 => DEFAULT_CONVERSATION_PAGE,
@@ -189,7 +247,18 @@ impl ChatService {
         let linearizable = body.consistency() == api::ReadConsistency::Linearizable;
         let user_shard = self.ctx.topology.user_shard(&me);
         self.barrier_if(linearizable, user_shard).await?;
-        let refs = self.ctx.node.store(user_shard)?.conversation_refs(&me)?;
+        let all_refs = self.ctx.node.store(user_shard)?.conversation_refs(&me)?;
+        // Conversations homed in other regions: their heads are read through the region link.
+        let here = self.ctx.topology.region();
+        let mut abroad: std::collections::BTreeMap<RegionCode, Vec<meridian_domain::ConversationRef>> =
+            Default::default();
+        let mut refs = Vec::with_capacity(all_refs.len());
+        for r in all_refs {
+            match r.home.clone().filter(|h| h != here) {
+                Some(home) => abroad.entry(home).or_default().push(r),
+                None => refs.push(r),
+            }
+        }
         if linearizable {
             let shards: BTreeSet<ShardId> =
                 refs.iter().map(|r| self.ctx.topology.conversation_shard(&r.conversation)).collect();
@@ -215,7 +284,41 @@ impl ChatService {
                 unread,
                 last_time_ms: head.last_time.0,
                 last_message: last.as_ref().map(message_to_wire),
+                home_region: here.to_string(),
+                home_unavailable: false,
             });
+        }
+        let mut unavailable_regions = vec![];
+        if let Some(geo) = &self.ctx.geo {
+            let me = &me;
+            let reads = abroad.iter().map(|(region, refs)| {
+                let ids = refs.iter().map(|r| r.conversation.to_string()).collect();
+                async move { (region, refs, geo.heads(region, me, ids).await) }
+            });
+            for (region, refs, heads) in futures::future::join_all(reads).await {
+                match heads {
+                    Ok(heads) => {
+                        for head in heads {
+                            total_unread += head.unread;
+                            rows.push(head);
+                        }
+                    }
+                    // A region that is down leaves its conversations listed, without heads.
+                    Err(ApiError::RegionUnavailable(why)) => {
+                        tracing::debug!(%region, %why, "conversation heads unavailable");
+                        unavailable_regions.push(region.to_string());
+                        rows.extend(refs.iter().map(|r| api::Conversation {
+                            conversation_id: r.conversation.to_string(),
+                            peer: r.peer.to_string(),
+                            last_time_ms: r.joined.0,
+                            home_region: region.to_string(),
+                            home_unavailable: true,
+                            ..Default::default()
+                        }));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         // Newest first; ties broken by id so that the order (and the page token) is total.
         rows.sort_by(|a, b| {
@@ -237,8 +340,16 @@ impl ChatService {
         } else {
             (page, String::new())
         };
-        Ok(api::ListConversationsResponse { conversations: page, total_unread, next_page_token })
+        Ok(api::ListConversationsResponse { conversations: page, total_unread, next_page_token, unavailable_regions })
     }
+}
+
+/// The home regions of a one-to-one conversation's members and of the conversation.
+#[derive(Debug, Clone)]
+struct C2cHomes {
+    me: RegionCode,
+    peer: RegionCode,
+    conversation: RegionCode,
 }
 
 /// A page token is `{last_time_ms}:{conversation_id}` of the previous page's last row.
@@ -298,6 +409,26 @@ impl Chat for ChatService {
                 Some(api::ShardRoute { shard, leader_id, leader_addr: leader.client_addr })
             })
             .collect();
-        Ok(Response::new(api::GetRoutesResponse { shards: node.shard_count(), routes }))
+        let regions = self
+            .ctx
+            .geo
+            .as_ref()
+            .map(|geo| {
+                geo.file()
+                    .regions
+                    .iter()
+                    .map(|r| api::RegionRoute {
+                        region: r.code.clone(),
+                        endpoints: r.nodes.iter().map(|n| n.addr.clone()).collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(api::GetRoutesResponse {
+            shards: node.shard_count(),
+            routes,
+            region: self.ctx.topology.region().to_string(),
+            regions,
+        }))
     }
 }

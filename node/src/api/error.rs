@@ -27,6 +27,12 @@ pub enum ApiError {
     Halted(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Retryable: the entity's home region did not answer (down, or its link is cut).
+    #[error("{0}")]
+    RegionUnavailable(String),
+    /// The answer of the home region a request was forwarded to, passed on as it came.
+    #[error("{}", .0.message())]
+    Remote(Status),
 }
 
 impl From<meridian_raft::RaftNodeError> for ApiError {
@@ -62,6 +68,13 @@ impl ApiError {
             ApiError::NotLeader { .. } => reasons::NOT_LEADER,
             ApiError::Halted(_) => reasons::SHARD_HALTED,
             ApiError::Internal(_) => reasons::INTERNAL,
+            ApiError::RegionUnavailable(_) => reasons::REGION_UNAVAILABLE,
+            ApiError::Remote(status) => status
+                .metadata()
+                .get(meridian_proto::REASON_METADATA_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| reasons::ALL.iter().find(|known| **known == r).copied())
+                .unwrap_or(reasons::INTERNAL),
         }
     }
 
@@ -73,10 +86,12 @@ impl ApiError {
                 RejectionClass::PermissionDenied => Code::PermissionDenied,
                 RejectionClass::FailedPrecondition => Code::FailedPrecondition,
                 RejectionClass::OutOfRange => Code::OutOfRange,
+                RejectionClass::AlreadyExists => Code::AlreadyExists,
             },
             ApiError::Auth(AuthError::Forbidden { .. } | AuthError::ActAsRequired) => Code::PermissionDenied,
             ApiError::Auth(_) => Code::Unauthenticated,
-            ApiError::Unavailable(_) | ApiError::NotLeader { .. } => Code::Unavailable,
+            ApiError::Unavailable(_) | ApiError::NotLeader { .. } | ApiError::RegionUnavailable(_) => Code::Unavailable,
+            ApiError::Remote(status) => status.code(),
             ApiError::Halted(_) | ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -84,6 +99,9 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
+        if let ApiError::Remote(remote) = e {
+            return remote;
+        }
         let reason = e.reason();
         let message = match &e {
             ApiError::Rejected(r) => r.message.clone(),

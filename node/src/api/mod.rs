@@ -27,6 +27,11 @@ pub struct Context {
     pub token_ttl_seconds: u64,
     /// This node's links to the other regions (empty without a topology file).
     pub links: Arc<crate::link::RegionLinks>,
+    /// The other regions: directory, residency, forwarding (with a topology file of more
+    /// than one region).
+    pub geo: Option<Arc<crate::geo::Geo>>,
+    /// Where this node keeps its snapshot files (scanned by the residency audit).
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 pub(crate) fn now_unix() -> i64 {
@@ -47,6 +52,17 @@ impl Context {
         let requested = req.metadata().get(meridian_proto::ACT_AS_METADATA_KEY).and_then(|v| v.to_str().ok());
         let user = principal.act_as(requested)?;
         Ok(UserId::parse(&user)?)
+    }
+
+    /// The other regions; an error on a node without them.
+    pub fn geo(&self) -> Result<&Arc<crate::geo::Geo>, ApiError> {
+        self.geo.as_ref().ok_or_else(|| {
+            meridian_domain::Rejection::new(
+                meridian_domain::Reason::RegionNotServed,
+                "this node runs without other regions (no topology file of several regions)",
+            )
+            .into()
+        })
     }
 
     /// Requires an admin token.

@@ -126,16 +126,20 @@ pub fn logged_event_to_wire(region: &RegionCode, shard: ShardId, logged: &Logged
             user: user.to_string(),
             read_seq: read_seq.0,
         }),
-        Event::ConversationJoined { user, conversation, peer, at } => {
+        Event::ConversationJoined { user, conversation, peer, at, home } => {
             Kind::ConversationJoined(api::ConversationJoinedEvent {
                 user: user.to_string(),
                 conversation_id: conversation.to_string(),
                 peer: peer.to_string(),
                 time_ms: at.0,
+                home_region: home.as_ref().map(ToString::to_string).unwrap_or_default(),
             })
         }
         Event::LogicVersionRaised { from, to } => {
             Kind::LogicVersionRaised(api::LogicVersionRaisedEvent { from: *from, to: *to })
+        }
+        Event::IdClaimed { key, region } => {
+            Kind::IdClaimed(api::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
     };
     api::LoggedEvent {

@@ -1,0 +1,217 @@
+//! The storage half of the residency audit: every record a node holds — every column family,
+//! the Raft log and the snapshot files — and whose data it is.
+//!
+//! A record's *subject* is the person whose data it is: an account's user; a conversation's
+//! members for its messages, head, read cursors, request-id records and the commands and
+//! events that carry them; a conversation list entry's owner. Records without personal data
+//! (directory keys, watermarks, outbox marks, the applied state) and effects in an outbox
+//! (a reference to a conversation on its way to a member's region, deleted once delivered)
+//! are counted but have no subject. The node decides, per subject, whether its home region
+//! allows the record to be here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use meridian_domain::{Command, ConversationId, EffectKind, Event, RegionCode, UserId};
+use meridian_proto::durable as pb;
+use prost::Message as _;
+use rocksdb::IteratorMode;
+
+use crate::codec;
+use crate::db::Db;
+use crate::error::StorageError;
+use crate::keys;
+use crate::shard::{Reader, FRAME_END, SNAPSHOT_MAGIC};
+
+/// Whose data a record is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    User(UserId),
+    Conversation(ConversationId),
+}
+
+/// The first record seen of a subject, and how many there are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub location: String,
+    pub key: String,
+    pub what: &'static str,
+    pub records: u64,
+}
+
+/// What a scan saw.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: u64,
+    /// Records that did not decode (counted, never a subject).
+    pub unreadable: u64,
+    pub subjects: BTreeMap<Subject, Sighting>,
+}
+
+impl Scan {
+    fn see(&mut self, subject: Subject, location: &str, key: &[u8], what: &'static str) {
+        self.subjects.entry(subject).and_modify(|s| s.records += 1).or_insert_with(|| Sighting {
+            location: location.to_owned(),
+            key: printable(key),
+            what,
+            records: 1,
+        });
+    }
+
+    fn classify(&mut self, cf: &str, location: &str, key: &[u8], value: &[u8], region: &RegionCode) {
+        self.records += 1;
+        let body = key.get(4..).unwrap_or_default();
+        let seen = match cf {
+            keys::CF_PROJECTIONS => match body.split_first() {
+                Some((&keys::PROJ_USER, id)) => user(id).map(|u| (Subject::User(u), "account")),
+                Some((&keys::PROJ_CONVERSATION, id)) => {
+                    conversation(id).map(|c| (Subject::Conversation(c), "conversation head"))
+                }
+                Some((&keys::PROJ_CONVERSATION_REF, rest)) => {
+                    prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "conversation list entry"))
+                }
+                _ => return,
+            },
+            keys::CF_EVENTS => {
+                prefixed(body).and_then(|(c, _)| conversation(c)).map(|c| (Subject::Conversation(c), "message"))
+            }
+            keys::CF_DEDUP => prefixed(body)
+                .and_then(|(c, _)| conversation(c))
+                .map(|c| (Subject::Conversation(c), "request-id record")),
+            keys::CF_EVENT_LOG => match pb::EventRecord::decode(value).map_err(|e| e.to_string()) {
+                Ok(record) => match codec::event_from_pb(record) {
+                    Ok(event) => {
+                        for (subject, what) in event_subjects(&event) {
+                            self.see(subject, location, key, what);
+                        }
+                        return;
+                    }
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            },
+            keys::CF_RAFT_LOG => match pb::LogEntryRecord::decode(value) {
+                Ok(pb::LogEntryRecord { payload: Some(pb::log_entry_record::Payload::Normal(batch)), .. }) => {
+                    for command in batch.commands {
+                        if let Ok(command) = codec::command_from_pb(command, region) {
+                            for (subject, what) in command_subjects(&command) {
+                                self.see(subject, location, key, what);
+                            }
+                        }
+                    }
+                    return;
+                }
+                Ok(_) => return,
+                Err(_) => None,
+            },
+            _ => return,
+        };
+        match seen {
+            Some((subject, what)) => self.see(subject, location, key, what),
+            None => self.unreadable += 1,
+        }
+    }
+}
+
+fn printable(key: &[u8]) -> String {
+    key.iter().map(|&b| if b.is_ascii_graphic() { char::from(b).to_string() } else { format!("\\x{b:02x}") }).collect()
+}
+
+fn prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    let len = usize::from(len);
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
+fn user(bytes: &[u8]) -> Option<UserId> {
+    UserId::parse(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+fn conversation(bytes: &[u8]) -> Option<ConversationId> {
+    ConversationId::parse(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
+    match event {
+        Event::UserCreated { user, .. } => vec![(Subject::User(user.clone()), "UserCreated event")],
+        Event::MessageSent { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "MessageSent event")]
+        }
+        Event::MessageRecalled { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "MessageRecalled event")]
+        }
+        Event::ReadMarked { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "ReadMarked event")]
+        }
+        Event::ConversationJoined { user, .. } => vec![(Subject::User(user.clone()), "ConversationJoined event")],
+        Event::LogicVersionRaised { .. } | Event::IdClaimed { .. } => vec![],
+    }
+}
+
+fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
+    match command {
+        Command::CreateUser { user, .. } => vec![(Subject::User(user.clone()), "CreateUser command")],
+        Command::SendMessage { sender, recipient, .. } => {
+            vec![(Subject::Conversation(ConversationId::c2c(sender, recipient)), "SendMessage command")]
+        }
+        Command::RecallMessage { conversation, .. } | Command::MarkRead { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "conversation command")]
+        }
+        Command::ApplyEffects { effects, .. } => effects
+            .iter()
+            .map(|e| match &e.kind {
+                EffectKind::ConversationJoined { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
+            })
+            .collect(),
+        Command::AckEffects { .. } | Command::SetLogicVersion { .. } | Command::ClaimId { .. } => vec![],
+    }
+}
+
+/// Scans every record of `db` and every snapshot file in `snapshot_dir`. `region` is the
+/// node's region (effects recorded before they named their region came from it).
+pub fn scan(db: &Db, snapshot_dir: &Path, region: &RegionCode) -> Result<Scan, StorageError> {
+    let mut scan = Scan::default();
+    for cf in keys::ALL_CFS {
+        for item in db.rocks().iterator_cf(db.cf(cf)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            scan.classify(cf, cf, &k, &v, region);
+        }
+    }
+    let files = match std::fs::read_dir(snapshot_dir) {
+        Ok(dir) => dir.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e.into()),
+    };
+    for path in files {
+        let Ok(data) = std::fs::read(&path) else { continue };
+        let location = format!("snapshot {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        scan_snapshot(&mut scan, &data, &location, region);
+    }
+    Ok(scan)
+}
+
+/// The records of one snapshot file (the shard snapshot format of `ShardStore`).
+fn scan_snapshot(scan: &mut Scan, data: &[u8], location: &str, region: &RegionCode) {
+    if data.len() < 8 + 32 || &data[..4] != SNAPSHOT_MAGIC {
+        scan.unreadable += 1;
+        return;
+    }
+    let mut r = Reader { buf: &data[..data.len() - 32], pos: 8 };
+    if r.frame().is_none() {
+        scan.unreadable += 1;
+        return;
+    }
+    while let Some(tag) = r.byte() {
+        if tag == FRAME_END {
+            break;
+        }
+        let (Some(cf), Some(k), Some(v)) = (keys::STATE_CFS.get(usize::from(tag)), r.frame(), r.frame()) else {
+            scan.unreadable += 1;
+            return;
+        };
+        // Snapshot keys are stored without their shard prefix.
+        let mut key = vec![0u8; 4];
+        key.extend_from_slice(k);
+        scan.classify(cf, &format!("{location} ({cf})"), &key, v, region);
+    }
+}
