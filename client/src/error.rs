@@ -126,9 +126,10 @@ impl ClientError {
 
     /// True when the server refused the call because it cannot serve it right now
     /// (`UNAVAILABLE` with a reason such as `NOT_LEADER`): a retry after a pause may succeed.
+    /// `REGION_UNAVAILABLE` is not waited out: see [`ClientError::is_node_fault`].
     pub fn is_retryable_refusal(&self) -> bool {
         matches!(self, ClientError::Status { code: Code::Unavailable, reason, .. }
-            if RETRYABLE_REASONS.contains(&reason.as_str()))
+            if RETRYABLE_REASONS.contains(&reason.as_str()) && reason != meridian_proto::reasons::REGION_UNAVAILABLE)
     }
 
     /// The client address of the shard's leader, when the server named it (`x-meridian-leader`
@@ -140,10 +141,13 @@ impl ClientError {
         }
     }
 
-    /// True when the node that answered cannot serve the shard at all (its replica halted):
-    /// another node may, and a retry on the same one will not.
+    /// True when the node that answered cannot serve the call at all — its replica halted, or
+    /// the home region it would forward to is unreachable from it: another endpoint may, at
+    /// once, and a retry on the same one will not. A region that is down fails fast: each
+    /// endpoint is asked once, with no backoff, and the error is returned.
     pub fn is_node_fault(&self) -> bool {
-        matches!(self, ClientError::Status { reason, .. } if reason == meridian_proto::reasons::SHARD_HALTED)
+        matches!(self, ClientError::Status { reason, .. }
+            if reason == meridian_proto::reasons::SHARD_HALTED || reason == meridian_proto::reasons::REGION_UNAVAILABLE)
     }
 
     /// True when the failure was in reaching a node rather than a node's answer, so another

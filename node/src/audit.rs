@@ -63,7 +63,8 @@ pub async fn this_node(ctx: &Context) -> Result<api::NodeAudit, ApiError> {
                     key: sighting.key.clone(),
                     subject: user.to_string(),
                     subject_home: home.to_string(),
-                    what: format!("{} ({} record(s) of this subject here)", sighting.what, sighting.records),
+                    what: sighting.what.to_owned(),
+                    records: sighting.records,
                 });
             }
         }

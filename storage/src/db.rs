@@ -47,6 +47,15 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
+    /// Writes one record straight into a column family, synced, outside Raft and apply.
+    /// For repair tools and for tests that plant data in a stopped node's store; a node never
+    /// calls it.
+    pub fn put_unchecked(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.cf(cf)?, key, value);
+        self.write_synced(batch)
+    }
+
     /// Opens (creating if needed) the database at `path` and starts its sync thread.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(path)?;

@@ -251,8 +251,8 @@ pub fn audit_lines(report: &AuditResidencyResponse) -> Vec<String> {
             }
             for v in &n.violations {
                 lines.push(format!(
-                    "  node {}: {} of {} (home {}) in {}: {} [{}]",
-                    n.node_id, v.what, v.subject, v.subject_home, region, v.location, v.key
+                    "  node {}: {} of {} (home {}) in {}: {} [{}] ({} record(s) of this subject)",
+                    n.node_id, v.what, v.subject, v.subject_home, region, v.location, v.key, v.records
                 ));
             }
         }
@@ -273,7 +273,7 @@ pub fn audit_json(report: &AuditResidencyResponse) -> Value {
                 "violation_count": n.violation_count, "error": n.error,
                 "violations": n.violations.iter().map(|v| json!({
                     "location": v.location, "key": v.key, "subject": v.subject,
-                    "subject_home": v.subject_home, "what": v.what,
+                    "subject_home": v.subject_home, "what": v.what, "records": v.records,
                 })).collect::<Vec<_>>(),
             })
         })

@@ -21,16 +21,23 @@ pub struct DevRegion {
     /// `MERIDIAN_ENDPOINT` of its dev.env: every node's client address, comma-separated.
     pub endpoint: String,
     pub admin_token: String,
+    /// Every `export NAME=value` of its dev.env.
+    pub env: Vec<(String, String)>,
 }
 
 impl DevRegion {
     /// Starts the region on a random free-looking base port; tries another port if the
     /// region dies before it is ready (e.g. a port was taken).
     pub fn start(meridian: &Path) -> DevRegion {
+        Self::start_with(meridian, &[])
+    }
+
+    /// Starts `meridian dev` with extra arguments (e.g. `--regions sg,kr`).
+    pub fn start_with(meridian: &Path, extra: &[&str]) -> DevRegion {
         assert!(meridian.exists(), "{} is missing: build it first: cargo build -p meridian-node", meridian.display());
         let mut last_failure = String::new();
         for _ in 0..3 {
-            let base_port = 27100 + rand::thread_rng().gen_range(0..300u16) * 10;
+            let base_port = 27100 + rand::thread_rng().gen_range(0..150u16) * 50;
             let dir = tempfile::tempdir().unwrap();
             let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
             let child = Command::new(meridian)
@@ -39,12 +46,13 @@ impl DevRegion {
                 .arg(dir.path())
                 .arg("--base-port")
                 .arg(base_port.to_string())
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))
                 .spawn()
                 .unwrap();
-            let mut region = DevRegion { child, dir, endpoint: String::new(), admin_token: String::new() };
+            let mut region = DevRegion { child, dir, endpoint: String::new(), admin_token: String::new(), env: vec![] };
             match region.wait_ready() {
                 Ok(()) => return region,
                 Err(why) => last_failure = format!("base port {base_port}: {why}\n{}", region.log()),
@@ -67,6 +75,11 @@ impl DevRegion {
             if let (Some(endpoint), Some(token)) = (var("MERIDIAN_ENDPOINT"), var("MERIDIAN_ADMIN_TOKEN")) {
                 eprintln!("dev region ready after {:?}: {endpoint}", started.elapsed());
                 (self.endpoint, self.admin_token) = (endpoint, token);
+                self.env = env
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("export")?.trim().split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -82,6 +95,21 @@ impl DevRegion {
                 text.trim().parse().unwrap()
             })
             .collect()
+    }
+
+    /// The pid of node `name` (e.g. `node-1`, `kr-node-1`), from its pid file.
+    pub fn pid_of(&self, name: &str) -> u32 {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.pid"))).unwrap();
+        text.trim().parse().unwrap()
+    }
+
+    /// A variable of dev.env.
+    pub fn var(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in dev.env"))
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,257 @@
+//! Four regions on one machine (`meridian dev --regions sg,kr,de,in --strict de,in`, one node
+//! each), driven as a user would: users created in every region from any endpoint, ids
+//! unique across regions (racing creates included), a conversation between two open regions
+//! reached through a third region's endpoint, residency (`sg`↔`de` lives in `de`, `de`↔`in`
+//! is refused), a region killed (`REGION_UNAVAILABLE` at once for what lives there,
+//! everything else working, effects for it delivered once after its restart), and the
+//! residency audit: clean after all of it, and finding a record planted abroad.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_client::api::{ListConversationsResponse, ReadConsistency};
+use meridian_client::{Client, ClientConfig, ClientError};
+use meridian_domain::{ConversationId, MessageId, Seq, UserId};
+use meridian_proto::durable as pb;
+use meridian_storage::{keys, Db};
+use prost::Message as _;
+
+use common::DevRegion;
+
+fn meridian() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_meridian"))
+}
+
+/// A client of one endpoint acting as `user` (admin token with act-as), failing fast.
+fn client(region: &DevRegion, endpoint: &str, user: Option<&str>) -> Client {
+    let mut config = ClientConfig::new([endpoint.to_owned()], region.admin_token.clone());
+    if let Some(user) = user {
+        config = config.with_act_as(user);
+    }
+    config.retry_budget = Duration::from_secs(3);
+    Client::with_config(config).unwrap()
+}
+
+/// Runs the CLI against `endpoint`; returns (success, stdout, stderr).
+fn cli(region: &DevRegion, endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(meridian())
+        .args(args)
+        .env("MERIDIAN_ENDPOINT", endpoint)
+        .env("MERIDIAN_ADMIN_TOKEN", &region.admin_token)
+        .env_remove("MERIDIAN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn reason(e: &ClientError) -> String {
+    e.reason().unwrap_or_default().to_owned()
+}
+
+/// The conversations of a list, as (peer, last_seq, unread, home region).
+fn rows(list: &ListConversationsResponse) -> BTreeMap<String, (u64, u64, String)> {
+    list.conversations.iter().map(|c| (c.peer.clone(), (c.last_seq, c.unread, c.home_region.clone()))).collect()
+}
+
+/// Waits until `user`'s list, read at `endpoint`, is `expected`.
+async fn wait_list(
+    region: &DevRegion,
+    endpoint: &str,
+    user: &str,
+    expected: &[(&str, u64, u64, &str)],
+) -> ListConversationsResponse {
+    let expected: BTreeMap<String, (u64, u64, String)> =
+        expected.iter().map(|(p, last, unread, home)| (p.to_string(), (*last, *unread, home.to_string()))).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = client(region, endpoint, Some(user)).conversations_all(ReadConsistency::Linearizable).await;
+        if let Ok(list) = &seen {
+            if rows(list) == expected && list.conversations.len() == expected.len() {
+                return seen.unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "{user}'s list at {endpoint}: expected {expected:?}, got {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn kill(pid: u32) {
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+}
+
+/// Starts one node of the dev deployment again from its config (the dev region runs with
+/// `--no-restart`), killed on drop.
+struct Restarted(Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn restart(region: &DevRegion, name: &str) -> Restarted {
+    let log = std::fs::File::create(region.dir.path().join(format!("{name}.restarted.log"))).unwrap();
+    let child = Command::new(meridian())
+        .args(["node", "--config"])
+        .arg(region.dir.path().join(format!("{name}.toml")))
+        .current_dir(region.dir.path())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    Restarted(child)
+}
+
+async fn history(region: &DevRegion, endpoint: &str, user: &str, peer: &str) -> Vec<(u64, String, String)> {
+    let messages = client(region, endpoint, Some(user)).history_all(peer, ReadConsistency::Linearizable).await.unwrap();
+    messages.iter().map(|m| (m.seq, m.sender.clone(), meridian_client::message_text(m))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_regions_keep_data_home_and_reach_each_other() {
+    let dev = DevRegion::start_with(meridian(), &["--regions", "sg,kr,de,in", "--strict", "de,in", "--no-restart"]);
+    let (sg, kr, de, inn) = (
+        dev.var("MERIDIAN_ENDPOINT_SG"),
+        dev.var("MERIDIAN_ENDPOINT_KR"),
+        dev.var("MERIDIAN_ENDPOINT_DE"),
+        dev.var("MERIDIAN_ENDPOINT_IN"),
+    );
+
+    // Users, each created through its own region's endpoint; zed in kr through sg's.
+    for (endpoint, user) in [(&sg, "amy"), (&kr, "kim"), (&de, "hans"), (&inn, "ravi"), (&sg, "bo")] {
+        let created = client(&dev, endpoint, None).create_user(user, None).await.unwrap();
+        assert!(created.created, "{user}");
+    }
+    let zed = client(&dev, &sg, None).create_user("zed", Some("kr")).await.unwrap();
+    assert_eq!((zed.home_region.as_str(), zed.created), ("kr", true));
+    // Ids are unique across regions: amy exists in sg.
+    let refused = client(&dev, &de, None).create_user("amy", None).await.unwrap_err();
+    assert_eq!(reason(&refused), "USER_EXISTS", "{refused}");
+    let again = client(&dev, &kr, None).create_user("amy", Some("sg")).await.unwrap();
+    assert_eq!((again.home_region.as_str(), again.created), ("sg", false), "a repeat in the home region is a no-op");
+    // Racing creates of one id in two regions: exactly one region gets it.
+    for i in 0..4 {
+        let id = format!("race{i}");
+        let (in_sg, in_de) = (client(&dev, &sg, None), client(&dev, &de, None));
+        let (a, b) = tokio::join!(in_sg.create_user(&id, None), in_de.create_user(&id, None));
+        let outcomes = [a.map(|r| r.home_region), b.map(|r| r.home_region)];
+        let created: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(created.len(), 1, "{id}: {outcomes:?}");
+        let loser = outcomes.iter().find_map(|o| o.as_ref().err()).unwrap();
+        assert_eq!(reason(loser), "USER_EXISTS", "{id}: {loser}");
+    }
+
+    // amy (sg) and kim (kr) chat through the `in` endpoint: forwarded to the conversation's
+    // home (both regions open: the first id's, sg).
+    for i in 1..=3 {
+        let sent = client(&dev, &inn, Some("amy")).send_text("kim", &format!("amy {i}"), None).await.unwrap();
+        assert_eq!(sent.seq, i);
+        assert!(sent.message_id.starts_with("sg."), "{}", sent.message_id);
+    }
+    client(&dev, &inn, Some("kim")).send_text("amy", "kim 4", None).await.unwrap();
+    wait_list(&dev, &sg, "amy", &[("kim", 4, 1, "sg")]).await;
+    wait_list(&dev, &kr, "kim", &[("amy", 4, 0, "sg")]).await;
+    let expected: Vec<(u64, String, String)> = [(1, "amy"), (2, "amy"), (3, "amy"), (4, "kim")]
+        .iter()
+        .map(|(seq, who)| (*seq, who.to_string(), format!("{who} {seq}")))
+        .collect();
+    assert_eq!(history(&dev, &sg, "amy", "kim").await, expected);
+    assert_eq!(history(&dev, &kr, "kim", "amy").await, expected);
+    let read = client(&dev, &kr, Some("amy")).mark_read("kim", None).await.unwrap();
+    assert_eq!((read.read_seq, read.unread), (4, 0));
+
+    // Residency: sg↔de lives in de; de↔in (both strict) is refused and stores nothing.
+    let sent = client(&dev, &sg, Some("amy")).send_text("hans", "hallo", None).await.unwrap();
+    assert!(sent.message_id.starts_with("de."), "{}", sent.message_id);
+    for endpoint in [&sg, &de, &inn] {
+        let refused = client(&dev, endpoint, Some("hans")).send_text("ravi", "namaste", None).await.unwrap_err();
+        assert_eq!(reason(&refused), "RESIDENCY_VIOLATION", "{refused}");
+        assert!(refused.message().contains("strict"), "{refused}");
+    }
+    wait_list(&dev, &de, "hans", &[("amy", 1, 1, "de")]).await;
+    wait_list(&dev, &sg, "amy", &[("kim", 4, 0, "sg"), ("hans", 1, 0, "de")]).await;
+    wait_list(&dev, &inn, "ravi", &[]).await;
+
+    // kr goes down. What lives there fails at once with REGION_UNAVAILABLE; the rest works.
+    kill(dev.pid_of("kr-node-1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let failures = [
+        client(&dev, &sg, Some("kim")).conversations(50, "", ReadConsistency::Linearizable).await.map(|_| ()),
+        client(&dev, &sg, Some("zed")).send_text("kim", "kr to kr", None).await.map(|_| ()),
+        client(&dev, &de, None).create_user("newkr", Some("kr")).await.map(|_| ()),
+    ];
+    for failure in failures {
+        let e = failure.unwrap_err();
+        assert_eq!(reason(&e), "REGION_UNAVAILABLE", "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    client(&dev, &sg, Some("amy")).send_text("hans", "still here", None).await.unwrap();
+    client(&dev, &de, Some("hans")).send_text("amy", "ja", None).await.unwrap();
+    // A conversation homed in sg with a kr user works; its join for the kr side waits.
+    client(&dev, &sg, Some("bo")).send_text("kim", "while kr is down", None).await.unwrap();
+    client(&dev, &sg, Some("amy")).send_text("kim", "amy 5", None).await.unwrap();
+    let list = client(&dev, &sg, Some("amy")).conversations_all(ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(rows(&list)["hans"], (3, 1, "de".to_owned()));
+
+    // kr comes back: everything acknowledged is there, the pending join applied once.
+    let _kr = restart(&dev, "kr-node-1");
+    wait_list(&dev, &kr, "kim", &[("amy", 5, 1, "sg"), ("bo", 1, 1, "sg")]).await;
+    wait_list(&dev, &kr, "zed", &[]).await;
+    assert_eq!(history(&dev, &kr, "kim", "amy").await.len(), 5);
+
+    // The audit finds nothing out of place.
+    let (ok, out, err) = cli(&dev, &sg, &["audit", "residency"]);
+    assert!(ok, "audit failed: {out}\n{err}");
+    for region in ["sg", "kr", "de", "in"] {
+        assert!(out.contains(&format!("region {region}: 1 node(s)")), "{out}");
+    }
+    assert!(out.lines().all(|l| l.ends_with(" 0 violations")), "{out}");
+    let scanned: Vec<u64> =
+        out.lines().filter_map(|l| l.split(", ").nth(1)?.strip_suffix(" records scanned")?.parse().ok()).collect();
+    assert!(scanned.len() == 4 && scanned.iter().all(|&n| n > 0), "{out}");
+
+    // A message of the amy/hans conversation (homed in strict de) planted in sg's store:
+    // the audit finds it.
+    kill(dev.pid_of("sg-node-1"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let db = Db::open(&dev.dir.path().join("sg-node-1").join("db")).unwrap();
+        let conversation = ConversationId::c2c(&UserId::parse("amy").unwrap(), &UserId::parse("hans").unwrap());
+        let record = pb::MessageRecord {
+            version: 1,
+            message_id: MessageId::from_stored("de.1.4.6.0".into()).to_string(),
+            seq: 1,
+            sender: "amy".into(),
+            time_ms: 1,
+            elements: vec![],
+            ..Default::default()
+        };
+        let key = keys::message(meridian_domain::shard::shard_for(conversation.as_str(), 8), &conversation, Seq(1));
+        db.put_unchecked(keys::CF_EVENTS, &key, &record.encode_to_vec()).unwrap();
+    }
+    let _sg = restart(&dev, "sg-node-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ok, out, err) = loop {
+        let answer = cli(&dev, &de, &["audit", "residency"]);
+        if !answer.2.contains("not audited") || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!ok, "the audit must fail: {out}\n{err}");
+    assert!(err.contains("region sg: 1 node(s)") && err.contains("1 violations"), "{err}");
+    assert!(err.contains("message of hans (home de) in sg: events"), "{err}");
+    drop(dev);
+}
