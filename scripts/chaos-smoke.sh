@@ -17,5 +17,10 @@ campaign() {
 }
 campaign --seed 1 --duration 90s --nodes 3
 campaign --seed 2 --duration 60s --nodes 5
+if ./target/debug/meridian-chaos regions --seed 3 --duration 45s; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
 echo "chaos: $passed passed, $failed failed"
 ((failed == 0))

@@ -33,6 +33,7 @@ pub mod faults;
 pub mod firewall;
 pub mod history;
 pub mod proxy;
+pub mod regions;
 pub mod workload;
 
 pub use checker::{check, Note, NoteKind, OpKind, OpRef, Report, Violation, ViolationKind};

@@ -51,6 +51,82 @@ enum Command {
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
     },
+    /// Runs a campaign across three regions (sg, kr open; de strict; one node each): kills
+    /// whole regions, cuts and delays the links between them; exits non-zero on any
+    /// violation.
+    Regions {
+        /// Seed of the fault schedule and the workload (random when absent; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long faults are injected and the workload runs: `60s`, `30m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where run directories are made.
+        #[arg(long, default_value = "/tmp/meridian-chaos")]
+        dir: PathBuf,
+        /// Keep the run directory even when the campaign passes.
+        #[arg(long)]
+        keep: bool,
+        /// Concurrent workload clients.
+        #[arg(long, default_value_t = 6)]
+        clients: u32,
+        /// First port; each region takes 20 from there.
+        #[arg(long, default_value_t = 7600)]
+        base_port: u16,
+    },
+}
+
+/// `meridian-chaos regions`.
+fn run_regions(
+    seed: Option<u64>,
+    duration: Duration,
+    binary: Option<PathBuf>,
+    dir: PathBuf,
+    keep: bool,
+    clients: u32,
+    base_port: u16,
+) -> ExitCode {
+    let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let run_dir = dir.join(format!("regions-seed-{seed}-{stamp}"));
+    let options = meridian_chaos::regions::RegionsOptions {
+        seed,
+        duration,
+        binary: binary.unwrap_or_else(default_binary),
+        dir: run_dir.clone(),
+        clients,
+        base_port,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("error: start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async move {
+        tokio::select! {
+            r = meridian_chaos::regions::run(options) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    match outcome {
+        Ok(true) => {
+            println!("PASS: no violation (regions, seed {seed})");
+            if !keep {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("VIOLATIONS (regions, seed {seed}); logs kept in {}", run_dir.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("FAILED (regions, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_nodes(s: &str) -> Result<usize, String> {
@@ -86,8 +162,14 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let Cli { command: Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port } } =
-        Cli::parse();
+    let (seed, duration, faults, nodes, binary, dir, keep, clients, base_port) = match Cli::parse().command {
+        Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port } => {
+            (seed, duration, faults, nodes, binary, dir, keep, clients, base_port)
+        }
+        Command::Regions { seed, duration, binary, dir, keep, clients, base_port } => {
+            return run_regions(seed, duration, binary, dir, keep, clients, base_port)
+        }
+    };
     let faults = match FaultKind::parse_list(&faults) {
         Ok(f) => f,
         Err(e) => {

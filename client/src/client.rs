@@ -235,7 +235,8 @@ impl Client {
     ) -> Result<ListConversationsResponse, ClientError> {
         let request =
             ListConversationsRequest { limit, page_token: page_token.to_owned(), consistency: consistency.into() };
-        self.call("ListConversations", request, |channel, request| async move {
+        let route = self.list_route();
+        self.call_at(route, "ListConversations", request, |channel, request| async move {
             ChatClient::new(channel).list_conversations(request).await
         })
         .await
@@ -403,13 +404,34 @@ impl Client {
         .await
     }
 
-    /// The endpoint to start a call about the one-to-one conversation with `peer` at: its
-    /// shard's leader, when the routing table knows it. Starts a refresh of the table in
-    /// the background when it is missing or old.
-    fn c2c_route(&self, peer: &str) -> Option<usize> {
-        let routes = self.routes.as_ref()?;
-        let me = self.act_as.as_ref().map(|(user, _)| user.as_str()).or(self.token_user.as_deref())?;
-        let (index, stale) = routes.c2c_leader(me, peer);
+    /// The user the calls are made as, when known (act-as, or a user token's user).
+    fn me(&self) -> Option<&str> {
+        self.act_as.as_ref().map(|(user, _)| user.as_str()).or(self.token_user.as_deref())
+    }
+
+    /// Where to start a call about the one-to-one conversation with `peer`: in the
+    /// conversation's home region when a response has named it (no forwarding between
+    /// regions), at its shard's leader when the routing table knows it. Starts a refresh of
+    /// the table in the background when it is missing or old.
+    fn c2c_route(&self, peer: &str) -> Route {
+        let (Some(routes), Some(me)) = (self.routes.as_ref(), self.me()) else { return Route::default() };
+        let (leader, stale) = routes.c2c_leader(me, peer);
+        self.refresh_if(stale);
+        let key = Routes::c2c_key(me, peer);
+        let index = key.as_deref().map_or(leader, |k| routes.place(k, leader));
+        Route { index, key }
+    }
+
+    /// Where to start a call about the caller's own list: the caller's home region, once known.
+    fn list_route(&self) -> Route {
+        let (Some(routes), Some(me)) = (self.routes.as_ref(), self.me()) else { return Route::default() };
+        let key = format!("@{me}");
+        Route { index: routes.place(&key, None), key: Some(key) }
+    }
+
+    /// Starts a background refresh of the routing table when `stale`.
+    fn refresh_if(&self, stale: bool) {
+        let Some(routes) = self.routes.as_ref() else { return };
         if stale && routes.begin_refresh() {
             let (client, routes) = (self.with_retry_budget(Duration::from_secs(2)), routes.clone());
             let uris = self.endpoints();
@@ -421,7 +443,6 @@ impl Client {
                 routes.finish_refresh(fetched.as_ref().ok(), &uris);
             });
         }
-        index
     }
 
     /// The index of the endpoint whose address is `host_port` (a leader hint), if it is one
@@ -441,14 +462,15 @@ impl Client {
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        self.call_at(None, rpc, request, rpc_fn).await
+        self.call_at(Route::default(), rpc, request, rpc_fn).await
     }
 
-    /// [`Client::call`] starting at endpoint `route` (the shard leader's) when given, else at
-    /// the node that answered last.
+    /// [`Client::call`] starting at endpoint `route.index` (the home region's, or the shard
+    /// leader's) when given, else at the node that answered last; learns the home region
+    /// of `route.key` from the answer.
     async fn call_at<Req, Resp, F, Fut>(
         &self,
-        route: Option<usize>,
+        route: Route,
         rpc: &'static str,
         request: Req,
         mut rpc_fn: F,
@@ -460,16 +482,19 @@ impl Client {
     {
         let started = Instant::now();
         let count = self.nodes.len();
-        let mut index = route.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed)) % count;
+        let mut index = route.index.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed)) % count;
         let mut backoff = Backoff::new(self.timing.initial_backoff, self.timing.max_backoff);
         let mut unreachable_in_a_row = 0;
         let mut attempt = 1_u32;
         loop {
             let node = &self.nodes[index];
             let err = match self.attempt(node, request.clone(), &mut rpc_fn).await {
-                Ok(response) => {
-                    if route.is_none() {
+                Ok((response, home)) => {
+                    if route.index.is_none() {
                         self.preferred.store(index, Ordering::Relaxed);
+                    }
+                    if let (Some(routes), Some(key), Some(home)) = (&self.routes, &route.key, home) {
+                        routes.learn_home(key, &home);
                     }
                     return Ok(response);
                 }
@@ -535,7 +560,7 @@ impl Client {
         node: &NodeEndpoint,
         request: Req,
         rpc_fn: &mut F,
-    ) -> Result<Resp, ClientError>
+    ) -> Result<(Resp, Option<String>), ClientError>
     where
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
@@ -546,7 +571,14 @@ impl Client {
         // Tells the server the deadline (grpc-timeout) so that it can stop early.
         request.set_timeout(self.timing.request_timeout);
         match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Ok(response)) => {
+                let home = response
+                    .metadata()
+                    .get(meridian_proto::HOME_REGION_METADATA_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok((response.into_inner(), home))
+            }
             Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
             Err(_elapsed) => {
                 Err(ClientError::Timeout { endpoint: node.uri().to_owned(), timeout: self.timing.request_timeout })
@@ -571,6 +603,13 @@ impl fmt::Debug for Client {
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a call starts, and what it is about (to learn its home region from the answer).
+#[derive(Debug, Clone, Default)]
+struct Route {
+    index: Option<usize>,
+    key: Option<String>,
 }
 
 /// The concatenated text elements of a message (empty for a recalled or media-only one).

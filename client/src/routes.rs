@@ -10,6 +10,7 @@
 //! [`MAX_AGE`] or when a call had to retry; a stale table only costs the hop it was meant to
 //! save, never correctness, since any node still forwards.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -38,6 +39,12 @@ struct Table {
 pub(crate) struct Routes {
     table: RwLock<Option<Table>>,
     refreshing: AtomicBool,
+    /// Home regions learned from responses (`x-meridian-home-region`), by conversation id
+    /// or, for a user's list, `@user`. A home region never changes.
+    homes: RwLock<HashMap<String, String>>,
+    /// Per endpoint of the client, its region (from `GetRoutes`, when the deployment has a
+    /// topology file).
+    endpoint_regions: RwLock<Vec<Option<String>>>,
 }
 
 impl Routes {
@@ -54,6 +61,34 @@ impl Routes {
         let conversation = ConversationId::c2c(&me, &peer);
         let shard = shard_for(conversation.as_str(), table.shards).0 as usize;
         (table.leaders.get(shard).copied().flatten(), stale)
+    }
+
+    /// The conversation id of `me` and `peer`, as the nodes spell it.
+    pub(crate) fn c2c_key(me: &str, peer: &str) -> Option<String> {
+        let (Ok(me), Ok(peer)) = (UserId::parse(me), UserId::parse(peer)) else { return None };
+        Some(ConversationId::c2c(&me, &peer).to_string())
+    }
+
+    /// Records the home region of `key` (a conversation id or `@user`).
+    pub(crate) fn learn_home(&self, key: &str, region: &str) {
+        let mut homes = self.homes.write().unwrap_or_else(|p| p.into_inner());
+        if homes.get(key).map(String::as_str) != Some(region) {
+            homes.insert(key.to_owned(), region.to_owned());
+        }
+    }
+
+    /// Where to start a call about `key`: `leader` (the shard leader's endpoint by the
+    /// table) when it is in the key's home region or nothing is known, else the first
+    /// endpoint of the home region, so the call needs no forwarding between regions.
+    pub(crate) fn place(&self, key: &str, leader: Option<usize>) -> Option<usize> {
+        let homes = self.homes.read().unwrap_or_else(|p| p.into_inner());
+        let Some(home) = homes.get(key) else { return leader };
+        let regions = self.endpoint_regions.read().unwrap_or_else(|p| p.into_inner());
+        let in_home = |i: usize| regions.get(i).and_then(Option::as_deref) == Some(home.as_str());
+        match leader {
+            Some(i) if in_home(i) => Some(i),
+            _ => (0..regions.len()).find(|&i| in_home(i)).or(leader),
+        }
     }
 
     /// Takes the right to refresh; false when a refresh is already running.
@@ -85,6 +120,19 @@ impl Routes {
             if let Some(slot) = leaders.get_mut(route.shard as usize) {
                 *slot = index;
             }
+        }
+        if !response.regions.is_empty() {
+            let tls = uris.first().is_some_and(|u| u.starts_with("https://"));
+            let mut regions = vec![None; uris.len()];
+            for route in &response.regions {
+                for endpoint in &route.endpoints {
+                    let uri = crate::config::normalize_endpoint_with(endpoint, tls).ok();
+                    if let Some(i) = uri.and_then(|uri| uris.iter().position(|u| *u == uri)) {
+                        regions[i] = Some(route.region.clone());
+                    }
+                }
+            }
+            *self.endpoint_regions.write().unwrap_or_else(|p| p.into_inner()) = regions;
         }
         let table = Table { shards: response.shards, leaders, fetched: Instant::now() };
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Some(table);

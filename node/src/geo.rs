@@ -280,6 +280,7 @@ impl Geo {
             from_region: self.region.to_string(),
         };
         let mut client = self.client(region)?;
+        self.node.door.requests_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer = self.call(region, FORWARD_TIMEOUT, client.forward(forward)).await?;
         let response = Resp::decode(answer.body.as_slice())
             .map_err(|e| ApiError::Internal(format!("region {region} answered {method} with a malformed body: {e}")))?;

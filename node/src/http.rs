@@ -71,6 +71,8 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_peer_calls_refused_total counter");
     let _ = writeln!(out, "meridian_peer_calls_refused_total {}", node.door.peer_calls_refused.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE meridian_requests_forwarded_total counter");
+    let _ = writeln!(out, "meridian_requests_forwarded_total {}", node.door.requests_forwarded.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_link_calls_refused_total counter");
     let _ = writeln!(out, "meridian_link_calls_refused_total {}", node.door.link_calls_refused.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_proposals_refused_total counter");

@@ -85,6 +85,27 @@ async fn wait_list(
     }
 }
 
+/// Requests forwarded between regions so far, summed over the nodes (`/metrics`; a dev
+/// node serves HTTP on its client port + 1000).
+fn forwarded(endpoints: &[&String]) -> u64 {
+    use std::io::{Read as _, Write as _};
+    endpoints
+        .iter()
+        .map(|e| {
+            let mut addr: std::net::SocketAddr = e.parse().unwrap();
+            addr.set_port(addr.port() + 1000);
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let mut body = String::new();
+            stream.read_to_string(&mut body).unwrap();
+            body.lines()
+                .find_map(|l| l.strip_prefix("meridian_requests_forwarded_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no forwarding counter in {addr}'s metrics"))
+        })
+        .sum()
+}
+
 fn kill(pid: u32) {
     assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
 }
@@ -210,6 +231,23 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     wait_list(&dev, &kr, "kim", &[("amy", 5, 1, "sg"), ("bo", 1, 1, "sg")]).await;
     wait_list(&dev, &kr, "zed", &[]).await;
     assert_eq!(history(&dev, &kr, "kim", "amy").await.len(), 5);
+
+    // An SDK given every region's endpoint learns where a conversation lives from the first
+    // answer and calls that region directly from then on: no more forwarding.
+    let mut config = ClientConfig::new([&sg, &kr, &de, &inn], dev.admin_token.clone()).with_act_as("amy");
+    config.retry_budget = Duration::from_secs(3);
+    let learner = Client::with_config(config).unwrap();
+    learner.send_text("hans", "learning", None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = forwarded(&[&sg, &kr, &de, &inn]);
+    for i in 0..5 {
+        learner.send_text("hans", &format!("direct {i}"), None).await.unwrap();
+    }
+    assert_eq!(learner.history_all("hans", ReadConsistency::Linearizable).await.unwrap().len(), 9);
+    learner.conversations_all(ReadConsistency::Linearizable).await.unwrap();
+    learner.conversations_all(ReadConsistency::Linearizable).await.unwrap();
+    let after = forwarded(&[&sg, &kr, &de, &inn]);
+    assert_eq!(after, before, "requests were forwarded after the home regions were learned");
 
     // The audit finds nothing out of place.
     let (ok, out, err) = cli(&dev, &sg, &["audit", "residency"]);

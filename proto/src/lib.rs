@@ -55,4 +55,7 @@ pub const REASON_METADATA_KEY: &str = "x-meridian-reason";
 /// the node that leads the shard, for the caller to try next.
 pub const LEADER_METADATA_KEY: &str = "x-meridian-leader";
 /// The metadata key with which an admin token acts as a user.
+/// Response metadata: the home region of what a request was about (the conversation's, or
+/// the user's for a list), for clients to call that region directly next time.
+pub const HOME_REGION_METADATA_KEY: &str = "x-meridian-home-region";
 pub const ACT_AS_METADATA_KEY: &str = "x-meridian-as";

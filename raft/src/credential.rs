@@ -132,6 +132,8 @@ pub struct DoorStats {
     pub link_calls_refused: AtomicU64,
     /// Forwarded proposals refused at ingress (malformed or misrouted commands).
     pub proposals_refused: AtomicU64,
+    /// Client requests this node forwarded to their home region over a region link.
+    pub requests_forwarded: AtomicU64,
 }
 
 /// Adds the cluster credential to every outgoing peer call.

@@ -99,7 +99,12 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
     match cf {
         keys::CF_EVENTS | keys::CF_DEDUP => true,
         keys::CF_PROJECTIONS => {
-            matches!(key.get(4), Some(&keys::PROJ_USER | &keys::PROJ_CONVERSATION | &keys::PROJ_CONVERSATION_REF))
+            matches!(
+                key.get(4),
+                Some(
+                    &keys::PROJ_USER | &keys::PROJ_CONVERSATION | &keys::PROJ_CONVERSATION_REF | &keys::PROJ_DIRECTORY
+                )
+            )
         }
         _ => false,
     }
@@ -272,6 +277,12 @@ mod tests {
                 apply(db, conversation.as_str(), next(), send).unwrap(); // a duplicate
             }
         }
+        // Directory claims (two keys; a second claim of the first key changes nothing).
+        for (key, by) in [("ab", "sg"), ("cd", "de"), ("ab", "kr")] {
+            let key = meridian_domain::DirectoryKey::parse(&key.repeat(32)).unwrap();
+            let claim = Command::ClaimId { key: key.clone(), region: RegionCode::parse(by).unwrap() };
+            apply(db, key.as_str(), next(), claim).unwrap();
+        }
         let ab = ConversationId::c2c(&user("alice"), &user("bob"));
         let mark = Command::MarkRead { user: user("bob"), conversation: ab.clone(), up_to: None };
         apply(db, ab.as_str(), next(), mark).unwrap();
@@ -323,9 +334,10 @@ mod tests {
         for check in &all {
             assert_eq!(check.difference, None, "shard {}", check.shard);
         }
-        // 3 accounts, 12 sends (the duplicate adds none), 1 recall, 4 list joins; bob's mark
-        // read moves nothing (his own last message already moved his cursor): no event.
-        assert_eq!(all.iter().map(|c| c.events).sum::<u64>(), 3 + 12 + 1 + 4, "{all:?}");
+        // 3 accounts, 12 sends (the duplicate adds none), 1 recall, 4 list joins, 2 directory
+        // claims (the repeat adds none); bob's mark read moves nothing (his own last message
+        // already moved his cursor): no event.
+        assert_eq!(all.iter().map(|c| c.events).sum::<u64>(), 3 + 12 + 1 + 4 + 2, "{all:?}");
 
         // A conversation head whose last seq was tampered with.
         let ab = ConversationId::c2c(&user("alice"), &user("bob"));

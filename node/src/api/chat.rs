@@ -78,12 +78,14 @@ impl ChatService {
         Ok(())
     }
 
-    async fn send(&self, req: Request<api::SendMessageRequest>) -> Result<api::SendMessageResponse, ApiError> {
+    async fn send(&self, req: Request<api::SendMessageRequest>) -> Result<Homed<api::SendMessageResponse>, ApiError> {
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().to)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
-            return self.ctx.geo()?.forward(&region, "Chat/SendMessage", &req).await;
+            let response = self.ctx.geo()?.forward(&region, "Chat/SendMessage", &req).await?;
+            return Ok((response, Some(region)));
         }
+        let home = homes.as_ref().map(|h| h.conversation.clone());
         let body = req.into_inner();
         let elements = body.elements.into_iter().map(element_from_wire).collect::<Result<Vec<_>, _>>()?;
         validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
@@ -116,23 +118,28 @@ impl ChatService {
             recipient_home,
         };
         match self.propose_one(shard, command).await? {
-            Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok(api::SendMessageResponse {
-                message_id: message_id.to_string(),
-                seq: seq.0,
-                server_time_ms: time.0,
-                conversation_id: conversation.to_string(),
-                duplicate,
-            }),
+            Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok((
+                api::SendMessageResponse {
+                    message_id: message_id.to_string(),
+                    seq: seq.0,
+                    server_time_ms: time.0,
+                    conversation_id: conversation.to_string(),
+                    duplicate,
+                },
+                home,
+            )),
             other => Err(ApiError::Internal(format!("unexpected reply to a send: {other:?}"))),
         }
     }
 
-    async fn history(&self, req: Request<api::GetHistoryRequest>) -> Result<api::GetHistoryResponse, ApiError> {
+    async fn history(&self, req: Request<api::GetHistoryRequest>) -> Result<Homed<api::GetHistoryResponse>, ApiError> {
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
-            return self.ctx.geo()?.forward(&region, "Chat/GetHistory", &req).await;
+            let response = self.ctx.geo()?.forward(&region, "Chat/GetHistory", &req).await?;
+            return Ok((response, Some(region)));
         }
+        let home = homes.as_ref().map(|h| h.conversation.clone());
         let body = req.into_inner();
         let max = self.ctx.limits.max_history_page;
         let limit = match body.limit {
@@ -184,39 +191,53 @@ impl ChatService {
             }
             _ => 0,
         };
-        Ok(api::GetHistoryResponse {
+        let response = api::GetHistoryResponse {
             conversation_id: conversation.to_string(),
             messages: messages.iter().map(message_to_wire).collect(),
             last_seq: last_seq.0,
             next_seq,
-        })
+        };
+        Ok((response, home))
     }
 
-    async fn recall(&self, req: Request<api::RecallMessageRequest>) -> Result<api::RecallMessageResponse, ApiError> {
+    async fn recall(
+        &self,
+        req: Request<api::RecallMessageRequest>,
+    ) -> Result<Homed<api::RecallMessageResponse>, ApiError> {
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
-        if let Some(region) = self.elsewhere(&self.c2c_homes(&me, &peer).await?) {
-            return self.ctx.geo()?.forward(&region, "Chat/RecallMessage", &req).await;
+        let homes = self.c2c_homes(&me, &peer).await?;
+        if let Some(region) = self.elsewhere(&homes) {
+            let response = self.ctx.geo()?.forward(&region, "Chat/RecallMessage", &req).await?;
+            return Ok((response, Some(region)));
         }
+        let home = homes.map(|h| h.conversation);
         let seq = Seq(req.get_ref().seq);
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let window_ms = self.ctx.limits.recall_window_seconds.saturating_mul(1000);
         let command = Command::RecallMessage { actor: me, conversation, seq, window_ms };
         match self.propose_one(shard, command).await? {
-            Reply::MessageRecalled { seq, at } => Ok(api::RecallMessageResponse { seq: seq.0, recalled_at_ms: at.0 }),
+            Reply::MessageRecalled { seq, at } => {
+                Ok((api::RecallMessageResponse { seq: seq.0, recalled_at_ms: at.0 }, home))
+            }
             other => Err(ApiError::Internal(format!("unexpected reply to a recall: {other:?}"))),
         }
     }
 
-    async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<api::MarkReadResponse, ApiError> {
+    async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Homed<api::MarkReadResponse>, ApiError> {
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
-        if let Some(region) = self.elsewhere(&self.c2c_homes(&me, &peer).await?) {
-            return self.ctx.geo()?.forward(&region, "Chat/MarkRead", &req).await;
+        let homes = self.c2c_homes(&me, &peer).await?;
+        if let Some(region) = self.elsewhere(&homes) {
+            let response = self.ctx.geo()?.forward(&region, "Chat/MarkRead", &req).await?;
+            return Ok((response, Some(region)));
         }
+        let home = homes.map(|h| h.conversation);
         let seq = req.get_ref().seq;
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let command = Command::MarkRead { user: me, conversation, up_to: (seq != 0).then_some(Seq(seq)) };
         match self.propose_one(shard, command).await? {
-            Reply::ReadMarked { read_seq, unread } => Ok(api::MarkReadResponse { read_seq: read_seq.0, unread }),
+            Reply::ReadMarked { read_seq, unread } => {
+                Ok((api::MarkReadResponse { read_seq: read_seq.0, unread }, home))
+            }
             other => Err(ApiError::Internal(format!("unexpected reply to mark-read: {other:?}"))),
         }
     }
@@ -224,13 +245,16 @@ impl ChatService {
     async fn conversations(
         &self,
         req: Request<api::ListConversationsRequest>,
-    ) -> Result<api::ListConversationsResponse, ApiError> {
+    ) -> Result<Homed<api::ListConversationsResponse>, ApiError> {
         let me = self.ctx.caller(&req)?;
+        let mut home = None;
         if let Some(geo) = &self.ctx.geo {
-            let home = geo.require_home(&me).await?;
-            if &home != self.ctx.topology.region() {
-                return geo.forward(&home, "Chat/ListConversations", &req).await;
+            let region = geo.require_home(&me).await?;
+            if &region != self.ctx.topology.region() {
+                let response = geo.forward(&region, "Chat/ListConversations", &req).await?;
+                return Ok((response, Some(region)));
             }
+            home = Some(region);
         }
         let body = req.into_inner();
         let limit = match body.limit {
@@ -340,8 +364,23 @@ impl ChatService {
         } else {
             (page, String::new())
         };
-        Ok(api::ListConversationsResponse { conversations: page, total_unread, next_page_token, unavailable_regions })
+        Ok((
+            api::ListConversationsResponse { conversations: page, total_unread, next_page_token, unavailable_regions },
+            home,
+        ))
     }
+}
+
+/// A response and the home region of what it was about (`None` in a single region).
+type Homed<T> = (T, Option<RegionCode>);
+
+/// The response with the home region in its metadata (`x-meridian-home-region`).
+fn homed<T>((body, home): Homed<T>) -> Response<T> {
+    let mut response = Response::new(body);
+    if let Some(Ok(value)) = home.map(|h| h.as_str().parse()) {
+        response.metadata_mut().insert(meridian_proto::HOME_REGION_METADATA_KEY, value);
+    }
+    response
 }
 
 /// The home regions of a one-to-one conversation's members and of the conversation.
@@ -369,32 +408,32 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SendMessageRequest>,
     ) -> Result<Response<api::SendMessageResponse>, Status> {
-        Ok(Response::new(self.send(req).await?))
+        Ok(homed(self.send(req).await?))
     }
 
     async fn get_history(
         &self,
         req: Request<api::GetHistoryRequest>,
     ) -> Result<Response<api::GetHistoryResponse>, Status> {
-        Ok(Response::new(self.history(req).await?))
+        Ok(homed(self.history(req).await?))
     }
 
     async fn recall_message(
         &self,
         req: Request<api::RecallMessageRequest>,
     ) -> Result<Response<api::RecallMessageResponse>, Status> {
-        Ok(Response::new(self.recall(req).await?))
+        Ok(homed(self.recall(req).await?))
     }
 
     async fn list_conversations(
         &self,
         req: Request<api::ListConversationsRequest>,
     ) -> Result<Response<api::ListConversationsResponse>, Status> {
-        Ok(Response::new(self.conversations(req).await?))
+        Ok(homed(self.conversations(req).await?))
     }
 
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Response<api::MarkReadResponse>, Status> {
-        Ok(Response::new(ChatService::mark_read(self, req).await?))
+        Ok(homed(ChatService::mark_read(self, req).await?))
     }
 
     async fn get_routes(

@@ -98,12 +98,14 @@ impl DevRegion {
     }
 
     /// The pid of node `name` (e.g. `node-1`, `kr-node-1`), from its pid file.
+    #[allow(dead_code)] // not every suite that includes this file uses every helper
     pub fn pid_of(&self, name: &str) -> u32 {
         let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.pid"))).unwrap();
         text.trim().parse().unwrap()
     }
 
     /// A variable of dev.env.
+    #[allow(dead_code)]
     pub fn var(&self, name: &str) -> String {
         self.env
             .iter()
