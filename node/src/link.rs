@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status};
 /// How often a link is checked again once it is up.
 const RECHECK: Duration = Duration::from_secs(10);
 /// Longest pause between attempts on a link that is down.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// What this node knows of its link to another region.
 #[derive(Debug, Clone, PartialEq, Eq)]
