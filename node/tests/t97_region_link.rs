@@ -20,6 +20,7 @@ use meridian_proto::link::link_client::LinkClient;
 use meridian_proto::link::HelloRequest;
 use meridian_proto::peer::peer_client::PeerClient;
 use meridian_raft::credential::{ClusterCredential, Door};
+use prost::Message as _;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -218,5 +219,164 @@ async fn a_link_over_tls_with_client_certificates_comes_up_and_refuses_plaintext
             .await
             .expect("answered or failed in time");
     assert!(refused.is_err(), "plaintext Hello on a TLS link port: {refused:?}");
+    drop((sg, kr));
+}
+
+/// Every link method, called with the right credential but with what a broken or hostile
+/// peer region might send, gets a typed refusal; nothing of it takes effect and the region
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_link_calls_are_refused_with_a_reason_and_change_nothing() {
+    use meridian_proto::link::{ClaimRequest, DeliverEffectsRequest, ForwardRequest, HeadsRequest, LookupRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_loopback_addrs(6);
+    let (sg, kr) = ([ports[0], ports[1], ports[2]], [ports[3], ports[4], ports[5]]);
+    std::fs::write(dir.path().join("regions.toml"), topology(&[("sg", sg), ("kr", kr)], 8)).unwrap();
+    let sg = start(dir.path(), "sg", sg, "regions.toml");
+    let kr = start(dir.path(), "kr", kr, "regions.toml");
+    wait_links(&sg, &[("kr", "up")]).await;
+    wait_links(&kr, &[("sg", "up")]).await;
+
+    let token = TokenSigner::new(AuthConfig::default().app_id, AUTH_SECRET)
+        .issue_admin("link-test", chrono::Utc::now().timestamp() + 3600);
+    let admin = |node: &RegionNode| {
+        let mut config = ClientConfig::new([node.addrs[0].to_string()], token.clone());
+        config.retry_budget = Duration::from_secs(5);
+        Client::with_config(config).unwrap()
+    };
+    admin(&kr).create_user("kim", None).await.unwrap();
+    admin(&sg).create_user("amy", None).await.unwrap();
+
+    let right = ClusterCredential::for_door(Door::Link, LINK_SECRET.as_bytes());
+    let mut link = LinkClient::new(Channel::from_shared(format!("http://{}", kr.addrs[2])).unwrap().connect_lazy());
+    let bearer = format!("Bearer {token}");
+    let forward = |method: &str, body: Vec<u8>, from: &str| ForwardRequest {
+        method: method.into(),
+        authorization: bearer.clone(),
+        act_as: "kim".into(),
+        body,
+        from_region: from.into(),
+    };
+    let send =
+        meridian_client::api::SendMessageRequest { to: "amy".into(), elements: vec![], request_id: "r-1".into() };
+    let cases: Vec<(&str, Result<(), tonic::Status>, &str)> = vec![
+        (
+            "a method that is not forwarded",
+            link.forward(with_key(forward("Admin/AddNode", vec![], "sg"), Some(right.clone()))).await.map(|_| ()),
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "a body that is no request of its method",
+            link.forward(with_key(forward("Chat/SendMessage", vec![0x0a, 0xff, 0xff], "sg"), Some(right.clone())))
+                .await
+                .map(|_| ()),
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "a request forwarded from the region itself",
+            link.forward(with_key(forward("Chat/SendMessage", send.encode_to_vec(), "kr"), Some(right.clone())))
+                .await
+                .map(|_| ()),
+            "REGION_INVALID",
+        ),
+        (
+            "a request forwarded from a region the topology does not name",
+            link.forward(with_key(forward("Chat/SendMessage", send.encode_to_vec(), "mars"), Some(right.clone())))
+                .await
+                .map(|_| ()),
+            "REGION_INVALID",
+        ),
+        (
+            "a forwarded send without a token",
+            link.forward(with_key(
+                ForwardRequest {
+                    authorization: String::new(),
+                    ..forward("Chat/SendMessage", send.encode_to_vec(), "sg")
+                },
+                Some(right.clone()),
+            ))
+            .await
+            .map(|_| ()),
+            "TOKEN_MISSING",
+        ),
+        (
+            "a claim whose key is no directory key",
+            link.claim(with_key(ClaimRequest { key: "kim".into(), region: "sg".into() }, Some(right.clone())))
+                .await
+                .map(|_| ()),
+            "DIRECTORY_KEY_INVALID",
+        ),
+        (
+            "a lookup of a key given as a user id",
+            link.lookup(with_key(LookupRequest { key: "amy".into() }, Some(right.clone()))).await.map(|_| ()),
+            "DIRECTORY_KEY_INVALID",
+        ),
+        (
+            "heads of a conversation id that is not one",
+            link.heads(with_key(
+                HeadsRequest { user: "kim".into(), conversation_ids: vec!["not a conversation".into()] },
+                Some(right.clone()),
+            ))
+            .await
+            .map(|_| ()),
+            "CONVERSATION_ID_INVALID",
+        ),
+        (
+            "effects that do not decode",
+            link.deliver_effects(with_key(
+                DeliverEffectsRequest { source_region: "sg".into(), source_shard: 1, effects: vec![vec![0xff, 0x01]] },
+                Some(right.clone()),
+            ))
+            .await
+            .map(|_| ()),
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "effects claiming to come from the region itself",
+            link.deliver_effects(with_key(
+                DeliverEffectsRequest { source_region: "kr".into(), source_shard: 1, effects: vec![] },
+                Some(right.clone()),
+            ))
+            .await
+            .map(|_| ()),
+            "REGION_INVALID",
+        ),
+    ];
+    for (what, outcome, expected) in cases {
+        let status = outcome.expect_err(what);
+        assert_eq!(reason(&status), expected, "{what}: {status:?}");
+    }
+    // A key some other region owns is refused by a region that does not own it.
+    let mut refused_claims = 0;
+    for i in 0..8 {
+        let key = format!("{i:x}").repeat(64);
+        let claim = ClaimRequest { key, region: "sg".into() };
+        if let Err(status) = link.claim(with_key(claim, Some(right.clone()))).await {
+            assert_eq!(reason(&status), "REGION_INVALID", "{status:?}");
+            refused_claims += 1;
+        }
+    }
+    assert!(refused_claims > 0, "with two regions, some of 8 keys belong to sg");
+    // Heads of a conversation the user is not in answer nothing.
+    let heads = link
+        .heads(with_key(
+            HeadsRequest { user: "kim".into(), conversation_ids: vec!["c2c:amy:zed".into()] },
+            Some(right.clone()),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(heads.conversations.is_empty());
+
+    // Nothing took effect: no conversation, and both regions still serve.
+    let kim = admin(&kr).with_act_as("kim").unwrap();
+    assert!(kim
+        .conversations_all(meridian_client::api::ReadConsistency::Linearizable)
+        .await
+        .unwrap()
+        .conversations
+        .is_empty());
+    let sent = kim.send_text("amy", "still here", None).await.unwrap();
+    assert_eq!(sent.seq, 1);
     drop((sg, kr));
 }

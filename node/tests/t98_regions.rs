@@ -195,13 +195,22 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     // Residency: sg↔de lives in de; de↔in (both strict) is refused and stores nothing.
     let sent = client(&dev, &sg, Some("amy")).send_text("hans", "hallo", None).await.unwrap();
     assert!(sent.message_id.starts_with("de."), "{}", sent.message_id);
+    // One request id sent through two regions at once takes effect once.
+    let (via_sg, via_de) = (client(&dev, &sg, Some("amy")), client(&dev, &de, Some("amy")));
+    let (x, y) = tokio::join!(
+        via_sg.send_text("hans", "twice", Some("same-request".into())),
+        via_de.send_text("hans", "twice", Some("same-request".into()))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!((x.seq, &x.message_id), (y.seq, &y.message_id));
+    assert_eq!((x.seq, x.duplicate || y.duplicate, x.duplicate && y.duplicate), (2, true, false));
     for endpoint in [&sg, &de, &inn] {
         let refused = client(&dev, endpoint, Some("hans")).send_text("ravi", "namaste", None).await.unwrap_err();
         assert_eq!(reason(&refused), "RESIDENCY_VIOLATION", "{refused}");
         assert!(refused.message().contains("strict"), "{refused}");
     }
-    wait_list(&dev, &de, "hans", &[("amy", 1, 1, "de")]).await;
-    wait_list(&dev, &sg, "amy", &[("kim", 4, 0, "sg"), ("hans", 1, 0, "de")]).await;
+    wait_list(&dev, &de, "hans", &[("amy", 2, 2, "de")]).await;
+    wait_list(&dev, &sg, "amy", &[("kim", 4, 0, "sg"), ("hans", 2, 0, "de")]).await;
     wait_list(&dev, &inn, "ravi", &[]).await;
 
     // kr goes down. What lives there fails at once with REGION_UNAVAILABLE; the rest works.
@@ -224,7 +233,7 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     client(&dev, &sg, Some("bo")).send_text("kim", "while kr is down", None).await.unwrap();
     client(&dev, &sg, Some("amy")).send_text("kim", "amy 5", None).await.unwrap();
     let list = client(&dev, &sg, Some("amy")).conversations_all(ReadConsistency::Linearizable).await.unwrap();
-    assert_eq!(rows(&list)["hans"], (3, 1, "de".to_owned()));
+    assert_eq!(rows(&list)["hans"], (4, 1, "de".to_owned()));
 
     // kr comes back: everything acknowledged is there, the pending join applied once.
     let _kr = restart(&dev, "kr-node-1");
@@ -243,7 +252,7 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     for i in 0..5 {
         learner.send_text("hans", &format!("direct {i}"), None).await.unwrap();
     }
-    assert_eq!(learner.history_all("hans", ReadConsistency::Linearizable).await.unwrap().len(), 9);
+    assert_eq!(learner.history_all("hans", ReadConsistency::Linearizable).await.unwrap().len(), 10);
     learner.conversations_all(ReadConsistency::Linearizable).await.unwrap();
     learner.conversations_all(ReadConsistency::Linearizable).await.unwrap();
     let after = forwarded(&[&sg, &kr, &de, &inn]);
