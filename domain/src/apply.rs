@@ -96,6 +96,13 @@ pub enum Reply {
     Claimed {
         region: RegionCode,
     },
+    /// A group command's result: the group's member count after it, and whether it changed
+    /// anything (false for a repeat).
+    GroupChanged {
+        group: crate::ids::GroupId,
+        member_count: u64,
+        changed: bool,
+    },
 }
 
 /// The outcome of one command: accepted with its changes, or rejected with nothing changed.
@@ -112,10 +119,13 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
         Err(rejection) => return Ok(Err(rejection)),
     };
     let mut changes = Vec::with_capacity(applied.events.len() * 2 + applied.changes.len());
-    // The events of one command touch different records (one event, or joins of distinct
-    // (user, conversation) pairs), so each is projected against the state before the command.
+    // Each event is projected against the state with the projections of the command's
+    // earlier events applied (a group's creation, then its members joining one by one), as
+    // replay folds them.
     for event in &applied.events {
-        changes.extend(project(state, event)?);
+        let view = crate::state::Pending { base: state, changes: &changes };
+        let projected = project(&view, event)?;
+        changes.extend(projected);
     }
     changes.append(&mut applied.changes);
     applied.changes = changes;
@@ -133,7 +143,10 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::RecallMessage { actor, conversation, seq, window_ms } => {
             recall_message(state, ctx, actor, conversation, *seq, *window_ms)
         }
-        Command::MarkRead { user, conversation, up_to } => mark_read(state, ctx, user, conversation, *up_to),
+        Command::MarkRead { user, conversation, up_to } => match conversation.group_id() {
+            Some(group) => crate::group::mark_read(state, ctx, user, &group, *up_to),
+            None => mark_read(state, ctx, user, conversation, *up_to),
+        },
         Command::ApplyEffects { source, from_region, effects } => {
             apply_effects(state, ctx, *source, from_region.as_ref(), effects)
         }
@@ -151,6 +164,18 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             reply: Reply::Done,
         })),
         Command::ClaimId { key, region } => claim_id(state, ctx, key, region),
+        Command::CreateGroup { group, kind, owner, name, max_members, members } => {
+            crate::group::create(state, ctx, (group, *kind, owner, name, *max_members, members))
+        }
+        Command::AddGroupMembers { actor, group, users } => crate::group::add(state, ctx, actor, group, users),
+        Command::RemoveGroupMember { actor, group, user } => crate::group::remove(state, ctx, actor, group, user),
+        Command::SendGroupMessage { sender, group, elements, request_id } => {
+            crate::group::send(state, ctx, (sender, group, elements, request_id.as_ref()))
+        }
+        Command::MuteGroupMember { actor, group, user, duration_ms } => {
+            crate::group::mute(state, ctx, (actor, group, user, *duration_ms))
+        }
+        Command::DismissGroup { actor, group } => crate::group::dismiss(state, ctx, actor, group),
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }
@@ -404,6 +429,8 @@ fn apply_effects(
     let mut events = vec![];
     // A batch may carry the same join twice (a redelivery inside one batch): one event.
     let mut joined = std::collections::BTreeSet::new();
+    // A batch may join and leave one group in turn: each step sees the ones before it.
+    let mut group_refs = std::collections::BTreeMap::new();
     for effect in effects {
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
         // receiving side decides where an effect belongs: with the entity it is addressed to.
@@ -414,6 +441,26 @@ fn apply_effects(
             continue;
         }
         match &effect.kind {
+            EffectKind::GroupListed { user, group, at } => {
+                let listed = match group_refs.get(&(user, group)) {
+                    Some(listed) => *listed,
+                    None => state.has_group_ref(user, group)?,
+                };
+                if !listed {
+                    events.push(Event::GroupListed { user: user.clone(), group: group.clone(), at: *at });
+                }
+                group_refs.insert((user, group), true);
+            }
+            EffectKind::GroupUnlisted { user, group } => {
+                let listed = match group_refs.get(&(user, group)) {
+                    Some(listed) => *listed,
+                    None => state.has_group_ref(user, group)?,
+                };
+                if listed {
+                    events.push(Event::GroupUnlisted { user: user.clone(), group: group.clone() });
+                }
+                group_refs.insert((user, group), false);
+            }
             EffectKind::ConversationJoined { user, conversation, peer, at } => {
                 if !state.has_conversation_ref(user, conversation)? && joined.insert((user, conversation)) {
                     events.push(Event::ConversationJoined {

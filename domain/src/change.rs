@@ -1,8 +1,8 @@
 //! What applying a command writes. Storage turns each change into keys of one WriteBatch.
 
 use crate::command::{EffectKind, Lane};
-use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, ShardId, UserId};
-use crate::records::{Conversation, ConversationRef, DedupEntry, Message, User};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, GroupId, RegionCode, RequestId, ShardId, UserId};
+use crate::records::{Conversation, ConversationRef, DedupEntry, Group, GroupMember, GroupRef, Message, User};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -48,6 +48,23 @@ pub enum Change {
     /// From the next entry on, the shard applies the rules of logic version `version`.
     SetLogicVersion {
         version: u32,
+    },
+    PutGroup(Group),
+    PutGroupMember {
+        group: GroupId,
+        member: GroupMember,
+    },
+    DeleteGroupMember {
+        group: GroupId,
+        user: UserId,
+    },
+    PutGroupRef {
+        user: UserId,
+        entry: GroupRef,
+    },
+    DeleteGroupRef {
+        user: UserId,
+        group: GroupId,
     },
     /// The directory records `key` as claimed by `region` (a projection of `IdClaimed`).
     PutClaim {

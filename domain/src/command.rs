@@ -1,7 +1,10 @@
 //! Commands: what a client (through a node) or another shard asks a shard to change.
 
 use crate::element::Element;
-use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
+use crate::ids::{
+    ConversationId, DirectoryKey, EffectId, GroupId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
+};
+use crate::records::GroupKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -31,6 +34,20 @@ pub enum Command {
     /// Claim a user id (by its directory key) for `region` in the directory; applied in the
     /// key's owner region. The first claim wins; a repeat by the same region is a no-op.
     ClaimId { key: DirectoryKey, region: RegionCode },
+    /// Create a group owned by `owner` with initial `members` (the owner need not be among
+    /// them); applied on the group's shard. `max_members` is the cap for its type at the
+    /// node that accepted the request. A repeat by the same owner is a no-op.
+    CreateGroup { group: GroupId, kind: GroupKind, owner: UserId, name: String, max_members: u64, members: Vec<UserId> },
+    /// `actor` adds `users` to a group (invite, or join when `users` is the actor alone).
+    AddGroupMembers { actor: UserId, group: GroupId, users: Vec<UserId> },
+    /// `actor` removes `user` from a group: a leave when they are the same, else a kick.
+    RemoveGroupMember { actor: UserId, group: GroupId, user: UserId },
+    /// A message to a group's stream.
+    SendGroupMessage { sender: UserId, group: GroupId, elements: Vec<Element>, request_id: Option<RequestId> },
+    /// `actor` mutes `user` in a group for `duration_ms` from the entry's time (0: unmute).
+    MuteGroupMember { actor: UserId, group: GroupId, user: UserId, duration_ms: u64 },
+    /// The owner dismisses a group: every later command on it is refused.
+    DismissGroup { actor: UserId, group: GroupId },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },
@@ -86,13 +103,19 @@ pub enum EffectKind {
     /// Put a conversation into a user's conversation index. The conversation lives in the
     /// effect's source region.
     ConversationJoined { user: UserId, conversation: ConversationId, peer: UserId, at: TimeMs },
+    /// Put a group into a user's list of groups (they joined it).
+    GroupListed { user: UserId, group: GroupId, at: TimeMs },
+    /// Take a group out of a user's list of groups (they left or were removed).
+    GroupUnlisted { user: UserId, group: GroupId },
 }
 
 impl EffectKind {
     /// The entity whose shard must apply the effect.
     pub fn target_entity(&self) -> &str {
         match self {
-            EffectKind::ConversationJoined { user, .. } => user.as_str(),
+            EffectKind::ConversationJoined { user, .. }
+            | EffectKind::GroupListed { user, .. }
+            | EffectKind::GroupUnlisted { user, .. } => user.as_str(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! (users, conversation heads and cursors, conversation lists) are what they add up to.
 
 use crate::element::Element;
-use crate::ids::{ConversationId, DirectoryKey, MessageId, RegionCode, RequestId, Seq, TimeMs, UserId};
+use crate::ids::{ConversationId, DirectoryKey, GroupId, MessageId, RegionCode, RequestId, Seq, TimeMs, UserId};
+use crate::records::{GroupKind, GroupRole};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -36,6 +37,30 @@ pub enum Event {
     },
     /// The directory (in the key's owner region) recorded `key` as claimed by `region`.
     IdClaimed { key: DirectoryKey, region: RegionCode },
+    /// A group was created (its members join by `GroupMemberAdded` events after this one).
+    GroupCreated { group: GroupId, kind: GroupKind, owner: UserId, name: String, max_members: u64, at: TimeMs },
+    /// `user` became a member of `group`, added by `by` (themselves when they joined).
+    GroupMemberAdded { group: GroupId, user: UserId, role: GroupRole, by: UserId, at: TimeMs },
+    /// `user` left `group` (`by` is themselves) or was removed by `by`.
+    GroupMemberRemoved { group: GroupId, user: UserId, by: UserId, at: TimeMs },
+    /// A message was accepted at `seq` of the group's stream.
+    GroupMessageSent {
+        group: GroupId,
+        seq: Seq,
+        message_id: MessageId,
+        sender: UserId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+        at: TimeMs,
+    },
+    /// `user`'s sends to `group` are refused until `until` (0: unmuted), by `by`.
+    GroupMemberMuted { group: GroupId, user: UserId, until: TimeMs, by: UserId },
+    /// The owner dismissed the group.
+    GroupDismissed { group: GroupId, by: UserId, at: TimeMs },
+    /// `group` entered `user`'s list of groups (on the user's shard).
+    GroupListed { user: UserId, group: GroupId, at: TimeMs },
+    /// `group` left `user`'s list of groups.
+    GroupUnlisted { user: UserId, group: GroupId },
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
@@ -52,6 +77,14 @@ impl Event {
             Event::ConversationJoined { .. } => "ConversationJoined",
             Event::LogicVersionRaised { .. } => "LogicVersionRaised",
             Event::IdClaimed { .. } => "IdClaimed",
+            Event::GroupCreated { .. } => "GroupCreated",
+            Event::GroupMemberAdded { .. } => "GroupMemberAdded",
+            Event::GroupMemberRemoved { .. } => "GroupMemberRemoved",
+            Event::GroupMessageSent { .. } => "GroupMessageSent",
+            Event::GroupMemberMuted { .. } => "GroupMemberMuted",
+            Event::GroupDismissed { .. } => "GroupDismissed",
+            Event::GroupListed { .. } => "GroupListed",
+            Event::GroupUnlisted { .. } => "GroupUnlisted",
         }
     }
 }

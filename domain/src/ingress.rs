@@ -113,6 +113,33 @@ pub fn check(
             }
         }
         Command::ClaimId { key, .. } => to.owns(key.as_str()),
+        Command::CreateGroup { group, name, members, max_members, .. } => {
+            if name.len() > crate::group::MAX_GROUP_NAME_BYTES {
+                return Err(Rejection::new(
+                    Reason::GroupNameInvalid,
+                    format!("group names are at most {} bytes", crate::group::MAX_GROUP_NAME_BYTES),
+                ));
+            }
+            if *max_members == 0 {
+                return Err(Rejection::new(Reason::GroupMemberLimit, "a group's member cap is at least 1"));
+            }
+            members_fit(members.len())?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::AddGroupMembers { group, users, .. } => {
+            if users.is_empty() {
+                return Err(Rejection::new(Reason::UserIdInvalid, "name at least one user to add"));
+            }
+            members_fit(users.len())?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::RemoveGroupMember { group, .. }
+        | Command::MuteGroupMember { group, .. }
+        | Command::DismissGroup { group, .. } => to.owns(crate::ConversationId::group(group).as_str()),
+        Command::SendGroupMessage { group, elements, .. } => {
+            validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
         Command::SetLogicVersion { version } => {
             if (1..=crate::apply::LOGIC_VERSION).contains(version) {
                 Ok(())
@@ -127,6 +154,16 @@ pub fn check(
             }
         }
     }
+}
+
+fn members_fit(count: usize) -> Result<(), Rejection> {
+    if count > crate::group::MAX_MEMBERS_PER_COMMAND {
+        return Err(Rejection::new(
+            Reason::GroupMemberLimit,
+            format!("{count} users in one request: at most {} a request", crate::group::MAX_MEMBERS_PER_COMMAND),
+        ));
+    }
+    Ok(())
 }
 
 /// Most shards a region may have (a sanity bound on shard ids from elsewhere).

@@ -25,6 +25,7 @@ pub mod change;
 pub mod command;
 pub mod element;
 pub mod event;
+pub mod group;
 pub mod ids;
 pub mod ingress;
 pub mod projector;
@@ -38,7 +39,12 @@ pub use change::Change;
 pub use command::{Command, Effect, EffectKind, EffectSource, Lane};
 pub use element::Element;
 pub use event::{Event, EventOffset};
-pub use ids::{ConversationId, DirectoryKey, EffectId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId};
-pub use records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, User};
+pub use ids::{
+    ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
+};
+pub use records::{
+    Conversation, ConversationRef, DedupEntry, Group, GroupKind, GroupMember, GroupRef, GroupRole, MemberCursor,
+    Message, User,
+};
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

@@ -6,7 +6,9 @@
 use crate::change::Change;
 use crate::event::Event;
 use crate::ids::Seq;
-use crate::records::{Conversation, ConversationRef, DedupEntry, MemberCursor, Message, Recall, User};
+use crate::records::{
+    Conversation, ConversationRef, DedupEntry, Group, GroupMember, GroupRef, MemberCursor, Message, Recall, User,
+};
 use crate::state::{ShardState, StateError};
 
 /// The projection changes one event makes to `state` (which holds everything before it).
@@ -77,6 +79,15 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             }
             None => vec![],
         },
+        Event::ReadMarked { conversation, user, read_seq } if conversation.group_id().is_some() => {
+            let group = conversation.group_id().unwrap_or_else(|| unreachable!("checked by the guard"));
+            match state.group_member(&group, user)? {
+                Some(member) => {
+                    vec![Change::PutGroupMember { group, member: GroupMember { read_seq: *read_seq, ..member } }]
+                }
+                None => vec![],
+            }
+        }
         Event::ReadMarked { conversation, user, read_seq } => match state.conversation(conversation)? {
             Some(mut head) => {
                 for m in &mut head.members {
@@ -99,5 +110,98 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }],
         Event::LogicVersionRaised { .. } => vec![],
         Event::IdClaimed { key, region } => vec![Change::PutClaim { key: key.clone(), region: region.clone() }],
+        Event::GroupCreated { group, kind, owner, name, max_members, at } => vec![Change::PutGroup(Group {
+            id: group.clone(),
+            kind: *kind,
+            name: name.clone(),
+            owner: owner.clone(),
+            max_members: *max_members,
+            member_count: 0,
+            created: *at,
+            dismissed: false,
+        })],
+        Event::GroupMemberAdded { group, user, role, at, .. } => {
+            let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
+            // A new member's cursor starts at the stream's newest message: nothing before
+            // they joined counts as unread.
+            let stream = crate::ids::ConversationId::group(group);
+            let read_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+            g.member_count += 1;
+            vec![
+                Change::PutGroupMember {
+                    group: group.clone(),
+                    member: GroupMember {
+                        user: user.clone(),
+                        role: *role,
+                        joined: *at,
+                        read_seq,
+                        muted_until: crate::ids::TimeMs(0),
+                    },
+                },
+                Change::PutGroup(g),
+            ]
+        }
+        Event::GroupMemberRemoved { group, user, .. } => {
+            let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
+            g.member_count = g.member_count.saturating_sub(1);
+            vec![Change::DeleteGroupMember { group: group.clone(), user: user.clone() }, Change::PutGroup(g)]
+        }
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+            let stream = crate::ids::ConversationId::group(group);
+            let created = state.conversation(&stream)?.map_or(*at, |h| h.created);
+            let mut changes = vec![
+                Change::PutMessage {
+                    conversation: stream.clone(),
+                    message: Message {
+                        id: message_id.clone(),
+                        seq: *seq,
+                        sender: sender.clone(),
+                        time: *at,
+                        elements: elements.clone(),
+                        recalled: None,
+                    },
+                },
+                Change::PutConversation(Conversation {
+                    id: stream.clone(),
+                    members: vec![],
+                    last_seq: *seq,
+                    last_time: *at,
+                    created,
+                }),
+            ];
+            // Sending moves the sender's own cursor (a live room keeps none).
+            if let Some(member) = state.group_member(group, sender)? {
+                changes.push(Change::PutGroupMember {
+                    group: group.clone(),
+                    member: GroupMember { read_seq: *seq, ..member },
+                });
+            }
+            if let Some(request_id) = request_id {
+                changes.push(Change::PutDedup {
+                    conversation: stream,
+                    sender: sender.clone(),
+                    request_id: request_id.clone(),
+                    entry: DedupEntry { message_id: message_id.clone(), seq: *seq, time: *at },
+                });
+            }
+            changes
+        }
+        Event::GroupMemberMuted { group, user, until, .. } => match state.group_member(group, user)? {
+            Some(member) => vec![Change::PutGroupMember {
+                group: group.clone(),
+                member: GroupMember { muted_until: *until, ..member },
+            }],
+            None => vec![],
+        },
+        Event::GroupDismissed { group, .. } => match state.group(group)? {
+            Some(g) => vec![Change::PutGroup(Group { dismissed: true, ..g })],
+            None => vec![],
+        },
+        Event::GroupListed { user, group, at } => {
+            vec![Change::PutGroupRef { user: user.clone(), entry: GroupRef { group: group.clone(), joined: *at } }]
+        }
+        Event::GroupUnlisted { user, group } => {
+            vec![Change::DeleteGroupRef { user: user.clone(), group: group.clone() }]
+        }
     })
 }

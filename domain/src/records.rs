@@ -1,7 +1,7 @@
 //! The state a shard holds, as domain types. Storage encodes these with the durable schema.
 
 use crate::element::Element;
-use crate::ids::{ConversationId, MessageId, RegionCode, Seq, TimeMs, UserId};
+use crate::ids::{ConversationId, GroupId, MessageId, RegionCode, Seq, TimeMs, UserId};
 
 /// An account (REL-01). Lives on the user's shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,4 +77,104 @@ pub struct DedupEntry {
     pub message_id: MessageId,
     pub seq: Seq,
     pub time: TimeMs,
+}
+
+/// A group's type (GRP-01): who may join and how large it may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupKind {
+    /// Private: members invite others; no one joins by themselves.
+    Work,
+    /// Joined by application and approval: the owner and admins add members.
+    Public,
+    /// Free to join: anyone may join by themselves; the owner and admins add others.
+    Meeting,
+    /// Large and free to join (topics are sub-streams of it).
+    Community,
+    /// A live room: free to join, no per-member state and no member cap; anyone may send.
+    AvChatRoom,
+}
+
+impl GroupKind {
+    pub const ALL: [GroupKind; 5] =
+        [GroupKind::Work, GroupKind::Public, GroupKind::Meeting, GroupKind::Community, GroupKind::AvChatRoom];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Work => "work",
+            GroupKind::Public => "public",
+            GroupKind::Meeting => "meeting",
+            GroupKind::Community => "community",
+            GroupKind::AvChatRoom => "avchatroom",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<GroupKind> {
+        GroupKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the group keeps a record per member (every type but the live room).
+    pub fn keeps_members(self) -> bool {
+        self != GroupKind::AvChatRoom
+    }
+}
+
+/// A member's role in a group (GRP-04).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupRole {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl GroupRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupRole::Owner => "owner",
+            GroupRole::Admin => "admin",
+            GroupRole::Member => "member",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<GroupRole> {
+        [GroupRole::Owner, GroupRole::Admin, GroupRole::Member].into_iter().find(|r| r.name() == name)
+    }
+
+    /// Owner or admin: may add to a group that is not free to join, kick and mute members.
+    pub fn manages(self) -> bool {
+        matches!(self, GroupRole::Owner | GroupRole::Admin)
+    }
+}
+
+/// A group (GRP-01..03). Lives on the shard of its stream (`grp:{id}`), with its members,
+/// messages and head; its size does not grow with its members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub id: GroupId,
+    pub kind: GroupKind,
+    pub name: String,
+    pub owner: UserId,
+    /// The member cap in force (by type, from the creating node's configuration).
+    pub max_members: u64,
+    pub member_count: u64,
+    pub created: TimeMs,
+    pub dismissed: bool,
+}
+
+/// One member of a group, with their read cursor: a send writes the sender's record only, so
+/// a message costs the same whatever the group's size; unread is computed from the cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMember {
+    pub user: UserId,
+    pub role: GroupRole,
+    pub joined: TimeMs,
+    pub read_seq: Seq,
+    /// Sends are refused until this time (0: not muted).
+    pub muted_until: TimeMs,
+}
+
+/// One group in a user's list of groups (on the user's shard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRef {
+    pub group: GroupId,
+    pub joined: TimeMs,
 }

@@ -79,6 +79,15 @@ reasons! {
     UserExists => "USER_EXISTS", AlreadyExists;
     ResidencyViolation => "RESIDENCY_VIOLATION", FailedPrecondition;
     DirectoryKeyInvalid => "DIRECTORY_KEY_INVALID", InvalidArgument;
+    GroupIdInvalid => "GROUP_ID_INVALID", InvalidArgument;
+    GroupNameInvalid => "GROUP_NAME_INVALID", InvalidArgument;
+    GroupNotFound => "GROUP_NOT_FOUND", NotFound;
+    GroupExists => "GROUP_EXISTS", AlreadyExists;
+    NotGroupMember => "NOT_GROUP_MEMBER", PermissionDenied;
+    GroupMemberLimit => "GROUP_MEMBER_LIMIT", FailedPrecondition;
+    PermissionDenied => "PERMISSION_DENIED", PermissionDenied;
+    MemberMuted => "MEMBER_MUTED", PermissionDenied;
+    GroupDismissed => "GROUP_DISMISSED", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -1,8 +1,8 @@
 //! The read interface apply needs. Storage implements it over RocksDB plus the writes of the
 //! batch being applied, so that a later command in a batch sees the earlier ones.
 
-use crate::ids::{ConversationId, DirectoryKey, EffectId, RegionCode, RequestId, Seq, ShardId, UserId};
-use crate::records::{Conversation, DedupEntry, Message, User};
+use crate::ids::{ConversationId, DirectoryKey, EffectId, GroupId, RegionCode, RequestId, Seq, ShardId, UserId};
+use crate::records::{Conversation, DedupEntry, Group, GroupMember, Message, User};
 
 /// Storage could not read state (I/O, corruption). Fatal for the replica: it must stop rather
 /// than diverge.
@@ -27,4 +27,147 @@ pub trait ShardState {
     fn watermark(&self, source: ShardId, from_region: Option<&RegionCode>) -> Result<EffectId, StateError>;
     /// The region that claimed a directory key, if any.
     fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError>;
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError>;
+    fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError>;
+    fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError>;
+}
+
+/// A state with a command's pending changes laid over it, so that each event of a command is
+/// projected against the state its earlier events left (replay folds events the same way).
+pub struct Pending<'a, S: ShardState> {
+    pub base: &'a S,
+    pub changes: &'a [crate::change::Change],
+}
+
+impl<S: ShardState> Pending<'_, S> {
+    /// The newest pending change that `pick` recognizes, if any.
+    fn newest<T>(&self, pick: impl Fn(&crate::change::Change) -> Option<T>) -> Option<T> {
+        self.changes.iter().rev().find_map(pick)
+    }
+}
+
+impl<S: ShardState> ShardState for Pending<'_, S> {
+    fn user(&self, id: &UserId) -> Result<Option<User>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutUser(u) if &u.id == id => Some(u.clone()),
+            _ => None,
+        }) {
+            Some(u) => Ok(Some(u)),
+            None => self.base.user(id),
+        }
+    }
+
+    fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutConversation(h) if &h.id == id => Some(h.clone()),
+            _ => None,
+        }) {
+            Some(h) => Ok(Some(h)),
+            None => self.base.conversation(id),
+        }
+    }
+
+    fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutMessage { conversation: cv, message } if cv == conversation && message.seq == seq => {
+                Some(message.clone())
+            }
+            _ => None,
+        }) {
+            Some(m) => Ok(Some(m)),
+            None => self.base.message(conversation, seq),
+        }
+    }
+
+    fn dedup(
+        &self,
+        conversation: &ConversationId,
+        sender: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Option<DedupEntry>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutDedup { conversation: cv, sender: s, request_id: r, entry }
+                if cv == conversation && s == sender && r == request_id =>
+            {
+                Some(entry.clone())
+            }
+            _ => None,
+        }) {
+            Some(d) => Ok(Some(d)),
+            None => self.base.dedup(conversation, sender, request_id),
+        }
+    }
+
+    fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError> {
+        use crate::change::Change;
+        let pending = self.changes.iter().any(|c| {
+            matches!(c, Change::PutConversationRef { user: u, entry } if u == user && &entry.conversation == conversation)
+        });
+        Ok(pending || self.base.has_conversation_ref(user, conversation)?)
+    }
+
+    fn watermark(&self, source: ShardId, from_region: Option<&RegionCode>) -> Result<EffectId, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::SetWatermark { source: s, from_region: r, up_to } if *s == source && r.as_ref() == from_region => {
+                Some(*up_to)
+            }
+            _ => None,
+        }) {
+            Some(w) => Ok(w),
+            None => self.base.watermark(source, from_region),
+        }
+    }
+
+    fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutClaim { key: k, region } if k == key => Some(region.clone()),
+            _ => None,
+        }) {
+            Some(r) => Ok(Some(r)),
+            None => self.base.claim(key),
+        }
+    }
+
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutGroup(g) if &g.id == id => Some(g.clone()),
+            _ => None,
+        }) {
+            Some(g) => Ok(Some(g)),
+            None => self.base.group(id),
+        }
+    }
+
+    fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutGroupMember { group: g, member } if g == group && &member.user == user => {
+                Some(Some(member.clone()))
+            }
+            Change::DeleteGroupMember { group: g, user: u } if g == group && u == user => Some(None),
+            _ => None,
+        }) {
+            Some(m) => Ok(m),
+            None => self.base.group_member(group, user),
+        }
+    }
+
+    fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutGroupRef { user: u, entry } if u == user && &entry.group == group => Some(true),
+            Change::DeleteGroupRef { user: u, group: g } if u == user && g == group => Some(false),
+            _ => None,
+        }) {
+            Some(listed) => Ok(listed),
+            None => self.base.has_group_ref(user, group),
+        }
+    }
 }

@@ -19,6 +19,9 @@ struct MemState {
     watermarks: BTreeMap<(Option<RegionCode>, ShardId), EffectId>,
     outbox: Vec<(Lane, EffectKind)>,
     claims: BTreeMap<DirectoryKey, RegionCode>,
+    groups: BTreeMap<GroupId, Group>,
+    members: BTreeMap<(GroupId, UserId), GroupMember>,
+    group_refs: BTreeSet<(UserId, GroupId)>,
 }
 
 impl ShardState for MemState {
@@ -42,6 +45,15 @@ impl ShardState for MemState {
     }
     fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {
         Ok(self.claims.get(key).cloned())
+    }
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError> {
+        Ok(self.groups.get(id).cloned())
+    }
+    fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError> {
+        Ok(self.members.get(&(group.clone(), user.clone())).cloned())
+    }
+    fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
+        Ok(self.group_refs.contains(&(user.clone(), group.clone())))
     }
 }
 
@@ -70,6 +82,21 @@ impl MemState {
                 }
                 Change::PutClaim { key, region } => {
                     self.claims.insert(key, region);
+                }
+                Change::PutGroup(g) => {
+                    self.groups.insert(g.id.clone(), g);
+                }
+                Change::PutGroupMember { group, member } => {
+                    self.members.insert((group, member.user.clone()), member);
+                }
+                Change::DeleteGroupMember { group, user } => {
+                    self.members.remove(&(group, user));
+                }
+                Change::PutGroupRef { user, entry } => {
+                    self.group_refs.insert((user, entry.group));
+                }
+                Change::DeleteGroupRef { user, group } => {
+                    self.group_refs.remove(&(user, group));
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
@@ -477,4 +504,190 @@ fn the_first_claim_of_a_directory_key_wins() {
     assert_eq!(claim(&mut s, "de"), (region("de"), 0), "a repeat is a no-op");
     assert_eq!(s.claims.len(), 1);
     assert!(DirectoryKey::parse("alice").is_err());
+}
+
+fn gid(s: &str) -> GroupId {
+    GroupId::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn group_changed(outcome: &Outcome) -> (u64, bool) {
+    match outcome {
+        Ok(Applied { reply: Reply::GroupChanged { member_count, changed, .. }, .. }) => (*member_count, *changed),
+        other => panic!("expected a group change, got {other:?}"),
+    }
+}
+
+fn create_group(s: &mut MemState, kind: GroupKind, cap: u64, members: &[&str]) -> Outcome {
+    run(
+        s,
+        &ctx(1_000, 1),
+        Command::CreateGroup {
+            group: gid("g1"),
+            kind,
+            owner: user("own"),
+            name: "team".into(),
+            max_members: cap,
+            members: members.iter().map(|m| user(m)).collect(),
+        },
+    )
+}
+
+fn add(s: &mut MemState, time: i64, actor: &str, users: &[&str]) -> Outcome {
+    run(
+        s,
+        &ctx(time, time as u64),
+        Command::AddGroupMembers {
+            actor: user(actor),
+            group: gid("g1"),
+            users: users.iter().map(|u| user(u)).collect(),
+        },
+    )
+}
+
+fn gsend(s: &mut MemState, time: i64, sender: &str, rid: Option<&str>) -> Outcome {
+    run(
+        s,
+        &ctx(time, time as u64),
+        Command::SendGroupMessage {
+            sender: user(sender),
+            group: gid("g1"),
+            elements: text("hello group"),
+            request_id: rid.map(|r| RequestId::parse(r).unwrap_or_else(|e| panic!("{e}"))),
+        },
+    )
+}
+
+#[test]
+fn a_work_group_is_joined_by_invitation_up_to_its_cap() {
+    let mut s = MemState::default();
+    assert_eq!(group_changed(&create_group(&mut s, GroupKind::Work, 4, &["ann", "bob"])), (3, true));
+    assert_eq!(s.groups[&gid("g1")].member_count, 3);
+    assert_eq!(s.members[&(gid("g1"), user("own"))].role, GroupRole::Owner);
+    assert_eq!(s.outbox.len(), 3, "each member's list learns of the group");
+    // A repeat of the create by its owner changes nothing; another owner is refused.
+    assert_eq!(group_changed(&create_group(&mut s, GroupKind::Work, 4, &["ann", "bob"])), (3, false));
+    let other = Command::CreateGroup {
+        group: gid("g1"),
+        kind: GroupKind::Work,
+        owner: user("eve"),
+        name: String::new(),
+        max_members: 4,
+        members: vec![],
+    };
+    assert_rejected(&mut s, &ctx(2, 2), other, Reason::GroupExists);
+    // A non-member cannot add, nor join a work group by themselves.
+    assert_rejected(
+        &mut s,
+        &ctx(3, 3),
+        Command::AddGroupMembers { actor: user("eve"), group: gid("g1"), users: vec![user("eve")] },
+        Reason::PermissionDenied,
+    );
+    // Any member invites; the cap refuses the whole command.
+    assert_eq!(group_changed(&add(&mut s, 4, "ann", &["cat"])), (4, true));
+    assert_rejected(
+        &mut s,
+        &ctx(5, 5),
+        Command::AddGroupMembers { actor: user("ann"), group: gid("g1"), users: vec![user("dan")] },
+        Reason::GroupMemberLimit,
+    );
+    // Adding a member again changes nothing.
+    assert_eq!(group_changed(&add(&mut s, 6, "own", &["cat"])), (4, false));
+}
+
+#[test]
+fn join_rules_follow_the_group_type() {
+    for (kind, self_join) in
+        [(GroupKind::Public, false), (GroupKind::Meeting, true), (GroupKind::Community, true), (GroupKind::Work, false)]
+    {
+        let mut s = MemState::default();
+        create_group(&mut s, kind, 10, &[]).unwrap_or_else(|r| panic!("{r}"));
+        let joined = add(&mut s, 2, "zed", &["zed"]);
+        assert_eq!(joined.is_ok(), self_join, "{kind:?}: {joined:?}");
+        if !self_join {
+            assert_eq!(joined.unwrap_err().reason, Reason::PermissionDenied);
+        }
+        // The owner adds anyone whatever the type.
+        assert!(add(&mut s, 3, "own", &["amy"]).is_ok(), "{kind:?}");
+        // A plain member adds others only in a work group.
+        assert_eq!(add(&mut s, 4, "amy", &["bo"]).is_ok(), kind == GroupKind::Work, "{kind:?}");
+    }
+}
+
+#[test]
+fn group_sends_are_gapless_for_members_only_and_refused_while_muted() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Work, 10, &["ann", "bob"]).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(seq_of(&gsend(&mut s, 10, "ann", Some("r1"))), 1);
+    assert_eq!(seq_of(&gsend(&mut s, 11, "bob", None)), 2);
+    assert_eq!(seq_of(&gsend(&mut s, 12, "ann", Some("r1"))), 1, "a retried request id gives the first result");
+    let before = s.clone();
+    assert_eq!(gsend(&mut s, 13, "eve", None).unwrap_err().reason, Reason::NotGroupMember);
+    assert_eq!(s, before);
+    // Unread is the head minus the member's cursor; sending moves one's own cursor.
+    let stream = ConversationId::group(&gid("g1"));
+    let last = s.conversations[&stream].last_seq;
+    assert_eq!(last, Seq(2));
+    assert_eq!(s.members[&(gid("g1"), user("own"))].read_seq, Seq(0));
+    assert_eq!(s.members[&(gid("g1"), user("bob"))].read_seq, Seq(2));
+    let read = run(
+        &mut s,
+        &ctx(14, 14),
+        Command::MarkRead { user: user("own"), conversation: stream.clone(), up_to: Some(Seq(1)) },
+    );
+    assert!(matches!(read, Ok(Applied { reply: Reply::ReadMarked { read_seq: Seq(1), unread: 1 }, .. })), "{read:?}");
+    // The owner mutes bob for 1 s: refused until then, accepted after.
+    let mute = Command::MuteGroupMember { actor: user("own"), group: gid("g1"), user: user("bob"), duration_ms: 1_000 };
+    assert!(run(&mut s, &ctx(100, 15), mute).is_ok());
+    assert_eq!(gsend(&mut s, 500, "bob", None).unwrap_err().reason, Reason::MemberMuted);
+    assert_eq!(seq_of(&gsend(&mut s, 1_100, "bob", None)), 3);
+    // A plain member may not mute; nobody mutes the owner.
+    let by_member =
+        Command::MuteGroupMember { actor: user("ann"), group: gid("g1"), user: user("bob"), duration_ms: 5 };
+    assert_rejected(&mut s, &ctx(1_200, 16), by_member, Reason::PermissionDenied);
+}
+
+#[test]
+fn leaving_kicking_and_dismissing() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Public, 10, &["ann", "bob", "cat"]).unwrap_or_else(|r| panic!("{r}"));
+    let remove =
+        |actor: &str, u: &str| Command::RemoveGroupMember { actor: user(actor), group: gid("g1"), user: user(u) };
+    assert_rejected(&mut s, &ctx(2, 2), remove("own", "own"), Reason::PermissionDenied);
+    assert_rejected(&mut s, &ctx(3, 3), remove("ann", "bob"), Reason::PermissionDenied);
+    assert_eq!(group_changed(&run(&mut s, &ctx(4, 4), remove("ann", "ann"))), (3, true));
+    assert_eq!(group_changed(&run(&mut s, &ctx(5, 5), remove("own", "bob"))), (2, true));
+    assert_eq!(group_changed(&run(&mut s, &ctx(6, 6), remove("own", "bob"))), (2, false), "a repeat");
+    assert!(!s.members.contains_key(&(gid("g1"), user("bob"))));
+    assert_rejected(
+        &mut s,
+        &ctx(7, 7),
+        Command::DismissGroup { actor: user("cat"), group: gid("g1") },
+        Reason::PermissionDenied,
+    );
+    assert!(run(&mut s, &ctx(8, 8), Command::DismissGroup { actor: user("own"), group: gid("g1") }).is_ok());
+    assert_eq!(gsend(&mut s, 9, "cat", None).unwrap_err().reason, Reason::GroupDismissed);
+}
+
+#[test]
+fn a_live_room_keeps_no_member_state_and_anyone_sends() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::AvChatRoom, u64::MAX, &["ann"]).unwrap_or_else(|r| panic!("{r}"));
+    assert!(s.members.is_empty(), "{:?}", s.members);
+    assert_eq!(group_changed(&add(&mut s, 2, "zed", &["zed"])), (0, false));
+    assert!(s.members.is_empty());
+    assert_eq!(seq_of(&gsend(&mut s, 3, "zed", None)), 1);
+}
+
+#[test]
+fn a_group_send_writes_the_same_records_whatever_the_group_size() {
+    let count_changes = |members: usize| {
+        let mut s = MemState::default();
+        let names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        create_group(&mut s, GroupKind::Community, 100_000, &refs).unwrap_or_else(|r| panic!("{r}"));
+        let sent = gsend(&mut s, 10, "m0", Some("rid")).unwrap_or_else(|r| panic!("{r}"));
+        (sent.events.len(), sent.changes.len())
+    };
+    assert_eq!(count_changes(10), count_changes(400));
+    assert_eq!(count_changes(10), (1, 4), "message, head, the sender's cursor, the request-id record");
 }

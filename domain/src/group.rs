@@ -1,0 +1,441 @@
+//! Groups (GRP-01..05): the rules of creating, joining, leaving, kicking, muting, sending
+//! and dismissing, decided against the group's shard state.
+//!
+//! A group lives on the shard of its stream (`grp:{id}`): the group record, one record per
+//! member (role, read cursor, mute), the stream's head and its messages. A send writes the
+//! message, the head and the sender's own cursor — the same three records whatever the
+//! group's size; a member's unread count is the head's seq minus their cursor. Membership
+//! changes are the only effects on other shards: each member's list of groups, on the
+//! member's shard.
+//!
+//! Who may do what:
+//!
+//! | | Work | Public | Meeting | Community | AVChatRoom |
+//! | --- | --- | --- | --- | --- | --- |
+//! | add others | any member | owner, admin | owner, admin | owner, admin | — |
+//! | join by oneself | no | no (by application) | yes | yes | yes, keeps no state |
+//! | kick, mute | owner; admins kick and mute plain members | same | same | same | — |
+//! | send | members, unless muted | same | same | same | anyone |
+//! | dismiss | owner | owner | owner | owner | owner |
+//!
+//! The owner cannot leave (transfer or dismiss first). Adding someone who is already a
+//! member changes nothing for them; a command that would take a group past its cap is
+//! refused whole (`GROUP_MEMBER_LIMIT`).
+
+use crate::apply::{Applied, ApplyContext, Outcome, Reply};
+use crate::change::Change;
+use crate::command::{EffectKind, Lane};
+use crate::element::Element;
+use crate::event::Event;
+use crate::ids::{ConversationId, GroupId, MessageId, RequestId, Seq, TimeMs, UserId};
+use crate::records::{Group, GroupKind, GroupMember, GroupRole};
+use crate::rejection::{Reason, Rejection};
+use crate::shard::shard_for;
+use crate::state::{ShardState, StateError};
+
+/// Longest group name, in bytes (GRP-03).
+pub const MAX_GROUP_NAME_BYTES: usize = 30;
+/// Most users one create or add may name.
+pub const MAX_MEMBERS_PER_COMMAND: usize = 500;
+
+type Decided = Result<Outcome, StateError>;
+
+fn reject(reason: Reason, message: impl Into<String>) -> Decided {
+    Ok(Err(Rejection::new(reason, message)))
+}
+
+fn wrong_shard(ctx: &ApplyContext, group: &GroupId) -> Option<Rejection> {
+    let stream = ConversationId::group(group);
+    let home = shard_for(stream.as_str(), ctx.shards);
+    (home != ctx.shard)
+        .then(|| Rejection::new(Reason::WrongShard, format!("group {group} lives on shard {home}, not {}", ctx.shard)))
+}
+
+/// The group, if it exists and is not dismissed.
+fn live_group(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    group: &GroupId,
+) -> Result<Result<Group, Rejection>, StateError> {
+    if let Some(r) = wrong_shard(ctx, group) {
+        return Ok(Err(r));
+    }
+    match state.group(group)? {
+        None => Ok(Err(Rejection::new(Reason::GroupNotFound, format!("no group {group}")))),
+        Some(g) if g.dismissed => {
+            Ok(Err(Rejection::new(Reason::GroupDismissed, format!("group {group} was dismissed"))))
+        }
+        Some(g) => Ok(Ok(g)),
+    }
+}
+
+fn member_of(
+    state: &impl ShardState,
+    group: &Group,
+    user: &UserId,
+) -> Result<Result<GroupMember, Rejection>, StateError> {
+    Ok(state
+        .group_member(&group.id, user)?
+        .ok_or_else(|| Rejection::new(Reason::NotGroupMember, format!("{user} is not a member of group {}", group.id))))
+}
+
+fn listed(user: &UserId, group: &GroupId, ctx: &ApplyContext, joined: bool) -> Change {
+    let kind = if joined {
+        EffectKind::GroupListed { user: user.clone(), group: group.clone(), at: ctx.time }
+    } else {
+        EffectKind::GroupUnlisted { user: user.clone(), group: group.clone() }
+    };
+    Change::Emit { lane: Lane::Shard(shard_for(user.as_str(), ctx.shards)), kind }
+}
+
+pub(crate) fn create(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (group, kind, owner, name, max_members, members): (&GroupId, GroupKind, &UserId, &str, u64, &[UserId]),
+) -> Decided {
+    if let Some(r) = wrong_shard(ctx, group) {
+        return Ok(Err(r));
+    }
+    if let Some(existing) = state.group(group)? {
+        if &existing.owner == owner && !existing.dismissed {
+            return Ok(Ok(Applied {
+                events: vec![],
+                changes: vec![],
+                reply: Reply::GroupChanged {
+                    group: group.clone(),
+                    member_count: existing.member_count,
+                    changed: false,
+                },
+            }));
+        }
+        return reject(Reason::GroupExists, format!("group {group} already exists"));
+    }
+    let mut joining: Vec<&UserId> = vec![owner];
+    for m in members {
+        if !joining.contains(&m) {
+            joining.push(m);
+        }
+    }
+    if !kind.keeps_members() {
+        joining.truncate(1);
+    }
+    if joining.len() as u64 > max_members {
+        return reject(
+            Reason::GroupMemberLimit,
+            format!("{} members are over the cap of {max_members} for a {} group", joining.len(), kind.name()),
+        );
+    }
+    let mut events = vec![Event::GroupCreated {
+        group: group.clone(),
+        kind,
+        owner: owner.clone(),
+        name: name.to_owned(),
+        max_members,
+        at: ctx.time,
+    }];
+    let mut changes = vec![];
+    if kind.keeps_members() {
+        for user in &joining {
+            let role = if *user == owner { GroupRole::Owner } else { GroupRole::Member };
+            events.push(Event::GroupMemberAdded {
+                group: group.clone(),
+                user: (*user).clone(),
+                role,
+                by: owner.clone(),
+                at: ctx.time,
+            });
+            changes.push(listed(user, group, ctx, true));
+        }
+    }
+    let member_count = if kind.keeps_members() { joining.len() as u64 } else { 0 };
+    Ok(Ok(Applied {
+        events,
+        changes,
+        reply: Reply::GroupChanged { group: group.clone(), member_count, changed: true },
+    }))
+}
+
+pub(crate) fn add(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    actor: &UserId,
+    group: &GroupId,
+    users: &[UserId],
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let joining_alone = users.len() == 1 && &users[0] == actor;
+    if !g.kind.keeps_members() {
+        // A live room keeps no member state: joining is accepted and records nothing.
+        return Ok(Ok(Applied {
+            events: vec![],
+            changes: vec![],
+            reply: Reply::GroupChanged { group: group.clone(), member_count: 0, changed: false },
+        }));
+    }
+    let actor_role = state.group_member(group, actor)?.map(|m| m.role);
+    let allowed = match (g.kind, actor_role) {
+        (GroupKind::Work, Some(_)) => true,
+        (GroupKind::Meeting | GroupKind::Community, _) if joining_alone => true,
+        (_, Some(role)) => role.manages(),
+        _ => false,
+    };
+    if !allowed {
+        let why = match (g.kind, actor_role) {
+            (GroupKind::Public, None) if joining_alone => {
+                "a public group is joined by application: ask its owner or an admin to add you"
+            }
+            (GroupKind::Work, None) if joining_alone => "a work group is joined by invitation from a member",
+            (_, None) => "only members may add to this group",
+            _ => "only the owner and admins may add members to this group",
+        };
+        return reject(Reason::PermissionDenied, format!("{actor} may not add to group {group}: {why}"));
+    }
+    let mut new = vec![];
+    for user in users {
+        if !new.contains(&user) && state.group_member(group, user)?.is_none() {
+            new.push(user);
+        }
+    }
+    if g.member_count + new.len() as u64 > g.max_members {
+        return reject(
+            Reason::GroupMemberLimit,
+            format!(
+                "group {group} has {} of at most {} members: {} more do not fit",
+                g.member_count,
+                g.max_members,
+                new.len()
+            ),
+        );
+    }
+    let mut events = vec![];
+    let mut changes = vec![];
+    for user in &new {
+        events.push(Event::GroupMemberAdded {
+            group: group.clone(),
+            user: (*user).clone(),
+            role: GroupRole::Member,
+            by: actor.clone(),
+            at: ctx.time,
+        });
+        changes.push(listed(user, group, ctx, true));
+    }
+    let member_count = g.member_count + new.len() as u64;
+    let changed = !new.is_empty();
+    Ok(Ok(Applied { events, changes, reply: Reply::GroupChanged { group: group.clone(), member_count, changed } }))
+}
+
+pub(crate) fn remove(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    actor: &UserId,
+    group: &GroupId,
+    user: &UserId,
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let unchanged = |count| {
+        Ok(Ok(Applied {
+            events: vec![],
+            changes: vec![],
+            reply: Reply::GroupChanged { group: group.clone(), member_count: count, changed: false },
+        }))
+    };
+    if !g.kind.keeps_members() {
+        return unchanged(0);
+    }
+    let Some(target) = state.group_member(group, user)? else {
+        // Already out: a repeat of a leave or a kick changes nothing.
+        return unchanged(g.member_count);
+    };
+    if actor == user {
+        if target.role == GroupRole::Owner {
+            return reject(
+                Reason::PermissionDenied,
+                format!("{actor} owns group {group}: transfer ownership or dismiss the group instead of leaving"),
+            );
+        }
+    } else {
+        let actor_role = match member_of(state, &g, actor)? {
+            Ok(m) => m.role,
+            Err(r) => return Ok(Err(r)),
+        };
+        if !outranks(actor_role, target.role) {
+            return reject(
+                Reason::PermissionDenied,
+                format!(
+                    "{actor} ({}) may not remove {user} ({}) from group {group}",
+                    actor_role.name(),
+                    target.role.name()
+                ),
+            );
+        }
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::GroupMemberRemoved {
+            group: group.clone(),
+            user: user.clone(),
+            by: actor.clone(),
+            at: ctx.time,
+        }],
+        changes: vec![listed(user, group, ctx, false)],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count - 1, changed: true },
+    }))
+}
+
+/// Whether `actor` may kick or mute `target`: the owner anyone else, an admin plain members.
+fn outranks(actor: GroupRole, target: GroupRole) -> bool {
+    matches!(
+        (actor, target),
+        (GroupRole::Owner, GroupRole::Admin | GroupRole::Member) | (GroupRole::Admin, GroupRole::Member)
+    )
+}
+
+pub(crate) fn mute(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (actor, group, user, duration_ms): (&UserId, &GroupId, &UserId, u64),
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let actor_role = match member_of(state, &g, actor)? {
+        Ok(m) => m.role,
+        Err(r) => return Ok(Err(r)),
+    };
+    let target = match member_of(state, &g, user)? {
+        Ok(m) => m,
+        Err(r) => return Ok(Err(r)),
+    };
+    if !outranks(actor_role, target.role) {
+        return reject(
+            Reason::PermissionDenied,
+            format!("{actor} ({}) may not mute {user} ({}) in group {group}", actor_role.name(), target.role.name()),
+        );
+    }
+    let until = if duration_ms == 0 {
+        TimeMs(0)
+    } else {
+        TimeMs(ctx.time.0.saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX)))
+    };
+    Ok(Ok(Applied {
+        events: vec![Event::GroupMemberMuted { group: group.clone(), user: user.clone(), until, by: actor.clone() }],
+        changes: vec![],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
+    }))
+}
+
+pub(crate) fn dismiss(state: &impl ShardState, ctx: &ApplyContext, actor: &UserId, group: &GroupId) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if &g.owner != actor {
+        return reject(Reason::PermissionDenied, format!("only the owner of group {group} may dismiss it"));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::GroupDismissed { group: group.clone(), by: actor.clone(), at: ctx.time }],
+        changes: vec![],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
+    }))
+}
+
+pub(crate) fn send(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (sender, group, elements, request_id): (&UserId, &GroupId, &[Element], Option<&RequestId>),
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let stream = ConversationId::group(group);
+    if let Some(request_id) = request_id {
+        if let Some(first) = state.dedup(&stream, sender, request_id)? {
+            return Ok(Ok(Applied {
+                events: vec![],
+                changes: vec![],
+                reply: Reply::MessageAccepted {
+                    message_id: first.message_id,
+                    seq: first.seq,
+                    time: first.time,
+                    conversation: stream,
+                    duplicate: true,
+                },
+            }));
+        }
+    }
+    if g.kind.keeps_members() {
+        let member = match member_of(state, &g, sender)? {
+            Ok(m) => m,
+            Err(r) => return Ok(Err(r)),
+        };
+        if member.muted_until > ctx.time {
+            return reject(
+                Reason::MemberMuted,
+                format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
+            );
+        }
+    }
+    let last_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+    let seq = last_seq.next();
+    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    Ok(Ok(Applied {
+        events: vec![Event::GroupMessageSent {
+            group: group.clone(),
+            seq,
+            message_id: message_id.clone(),
+            sender: sender.clone(),
+            elements: elements.to_vec(),
+            request_id: request_id.cloned(),
+            at: ctx.time,
+        }],
+        changes: vec![],
+        reply: Reply::MessageAccepted { message_id, seq, time: ctx.time, conversation: stream, duplicate: false },
+    }))
+}
+
+/// Moves a member's read cursor in a group's stream (`None`: to its newest message).
+pub(crate) fn mark_read(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    group: &GroupId,
+    up_to: Option<Seq>,
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let member = match member_of(state, &g, user)? {
+        Ok(m) => m,
+        Err(r) => return Ok(Err(r)),
+    };
+    let stream = ConversationId::group(group);
+    let last_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+    let target = match up_to {
+        None => last_seq,
+        Some(seq) if seq > last_seq => {
+            return reject(
+                Reason::SeqOutOfRange,
+                format!("seq {seq} is past the newest message of group {group} ({last_seq})"),
+            )
+        }
+        Some(seq) => seq,
+    };
+    let read_seq = member.read_seq.max(target);
+    let reply = Reply::ReadMarked { read_seq, unread: last_seq.0.saturating_sub(read_seq.0) };
+    if read_seq == member.read_seq {
+        return Ok(Ok(Applied { events: vec![], changes: vec![], reply }));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::ReadMarked { conversation: stream, user: user.clone(), read_seq }],
+        changes: vec![],
+        reply,
+    }))
+}
