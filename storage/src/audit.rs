@@ -144,7 +144,18 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
             vec![(Subject::Conversation(conversation.clone()), "ReadMarked event")]
         }
         Event::ConversationJoined { user, .. } => vec![(Subject::User(user.clone()), "ConversationJoined event")],
-        Event::LogicVersionRaised { .. } | Event::IdClaimed { .. } => vec![],
+        Event::GroupMemberAdded { user, .. } | Event::GroupMemberRemoved { user, .. } => {
+            vec![(Subject::User(user.clone()), "group membership event")]
+        }
+        Event::GroupMessageSent { sender, .. } => vec![(Subject::User(sender.clone()), "GroupMessageSent event")],
+        Event::GroupListed { user, .. } | Event::GroupUnlisted { user, .. } => {
+            vec![(Subject::User(user.clone()), "group list event")]
+        }
+        Event::LogicVersionRaised { .. }
+        | Event::IdClaimed { .. }
+        | Event::GroupCreated { .. }
+        | Event::GroupMemberMuted { .. }
+        | Event::GroupDismissed { .. } => vec![],
     }
 }
 
@@ -160,10 +171,20 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         Command::ApplyEffects { effects, .. } => effects
             .iter()
             .map(|e| match &e.kind {
-                EffectKind::ConversationJoined { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
+                EffectKind::ConversationJoined { user, .. }
+                | EffectKind::GroupListed { user, .. }
+                | EffectKind::GroupUnlisted { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
             })
             .collect(),
-        Command::AckEffects { .. } | Command::SetLogicVersion { .. } | Command::ClaimId { .. } => vec![],
+        Command::SendGroupMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendGroupMessage command")],
+        Command::AckEffects { .. }
+        | Command::SetLogicVersion { .. }
+        | Command::ClaimId { .. }
+        | Command::CreateGroup { .. }
+        | Command::AddGroupMembers { .. }
+        | Command::RemoveGroupMember { .. }
+        | Command::MuteGroupMember { .. }
+        | Command::DismissGroup { .. } => vec![],
     }
 }
 

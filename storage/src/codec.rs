@@ -157,6 +157,41 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Command::ClaimId { key, region } => {
             Kind::ClaimId(pb::ClaimId { key: key.to_string(), region: region.to_string() })
         }
+        Command::CreateGroup { group, kind, owner, name, max_members, members } => Kind::CreateGroup(pb::CreateGroup {
+            group_id: group.to_string(),
+            kind: kind.name().to_owned(),
+            owner: owner.to_string(),
+            name: name.clone(),
+            max_members: *max_members,
+            members: members.iter().map(ToString::to_string).collect(),
+        }),
+        Command::AddGroupMembers { actor, group, users } => Kind::AddGroupMembers(pb::AddGroupMembers {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            users: users.iter().map(ToString::to_string).collect(),
+        }),
+        Command::RemoveGroupMember { actor, group, user } => Kind::RemoveGroupMember(pb::RemoveGroupMember {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+        }),
+        Command::SendGroupMessage { sender, group, elements, request_id } => {
+            Kind::SendGroupMessage(pb::SendGroupMessage {
+                sender: sender.to_string(),
+                group_id: group.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            })
+        }
+        Command::MuteGroupMember { actor, group, user, duration_ms } => Kind::MuteGroupMember(pb::MuteGroupMember {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            duration_ms: *duration_ms,
+        }),
+        Command::DismissGroup { actor, group } => {
+            Kind::DismissGroup(pb::DismissGroup { actor: actor.to_string(), group_id: group.to_string() })
+        }
         Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
     };
     pb::Command { kind: Some(kind) }
@@ -217,8 +252,57 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
             region: RegionCode::parse(&c.region).map_err(corrupt(W))?,
         },
+        Kind::CreateGroup(c) => Command::CreateGroup {
+            group: group_id(W, &c.group_id)?,
+            kind: group_kind(W, &c.kind)?,
+            owner: user_id(W, &c.owner)?,
+            name: c.name,
+            max_members: c.max_members,
+            members: c.members.iter().map(|m| user_id(W, m)).collect::<Result<_, _>>()?,
+        },
+        Kind::AddGroupMembers(a) => Command::AddGroupMembers {
+            actor: user_id(W, &a.actor)?,
+            group: group_id(W, &a.group_id)?,
+            users: a.users.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
+        },
+        Kind::RemoveGroupMember(r) => Command::RemoveGroupMember {
+            actor: user_id(W, &r.actor)?,
+            group: group_id(W, &r.group_id)?,
+            user: user_id(W, &r.user)?,
+        },
+        Kind::SendGroupMessage(m) => Command::SendGroupMessage {
+            sender: user_id(W, &m.sender)?,
+            group: group_id(W, &m.group_id)?,
+            elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: if m.request_id.is_empty() {
+                None
+            } else {
+                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
+            },
+        },
+        Kind::MuteGroupMember(m) => Command::MuteGroupMember {
+            actor: user_id(W, &m.actor)?,
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            duration_ms: m.duration_ms,
+        },
+        Kind::DismissGroup(d) => {
+            Command::DismissGroup { actor: user_id(W, &d.actor)?, group: group_id(W, &d.group_id)? }
+        }
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
     })
+}
+
+fn group_id(what: &'static str, s: &str) -> Result<GroupId, StorageError> {
+    GroupId::parse(s).map_err(corrupt(what))
+}
+
+fn group_kind(what: &'static str, s: &str) -> Result<GroupKind, StorageError> {
+    GroupKind::from_name(s).ok_or_else(|| StorageError::corrupt(what, format!("unknown group kind {s:?}")))
+}
+
+fn group_role(what: &'static str, s: &str) -> Result<GroupRole, StorageError> {
+    GroupRole::from_name(s).ok_or_else(|| StorageError::corrupt(what, format!("unknown group role {s:?}")))
 }
 
 fn region_or_empty(region: Option<&RegionCode>) -> String {
@@ -234,18 +318,30 @@ fn optional_region(what: &'static str, s: &str) -> Result<Option<RegionCode>, St
 }
 
 pub fn effect_to_pb(e: &Effect) -> pb::Effect {
-    let EffectKind::ConversationJoined { user, conversation, peer, at } = &e.kind;
+    let kind = match &e.kind {
+        EffectKind::ConversationJoined { user, conversation, peer, at } => {
+            pb::effect::Kind::ConversationJoined(pb::ConversationJoined {
+                user: user.to_string(),
+                conversation_id: conversation.to_string(),
+                peer: peer.to_string(),
+                time_ms: at.0,
+            })
+        }
+        EffectKind::GroupListed { user, group, at } => pb::effect::Kind::GroupListed(pb::GroupListed {
+            user: user.to_string(),
+            group_id: group.to_string(),
+            time_ms: at.0,
+        }),
+        EffectKind::GroupUnlisted { user, group } => {
+            pb::effect::Kind::GroupUnlisted(pb::GroupUnlisted { user: user.to_string(), group_id: group.to_string() })
+        }
+    };
     pb::Effect {
         id: e.id.0,
         source_shard: e.source.shard.0,
         source_region: e.source.region.to_string(),
         source_epoch: e.source.epoch,
-        kind: Some(pb::effect::Kind::ConversationJoined(pb::ConversationJoined {
-            user: user.to_string(),
-            conversation_id: conversation.to_string(),
-            peer: peer.to_string(),
-            time_ms: at.0,
-        })),
+        kind: Some(kind),
     }
 }
 
@@ -260,6 +356,14 @@ pub fn effect_from_pb(e: pb::Effect, region: &RegionCode) -> Result<Effect, Stor
             peer: user_id(W, &j.peer)?,
             at: TimeMs(j.time_ms),
         },
+        pb::effect::Kind::GroupListed(l) => EffectKind::GroupListed {
+            user: user_id(W, &l.user)?,
+            group: group_id(W, &l.group_id)?,
+            at: TimeMs(l.time_ms),
+        },
+        pb::effect::Kind::GroupUnlisted(u) => {
+            EffectKind::GroupUnlisted { user: user_id(W, &u.user)?, group: group_id(W, &u.group_id)? }
+        }
     };
     let source_region = if e.source_region.is_empty() {
         region.clone()
@@ -371,6 +475,57 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
         Event::IdClaimed { key, region } => {
             Kind::IdClaimed(pb::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
+        Event::GroupCreated { group, kind, owner, name, max_members, at } => {
+            Kind::GroupCreated(pb::GroupCreatedEvent {
+                group_id: group.to_string(),
+                kind: kind.name().to_owned(),
+                owner: owner.to_string(),
+                name: name.clone(),
+                max_members: *max_members,
+                time_ms: at.0,
+            })
+        }
+        Event::GroupMemberAdded { group, user, role, by, at } => Kind::GroupMemberAdded(pb::GroupMemberAddedEvent {
+            group_id: group.to_string(),
+            user: user.to_string(),
+            role: role.name().to_owned(),
+            by: by.to_string(),
+            time_ms: at.0,
+        }),
+        Event::GroupMemberRemoved { group, user, by, at } => Kind::GroupMemberRemoved(pb::GroupMemberRemovedEvent {
+            group_id: group.to_string(),
+            user: user.to_string(),
+            by: by.to_string(),
+            time_ms: at.0,
+        }),
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+            Kind::GroupMessageSent(pb::GroupMessageSentEvent {
+                group_id: group.to_string(),
+                seq: seq.0,
+                message_id: message_id.to_string(),
+                sender: sender.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                time_ms: at.0,
+            })
+        }
+        Event::GroupMemberMuted { group, user, until, by } => Kind::GroupMemberMuted(pb::GroupMemberMutedEvent {
+            group_id: group.to_string(),
+            user: user.to_string(),
+            until_ms: until.0,
+            by: by.to_string(),
+        }),
+        Event::GroupDismissed { group, by, at } => Kind::GroupDismissed(pb::GroupDismissedEvent {
+            group_id: group.to_string(),
+            by: by.to_string(),
+            time_ms: at.0,
+        }),
+        Event::GroupListed { user, group, at } => {
+            Kind::GroupListed(pb::GroupListed { user: user.to_string(), group_id: group.to_string(), time_ms: at.0 })
+        }
+        Event::GroupUnlisted { user, group } => {
+            Kind::GroupUnlisted(pb::GroupUnlisted { user: user.to_string(), group_id: group.to_string() })
+        }
     };
     pb::EventRecord { version: RECORD_VERSION, epoch, kind: Some(kind) }
 }
@@ -425,6 +580,53 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
             region: RegionCode::parse(&c.region).map_err(corrupt(W))?,
         },
+        Kind::GroupCreated(g) => Event::GroupCreated {
+            group: group_id(W, &g.group_id)?,
+            kind: group_kind(W, &g.kind)?,
+            owner: user_id(W, &g.owner)?,
+            name: g.name,
+            max_members: g.max_members,
+            at: TimeMs(g.time_ms),
+        },
+        Kind::GroupMemberAdded(m) => Event::GroupMemberAdded {
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            role: group_role(W, &m.role)?,
+            by: user_id(W, &m.by)?,
+            at: TimeMs(m.time_ms),
+        },
+        Kind::GroupMemberRemoved(m) => Event::GroupMemberRemoved {
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            by: user_id(W, &m.by)?,
+            at: TimeMs(m.time_ms),
+        },
+        Kind::GroupMessageSent(m) => Event::GroupMessageSent {
+            group: group_id(W, &m.group_id)?,
+            seq: Seq(m.seq),
+            message_id: MessageId::from_stored(m.message_id),
+            sender: user_id(W, &m.sender)?,
+            elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: if m.request_id.is_empty() {
+                None
+            } else {
+                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
+            },
+            at: TimeMs(m.time_ms),
+        },
+        Kind::GroupMemberMuted(m) => Event::GroupMemberMuted {
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            until: TimeMs(m.until_ms),
+            by: user_id(W, &m.by)?,
+        },
+        Kind::GroupDismissed(d) => {
+            Event::GroupDismissed { group: group_id(W, &d.group_id)?, by: user_id(W, &d.by)?, at: TimeMs(d.time_ms) }
+        }
+        Kind::GroupListed(l) => {
+            Event::GroupListed { user: user_id(W, &l.user)?, group: group_id(W, &l.group_id)?, at: TimeMs(l.time_ms) }
+        }
+        Kind::GroupUnlisted(u) => Event::GroupUnlisted { user: user_id(W, &u.user)?, group: group_id(W, &u.group_id)? },
     })
 }
 
@@ -484,6 +686,64 @@ pub fn dedup_to_pb(d: &DedupEntry) -> pb::DedupRecord {
 
 pub fn dedup_from_pb(d: pb::DedupRecord) -> DedupEntry {
     DedupEntry { message_id: MessageId::from_stored(d.message_id), seq: Seq(d.seq), time: TimeMs(d.time_ms) }
+}
+
+pub fn group_to_pb(g: &Group) -> pb::GroupRecord {
+    pb::GroupRecord {
+        version: RECORD_VERSION,
+        group_id: g.id.to_string(),
+        kind: g.kind.name().to_owned(),
+        name: g.name.clone(),
+        owner: g.owner.to_string(),
+        max_members: g.max_members,
+        member_count: g.member_count,
+        created_ms: g.created.0,
+        dismissed: g.dismissed,
+    }
+}
+
+pub fn group_from_pb(g: pb::GroupRecord) -> Result<Group, StorageError> {
+    const W: &str = "group";
+    Ok(Group {
+        id: group_id(W, &g.group_id)?,
+        kind: group_kind(W, &g.kind)?,
+        name: g.name,
+        owner: user_id(W, &g.owner)?,
+        max_members: g.max_members,
+        member_count: g.member_count,
+        created: TimeMs(g.created_ms),
+        dismissed: g.dismissed,
+    })
+}
+
+pub fn group_member_to_pb(m: &GroupMember) -> pb::GroupMemberRecord {
+    pb::GroupMemberRecord {
+        version: RECORD_VERSION,
+        user: m.user.to_string(),
+        role: m.role.name().to_owned(),
+        joined_ms: m.joined.0,
+        read_seq: m.read_seq.0,
+        muted_until_ms: m.muted_until.0,
+    }
+}
+
+pub fn group_member_from_pb(m: pb::GroupMemberRecord) -> Result<GroupMember, StorageError> {
+    const W: &str = "group member";
+    Ok(GroupMember {
+        user: user_id(W, &m.user)?,
+        role: group_role(W, &m.role)?,
+        joined: TimeMs(m.joined_ms),
+        read_seq: Seq(m.read_seq),
+        muted_until: TimeMs(m.muted_until_ms),
+    })
+}
+
+pub fn group_ref_to_pb(r: &GroupRef) -> pb::GroupRefRecord {
+    pb::GroupRefRecord { version: RECORD_VERSION, group_id: r.group.to_string(), joined_ms: r.joined.0 }
+}
+
+pub fn group_ref_from_pb(r: pb::GroupRefRecord) -> Result<GroupRef, StorageError> {
+    Ok(GroupRef { group: group_id("group ref", &r.group_id)?, joined: TimeMs(r.joined_ms) })
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ versioned!(
     pb::DedupRecord,
     pb::EffectWatermark,
     pb::DirectoryClaimRecord,
+    pb::GroupRecord,
+    pb::GroupMemberRecord,
+    pb::GroupRefRecord,
 );
 
 /// Decodes a versioned durable record and refuses one written by a newer version than this

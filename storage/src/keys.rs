@@ -3,7 +3,7 @@
 //! no key is a prefix of another's component.
 
 use meridian_domain::{
-    ConversationId, DirectoryKey, EffectId, EventOffset, RegionCode, RequestId, Seq, ShardId, UserId,
+    ConversationId, DirectoryKey, EffectId, EventOffset, GroupId, RegionCode, RequestId, Seq, ShardId, UserId,
 };
 
 pub const CF_RAFT_LOG: &str = "raft_log";
@@ -106,6 +106,9 @@ pub const PROJ_OUTBOX_ACKED: u8 = b'o';
 pub const PROJ_WATERMARK_REMOTE: u8 = b'W';
 pub const PROJ_OUTBOX_ACKED_REMOTE: u8 = b'O';
 pub const PROJ_DIRECTORY: u8 = b'd';
+pub const PROJ_GROUP: u8 = b'g';
+pub const PROJ_GROUP_MEMBER: u8 = b'm';
+pub const PROJ_GROUP_REF: u8 = b'G';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -166,6 +169,43 @@ pub fn outbox_acked_remote(shard: ShardId, region: &RegionCode) -> Vec<u8> {
     let mut k = with_shard(shard, 2 + region.as_str().len());
     k.push(PROJ_OUTBOX_ACKED_REMOTE);
     push_str(&mut k, region.as_str());
+    k
+}
+
+/// A group's record.
+pub fn group(shard: ShardId, group: &GroupId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + group.as_str().len());
+    k.push(PROJ_GROUP);
+    k.extend_from_slice(group.as_str().as_bytes());
+    k
+}
+
+/// The prefix of a group's member records.
+pub fn group_members(shard: ShardId, group: &GroupId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + group.as_str().len() + 32);
+    k.push(PROJ_GROUP_MEMBER);
+    push_str(&mut k, group.as_str());
+    k
+}
+
+/// One member's record.
+pub fn group_member(shard: ShardId, group: &GroupId, user: &UserId) -> Vec<u8> {
+    let mut k = group_members(shard, group);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of a user's list of groups.
+pub fn group_refs(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len() + 48);
+    k.push(PROJ_GROUP_REF);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn group_ref(shard: ShardId, user: &UserId, group: &GroupId) -> Vec<u8> {
+    let mut k = group_refs(shard, user);
+    k.extend_from_slice(group.as_str().as_bytes());
     k
 }
 

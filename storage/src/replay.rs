@@ -102,7 +102,13 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
             matches!(
                 key.get(4),
                 Some(
-                    &keys::PROJ_USER | &keys::PROJ_CONVERSATION | &keys::PROJ_CONVERSATION_REF | &keys::PROJ_DIRECTORY
+                    &keys::PROJ_USER
+                        | &keys::PROJ_CONVERSATION
+                        | &keys::PROJ_CONVERSATION_REF
+                        | &keys::PROJ_DIRECTORY
+                        | &keys::PROJ_GROUP
+                        | &keys::PROJ_GROUP_MEMBER
+                        | &keys::PROJ_GROUP_REF
                 )
             )
         }
@@ -147,6 +153,8 @@ impl ShardStore {
             for change in changes {
                 if let Some((cf, key, value)) = projection_record(shard, &change) {
                     scratch.records.insert((cf, key), value);
+                } else if let Some((cf, key)) = crate::shard::projection_delete(shard, &change) {
+                    scratch.records.remove(&(cf, key));
                 }
             }
             events += 1;
@@ -283,6 +291,37 @@ mod tests {
             let claim = Command::ClaimId { key: key.clone(), region: RegionCode::parse(by).unwrap() };
             apply(db, key.as_str(), next(), claim).unwrap();
         }
+        // A group: created with two members, one more added, two sends, a read, a kick.
+        let g = meridian_domain::GroupId::parse("g1").unwrap();
+        let stream = ConversationId::group(&g);
+        let group_commands = [
+            Command::CreateGroup {
+                group: g.clone(),
+                kind: meridian_domain::GroupKind::Work,
+                owner: user("alice"),
+                name: "team".into(),
+                max_members: 10,
+                members: vec![user("bob")],
+            },
+            Command::AddGroupMembers { actor: user("bob"), group: g.clone(), users: vec![user("carol")] },
+            Command::SendGroupMessage {
+                sender: user("carol"),
+                group: g.clone(),
+                elements: vec![Element::Text { text: "g1".into() }],
+                request_id: Some(RequestId::parse("g-r1").unwrap()),
+            },
+            Command::SendGroupMessage {
+                sender: user("alice"),
+                group: g.clone(),
+                elements: vec![Element::Text { text: "g2".into() }],
+                request_id: None,
+            },
+            Command::MarkRead { user: user("bob"), conversation: stream.clone(), up_to: Some(Seq(1)) },
+            Command::RemoveGroupMember { actor: user("alice"), group: g.clone(), user: user("carol") },
+        ];
+        for command in group_commands {
+            apply(db, stream.as_str(), next(), command).unwrap();
+        }
         let ab = ConversationId::c2c(&user("alice"), &user("bob"));
         let mark = Command::MarkRead { user: user("bob"), conversation: ab.clone(), up_to: None };
         apply(db, ab.as_str(), next(), mark).unwrap();
@@ -336,8 +375,13 @@ mod tests {
         }
         // 3 accounts, 12 sends (the duplicate adds none), 1 recall, 4 list joins, 2 directory
         // claims (the repeat adds none); bob's mark read moves nothing (his own last message
-        // already moved his cursor): no event.
-        assert_eq!(all.iter().map(|c| c.events).sum::<u64>(), 3 + 12 + 1 + 4 + 2, "{all:?}");
+        // already moved his cursor): no event. The group: created, 3 members added, 2 sends,
+        // 1 read, 1 removal, and 3 list entries added and 1 taken out on the users' shards.
+        assert_eq!(
+            all.iter().map(|c| c.events).sum::<u64>(),
+            3 + 12 + 1 + 4 + 2 + (1 + 3 + 2 + 1 + 1) + (3 + 1),
+            "{all:?}"
+        );
 
         // A conversation head whose last seq was tampered with.
         let ab = ConversationId::c2c(&user("alice"), &user("bob"));

@@ -183,6 +183,59 @@ impl ShardStore {
         Ok(out)
     }
 
+    pub fn group(&self, id: &GroupId) -> Result<Option<Group>, StorageError> {
+        self.get(keys::CF_PROJECTIONS, &keys::group(self.shard, id), "group")?.map(codec::group_from_pb).transpose()
+    }
+
+    pub fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StorageError> {
+        self.get(keys::CF_PROJECTIONS, &keys::group_member(self.shard, group, user), "group member")?
+            .map(codec::group_member_from_pb)
+            .transpose()
+    }
+
+    /// A page of a group's members in user id order, after `after` (exclusive), at most `limit`.
+    pub fn group_members(
+        &self,
+        group: &GroupId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<GroupMember>, StorageError> {
+        let prefix = keys::group_members(self.shard, group);
+        let start = match after {
+            Some(user) => {
+                let mut k = keys::group_member(self.shard, group, user);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(codec::group_member_from_pb(decode_record("group member", &v)?)?);
+        }
+        Ok(out)
+    }
+
+    /// The groups in `user`'s list (on the user's shard).
+    pub fn group_refs(&self, user: &UserId) -> Result<Vec<GroupRef>, StorageError> {
+        let prefix = keys::group_refs(self.shard, user);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(codec::group_ref_from_pb(decode_record("group ref", &v)?)?);
+        }
+        Ok(out)
+    }
+
     /// Effects for `target` waiting in this shard's outbox with id `from` or above, in id
     /// order, at most `limit`. Seeking past the acknowledged ones matters: their delete
     /// tombstones stay until a compaction, and a scan from the start would step over each.
@@ -433,6 +486,18 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::dedup(shard, conversation, sender, request_id),
             codec::dedup_to_pb(entry).encode_to_vec(),
         ),
+        Change::PutGroup(g) => (keys::CF_PROJECTIONS, keys::group(shard, &g.id), codec::group_to_pb(g).encode_to_vec()),
+        Change::PutGroupMember { group, member } => (
+            keys::CF_PROJECTIONS,
+            keys::group_member(shard, group, &member.user),
+            codec::group_member_to_pb(member).encode_to_vec(),
+        ),
+        Change::PutGroupRef { user, entry } => (
+            keys::CF_PROJECTIONS,
+            keys::group_ref(shard, user, &entry.group),
+            codec::group_ref_to_pb(entry).encode_to_vec(),
+        ),
+        Change::DeleteGroupMember { .. } | Change::DeleteGroupRef { .. } => return None,
         Change::PutClaim { key, region } => (
             keys::CF_PROJECTIONS,
             keys::directory(shard, key),
@@ -445,13 +510,25 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
     })
 }
 
+/// The record a projection change deletes — (column family, key) — if it is a delete.
+pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'static str, Vec<u8>)> {
+    match change {
+        Change::DeleteGroupMember { group, user } => {
+            Some((keys::CF_PROJECTIONS, keys::group_member(shard, group, user)))
+        }
+        Change::DeleteGroupRef { user, group } => Some((keys::CF_PROJECTIONS, keys::group_ref(shard, user, group))),
+        _ => None,
+    }
+}
+
 /// Applies command batches into one WriteBatch: events, projections, outbox, dedup records
 /// and the applied state, committed together or not at all.
 pub struct ApplyTxn<'a> {
     store: &'a ShardStore,
     batch: WriteBatch,
     /// Writes of this transaction, by (column family, key); `None` is a delete.
-    overlay: HashMap<(&'static str, Vec<u8>), Vec<u8>>,
+    /// This transaction's writes so far (`None`: deleted), read before the database.
+    overlay: HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
     applied: pb::AppliedState,
     /// The region of the batch being applied (effects emitted name it as their source).
     batch_region: Option<RegionCode>,
@@ -566,7 +643,13 @@ impl ApplyTxn<'_> {
 
     fn put(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StorageError> {
         self.batch.put_cf(self.store.db.cf(cf)?, &key, &value);
-        self.overlay.insert((cf, key), value);
+        self.overlay.insert((cf, key), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, cf: &'static str, key: Vec<u8>) -> Result<(), StorageError> {
+        self.batch.delete_cf(self.store.db.cf(cf)?, &key);
+        self.overlay.insert((cf, key), None);
         Ok(())
     }
 
@@ -634,11 +717,14 @@ impl ApplyTxn<'_> {
                 // those too, or this replica would keep keys the leader deleted.
                 let pending: Vec<Vec<u8>> = self
                     .overlay
-                    .keys()
-                    .filter(|(c, k)| {
-                        *c == keys::CF_OUTBOX && k.as_slice() >= from.as_slice() && k.as_slice() < to.as_slice()
+                    .iter()
+                    .filter(|((c, k), v)| {
+                        v.is_some()
+                            && *c == keys::CF_OUTBOX
+                            && k.as_slice() >= from.as_slice()
+                            && k.as_slice() < to.as_slice()
                     })
-                    .map(|(_, k)| k.clone())
+                    .map(|((_, k), _)| k.clone())
                     .collect();
                 for k in pending {
                     self.batch.delete_cf(cf, &k);
@@ -654,9 +740,10 @@ impl ApplyTxn<'_> {
                 let mark = pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: end };
                 self.put(keys::CF_PROJECTIONS, mark_key, mark.encode_to_vec())
             }
-            projection => match projection_record(shard, &projection) {
-                Some((cf, key, value)) => self.put(cf, key, value),
-                None => Ok(()),
+            projection => match (projection_record(shard, &projection), projection_delete(shard, &projection)) {
+                (Some((cf, key, value)), _) => self.put(cf, key, value),
+                (None, Some((cf, key))) => self.delete(cf, key),
+                (None, None) => Ok(()),
             },
         }
     }
@@ -668,7 +755,8 @@ impl ApplyTxn<'_> {
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
         let found = match self.overlay.get(&(cf, key.clone())) {
-            Some(v) => Some(decode_record(what, v)),
+            Some(Some(v)) => Some(decode_record(what, v)),
+            Some(None) => None,
             None => self.store.get(cf, &key, what).transpose(),
         };
         found.transpose().map_err(|e| StateError(e.to_string()))
@@ -744,6 +832,22 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
         };
         let r = self.0.read_record::<pb::EffectWatermark>(keys::CF_PROJECTIONS, key, "watermark")?;
         Ok(EffectId(r.map_or(0, |w| w.applied_up_to)))
+    }
+
+    fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError> {
+        let r = self.0.read_record(keys::CF_PROJECTIONS, keys::group(self.0.shard_id(), id), "group")?;
+        r.map(codec::group_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError> {
+        let key = keys::group_member(self.0.shard_id(), group, user);
+        let r = self.0.read_record(keys::CF_PROJECTIONS, key, "group member")?;
+        r.map(codec::group_member_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
+        let key = keys::group_ref(self.0.shard_id(), user, group);
+        Ok(self.0.read_record::<pb::GroupRefRecord>(keys::CF_PROJECTIONS, key, "group ref")?.is_some())
     }
 
     fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {
