@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, ConversationsArgs, EventsArgs, HistoryArgs, ReadArgs, RecallArgs, SendArgs,
-    StatusArgs, TokenArgs, UserCommand,
+    ActAs, AdminCommand, AuditCommand, ConversationsArgs, EventsArgs, GroupCommand, HistoryArgs, ReadArgs, RecallArgs,
+    SendArgs, StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::{Direction, GetHistoryResponse, ReadConsistency, ReadEventsRequest};
+use crate::client::Stream;
 use crate::config::{ca_from_lookup, endpoints_from_lookup, ADMIN_TOKEN_ENV, TOKEN_ENV};
 use crate::{Client, ClientConfig, ClientError};
 
@@ -55,6 +56,11 @@ pub enum ClientCommand {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Groups: create, add, join, kick, leave, mute, dismiss, info.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
     },
     /// Audits (admin token).
     Audit {
@@ -199,6 +205,45 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
     }
 }
 
+/// `meridian group …`.
+async fn group_command(client: &Client, command: GroupCommand) -> Result<Output, ClientError> {
+    Ok(match command {
+        GroupCommand::Create { id, kind, name, members, .. } => {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            let created = client.create_group(id.as_deref(), &kind, &name, &members).await?;
+            Output::line(format!(
+                "group={} members={} created={} conversation={}",
+                created.group_id, created.member_count, created.created, created.conversation_id
+            ))
+        }
+        GroupCommand::Add { id, users, .. } => {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            Output::line(render::group_change_line(&client.add_group_members(&id, &users).await?))
+        }
+        GroupCommand::Join { id, act_as } => {
+            let me = act_as.user.clone().or_else(|| client.act_as().map(str::to_owned)).unwrap_or_default();
+            Output::line(render::group_change_line(&client.add_group_members(&id, &[me.as_str()]).await?))
+        }
+        GroupCommand::Kick { id, user, .. } => {
+            Output::line(render::group_change_line(&client.remove_group_member(&id, Some(&user)).await?))
+        }
+        GroupCommand::Leave { id, .. } => {
+            Output::line(render::group_change_line(&client.remove_group_member(&id, None).await?))
+        }
+        GroupCommand::Mute { id, user, seconds, .. } => {
+            Output::line(render::group_change_line(&client.mute_group_member(&id, &user, seconds).await?))
+        }
+        GroupCommand::Unmute { id, user, .. } => {
+            Output::line(render::group_change_line(&client.mute_group_member(&id, &user, 0).await?))
+        }
+        GroupCommand::Dismiss { id, .. } => Output::line(render::group_change_line(&client.dismiss_group(&id).await?)),
+        GroupCommand::Info { id, json, .. } => {
+            let info = client.group_all_members(&id).await?;
+            Output::json_or_lines(json, || render::group_json(&info), || render::group_lines(&info))
+        }
+    })
+}
+
 fn consistency(local: bool) -> ReadConsistency {
     if local {
         ReadConsistency::Local
@@ -221,6 +266,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Conversations(a) => Identity::user(&a.act_as),
         ClientCommand::Read(a) => Identity::user(&a.act_as),
         ClientCommand::Recall(a) => Identity::user(&a.act_as),
+        ClientCommand::Group { command } => Identity::user(command.act_as()),
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
     let output = match cmd {
@@ -233,15 +279,28 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             Output::line(client.issue_token(&args.user, ttl).await?.token)
         }
         ClientCommand::Send(args) => {
-            let sent = client.send_text(&args.to, &args.text, args.request_id).await?;
+            let sent = match (&args.to, &args.group) {
+                (_, Some(group)) => client.send_group_text(group, &args.text, args.request_id).await?,
+                (Some(to), None) => client.send_text(to, &args.text, args.request_id).await?,
+                (None, None) => {
+                    return Err(ClientError::InvalidConfig { detail: "name --to PEER or --group GROUP".into() })
+                }
+            };
             if sent.duplicate {
                 eprintln!("note: this request id was already accepted; showing the first result");
             }
             Output::line(render::send_line(&sent))
         }
         ClientCommand::History(args) => {
+            let target = match (&args.peer, &args.group) {
+                (_, Some(group)) => Stream::Group(group.clone()),
+                (Some(peer), None) => Stream::Peer(peer.clone()),
+                (None, None) => {
+                    return Err(ClientError::InvalidConfig { detail: "name --with PEER or --group GROUP".into() })
+                }
+            };
             let history = if args.all {
-                let messages = client.history_all(&args.peer, consistency(args.local)).await?;
+                let messages = client.stream_history_all(&target, consistency(args.local)).await?;
                 GetHistoryResponse {
                     last_seq: messages.last().map_or(0, |m| m.seq),
                     messages,
@@ -249,7 +308,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
                 }
             } else {
                 let direction = if args.forward { Direction::Forward } else { Direction::Backward };
-                client.history(&args.peer, args.from_seq, args.limit, direction, consistency(args.local)).await?
+                client.stream_history(&target, args.from_seq, args.limit, direction, consistency(args.local)).await?
             };
             Output::json_or_lines(
                 args.json,
@@ -266,7 +325,13 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             )
         }
         ClientCommand::Read(args) => {
-            let read = client.mark_read(&args.peer, args.seq).await?;
+            let read = match (&args.peer, &args.group) {
+                (_, Some(group)) => client.mark_group_read(group, args.seq).await?,
+                (Some(peer), None) => client.mark_read(peer, args.seq).await?,
+                (None, None) => {
+                    return Err(ClientError::InvalidConfig { detail: "name --with PEER or --group GROUP".into() })
+                }
+            };
             Output::line(render::read_line(&read))
         }
         ClientCommand::Recall(args) => {
@@ -312,6 +377,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let members = client.remove_node(id).await?;
             Output::line(render::remove_node_line(&members))
         }
+        ClientCommand::Group { command } => group_command(&client, command).await?,
         ClientCommand::Audit { command: AuditCommand::Residency { this_node, json } } => {
             let report = client.audit_residency(this_node).await?;
             let lines = render::audit_lines(&report);
@@ -380,7 +446,7 @@ mod tests {
         match cmd {
             ClientCommand::Send(args) => {
                 assert_eq!(args.act_as.user.as_deref(), Some("alice"));
-                assert_eq!(args.to, "bob");
+                assert_eq!(args.to.as_deref(), Some("bob"));
                 assert_eq!(args.request_id.as_deref(), Some("r1"));
                 assert_eq!(args.text, "hi bob");
             }
@@ -395,7 +461,7 @@ mod tests {
         match cmd {
             ClientCommand::History(args) => {
                 assert_eq!(args.act_as.user, None);
-                assert_eq!(args.peer, "bob");
+                assert_eq!(args.peer.as_deref(), Some("bob"));
                 assert_eq!((args.from_seq, args.limit), (5, 10));
                 assert!(args.forward && args.json && !args.all && !args.local);
             }

@@ -13,13 +13,15 @@ use meridian_proto::api::admin_client::AdminClient;
 use meridian_proto::api::chat_client::ChatClient;
 use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
-    AddNodeRequest, AddNodeResponse, AuditResidencyRequest, AuditResidencyResponse, ClusterStatusRequest,
-    ClusterStatusResponse, CreateUserRequest, CreateUserResponse, Direction, GetHistoryRequest, GetHistoryResponse,
-    GetRoutesRequest, GetRoutesResponse, IssueUserTokenRequest, IssueUserTokenResponse, ListConversationsRequest,
-    ListConversationsResponse, LoggedEvent, LogicVersionRequest, LogicVersionResponse, MarkReadRequest,
-    MarkReadResponse, Message, MessageElement, ReadConsistency, ReadEventsRequest, ReadEventsResponse,
-    RecallMessageRequest, RecallMessageResponse, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest,
-    SendMessageResponse, TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
+    AddGroupMembersRequest, AddNodeRequest, AddNodeResponse, AuditResidencyRequest, AuditResidencyResponse,
+    ClusterStatusRequest, ClusterStatusResponse, CreateGroupRequest, CreateGroupResponse, CreateUserRequest,
+    CreateUserResponse, Direction, DismissGroupRequest, GetGroupRequest, GetGroupResponse, GetHistoryRequest,
+    GetHistoryResponse, GetRoutesRequest, GetRoutesResponse, GroupChangeResponse, IssueUserTokenRequest,
+    IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, LoggedEvent, LogicVersionRequest,
+    LogicVersionResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest,
+    ReadConsistency, ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse,
+    RemoveGroupMemberRequest, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse,
+    TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -178,6 +180,7 @@ impl Client {
             to: to.to_owned(),
             elements,
             request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
+            ..Default::default()
         };
         let route = self.c2c_route(&request.to);
         self.call_at(route, "SendMessage", request, |channel, request| async move {
@@ -202,6 +205,7 @@ impl Client {
             limit,
             direction: direction.into(),
             consistency: consistency.into(),
+            ..Default::default()
         };
         let route = self.c2c_route(&request.peer);
         self.call_at(route, "GetHistory", request, |channel, request| async move {
@@ -262,7 +266,7 @@ impl Client {
 
     /// Moves the caller's read cursor with `peer` up to `seq` (`None`: to the newest message).
     pub async fn mark_read(&self, peer: &str, seq: Option<u64>) -> Result<MarkReadResponse, ClientError> {
-        let request = MarkReadRequest { peer: peer.to_owned(), seq: seq.unwrap_or(0) };
+        let request = MarkReadRequest { peer: peer.to_owned(), seq: seq.unwrap_or(0), ..Default::default() };
         let route = self.c2c_route(peer);
         self.call_at(route, "MarkRead", request, |channel, request| async move {
             ChatClient::new(channel).mark_read(request).await
@@ -278,6 +282,182 @@ impl Client {
             ChatClient::new(channel).recall_message(request).await
         })
         .await
+    }
+
+    // ---------------------------------------------------------------------------- groups
+
+    /// Creates a group owned by the caller (`group_id` `None`: the node makes one up);
+    /// `kind` is work, public, meeting, community or avchatroom.
+    pub async fn create_group(
+        &self,
+        group_id: Option<&str>,
+        kind: &str,
+        name: &str,
+        members: &[&str],
+    ) -> Result<CreateGroupResponse, ClientError> {
+        let request = CreateGroupRequest {
+            group_id: group_id.unwrap_or_default().to_owned(),
+            r#type: kind.to_owned(),
+            name: name.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        self.call("CreateGroup", request, |channel, request| async move {
+            ChatClient::new(channel).create_group(request).await
+        })
+        .await
+    }
+
+    /// Adds `users` to a group (or joins it, naming only the caller).
+    pub async fn add_group_members(&self, group: &str, users: &[&str]) -> Result<GroupChangeResponse, ClientError> {
+        let request = AddGroupMembersRequest {
+            group_id: group.to_owned(),
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
+        };
+        self.call_at(self.group_route(group), "AddGroupMembers", request, |channel, request| async move {
+            ChatClient::new(channel).add_group_members(request).await
+        })
+        .await
+    }
+
+    /// Removes `user` from a group (`None`: the caller leaves).
+    pub async fn remove_group_member(
+        &self,
+        group: &str,
+        user: Option<&str>,
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request =
+            RemoveGroupMemberRequest { group_id: group.to_owned(), user: user.unwrap_or_default().to_owned() };
+        self.call_at(self.group_route(group), "RemoveGroupMember", request, |channel, request| async move {
+            ChatClient::new(channel).remove_group_member(request).await
+        })
+        .await
+    }
+
+    /// Mutes `user` in a group for `seconds` (0: unmutes).
+    pub async fn mute_group_member(
+        &self,
+        group: &str,
+        user: &str,
+        seconds: u64,
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = MuteGroupMemberRequest { group_id: group.to_owned(), user: user.to_owned(), seconds };
+        self.call_at(self.group_route(group), "MuteGroupMember", request, |channel, request| async move {
+            ChatClient::new(channel).mute_group_member(request).await
+        })
+        .await
+    }
+
+    /// Dismisses a group (its owner).
+    pub async fn dismiss_group(&self, group: &str) -> Result<GroupChangeResponse, ClientError> {
+        let request = DismissGroupRequest { group_id: group.to_owned() };
+        self.call_at(self.group_route(group), "DismissGroup", request, |channel, request| async move {
+            ChatClient::new(channel).dismiss_group(request).await
+        })
+        .await
+    }
+
+    /// A group's profile and one page of its members, after `after`.
+    pub async fn get_group(&self, group: &str, after: &str, limit: u32) -> Result<GetGroupResponse, ClientError> {
+        let request = GetGroupRequest { group_id: group.to_owned(), after: after.to_owned(), limit };
+        self.call_at(self.group_route(group), "GetGroup", request, |channel, request| async move {
+            ChatClient::new(channel).get_group(request).await
+        })
+        .await
+    }
+
+    /// A group's profile and every member, page by page.
+    pub async fn group_all_members(&self, group: &str) -> Result<GetGroupResponse, ClientError> {
+        let mut all = self.get_group(group, "", 1000).await?;
+        let mut after = std::mem::take(&mut all.next_after);
+        while !after.is_empty() {
+            let mut page = self.get_group(group, &after, 1000).await?;
+            all.members.append(&mut page.members);
+            if page.next_after == after {
+                break;
+            }
+            after = page.next_after;
+        }
+        Ok(all)
+    }
+
+    /// Sends a text message to a group.
+    pub async fn send_group_text(
+        &self,
+        group: &str,
+        text: &str,
+        request_id: Option<String>,
+    ) -> Result<SendMessageResponse, ClientError> {
+        let request = SendMessageRequest {
+            group_id: group.to_owned(),
+            elements: vec![MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) }],
+            request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
+            ..Default::default()
+        };
+        self.call_at(self.group_route(group), "SendMessage", request, |channel, request| async move {
+            ChatClient::new(channel).send_message(request).await
+        })
+        .await
+    }
+
+    /// One page of a one-to-one conversation or of a group's stream.
+    pub async fn stream_history(
+        &self,
+        stream: &Stream,
+        start_seq: u64,
+        limit: u32,
+        direction: Direction,
+        consistency: ReadConsistency,
+    ) -> Result<GetHistoryResponse, ClientError> {
+        let group = match stream {
+            Stream::Peer(peer) => return self.history(peer, start_seq, limit, direction, consistency).await,
+            Stream::Group(group) => group,
+        };
+        let request = GetHistoryRequest {
+            group_id: group.clone(),
+            start_seq,
+            limit,
+            direction: direction.into(),
+            consistency: consistency.into(),
+            ..Default::default()
+        };
+        self.call_at(self.group_route(group), "GetHistory", request, |channel, request| async move {
+            ChatClient::new(channel).get_history(request).await
+        })
+        .await
+    }
+
+    /// Every message of a one-to-one conversation or a group's stream, oldest first.
+    pub async fn stream_history_all(
+        &self,
+        stream: &Stream,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Message>, ClientError> {
+        let mut messages = Vec::new();
+        let mut start = 1;
+        loop {
+            let page = self.stream_history(stream, start, MAX_HISTORY_PAGE, Direction::Forward, consistency).await?;
+            messages.extend(page.messages);
+            if page.next_seq <= start {
+                return Ok(messages);
+            }
+            start = page.next_seq;
+        }
+    }
+
+    /// Moves the caller's read cursor in a group's stream up to `seq` (`None`: to the end).
+    pub async fn mark_group_read(&self, group: &str, seq: Option<u64>) -> Result<MarkReadResponse, ClientError> {
+        let request = MarkReadRequest { group_id: group.to_owned(), seq: seq.unwrap_or(0), ..Default::default() };
+        self.call_at(self.group_route(group), "MarkRead", request, |channel, request| async move {
+            ChatClient::new(channel).mark_read(request).await
+        })
+        .await
+    }
+
+    /// Where to start a call about a group: its home region once an answer named it.
+    fn group_route(&self, group: &str) -> Route {
+        let key = format!("grp:{group}");
+        let index = self.routes.as_ref().and_then(|r| r.place(&key, None));
+        Route { index, key: Some(key) }
     }
 
     // ----------------------------------------------------------------------------- admin
@@ -603,6 +783,13 @@ impl fmt::Debug for Client {
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
+}
+
+/// A message stream: a one-to-one conversation with a peer, or a group's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stream {
+    Peer(String),
+    Group(String),
 }
 
 /// Where a call starts, and what it is about (to learn its home region from the answer).

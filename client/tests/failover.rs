@@ -118,6 +118,48 @@ impl Chat for ScriptedChat {
             None => Err(Status::unimplemented("not scripted")),
         }
     }
+
+    async fn create_group(
+        &self,
+        _: Request<meridian_client::api::CreateGroupRequest>,
+    ) -> Result<Response<meridian_client::api::CreateGroupResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn add_group_members(
+        &self,
+        _: Request<meridian_client::api::AddGroupMembersRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn remove_group_member(
+        &self,
+        _: Request<meridian_client::api::RemoveGroupMemberRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn mute_group_member(
+        &self,
+        _: Request<meridian_client::api::MuteGroupMemberRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn dismiss_group(
+        &self,
+        _: Request<meridian_client::api::DismissGroupRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_group(
+        &self,
+        _: Request<meridian_client::api::GetGroupRequest>,
+    ) -> Result<Response<meridian_client::api::GetGroupResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

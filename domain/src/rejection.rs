@@ -81,6 +81,7 @@ reasons! {
     DirectoryKeyInvalid => "DIRECTORY_KEY_INVALID", InvalidArgument;
     GroupIdInvalid => "GROUP_ID_INVALID", InvalidArgument;
     GroupNameInvalid => "GROUP_NAME_INVALID", InvalidArgument;
+    GroupTypeInvalid => "GROUP_TYPE_INVALID", InvalidArgument;
     GroupNotFound => "GROUP_NOT_FOUND", NotFound;
     GroupExists => "GROUP_EXISTS", AlreadyExists;
     NotGroupMember => "NOT_GROUP_MEMBER", PermissionDenied;

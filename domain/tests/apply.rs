@@ -604,7 +604,7 @@ fn join_rules_follow_the_group_type() {
         let joined = add(&mut s, 2, "zed", &["zed"]);
         assert_eq!(joined.is_ok(), self_join, "{kind:?}: {joined:?}");
         if !self_join {
-            assert_eq!(joined.unwrap_err().reason, Reason::PermissionDenied);
+            assert_eq!(joined.expect_err("refused").reason, Reason::PermissionDenied);
         }
         // The owner adds anyone whatever the type.
         assert!(add(&mut s, 3, "own", &["amy"]).is_ok(), "{kind:?}");
@@ -621,7 +621,7 @@ fn group_sends_are_gapless_for_members_only_and_refused_while_muted() {
     assert_eq!(seq_of(&gsend(&mut s, 11, "bob", None)), 2);
     assert_eq!(seq_of(&gsend(&mut s, 12, "ann", Some("r1"))), 1, "a retried request id gives the first result");
     let before = s.clone();
-    assert_eq!(gsend(&mut s, 13, "eve", None).unwrap_err().reason, Reason::NotGroupMember);
+    assert_eq!(gsend(&mut s, 13, "eve", None).expect_err("refused").reason, Reason::NotGroupMember);
     assert_eq!(s, before);
     // Unread is the head minus the member's cursor; sending moves one's own cursor.
     let stream = ConversationId::group(&gid("g1"));
@@ -638,7 +638,7 @@ fn group_sends_are_gapless_for_members_only_and_refused_while_muted() {
     // The owner mutes bob for 1 s: refused until then, accepted after.
     let mute = Command::MuteGroupMember { actor: user("own"), group: gid("g1"), user: user("bob"), duration_ms: 1_000 };
     assert!(run(&mut s, &ctx(100, 15), mute).is_ok());
-    assert_eq!(gsend(&mut s, 500, "bob", None).unwrap_err().reason, Reason::MemberMuted);
+    assert_eq!(gsend(&mut s, 500, "bob", None).expect_err("refused").reason, Reason::MemberMuted);
     assert_eq!(seq_of(&gsend(&mut s, 1_100, "bob", None)), 3);
     // A plain member may not mute; nobody mutes the owner.
     let by_member =
@@ -665,7 +665,7 @@ fn leaving_kicking_and_dismissing() {
         Reason::PermissionDenied,
     );
     assert!(run(&mut s, &ctx(8, 8), Command::DismissGroup { actor: user("own"), group: gid("g1") }).is_ok());
-    assert_eq!(gsend(&mut s, 9, "cat", None).unwrap_err().reason, Reason::GroupDismissed);
+    assert_eq!(gsend(&mut s, 9, "cat", None).expect_err("refused").reason, Reason::GroupDismissed);
 }
 
 #[test]

@@ -265,11 +265,24 @@ pub struct LimitsConfig {
     pub recall_window_seconds: u64,
     /// Most messages one history page returns, in messages. Default 100.
     pub max_history_page: u32,
+    /// Member caps of new groups by type (GRP-01); a live room (AVChatRoom) has none.
+    pub max_group_members_work: u64,
+    pub max_group_members_public: u64,
+    pub max_group_members_meeting: u64,
+    pub max_group_members_community: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 12 * 1024, recall_window_seconds: 120, max_history_page: 100 }
+        Self {
+            max_message_bytes: 12 * 1024,
+            recall_window_seconds: 120,
+            max_history_page: 100,
+            max_group_members_work: 200,
+            max_group_members_public: 2000,
+            max_group_members_meeting: 6000,
+            max_group_members_community: 100_000,
+        }
     }
 }
 
@@ -740,6 +753,16 @@ impl LimitsConfig {
         p.check(self.recall_window_seconds >= 1, "limits.recall-window-seconds", || {
             "0 is not allowed: use at least 1 second (default 120)".into()
         });
+        for (value, key) in [
+            (self.max_group_members_work, "limits.max-group-members-work"),
+            (self.max_group_members_public, "limits.max-group-members-public"),
+            (self.max_group_members_meeting, "limits.max-group-members-meeting"),
+            (self.max_group_members_community, "limits.max-group-members-community"),
+        ] {
+            p.check((1..=10_000_000).contains(&value), key, || {
+                format!("{value} is out of range: use 1..=10000000 members")
+            });
+        }
         p.check((1..=1000).contains(&self.max_history_page), "limits.max-history-page", || {
             format!("{} is out of range: use 1..=1000 messages (default 100)", self.max_history_page)
         });

@@ -139,6 +139,7 @@ pub async fn heads(ctx: &Context, r: wire::HeadsRequest) -> Result<wire::HeadsRe
             last_message: last.as_ref().map(message_to_wire),
             home_region: ctx.topology.region().to_string(),
             home_unavailable: false,
+            group_id: String::new(),
         });
     }
     Ok(wire::HeadsResponse { conversations: rows })

@@ -30,7 +30,12 @@ fn send_request() -> impl Strategy<Value = api::SendMessageRequest> {
         prop::collection::vec(element, 0..4),
         prop_oneof![Just(String::new()), "[a-z0-9-]{1,8}", any::<String>()],
     )
-        .prop_map(|(to, elements, request_id)| api::SendMessageRequest { to, elements, request_id })
+        .prop_map(|(to, elements, request_id)| api::SendMessageRequest {
+            to,
+            elements,
+            request_id,
+            ..Default::default()
+        })
 }
 
 /// The send path of `Chat/SendMessage` after authentication, as far as it is pure.

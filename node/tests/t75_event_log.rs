@@ -40,6 +40,7 @@ fn summary(e: &LoggedEvent) -> String {
         Some(Kind::ConversationJoined(j)) => format!("ConversationJoined {} {}", j.user, j.peer),
         Some(Kind::LogicVersionRaised(v)) => format!("LogicVersionRaised {} {}", v.from, v.to),
         Some(Kind::IdClaimed(c)) => format!("IdClaimed {} {}", c.key, c.region),
+        Some(Kind::GroupEvent(g)) => format!("{} {} {}", g.r#type, g.group_id, g.user),
         None => "none".into(),
     }
 }

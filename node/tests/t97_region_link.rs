@@ -257,8 +257,12 @@ async fn malformed_link_calls_are_refused_with_a_reason_and_change_nothing() {
         body,
         from_region: from.into(),
     };
-    let send =
-        meridian_client::api::SendMessageRequest { to: "amy".into(), elements: vec![], request_id: "r-1".into() };
+    let send = meridian_client::api::SendMessageRequest {
+        to: "amy".into(),
+        elements: vec![],
+        request_id: "r-1".into(),
+        ..Default::default()
+    };
     let cases: Vec<(&str, Result<(), tonic::Status>, &str)> = vec![
         (
             "a method that is not forwarded",

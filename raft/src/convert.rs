@@ -144,6 +144,11 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                 }
                 Reply::LogicVersion { version } => Kind::LogicVersion(peer::LogicVersionSet { version: *version }),
                 Reply::Claimed { region } => Kind::Claimed(peer::Claimed { region: region.to_string() }),
+                Reply::GroupChanged { group, member_count, changed } => Kind::GroupChanged(peer::GroupChanged {
+                    group_id: group.to_string(),
+                    member_count: *member_count,
+                    changed: *changed,
+                }),
             }),
         }),
     };
@@ -180,6 +185,11 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
             Kind::Claimed(c) => {
                 Reply::Claimed { region: RegionCode::parse(&c.region).map_err(|e| bad(&e.to_string()))? }
             }
+            Kind::GroupChanged(g) => Reply::GroupChanged {
+                group: meridian_domain::GroupId::parse(&g.group_id).map_err(|e| bad(&e.to_string()))?,
+                member_count: g.member_count,
+                changed: g.changed,
+            },
         })),
     }
 }

@@ -127,6 +127,7 @@ pub fn conversations_json(list: &ListConversationsResponse) -> Value {
                 "last_text": c.last_message.as_ref().map(message_text).unwrap_or_default(),
                 "home_region": c.home_region,
                 "home_unavailable": c.home_unavailable,
+                "group_id": c.group_id,
             })
         })
         .collect();
@@ -215,6 +216,11 @@ pub fn conversation_line(conversation: &Conversation) -> String {
 }
 
 fn conversation_head_line(conversation: &Conversation) -> String {
+    if !conversation.group_id.is_empty() {
+        let mut row = conversation.clone();
+        row.peer = format!("group:{}", conversation.group_id);
+        return conversation_head_line(&row);
+    }
     let last = conversation
         .last_message
         .as_ref()
@@ -229,6 +235,76 @@ fn conversation_head_line(conversation: &Conversation) -> String {
         format_time_ms(conversation.last_time_ms),
         last
     )
+}
+
+fn group_event_line(g: &crate::api::GroupEvent) -> String {
+    let mut line = format!("{} group={}", g.r#type, g.group_id);
+    for (key, value) in [("user", &g.user), ("by", &g.by), ("type", &g.group_type), ("role", &g.role)] {
+        if !value.is_empty() {
+            line.push_str(&format!(" {key}={value}"));
+        }
+    }
+    if g.seq > 0 {
+        line.push_str(&format!(
+            " seq={} id={} {:?}",
+            g.seq,
+            g.message_id,
+            g.elements.iter().map(element_summary).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    if g.until_ms > 0 {
+        line.push_str(&format!(" until={}", format_time_ms(g.until_ms)));
+    }
+    line
+}
+
+/// `group=ID members=N changed=BOOL`.
+pub fn group_change_line(change: &crate::api::GroupChangeResponse) -> String {
+    format!("group={} members={} changed={}", change.group_id, change.member_count, change.changed)
+}
+
+/// The group's profile line, then one line per member: `USER ROLE [muted until T]`.
+pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
+    let mut lines = vec![];
+    if let Some(g) = &info.group {
+        lines.push(format!(
+            "group={} type={} name={:?} owner={} members={}/{} last_seq={}{}",
+            g.group_id,
+            g.r#type,
+            g.name,
+            g.owner,
+            g.member_count,
+            g.max_members,
+            g.last_seq,
+            if g.dismissed { " dismissed" } else { "" }
+        ));
+    }
+    for m in &info.members {
+        let muted = if m.muted_until_ms > 0 {
+            format!("  muted until {}", format_time_ms(m.muted_until_ms))
+        } else {
+            String::new()
+        };
+        lines.push(format!("{}  {}  read_seq={}{muted}", m.user, m.role, m.read_seq));
+    }
+    lines
+}
+
+/// `{"group": {...}, "members": [{"user", "role", "joined_ms", "read_seq", "muted_until_ms"}]}`.
+pub fn group_json(info: &crate::api::GetGroupResponse) -> Value {
+    let group = info.group.as_ref().map(|g| {
+        json!({
+            "group_id": g.group_id, "type": g.r#type, "name": g.name, "owner": g.owner,
+            "max_members": g.max_members, "member_count": g.member_count, "created_ms": g.created_ms,
+            "dismissed": g.dismissed, "last_seq": g.last_seq,
+        })
+    });
+    let members: Vec<Value> = info
+        .members
+        .iter()
+        .map(|m| json!({"user": m.user, "role": m.role, "joined_ms": m.joined_ms, "read_seq": m.read_seq, "muted_until_ms": m.muted_until_ms}))
+        .collect();
+    json!({ "group": group, "members": members })
 }
 
 /// One line per node audited, then one per violation listed.
@@ -346,6 +422,12 @@ pub fn event_json(e: &LoggedEvent) -> Value {
         }),
         Some(EventKind::LogicVersionRaised(v)) => json!({ "type": "LogicVersionRaised", "from": v.from, "to": v.to }),
         Some(EventKind::IdClaimed(c)) => json!({ "type": "IdClaimed", "key": c.key, "region": c.region }),
+        Some(EventKind::GroupEvent(g)) => json!({
+            "type": g.r#type, "group_id": g.group_id, "user": g.user, "by": g.by, "group_type": g.group_type,
+            "name": g.name, "role": g.role, "max_members": g.max_members, "seq": g.seq, "message_id": g.message_id,
+            "elements": g.elements.iter().map(element_json).collect::<Vec<_>>(), "request_id": g.request_id,
+            "time_ms": g.time_ms, "until_ms": g.until_ms,
+        }),
         None => json!({ "type": "Unknown" }),
     };
     doc["offset"] = json!(event_offset(e));
@@ -390,6 +472,7 @@ pub fn event_line(e: &LoggedEvent) -> String {
         }
         Some(EventKind::LogicVersionRaised(v)) => format!("LogicVersionRaised from={} to={}", v.from, v.to),
         Some(EventKind::IdClaimed(c)) => format!("IdClaimed key={} region={}", c.key, c.region),
+        Some(EventKind::GroupEvent(g)) => group_event_line(g),
         None => "Unknown".to_owned(),
     };
     format!("{} {what}", event_offset(e))
@@ -659,6 +742,7 @@ mod tests {
                     last_message: Some(message(9, vec![text("see you")])),
                     home_region: "sg".into(),
                     home_unavailable: false,
+                    group_id: String::new(),
                 },
                 Conversation { conversation_id: "c2".into(), peer: "carol".into(), ..Conversation::default() },
             ],
@@ -673,10 +757,10 @@ mod tests {
                 "conversations": [
                     {"conversation_id": "c1", "peer": "bob", "last_seq": 9, "read_seq": 6,
                      "unread": 3, "last_time_ms": 42, "last_text": "see you",
-                     "home_region": "sg", "home_unavailable": false},
+                     "home_region": "sg", "home_unavailable": false, "group_id": ""},
                     {"conversation_id": "c2", "peer": "carol", "last_seq": 0, "read_seq": 0,
                      "unread": 0, "last_time_ms": 0, "last_text": "",
-                     "home_region": "", "home_unavailable": false},
+                     "home_region": "", "home_unavailable": false, "group_id": ""},
                 ],
                 "unavailable_regions": []
             })

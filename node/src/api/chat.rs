@@ -19,7 +19,7 @@ const MAX_CONVERSATION_PAGE: u32 = 200;
 
 #[derive(Debug, Clone)]
 pub struct ChatService {
-    ctx: Context,
+    pub(super) ctx: Context,
 }
 
 impl ChatService {
@@ -28,7 +28,7 @@ impl ChatService {
     }
 
     /// Proposes one command and returns its reply, or its rejection as an error.
-    async fn propose_one(&self, shard: ShardId, command: Command) -> Result<Reply, ApiError> {
+    pub(super) async fn propose_one(&self, shard: ShardId, command: Command) -> Result<Reply, ApiError> {
         let mut results = self.ctx.node.propose(shard, &[command]).await?;
         match results.pop() {
             Some(Ok(reply)) => Ok(reply),
@@ -71,7 +71,7 @@ impl ChatService {
         home.filter(|h| *h != self.ctx.topology.region()).cloned()
     }
 
-    async fn barrier_if(&self, linearizable: bool, shard: ShardId) -> Result<(), ApiError> {
+    pub(super) async fn barrier_if(&self, linearizable: bool, shard: ShardId) -> Result<(), ApiError> {
         if linearizable {
             self.ctx.node.read_barrier(shard).await?;
         }
@@ -79,6 +79,9 @@ impl ChatService {
     }
 
     async fn send(&self, req: Request<api::SendMessageRequest>) -> Result<Homed<api::SendMessageResponse>, ApiError> {
+        if !req.get_ref().group_id.is_empty() {
+            return self.group_send(req).await;
+        }
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().to)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
@@ -133,6 +136,9 @@ impl ChatService {
     }
 
     async fn history(&self, req: Request<api::GetHistoryRequest>) -> Result<Homed<api::GetHistoryResponse>, ApiError> {
+        if !req.get_ref().group_id.is_empty() {
+            return self.group_history(req).await;
+        }
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
@@ -140,7 +146,20 @@ impl ChatService {
             return Ok((response, Some(region)));
         }
         let home = homes.as_ref().map(|h| h.conversation.clone());
-        let body = req.into_inner();
+        if homes.is_none() {
+            self.ctx.require_user(&peer).await?;
+        }
+        let shard = self.ctx.topology.conversation_shard(&conversation);
+        Ok((self.read_page(&conversation, shard, req.into_inner()).await?, home))
+    }
+
+    /// One page of a stream (a conversation's or a group's) on `shard`, as `body` asks.
+    pub(super) async fn read_page(
+        &self,
+        conversation: &ConversationId,
+        shard: ShardId,
+        body: api::GetHistoryRequest,
+    ) -> Result<api::GetHistoryResponse, ApiError> {
         let max = self.ctx.limits.max_history_page;
         let limit = match body.limit {
             0 => DEFAULT_HISTORY_PAGE.min(max),
@@ -153,14 +172,10 @@ impl ChatService {
             }
             n => n,
         };
-        if homes.is_none() {
-            self.ctx.require_user(&peer).await?;
-        }
-        let shard = self.ctx.topology.conversation_shard(&conversation);
         let linearizable = body.consistency() == api::ReadConsistency::Linearizable;
         self.barrier_if(linearizable, shard).await?;
         let store = self.ctx.node.store(shard)?;
-        let last_seq = store.conversation(&conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
+        let last_seq = store.conversation(conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
         if body.start_seq > last_seq.0 && body.start_seq > 1 {
             return Err(Rejection::new(
                 Reason::SeqOutOfRange,
@@ -177,7 +192,7 @@ impl ChatService {
         let messages = if last_seq == Seq::ZERO {
             vec![]
         } else {
-            store.messages(&conversation, start, limit as usize, forward)?
+            store.messages(conversation, start, limit as usize, forward)?
         };
         let next_seq = match messages.last() {
             Some(m) if messages.len() == limit as usize => {
@@ -191,13 +206,12 @@ impl ChatService {
             }
             _ => 0,
         };
-        let response = api::GetHistoryResponse {
+        Ok(api::GetHistoryResponse {
             conversation_id: conversation.to_string(),
             messages: messages.iter().map(message_to_wire).collect(),
             last_seq: last_seq.0,
             next_seq,
-        };
-        Ok((response, home))
+        })
     }
 
     async fn recall(
@@ -224,6 +238,9 @@ impl ChatService {
     }
 
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Homed<api::MarkReadResponse>, ApiError> {
+        if !req.get_ref().group_id.is_empty() {
+            return self.group_mark_read(req).await;
+        }
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
@@ -310,7 +327,12 @@ impl ChatService {
                 last_message: last.as_ref().map(message_to_wire),
                 home_region: here.to_string(),
                 home_unavailable: false,
+                group_id: String::new(),
             });
+        }
+        for row in self.group_rows(&me, user_shard).await? {
+            total_unread += row.unread;
+            rows.push(row);
         }
         let mut unavailable_regions = vec![];
         if let Some(geo) = &self.ctx.geo {
@@ -372,7 +394,7 @@ impl ChatService {
 }
 
 /// A response and the home region of what it was about (`None` in a single region).
-type Homed<T> = (T, Option<RegionCode>);
+pub(super) type Homed<T> = (T, Option<RegionCode>);
 
 /// The response with the home region in its metadata (`x-meridian-home-region`).
 fn homed<T>((body, home): Homed<T>) -> Response<T> {
@@ -434,6 +456,45 @@ impl Chat for ChatService {
 
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Response<api::MarkReadResponse>, Status> {
         Ok(homed(ChatService::mark_read(self, req).await?))
+    }
+
+    async fn create_group(
+        &self,
+        req: Request<api::CreateGroupRequest>,
+    ) -> Result<Response<api::CreateGroupResponse>, Status> {
+        Ok(Response::new(self.create_group_(req).await?))
+    }
+
+    async fn add_group_members(
+        &self,
+        req: Request<api::AddGroupMembersRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.add_group_members_(req).await?))
+    }
+
+    async fn remove_group_member(
+        &self,
+        req: Request<api::RemoveGroupMemberRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.remove_group_member_(req).await?))
+    }
+
+    async fn mute_group_member(
+        &self,
+        req: Request<api::MuteGroupMemberRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.mute_group_member_(req).await?))
+    }
+
+    async fn dismiss_group(
+        &self,
+        req: Request<api::DismissGroupRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.dismiss_group_(req).await?))
+    }
+
+    async fn get_group(&self, req: Request<api::GetGroupRequest>) -> Result<Response<api::GetGroupResponse>, Status> {
+        Ok(Response::new(self.get_group_(req).await?))
     }
 
     async fn get_routes(

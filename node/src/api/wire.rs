@@ -141,6 +141,7 @@ pub fn logged_event_to_wire(region: &RegionCode, shard: ShardId, logged: &Logged
         Event::IdClaimed { key, region } => {
             Kind::IdClaimed(api::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
+        group_event => Kind::GroupEvent(group_event_to_wire(group_event)),
     };
     api::LoggedEvent {
         shard: shard.0,
@@ -164,6 +165,65 @@ pub fn message_to_wire(m: &Message) -> api::Message {
         recalled_at_ms: m.recalled.as_ref().map_or(0, |r| r.at.0),
         recalled_by: m.recalled.as_ref().map(|r| r.by.to_string()).unwrap_or_default(),
     }
+}
+
+/// A group event (or a user's list-of-groups event) as the event API shows it.
+fn group_event_to_wire(e: &Event) -> api::GroupEvent {
+    let mut out = api::GroupEvent { r#type: e.name().to_owned(), ..Default::default() };
+    match e {
+        Event::GroupCreated { group, kind, owner, name, max_members, at } => {
+            out.group_id = group.to_string();
+            out.group_type = kind.name().to_owned();
+            out.user = owner.to_string();
+            out.name = name.clone();
+            out.max_members = *max_members;
+            out.time_ms = at.0;
+        }
+        Event::GroupMemberAdded { group, user, role, by, at } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.role = role.name().to_owned();
+            out.by = by.to_string();
+            out.time_ms = at.0;
+        }
+        Event::GroupMemberRemoved { group, user, by, at } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.by = by.to_string();
+            out.time_ms = at.0;
+        }
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+            out.group_id = group.to_string();
+            out.seq = seq.0;
+            out.message_id = message_id.to_string();
+            out.user = sender.to_string();
+            out.elements = elements.iter().map(element_to_wire).collect();
+            out.request_id = request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default();
+            out.time_ms = at.0;
+        }
+        Event::GroupMemberMuted { group, user, until, by } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.until_ms = until.0;
+            out.by = by.to_string();
+        }
+        Event::GroupDismissed { group, by, at } => {
+            out.group_id = group.to_string();
+            out.by = by.to_string();
+            out.time_ms = at.0;
+        }
+        Event::GroupListed { user, group, at } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.time_ms = at.0;
+        }
+        Event::GroupUnlisted { user, group } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+        }
+        _ => {}
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,332 @@
+//! The group calls of the `Chat` service (GRP-01..05): create, add or join, remove or leave,
+//! mute, dismiss, read a group's profile and members, and group streams in send, history,
+//! mark-read and the conversation list. The rules are the domain's (`meridian_domain::group`);
+//! this is the boundary: parsing, the caps from the configuration, and routing to the group's
+//! shard.
+//!
+//! A group lives in the region that created it, with every member homed there: a member
+//! homed in another region is refused (`REGION_NOT_SERVED`) until groups span regions.
+
+use meridian_domain::apply::Reply;
+use meridian_domain::element::validate_body;
+use meridian_domain::shard::shard_for;
+use meridian_domain::{
+    Command, ConversationId, GroupId, GroupKind, Reason, Rejection, RequestId, Seq, ShardId, UserId,
+};
+use meridian_proto::api;
+use meridian_storage::codec::encoded_body_len;
+use tonic::Request;
+
+use super::chat::{ChatService, Homed};
+use super::error::ApiError;
+use super::wire::{element_from_wire, message_to_wire};
+
+/// Members a `GetGroup` page lists when the request gives no limit, and at most.
+const DEFAULT_MEMBER_PAGE: u32 = 100;
+const MAX_MEMBER_PAGE: u32 = 1000;
+
+fn group_shard(group: &GroupId, shards: u32) -> ShardId {
+    shard_for(ConversationId::group(group).as_str(), shards)
+}
+
+fn changed(reply: Reply) -> Result<api::GroupChangeResponse, ApiError> {
+    match reply {
+        Reply::GroupChanged { group, member_count, changed } => {
+            Ok(api::GroupChangeResponse { group_id: group.to_string(), member_count, changed })
+        }
+        other => Err(ApiError::Internal(format!("unexpected reply to a group command: {other:?}"))),
+    }
+}
+
+impl ChatService {
+    fn shard_of(&self, group: &GroupId) -> ShardId {
+        group_shard(group, self.ctx.node.shard_count())
+    }
+
+    /// Requires `user` to have an account homed in this region.
+    async fn require_local_member(&self, user: &UserId) -> Result<(), ApiError> {
+        if let Some(geo) = &self.ctx.geo {
+            let home = geo.require_home(user).await?;
+            if &home != self.ctx.topology.region() {
+                return Err(Rejection::new(
+                    Reason::RegionNotServed,
+                    format!(
+                        "{user} lives in region {home}: a group of region {} takes members of its own region only, \
+                         for now",
+                        self.ctx.topology.region()
+                    ),
+                )
+                .into());
+            }
+        }
+        self.ctx.require_user(user).await
+    }
+
+    fn cap(&self, kind: GroupKind) -> u64 {
+        let limits = &self.ctx.limits;
+        match kind {
+            GroupKind::Work => limits.max_group_members_work,
+            GroupKind::Public => limits.max_group_members_public,
+            GroupKind::Meeting => limits.max_group_members_meeting,
+            GroupKind::Community => limits.max_group_members_community,
+            GroupKind::AvChatRoom => u64::MAX,
+        }
+    }
+
+    pub(super) async fn create_group_(
+        &self,
+        req: Request<api::CreateGroupRequest>,
+    ) -> Result<api::CreateGroupResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let kind = GroupKind::from_name(&body.r#type).ok_or_else(|| {
+            Rejection::new(
+                Reason::GroupTypeInvalid,
+                format!("{:?} is not a group type: work, public, meeting, community or avchatroom", body.r#type),
+            )
+        })?;
+        let group = if body.group_id.is_empty() {
+            GroupId::parse(&format!("g{:016x}", rand::random::<u64>()))?
+        } else {
+            GroupId::parse(&body.group_id)?
+        };
+        let mut members = Vec::with_capacity(body.members.len());
+        for m in &body.members {
+            let user = UserId::parse(m)?;
+            if user != me && !members.contains(&user) {
+                members.push(user);
+            }
+        }
+        self.require_local_member(&me).await?;
+        for user in &members {
+            self.require_local_member(user).await?;
+        }
+        let command = Command::CreateGroup {
+            group: group.clone(),
+            kind,
+            owner: me,
+            name: body.name,
+            max_members: self.cap(kind),
+            members,
+        };
+        match self.propose_one(self.shard_of(&group), command).await? {
+            Reply::GroupChanged { group, member_count, changed } => Ok(api::CreateGroupResponse {
+                conversation_id: ConversationId::group(&group).to_string(),
+                group_id: group.to_string(),
+                member_count,
+                created: changed,
+            }),
+            other => Err(ApiError::Internal(format!("unexpected reply to create-group: {other:?}"))),
+        }
+    }
+
+    pub(super) async fn add_group_members_(
+        &self,
+        req: Request<api::AddGroupMembersRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let users = body.users.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        for user in &users {
+            self.require_local_member(user).await?;
+        }
+        changed(self.propose_one(self.shard_of(&group), Command::AddGroupMembers { actor: me, group, users }).await?)
+    }
+
+    pub(super) async fn remove_group_member_(
+        &self,
+        req: Request<api::RemoveGroupMemberRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let user = if body.user.is_empty() { me.clone() } else { UserId::parse(&body.user)? };
+        changed(self.propose_one(self.shard_of(&group), Command::RemoveGroupMember { actor: me, group, user }).await?)
+    }
+
+    pub(super) async fn mute_group_member_(
+        &self,
+        req: Request<api::MuteGroupMemberRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let user = UserId::parse(&body.user)?;
+        let duration_ms = body.seconds.saturating_mul(1000);
+        let command = Command::MuteGroupMember { actor: me, group: group.clone(), user, duration_ms };
+        changed(self.propose_one(self.shard_of(&group), command).await?)
+    }
+
+    pub(super) async fn dismiss_group_(
+        &self,
+        req: Request<api::DismissGroupRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let group = GroupId::parse(&req.get_ref().group_id)?;
+        changed(self.propose_one(self.shard_of(&group), Command::DismissGroup { actor: me, group }).await?)
+    }
+
+    /// The group (after a read barrier), and whether `me` may read it: a member, or anyone in
+    /// a live room.
+    async fn readable_group(&self, me: &UserId, group: &GroupId) -> Result<meridian_domain::Group, ApiError> {
+        let shard = self.shard_of(group);
+        self.ctx.node.read_barrier(shard).await?;
+        let store = self.ctx.node.store(shard)?;
+        let Some(g) = store.group(group)? else {
+            return Err(Rejection::new(Reason::GroupNotFound, format!("no group {group}")).into());
+        };
+        if g.kind.keeps_members() && store.group_member(group, me)?.is_none() {
+            return Err(Rejection::new(Reason::NotGroupMember, format!("{me} is not a member of group {group}")).into());
+        }
+        Ok(g)
+    }
+
+    pub(super) async fn get_group_(
+        &self,
+        req: Request<api::GetGroupRequest>,
+    ) -> Result<api::GetGroupResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let limit = match body.limit {
+            0 => DEFAULT_MEMBER_PAGE,
+            n if n <= MAX_MEMBER_PAGE => n,
+            n => {
+                return Err(Rejection::new(
+                    Reason::PageLimitInvalid,
+                    format!("limit {n} is over the page maximum {MAX_MEMBER_PAGE}"),
+                )
+                .into())
+            }
+        } as usize;
+        let after = if body.after.is_empty() { None } else { Some(UserId::parse(&body.after)?) };
+        let g = self.readable_group(&me, &group).await?;
+        let store = self.ctx.node.store(self.shard_of(&group))?;
+        let last_seq = store.conversation(&ConversationId::group(&group))?.map_or(Seq::ZERO, |h| h.last_seq);
+        let members = store.group_members(&group, after.as_ref(), limit + 1)?;
+        let next_after = if members.len() > limit { members[limit - 1].user.to_string() } else { String::new() };
+        Ok(api::GetGroupResponse {
+            group: Some(api::GroupInfo {
+                group_id: g.id.to_string(),
+                r#type: g.kind.name().to_owned(),
+                name: g.name,
+                owner: g.owner.to_string(),
+                max_members: g.max_members,
+                member_count: g.member_count,
+                created_ms: g.created.0,
+                dismissed: g.dismissed,
+                last_seq: last_seq.0,
+            }),
+            members: members
+                .iter()
+                .take(limit)
+                .map(|m| api::GroupMemberInfo {
+                    user: m.user.to_string(),
+                    role: m.role.name().to_owned(),
+                    joined_ms: m.joined.0,
+                    read_seq: m.read_seq.0,
+                    muted_until_ms: m.muted_until.0,
+                })
+                .collect(),
+            next_after,
+        })
+    }
+
+    pub(super) async fn group_send(
+        &self,
+        req: Request<api::SendMessageRequest>,
+    ) -> Result<Homed<api::SendMessageResponse>, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        if !body.to.is_empty() {
+            return Err(Rejection::new(Reason::GroupIdInvalid, "name a peer (`to`) or a group, not both").into());
+        }
+        let group = GroupId::parse(&body.group_id)?;
+        let elements = body.elements.into_iter().map(element_from_wire).collect::<Result<Vec<_>, _>>()?;
+        validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
+        let request_id = if body.request_id.is_empty() {
+            RequestId::parse(&format!("auto-{:032x}", rand::random::<u128>()))?
+        } else {
+            RequestId::parse(&body.request_id)?
+        };
+        let command =
+            Command::SendGroupMessage { sender: me, group: group.clone(), elements, request_id: Some(request_id) };
+        match self.propose_one(self.shard_of(&group), command).await? {
+            Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok((
+                api::SendMessageResponse {
+                    message_id: message_id.to_string(),
+                    seq: seq.0,
+                    server_time_ms: time.0,
+                    conversation_id: conversation.to_string(),
+                    duplicate,
+                },
+                Some(self.ctx.topology.region().clone()),
+            )),
+            other => Err(ApiError::Internal(format!("unexpected reply to a group send: {other:?}"))),
+        }
+    }
+
+    pub(super) async fn group_history(
+        &self,
+        req: Request<api::GetHistoryRequest>,
+    ) -> Result<Homed<api::GetHistoryResponse>, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let group = GroupId::parse(&req.get_ref().group_id)?;
+        self.readable_group(&me, &group).await?;
+        let stream = ConversationId::group(&group);
+        let page = self.read_page(&stream, self.shard_of(&group), req.into_inner()).await?;
+        Ok((page, Some(self.ctx.topology.region().clone())))
+    }
+
+    pub(super) async fn group_mark_read(
+        &self,
+        req: Request<api::MarkReadRequest>,
+    ) -> Result<Homed<api::MarkReadResponse>, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let command = Command::MarkRead {
+            user: me,
+            conversation: ConversationId::group(&group),
+            up_to: (body.seq != 0).then_some(Seq(body.seq)),
+        };
+        match self.propose_one(self.shard_of(&group), command).await? {
+            Reply::ReadMarked { read_seq, unread } => {
+                Ok((api::MarkReadResponse { read_seq: read_seq.0, unread }, Some(self.ctx.topology.region().clone())))
+            }
+            other => Err(ApiError::Internal(format!("unexpected reply to mark-read: {other:?}"))),
+        }
+    }
+
+    /// `me`'s groups as conversation rows: the stream's head and last message, and the unread
+    /// count from `me`'s cursor (read from the group's shard; `user_shard` holds the list).
+    pub(super) async fn group_rows(
+        &self,
+        me: &UserId,
+        user_shard: ShardId,
+    ) -> Result<Vec<api::Conversation>, ApiError> {
+        let refs = self.ctx.node.store(user_shard)?.group_refs(me)?;
+        let mut rows = Vec::with_capacity(refs.len());
+        for r in refs {
+            let store = self.ctx.node.store(self.shard_of(&r.group))?;
+            let Some(member) = store.group_member(&r.group, me)? else { continue };
+            let stream = ConversationId::group(&r.group);
+            let head = store.conversation(&stream)?;
+            let last_seq = head.as_ref().map_or(Seq::ZERO, |h| h.last_seq);
+            let last = if last_seq == Seq::ZERO { None } else { store.message(&stream, last_seq)? };
+            rows.push(api::Conversation {
+                conversation_id: stream.to_string(),
+                group_id: r.group.to_string(),
+                last_seq: last_seq.0,
+                read_seq: member.read_seq.0,
+                unread: last_seq.0.saturating_sub(member.read_seq.0),
+                last_time_ms: head.as_ref().map_or(r.joined.0, |h| h.last_time.0),
+                last_message: last.as_ref().map(message_to_wire),
+                home_region: self.ctx.topology.region().to_string(),
+                ..Default::default()
+            });
+        }
+        Ok(rows)
+    }
+}

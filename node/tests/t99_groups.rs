@@ -1,0 +1,251 @@
+//! Groups on a real 3-node region: every type through its join rules and its cap (the 201st
+//! member of a Work group is refused), mutes that expire, a live room without member state,
+//! lists with unread counts, kicks, leaves and dismissal; and group sends from 20 members
+//! with joins and kicks interleaved while the group shard's leader is killed: every
+//! acknowledged message once, gapless, identical on every replica, unread equal to a
+//! recount, projections equal to a replay.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use meridian_client::api::ReadConsistency;
+use meridian_client::{Client, ClientError, Stream};
+
+use common::{shard_of, user_ids, Cluster, Tuning};
+
+fn reason(e: &ClientError) -> &str {
+    e.reason().unwrap_or_default()
+}
+
+async fn members(client: &Client, group: &str) -> Vec<String> {
+    client.group_all_members(group).await.unwrap().members.into_iter().map(|m| m.user).collect()
+}
+
+/// The group rows of `user`'s list: group id → (last seq, unread).
+async fn group_rows(client: &Client) -> BTreeMap<String, (u64, u64)> {
+    let list = client.conversations_all(ReadConsistency::Linearizable).await.unwrap();
+    list.conversations
+        .into_iter()
+        .filter(|c| !c.group_id.is_empty())
+        .map(|c| (c.group_id, (c.last_seq, c.unread)))
+        .collect()
+}
+
+/// Waits (bounded) until `user`'s list shows exactly `expected` groups.
+async fn wait_group_rows(cluster: &Cluster, user: &str, expected: &[(&str, u64, u64)]) {
+    let expected: BTreeMap<String, (u64, u64)> =
+        expected.iter().map(|(g, last, unread)| (g.to_string(), (*last, *unread))).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = group_rows(&cluster.user(user)).await;
+        if seen == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user}'s groups: expected {expected:?}, got {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_group_type_follows_its_join_rules_and_limits() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    let mut users = user_ids("w", 201);
+    users.extend(["own", "zed", "pat"].map(String::from));
+    cluster.create_users(&users).await;
+    let own = cluster.user("own");
+
+    cluster.phase("a work group of 200 (the owner and 199), then a 201st");
+    let initial: Vec<&str> = users[..199].iter().map(String::as_str).collect();
+    let created = own.create_group(Some("team"), "work", "the team", &initial).await.unwrap();
+    assert_eq!((created.member_count, created.created, created.conversation_id.as_str()), (200, true, "grp:team"));
+    let refused = own.add_group_members("team", &[users[199].as_str()]).await.unwrap_err();
+    assert_eq!(reason(&refused), "GROUP_MEMBER_LIMIT", "{refused}");
+    let info = own.group_all_members("team").await.unwrap();
+    assert_eq!((info.group.as_ref().unwrap().member_count, info.members.len()), (200, 200), "nothing changed");
+    // A repeat of the create by its owner changes nothing; another owner may not take the id.
+    assert!(!own.create_group(Some("team"), "work", "", &[]).await.unwrap().created);
+    let taken = cluster.user("zed").create_group(Some("team"), "meeting", "", &[]).await.unwrap_err();
+    assert_eq!(reason(&taken), "GROUP_EXISTS");
+    // A work group is joined by invitation only.
+    let not_invited = cluster.user("zed").add_group_members("team", &["zed"]).await.unwrap_err();
+    assert_eq!(reason(&not_invited), "PERMISSION_DENIED");
+
+    cluster.phase("join rules: public by the owner only, meeting and community free to join");
+    own.create_group(Some("pub"), "public", "", &[]).await.unwrap();
+    let applied = cluster.user("zed").add_group_members("pub", &["zed"]).await.unwrap_err();
+    assert_eq!(reason(&applied), "PERMISSION_DENIED", "{applied}");
+    assert_eq!(own.add_group_members("pub", &["zed"]).await.unwrap().member_count, 2);
+    for kind in ["meeting", "community"] {
+        own.create_group(Some(kind), kind, "", &[]).await.unwrap();
+        let joined = cluster.user("zed").add_group_members(kind, &["zed"]).await.unwrap();
+        assert_eq!((joined.member_count, joined.changed), (2, true), "{kind}");
+        // A plain member may not add others to it.
+        let refused = cluster.user("zed").add_group_members(kind, &["pat"]).await.unwrap_err();
+        assert_eq!(reason(&refused), "PERMISSION_DENIED", "{kind}");
+    }
+    let bad_type = own.create_group(Some("x"), "club", "", &[]).await.unwrap_err();
+    assert_eq!(reason(&bad_type), "GROUP_TYPE_INVALID");
+
+    cluster.phase("sends, unread counts in the members' lists, a mute that expires");
+    let w1 = cluster.user("w001");
+    for i in 1..=3 {
+        let sent = w1.send_group_text("team", &format!("hello {i}"), Some(format!("w001-{i}"))).await.unwrap();
+        assert_eq!((sent.seq, sent.conversation_id.as_str()), (i, "grp:team"));
+    }
+    let again = w1.send_group_text("team", "hello 1", Some("w001-1".into())).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (1, true));
+    let outsider = cluster.user("zed").send_group_text("team", "let me in", None).await.unwrap_err();
+    assert_eq!(reason(&outsider), "NOT_GROUP_MEMBER");
+    wait_group_rows(&cluster, "w002", &[("team", 3, 3)]).await;
+    wait_group_rows(&cluster, "w001", &[("team", 3, 0)]).await;
+    let read = cluster.user("w002").mark_group_read("team", Some(2)).await.unwrap();
+    assert_eq!((read.read_seq, read.unread), (2, 1));
+    wait_group_rows(&cluster, "w002", &[("team", 3, 1)]).await;
+    let history = w1.stream_history_all(&Stream::Group("team".into()), ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let not_yours = cluster
+        .user("zed")
+        .stream_history_all(&Stream::Group("team".into()), ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&not_yours), "NOT_GROUP_MEMBER");
+
+    own.mute_group_member("team", "w002", 2).await.unwrap();
+    let muted_at = Instant::now();
+    let muted = cluster.user("w002").send_group_text("team", "can I speak?", None).await.unwrap_err();
+    assert_eq!(reason(&muted), "MEMBER_MUTED", "{muted}");
+    let by_member = cluster.user("w003").mute_group_member("team", "w004", 60).await.unwrap_err();
+    assert_eq!(reason(&by_member), "PERMISSION_DENIED");
+    tokio::time::sleep(Duration::from_millis(2_300).saturating_sub(muted_at.elapsed())).await;
+    assert_eq!(cluster.user("w002").send_group_text("team", "now I can", None).await.unwrap().seq, 4);
+
+    cluster.phase("a live room: anyone joins and sends, nothing is kept per member");
+    own.create_group(Some("live"), "avchatroom", "stream", &["w005"]).await.unwrap();
+    let joined = cluster.user("pat").add_group_members("live", &["pat"]).await.unwrap();
+    assert_eq!((joined.member_count, joined.changed), (0, false));
+    assert_eq!(cluster.user("pat").send_group_text("live", "👏", None).await.unwrap().seq, 1);
+    assert!(members(&own, "live").await.is_empty());
+    wait_group_rows(&cluster, "pat", &[]).await;
+
+    cluster.phase("kick, leave, dismiss");
+    assert_eq!(own.remove_group_member("team", Some("w003")).await.unwrap().member_count, 199);
+    assert_eq!(cluster.user("w004").remove_group_member("team", None).await.unwrap().member_count, 198);
+    let kicked = cluster.user("w003").send_group_text("team", "hey", None).await.unwrap_err();
+    assert_eq!(reason(&kicked), "NOT_GROUP_MEMBER");
+    wait_group_rows(&cluster, "w003", &[]).await;
+    let owner_leaves = own.remove_group_member("team", None).await.unwrap_err();
+    assert_eq!(reason(&owner_leaves), "PERMISSION_DENIED");
+    let by_admin_only = cluster.user("w005").dismiss_group("team").await.unwrap_err();
+    assert_eq!(reason(&by_admin_only), "PERMISSION_DENIED");
+    own.dismiss_group("pub").await.unwrap();
+    let gone = cluster.user("zed").send_group_text("pub", "anyone?", None).await.unwrap_err();
+    assert_eq!(reason(&gone), "GROUP_DISMISSED");
+
+    cluster.wait_converged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_sends_survive_a_leader_kill_with_joins_and_kicks_interleaved() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    let senders = user_ids("s", 20);
+    let joiners = user_ids("j", 10);
+    let mut all = senders.clone();
+    all.extend(joiners.iter().cloned());
+    all.push("boss".into());
+    cluster.create_users(&all).await;
+    let boss = cluster.user("boss");
+    let sender_refs: Vec<&str> = senders.iter().map(String::as_str).collect();
+    boss.create_group(Some("ops"), "work", "ops", &sender_refs).await.unwrap();
+    let group_shard = shard_of("grp:ops", 8);
+
+    cluster.phase("20 members send 8 messages each; joins and kicks interleaved; the leader is killed");
+    let sends: Vec<_> = senders
+        .iter()
+        .map(|s| {
+            let client = cluster.user(s);
+            let s = s.clone();
+            async move {
+                let mut acks = vec![];
+                for i in 0..8 {
+                    let rid = format!("{s}-{i}");
+                    match client.send_group_text("ops", &rid, Some(rid.clone())).await {
+                        Ok(sent) => acks.push((rid, sent.seq)),
+                        Err(e) => panic!("{s}'s send {i} failed: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                acks
+            }
+        })
+        .collect();
+    let churn = async {
+        for (n, j) in joiners.iter().enumerate() {
+            boss.add_group_members("ops", &[j.as_str()]).await.unwrap();
+            if n % 2 == 1 {
+                boss.remove_group_member("ops", Some(j)).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    let leader = cluster.shard_leader(group_shard).await;
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        cluster.kill9(leader);
+    };
+    let (acks, (), ()) = tokio::join!(futures::future::join_all(sends), churn, kill);
+    let acks: Vec<(String, u64)> = acks.into_iter().flatten().collect();
+    // More sends after the kill, from every sender, through the survivors.
+    let mut late = vec![];
+    for s in &senders {
+        let rid = format!("{s}-late");
+        let sent = cluster.user(s).send_group_text("ops", &rid, Some(rid.clone())).await.unwrap();
+        late.push((rid, sent.seq));
+    }
+    cluster.restart(leader).await;
+    cluster.wait_converged().await;
+
+    cluster.phase("every acknowledged message once, gapless, identical on every replica");
+    let acked: BTreeMap<String, u64> = acks.into_iter().chain(late).collect();
+    assert_eq!(acked.len(), 20 * 9);
+    let mut replicas = vec![];
+    for i in 0..cluster.len() {
+        let history = cluster
+            .user_on(i, "boss")
+            .stream_history_all(&Stream::Group("ops".into()), ReadConsistency::Local)
+            .await
+            .unwrap();
+        let rows: Vec<(u64, String, String)> =
+            history.iter().map(|m| (m.seq, m.sender.clone(), meridian_client::message_text(m))).collect();
+        replicas.push(rows);
+    }
+    for (i, rows) in replicas.iter().enumerate() {
+        assert_eq!(rows, &replicas[0], "node {} differs from node 1", i + 1);
+    }
+    let rows = &replicas[0];
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=rows.len() as u64).collect::<Vec<_>>(), "gapless");
+    assert_eq!(rows.len(), acked.len(), "every message is an acknowledged one, once");
+    for (seq, _, text) in rows {
+        assert_eq!(acked.get(text), Some(seq), "{text} at seq {seq}");
+    }
+
+    cluster.phase("members and unread counts equal a recount");
+    let listed = members(&boss, "ops").await;
+    let mut expected: Vec<String> = senders.clone();
+    expected.push("boss".into());
+    expected.extend(joiners.iter().enumerate().filter(|(n, _)| n % 2 == 0).map(|(_, j)| j.clone()));
+    expected.sort();
+    assert_eq!(listed, expected);
+    let info = boss.group_all_members("ops").await.unwrap();
+    let last = rows.len() as u64;
+    for m in &info.members {
+        let recount = rows.iter().filter(|r| r.0 > m.read_seq).count() as u64;
+        let client = cluster.user(&m.user);
+        let seen = group_rows(&client).await;
+        assert_eq!(seen.get("ops"), Some(&(last, recount)), "{}", m.user);
+    }
+    cluster.verify_projections().await;
+}
