@@ -224,17 +224,17 @@ async fn group_command(client: &Client, command: GroupCommand) -> Result<Output,
             let me = act_as.user.clone().or_else(|| client.act_as().map(str::to_owned)).unwrap_or_default();
             Output::line(render::group_change_line(&client.add_group_members(&id, &[me.as_str()]).await?))
         }
-        GroupCommand::Kick { id, user, .. } => {
-            Output::line(render::group_change_line(&client.remove_group_member(&id, Some(&user)).await?))
+        GroupCommand::Kick { id, member, .. } => {
+            Output::line(render::group_change_line(&client.remove_group_member(&id, Some(&member)).await?))
         }
         GroupCommand::Leave { id, .. } => {
             Output::line(render::group_change_line(&client.remove_group_member(&id, None).await?))
         }
-        GroupCommand::Mute { id, user, seconds, .. } => {
-            Output::line(render::group_change_line(&client.mute_group_member(&id, &user, seconds).await?))
+        GroupCommand::Mute { id, member, seconds, .. } => {
+            Output::line(render::group_change_line(&client.mute_group_member(&id, &member, seconds).await?))
         }
-        GroupCommand::Unmute { id, user, .. } => {
-            Output::line(render::group_change_line(&client.mute_group_member(&id, &user, 0).await?))
+        GroupCommand::Unmute { id, member, .. } => {
+            Output::line(render::group_change_line(&client.mute_group_member(&id, &member, 0).await?))
         }
         GroupCommand::Dismiss { id, .. } => Output::line(render::group_change_line(&client.dismiss_group(&id).await?)),
         GroupCommand::Info { id, json, .. } => {
@@ -433,6 +433,25 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn group_commands_parse() {
+        assert!(matches!(
+            parse(&["group", "create", "team", "--as", "ann", "--type", "public", "--members", "bob,cat"]),
+            Ok(ClientCommand::Group { command: GroupCommand::Create { id: Some(id), kind, members, .. } })
+                if id == "team" && kind == "public" && members == ["bob", "cat"]
+        ));
+        assert!(matches!(
+            parse(&["group", "mute", "team", "cat", "--as", "ann", "--seconds", "60"]),
+            Ok(ClientCommand::Group { command: GroupCommand::Mute { member, seconds: 60, .. } }) if member == "cat"
+        ));
+        assert!(matches!(
+            parse(&["send", "--as", "bob", "--group", "team", "hi"]),
+            Ok(ClientCommand::Send(SendArgs { group: Some(g), to: None, .. })) if g == "team"
+        ));
+        assert!(parse(&["send", "--to", "bob", "--group", "team", "hi"]).is_err(), "a peer or a group, not both");
+        assert!(parse(&["read", "--group", "team"]).is_ok());
     }
 
     #[test]

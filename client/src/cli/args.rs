@@ -236,7 +236,7 @@ pub enum GroupCommand {
         #[command(flatten)]
         act_as: ActAs,
         id: String,
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
     },
     /// Join a group that is free to join (meeting, community, live room).
@@ -250,7 +250,8 @@ pub enum GroupCommand {
         #[command(flatten)]
         act_as: ActAs,
         id: String,
-        user: String,
+        #[arg(value_name = "USER")]
+        member: String,
     },
     /// Leave a group.
     Leave {
@@ -263,7 +264,8 @@ pub enum GroupCommand {
         #[command(flatten)]
         act_as: ActAs,
         id: String,
-        user: String,
+        #[arg(value_name = "USER")]
+        member: String,
         /// For how long.
         #[arg(long, value_name = "N")]
         seconds: u64,
@@ -273,7 +275,8 @@ pub enum GroupCommand {
         #[command(flatten)]
         act_as: ActAs,
         id: String,
-        user: String,
+        #[arg(value_name = "USER")]
+        member: String,
     },
     /// Dismiss a group (owner).
     Dismiss {

@@ -219,6 +219,7 @@ fn conversation_head_line(conversation: &Conversation) -> String {
     if !conversation.group_id.is_empty() {
         let mut row = conversation.clone();
         row.peer = format!("group:{}", conversation.group_id);
+        row.group_id.clear();
         return conversation_head_line(&row);
     }
     let last = conversation
