@@ -237,6 +237,13 @@ async fn group_command(client: &Client, command: GroupCommand) -> Result<Output,
             Output::line(render::group_change_line(&client.mute_group_member(&id, &member, 0).await?))
         }
         GroupCommand::Dismiss { id, .. } => Output::line(render::group_change_line(&client.dismiss_group(&id).await?)),
+        GroupCommand::Admin { id, member, revoke, .. } => {
+            let role = if revoke { "member" } else { "admin" };
+            Output::line(render::group_change_line(&client.set_group_member_role(&id, &member, role).await?))
+        }
+        GroupCommand::Transfer { id, member, .. } => {
+            Output::line(render::group_change_line(&client.transfer_group(&id, &member).await?))
+        }
         GroupCommand::Info { id, json, .. } => {
             let info = client.group_all_members(&id).await?;
             Output::json_or_lines(json, || render::group_json(&info), || render::group_lines(&info))

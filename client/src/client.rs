@@ -21,7 +21,7 @@ use meridian_proto::api::{
     LogicVersionResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest,
     ReadConsistency, ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse,
     RemoveGroupMemberRequest, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse,
-    TextElement, VerifyProjectionsRequest, VerifyProjectionsResponse,
+    SetGroupMemberRoleRequest, TextElement, TransferGroupRequest, VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -343,6 +343,30 @@ impl Client {
         let request = MuteGroupMemberRequest { group_id: group.to_owned(), user: user.to_owned(), seconds };
         self.call_at(self.group_route(group), "MuteGroupMember", request, |channel, request| async move {
             ChatClient::new(channel).mute_group_member(request).await
+        })
+        .await
+    }
+
+    /// Sets a member's role (owner only): `admin` or `member`.
+    pub async fn set_group_member_role(
+        &self,
+        group: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request =
+            SetGroupMemberRoleRequest { group_id: group.to_owned(), user: user.to_owned(), role: role.to_owned() };
+        self.call_at(self.group_route(group), "SetGroupMemberRole", request, |channel, request| async move {
+            ChatClient::new(channel).set_group_member_role(request).await
+        })
+        .await
+    }
+
+    /// Hands a group to another member (owner only).
+    pub async fn transfer_group(&self, group: &str, new_owner: &str) -> Result<GroupChangeResponse, ClientError> {
+        let request = TransferGroupRequest { group_id: group.to_owned(), new_owner: new_owner.to_owned() };
+        self.call_at(self.group_route(group), "TransferGroup", request, |channel, request| async move {
+            ChatClient::new(channel).transfer_group(request).await
         })
         .await
     }

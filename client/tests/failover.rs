@@ -160,6 +160,20 @@ impl Chat for ScriptedChat {
     ) -> Result<Response<meridian_client::api::GetGroupResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn set_group_member_role(
+        &self,
+        _: Request<meridian_client::api::SetGroupMemberRoleRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn transfer_group(
+        &self,
+        _: Request<meridian_client::api::TransferGroupRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

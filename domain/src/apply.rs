@@ -176,6 +176,10 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             crate::group::mute(state, ctx, (actor, group, user, *duration_ms))
         }
         Command::DismissGroup { actor, group } => crate::group::dismiss(state, ctx, actor, group),
+        Command::SetGroupRole { actor, group, user, role } => {
+            crate::group::set_role(state, ctx, actor, group, (user, *role))
+        }
+        Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }

@@ -48,6 +48,10 @@ pub enum Command {
     MuteGroupMember { actor: UserId, group: GroupId, user: UserId, duration_ms: u64 },
     /// The owner dismisses a group: every later command on it is refused.
     DismissGroup { actor: UserId, group: GroupId },
+    /// The owner makes a member an admin, or an admin a plain member again.
+    SetGroupRole { actor: UserId, group: GroupId, user: UserId, role: crate::records::GroupRole },
+    /// The owner hands the group to another member, and becomes a plain member.
+    TransferGroup { actor: UserId, group: GroupId, to: UserId },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },

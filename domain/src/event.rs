@@ -57,6 +57,9 @@ pub enum Event {
     GroupMemberMuted { group: GroupId, user: UserId, until: TimeMs, by: UserId },
     /// The owner dismissed the group.
     GroupDismissed { group: GroupId, by: UserId, at: TimeMs },
+    /// `user`'s role in `group` became `role` (set by `by`). A transfer of ownership is two of
+    /// these, the new owner's first, and the group's owner follows the `Owner` one.
+    GroupRoleSet { group: GroupId, user: UserId, role: GroupRole, by: UserId },
     /// `group` entered `user`'s list of groups (on the user's shard).
     GroupListed { user: UserId, group: GroupId, at: TimeMs },
     /// `group` left `user`'s list of groups.
@@ -83,6 +86,7 @@ impl Event {
             Event::GroupMessageSent { .. } => "GroupMessageSent",
             Event::GroupMemberMuted { .. } => "GroupMemberMuted",
             Event::GroupDismissed { .. } => "GroupDismissed",
+            Event::GroupRoleSet { .. } => "GroupRoleSet",
             Event::GroupListed { .. } => "GroupListed",
             Event::GroupUnlisted { .. } => "GroupUnlisted",
         }

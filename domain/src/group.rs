@@ -439,3 +439,78 @@ pub(crate) fn mark_read(
         reply,
     }))
 }
+
+/// The owner makes a member an admin or a plain member.
+pub(crate) fn set_role(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    actor: &UserId,
+    group: &GroupId,
+    (user, role): (&UserId, GroupRole),
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if &g.owner != actor {
+        return reject(Reason::PermissionDenied, format!("only the owner of group {group} sets roles"));
+    }
+    let target = match member_of(state, &g, user)? {
+        Ok(m) => m,
+        Err(r) => return Ok(Err(r)),
+    };
+    if target.role == GroupRole::Owner || role == GroupRole::Owner {
+        return reject(Reason::PermissionDenied, "the owner's role changes only by a transfer of the group");
+    }
+    let unchanged = target.role == role;
+    Ok(Ok(Applied {
+        events: if unchanged {
+            vec![]
+        } else {
+            vec![Event::GroupRoleSet { group: group.clone(), user: user.clone(), role, by: actor.clone() }]
+        },
+        changes: vec![],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: !unchanged },
+    }))
+}
+
+/// The owner hands the group to another member and becomes a plain member.
+pub(crate) fn transfer(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    actor: &UserId,
+    group: &GroupId,
+    to: &UserId,
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if &g.owner == to && actor == to {
+        // A repeat by the new owner of a transfer that already took place.
+        return Ok(Ok(Applied {
+            events: vec![],
+            changes: vec![],
+            reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: false },
+        }));
+    }
+    if &g.owner != actor {
+        return reject(Reason::PermissionDenied, format!("only the owner of group {group} may hand it over"));
+    }
+    if let Err(r) = member_of(state, &g, to)? {
+        return Ok(Err(r));
+    }
+    Ok(Ok(Applied {
+        events: vec![
+            Event::GroupRoleSet { group: group.clone(), user: to.clone(), role: GroupRole::Owner, by: actor.clone() },
+            Event::GroupRoleSet {
+                group: group.clone(),
+                user: actor.clone(),
+                role: GroupRole::Member,
+                by: actor.clone(),
+            },
+        ],
+        changes: vec![],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
+    }))
+}

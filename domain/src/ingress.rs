@@ -135,7 +135,17 @@ pub fn check(
         }
         Command::RemoveGroupMember { group, .. }
         | Command::MuteGroupMember { group, .. }
-        | Command::DismissGroup { group, .. } => to.owns(crate::ConversationId::group(group).as_str()),
+        | Command::DismissGroup { group, .. }
+        | Command::TransferGroup { group, .. } => to.owns(crate::ConversationId::group(group).as_str()),
+        Command::SetGroupRole { group, role, .. } => {
+            if *role == crate::GroupRole::Owner {
+                return Err(Rejection::new(
+                    Reason::PermissionDenied,
+                    "ownership is handed over by a transfer, not by setting a role",
+                ));
+            }
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
         Command::SendGroupMessage { group, elements, .. } => {
             validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
             to.owns(crate::ConversationId::group(group).as_str())

@@ -7,7 +7,8 @@ use crate::change::Change;
 use crate::event::Event;
 use crate::ids::Seq;
 use crate::records::{
-    Conversation, ConversationRef, DedupEntry, Group, GroupMember, GroupRef, MemberCursor, Message, Recall, User,
+    Conversation, ConversationRef, DedupEntry, Group, GroupMember, GroupRef, GroupRole, MemberCursor, Message, Recall,
+    User,
 };
 use crate::state::{ShardState, StateError};
 
@@ -193,6 +194,17 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             }],
             None => vec![],
         },
+        Event::GroupRoleSet { group, user, role, .. } => {
+            let Some(member) = state.group_member(group, user)? else { return Ok(vec![]) };
+            let mut changes =
+                vec![Change::PutGroupMember { group: group.clone(), member: GroupMember { role: *role, ..member } }];
+            if *role == GroupRole::Owner {
+                if let Some(g) = state.group(group)? {
+                    changes.push(Change::PutGroup(Group { owner: user.clone(), ..g }));
+                }
+            }
+            changes
+        }
         Event::GroupDismissed { group, .. } => match state.group(group)? {
             Some(g) => vec![Change::PutGroup(Group { dismissed: true, ..g })],
             None => vec![],

@@ -82,6 +82,7 @@ reasons! {
     GroupIdInvalid => "GROUP_ID_INVALID", InvalidArgument;
     GroupNameInvalid => "GROUP_NAME_INVALID", InvalidArgument;
     GroupTypeInvalid => "GROUP_TYPE_INVALID", InvalidArgument;
+    GroupRoleInvalid => "GROUP_ROLE_INVALID", InvalidArgument;
     GroupNotFound => "GROUP_NOT_FOUND", NotFound;
     GroupExists => "GROUP_EXISTS", AlreadyExists;
     NotGroupMember => "NOT_GROUP_MEMBER", PermissionDenied;

@@ -691,3 +691,40 @@ fn a_group_send_writes_the_same_records_whatever_the_group_size() {
     assert_eq!(count_changes(10), count_changes(400));
     assert_eq!(count_changes(10), (1, 4), "message, head, the sender's cursor, the request-id record");
 }
+
+#[test]
+fn the_owner_appoints_admins_and_hands_the_group_over() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Public, 10, &["ann", "bob"]).unwrap_or_else(|r| panic!("{r}"));
+    let role = |actor: &str, u: &str, role| Command::SetGroupRole {
+        actor: user(actor),
+        group: gid("g1"),
+        user: user(u),
+        role,
+    };
+    assert_rejected(&mut s, &ctx(2, 2), role("ann", "bob", GroupRole::Admin), Reason::PermissionDenied);
+    assert_eq!(group_changed(&run(&mut s, &ctx(3, 3), role("own", "ann", GroupRole::Admin))), (3, true));
+    assert_eq!(group_changed(&run(&mut s, &ctx(4, 4), role("own", "ann", GroupRole::Admin))), (3, false), "a repeat");
+    // An admin adds to a public group and kicks plain members, not other admins.
+    assert!(add(&mut s, 5, "ann", &["cat"]).is_ok());
+    let kick =
+        |actor: &str, u: &str| Command::RemoveGroupMember { actor: user(actor), group: gid("g1"), user: user(u) };
+    assert!(run(&mut s, &ctx(6, 6), kick("ann", "cat")).is_ok());
+    // The owner hands the group to bob and becomes a plain member.
+    let transfer =
+        |actor: &str, to: &str| Command::TransferGroup { actor: user(actor), group: gid("g1"), to: user(to) };
+    assert_rejected(&mut s, &ctx(7, 7), transfer("ann", "bob"), Reason::PermissionDenied);
+    assert_rejected(&mut s, &ctx(8, 8), transfer("own", "eve"), Reason::NotGroupMember);
+    assert_eq!(group_changed(&run(&mut s, &ctx(9, 9), transfer("own", "bob"))), (3, true));
+    assert_eq!(s.groups[&gid("g1")].owner, user("bob"));
+    assert_eq!(s.members[&(gid("g1"), user("bob"))].role, GroupRole::Owner);
+    assert_eq!(s.members[&(gid("g1"), user("own"))].role, GroupRole::Member);
+    assert_eq!(
+        group_changed(&run(&mut s, &ctx(10, 10), transfer("bob", "bob"))),
+        (3, false),
+        "a repeat by the new owner"
+    );
+    // The former owner may now leave; the new one may not.
+    assert!(run(&mut s, &ctx(11, 11), kick("own", "own")).is_ok());
+    assert_rejected(&mut s, &ctx(12, 12), kick("bob", "bob"), Reason::PermissionDenied);
+}

@@ -131,6 +131,22 @@ async fn every_group_type_follows_its_join_rules_and_limits() {
     assert!(members(&own, "live").await.is_empty());
     wait_group_rows(&cluster, "pat", &[]).await;
 
+    cluster.phase("admins: the owner appoints one, who adds and kicks plain members; a group is handed over");
+    let outsider_sets = cluster.user("w005").set_group_member_role("pub", "zed", "admin").await.unwrap_err();
+    assert_eq!(reason(&outsider_sets), "PERMISSION_DENIED", "{outsider_sets}");
+    let bad_role = own.set_group_member_role("pub", "zed", "owner").await.unwrap_err();
+    assert_eq!(reason(&bad_role), "GROUP_ROLE_INVALID");
+    assert!(own.set_group_member_role("pub", "zed", "admin").await.unwrap().changed);
+    assert_eq!(cluster.user("zed").add_group_members("pub", &["pat"]).await.unwrap().member_count, 3);
+    assert_eq!(cluster.user("zed").remove_group_member("pub", Some("pat")).await.unwrap().member_count, 2);
+    let roles: BTreeMap<String, String> =
+        own.group_all_members("pub").await.unwrap().members.into_iter().map(|m| (m.user, m.role)).collect();
+    assert_eq!(roles["zed"], "admin");
+    assert!(own.transfer_group("meeting", "zed").await.unwrap().changed);
+    let info = own.group_all_members("meeting").await.unwrap();
+    assert_eq!(info.group.unwrap().owner, "zed");
+    assert!(own.remove_group_member("meeting", None).await.is_ok(), "the former owner may leave");
+
     cluster.phase("kick, leave, dismiss");
     assert_eq!(own.remove_group_member("team", Some("w003")).await.unwrap().member_count, 199);
     assert_eq!(cluster.user("w004").remove_group_member("team", None).await.unwrap().member_count, 198);

@@ -155,7 +155,8 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::IdClaimed { .. }
         | Event::GroupCreated { .. }
         | Event::GroupMemberMuted { .. }
-        | Event::GroupDismissed { .. } => vec![],
+        | Event::GroupDismissed { .. }
+        | Event::GroupRoleSet { .. } => vec![],
     }
 }
 
@@ -184,7 +185,9 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::AddGroupMembers { .. }
         | Command::RemoveGroupMember { .. }
         | Command::MuteGroupMember { .. }
-        | Command::DismissGroup { .. } => vec![],
+        | Command::DismissGroup { .. }
+        | Command::SetGroupRole { .. }
+        | Command::TransferGroup { .. } => vec![],
     }
 }
 

@@ -192,6 +192,17 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Command::DismissGroup { actor, group } => {
             Kind::DismissGroup(pb::DismissGroup { actor: actor.to_string(), group_id: group.to_string() })
         }
+        Command::SetGroupRole { actor, group, user, role } => Kind::SetGroupRole(pb::SetGroupRole {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            role: role.name().to_owned(),
+        }),
+        Command::TransferGroup { actor, group, to } => Kind::TransferGroup(pb::TransferGroup {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            to: to.to_string(),
+        }),
         Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
     };
     pb::Command { kind: Some(kind) }
@@ -289,6 +300,17 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
         Kind::DismissGroup(d) => {
             Command::DismissGroup { actor: user_id(W, &d.actor)?, group: group_id(W, &d.group_id)? }
         }
+        Kind::SetGroupRole(r) => Command::SetGroupRole {
+            actor: user_id(W, &r.actor)?,
+            group: group_id(W, &r.group_id)?,
+            user: user_id(W, &r.user)?,
+            role: group_role(W, &r.role)?,
+        },
+        Kind::TransferGroup(t) => Command::TransferGroup {
+            actor: user_id(W, &t.actor)?,
+            group: group_id(W, &t.group_id)?,
+            to: user_id(W, &t.to)?,
+        },
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
     })
 }
@@ -515,6 +537,12 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             until_ms: until.0,
             by: by.to_string(),
         }),
+        Event::GroupRoleSet { group, user, role, by } => Kind::GroupRoleSet(pb::GroupRoleSetEvent {
+            group_id: group.to_string(),
+            user: user.to_string(),
+            role: role.name().to_owned(),
+            by: by.to_string(),
+        }),
         Event::GroupDismissed { group, by, at } => Kind::GroupDismissed(pb::GroupDismissedEvent {
             group_id: group.to_string(),
             by: by.to_string(),
@@ -623,6 +651,12 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
         Kind::GroupDismissed(d) => {
             Event::GroupDismissed { group: group_id(W, &d.group_id)?, by: user_id(W, &d.by)?, at: TimeMs(d.time_ms) }
         }
+        Kind::GroupRoleSet(r) => Event::GroupRoleSet {
+            group: group_id(W, &r.group_id)?,
+            user: user_id(W, &r.user)?,
+            role: group_role(W, &r.role)?,
+            by: user_id(W, &r.by)?,
+        },
         Kind::GroupListed(l) => {
             Event::GroupListed { user: user_id(W, &l.user)?, group: group_id(W, &l.group_id)?, at: TimeMs(l.time_ms) }
         }

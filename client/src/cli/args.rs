@@ -278,6 +278,24 @@ pub enum GroupCommand {
         #[arg(value_name = "USER")]
         member: String,
     },
+    /// Make a member an admin (owner); `--revoke` makes an admin a plain member again.
+    Admin {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Hand the group to another member (owner).
+    Transfer {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+    },
     /// Dismiss a group (owner).
     Dismiss {
         #[command(flatten)]
@@ -306,6 +324,8 @@ impl GroupCommand {
             | GroupCommand::Mute { act_as, .. }
             | GroupCommand::Unmute { act_as, .. }
             | GroupCommand::Dismiss { act_as, .. }
+            | GroupCommand::Admin { act_as, .. }
+            | GroupCommand::Transfer { act_as, .. }
             | GroupCommand::Info { act_as, .. } => act_as,
         }
     }

@@ -497,6 +497,20 @@ impl Chat for ChatService {
         Ok(Response::new(self.get_group_(req).await?))
     }
 
+    async fn set_group_member_role(
+        &self,
+        req: Request<api::SetGroupMemberRoleRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.set_group_member_role_(req).await?))
+    }
+
+    async fn transfer_group(
+        &self,
+        req: Request<api::TransferGroupRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.transfer_group_(req).await?))
+    }
+
     async fn get_routes(
         &self,
         req: Request<api::GetRoutesRequest>,

@@ -158,6 +158,42 @@ impl ChatService {
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 
+    pub(super) async fn set_group_member_role_(
+        &self,
+        req: Request<api::SetGroupMemberRoleRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let user = UserId::parse(&body.user)?;
+        let role = match meridian_domain::GroupRole::from_name(&body.role) {
+            Some(role) if role != meridian_domain::GroupRole::Owner => role,
+            _ => {
+                return Err(Rejection::new(
+                    Reason::GroupRoleInvalid,
+                    format!("{:?} is not a role to set: admin or member (ownership moves by TransferGroup)", body.role),
+                )
+                .into())
+            }
+        };
+        let command = Command::SetGroupRole { actor: me, group: group.clone(), user, role };
+        changed(self.propose_one(self.shard_of(&group), command).await?)
+    }
+
+    pub(super) async fn transfer_group_(
+        &self,
+        req: Request<api::TransferGroupRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let to = UserId::parse(&body.new_owner)?;
+        changed(
+            self.propose_one(self.shard_of(&group), Command::TransferGroup { actor: me, group: group.clone(), to })
+                .await?,
+        )
+    }
+
     pub(super) async fn dismiss_group_(
         &self,
         req: Request<api::DismissGroupRequest>,

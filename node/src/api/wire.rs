@@ -207,6 +207,12 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.until_ms = until.0;
             out.by = by.to_string();
         }
+        Event::GroupRoleSet { group, user, role, by } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.role = role.name().to_owned();
+            out.by = by.to_string();
+        }
         Event::GroupDismissed { group, by, at } => {
             out.group_id = group.to_string();
             out.by = by.to_string();
