@@ -208,17 +208,28 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
 /// `meridian group …`.
 async fn group_command(client: &Client, command: GroupCommand) -> Result<Output, ClientError> {
     Ok(match command {
-        GroupCommand::Create { id, kind, name, members, .. } => {
-            let members: Vec<&str> = members.iter().map(String::as_str).collect();
-            let created = client.create_group(id.as_deref(), &kind, &name, &members).await?;
+        GroupCommand::Create { id, kind, name, members, hide_history, .. } => {
+            let request = crate::api::CreateGroupRequest {
+                group_id: id.unwrap_or_default(),
+                r#type: kind,
+                name,
+                members,
+                hide_history_from_new_members: hide_history,
+            };
+            let created = client.create_group_with(request).await?;
             Output::line(format!(
                 "group={} members={} created={} conversation={}",
                 created.group_id, created.member_count, created.created, created.conversation_id
             ))
         }
-        GroupCommand::Add { id, users, .. } => {
+        GroupCommand::Add { id, users, hidden, .. } => {
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
-            Output::line(render::group_change_line(&client.add_group_members(&id, &users).await?))
+            let change = if hidden {
+                client.add_hidden_group_members(&id, &users).await?
+            } else {
+                client.add_group_members(&id, &users).await?
+            };
+            Output::line(render::group_change_line(&change))
         }
         GroupCommand::Join { id, act_as } => {
             let me = act_as.user.clone().or_else(|| client.act_as().map(str::to_owned)).unwrap_or_default();
@@ -287,6 +298,10 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Send(args) => {
             let sent = match (&args.to, &args.group) {
+                (_, Some(group)) if !args.mention.is_empty() || args.at_all => {
+                    let mentions: Vec<&str> = args.mention.iter().map(String::as_str).collect();
+                    client.send_group_text_mentioning(group, &args.text, &mentions, args.at_all).await?
+                }
                 (_, Some(group)) => client.send_group_text(group, &args.text, args.request_id).await?,
                 (Some(to), None) => client.send_text(to, &args.text, args.request_id).await?,
                 (None, None) => {
@@ -342,7 +357,13 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             Output::line(render::read_line(&read))
         }
         ClientCommand::Recall(args) => {
-            let recalled = client.recall(&args.peer, args.seq).await?;
+            let recalled = match (&args.peer, &args.group) {
+                (_, Some(group)) => client.recall_group_message(group, args.seq).await?,
+                (Some(peer), None) => client.recall(peer, args.seq).await?,
+                (None, None) => {
+                    return Err(ClientError::InvalidConfig { detail: "name --with PEER or --group GROUP".into() })
+                }
+            };
             Output::line(render::recall_line(&recalled))
         }
         ClientCommand::Status(args) => {

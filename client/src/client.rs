@@ -276,7 +276,7 @@ impl Client {
 
     /// Recalls the caller's own message `seq` in the conversation with `peer`.
     pub async fn recall(&self, peer: &str, seq: u64) -> Result<RecallMessageResponse, ClientError> {
-        let request = RecallMessageRequest { peer: peer.to_owned(), seq };
+        let request = RecallMessageRequest { peer: peer.to_owned(), seq, ..Default::default() };
         let route = self.c2c_route(peer);
         self.call_at(route, "RecallMessage", request, |channel, request| async move {
             ChatClient::new(channel).recall_message(request).await
@@ -300,6 +300,7 @@ impl Client {
             r#type: kind.to_owned(),
             name: name.to_owned(),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
+            hide_history_from_new_members: false,
         };
         self.call("CreateGroup", request, |channel, request| async move {
             ChatClient::new(channel).create_group(request).await
@@ -312,6 +313,7 @@ impl Client {
         let request = AddGroupMembersRequest {
             group_id: group.to_owned(),
             users: users.iter().map(|u| (*u).to_owned()).collect(),
+            hidden: false,
         };
         self.call_at(self.group_route(group), "AddGroupMembers", request, |channel, request| async move {
             ChatClient::new(channel).add_group_members(request).await
@@ -402,6 +404,64 @@ impl Client {
             after = page.next_after;
         }
         Ok(all)
+    }
+
+    /// Creates a group as [`Client::create_group`] does, from a full request (e.g. with
+    /// `hide_history_from_new_members`).
+    pub async fn create_group_with(&self, request: CreateGroupRequest) -> Result<CreateGroupResponse, ClientError> {
+        self.call("CreateGroup", request, |channel, request| async move {
+            ChatClient::new(channel).create_group(request).await
+        })
+        .await
+    }
+
+    /// Adds members who receive messages but are listed to the owner and admins only.
+    pub async fn add_hidden_group_members(
+        &self,
+        group: &str,
+        users: &[&str],
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = AddGroupMembersRequest {
+            group_id: group.to_owned(),
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
+            hidden: true,
+        };
+        self.call_at(self.group_route(group), "AddGroupMembers", request, |channel, request| async move {
+            ChatClient::new(channel).add_group_members(request).await
+        })
+        .await
+    }
+
+    /// Sends a text message to a group mentioning `mentions` (and everyone with `at_all`).
+    pub async fn send_group_text_mentioning(
+        &self,
+        group: &str,
+        text: &str,
+        mentions: &[&str],
+        at_all: bool,
+    ) -> Result<SendMessageResponse, ClientError> {
+        let request = SendMessageRequest {
+            group_id: group.to_owned(),
+            elements: vec![MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) }],
+            request_id: new_request_id(),
+            mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
+            at_all,
+            ..Default::default()
+        };
+        self.call_at(self.group_route(group), "SendMessage", request, |channel, request| async move {
+            ChatClient::new(channel).send_message(request).await
+        })
+        .await
+    }
+
+    /// Recalls message `seq` of a group's stream (the sender within the window; the owner or
+    /// an admin at any time).
+    pub async fn recall_group_message(&self, group: &str, seq: u64) -> Result<RecallMessageResponse, ClientError> {
+        let request = RecallMessageRequest { group_id: group.to_owned(), seq, ..Default::default() };
+        self.call_at(self.group_route(group), "RecallMessage", request, |channel, request| async move {
+            ChatClient::new(channel).recall_message(request).await
+        })
+        .await
     }
 
     /// Sends a text message to a group.

@@ -140,9 +140,10 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             let homes = [sender_home.as_ref(), recipient_home.as_ref()];
             send_message(state, ctx, sender, recipient, elements, request_id.as_ref(), homes)
         }
-        Command::RecallMessage { actor, conversation, seq, window_ms } => {
-            recall_message(state, ctx, actor, conversation, *seq, *window_ms)
-        }
+        Command::RecallMessage { actor, conversation, seq, window_ms } => match conversation.group_id() {
+            Some(group) => crate::group::recall(state, ctx, (actor, &group, *seq, *window_ms)),
+            None => recall_message(state, ctx, actor, conversation, *seq, *window_ms),
+        },
         Command::MarkRead { user, conversation, up_to } => match conversation.group_id() {
             Some(group) => crate::group::mark_read(state, ctx, user, &group, *up_to),
             None => mark_read(state, ctx, user, conversation, *up_to),
@@ -164,13 +165,15 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             reply: Reply::Done,
         })),
         Command::ClaimId { key, region } => claim_id(state, ctx, key, region),
-        Command::CreateGroup { group, kind, owner, name, max_members, members } => {
-            crate::group::create(state, ctx, (group, *kind, owner, name, *max_members, members))
+        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history } => {
+            crate::group::create(state, ctx, (group, *kind, owner, name, *max_members, members, *hide_history))
         }
-        Command::AddGroupMembers { actor, group, users } => crate::group::add(state, ctx, actor, group, users),
+        Command::AddGroupMembers { actor, group, users, hidden } => {
+            crate::group::add(state, ctx, (actor, group, users, *hidden))
+        }
         Command::RemoveGroupMember { actor, group, user } => crate::group::remove(state, ctx, actor, group, user),
-        Command::SendGroupMessage { sender, group, elements, request_id } => {
-            crate::group::send(state, ctx, (sender, group, elements, request_id.as_ref()))
+        Command::SendGroupMessage { sender, group, elements, request_id, mentions, at_all } => {
+            crate::group::send(state, ctx, (sender, group, elements, request_id.as_ref(), mentions, *at_all))
         }
         Command::MuteGroupMember { actor, group, user, duration_ms } => {
             crate::group::mute(state, ctx, (actor, group, user, *duration_ms))

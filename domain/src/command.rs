@@ -37,13 +37,33 @@ pub enum Command {
     /// Create a group owned by `owner` with initial `members` (the owner need not be among
     /// them); applied on the group's shard. `max_members` is the cap for its type at the
     /// node that accepted the request. A repeat by the same owner is a no-op.
-    CreateGroup { group: GroupId, kind: GroupKind, owner: UserId, name: String, max_members: u64, members: Vec<UserId> },
+    /// `hide_history`: members who join later read the stream from their joining on (GRP-08).
+    CreateGroup {
+        group: GroupId,
+        kind: GroupKind,
+        owner: UserId,
+        name: String,
+        max_members: u64,
+        members: Vec<UserId>,
+        hide_history: bool,
+    },
     /// `actor` adds `users` to a group (invite, or join when `users` is the actor alone).
-    AddGroupMembers { actor: UserId, group: GroupId, users: Vec<UserId> },
+    /// `hidden` (owner and admins only): the users receive messages but are absent from the
+    /// member lists other members see (GRP-06).
+    AddGroupMembers { actor: UserId, group: GroupId, users: Vec<UserId>, hidden: bool },
     /// `actor` removes `user` from a group: a leave when they are the same, else a kick.
     RemoveGroupMember { actor: UserId, group: GroupId, user: UserId },
     /// A message to a group's stream.
-    SendGroupMessage { sender: UserId, group: GroupId, elements: Vec<Element>, request_id: Option<RequestId> },
+    /// `mentions` and `at_all` (owner and admins only) flag the message in the mentioned
+    /// members' conversation rows (MSG-05).
+    SendGroupMessage {
+        sender: UserId,
+        group: GroupId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+        mentions: Vec<UserId>,
+        at_all: bool,
+    },
     /// `actor` mutes `user` in a group for `duration_ms` from the entry's time (0: unmute).
     MuteGroupMember { actor: UserId, group: GroupId, user: UserId, duration_ms: u64 },
     /// The owner dismisses a group: every later command on it is refused.

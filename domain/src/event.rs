@@ -38,9 +38,17 @@ pub enum Event {
     /// The directory (in the key's owner region) recorded `key` as claimed by `region`.
     IdClaimed { key: DirectoryKey, region: RegionCode },
     /// A group was created (its members join by `GroupMemberAdded` events after this one).
-    GroupCreated { group: GroupId, kind: GroupKind, owner: UserId, name: String, max_members: u64, at: TimeMs },
+    GroupCreated {
+        group: GroupId,
+        kind: GroupKind,
+        owner: UserId,
+        name: String,
+        max_members: u64,
+        hide_history: bool,
+        at: TimeMs,
+    },
     /// `user` became a member of `group`, added by `by` (themselves when they joined).
-    GroupMemberAdded { group: GroupId, user: UserId, role: GroupRole, by: UserId, at: TimeMs },
+    GroupMemberAdded { group: GroupId, user: UserId, role: GroupRole, by: UserId, hidden: bool, at: TimeMs },
     /// `user` left `group` (`by` is themselves) or was removed by `by`.
     GroupMemberRemoved { group: GroupId, user: UserId, by: UserId, at: TimeMs },
     /// A message was accepted at `seq` of the group's stream.
@@ -51,6 +59,9 @@ pub enum Event {
         sender: UserId,
         elements: Vec<Element>,
         request_id: Option<RequestId>,
+        /// Members mentioned (those that are members), and whether the message is `@all`.
+        mentions: Vec<UserId>,
+        at_all: bool,
         at: TimeMs,
     },
     /// `user`'s sends to `group` are refused until `until` (0: unmuted), by `by`.

@@ -35,6 +35,8 @@ use crate::state::{ShardState, StateError};
 
 /// Longest group name, in bytes (GRP-03).
 pub const MAX_GROUP_NAME_BYTES: usize = 30;
+/// Most members one message may mention.
+pub const MAX_MENTIONS: usize = 50;
 /// Most users one create or add may name.
 pub const MAX_MEMBERS_PER_COMMAND: usize = 500;
 
@@ -91,7 +93,15 @@ fn listed(user: &UserId, group: &GroupId, ctx: &ApplyContext, joined: bool) -> C
 pub(crate) fn create(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    (group, kind, owner, name, max_members, members): (&GroupId, GroupKind, &UserId, &str, u64, &[UserId]),
+    (group, kind, owner, name, max_members, members, hide_history): (
+        &GroupId,
+        GroupKind,
+        &UserId,
+        &str,
+        u64,
+        &[UserId],
+        bool,
+    ),
 ) -> Decided {
     if let Some(r) = wrong_shard(ctx, group) {
         return Ok(Err(r));
@@ -131,6 +141,7 @@ pub(crate) fn create(
         owner: owner.clone(),
         name: name.to_owned(),
         max_members,
+        hide_history,
         at: ctx.time,
     }];
     let mut changes = vec![];
@@ -142,6 +153,7 @@ pub(crate) fn create(
                 user: (*user).clone(),
                 role,
                 by: owner.clone(),
+                hidden: false,
                 at: ctx.time,
             });
             changes.push(listed(user, group, ctx, true));
@@ -158,9 +170,7 @@ pub(crate) fn create(
 pub(crate) fn add(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    actor: &UserId,
-    group: &GroupId,
-    users: &[UserId],
+    (actor, group, users, hidden): (&UserId, &GroupId, &[UserId], bool),
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -193,6 +203,12 @@ pub(crate) fn add(
         };
         return reject(Reason::PermissionDenied, format!("{actor} may not add to group {group}: {why}"));
     }
+    if hidden && !actor_role.is_some_and(GroupRole::manages) {
+        return reject(
+            Reason::PermissionDenied,
+            format!("only the owner and admins of group {group} add hidden members"),
+        );
+    }
     let mut new = vec![];
     for user in users {
         if !new.contains(&user) && state.group_member(group, user)?.is_none() {
@@ -218,6 +234,7 @@ pub(crate) fn add(
             user: (*user).clone(),
             role: GroupRole::Member,
             by: actor.clone(),
+            hidden,
             at: ctx.time,
         });
         changes.push(listed(user, group, ctx, true));
@@ -348,7 +365,14 @@ pub(crate) fn dismiss(state: &impl ShardState, ctx: &ApplyContext, actor: &UserI
 pub(crate) fn send(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    (sender, group, elements, request_id): (&UserId, &GroupId, &[Element], Option<&RequestId>),
+    (sender, group, elements, request_id, mentions, at_all): (
+        &UserId,
+        &GroupId,
+        &[Element],
+        Option<&RequestId>,
+        &[UserId],
+        bool,
+    ),
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -370,6 +394,7 @@ pub(crate) fn send(
             }));
         }
     }
+    let mut mentioned = vec![];
     if g.kind.keeps_members() {
         let member = match member_of(state, &g, sender)? {
             Ok(m) => m,
@@ -381,6 +406,20 @@ pub(crate) fn send(
                 format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
             );
         }
+        if at_all && !member.role.manages() {
+            return reject(
+                Reason::PermissionDenied,
+                format!("only the owner and admins of group {group} mention @all"),
+            );
+        }
+        // Mentions of users who are not members are dropped, not refused.
+        for user in mentions {
+            if !mentioned.contains(user) && state.group_member(group, user)?.is_some() {
+                mentioned.push(user.clone());
+            }
+        }
+    } else if at_all || !mentions.is_empty() {
+        return reject(Reason::PermissionDenied, "a live room has no members to mention");
     }
     let last_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
     let seq = last_seq.next();
@@ -393,6 +432,8 @@ pub(crate) fn send(
             sender: sender.clone(),
             elements: elements.to_vec(),
             request_id: request_id.cloned(),
+            mentions: mentioned,
+            at_all,
             at: ctx.time,
         }],
         changes: vec![],
@@ -512,5 +553,61 @@ pub(crate) fn transfer(
         ],
         changes: vec![],
         reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
+    }))
+}
+
+/// A recall in a group's stream (MSG-04): by its sender within the window, or by the owner or
+/// an admin at any time. Leaves a tombstone, as in one-to-one chat.
+pub(crate) fn recall(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (actor, group, seq, window_ms): (&UserId, &GroupId, Seq, u64),
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let role = if g.kind.keeps_members() {
+        match member_of(state, &g, actor)? {
+            Ok(m) => Some(m.role),
+            Err(r) => return Ok(Err(r)),
+        }
+    } else {
+        None
+    };
+    let stream = ConversationId::group(group);
+    let Some(message) = state.message(&stream, seq)? else {
+        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of group {group}"));
+    };
+    if let Some(done) = &message.recalled {
+        if &done.by == actor {
+            return Ok(Ok(Applied {
+                events: vec![],
+                changes: vec![],
+                reply: Reply::MessageRecalled { seq, at: done.at },
+            }));
+        }
+        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", done.by));
+    }
+    let manager = role.is_some_and(GroupRole::manages);
+    if !manager {
+        if &message.sender != actor {
+            return reject(
+                Reason::NotMessageSender,
+                "only the sender, the owner or an admin may recall a group message",
+            );
+        }
+        let age_ms = ctx.time.0.saturating_sub(message.time.0);
+        if u64::try_from(age_ms).unwrap_or(0) > window_ms {
+            return reject(
+                Reason::RecallWindowExpired,
+                format!("seq {seq} was sent {age_ms} ms ago; messages can be recalled within {window_ms} ms"),
+            );
+        }
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::MessageRecalled { conversation: stream, seq, by: actor.clone(), at: ctx.time }],
+        changes: vec![],
+        reply: Reply::MessageRecalled { seq, at: ctx.time },
     }))
 }

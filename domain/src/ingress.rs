@@ -146,8 +146,14 @@ pub fn check(
             }
             to.owns(crate::ConversationId::group(group).as_str())
         }
-        Command::SendGroupMessage { group, elements, .. } => {
+        Command::SendGroupMessage { group, elements, mentions, .. } => {
             validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
+            if mentions.len() > crate::group::MAX_MENTIONS {
+                return Err(Rejection::new(
+                    Reason::ElementInvalid,
+                    format!("a message mentions at most {} members (or @all)", crate::group::MAX_MENTIONS),
+                ));
+            }
             to.owns(crate::ConversationId::group(group).as_str())
         }
         Command::SetLogicVersion { version } => {

@@ -111,22 +111,28 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }],
         Event::LogicVersionRaised { .. } => vec![],
         Event::IdClaimed { key, region } => vec![Change::PutClaim { key: key.clone(), region: region.clone() }],
-        Event::GroupCreated { group, kind, owner, name, max_members, at } => vec![Change::PutGroup(Group {
-            id: group.clone(),
-            kind: *kind,
-            name: name.clone(),
-            owner: owner.clone(),
-            max_members: *max_members,
-            member_count: 0,
-            created: *at,
-            dismissed: false,
-        })],
-        Event::GroupMemberAdded { group, user, role, at, .. } => {
+        Event::GroupCreated { group, kind, owner, name, max_members, hide_history, at } => {
+            vec![Change::PutGroup(Group {
+                id: group.clone(),
+                kind: *kind,
+                name: name.clone(),
+                owner: owner.clone(),
+                max_members: *max_members,
+                member_count: 0,
+                created: *at,
+                dismissed: false,
+                hide_history: *hide_history,
+                at_all_seq: Seq::ZERO,
+            })]
+        }
+        Event::GroupMemberAdded { group, user, role, hidden, at, .. } => {
             let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
             // A new member's cursor starts at the stream's newest message: nothing before
-            // they joined counts as unread.
+            // they joined counts as unread (and, in a group that hides its history from new
+            // members, nothing before is readable).
             let stream = crate::ids::ConversationId::group(group);
             let read_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+            let visible_from = if g.hide_history { read_seq.next() } else { Seq(1) };
             g.member_count += 1;
             vec![
                 Change::PutGroupMember {
@@ -137,6 +143,9 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                         joined: *at,
                         read_seq,
                         muted_until: crate::ids::TimeMs(0),
+                        hidden: *hidden,
+                        mention_seq: Seq::ZERO,
+                        visible_from,
                     },
                 },
                 Change::PutGroup(g),
@@ -147,7 +156,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             g.member_count = g.member_count.saturating_sub(1);
             vec![Change::DeleteGroupMember { group: group.clone(), user: user.clone() }, Change::PutGroup(g)]
         }
-        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, mentions, at_all, at } => {
             let stream = crate::ids::ConversationId::group(group);
             let created = state.conversation(&stream)?.map_or(*at, |h| h.created);
             let mut changes = vec![
@@ -176,6 +185,21 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                     group: group.clone(),
                     member: GroupMember { read_seq: *seq, ..member },
                 });
+            }
+            // A mention writes the mentioned members' records only: a message costs the same
+            // whatever the group's size, plus one write per member it names.
+            for user in mentions.iter().filter(|u| *u != sender) {
+                if let Some(member) = state.group_member(group, user)? {
+                    changes.push(Change::PutGroupMember {
+                        group: group.clone(),
+                        member: GroupMember { mention_seq: *seq, ..member },
+                    });
+                }
+            }
+            if *at_all {
+                if let Some(g) = state.group(group)? {
+                    changes.push(Change::PutGroup(Group { at_all_seq: *seq, ..g }));
+                }
             }
             if let Some(request_id) = request_id {
                 changes.push(Change::PutDedup {

@@ -158,6 +158,10 @@ pub struct Group {
     pub member_count: u64,
     pub created: TimeMs,
     pub dismissed: bool,
+    /// Members who join later read the stream from their joining on (GRP-08).
+    pub hide_history: bool,
+    /// The newest message that mentioned everyone (`@all`).
+    pub at_all_seq: Seq,
 }
 
 /// One member of a group, with their read cursor: a send writes the sender's record only, so
@@ -170,6 +174,12 @@ pub struct GroupMember {
     pub read_seq: Seq,
     /// Sends are refused until this time (0: not muted).
     pub muted_until: TimeMs,
+    /// Absent from the member lists other members see (GRP-06).
+    pub hidden: bool,
+    /// The newest message that mentioned this member.
+    pub mention_seq: Seq,
+    /// The first seq this member may read (1 unless the group hides earlier history).
+    pub visible_from: Seq,
 }
 
 /// One group in a user's list of groups (on the user's shard).

@@ -528,6 +528,7 @@ fn create_group(s: &mut MemState, kind: GroupKind, cap: u64, members: &[&str]) -
             name: "team".into(),
             max_members: cap,
             members: members.iter().map(|m| user(m)).collect(),
+            hide_history: false,
         },
     )
 }
@@ -540,6 +541,7 @@ fn add(s: &mut MemState, time: i64, actor: &str, users: &[&str]) -> Outcome {
             actor: user(actor),
             group: gid("g1"),
             users: users.iter().map(|u| user(u)).collect(),
+            hidden: false,
         },
     )
 }
@@ -553,6 +555,8 @@ fn gsend(s: &mut MemState, time: i64, sender: &str, rid: Option<&str>) -> Outcom
             group: gid("g1"),
             elements: text("hello group"),
             request_id: rid.map(|r| RequestId::parse(r).unwrap_or_else(|e| panic!("{e}"))),
+            mentions: vec![],
+            at_all: false,
         },
     )
 }
@@ -573,13 +577,14 @@ fn a_work_group_is_joined_by_invitation_up_to_its_cap() {
         name: String::new(),
         max_members: 4,
         members: vec![],
+        hide_history: false,
     };
     assert_rejected(&mut s, &ctx(2, 2), other, Reason::GroupExists);
     // A non-member cannot add, nor join a work group by themselves.
     assert_rejected(
         &mut s,
         &ctx(3, 3),
-        Command::AddGroupMembers { actor: user("eve"), group: gid("g1"), users: vec![user("eve")] },
+        Command::AddGroupMembers { actor: user("eve"), group: gid("g1"), users: vec![user("eve")], hidden: false },
         Reason::PermissionDenied,
     );
     // Any member invites; the cap refuses the whole command.
@@ -587,7 +592,7 @@ fn a_work_group_is_joined_by_invitation_up_to_its_cap() {
     assert_rejected(
         &mut s,
         &ctx(5, 5),
-        Command::AddGroupMembers { actor: user("ann"), group: gid("g1"), users: vec![user("dan")] },
+        Command::AddGroupMembers { actor: user("ann"), group: gid("g1"), users: vec![user("dan")], hidden: false },
         Reason::GroupMemberLimit,
     );
     // Adding a member again changes nothing.
@@ -727,4 +732,59 @@ fn the_owner_appoints_admins_and_hands_the_group_over() {
     // The former owner may now leave; the new one may not.
     assert!(run(&mut s, &ctx(11, 11), kick("own", "own")).is_ok());
     assert_rejected(&mut s, &ctx(12, 12), kick("bob", "bob"), Reason::PermissionDenied);
+}
+
+#[test]
+fn hidden_members_mentions_recalls_and_history_for_newcomers() {
+    let mut s = MemState::default();
+    let create = Command::CreateGroup {
+        group: gid("g1"),
+        kind: GroupKind::Work,
+        owner: user("own"),
+        name: String::new(),
+        max_members: 10,
+        members: vec![user("ann"), user("bob")],
+        hide_history: true,
+    };
+    run(&mut s, &ctx(1, 1), create).unwrap_or_else(|r| panic!("{r}"));
+    let hidden = |actor: &str, u: &str| Command::AddGroupMembers {
+        actor: user(actor),
+        group: gid("g1"),
+        users: vec![user(u)],
+        hidden: true,
+    };
+    assert_rejected(&mut s, &ctx(2, 2), hidden("ann", "spy"), Reason::PermissionDenied);
+    assert!(run(&mut s, &ctx(3, 3), hidden("own", "spy")).is_ok());
+    assert!(s.members[&(gid("g1"), user("spy"))].hidden);
+    // Mentions flag the mentioned members only; @all is for the owner and admins.
+    let send = |sender: &str, mentions: &[&str], at_all: bool| Command::SendGroupMessage {
+        sender: user(sender),
+        group: gid("g1"),
+        elements: text("look"),
+        request_id: None,
+        mentions: mentions.iter().map(|m| user(m)).collect(),
+        at_all,
+    };
+    assert!(run(&mut s, &ctx(10, 10), send("ann", &["bob", "nobody"], false)).is_ok());
+    assert_eq!(s.members[&(gid("g1"), user("bob"))].mention_seq, Seq(1));
+    assert_eq!(s.members[&(gid("g1"), user("own"))].mention_seq, Seq(0));
+    assert_rejected(&mut s, &ctx(11, 11), send("ann", &[], true), Reason::PermissionDenied);
+    assert!(run(&mut s, &ctx(12, 12), send("own", &[], true)).is_ok());
+    assert_eq!(s.groups[&gid("g1")].at_all_seq, Seq(2));
+    // A newcomer of a group that hides its history reads from their joining on.
+    assert!(add(&mut s, 13, "ann", &["cat"]).is_ok());
+    assert_eq!(s.members[&(gid("g1"), user("cat"))].visible_from, Seq(3));
+    // Recall: the sender within the window, the owner at any time, nobody else.
+    let recall = |actor: &str, seq: u64, window_ms: u64| Command::RecallMessage {
+        actor: user(actor),
+        conversation: ConversationId::group(&gid("g1")),
+        seq: Seq(seq),
+        window_ms,
+    };
+    assert_rejected(&mut s, &ctx(20, 20), recall("bob", 1, 60_000), Reason::NotMessageSender);
+    assert_rejected(&mut s, &ctx(100_000, 21), recall("ann", 1, 60_000), Reason::RecallWindowExpired);
+    assert!(run(&mut s, &ctx(100_001, 22), recall("own", 1, 60_000)).is_ok());
+    let stream = ConversationId::group(&gid("g1"));
+    let tomb = &s.messages[&(stream, Seq(1))];
+    assert!(tomb.elements.is_empty() && tomb.recalled.as_ref().map(|r| r.by.clone()) == Some(user("own")));
 }

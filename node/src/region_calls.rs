@@ -140,6 +140,7 @@ pub async fn heads(ctx: &Context, r: wire::HeadsRequest) -> Result<wire::HeadsRe
             home_region: ctx.topology.region().to_string(),
             home_unavailable: false,
             group_id: String::new(),
+            mentioned: false,
         });
     }
     Ok(wire::HeadsResponse { conversations: rows })

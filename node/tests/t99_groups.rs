@@ -265,3 +265,70 @@ async fn group_sends_survive_a_leader_kill_with_joins_and_kicks_interleaved() {
     }
     cluster.verify_projections().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hidden_members_mentions_recalls_and_history_for_newcomers() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    let users: Vec<String> = ["own", "ann", "bob", "spy", "new"].map(String::from).to_vec();
+    cluster.create_users(&users).await;
+    let own = cluster.user("own");
+    let request = meridian_client::api::CreateGroupRequest {
+        group_id: "desk".into(),
+        r#type: "work".into(),
+        name: "service desk".into(),
+        members: vec!["ann".into(), "bob".into()],
+        hide_history_from_new_members: true,
+    };
+    own.create_group_with(request).await.unwrap();
+
+    cluster.phase("a hidden member receives messages and is listed to the owner only");
+    let refused = cluster.user("ann").add_hidden_group_members("desk", &["spy"]).await.unwrap_err();
+    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    own.add_hidden_group_members("desk", &["spy"]).await.unwrap();
+    cluster.user("ann").send_group_text("desk", "a customer asks", None).await.unwrap();
+    let seen_by_spy = cluster
+        .user("spy")
+        .stream_history_all(&Stream::Group("desk".into()), ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(seen_by_spy.len(), 1);
+    wait_group_rows(&cluster, "spy", &[("desk", 1, 1)]).await;
+    assert_eq!(members(&cluster.user("bob"), "desk").await, vec!["ann", "bob", "own"], "hidden from members");
+    assert_eq!(members(&own, "desk").await, vec!["ann", "bob", "own", "spy"], "listed to the owner");
+
+    cluster.phase("mentions flag the mentioned member's row until read; @all is the owner's");
+    cluster.user("ann").send_group_text_mentioning("desk", "bob, look", &["bob"], false).await.unwrap();
+    let rows = |user: &str| {
+        let client = cluster.user(user);
+        async move {
+            let list = client.conversations_all(ReadConsistency::Linearizable).await.unwrap();
+            list.conversations.into_iter().find(|c| c.group_id == "desk").map(|c| c.mentioned)
+        }
+    };
+    assert_eq!(rows("bob").await, Some(true));
+    assert_eq!(rows("own").await, Some(false));
+    cluster.user("bob").mark_group_read("desk", None).await.unwrap();
+    assert_eq!(rows("bob").await, Some(false));
+    let not_all = cluster.user("ann").send_group_text_mentioning("desk", "everyone!", &[], true).await.unwrap_err();
+    assert_eq!(reason(&not_all), "PERMISSION_DENIED");
+    own.send_group_text_mentioning("desk", "everyone: standup", &[], true).await.unwrap();
+    assert_eq!(rows("bob").await, Some(true));
+
+    cluster.phase("recall: the sender within the window, the owner any time, no one else");
+    let by_other = cluster.user("bob").recall_group_message("desk", 1).await.unwrap_err();
+    assert_eq!(reason(&by_other), "NOT_MESSAGE_SENDER");
+    own.recall_group_message("desk", 1).await.unwrap();
+    let history = own.stream_history_all(&Stream::Group("desk".into()), ReadConsistency::Linearizable).await.unwrap();
+    assert!(history[0].recalled && history[0].elements.is_empty(), "{:?}", history[0]);
+
+    cluster.phase("a newcomer reads from their joining on");
+    own.add_group_members("desk", &["new"]).await.unwrap();
+    cluster.user("bob").send_group_text("desk", "welcome", None).await.unwrap();
+    let newcomer = cluster
+        .user("new")
+        .stream_history_all(&Stream::Group("desk".into()), ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(newcomer.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4]);
+    cluster.wait_converged().await;
+}

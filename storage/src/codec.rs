@@ -157,30 +157,36 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Command::ClaimId { key, region } => {
             Kind::ClaimId(pb::ClaimId { key: key.to_string(), region: region.to_string() })
         }
-        Command::CreateGroup { group, kind, owner, name, max_members, members } => Kind::CreateGroup(pb::CreateGroup {
-            group_id: group.to_string(),
-            kind: kind.name().to_owned(),
-            owner: owner.to_string(),
-            name: name.clone(),
-            max_members: *max_members,
-            members: members.iter().map(ToString::to_string).collect(),
-        }),
-        Command::AddGroupMembers { actor, group, users } => Kind::AddGroupMembers(pb::AddGroupMembers {
+        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history } => {
+            Kind::CreateGroup(pb::CreateGroup {
+                group_id: group.to_string(),
+                kind: kind.name().to_owned(),
+                owner: owner.to_string(),
+                name: name.clone(),
+                max_members: *max_members,
+                members: members.iter().map(ToString::to_string).collect(),
+                hide_history: *hide_history,
+            })
+        }
+        Command::AddGroupMembers { actor, group, users, hidden } => Kind::AddGroupMembers(pb::AddGroupMembers {
             actor: actor.to_string(),
             group_id: group.to_string(),
             users: users.iter().map(ToString::to_string).collect(),
+            hidden: *hidden,
         }),
         Command::RemoveGroupMember { actor, group, user } => Kind::RemoveGroupMember(pb::RemoveGroupMember {
             actor: actor.to_string(),
             group_id: group.to_string(),
             user: user.to_string(),
         }),
-        Command::SendGroupMessage { sender, group, elements, request_id } => {
+        Command::SendGroupMessage { sender, group, elements, request_id, mentions, at_all } => {
             Kind::SendGroupMessage(pb::SendGroupMessage {
                 sender: sender.to_string(),
                 group_id: group.to_string(),
                 elements: elements.iter().map(element_to_pb).collect(),
                 request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                mentions: mentions.iter().map(ToString::to_string).collect(),
+                at_all: *at_all,
             })
         }
         Command::MuteGroupMember { actor, group, user, duration_ms } => Kind::MuteGroupMember(pb::MuteGroupMember {
@@ -270,11 +276,13 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             name: c.name,
             max_members: c.max_members,
             members: c.members.iter().map(|m| user_id(W, m)).collect::<Result<_, _>>()?,
+            hide_history: c.hide_history,
         },
         Kind::AddGroupMembers(a) => Command::AddGroupMembers {
             actor: user_id(W, &a.actor)?,
             group: group_id(W, &a.group_id)?,
             users: a.users.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
+            hidden: a.hidden,
         },
         Kind::RemoveGroupMember(r) => Command::RemoveGroupMember {
             actor: user_id(W, &r.actor)?,
@@ -290,6 +298,8 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             } else {
                 Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
             },
+            mentions: m.mentions.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
+            at_all: m.at_all,
         },
         Kind::MuteGroupMember(m) => Command::MuteGroupMember {
             actor: user_id(W, &m.actor)?,
@@ -497,30 +507,34 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
         Event::IdClaimed { key, region } => {
             Kind::IdClaimed(pb::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
-        Event::GroupCreated { group, kind, owner, name, max_members, at } => {
+        Event::GroupCreated { group, kind, owner, name, max_members, hide_history, at } => {
             Kind::GroupCreated(pb::GroupCreatedEvent {
                 group_id: group.to_string(),
                 kind: kind.name().to_owned(),
                 owner: owner.to_string(),
                 name: name.clone(),
                 max_members: *max_members,
+                hide_history: *hide_history,
                 time_ms: at.0,
             })
         }
-        Event::GroupMemberAdded { group, user, role, by, at } => Kind::GroupMemberAdded(pb::GroupMemberAddedEvent {
-            group_id: group.to_string(),
-            user: user.to_string(),
-            role: role.name().to_owned(),
-            by: by.to_string(),
-            time_ms: at.0,
-        }),
+        Event::GroupMemberAdded { group, user, role, by, hidden, at } => {
+            Kind::GroupMemberAdded(pb::GroupMemberAddedEvent {
+                group_id: group.to_string(),
+                user: user.to_string(),
+                role: role.name().to_owned(),
+                by: by.to_string(),
+                hidden: *hidden,
+                time_ms: at.0,
+            })
+        }
         Event::GroupMemberRemoved { group, user, by, at } => Kind::GroupMemberRemoved(pb::GroupMemberRemovedEvent {
             group_id: group.to_string(),
             user: user.to_string(),
             by: by.to_string(),
             time_ms: at.0,
         }),
-        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, mentions, at_all, at } => {
             Kind::GroupMessageSent(pb::GroupMessageSentEvent {
                 group_id: group.to_string(),
                 seq: seq.0,
@@ -528,6 +542,8 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
                 sender: sender.to_string(),
                 elements: elements.iter().map(element_to_pb).collect(),
                 request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                mentions: mentions.iter().map(ToString::to_string).collect(),
+                at_all: *at_all,
                 time_ms: at.0,
             })
         }
@@ -614,6 +630,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             owner: user_id(W, &g.owner)?,
             name: g.name,
             max_members: g.max_members,
+            hide_history: g.hide_history,
             at: TimeMs(g.time_ms),
         },
         Kind::GroupMemberAdded(m) => Event::GroupMemberAdded {
@@ -621,6 +638,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             user: user_id(W, &m.user)?,
             role: group_role(W, &m.role)?,
             by: user_id(W, &m.by)?,
+            hidden: m.hidden,
             at: TimeMs(m.time_ms),
         },
         Kind::GroupMemberRemoved(m) => Event::GroupMemberRemoved {
@@ -640,6 +658,8 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             } else {
                 Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
             },
+            mentions: m.mentions.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
+            at_all: m.at_all,
             at: TimeMs(m.time_ms),
         },
         Kind::GroupMemberMuted(m) => Event::GroupMemberMuted {
@@ -733,6 +753,8 @@ pub fn group_to_pb(g: &Group) -> pb::GroupRecord {
         member_count: g.member_count,
         created_ms: g.created.0,
         dismissed: g.dismissed,
+        hide_history: g.hide_history,
+        at_all_seq: g.at_all_seq.0,
     }
 }
 
@@ -747,6 +769,8 @@ pub fn group_from_pb(g: pb::GroupRecord) -> Result<Group, StorageError> {
         member_count: g.member_count,
         created: TimeMs(g.created_ms),
         dismissed: g.dismissed,
+        hide_history: g.hide_history,
+        at_all_seq: Seq(g.at_all_seq),
     })
 }
 
@@ -758,6 +782,9 @@ pub fn group_member_to_pb(m: &GroupMember) -> pb::GroupMemberRecord {
         joined_ms: m.joined.0,
         read_seq: m.read_seq.0,
         muted_until_ms: m.muted_until.0,
+        hidden: m.hidden,
+        mention_seq: m.mention_seq.0,
+        visible_from: m.visible_from.0,
     }
 }
 
@@ -769,6 +796,9 @@ pub fn group_member_from_pb(m: pb::GroupMemberRecord) -> Result<GroupMember, Sto
         joined: TimeMs(m.joined_ms),
         read_seq: Seq(m.read_seq),
         muted_until: TimeMs(m.muted_until_ms),
+        hidden: m.hidden,
+        mention_seq: Seq(m.mention_seq),
+        visible_from: Seq(m.visible_from),
     })
 }
 

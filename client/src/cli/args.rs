@@ -101,6 +101,12 @@ pub struct SendArgs {
     /// A group to send to instead of a peer.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Group messages: members to mention, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "A,B", requires = "group")]
+    pub mention: Vec<String>,
+    /// Group messages: mention everyone (owner and admins).
+    #[arg(long, requires = "group")]
+    pub at_all: bool,
     /// Idempotency key: a retry with the same id takes effect once. Default: a random one.
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
@@ -174,8 +180,11 @@ pub struct RecallArgs {
     #[command(flatten)]
     pub act_as: ActAs,
     /// The peer user id.
-    #[arg(long = "with", value_name = "PEER")]
-    pub peer: String,
+    #[arg(long = "with", value_name = "PEER", required_unless_present = "group", conflicts_with = "group")]
+    pub peer: Option<String>,
+    /// A group's stream instead of a conversation with a peer.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// The seq of the message to recall.
     #[arg(long, value_name = "N")]
     pub seq: u64,
@@ -230,6 +239,9 @@ pub enum GroupCommand {
         /// Initial members besides the caller, comma-separated.
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         members: Vec<String>,
+        /// Members who join later read the stream from their joining on.
+        #[arg(long)]
+        hide_history: bool,
     },
     /// Add members (or join, naming only yourself).
     Add {
@@ -238,6 +250,9 @@ pub enum GroupCommand {
         id: String,
         #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
+        /// Add them hidden: they receive messages and are listed to the owner and admins only.
+        #[arg(long)]
+        hidden: bool,
     },
     /// Join a group that is free to join (meeting, community, live room).
     Join {

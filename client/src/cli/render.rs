@@ -128,6 +128,7 @@ pub fn conversations_json(list: &ListConversationsResponse) -> Value {
                 "home_region": c.home_region,
                 "home_unavailable": c.home_unavailable,
                 "group_id": c.group_id,
+                "mentioned": c.mentioned,
             })
         })
         .collect();
@@ -207,7 +208,10 @@ pub fn element_summary(element: &MessageElement) -> String {
 /// `PEER  unread=N  last_seq=N  read_seq=N  TIME  LAST_TEXT`, then `home=REGION` when the
 /// answer names the conversation's home region.
 pub fn conversation_line(conversation: &Conversation) -> String {
-    let line = conversation_head_line(conversation);
+    let mut line = conversation_head_line(conversation);
+    if conversation.mentioned {
+        line.push_str("  @you");
+    }
     match (conversation.home_region.as_str(), conversation.home_unavailable) {
         ("", _) => line,
         (home, false) => format!("{line}  home={home}"),
@@ -744,6 +748,7 @@ mod tests {
                     home_region: "sg".into(),
                     home_unavailable: false,
                     group_id: String::new(),
+                    mentioned: false,
                 },
                 Conversation { conversation_id: "c2".into(), peer: "carol".into(), ..Conversation::default() },
             ],
@@ -758,10 +763,10 @@ mod tests {
                 "conversations": [
                     {"conversation_id": "c1", "peer": "bob", "last_seq": 9, "read_seq": 6,
                      "unread": 3, "last_time_ms": 42, "last_text": "see you",
-                     "home_region": "sg", "home_unavailable": false, "group_id": ""},
+                     "home_region": "sg", "home_unavailable": false, "group_id": "", "mentioned": false},
                     {"conversation_id": "c2", "peer": "carol", "last_seq": 0, "read_seq": 0,
                      "unread": 0, "last_time_ms": 0, "last_text": "",
-                     "home_region": "", "home_unavailable": false, "group_id": ""},
+                     "home_region": "", "home_unavailable": false, "group_id": "", "mentioned": false},
                 ],
                 "unavailable_regions": []
             })

@@ -218,6 +218,9 @@ impl ChatService {
         &self,
         req: Request<api::RecallMessageRequest>,
     ) -> Result<Homed<api::RecallMessageResponse>, ApiError> {
+        if !req.get_ref().group_id.is_empty() {
+            return self.group_recall(req).await;
+        }
         let (me, peer, conversation) = self.conversation_with(&req, &req.get_ref().peer)?;
         let homes = self.c2c_homes(&me, &peer).await?;
         if let Some(region) = self.elsewhere(&homes) {
@@ -328,6 +331,7 @@ impl ChatService {
                 home_region: here.to_string(),
                 home_unavailable: false,
                 group_id: String::new(),
+                mentioned: false,
             });
         }
         for row in self.group_rows(&me, user_shard).await? {

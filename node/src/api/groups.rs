@@ -108,6 +108,7 @@ impl ChatService {
             name: body.name,
             max_members: self.cap(kind),
             members,
+            hide_history: body.hide_history_from_new_members,
         };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::GroupChanged { group, member_count, changed } => Ok(api::CreateGroupResponse {
@@ -131,7 +132,8 @@ impl ChatService {
         for user in &users {
             self.require_local_member(user).await?;
         }
-        changed(self.propose_one(self.shard_of(&group), Command::AddGroupMembers { actor: me, group, users }).await?)
+        let command = Command::AddGroupMembers { actor: me, group: group.clone(), users, hidden: body.hidden };
+        changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 
     pub(super) async fn remove_group_member_(
@@ -205,17 +207,22 @@ impl ChatService {
 
     /// The group (after a read barrier), and whether `me` may read it: a member, or anyone in
     /// a live room.
-    async fn readable_group(&self, me: &UserId, group: &GroupId) -> Result<meridian_domain::Group, ApiError> {
+    async fn readable_group(
+        &self,
+        me: &UserId,
+        group: &GroupId,
+    ) -> Result<(meridian_domain::Group, Option<meridian_domain::GroupMember>), ApiError> {
         let shard = self.shard_of(group);
         self.ctx.node.read_barrier(shard).await?;
         let store = self.ctx.node.store(shard)?;
         let Some(g) = store.group(group)? else {
             return Err(Rejection::new(Reason::GroupNotFound, format!("no group {group}")).into());
         };
-        if g.kind.keeps_members() && store.group_member(group, me)?.is_none() {
+        let member = store.group_member(group, me)?;
+        if g.kind.keeps_members() && member.is_none() {
             return Err(Rejection::new(Reason::NotGroupMember, format!("{me} is not a member of group {group}")).into());
         }
-        Ok(g)
+        Ok((g, member))
     }
 
     pub(super) async fn get_group_(
@@ -237,10 +244,16 @@ impl ChatService {
             }
         } as usize;
         let after = if body.after.is_empty() { None } else { Some(UserId::parse(&body.after)?) };
-        let g = self.readable_group(&me, &group).await?;
+        let (g, mine) = self.readable_group(&me, &group).await?;
+        // Hidden members are listed to the owner and admins (and to themselves) only.
+        let sees_hidden = mine.as_ref().is_some_and(|m| m.role.manages());
         let store = self.ctx.node.store(self.shard_of(&group))?;
         let last_seq = store.conversation(&ConversationId::group(&group))?.map_or(Seq::ZERO, |h| h.last_seq);
-        let members = store.group_members(&group, after.as_ref(), limit + 1)?;
+        let members: Vec<_> = store
+            .group_members(&group, after.as_ref(), limit + 1)?
+            .into_iter()
+            .filter(|m| sees_hidden || !m.hidden || m.user == me)
+            .collect();
         let next_after = if members.len() > limit { members[limit - 1].user.to_string() } else { String::new() };
         Ok(api::GetGroupResponse {
             group: Some(api::GroupInfo {
@@ -263,6 +276,7 @@ impl ChatService {
                     joined_ms: m.joined.0,
                     read_seq: m.read_seq.0,
                     muted_until_ms: m.muted_until.0,
+                    hidden: m.hidden,
                 })
                 .collect(),
             next_after,
@@ -286,8 +300,15 @@ impl ChatService {
         } else {
             RequestId::parse(&body.request_id)?
         };
-        let command =
-            Command::SendGroupMessage { sender: me, group: group.clone(), elements, request_id: Some(request_id) };
+        let mentions = body.mentions.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        let command = Command::SendGroupMessage {
+            sender: me,
+            group: group.clone(),
+            elements,
+            request_id: Some(request_id),
+            mentions,
+            at_all: body.at_all,
+        };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok((
                 api::SendMessageResponse {
@@ -309,10 +330,47 @@ impl ChatService {
     ) -> Result<Homed<api::GetHistoryResponse>, ApiError> {
         let me = self.ctx.caller(&req)?;
         let group = GroupId::parse(&req.get_ref().group_id)?;
-        self.readable_group(&me, &group).await?;
+        let (_, member) = self.readable_group(&me, &group).await?;
         let stream = ConversationId::group(&group);
-        let page = self.read_page(&stream, self.shard_of(&group), req.into_inner()).await?;
+        // In a group that hides its history from new members, a member reads from the seq
+        // they joined at on.
+        let visible_from = member.map_or(1, |m| m.visible_from.0.max(1));
+        let mut body = req.into_inner();
+        let forward = body.direction() == api::Direction::Forward;
+        if forward && visible_from > 1 {
+            body.start_seq = body.start_seq.max(visible_from);
+        }
+        let mut page = self.read_page(&stream, self.shard_of(&group), body).await?;
+        if visible_from > 1 {
+            page.messages.retain(|m| m.seq >= visible_from);
+            if !forward && page.next_seq < visible_from {
+                page.next_seq = 0;
+            }
+        }
         Ok((page, Some(self.ctx.topology.region().clone())))
+    }
+
+    pub(super) async fn group_recall(
+        &self,
+        req: Request<api::RecallMessageRequest>,
+    ) -> Result<Homed<api::RecallMessageResponse>, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let window_ms = self.ctx.limits.recall_window_seconds.saturating_mul(1000);
+        let command = Command::RecallMessage {
+            actor: me,
+            conversation: ConversationId::group(&group),
+            seq: Seq(body.seq),
+            window_ms,
+        };
+        match self.propose_one(self.shard_of(&group), command).await? {
+            Reply::MessageRecalled { seq, at } => Ok((
+                api::RecallMessageResponse { seq: seq.0, recalled_at_ms: at.0 },
+                Some(self.ctx.topology.region().clone()),
+            )),
+            other => Err(ApiError::Internal(format!("unexpected reply to a recall: {other:?}"))),
+        }
     }
 
     pub(super) async fn group_mark_read(
@@ -347,6 +405,8 @@ impl ChatService {
         for r in refs {
             let store = self.ctx.node.store(self.shard_of(&r.group))?;
             let Some(member) = store.group_member(&r.group, me)? else { continue };
+            let at_all_seq = store.group(&r.group)?.map_or(Seq::ZERO, |g| g.at_all_seq);
+            let mentioned = member.mention_seq.max(at_all_seq) > member.read_seq;
             let stream = ConversationId::group(&r.group);
             let head = store.conversation(&stream)?;
             let last_seq = head.as_ref().map_or(Seq::ZERO, |h| h.last_seq);
@@ -360,6 +420,7 @@ impl ChatService {
                 last_time_ms: head.as_ref().map_or(r.joined.0, |h| h.last_time.0),
                 last_message: last.as_ref().map(message_to_wire),
                 home_region: self.ctx.topology.region().to_string(),
+                mentioned,
                 ..Default::default()
             });
         }

@@ -171,7 +171,7 @@ pub fn message_to_wire(m: &Message) -> api::Message {
 fn group_event_to_wire(e: &Event) -> api::GroupEvent {
     let mut out = api::GroupEvent { r#type: e.name().to_owned(), ..Default::default() };
     match e {
-        Event::GroupCreated { group, kind, owner, name, max_members, at } => {
+        Event::GroupCreated { group, kind, owner, name, max_members, at, .. } => {
             out.group_id = group.to_string();
             out.group_type = kind.name().to_owned();
             out.user = owner.to_string();
@@ -179,7 +179,7 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.max_members = *max_members;
             out.time_ms = at.0;
         }
-        Event::GroupMemberAdded { group, user, role, by, at } => {
+        Event::GroupMemberAdded { group, user, role, by, at, .. } => {
             out.group_id = group.to_string();
             out.user = user.to_string();
             out.role = role.name().to_owned();
@@ -192,7 +192,7 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.by = by.to_string();
             out.time_ms = at.0;
         }
-        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at } => {
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, at, .. } => {
             out.group_id = group.to_string();
             out.seq = seq.0;
             out.message_id = message_id.to_string();
