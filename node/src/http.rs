@@ -69,6 +69,10 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_wal_syncs_total {}", stats.syncs.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_wal_sync_requests_total counter");
     let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE meridian_bytes_written_total counter");
+    let _ = writeln!(out, "meridian_bytes_written_total {}", stats.bytes_written.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# TYPE meridian_write_batches_total counter");
+    let _ = writeln!(out, "meridian_write_batches_total {}", stats.batches_written.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_peer_calls_refused_total counter");
     let _ = writeln!(out, "meridian_peer_calls_refused_total {}", node.door.peer_calls_refused.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_requests_forwarded_total counter");

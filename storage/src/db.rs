@@ -18,6 +18,11 @@ pub struct SyncStats {
     pub syncs: AtomicU64,
     /// Requests (appends, votes…) those syncs made durable.
     pub requests: AtomicU64,
+    /// Bytes of the write batches written (Raft log appends, applies, metadata): what goes
+    /// to the WAL, before compaction.
+    pub bytes_written: AtomicU64,
+    /// Write batches written.
+    pub batches_written: AtomicU64,
 }
 
 struct SyncQueue {
@@ -88,8 +93,15 @@ impl Db {
             .ok_or_else(|| StorageError::corrupt("column family", format!("{name} is missing")))
     }
 
+    fn count(&self, batch: &WriteBatch) {
+        let stats = &self.inner.stats;
+        stats.bytes_written.fetch_add(batch.size_in_bytes() as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.batches_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Writes a batch without waiting for the WAL sync (see [`Db::sync`]).
     pub(crate) fn write_unsynced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.count(&batch);
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.inner.db.write_opt(batch, &wo)?;
@@ -98,6 +110,7 @@ impl Db {
 
     /// Writes a batch and syncs the WAL before returning.
     pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.count(&batch);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.inner.db.write_opt(batch, &wo)?;
