@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, ConversationsArgs, EventsArgs, GroupCommand, HistoryArgs, ReadArgs, RecallArgs,
-    SendArgs, StatusArgs, TokenArgs, UserCommand,
+    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationsArgs, EventsArgs, GroupCommand, HistoryArgs,
+    ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -61,6 +61,11 @@ pub enum ClientCommand {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Your blocklist: add, remove, list.
+    Block {
+        #[command(subcommand)]
+        command: BlockCommand,
     },
     /// Audits (admin token).
     Audit {
@@ -285,6 +290,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Read(a) => Identity::user(&a.act_as),
         ClientCommand::Recall(a) => Identity::user(&a.act_as),
         ClientCommand::Group { command } => Identity::user(command.act_as()),
+        ClientCommand::Block { command } => Identity::user(command.act_as()),
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
     let output = match cmd {
@@ -406,6 +412,17 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             Output::line(render::remove_node_line(&members))
         }
         ClientCommand::Group { command } => group_command(&client, command).await?,
+        ClientCommand::Block { command: BlockCommand::Add { target, .. } } => {
+            let r = client.set_blocked(&target, true).await?;
+            Output::line(format!("user={} blocked={}", r.user, r.blocked))
+        }
+        ClientCommand::Block { command: BlockCommand::Remove { target, .. } } => {
+            let r = client.set_blocked(&target, false).await?;
+            Output::line(format!("user={} blocked={}", r.user, r.blocked))
+        }
+        ClientCommand::Block { command: BlockCommand::List { .. } } => {
+            Output::Lines(client.list_blocked().await?.users)
+        }
         ClientCommand::Audit { command: AuditCommand::Residency { this_node, json } } => {
             let report = client.audit_residency(this_node).await?;
             let lines = render::audit_lines(&report);

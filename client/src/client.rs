@@ -17,10 +17,11 @@ use meridian_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateGroupRequest, CreateGroupResponse, CreateUserRequest,
     CreateUserResponse, Direction, DismissGroupRequest, GetGroupRequest, GetGroupResponse, GetHistoryRequest,
     GetHistoryResponse, GetRoutesRequest, GetRoutesResponse, GroupChangeResponse, IssueUserTokenRequest,
-    IssueUserTokenResponse, ListConversationsRequest, ListConversationsResponse, LoggedEvent, LogicVersionRequest,
-    LogicVersionResponse, MarkReadRequest, MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest,
-    ReadConsistency, ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse,
-    RemoveGroupMemberRequest, RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse,
+    IssueUserTokenResponse, ListBlockedRequest, ListBlockedResponse, ListConversationsRequest,
+    ListConversationsResponse, LoggedEvent, LogicVersionRequest, LogicVersionResponse, MarkReadRequest,
+    MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest, ReadConsistency, ReadEventsRequest,
+    ReadEventsResponse, RecallMessageRequest, RecallMessageResponse, RemoveGroupMemberRequest, RemoveNodeRequest,
+    RemoveNodeResponse, SendMessageRequest, SendMessageResponse, SetBlockedRequest, SetBlockedResponse,
     SetGroupMemberRoleRequest, TextElement, TransferGroupRequest, VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
@@ -460,6 +461,23 @@ impl Client {
         let request = RecallMessageRequest { group_id: group.to_owned(), seq, ..Default::default() };
         self.call_at(self.group_route(group), "RecallMessage", request, |channel, request| async move {
             ChatClient::new(channel).recall_message(request).await
+        })
+        .await
+    }
+
+    /// Blocks (`true`) or unblocks `user` for the caller (REL-03).
+    pub async fn set_blocked(&self, user: &str, blocked: bool) -> Result<SetBlockedResponse, ClientError> {
+        let request = SetBlockedRequest { user: user.to_owned(), blocked };
+        self.call_at(self.list_route(), "SetBlocked", request, |channel, request| async move {
+            ChatClient::new(channel).set_blocked(request).await
+        })
+        .await
+    }
+
+    /// The caller's blocklist.
+    pub async fn list_blocked(&self) -> Result<ListBlockedResponse, ClientError> {
+        self.call_at(self.list_route(), "ListBlocked", ListBlockedRequest {}, |channel, request| async move {
+            ChatClient::new(channel).list_blocked(request).await
         })
         .await
     }

@@ -174,6 +174,20 @@ impl Chat for ScriptedChat {
     ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn set_blocked(
+        &self,
+        _: Request<meridian_client::api::SetBlockedRequest>,
+    ) -> Result<Response<meridian_client::api::SetBlockedResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_blocked(
+        &self,
+        _: Request<meridian_client::api::ListBlockedRequest>,
+    ) -> Result<Response<meridian_client::api::ListBlockedResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

@@ -183,6 +183,9 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             crate::group::set_role(state, ctx, actor, group, (user, *role))
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
+        Command::SetBlocked { user, target, blocked, conversation_home } => {
+            set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref()))
+        }
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }
@@ -261,6 +264,10 @@ fn send_message(
                 duplicate: true,
             }));
         }
+    }
+    // A retry of a send accepted before a block still gets its first result (above).
+    if state.pair_blocked(&conversation, recipient)? {
+        return reject(Reason::Blocked, format!("{recipient} has blocked {sender}"));
     }
     let mut changes = Vec::with_capacity(2);
     let last_seq = match state.conversation(&conversation)? {
@@ -448,6 +455,13 @@ fn apply_effects(
             continue;
         }
         match &effect.kind {
+            EffectKind::PairBlocked { conversation, blocker, blocked } => {
+                events.push(Event::ConversationBlocked {
+                    conversation: conversation.clone(),
+                    blocker: blocker.clone(),
+                    blocked: *blocked,
+                });
+            }
             EffectKind::GroupListed { user, group, at } => {
                 let listed = match group_refs.get(&(user, group)) {
                     Some(listed) => *listed,
@@ -486,6 +500,37 @@ fn apply_effects(
         changes.push(Change::SetWatermark { source, from_region: from_region.cloned(), up_to: watermark });
     }
     Ok(Ok(Applied { events, changes, reply: Reply::Done }))
+}
+
+/// A blocklist change (REL-03) on the blocker's shard, and the effect that tells the pair's
+/// conversation (which refuses the blocked member's sends to the blocker from then on).
+fn set_blocked(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (user, target, blocked, conversation_home): (&UserId, &UserId, bool, Option<&RegionCode>),
+) -> Result<Outcome, StateError> {
+    if let Some(r) = wrong_shard(ctx, user.as_str()) {
+        return Ok(Err(r));
+    }
+    if user == target {
+        return reject(Reason::PeerIsSelf, "a user cannot block themselves");
+    }
+    if state.is_blocked(user, target)? == blocked {
+        return Ok(Applied::unchanged(Reply::Done));
+    }
+    let conversation = ConversationId::c2c(user, target);
+    let lane = match conversation_home {
+        Some(region) if region != &ctx.region => Lane::Region(region.clone()),
+        _ => Lane::Shard(shard_for(conversation.as_str(), ctx.shards)),
+    };
+    Ok(Ok(Applied {
+        events: vec![Event::UserBlocked { user: user.clone(), target: target.clone(), blocked, at: ctx.time }],
+        changes: vec![Change::Emit {
+            lane,
+            kind: EffectKind::PairBlocked { conversation, blocker: user.clone(), blocked },
+        }],
+        reply: Reply::Done,
+    }))
 }
 
 /// The directory's first-claim-wins rule: the key's first claimant keeps it; a repeat by the

@@ -66,6 +66,25 @@ pub enum Change {
         user: UserId,
         group: GroupId,
     },
+    /// `user`'s blocklist entry for `target` (present while blocked).
+    PutBlocked {
+        user: UserId,
+        target: UserId,
+        since: crate::ids::TimeMs,
+    },
+    DeleteBlocked {
+        user: UserId,
+        target: UserId,
+    },
+    /// The conversation's record that `blocker` blocks its other member.
+    PutPairBlock {
+        conversation: ConversationId,
+        blocker: UserId,
+    },
+    DeletePairBlock {
+        conversation: ConversationId,
+        blocker: UserId,
+    },
     /// The directory records `key` as claimed by `region` (a projection of `IdClaimed`).
     PutClaim {
         key: DirectoryKey,

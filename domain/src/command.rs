@@ -72,6 +72,11 @@ pub enum Command {
     SetGroupRole { actor: UserId, group: GroupId, user: UserId, role: crate::records::GroupRole },
     /// The owner hands the group to another member, and becomes a plain member.
     TransferGroup { actor: UserId, group: GroupId, to: UserId },
+    /// `user` blocks (or unblocks) `target` (REL-03); applied on `user`'s shard. The
+    /// conversation of the two learns of it through the outbox and refuses `target`'s sends
+    /// to `user` from then on. `conversation_home`: where that conversation lives when not
+    /// in this region.
+    SetBlocked { user: UserId, target: UserId, blocked: bool, conversation_home: Option<RegionCode> },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },
@@ -131,6 +136,8 @@ pub enum EffectKind {
     GroupListed { user: UserId, group: GroupId, at: TimeMs },
     /// Take a group out of a user's list of groups (they left or were removed).
     GroupUnlisted { user: UserId, group: GroupId },
+    /// `blocker` blocked (or unblocked) the other member of a one-to-one conversation.
+    PairBlocked { conversation: ConversationId, blocker: UserId, blocked: bool },
 }
 
 impl EffectKind {
@@ -140,6 +147,7 @@ impl EffectKind {
             EffectKind::ConversationJoined { user, .. }
             | EffectKind::GroupListed { user, .. }
             | EffectKind::GroupUnlisted { user, .. } => user.as_str(),
+            EffectKind::PairBlocked { conversation, .. } => conversation.as_str(),
         }
     }
 }

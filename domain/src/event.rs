@@ -75,6 +75,11 @@ pub enum Event {
     GroupListed { user: UserId, group: GroupId, at: TimeMs },
     /// `group` left `user`'s list of groups.
     GroupUnlisted { user: UserId, group: GroupId },
+    /// `user` blocked (`blocked`) or unblocked `target` (on `user`'s shard).
+    UserBlocked { user: UserId, target: UserId, blocked: bool, at: TimeMs },
+    /// The conversation learned that `blocker` blocked or unblocked its other member (on the
+    /// conversation's shard).
+    ConversationBlocked { conversation: ConversationId, blocker: UserId, blocked: bool },
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
@@ -100,6 +105,8 @@ impl Event {
             Event::GroupRoleSet { .. } => "GroupRoleSet",
             Event::GroupListed { .. } => "GroupListed",
             Event::GroupUnlisted { .. } => "GroupUnlisted",
+            Event::UserBlocked { .. } => "UserBlocked",
+            Event::ConversationBlocked { .. } => "ConversationBlocked",
         }
     }
 }

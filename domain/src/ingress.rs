@@ -113,6 +113,12 @@ pub fn check(
             }
         }
         Command::ClaimId { key, .. } => to.owns(key.as_str()),
+        Command::SetBlocked { user, target, .. } => {
+            if user == target {
+                return Err(Rejection::new(Reason::PeerIsSelf, "a user cannot block themselves"));
+            }
+            to.owns(user.as_str())
+        }
         Command::CreateGroup { group, name, members, max_members, .. } => {
             if name.len() > crate::group::MAX_GROUP_NAME_BYTES {
                 return Err(Rejection::new(

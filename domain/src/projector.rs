@@ -239,5 +239,17 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         Event::GroupUnlisted { user, group } => {
             vec![Change::DeleteGroupRef { user: user.clone(), group: group.clone() }]
         }
+        Event::UserBlocked { user, target, blocked: true, at } => {
+            vec![Change::PutBlocked { user: user.clone(), target: target.clone(), since: *at }]
+        }
+        Event::UserBlocked { user, target, blocked: false, .. } => {
+            vec![Change::DeleteBlocked { user: user.clone(), target: target.clone() }]
+        }
+        Event::ConversationBlocked { conversation, blocker, blocked: true } => {
+            vec![Change::PutPairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]
+        }
+        Event::ConversationBlocked { conversation, blocker, blocked: false } => {
+            vec![Change::DeletePairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]
+        }
     })
 }

@@ -83,6 +83,7 @@ reasons! {
     GroupNameInvalid => "GROUP_NAME_INVALID", InvalidArgument;
     GroupTypeInvalid => "GROUP_TYPE_INVALID", InvalidArgument;
     GroupRoleInvalid => "GROUP_ROLE_INVALID", InvalidArgument;
+    Blocked => "BLOCKED", PermissionDenied;
     GroupNotFound => "GROUP_NOT_FOUND", NotFound;
     GroupExists => "GROUP_EXISTS", AlreadyExists;
     NotGroupMember => "NOT_GROUP_MEMBER", PermissionDenied;

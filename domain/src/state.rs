@@ -30,6 +30,10 @@ pub trait ShardState {
     fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError>;
     fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError>;
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError>;
+    /// Whether `user` has `target` on their blocklist (on `user`'s shard).
+    fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError>;
+    /// Whether `blocker` blocks the other member of `conversation` (on its shard).
+    fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
 }
 
 /// A state with a command's pending changes laid over it, so that each event of a command is
@@ -156,6 +160,32 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(m) => Ok(m),
             None => self.base.group_member(group, user),
+        }
+    }
+
+    fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutBlocked { user: u, target: t, .. } if u == user && t == target => Some(true),
+            Change::DeleteBlocked { user: u, target: t } if u == user && t == target => Some(false),
+            _ => None,
+        }) {
+            Some(b) => Ok(b),
+            None => self.base.is_blocked(user, target),
+        }
+    }
+
+    fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutPairBlock { conversation: cv, blocker: b } if cv == conversation && b == blocker => Some(true),
+            Change::DeletePairBlock { conversation: cv, blocker: b } if cv == conversation && b == blocker => {
+                Some(false)
+            }
+            _ => None,
+        }) {
+            Some(b) => Ok(b),
+            None => self.base.pair_blocked(conversation, blocker),
         }
     }
 

@@ -22,6 +22,8 @@ struct MemState {
     groups: BTreeMap<GroupId, Group>,
     members: BTreeMap<(GroupId, UserId), GroupMember>,
     group_refs: BTreeSet<(UserId, GroupId)>,
+    blocked: BTreeSet<(UserId, UserId)>,
+    pair_blocks: BTreeSet<(ConversationId, UserId)>,
 }
 
 impl ShardState for MemState {
@@ -54,6 +56,12 @@ impl ShardState for MemState {
     }
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
         Ok(self.group_refs.contains(&(user.clone(), group.clone())))
+    }
+    fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
+        Ok(self.blocked.contains(&(user.clone(), target.clone())))
+    }
+    fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
+        Ok(self.pair_blocks.contains(&(conversation.clone(), blocker.clone())))
     }
 }
 
@@ -97,6 +105,18 @@ impl MemState {
                 }
                 Change::DeleteGroupRef { user, group } => {
                     self.group_refs.remove(&(user, group));
+                }
+                Change::PutBlocked { user, target, .. } => {
+                    self.blocked.insert((user, target));
+                }
+                Change::DeleteBlocked { user, target } => {
+                    self.blocked.remove(&(user, target));
+                }
+                Change::PutPairBlock { conversation, blocker } => {
+                    self.pair_blocks.insert((conversation, blocker));
+                }
+                Change::DeletePairBlock { conversation, blocker } => {
+                    self.pair_blocks.remove(&(conversation, blocker));
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
@@ -787,4 +807,38 @@ fn hidden_members_mentions_recalls_and_history_for_newcomers() {
     let stream = ConversationId::group(&gid("g1"));
     let tomb = &s.messages[&(stream, Seq(1))];
     assert!(tomb.elements.is_empty() && tomb.recalled.as_ref().map(|r| r.by.clone()) == Some(user("own")));
+}
+
+#[test]
+fn a_block_reaches_the_conversation_and_stops_the_blocked_user_s_sends() {
+    let mut s = MemState::default();
+    assert_eq!(seq_of(&send(&mut s, 1, "bob", "alice", "hi", Some("r1"))), 1);
+    let block =
+        |blocked| Command::SetBlocked { user: user("alice"), target: user("bob"), blocked, conversation_home: None };
+    assert!(run(&mut s, &ctx(2, 2), block(true)).is_ok());
+    assert!(s.blocked.contains(&(user("alice"), user("bob"))));
+    let before = s.outbox.len();
+    assert!(run(&mut s, &ctx(3, 3), block(true)).is_ok(), "a repeat");
+    assert_eq!(s.outbox.len(), before, "a repeat emits nothing");
+    // Deliver the block to the conversation, as the outbox pump would.
+    let (lane, kind) = s.outbox.last().cloned().unwrap_or_else(|| panic!("no effect"));
+    assert!(matches!(lane, Lane::Shard(_)));
+    let effect = Effect {
+        id: EffectId(1),
+        source: EffectSource {
+            region: RegionCode::parse("sg").unwrap_or_else(|e| panic!("{e}")),
+            epoch: 1,
+            shard: ShardId(0),
+        },
+        kind,
+    };
+    let deliver = Command::ApplyEffects { source: ShardId(0), from_region: None, effects: vec![effect] };
+    assert!(run(&mut s, &ctx(4, 4), deliver).is_ok());
+    assert_eq!(send(&mut s, 5, "bob", "alice", "hello?", None).expect_err("refused").reason, Reason::Blocked);
+    assert_eq!(
+        seq_of(&send(&mut s, 6, "bob", "alice", "hi", Some("r1"))),
+        1,
+        "a retry of an earlier send keeps its result"
+    );
+    assert_eq!(seq_of(&send(&mut s, 7, "alice", "bob", "I can still write", None)), 2);
 }

@@ -73,6 +73,8 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Chat/MarkRead" => call!(chat, Chat::mark_read, api::MarkReadRequest),
         "Chat/ListConversations" => call!(chat, Chat::list_conversations, api::ListConversationsRequest),
         "Admin/CreateUser" => call!(admin, Admin::create_user, api::CreateUserRequest),
+        "Chat/SetBlocked" => call!(chat, Chat::set_blocked, api::SetBlockedRequest),
+        "Chat/ListBlocked" => call!(chat, Chat::list_blocked, api::ListBlockedRequest),
         other => return Err(malformed(format!("{other} is not a method that is forwarded"))),
     };
     Ok(wire::ForwardResponse { body })

@@ -212,6 +212,20 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     wait_list(&dev, &de, "hans", &[("amy", 2, 2, "de")]).await;
     wait_list(&dev, &sg, "amy", &[("kim", 4, 0, "sg"), ("hans", 2, 0, "de")]).await;
     wait_list(&dev, &inn, "ravi", &[]).await;
+    // A block crosses regions: bo (sg) blocks hans (de); their conversation lives in de, and
+    // the block reaches it through the outbox lane of de: moments later hans is refused.
+    client(&dev, &sg, Some("bo")).set_blocked("hans", true).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client(&dev, &de, Some("hans")).send_text("bo", "blocked?", None).await {
+            Err(e) if reason(&e) == "BLOCKED" => break,
+            Err(e) => panic!("{e}"),
+            Ok(_) => assert!(Instant::now() < deadline, "hans is still accepted 20 s after bo blocked him"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client(&dev, &de, Some("bo")).list_blocked().await.unwrap().users, vec!["hans"], "read in bo's region");
+    client(&dev, &de, Some("bo")).set_blocked("hans", false).await.unwrap();
 
     // kr goes down. What lives there fails at once with REGION_UNAVAILABLE; the rest works.
     kill(dev.pid_of("kr-node-1"));

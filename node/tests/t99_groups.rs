@@ -332,3 +332,34 @@ async fn hidden_members_mentions_recalls_and_history_for_newcomers() {
     assert_eq!(newcomer.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4]);
     cluster.wait_converged().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_stops_the_blocked_user_s_sends_until_it_is_lifted() {
+    let cluster = Cluster::start(3, Tuning::default()).await;
+    cluster.create_users(&["alice".to_owned(), "bob".to_owned()]).await;
+    let (alice, bob) = (cluster.user("alice"), cluster.user("bob"));
+    bob.send_text("alice", "hi", Some("b-1".into())).await.unwrap();
+    assert!(alice.set_blocked("bob", true).await.unwrap().blocked);
+    assert_eq!(alice.list_blocked().await.unwrap().users, vec!["bob"]);
+    // The block reaches the conversation through the outbox: moments later bob is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bob.send_text("alice", "hello?", None).await {
+            Err(e) if reason(&e) == "BLOCKED" => break,
+            other => assert!(Instant::now() < deadline, "still accepted: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = bob.send_text("alice", "hi", Some("b-1".into())).await.unwrap();
+    assert!(again.duplicate, "a retry of a send from before the block keeps its result");
+    alice.send_text("bob", "I can still write to you", None).await.unwrap();
+    let self_block = alice.set_blocked("alice", true).await.unwrap_err();
+    assert_eq!(reason(&self_block), "PEER_IS_SELF");
+    alice.set_blocked("bob", false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bob.send_text("alice", "back?", None).await.is_err() {
+        assert!(Instant::now() < deadline, "bob is still refused after the unblock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(alice.list_blocked().await.unwrap().users.is_empty());
+}

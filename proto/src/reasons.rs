@@ -62,6 +62,7 @@ pub const GROUP_ID_INVALID: &str = "GROUP_ID_INVALID";
 pub const GROUP_NAME_INVALID: &str = "GROUP_NAME_INVALID";
 pub const GROUP_TYPE_INVALID: &str = "GROUP_TYPE_INVALID";
 pub const GROUP_ROLE_INVALID: &str = "GROUP_ROLE_INVALID";
+pub const BLOCKED: &str = "BLOCKED";
 pub const GROUP_NOT_FOUND: &str = "GROUP_NOT_FOUND";
 pub const GROUP_EXISTS: &str = "GROUP_EXISTS";
 pub const NOT_GROUP_MEMBER: &str = "NOT_GROUP_MEMBER";
@@ -123,6 +124,7 @@ pub const ALL: &[&str] = &[
     GROUP_NAME_INVALID,
     GROUP_TYPE_INVALID,
     GROUP_ROLE_INVALID,
+    BLOCKED,
     GROUP_NOT_FOUND,
     GROUP_EXISTS,
     NOT_GROUP_MEMBER,

@@ -157,6 +157,10 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::GroupMemberMuted { .. }
         | Event::GroupDismissed { .. }
         | Event::GroupRoleSet { .. } => vec![],
+        Event::UserBlocked { user, .. } => vec![(Subject::User(user.clone()), "UserBlocked event")],
+        Event::ConversationBlocked { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "ConversationBlocked event")]
+        }
     }
 }
 
@@ -175,6 +179,9 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
                 EffectKind::ConversationJoined { user, .. }
                 | EffectKind::GroupListed { user, .. }
                 | EffectKind::GroupUnlisted { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
+                EffectKind::PairBlocked { conversation, .. } => {
+                    (Subject::Conversation(conversation.clone()), "ApplyEffects command")
+                }
             })
             .collect(),
         Command::SendGroupMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendGroupMessage command")],
@@ -188,6 +195,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::DismissGroup { .. }
         | Command::SetGroupRole { .. }
         | Command::TransferGroup { .. } => vec![],
+        Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
     }
 }
 

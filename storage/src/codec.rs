@@ -204,6 +204,12 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             user: user.to_string(),
             role: role.name().to_owned(),
         }),
+        Command::SetBlocked { user, target, blocked, conversation_home } => Kind::SetBlocked(pb::SetBlocked {
+            user: user.to_string(),
+            target: target.to_string(),
+            blocked: *blocked,
+            conversation_home: region_or_empty(conversation_home.as_ref()),
+        }),
         Command::TransferGroup { actor, group, to } => Kind::TransferGroup(pb::TransferGroup {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -316,6 +322,12 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             user: user_id(W, &r.user)?,
             role: group_role(W, &r.role)?,
         },
+        Kind::SetBlocked(b) => Command::SetBlocked {
+            user: user_id(W, &b.user)?,
+            target: user_id(W, &b.target)?,
+            blocked: b.blocked,
+            conversation_home: optional_region(W, &b.conversation_home)?,
+        },
         Kind::TransferGroup(t) => Command::TransferGroup {
             actor: user_id(W, &t.actor)?,
             group: group_id(W, &t.group_id)?,
@@ -367,6 +379,11 @@ pub fn effect_to_pb(e: &Effect) -> pb::Effect {
         EffectKind::GroupUnlisted { user, group } => {
             pb::effect::Kind::GroupUnlisted(pb::GroupUnlisted { user: user.to_string(), group_id: group.to_string() })
         }
+        EffectKind::PairBlocked { conversation, blocker, blocked } => pb::effect::Kind::PairBlocked(pb::PairBlocked {
+            conversation_id: conversation.to_string(),
+            blocker: blocker.to_string(),
+            blocked: *blocked,
+        }),
     };
     pb::Effect {
         id: e.id.0,
@@ -396,6 +413,11 @@ pub fn effect_from_pb(e: pb::Effect, region: &RegionCode) -> Result<Effect, Stor
         pb::effect::Kind::GroupUnlisted(u) => {
             EffectKind::GroupUnlisted { user: user_id(W, &u.user)?, group: group_id(W, &u.group_id)? }
         }
+        pb::effect::Kind::PairBlocked(b) => EffectKind::PairBlocked {
+            conversation: conversation_id(W, &b.conversation_id)?,
+            blocker: user_id(W, &b.blocker)?,
+            blocked: b.blocked,
+        },
     };
     let source_region = if e.source_region.is_empty() {
         region.clone()
@@ -553,6 +575,17 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             until_ms: until.0,
             by: by.to_string(),
         }),
+        Event::UserBlocked { user, target, blocked, at } => Kind::UserBlocked(pb::UserBlockedEvent {
+            user: user.to_string(),
+            target: target.to_string(),
+            blocked: *blocked,
+            time_ms: at.0,
+        }),
+        Event::ConversationBlocked { conversation, blocker, blocked } => Kind::ConversationBlocked(pb::PairBlocked {
+            conversation_id: conversation.to_string(),
+            blocker: blocker.to_string(),
+            blocked: *blocked,
+        }),
         Event::GroupRoleSet { group, user, role, by } => Kind::GroupRoleSet(pb::GroupRoleSetEvent {
             group_id: group.to_string(),
             user: user.to_string(),
@@ -671,6 +704,17 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
         Kind::GroupDismissed(d) => {
             Event::GroupDismissed { group: group_id(W, &d.group_id)?, by: user_id(W, &d.by)?, at: TimeMs(d.time_ms) }
         }
+        Kind::UserBlocked(b) => Event::UserBlocked {
+            user: user_id(W, &b.user)?,
+            target: user_id(W, &b.target)?,
+            blocked: b.blocked,
+            at: TimeMs(b.time_ms),
+        },
+        Kind::ConversationBlocked(b) => Event::ConversationBlocked {
+            conversation: conversation_id(W, &b.conversation_id)?,
+            blocker: user_id(W, &b.blocker)?,
+            blocked: b.blocked,
+        },
         Kind::GroupRoleSet(r) => Event::GroupRoleSet {
             group: group_id(W, &r.group_id)?,
             user: user_id(W, &r.user)?,

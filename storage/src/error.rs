@@ -58,6 +58,7 @@ versioned!(
     pb::GroupRecord,
     pb::GroupMemberRecord,
     pb::GroupRefRecord,
+    pb::BlockedRecord,
 );
 
 /// Decodes a versioned durable record and refuses one written by a newer version than this

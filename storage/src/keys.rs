@@ -109,6 +109,8 @@ pub const PROJ_DIRECTORY: u8 = b'd';
 pub const PROJ_GROUP: u8 = b'g';
 pub const PROJ_GROUP_MEMBER: u8 = b'm';
 pub const PROJ_GROUP_REF: u8 = b'G';
+pub const PROJ_BLOCKED: u8 = b'b';
+pub const PROJ_PAIR_BLOCK: u8 = b'B';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -206,6 +208,29 @@ pub fn group_refs(shard: ShardId, user: &UserId) -> Vec<u8> {
 pub fn group_ref(shard: ShardId, user: &UserId, group: &GroupId) -> Vec<u8> {
     let mut k = group_refs(shard, user);
     k.extend_from_slice(group.as_str().as_bytes());
+    k
+}
+
+/// The prefix of `user`'s blocklist.
+pub fn blocked_list(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len() + 32);
+    k.push(PROJ_BLOCKED);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn blocked(shard: ShardId, user: &UserId, target: &UserId) -> Vec<u8> {
+    let mut k = blocked_list(shard, user);
+    k.extend_from_slice(target.as_str().as_bytes());
+    k
+}
+
+/// A conversation's record that `blocker` blocks its other member.
+pub fn pair_block(shard: ShardId, conversation: &ConversationId, blocker: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + conversation.as_str().len() + blocker.as_str().len());
+    k.push(PROJ_PAIR_BLOCK);
+    push_str(&mut k, conversation.as_str());
+    k.extend_from_slice(blocker.as_str().as_bytes());
     k
 }
 

@@ -109,6 +109,8 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_GROUP
                         | &keys::PROJ_GROUP_MEMBER
                         | &keys::PROJ_GROUP_REF
+                        | &keys::PROJ_BLOCKED
+                        | &keys::PROJ_PAIR_BLOCK
                 )
             )
         }

@@ -221,6 +221,25 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// `user`'s blocklist (on the user's shard), in user id order.
+    pub fn blocked_users(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
+        let prefix = keys::blocked_list(self.shard, user);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let target = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|t| UserId::parse(t).ok())
+                .ok_or_else(|| StorageError::corrupt("blocklist entry", "the key names no user"))?;
+            out.push(target);
+        }
+        Ok(out)
+    }
+
     /// The groups in `user`'s list (on the user's shard).
     pub fn group_refs(&self, user: &UserId) -> Result<Vec<GroupRef>, StorageError> {
         let prefix = keys::group_refs(self.shard, user);
@@ -497,7 +516,20 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::group_ref(shard, user, &entry.group),
             codec::group_ref_to_pb(entry).encode_to_vec(),
         ),
-        Change::DeleteGroupMember { .. } | Change::DeleteGroupRef { .. } => return None,
+        Change::PutBlocked { user, target, since } => (
+            keys::CF_PROJECTIONS,
+            keys::blocked(shard, user, target),
+            pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: since.0 }.encode_to_vec(),
+        ),
+        Change::PutPairBlock { conversation, blocker } => (
+            keys::CF_PROJECTIONS,
+            keys::pair_block(shard, conversation, blocker),
+            pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
+        ),
+        Change::DeleteGroupMember { .. }
+        | Change::DeleteGroupRef { .. }
+        | Change::DeleteBlocked { .. }
+        | Change::DeletePairBlock { .. } => return None,
         Change::PutClaim { key, region } => (
             keys::CF_PROJECTIONS,
             keys::directory(shard, key),
@@ -517,6 +549,10 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
             Some((keys::CF_PROJECTIONS, keys::group_member(shard, group, user)))
         }
         Change::DeleteGroupRef { user, group } => Some((keys::CF_PROJECTIONS, keys::group_ref(shard, user, group))),
+        Change::DeleteBlocked { user, target } => Some((keys::CF_PROJECTIONS, keys::blocked(shard, user, target))),
+        Change::DeletePairBlock { conversation, blocker } => {
+            Some((keys::CF_PROJECTIONS, keys::pair_block(shard, conversation, blocker)))
+        }
         _ => None,
     }
 }
@@ -843,6 +879,16 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
         let key = keys::group_member(self.0.shard_id(), group, user);
         let r = self.0.read_record(keys::CF_PROJECTIONS, key, "group member")?;
         r.map(codec::group_member_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
+        let key = keys::blocked(self.0.shard_id(), user, target);
+        Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "blocklist entry")?.is_some())
+    }
+
+    fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
+        let key = keys::pair_block(self.0.shard_id(), conversation, blocker);
+        Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation block")?.is_some())
     }
 
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {

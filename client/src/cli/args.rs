@@ -345,3 +345,37 @@ impl GroupCommand {
         }
     }
 }
+
+/// `meridian block ...` (REL-03).
+#[derive(Debug, clap::Subcommand)]
+pub enum BlockCommand {
+    /// Block a user: their one-to-one messages to you are refused with BLOCKED.
+    Add {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+    },
+    /// Unblock a user.
+    Remove {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+    },
+    /// Your blocklist.
+    List {
+        #[command(flatten)]
+        act_as: ActAs,
+    },
+}
+
+impl BlockCommand {
+    pub fn act_as(&self) -> &ActAs {
+        match self {
+            BlockCommand::Add { act_as, .. } | BlockCommand::Remove { act_as, .. } | BlockCommand::List { act_as } => {
+                act_as
+            }
+        }
+    }
+}

@@ -397,6 +397,53 @@ impl ChatService {
     }
 }
 
+impl ChatService {
+    /// `me`'s home region, when it is another one (requests about `me`'s own records go there).
+    async fn my_home_elsewhere(&self, me: &UserId) -> Result<Option<RegionCode>, ApiError> {
+        let Some(geo) = &self.ctx.geo else { return Ok(None) };
+        let home = geo.require_home(me).await?;
+        Ok((&home != self.ctx.topology.region()).then_some(home))
+    }
+
+    async fn set_blocked_(&self, req: Request<api::SetBlockedRequest>) -> Result<api::SetBlockedResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        if let Some(home) = self.my_home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/SetBlocked", &req).await;
+        }
+        let body = req.into_inner();
+        let target = UserId::parse(&body.user)?;
+        if target == me {
+            return Err(Rejection::new(Reason::PeerIsSelf, "a user cannot block themselves").into());
+        }
+        // The block goes to the pair's conversation, wherever the residency rule puts it; two
+        // users of two strict regions have none, and nothing to stop.
+        let conversation_home = match self.c2c_homes(&me, &target).await {
+            Ok(homes) => self.abroad(homes.as_ref().map(|h| &h.conversation)),
+            Err(ApiError::Rejected(r)) if r.reason == Reason::ResidencyViolation => None,
+            Err(e) => return Err(e),
+        };
+        if self.ctx.geo.is_none() {
+            self.ctx.require_user(&target).await?;
+        }
+        let shard = self.ctx.topology.user_shard(&me);
+        let command =
+            Command::SetBlocked { user: me, target: target.clone(), blocked: body.blocked, conversation_home };
+        self.propose_one(shard, command).await?;
+        Ok(api::SetBlockedResponse { user: target.to_string(), blocked: body.blocked })
+    }
+
+    async fn list_blocked_(&self, req: Request<api::ListBlockedRequest>) -> Result<api::ListBlockedResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        if let Some(home) = self.my_home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/ListBlocked", &req).await;
+        }
+        let shard = self.ctx.topology.user_shard(&me);
+        self.ctx.node.read_barrier(shard).await?;
+        let users = self.ctx.node.store(shard)?.blocked_users(&me)?;
+        Ok(api::ListBlockedResponse { users: users.iter().map(ToString::to_string).collect() })
+    }
+}
+
 /// A response and the home region of what it was about (`None` in a single region).
 pub(super) type Homed<T> = (T, Option<RegionCode>);
 
@@ -513,6 +560,20 @@ impl Chat for ChatService {
         req: Request<api::TransferGroupRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
         Ok(Response::new(self.transfer_group_(req).await?))
+    }
+
+    async fn set_blocked(
+        &self,
+        req: Request<api::SetBlockedRequest>,
+    ) -> Result<Response<api::SetBlockedResponse>, Status> {
+        Ok(Response::new(self.set_blocked_(req).await?))
+    }
+
+    async fn list_blocked(
+        &self,
+        req: Request<api::ListBlockedRequest>,
+    ) -> Result<Response<api::ListBlockedResponse>, Status> {
+        Ok(Response::new(self.list_blocked_(req).await?))
     }
 
     async fn get_routes(
