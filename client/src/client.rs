@@ -465,7 +465,7 @@ impl Client {
         .await
     }
 
-    /// Blocks (`true`) or unblocks `user` for the caller (REL-03).
+    /// Blocks (`true`) or unblocks `user` for the caller (REL-04).
     pub async fn set_blocked(&self, user: &str, blocked: bool) -> Result<SetBlockedResponse, ClientError> {
         let request = SetBlockedRequest { user: user.to_owned(), blocked };
         self.call_at(self.list_route(), "SetBlocked", request, |channel, request| async move {

@@ -502,7 +502,7 @@ fn apply_effects(
     Ok(Ok(Applied { events, changes, reply: Reply::Done }))
 }
 
-/// A blocklist change (REL-03) on the blocker's shard, and the effect that tells the pair's
+/// A blocklist change (REL-04) on the blocker's shard, and the effect that tells the pair's
 /// conversation (which refuses the blocked member's sends to the blocker from then on).
 fn set_blocked(
     state: &impl ShardState,

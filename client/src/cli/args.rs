@@ -346,7 +346,7 @@ impl GroupCommand {
     }
 }
 
-/// `meridian block ...` (REL-03).
+/// `meridian block ...` (REL-04).
 #[derive(Debug, clap::Subcommand)]
 pub enum BlockCommand {
     /// Block a user: their one-to-one messages to you are refused with BLOCKED.
