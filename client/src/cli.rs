@@ -15,7 +15,7 @@ pub mod render;
 
 pub use args::{
     ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationsArgs, EventsArgs, GroupCommand, HistoryArgs,
-    ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
+    ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -61,6 +61,11 @@ pub enum ClientCommand {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Profiles: set yours, read anyone's.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
     },
     /// Your blocklist: add, remove, list.
     Block {
@@ -291,6 +296,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Recall(a) => Identity::user(&a.act_as),
         ClientCommand::Group { command } => Identity::user(command.act_as()),
         ClientCommand::Block { command } => Identity::user(command.act_as()),
+        ClientCommand::Profile { command } => Identity::user(command.act_as()),
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
     let output = match cmd {
@@ -422,6 +428,26 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Block { command: BlockCommand::List { .. } } => {
             Output::Lines(client.list_blocked().await?.users)
+        }
+        ClientCommand::Profile { command: ProfileCommand::Set { fields, .. } } => {
+            let mut pairs = Vec::with_capacity(fields.len());
+            for field in &fields {
+                let (name, value) = field.split_once('=').ok_or_else(|| ClientError::InvalidConfig {
+                    detail: format!("{field:?}: write a field as NAME=VALUE"),
+                })?;
+                pairs.push((name, value));
+            }
+            let profile = client.set_profile(&pairs).await?;
+            Output::Lines(profile.fields.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        }
+        ClientCommand::Profile { command: ProfileCommand::Get { user, fields, json, .. } } => {
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            let profile = client.get_profile(&user, &fields).await?;
+            Output::json_or_lines(
+                json,
+                || serde_json::json!({ "user": profile.user, "fields": profile.fields }),
+                || profile.fields.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            )
         }
         ClientCommand::Audit { command: AuditCommand::Residency { this_node, json } } => {
             let report = client.audit_residency(this_node).await?;

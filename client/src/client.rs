@@ -16,13 +16,14 @@ use meridian_proto::api::{
     AddGroupMembersRequest, AddNodeRequest, AddNodeResponse, AuditResidencyRequest, AuditResidencyResponse,
     ClusterStatusRequest, ClusterStatusResponse, CreateGroupRequest, CreateGroupResponse, CreateUserRequest,
     CreateUserResponse, Direction, DismissGroupRequest, GetGroupRequest, GetGroupResponse, GetHistoryRequest,
-    GetHistoryResponse, GetRoutesRequest, GetRoutesResponse, GroupChangeResponse, IssueUserTokenRequest,
-    IssueUserTokenResponse, ListBlockedRequest, ListBlockedResponse, ListConversationsRequest,
-    ListConversationsResponse, LoggedEvent, LogicVersionRequest, LogicVersionResponse, MarkReadRequest,
-    MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest, ReadConsistency, ReadEventsRequest,
-    ReadEventsResponse, RecallMessageRequest, RecallMessageResponse, RemoveGroupMemberRequest, RemoveNodeRequest,
-    RemoveNodeResponse, SendMessageRequest, SendMessageResponse, SetBlockedRequest, SetBlockedResponse,
-    SetGroupMemberRoleRequest, TextElement, TransferGroupRequest, VerifyProjectionsRequest, VerifyProjectionsResponse,
+    GetHistoryResponse, GetProfileRequest, GetProfileResponse, GetRoutesRequest, GetRoutesResponse,
+    GroupChangeResponse, IssueUserTokenRequest, IssueUserTokenResponse, ListBlockedRequest, ListBlockedResponse,
+    ListConversationsRequest, ListConversationsResponse, LoggedEvent, LogicVersionRequest, LogicVersionResponse,
+    MarkReadRequest, MarkReadResponse, Message, MessageElement, MuteGroupMemberRequest, ReadConsistency,
+    ReadEventsRequest, ReadEventsResponse, RecallMessageRequest, RecallMessageResponse, RemoveGroupMemberRequest,
+    RemoveNodeRequest, RemoveNodeResponse, SendMessageRequest, SendMessageResponse, SetBlockedRequest,
+    SetBlockedResponse, SetGroupMemberRoleRequest, SetProfileRequest, TextElement, TransferGroupRequest,
+    VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
 use meridian_proto::ACT_AS_METADATA_KEY;
 
@@ -470,6 +471,27 @@ impl Client {
         let request = SetBlockedRequest { user: user.to_owned(), blocked };
         self.call_at(self.list_route(), "SetBlocked", request, |channel, request| async move {
             ChatClient::new(channel).set_blocked(request).await
+        })
+        .await
+    }
+
+    /// Sets (or, with an empty value, removes) fields of the caller's profile; the answer is
+    /// the whole profile after the update.
+    pub async fn set_profile(&self, fields: &[(&str, &str)]) -> Result<GetProfileResponse, ClientError> {
+        let request =
+            SetProfileRequest { fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() };
+        self.call_at(self.list_route(), "SetProfile", request, |channel, request| async move {
+            ChatClient::new(channel).set_profile(request).await
+        })
+        .await
+    }
+
+    /// `user`'s profile: the fields named, or all when none are.
+    pub async fn get_profile(&self, user: &str, fields: &[&str]) -> Result<GetProfileResponse, ClientError> {
+        let request =
+            GetProfileRequest { user: user.to_owned(), fields: fields.iter().map(|f| (*f).to_owned()).collect() };
+        self.call("GetProfile", request, |channel, request| async move {
+            ChatClient::new(channel).get_profile(request).await
         })
         .await
     }

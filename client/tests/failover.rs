@@ -188,6 +188,20 @@ impl Chat for ScriptedChat {
     ) -> Result<Response<meridian_client::api::ListBlockedResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn set_profile(
+        &self,
+        _: Request<meridian_client::api::SetProfileRequest>,
+    ) -> Result<Response<meridian_client::api::GetProfileResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_profile(
+        &self,
+        _: Request<meridian_client::api::GetProfileRequest>,
+    ) -> Result<Response<meridian_client::api::GetProfileResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

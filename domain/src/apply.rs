@@ -183,6 +183,7 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             crate::group::set_role(state, ctx, actor, group, (user, *role))
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
+        Command::SetProfile { user, fields } => set_profile(state, ctx, user, fields),
         Command::SetBlocked { user, target, blocked, conversation_home } => {
             set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref()))
         }
@@ -500,6 +501,35 @@ fn apply_effects(
         changes.push(Change::SetWatermark { source, from_region: from_region.cloned(), up_to: watermark });
     }
     Ok(Ok(Applied { events, changes, reply: Reply::Done }))
+}
+
+/// A profile update on the user's shard: the account must exist here, and the result must
+/// fit the caps (custom fields).
+fn set_profile(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    fields: &[(String, String)],
+) -> Result<Outcome, StateError> {
+    if let Some(r) = wrong_shard(ctx, user.as_str()) {
+        return Ok(Err(r));
+    }
+    if state.user(user)?.is_none() {
+        return reject(Reason::UnknownUser, format!("no user {user}: create the account first"));
+    }
+    let before = state.profile(user)?;
+    let after = match crate::profile::updated(before.clone(), fields) {
+        Ok(after) => after,
+        Err(r) => return Ok(Err(r)),
+    };
+    if after == before {
+        return Ok(Applied::unchanged(Reply::Done));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::ProfileUpdated { user: user.clone(), fields: fields.to_vec() }],
+        changes: vec![],
+        reply: Reply::Done,
+    }))
 }
 
 /// A blocklist change (REL-04) on the blocker's shard, and the effect that tells the pair's

@@ -66,6 +66,11 @@ pub enum Change {
         user: UserId,
         group: GroupId,
     },
+    /// `user`'s whole profile after an update.
+    PutProfile {
+        user: UserId,
+        profile: crate::profile::Profile,
+    },
     /// `user`'s blocklist entry for `target` (present while blocked).
     PutBlocked {
         user: UserId,

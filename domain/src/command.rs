@@ -77,6 +77,8 @@ pub enum Command {
     /// to `user` from then on. `conversation_home`: where that conversation lives when not
     /// in this region.
     SetBlocked { user: UserId, target: UserId, blocked: bool, conversation_home: Option<RegionCode> },
+    /// Set (or, with an empty value, remove) profile fields of `user` (REL-02).
+    SetProfile { user: UserId, fields: Vec<(String, String)> },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },

@@ -75,6 +75,8 @@ pub enum Event {
     GroupListed { user: UserId, group: GroupId, at: TimeMs },
     /// `group` left `user`'s list of groups.
     GroupUnlisted { user: UserId, group: GroupId },
+    /// `user`'s profile fields changed (an empty value: removed).
+    ProfileUpdated { user: UserId, fields: Vec<(String, String)> },
     /// `user` blocked (`blocked`) or unblocked `target` (on `user`'s shard).
     UserBlocked { user: UserId, target: UserId, blocked: bool, at: TimeMs },
     /// The conversation learned that `blocker` blocked or unblocked its other member (on the
@@ -106,6 +108,7 @@ impl Event {
             Event::GroupListed { .. } => "GroupListed",
             Event::GroupUnlisted { .. } => "GroupUnlisted",
             Event::UserBlocked { .. } => "UserBlocked",
+            Event::ProfileUpdated { .. } => "ProfileUpdated",
             Event::ConversationBlocked { .. } => "ConversationBlocked",
         }
     }

@@ -113,6 +113,10 @@ pub fn check(
             }
         }
         Command::ClaimId { key, .. } => to.owns(key.as_str()),
+        Command::SetProfile { user, fields } => {
+            crate::profile::check_update(fields)?;
+            to.owns(user.as_str())
+        }
         Command::SetBlocked { user, target, .. } => {
             if user == target {
                 return Err(Rejection::new(Reason::PeerIsSelf, "a user cannot block themselves"));

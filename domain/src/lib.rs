@@ -28,6 +28,7 @@ pub mod event;
 pub mod group;
 pub mod ids;
 pub mod ingress;
+pub mod profile;
 pub mod projector;
 pub mod records;
 pub mod rejection;

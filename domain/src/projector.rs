@@ -239,6 +239,12 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         Event::GroupUnlisted { user, group } => {
             vec![Change::DeleteGroupRef { user: user.clone(), group: group.clone() }]
         }
+        Event::ProfileUpdated { user, fields } => {
+            // The update was checked at apply; a profile over the cap cannot be logged.
+            let profile = crate::profile::updated(state.profile(user)?, fields)
+                .map_err(|r| StateError(format!("a logged profile update does not fit: {r}")))?;
+            vec![Change::PutProfile { user: user.clone(), profile }]
+        }
         Event::UserBlocked { user, target, blocked: true, at } => {
             vec![Change::PutBlocked { user: user.clone(), target: target.clone(), since: *at }]
         }

@@ -84,6 +84,7 @@ reasons! {
     GroupTypeInvalid => "GROUP_TYPE_INVALID", InvalidArgument;
     GroupRoleInvalid => "GROUP_ROLE_INVALID", InvalidArgument;
     Blocked => "BLOCKED", PermissionDenied;
+    ProfileFieldInvalid => "PROFILE_FIELD_INVALID", InvalidArgument;
     GroupNotFound => "GROUP_NOT_FOUND", NotFound;
     GroupExists => "GROUP_EXISTS", AlreadyExists;
     NotGroupMember => "NOT_GROUP_MEMBER", PermissionDenied;

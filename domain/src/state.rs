@@ -30,6 +30,8 @@ pub trait ShardState {
     fn group(&self, id: &GroupId) -> Result<Option<Group>, StateError>;
     fn group_member(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupMember>, StateError>;
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError>;
+    /// `user`'s profile fields (empty when none were set).
+    fn profile(&self, user: &UserId) -> Result<crate::profile::Profile, StateError>;
     /// Whether `user` has `target` on their blocklist (on `user`'s shard).
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
@@ -160,6 +162,17 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(m) => Ok(m),
             None => self.base.group_member(group, user),
+        }
+    }
+
+    fn profile(&self, user: &UserId) -> Result<crate::profile::Profile, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutProfile { user: u, profile } if u == user => Some(profile.clone()),
+            _ => None,
+        }) {
+            Some(p) => Ok(p),
+            None => self.base.profile(user),
         }
     }
 

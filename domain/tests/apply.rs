@@ -23,6 +23,7 @@ struct MemState {
     members: BTreeMap<(GroupId, UserId), GroupMember>,
     group_refs: BTreeSet<(UserId, GroupId)>,
     blocked: BTreeSet<(UserId, UserId)>,
+    profiles: BTreeMap<UserId, meridian_domain::profile::Profile>,
     pair_blocks: BTreeSet<(ConversationId, UserId)>,
 }
 
@@ -56,6 +57,9 @@ impl ShardState for MemState {
     }
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
         Ok(self.group_refs.contains(&(user.clone(), group.clone())))
+    }
+    fn profile(&self, user: &UserId) -> Result<meridian_domain::profile::Profile, StateError> {
+        Ok(self.profiles.get(user).cloned().unwrap_or_default())
     }
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
         Ok(self.blocked.contains(&(user.clone(), target.clone())))
@@ -105,6 +109,9 @@ impl MemState {
                 }
                 Change::DeleteGroupRef { user, group } => {
                     self.group_refs.remove(&(user, group));
+                }
+                Change::PutProfile { user, profile } => {
+                    self.profiles.insert(user, profile);
                 }
                 Change::PutBlocked { user, target, .. } => {
                     self.blocked.insert((user, target));
@@ -841,4 +848,28 @@ fn a_block_reaches_the_conversation_and_stops_the_blocked_user_s_sends() {
         "a retry of an earlier send keeps its result"
     );
     assert_eq!(seq_of(&send(&mut s, 7, "alice", "bob", "I can still write", None)), 2);
+}
+
+#[test]
+fn profiles_take_partial_updates_within_their_limits() {
+    let mut s = MemState::default();
+    let region = RegionCode::parse("sg").unwrap_or_else(|e| panic!("{e}"));
+    run(&mut s, &ctx(1, 1), Command::CreateUser { user: user("ann"), home_region: region, nickname: "Ann".into() })
+        .unwrap_or_else(|r| panic!("{r}"));
+    let set = |fields: &[(&str, &str)]| Command::SetProfile {
+        user: user("ann"),
+        fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    assert!(run(&mut s, &ctx(2, 2), set(&[("signature", "hi"), ("gender", "female"), ("custom.team", "blue")])).is_ok());
+    assert!(run(&mut s, &ctx(3, 3), set(&[("signature", "")])).is_ok(), "an empty value removes");
+    let profile = &s.profiles[&user("ann")];
+    assert_eq!(profile.keys().collect::<Vec<_>>(), vec!["custom.team", "gender"]);
+    let many: Vec<(String, String)> = (0..21).map(|i| (format!("custom.k{i}"), "v".to_owned())).collect();
+    let too_many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_rejected(&mut s, &ctx(4, 4), set(&too_many), Reason::ProfileFieldInvalid);
+    assert!(meridian_domain::profile::check_field("gender", "other").is_err());
+    assert!(meridian_domain::profile::check_field("birthday", "1990-01-01").is_err());
+    assert!(meridian_domain::profile::check_field("shoe_size", "42").is_err());
+    let unknown = Command::SetProfile { user: user("zed"), fields: vec![("signature".into(), "x".into())] };
+    assert_rejected(&mut s, &ctx(5, 5), unknown, Reason::UnknownUser);
 }

@@ -75,6 +75,8 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Admin/CreateUser" => call!(admin, Admin::create_user, api::CreateUserRequest),
         "Chat/SetBlocked" => call!(chat, Chat::set_blocked, api::SetBlockedRequest),
         "Chat/ListBlocked" => call!(chat, Chat::list_blocked, api::ListBlockedRequest),
+        "Chat/SetProfile" => call!(chat, Chat::set_profile, api::SetProfileRequest),
+        "Chat/GetProfile" => call!(chat, Chat::get_profile, api::GetProfileRequest),
         other => return Err(malformed(format!("{other} is not a method that is forwarded"))),
     };
     Ok(wire::ForwardResponse { body })

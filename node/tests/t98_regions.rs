@@ -226,6 +226,10 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     }
     assert_eq!(client(&dev, &de, Some("bo")).list_blocked().await.unwrap().users, vec!["hans"], "read in bo's region");
     client(&dev, &de, Some("bo")).set_blocked("hans", false).await.unwrap();
+    // A profile lives in its user's region and is read through any endpoint.
+    client(&dev, &sg, Some("hans")).set_profile(&[("location", "Berlin")]).await.unwrap();
+    let profile = client(&dev, &kr, Some("amy")).get_profile("hans", &["location"]).await.unwrap();
+    assert_eq!(profile.fields.get("location").map(String::as_str), Some("Berlin"));
 
     // kr goes down. What lives there fails at once with REGION_UNAVAILABLE; the rest works.
     kill(dev.pid_of("kr-node-1"));

@@ -363,3 +363,25 @@ async fn a_block_stops_the_blocked_user_s_sends_until_it_is_lifted() {
     }
     assert!(alice.list_blocked().await.unwrap().users.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profiles_are_set_in_part_and_read_in_part() {
+    let cluster = Cluster::start(3, Tuning::default()).await;
+    cluster.admin().create_user("ann", None).await.unwrap();
+    cluster.admin().create_user("bob", None).await.unwrap();
+    let ann = cluster.user("ann");
+    let set = ann.set_profile(&[("signature", "hello"), ("gender", "female"), ("custom.team", "blue")]).await.unwrap();
+    assert_eq!(set.fields.len(), 3);
+    ann.set_profile(&[("signature", "")]).await.unwrap();
+    let all = cluster.user("bob").get_profile("ann", &[]).await.unwrap();
+    let names: Vec<&String> = all.fields.keys().collect();
+    assert_eq!(names, vec!["custom.team", "gender"]);
+    let some = cluster.user("bob").get_profile("ann", &["gender"]).await.unwrap();
+    assert_eq!(some.fields.into_iter().collect::<Vec<_>>(), vec![("gender".to_owned(), "female".to_owned())]);
+    for bad in [("gender", "other"), ("birthday", "1990-01-01"), ("shoe_size", "42")] {
+        let e = ann.set_profile(&[bad]).await.unwrap_err();
+        assert_eq!(reason(&e), "PROFILE_FIELD_INVALID", "{bad:?}");
+    }
+    let nobody = cluster.user("bob").get_profile("zed", &[]).await.unwrap_err();
+    assert_eq!(reason(&nobody), "UNKNOWN_USER");
+}

@@ -64,6 +64,10 @@ impl Scan {
         let seen = match cf {
             keys::CF_PROJECTIONS => match body.split_first() {
                 Some((&keys::PROJ_USER, id)) => user(id).map(|u| (Subject::User(u), "account")),
+                Some((&keys::PROJ_PROFILE, id)) => user(id).map(|u| (Subject::User(u), "profile")),
+                Some((&keys::PROJ_BLOCKED, rest)) => {
+                    prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "blocklist entry"))
+                }
                 Some((&keys::PROJ_CONVERSATION, id)) => {
                     conversation(id).map(|c| (Subject::Conversation(c), "conversation head"))
                 }
@@ -158,6 +162,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::GroupDismissed { .. }
         | Event::GroupRoleSet { .. } => vec![],
         Event::UserBlocked { user, .. } => vec![(Subject::User(user.clone()), "UserBlocked event")],
+        Event::ProfileUpdated { user, .. } => vec![(Subject::User(user.clone()), "ProfileUpdated event")],
         Event::ConversationBlocked { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "ConversationBlocked event")]
         }
@@ -196,6 +201,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::SetGroupRole { .. }
         | Command::TransferGroup { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
+        Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],
     }
 }
 

@@ -204,6 +204,7 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             user: user.to_string(),
             role: role.name().to_owned(),
         }),
+        Command::SetProfile { user, fields } => Kind::SetProfile(profile_to_pb(user, fields)),
         Command::SetBlocked { user, target, blocked, conversation_home } => Kind::SetBlocked(pb::SetBlocked {
             user: user.to_string(),
             target: target.to_string(),
@@ -322,6 +323,10 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             user: user_id(W, &r.user)?,
             role: group_role(W, &r.role)?,
         },
+        Kind::SetProfile(p) => {
+            let (user, fields) = profile_from_pb(W, p)?;
+            Command::SetProfile { user, fields }
+        }
         Kind::SetBlocked(b) => Command::SetBlocked {
             user: user_id(W, &b.user)?,
             target: user_id(W, &b.target)?,
@@ -347,6 +352,22 @@ fn group_kind(what: &'static str, s: &str) -> Result<GroupKind, StorageError> {
 
 fn group_role(what: &'static str, s: &str) -> Result<GroupRole, StorageError> {
     GroupRole::from_name(s).ok_or_else(|| StorageError::corrupt(what, format!("unknown group role {s:?}")))
+}
+
+fn profile_to_pb(user: &UserId, fields: &[(String, String)]) -> pb::SetProfile {
+    pb::SetProfile {
+        user: user.to_string(),
+        fields: fields
+            .iter()
+            .map(|(name, value)| pb::ProfileField { name: name.clone(), value: value.clone() })
+            .collect(),
+    }
+}
+
+fn profile_from_pb(what: &'static str, p: pb::SetProfile) -> Result<(UserId, Vec<(String, String)>), StorageError> {
+    let fields: Vec<(String, String)> = p.fields.into_iter().map(|f| (f.name, f.value)).collect();
+    meridian_domain::profile::check_update(&fields).map_err(corrupt(what))?;
+    Ok((user_id(what, &p.user)?, fields))
 }
 
 fn region_or_empty(region: Option<&RegionCode>) -> String {
@@ -575,6 +596,7 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             until_ms: until.0,
             by: by.to_string(),
         }),
+        Event::ProfileUpdated { user, fields } => Kind::ProfileUpdated(profile_to_pb(user, fields)),
         Event::UserBlocked { user, target, blocked, at } => Kind::UserBlocked(pb::UserBlockedEvent {
             user: user.to_string(),
             target: target.to_string(),
@@ -703,6 +725,10 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
         },
         Kind::GroupDismissed(d) => {
             Event::GroupDismissed { group: group_id(W, &d.group_id)?, by: user_id(W, &d.by)?, at: TimeMs(d.time_ms) }
+        }
+        Kind::ProfileUpdated(p) => {
+            let (user, fields) = profile_from_pb(W, p)?;
+            Event::ProfileUpdated { user, fields }
         }
         Kind::UserBlocked(b) => Event::UserBlocked {
             user: user_id(W, &b.user)?,

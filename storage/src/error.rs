@@ -59,6 +59,7 @@ versioned!(
     pb::GroupMemberRecord,
     pb::GroupRefRecord,
     pb::BlockedRecord,
+    pb::ProfileRecord,
 );
 
 /// Decodes a versioned durable record and refuses one written by a newer version than this

@@ -111,6 +111,7 @@ pub const PROJ_GROUP_MEMBER: u8 = b'm';
 pub const PROJ_GROUP_REF: u8 = b'G';
 pub const PROJ_BLOCKED: u8 = b'b';
 pub const PROJ_PAIR_BLOCK: u8 = b'B';
+pub const PROJ_PROFILE: u8 = b'p';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -208,6 +209,14 @@ pub fn group_refs(shard: ShardId, user: &UserId) -> Vec<u8> {
 pub fn group_ref(shard: ShardId, user: &UserId, group: &GroupId) -> Vec<u8> {
     let mut k = group_refs(shard, user);
     k.extend_from_slice(group.as_str().as_bytes());
+    k
+}
+
+/// A user's profile fields.
+pub fn profile(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + user.as_str().len());
+    k.push(PROJ_PROFILE);
+    k.extend_from_slice(user.as_str().as_bytes());
     k
 }
 

@@ -111,6 +111,7 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_GROUP_REF
                         | &keys::PROJ_BLOCKED
                         | &keys::PROJ_PAIR_BLOCK
+                        | &keys::PROJ_PROFILE
                 )
             )
         }

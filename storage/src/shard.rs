@@ -221,6 +221,13 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// `user`'s profile fields (on the user's shard).
+    pub fn profile(&self, user: &UserId) -> Result<meridian_domain::profile::Profile, StorageError> {
+        let r: Option<pb::ProfileRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::profile(self.shard, user), "profile")?;
+        Ok(r.map(|p| p.fields).unwrap_or_default())
+    }
+
     /// `user`'s blocklist (on the user's shard), in user id order.
     pub fn blocked_users(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
         let prefix = keys::blocked_list(self.shard, user);
@@ -515,6 +522,11 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::CF_PROJECTIONS,
             keys::group_ref(shard, user, &entry.group),
             codec::group_ref_to_pb(entry).encode_to_vec(),
+        ),
+        Change::PutProfile { user, profile } => (
+            keys::CF_PROJECTIONS,
+            keys::profile(shard, user),
+            pb::ProfileRecord { version: codec::RECORD_VERSION, fields: profile.clone() }.encode_to_vec(),
         ),
         Change::PutBlocked { user, target, since } => (
             keys::CF_PROJECTIONS,
@@ -879,6 +891,15 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
         let key = keys::group_member(self.0.shard_id(), group, user);
         let r = self.0.read_record(keys::CF_PROJECTIONS, key, "group member")?;
         r.map(codec::group_member_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn profile(&self, user: &UserId) -> Result<meridian_domain::profile::Profile, StateError> {
+        let key = keys::profile(self.0.shard_id(), user);
+        Ok(self
+            .0
+            .read_record::<pb::ProfileRecord>(keys::CF_PROJECTIONS, key, "profile")?
+            .map(|p| p.fields)
+            .unwrap_or_default())
     }
 
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {

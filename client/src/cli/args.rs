@@ -379,3 +379,35 @@ impl BlockCommand {
         }
     }
 }
+
+/// `meridian profile ...` (REL-02).
+#[derive(Debug, clap::Subcommand)]
+pub enum ProfileCommand {
+    /// Set fields of your profile: `name=value` (an empty value removes the field).
+    Set {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+    },
+    /// A user's profile: every field, or those of `--fields`.
+    Get {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        user: String,
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        fields: Vec<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ProfileCommand {
+    pub fn act_as(&self) -> &ActAs {
+        match self {
+            ProfileCommand::Set { act_as, .. } | ProfileCommand::Get { act_as, .. } => act_as,
+        }
+    }
+}

@@ -432,6 +432,47 @@ impl ChatService {
         Ok(api::SetBlockedResponse { user: target.to_string(), blocked: body.blocked })
     }
 
+    async fn set_profile_(&self, req: Request<api::SetProfileRequest>) -> Result<api::GetProfileResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        if let Some(home) = self.my_home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/SetProfile", &req).await;
+        }
+        let fields: Vec<(String, String)> = req.into_inner().fields.into_iter().collect();
+        meridian_domain::profile::check_update(&fields)?;
+        self.ctx.require_user(&me).await?;
+        let shard = self.ctx.topology.user_shard(&me);
+        self.propose_one(shard, Command::SetProfile { user: me.clone(), fields }).await?;
+        let profile = self.ctx.node.store(shard)?.profile(&me)?;
+        Ok(api::GetProfileResponse { user: me.to_string(), fields: profile })
+    }
+
+    async fn get_profile_(&self, req: Request<api::GetProfileRequest>) -> Result<api::GetProfileResponse, ApiError> {
+        self.ctx.principal(&req)?;
+        let user = UserId::parse(&req.get_ref().user)?;
+        if let Some(geo) = &self.ctx.geo {
+            let home = geo.require_home(&user).await?;
+            if &home != self.ctx.topology.region() {
+                return geo.forward(&home, "Chat/GetProfile", &req).await;
+            }
+        }
+        let wanted = req.into_inner().fields;
+        self.ctx.require_user(&user).await?;
+        let shard = self.ctx.topology.user_shard(&user);
+        self.ctx.node.read_barrier(shard).await?;
+        let store = self.ctx.node.store(shard)?;
+        let mut profile = store.profile(&user)?;
+        // The nickname given at creation, until the profile sets one.
+        if let Some(account) = store.user(&user)? {
+            if !profile.contains_key("nickname") && !account.nickname.is_empty() {
+                profile.insert("nickname".into(), account.nickname);
+            }
+        }
+        if !wanted.is_empty() {
+            profile.retain(|name, _| wanted.contains(name));
+        }
+        Ok(api::GetProfileResponse { user: user.to_string(), fields: profile })
+    }
+
     async fn list_blocked_(&self, req: Request<api::ListBlockedRequest>) -> Result<api::ListBlockedResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
         if let Some(home) = self.my_home_elsewhere(&me).await? {
@@ -574,6 +615,20 @@ impl Chat for ChatService {
         req: Request<api::ListBlockedRequest>,
     ) -> Result<Response<api::ListBlockedResponse>, Status> {
         Ok(Response::new(self.list_blocked_(req).await?))
+    }
+
+    async fn set_profile(
+        &self,
+        req: Request<api::SetProfileRequest>,
+    ) -> Result<Response<api::GetProfileResponse>, Status> {
+        Ok(Response::new(self.set_profile_(req).await?))
+    }
+
+    async fn get_profile(
+        &self,
+        req: Request<api::GetProfileRequest>,
+    ) -> Result<Response<api::GetProfileResponse>, Status> {
+        Ok(Response::new(self.get_profile_(req).await?))
     }
 
     async fn get_routes(
