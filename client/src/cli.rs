@@ -440,9 +440,9 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let profile = client.set_profile(&pairs).await?;
             Output::Lines(profile.fields.iter().map(|(k, v)| format!("{k}={v}")).collect())
         }
-        ClientCommand::Profile { command: ProfileCommand::Get { user, fields, json, .. } } => {
+        ClientCommand::Profile { command: ProfileCommand::Get { whose, fields, json, .. } } => {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let profile = client.get_profile(&user, &fields).await?;
+            let profile = client.get_profile(&whose, &fields).await?;
             Output::json_or_lines(
                 json,
                 || serde_json::json!({ "user": profile.user, "fields": profile.fields }),
@@ -504,6 +504,23 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn profile_and_block_commands_parse() {
+        assert!(matches!(
+            parse(&["profile", "get", "ann", "--as", "bob", "--fields", "gender,location"]),
+            Ok(ClientCommand::Profile { command: ProfileCommand::Get { whose, fields, .. } })
+                if whose == "ann" && fields == ["gender", "location"]
+        ));
+        assert!(matches!(
+            parse(&["profile", "set", "--as", "ann", "signature=hi"]),
+            Ok(ClientCommand::Profile { command: ProfileCommand::Set { fields, .. } }) if fields == ["signature=hi"]
+        ));
+        assert!(matches!(
+            parse(&["block", "add", "bob", "--as", "ann"]),
+            Ok(ClientCommand::Block { command: BlockCommand::Add { target, .. } }) if target == "bob"
+        ));
     }
 
     #[test]

@@ -395,7 +395,7 @@ pub enum ProfileCommand {
         #[command(flatten)]
         act_as: ActAs,
         #[arg(value_name = "USER")]
-        user: String,
+        whose: String,
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         fields: Vec<String>,
         /// Print one JSON document.
