@@ -184,8 +184,8 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
         Command::SetProfile { user, fields } => set_profile(state, ctx, user, fields),
-        Command::SetBlocked { user, target, blocked, conversation_home } => {
-            set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref()))
+        Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
+            set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref(), *max_blocked))
         }
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
@@ -537,7 +537,7 @@ fn set_profile(
 fn set_blocked(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    (user, target, blocked, conversation_home): (&UserId, &UserId, bool, Option<&RegionCode>),
+    (user, target, blocked, conversation_home, max_blocked): (&UserId, &UserId, bool, Option<&RegionCode>, u64),
 ) -> Result<Outcome, StateError> {
     if let Some(r) = wrong_shard(ctx, user.as_str()) {
         return Ok(Err(r));
@@ -547,6 +547,12 @@ fn set_blocked(
     }
     if state.is_blocked(user, target)? == blocked {
         return Ok(Applied::unchanged(Reply::Done));
+    }
+    if blocked && max_blocked > 0 && state.blocked_count(user)? >= max_blocked {
+        return reject(
+            Reason::BlocklistLimit,
+            format!("{user} has blocked {max_blocked} users, the most a blocklist holds"),
+        );
     }
     let conversation = ConversationId::c2c(user, target);
     let lane = match conversation_home {

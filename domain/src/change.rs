@@ -81,6 +81,11 @@ pub enum Change {
         user: UserId,
         target: UserId,
     },
+    /// How many users `user` has blocked.
+    PutBlockCount {
+        user: UserId,
+        count: u64,
+    },
     /// The conversation's record that `blocker` blocks its other member.
     PutPairBlock {
         conversation: ConversationId,

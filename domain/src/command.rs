@@ -76,7 +76,8 @@ pub enum Command {
     /// conversation of the two learns of it through the outbox and refuses `target`'s sends
     /// to `user` from then on. `conversation_home`: where that conversation lives when not
     /// in this region.
-    SetBlocked { user: UserId, target: UserId, blocked: bool, conversation_home: Option<RegionCode> },
+    /// `max_blocked`: the blocklist's cap at the accepting node (0: none).
+    SetBlocked { user: UserId, target: UserId, blocked: bool, conversation_home: Option<RegionCode>, max_blocked: u64 },
     /// Set (or, with an empty value, remove) profile fields of `user` (REL-02).
     SetProfile { user: UserId, fields: Vec<(String, String)> },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never

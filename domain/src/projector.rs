@@ -246,10 +246,18 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             vec![Change::PutProfile { user: user.clone(), profile }]
         }
         Event::UserBlocked { user, target, blocked: true, at } => {
-            vec![Change::PutBlocked { user: user.clone(), target: target.clone(), since: *at }]
+            let count = state.blocked_count(user)?.saturating_add(1);
+            vec![
+                Change::PutBlocked { user: user.clone(), target: target.clone(), since: *at },
+                Change::PutBlockCount { user: user.clone(), count },
+            ]
         }
         Event::UserBlocked { user, target, blocked: false, .. } => {
-            vec![Change::DeleteBlocked { user: user.clone(), target: target.clone() }]
+            let count = state.blocked_count(user)?.saturating_sub(1);
+            vec![
+                Change::DeleteBlocked { user: user.clone(), target: target.clone() },
+                Change::PutBlockCount { user: user.clone(), count },
+            ]
         }
         Event::ConversationBlocked { conversation, blocker, blocked: true } => {
             vec![Change::PutPairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]

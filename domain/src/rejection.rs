@@ -84,6 +84,7 @@ reasons! {
     GroupTypeInvalid => "GROUP_TYPE_INVALID", InvalidArgument;
     GroupRoleInvalid => "GROUP_ROLE_INVALID", InvalidArgument;
     Blocked => "BLOCKED", PermissionDenied;
+    BlocklistLimit => "BLOCKLIST_LIMIT", FailedPrecondition;
     ProfileFieldInvalid => "PROFILE_FIELD_INVALID", InvalidArgument;
     GroupNotFound => "GROUP_NOT_FOUND", NotFound;
     GroupExists => "GROUP_EXISTS", AlreadyExists;

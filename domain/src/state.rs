@@ -34,6 +34,8 @@ pub trait ShardState {
     fn profile(&self, user: &UserId) -> Result<crate::profile::Profile, StateError>;
     /// Whether `user` has `target` on their blocklist (on `user`'s shard).
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError>;
+    /// How many users `user` has blocked.
+    fn blocked_count(&self, user: &UserId) -> Result<u64, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
 }
@@ -185,6 +187,17 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(b) => Ok(b),
             None => self.base.is_blocked(user, target),
+        }
+    }
+
+    fn blocked_count(&self, user: &UserId) -> Result<u64, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutBlockCount { user: u, count } if u == user => Some(*count),
+            _ => None,
+        }) {
+            Some(n) => Ok(n),
+            None => self.base.blocked_count(user),
         }
     }
 

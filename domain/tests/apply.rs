@@ -23,6 +23,7 @@ struct MemState {
     members: BTreeMap<(GroupId, UserId), GroupMember>,
     group_refs: BTreeSet<(UserId, GroupId)>,
     blocked: BTreeSet<(UserId, UserId)>,
+    block_counts: BTreeMap<UserId, u64>,
     profiles: BTreeMap<UserId, meridian_domain::profile::Profile>,
     pair_blocks: BTreeSet<(ConversationId, UserId)>,
 }
@@ -60,6 +61,9 @@ impl ShardState for MemState {
     }
     fn profile(&self, user: &UserId) -> Result<meridian_domain::profile::Profile, StateError> {
         Ok(self.profiles.get(user).cloned().unwrap_or_default())
+    }
+    fn blocked_count(&self, user: &UserId) -> Result<u64, StateError> {
+        Ok(self.block_counts.get(user).copied().unwrap_or_default())
     }
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
         Ok(self.blocked.contains(&(user.clone(), target.clone())))
@@ -118,6 +122,9 @@ impl MemState {
                 }
                 Change::DeleteBlocked { user, target } => {
                     self.blocked.remove(&(user, target));
+                }
+                Change::PutBlockCount { user, count } => {
+                    self.block_counts.insert(user, count);
                 }
                 Change::PutPairBlock { conversation, blocker } => {
                     self.pair_blocks.insert((conversation, blocker));
@@ -820,8 +827,13 @@ fn hidden_members_mentions_recalls_and_history_for_newcomers() {
 fn a_block_reaches_the_conversation_and_stops_the_blocked_user_s_sends() {
     let mut s = MemState::default();
     assert_eq!(seq_of(&send(&mut s, 1, "bob", "alice", "hi", Some("r1"))), 1);
-    let block =
-        |blocked| Command::SetBlocked { user: user("alice"), target: user("bob"), blocked, conversation_home: None };
+    let block = |blocked| Command::SetBlocked {
+        user: user("alice"),
+        target: user("bob"),
+        blocked,
+        conversation_home: None,
+        max_blocked: 1000,
+    };
     assert!(run(&mut s, &ctx(2, 2), block(true)).is_ok());
     assert!(s.blocked.contains(&(user("alice"), user("bob"))));
     let before = s.outbox.len();
@@ -872,4 +884,22 @@ fn profiles_take_partial_updates_within_their_limits() {
     assert!(meridian_domain::profile::check_field("shoe_size", "42").is_err());
     let unknown = Command::SetProfile { user: user("zed"), fields: vec![("signature".into(), "x".into())] };
     assert_rejected(&mut s, &ctx(5, 5), unknown, Reason::UnknownUser);
+}
+
+#[test]
+fn a_blocklist_holds_up_to_its_cap() {
+    let mut s = MemState::default();
+    let block = |target: &str, blocked| Command::SetBlocked {
+        user: user("alice"),
+        target: user(target),
+        blocked,
+        conversation_home: None,
+        max_blocked: 2,
+    };
+    assert!(run(&mut s, &ctx(1, 1), block("b1", true)).is_ok());
+    assert!(run(&mut s, &ctx(2, 2), block("b2", true)).is_ok());
+    assert_rejected(&mut s, &ctx(3, 3), block("b3", true), Reason::BlocklistLimit);
+    assert!(run(&mut s, &ctx(4, 4), block("b1", false)).is_ok());
+    assert!(run(&mut s, &ctx(5, 5), block("b3", true)).is_ok(), "room again after an unblock");
+    assert_eq!(s.block_counts[&user("alice")], 2);
 }

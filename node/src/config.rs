@@ -270,6 +270,8 @@ pub struct LimitsConfig {
     pub max_group_members_public: u64,
     pub max_group_members_meeting: u64,
     pub max_group_members_community: u64,
+    /// Most users one blocklist holds (REL-04). Default 1000.
+    pub max_blocked: u64,
 }
 
 impl Default for LimitsConfig {
@@ -282,6 +284,7 @@ impl Default for LimitsConfig {
             max_group_members_public: 2000,
             max_group_members_meeting: 6000,
             max_group_members_community: 100_000,
+            max_blocked: 1000,
         }
     }
 }
@@ -758,6 +761,7 @@ impl LimitsConfig {
             (self.max_group_members_public, "limits.max-group-members-public"),
             (self.max_group_members_meeting, "limits.max-group-members-meeting"),
             (self.max_group_members_community, "limits.max-group-members-community"),
+            (self.max_blocked, "limits.max-blocked"),
         ] {
             p.check((1..=10_000_000).contains(&value), key, || {
                 format!("{value} is out of range: use 1..=10000000 members")

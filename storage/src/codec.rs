@@ -205,12 +205,15 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             role: role.name().to_owned(),
         }),
         Command::SetProfile { user, fields } => Kind::SetProfile(profile_to_pb(user, fields)),
-        Command::SetBlocked { user, target, blocked, conversation_home } => Kind::SetBlocked(pb::SetBlocked {
-            user: user.to_string(),
-            target: target.to_string(),
-            blocked: *blocked,
-            conversation_home: region_or_empty(conversation_home.as_ref()),
-        }),
+        Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
+            Kind::SetBlocked(pb::SetBlocked {
+                user: user.to_string(),
+                target: target.to_string(),
+                blocked: *blocked,
+                conversation_home: region_or_empty(conversation_home.as_ref()),
+                max_blocked: *max_blocked,
+            })
+        }
         Command::TransferGroup { actor, group, to } => Kind::TransferGroup(pb::TransferGroup {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -332,6 +335,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             target: user_id(W, &b.target)?,
             blocked: b.blocked,
             conversation_home: optional_region(W, &b.conversation_home)?,
+            max_blocked: b.max_blocked,
         },
         Kind::TransferGroup(t) => Command::TransferGroup {
             actor: user_id(W, &t.actor)?,

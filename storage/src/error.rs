@@ -60,6 +60,7 @@ versioned!(
     pb::GroupRefRecord,
     pb::BlockedRecord,
     pb::ProfileRecord,
+    pb::CountRecord,
 );
 
 /// Decodes a versioned durable record and refuses one written by a newer version than this

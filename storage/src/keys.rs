@@ -112,6 +112,7 @@ pub const PROJ_GROUP_REF: u8 = b'G';
 pub const PROJ_BLOCKED: u8 = b'b';
 pub const PROJ_PAIR_BLOCK: u8 = b'B';
 pub const PROJ_PROFILE: u8 = b'p';
+pub const PROJ_BLOCK_COUNT: u8 = b'n';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -216,6 +217,14 @@ pub fn group_ref(shard: ShardId, user: &UserId, group: &GroupId) -> Vec<u8> {
 pub fn profile(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
     k.push(PROJ_PROFILE);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// How many users `user` has blocked.
+pub fn block_count(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + user.as_str().len());
+    k.push(PROJ_BLOCK_COUNT);
     k.extend_from_slice(user.as_str().as_bytes());
     k
 }

@@ -112,6 +112,7 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_BLOCKED
                         | &keys::PROJ_PAIR_BLOCK
                         | &keys::PROJ_PROFILE
+                        | &keys::PROJ_BLOCK_COUNT
                 )
             )
         }

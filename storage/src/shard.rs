@@ -528,6 +528,11 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::profile(shard, user),
             pb::ProfileRecord { version: codec::RECORD_VERSION, fields: profile.clone() }.encode_to_vec(),
         ),
+        Change::PutBlockCount { user, count } => (
+            keys::CF_PROJECTIONS,
+            keys::block_count(shard, user),
+            pb::CountRecord { version: codec::RECORD_VERSION, count: *count }.encode_to_vec(),
+        ),
         Change::PutBlocked { user, target, since } => (
             keys::CF_PROJECTIONS,
             keys::blocked(shard, user, target),
@@ -905,6 +910,11 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn is_blocked(&self, user: &UserId, target: &UserId) -> Result<bool, StateError> {
         let key = keys::blocked(self.0.shard_id(), user, target);
         Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "blocklist entry")?.is_some())
+    }
+
+    fn blocked_count(&self, user: &UserId) -> Result<u64, StateError> {
+        let key = keys::block_count(self.0.shard_id(), user);
+        Ok(self.0.read_record::<pb::CountRecord>(keys::CF_PROJECTIONS, key, "blocklist count")?.map_or(0, |c| c.count))
     }
 
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {

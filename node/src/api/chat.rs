@@ -426,8 +426,13 @@ impl ChatService {
             self.ctx.require_user(&target).await?;
         }
         let shard = self.ctx.topology.user_shard(&me);
-        let command =
-            Command::SetBlocked { user: me, target: target.clone(), blocked: body.blocked, conversation_home };
+        let command = Command::SetBlocked {
+            user: me,
+            target: target.clone(),
+            blocked: body.blocked,
+            conversation_home,
+            max_blocked: self.ctx.limits.max_blocked,
+        };
         self.propose_one(shard, command).await?;
         Ok(api::SetBlockedResponse { user: target.to_string(), blocked: body.blocked })
     }
