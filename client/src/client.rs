@@ -443,17 +443,11 @@ impl Client {
         at_all: bool,
     ) -> Result<SendMessageResponse, ClientError> {
         let request = SendMessageRequest {
-            group_id: group.to_owned(),
-            elements: vec![MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) }],
-            request_id: new_request_id(),
             mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
             at_all,
-            ..Default::default()
+            ..group_text_request(group, text, None)
         };
-        self.call_at(self.group_route(group), "SendMessage", request, |channel, request| async move {
-            ChatClient::new(channel).send_message(request).await
-        })
-        .await
+        self.send_group(request).await
     }
 
     /// Recalls message `seq` of a group's stream (the sender within the window; the owner or
@@ -511,13 +505,12 @@ impl Client {
         text: &str,
         request_id: Option<String>,
     ) -> Result<SendMessageResponse, ClientError> {
-        let request = SendMessageRequest {
-            group_id: group.to_owned(),
-            elements: vec![MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) }],
-            request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
-            ..Default::default()
-        };
-        self.call_at(self.group_route(group), "SendMessage", request, |channel, request| async move {
+        self.send_group(group_text_request(group, text, request_id)).await
+    }
+
+    async fn send_group(&self, request: SendMessageRequest) -> Result<SendMessageResponse, ClientError> {
+        let route = self.group_route(&request.group_id);
+        self.call_at(route, "SendMessage", request, |channel, request| async move {
             ChatClient::new(channel).send_message(request).await
         })
         .await
@@ -914,6 +907,16 @@ impl fmt::Debug for Client {
 pub enum Stream {
     Peer(String),
     Group(String),
+}
+
+/// A text message to `group` (a new request id when none is given).
+fn group_text_request(group: &str, text: &str, request_id: Option<String>) -> SendMessageRequest {
+    SendMessageRequest {
+        group_id: group.to_owned(),
+        elements: vec![MessageElement { kind: Some(Kind::Text(TextElement { text: text.to_owned() })) }],
+        request_id: request_id.filter(|id| !id.is_empty()).unwrap_or_else(new_request_id),
+        ..Default::default()
+    }
 }
 
 /// Where a call starts, and what it is about (to learn its home region from the answer).

@@ -240,11 +240,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             sender: user_id(W, &s.sender)?,
             recipient: user_id(W, &s.recipient)?,
             elements: s.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
-            request_id: if s.request_id.is_empty() {
-                None
-            } else {
-                Some(RequestId::parse(&s.request_id).map_err(corrupt(W))?)
-            },
+            request_id: optional_request_id(W, &s.request_id)?,
             sender_home: optional_region(W, &s.sender_home)?,
             recipient_home: optional_region(W, &s.recipient_home)?,
         },
@@ -303,11 +299,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             sender: user_id(W, &m.sender)?,
             group: group_id(W, &m.group_id)?,
             elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
-            request_id: if m.request_id.is_empty() {
-                None
-            } else {
-                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
-            },
+            request_id: optional_request_id(W, &m.request_id)?,
             mentions: m.mentions.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
             at_all: m.at_all,
         },
@@ -372,6 +364,14 @@ fn profile_from_pb(what: &'static str, p: pb::SetProfile) -> Result<(UserId, Vec
     let fields: Vec<(String, String)> = p.fields.into_iter().map(|f| (f.name, f.value)).collect();
     meridian_domain::profile::check_update(&fields).map_err(corrupt(what))?;
     Ok((user_id(what, &p.user)?, fields))
+}
+
+fn optional_request_id(what: &'static str, s: &str) -> Result<Option<RequestId>, StorageError> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        RequestId::parse(s).map(Some).map_err(corrupt(what))
+    }
 }
 
 fn region_or_empty(region: Option<&RegionCode>) -> String {
@@ -653,11 +653,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             sender: user_id(W, &m.sender)?,
             recipient: user_id(W, &m.recipient)?,
             elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
-            request_id: if m.request_id.is_empty() {
-                None
-            } else {
-                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
-            },
+            request_id: optional_request_id(W, &m.request_id)?,
             at: TimeMs(m.time_ms),
         },
         Kind::MessageRecalled(r) => Event::MessageRecalled {
@@ -712,11 +708,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             message_id: MessageId::from_stored(m.message_id),
             sender: user_id(W, &m.sender)?,
             elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
-            request_id: if m.request_id.is_empty() {
-                None
-            } else {
-                Some(RequestId::parse(&m.request_id).map_err(corrupt(W))?)
-            },
+            request_id: optional_request_id(W, &m.request_id)?,
             mentions: m.mentions.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
             at_all: m.at_all,
             at: TimeMs(m.time_ms),

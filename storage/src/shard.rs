@@ -168,19 +168,30 @@ impl ShardStore {
         Ok(out)
     }
 
-    /// A user's conversation index.
-    pub fn conversation_refs(&self, user: &UserId) -> Result<Vec<ConversationRef>, StorageError> {
-        let prefix = keys::conversation_refs(self.shard, user);
+    /// Every projection record whose key starts with `prefix`, in key order, each turned
+    /// into a `T` by `decode(key, value)`.
+    fn projections_under<T>(
+        &self,
+        prefix: &[u8],
+        mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StorageError>,
+    ) -> Result<Vec<T>, StorageError> {
         let mut out = Vec::new();
-        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        let mode = IteratorMode::From(prefix, Direction::Forward);
         for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
             let (k, v) = item?;
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            out.push(codec::conversation_ref_from_pb(decode_record("conversation ref", &v)?)?);
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
+    }
+
+    /// A user's conversation index.
+    pub fn conversation_refs(&self, user: &UserId) -> Result<Vec<ConversationRef>, StorageError> {
+        self.projections_under(&keys::conversation_refs(self.shard, user), |_, v| {
+            codec::conversation_ref_from_pb(decode_record("conversation ref", v)?)
+        })
     }
 
     pub fn group(&self, id: &GroupId) -> Result<Option<Group>, StorageError> {
@@ -231,35 +242,19 @@ impl ShardStore {
     /// `user`'s blocklist (on the user's shard), in user id order.
     pub fn blocked_users(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
         let prefix = keys::blocked_list(self.shard, user);
-        let mut out = Vec::new();
-        let mode = IteratorMode::From(&prefix, Direction::Forward);
-        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let target = std::str::from_utf8(&k[prefix.len()..])
+        self.projections_under(&prefix, |k, _| {
+            std::str::from_utf8(&k[prefix.len()..])
                 .ok()
                 .and_then(|t| UserId::parse(t).ok())
-                .ok_or_else(|| StorageError::corrupt("blocklist entry", "the key names no user"))?;
-            out.push(target);
-        }
-        Ok(out)
+                .ok_or_else(|| StorageError::corrupt("blocklist entry", "the key names no user"))
+        })
     }
 
     /// The groups in `user`'s list (on the user's shard).
     pub fn group_refs(&self, user: &UserId) -> Result<Vec<GroupRef>, StorageError> {
-        let prefix = keys::group_refs(self.shard, user);
-        let mut out = Vec::new();
-        let mode = IteratorMode::From(&prefix, Direction::Forward);
-        for item in self.db.rocks().iterator_cf(self.db.cf(keys::CF_PROJECTIONS)?, mode) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(codec::group_ref_from_pb(decode_record("group ref", &v)?)?);
-        }
-        Ok(out)
+        self.projections_under(&keys::group_refs(self.shard, user), |_, v| {
+            codec::group_ref_from_pb(decode_record("group ref", v)?)
+        })
     }
 
     /// Effects for `target` waiting in this shard's outbox with id `from` or above, in id
