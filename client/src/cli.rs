@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationsArgs, EventsArgs, GroupCommand, HistoryArgs,
-    ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
+    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationsArgs, EventsArgs, FriendCommand, GroupCommand,
+    HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -71,6 +71,11 @@ pub enum ClientCommand {
     Block {
         #[command(subcommand)]
         command: BlockCommand,
+    },
+    /// Friends: add, accept, reject, delete, remark, list, requests, check.
+    Friend {
+        #[command(subcommand)]
+        command: FriendCommand,
     },
     /// Audits (admin token).
     Audit {
@@ -216,6 +221,81 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
 }
 
 /// `meridian group …`.
+async fn friend_command(client: &Client, command: FriendCommand) -> Result<Output, ClientError> {
+    let answered = |r: crate::api::FriendResponse| {
+        Output::line(if r.state.is_empty() {
+            format!("user={}", r.user)
+        } else {
+            format!("user={} {}", r.user, r.state)
+        })
+    };
+    Ok(match command {
+        FriendCommand::Add { target, message, remark, .. } => {
+            answered(client.add_friend(&target, &message, &remark).await?)
+        }
+        FriendCommand::Accept { target, remark, .. } => {
+            answered(client.respond_friend_request(&target, true, &remark).await?)
+        }
+        FriendCommand::Reject { target, .. } => answered(client.respond_friend_request(&target, false, "").await?),
+        FriendCommand::Delete { target, both, .. } => answered(client.delete_friend(&target, both).await?),
+        FriendCommand::Remark { target, remark, .. } => answered(client.set_friend_remark(&target, &remark).await?),
+        FriendCommand::List { json, .. } => {
+            let list = client.list_friends().await?;
+            Output::json_or_lines(
+                json,
+                || {
+                    Value::Array(
+                        list.friends
+                            .iter()
+                            .map(|f| serde_json::json!({"user": f.user, "remark": f.remark, "since_ms": f.since_ms}))
+                            .collect(),
+                    )
+                },
+                || {
+                    list.friends
+                        .iter()
+                        .map(|f| {
+                            if f.remark.is_empty() {
+                                f.user.clone()
+                            } else {
+                                format!("{} remark={:?}", f.user, f.remark)
+                            }
+                        })
+                        .collect()
+                },
+            )
+        }
+        FriendCommand::Requests { json, .. } => {
+            let list = client.list_friend_requests().await?;
+            Output::json_or_lines(
+                json,
+                || {
+                    Value::Array(
+                        list.requests
+                            .iter()
+                            .map(|r| serde_json::json!({"from": r.from, "message": r.message, "time_ms": r.time_ms}))
+                            .collect(),
+                    )
+                },
+                || list.requests.iter().map(|r| format!("from={} message={:?}", r.from, r.message)).collect(),
+            )
+        }
+        FriendCommand::Check { users, json, .. } => {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            let checks = client.check_friends(&users).await?.checks;
+            Output::json_or_lines(
+                json,
+                || {
+                    Value::Array(
+                        checks.iter().map(|c| serde_json::json!({"user": c.user, "relation": c.relation})).collect(),
+                    )
+                },
+                || checks.iter().map(|c| format!("{} {}", c.user, c.relation)).collect(),
+            )
+        }
+    })
+}
+
 async fn group_command(client: &Client, command: GroupCommand) -> Result<Output, ClientError> {
     Ok(match command {
         GroupCommand::Create { id, kind, name, members, hide_history, .. } => {
@@ -296,6 +376,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Recall(a) => Identity::user(&a.act_as),
         ClientCommand::Group { command } => Identity::user(command.act_as()),
         ClientCommand::Block { command } => Identity::user(command.act_as()),
+        ClientCommand::Friend { command } => Identity::user(command.act_as()),
         ClientCommand::Profile { command } => Identity::user(command.act_as()),
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
@@ -429,6 +510,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Block { command: BlockCommand::List { .. } } => {
             Output::Lines(client.list_blocked().await?.users)
         }
+        ClientCommand::Friend { command } => friend_command(&client, command).await?,
         ClientCommand::Profile { command: ProfileCommand::Set { fields, .. } } => {
             let mut pairs = Vec::with_capacity(fields.len());
             for field in &fields {
@@ -504,6 +586,24 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn friend_commands_parse() {
+        assert!(matches!(
+            parse(&["friend", "add", "bob", "--as", "ann", "--message", "hi"]),
+            Ok(ClientCommand::Friend { command: FriendCommand::Add { target, message, .. } })
+                if target == "bob" && message == "hi"
+        ));
+        assert!(matches!(
+            parse(&["friend", "delete", "bob", "--as", "ann", "--both"]),
+            Ok(ClientCommand::Friend { command: FriendCommand::Delete { target, both: true, .. } }) if target == "bob"
+        ));
+        assert!(matches!(
+            parse(&["friend", "check", "bob,cat", "--as", "ann", "--json"]),
+            Ok(ClientCommand::Friend { command: FriendCommand::Check { users, json: true, .. } })
+                if users == ["bob", "cat"]
+        ));
     }
 
     #[test]

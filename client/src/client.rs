@@ -13,6 +13,11 @@ use meridian_proto::api::admin_client::AdminClient;
 use meridian_proto::api::chat_client::ChatClient;
 use meridian_proto::api::message_element::Kind;
 use meridian_proto::api::{
+    AddFriendRequest, CheckFriendsRequest, CheckFriendsResponse, DeleteFriendRequest, FriendResponse,
+    ListFriendRequestsRequest, ListFriendRequestsResponse, ListFriendsRequest, ListFriendsResponse,
+    RespondFriendRequestRequest, SetFriendRemarkRequest,
+};
+use meridian_proto::api::{
     AddGroupMembersRequest, AddNodeRequest, AddNodeResponse, AuditResidencyRequest, AuditResidencyResponse,
     ClusterStatusRequest, ClusterStatusResponse, CreateGroupRequest, CreateGroupResponse, CreateUserRequest,
     CreateUserResponse, Direction, DismissGroupRequest, GetGroupRequest, GetGroupResponse, GetHistoryRequest,
@@ -486,6 +491,78 @@ impl Client {
             GetProfileRequest { user: user.to_owned(), fields: fields.iter().map(|f| (*f).to_owned()).collect() };
         self.call("GetProfile", request, |channel, request| async move {
             ChatClient::new(channel).get_profile(request).await
+        })
+        .await
+    }
+
+    /// Asks `user` to be the caller's friend (REL-03). The answer's state is `added` or
+    /// `pending` (their policy asks them to confirm); `FRIEND_ADD_DENIED` when they take none.
+    /// `remark` is the caller's note for them on the caller's own list.
+    pub async fn add_friend(&self, user: &str, message: &str, remark: &str) -> Result<FriendResponse, ClientError> {
+        let request =
+            AddFriendRequest { user: user.to_owned(), message: message.to_owned(), remark: remark.to_owned() };
+        self.call(
+            "AddFriend",
+            request,
+            |channel, request| async move { ChatClient::new(channel).add_friend(request).await },
+        )
+        .await
+    }
+
+    /// Accepts or rejects the request of `user` waiting for the caller.
+    pub async fn respond_friend_request(
+        &self,
+        user: &str,
+        accept: bool,
+        remark: &str,
+    ) -> Result<FriendResponse, ClientError> {
+        let request = RespondFriendRequestRequest { user: user.to_owned(), accept, remark: remark.to_owned() };
+        self.call_at(self.list_route(), "RespondFriendRequest", request, |channel, request| async move {
+            ChatClient::new(channel).respond_friend_request(request).await
+        })
+        .await
+    }
+
+    /// Takes `user` off the caller's friend list; `both`: the caller off theirs too.
+    pub async fn delete_friend(&self, user: &str, both: bool) -> Result<FriendResponse, ClientError> {
+        let request = DeleteFriendRequest { user: user.to_owned(), both };
+        self.call_at(self.list_route(), "DeleteFriend", request, |channel, request| async move {
+            ChatClient::new(channel).delete_friend(request).await
+        })
+        .await
+    }
+
+    /// Sets the caller's remark for a friend.
+    pub async fn set_friend_remark(&self, user: &str, remark: &str) -> Result<FriendResponse, ClientError> {
+        let request = SetFriendRemarkRequest { user: user.to_owned(), remark: remark.to_owned() };
+        self.call_at(self.list_route(), "SetFriendRemark", request, |channel, request| async move {
+            ChatClient::new(channel).set_friend_remark(request).await
+        })
+        .await
+    }
+
+    /// The caller's friend list.
+    pub async fn list_friends(&self) -> Result<ListFriendsResponse, ClientError> {
+        self.call_at(self.list_route(), "ListFriends", ListFriendsRequest {}, |channel, request| async move {
+            ChatClient::new(channel).list_friends(request).await
+        })
+        .await
+    }
+
+    /// The friend requests waiting for the caller's answer.
+    pub async fn list_friend_requests(&self) -> Result<ListFriendRequestsResponse, ClientError> {
+        let request = ListFriendRequestsRequest {};
+        self.call_at(self.list_route(), "ListFriendRequests", request, |channel, request| async move {
+            ChatClient::new(channel).list_friend_requests(request).await
+        })
+        .await
+    }
+
+    /// The caller's relation with each of `users`: none, mine, theirs or both.
+    pub async fn check_friends(&self, users: &[&str]) -> Result<CheckFriendsResponse, ClientError> {
+        let request = CheckFriendsRequest { users: users.iter().map(|u| (*u).to_owned()).collect() };
+        self.call_at(self.list_route(), "CheckFriends", request, |channel, request| async move {
+            ChatClient::new(channel).check_friends(request).await
         })
         .await
     }

@@ -189,6 +189,55 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn add_friend(
+        &self,
+        _: Request<meridian_client::api::AddFriendRequest>,
+    ) -> Result<Response<meridian_client::api::FriendResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn respond_friend_request(
+        &self,
+        _: Request<meridian_client::api::RespondFriendRequestRequest>,
+    ) -> Result<Response<meridian_client::api::FriendResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn delete_friend(
+        &self,
+        _: Request<meridian_client::api::DeleteFriendRequest>,
+    ) -> Result<Response<meridian_client::api::FriendResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn set_friend_remark(
+        &self,
+        _: Request<meridian_client::api::SetFriendRemarkRequest>,
+    ) -> Result<Response<meridian_client::api::FriendResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_friends(
+        &self,
+        _: Request<meridian_client::api::ListFriendsRequest>,
+    ) -> Result<Response<meridian_client::api::ListFriendsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_friend_requests(
+        &self,
+        _: Request<meridian_client::api::ListFriendRequestsRequest>,
+    ) -> Result<Response<meridian_client::api::ListFriendRequestsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn check_friends(
+        &self,
+        _: Request<meridian_client::api::CheckFriendsRequest>,
+    ) -> Result<Response<meridian_client::api::CheckFriendsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn set_profile(
         &self,
         _: Request<meridian_client::api::SetProfileRequest>,

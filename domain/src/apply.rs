@@ -103,6 +103,10 @@ pub enum Reply {
         member_count: u64,
         changed: bool,
     },
+    /// What a friend request or its answer came to.
+    Friend {
+        state: crate::friend::FriendState,
+    },
 }
 
 /// The outcome of one command: accepted with its changes, or rejected with nothing changed.
@@ -136,9 +140,9 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
 fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
     match command {
         Command::CreateUser { user, home_region, nickname } => create_user(state, ctx, user, home_region, nickname),
-        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home } => {
+        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home, friends_only } => {
             let homes = [sender_home.as_ref(), recipient_home.as_ref()];
-            send_message(state, ctx, sender, recipient, elements, request_id.as_ref(), homes)
+            send_message(state, ctx, (sender, recipient), elements, (request_id.as_ref(), *friends_only), homes)
         }
         Command::RecallMessage { actor, conversation, seq, window_ms } => match conversation.group_id() {
             Some(group) => crate::group::recall(state, ctx, (actor, &group, *seq, *window_ms)),
@@ -184,6 +188,56 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
         Command::SetProfile { user, fields } => set_profile(state, ctx, user, fields),
+        Command::AddFriend {
+            user,
+            target,
+            message,
+            remark,
+            user_home,
+            conversation_home,
+            max_friends,
+            max_pending,
+        } => crate::friend::add(
+            state,
+            ctx,
+            crate::friend::AddFriend {
+                user,
+                target,
+                message,
+                remark,
+                user_home: user_home.as_ref(),
+                conversation_home: conversation_home.as_ref(),
+                max_friends: *max_friends,
+                max_pending: *max_pending,
+            },
+        ),
+        Command::RespondFriendRequest { user, from, accept, remark, from_home, conversation_home, max_friends } => {
+            crate::friend::respond(
+                state,
+                ctx,
+                crate::friend::Respond {
+                    user,
+                    from,
+                    accept: *accept,
+                    remark,
+                    from_home: from_home.as_ref(),
+                    conversation_home: conversation_home.as_ref(),
+                    max_friends: *max_friends,
+                },
+            )
+        }
+        Command::DeleteFriend { user, friend, both, friend_home, conversation_home } => crate::friend::delete(
+            state,
+            ctx,
+            crate::friend::Delete {
+                user,
+                friend,
+                both: *both,
+                friend_home: friend_home.as_ref(),
+                conversation_home: conversation_home.as_ref(),
+            },
+        ),
+        Command::SetFriendRemark { user, friend, remark } => crate::friend::remark(state, ctx, user, friend, remark),
         Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
             set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref(), *max_blocked))
         }
@@ -242,10 +296,9 @@ fn create_user(
 fn send_message(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    sender: &UserId,
-    recipient: &UserId,
+    (sender, recipient): (&UserId, &UserId),
     elements: &[crate::element::Element],
-    request_id: Option<&crate::ids::RequestId>,
+    (request_id, friends_only): (Option<&crate::ids::RequestId>, bool),
     homes: [Option<&RegionCode>; 2],
 ) -> Result<Outcome, StateError> {
     if sender == recipient {
@@ -269,6 +322,12 @@ fn send_message(
     // A retry of a send accepted before a block still gets its first result (above).
     if state.pair_blocked(&conversation, recipient)? {
         return reject(Reason::Blocked, format!("{recipient} has blocked {sender}"));
+    }
+    if friends_only && !state.pair_friend(&conversation, recipient)? {
+        return reject(
+            Reason::NotFriend,
+            format!("{recipient} takes one-to-one messages from friends only, and {sender} is not on their list"),
+        );
     }
     let mut changes = Vec::with_capacity(2);
     let last_seq = match state.conversation(&conversation)? {
@@ -446,6 +505,9 @@ fn apply_effects(
     let mut joined = std::collections::BTreeSet::new();
     // A batch may join and leave one group in turn: each step sees the ones before it.
     let mut group_refs = std::collections::BTreeMap::new();
+    // The same for friend lists (and the requests a friendship settles).
+    let mut friends = std::collections::BTreeMap::new();
+    let mut requests = std::collections::BTreeMap::new();
     for effect in effects {
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
         // receiving side decides where an effect belongs: with the entity it is addressed to.
@@ -482,6 +544,53 @@ fn apply_effects(
                     events.push(Event::GroupUnlisted { user: user.clone(), group: group.clone() });
                 }
                 group_refs.insert((user, group), false);
+            }
+            EffectKind::PairFriend { conversation, lister, friend } => {
+                events.push(Event::ConversationFriended {
+                    conversation: conversation.clone(),
+                    lister: lister.clone(),
+                    friend: *friend,
+                });
+            }
+            EffectKind::FriendListed { user, friend, remark, at, conversation_home } => {
+                let listed = match friends.get(&(user, friend)) {
+                    Some(listed) => *listed,
+                    None => state.friend(user, friend)?.is_some(),
+                };
+                let waiting = match requests.get(&(user, friend)) {
+                    Some(waiting) => *waiting,
+                    None => state.friend_request(user, friend)?.is_some(),
+                };
+                // The other side accepted: a request of theirs waiting here is settled too.
+                if waiting {
+                    events.push(Event::FriendRequestResolved {
+                        user: user.clone(),
+                        from: friend.clone(),
+                        accepted: true,
+                    });
+                }
+                if !listed {
+                    events.push(Event::FriendAdded {
+                        user: user.clone(),
+                        friend: friend.clone(),
+                        remark: remark.clone(),
+                        at: *at,
+                    });
+                    changes.push(crate::friend::tell_pair(ctx, user, friend, true, Some(conversation_home)));
+                }
+                friends.insert((user, friend), true);
+                requests.insert((user, friend), false);
+            }
+            EffectKind::FriendUnlisted { user, friend, conversation_home } => {
+                let listed = match friends.get(&(user, friend)) {
+                    Some(listed) => *listed,
+                    None => state.friend(user, friend)?.is_some(),
+                };
+                if listed {
+                    events.push(Event::FriendRemoved { user: user.clone(), friend: friend.clone() });
+                    changes.push(crate::friend::tell_pair(ctx, user, friend, false, Some(conversation_home)));
+                }
+                friends.insert((user, friend), false);
             }
             EffectKind::ConversationJoined { user, conversation, peer, at } => {
                 if !state.has_conversation_ref(user, conversation)? && joined.insert((user, conversation)) {

@@ -95,6 +95,37 @@ pub enum Change {
         conversation: ConversationId,
         blocker: UserId,
     },
+    /// `user`'s friend list entry for `entry.user`.
+    PutFriend {
+        user: UserId,
+        entry: crate::records::Friend,
+    },
+    DeleteFriend {
+        user: UserId,
+        friend: UserId,
+    },
+    /// A request waiting for `user`'s answer.
+    PutFriendRequest {
+        user: UserId,
+        request: crate::records::FriendRequest,
+    },
+    DeleteFriendRequest {
+        user: UserId,
+        from: UserId,
+    },
+    PutFriendCounts {
+        user: UserId,
+        counts: crate::records::FriendCounts,
+    },
+    /// The conversation's record that `lister` has its other member as a friend.
+    PutPairFriend {
+        conversation: ConversationId,
+        lister: UserId,
+    },
+    DeletePairFriend {
+        conversation: ConversationId,
+        lister: UserId,
+    },
     /// The directory records `key` as claimed by `region` (a projection of `IdClaimed`).
     PutClaim {
         key: DirectoryKey,

@@ -21,6 +21,9 @@ pub enum Command {
         request_id: Option<RequestId>,
         sender_home: Option<RegionCode>,
         recipient_home: Option<RegionCode>,
+        /// Only the recipient's friends may send (REL-05): the app's setting or the
+        /// recipient's own (`c2c_from = friends` in their profile), read at the accepting node.
+        friends_only: bool,
     },
     /// Recall a message; `window_ms` is the window in force where the request was accepted.
     RecallMessage { actor: UserId, conversation: ConversationId, seq: Seq, window_ms: u64 },
@@ -78,6 +81,41 @@ pub enum Command {
     /// in this region.
     /// `max_blocked`: the blocklist's cap at the accepting node (0: none).
     SetBlocked { user: UserId, target: UserId, blocked: bool, conversation_home: Option<RegionCode>, max_blocked: u64 },
+    /// `user` asks to become `target`'s friend (REL-03); applied on `target`'s shard, in
+    /// `target`'s home region, under `target`'s add-friend policy: added at once, kept as a
+    /// pending request, or refused. `user_home` / `conversation_home`: where the requester
+    /// and the pair's conversation live when not in this region. `remark`: the requester's
+    /// note for the target on their own list. Caps from the accepting node.
+    AddFriend {
+        user: UserId,
+        target: UserId,
+        message: String,
+        remark: String,
+        user_home: Option<RegionCode>,
+        conversation_home: Option<RegionCode>,
+        max_friends: u64,
+        max_pending: u64,
+    },
+    /// `user` accepts or rejects the pending request of `from` (on `user`'s shard).
+    RespondFriendRequest {
+        user: UserId,
+        from: UserId,
+        accept: bool,
+        remark: String,
+        from_home: Option<RegionCode>,
+        conversation_home: Option<RegionCode>,
+        max_friends: u64,
+    },
+    /// `user` takes `friend` off their list; `both`: off `friend`'s list too.
+    DeleteFriend {
+        user: UserId,
+        friend: UserId,
+        both: bool,
+        friend_home: Option<RegionCode>,
+        conversation_home: Option<RegionCode>,
+    },
+    /// `user` sets their remark for `friend`.
+    SetFriendRemark { user: UserId, friend: UserId, remark: String },
     /// Set (or, with an empty value, remove) profile fields of `user` (REL-02).
     SetProfile { user: UserId, fields: Vec<(String, String)> },
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
@@ -141,6 +179,14 @@ pub enum EffectKind {
     GroupUnlisted { user: UserId, group: GroupId },
     /// `blocker` blocked (or unblocked) the other member of a one-to-one conversation.
     PairBlocked { conversation: ConversationId, blocker: UserId, blocked: bool },
+    /// Put `friend` on `user`'s friend list (the other side accepted). `conversation_home`:
+    /// the region of the pair's conversation, which learns of it from `user`'s shard.
+    FriendListed { user: UserId, friend: UserId, remark: String, at: TimeMs, conversation_home: RegionCode },
+    /// Take `friend` off `user`'s friend list (a delete of both sides).
+    FriendUnlisted { user: UserId, friend: UserId, conversation_home: RegionCode },
+    /// `lister` put the other member of a one-to-one conversation on (or took them off) their
+    /// friend list.
+    PairFriend { conversation: ConversationId, lister: UserId, friend: bool },
 }
 
 impl EffectKind {
@@ -149,8 +195,12 @@ impl EffectKind {
         match self {
             EffectKind::ConversationJoined { user, .. }
             | EffectKind::GroupListed { user, .. }
-            | EffectKind::GroupUnlisted { user, .. } => user.as_str(),
-            EffectKind::PairBlocked { conversation, .. } => conversation.as_str(),
+            | EffectKind::GroupUnlisted { user, .. }
+            | EffectKind::FriendListed { user, .. }
+            | EffectKind::FriendUnlisted { user, .. } => user.as_str(),
+            EffectKind::PairBlocked { conversation, .. } | EffectKind::PairFriend { conversation, .. } => {
+                conversation.as_str()
+            }
         }
     }
 }

@@ -82,6 +82,20 @@ pub enum Event {
     /// The conversation learned that `blocker` blocked or unblocked its other member (on the
     /// conversation's shard).
     ConversationBlocked { conversation: ConversationId, blocker: UserId, blocked: bool },
+    /// `from` asked to become `user`'s friend; the request waits for `user` (on `user`'s shard).
+    FriendRequested { user: UserId, from: UserId, message: String, remark: String, at: TimeMs },
+    /// `user` answered the request of `from` (or it was settled by a friendship from the
+    /// other side).
+    FriendRequestResolved { user: UserId, from: UserId, accepted: bool },
+    /// `friend` entered `user`'s friend list.
+    FriendAdded { user: UserId, friend: UserId, remark: String, at: TimeMs },
+    /// `friend` left `user`'s friend list.
+    FriendRemoved { user: UserId, friend: UserId },
+    /// `user`'s remark for `friend` changed.
+    FriendRemarked { user: UserId, friend: UserId, remark: String },
+    /// The conversation learned that `lister` has (or no longer has) its other member as a
+    /// friend (on the conversation's shard).
+    ConversationFriended { conversation: ConversationId, lister: UserId, friend: bool },
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
@@ -110,6 +124,12 @@ impl Event {
             Event::UserBlocked { .. } => "UserBlocked",
             Event::ProfileUpdated { .. } => "ProfileUpdated",
             Event::ConversationBlocked { .. } => "ConversationBlocked",
+            Event::FriendRequested { .. } => "FriendRequested",
+            Event::FriendRequestResolved { .. } => "FriendRequestResolved",
+            Event::FriendAdded { .. } => "FriendAdded",
+            Event::FriendRemoved { .. } => "FriendRemoved",
+            Event::FriendRemarked { .. } => "FriendRemarked",
+            Event::ConversationFriended { .. } => "ConversationFriended",
         }
     }
 }

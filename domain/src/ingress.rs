@@ -123,6 +123,30 @@ pub fn check(
             }
             to.owns(user.as_str())
         }
+        Command::AddFriend { user, target, message, remark, .. } => {
+            if user == target {
+                return Err(Rejection::new(Reason::PeerIsSelf, "a user cannot befriend themselves"));
+            }
+            crate::friend::check_text(remark, message)?;
+            to.owns(target.as_str())
+        }
+        Command::RespondFriendRequest { user, from, remark, .. } => {
+            if user == from {
+                return Err(Rejection::new(Reason::PeerIsSelf, "a user cannot befriend themselves"));
+            }
+            crate::friend::check_text(remark, "")?;
+            to.owns(user.as_str())
+        }
+        Command::DeleteFriend { user, friend, .. } => {
+            if user == friend {
+                return Err(Rejection::new(Reason::PeerIsSelf, "a user is not on their own friend list"));
+            }
+            to.owns(user.as_str())
+        }
+        Command::SetFriendRemark { user, remark, .. } => {
+            crate::friend::check_text(remark, "")?;
+            to.owns(user.as_str())
+        }
         Command::CreateGroup { group, name, members, max_members, .. } => {
             if name.len() > crate::group::MAX_GROUP_NAME_BYTES {
                 return Err(Rejection::new(
@@ -210,6 +234,12 @@ fn check_effect(effect: &Effect, source: ShardId, region: &RegionCode, to: Desti
             format!("effect {} comes from {}, but the batch is from shard {source}", effect.id.0, effect.source),
         ));
     }
+    if let crate::EffectKind::FriendListed { user, friend, remark, .. } = &effect.kind {
+        if user == friend {
+            return Err(Rejection::new(Reason::PeerIsSelf, "a user is not on their own friend list"));
+        }
+        crate::friend::check_text(remark, "")?;
+    }
     to.owns(effect.kind.target_entity())
 }
 
@@ -280,6 +310,7 @@ mod tests {
             request_id: None,
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         };
         let text = crate::Element::Text { text: "hi".into() };
         assert_eq!(check(&send(vec![text.clone()]), to, LIMITS, len), Ok(()));
@@ -292,6 +323,7 @@ mod tests {
             request_id: None,
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         };
         assert_eq!(check(&to_self, to, LIMITS, len).map_err(|r| r.reason), Err(Reason::PeerIsSelf));
     }

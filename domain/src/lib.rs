@@ -25,6 +25,7 @@ pub mod change;
 pub mod command;
 pub mod element;
 pub mod event;
+pub mod friend;
 pub mod group;
 pub mod ids;
 pub mod ingress;
@@ -44,8 +45,8 @@ pub use ids::{
     ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
 };
 pub use records::{
-    Conversation, ConversationRef, DedupEntry, Group, GroupKind, GroupMember, GroupRef, GroupRole, MemberCursor,
-    Message, User,
+    Conversation, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group, GroupKind, GroupMember,
+    GroupRef, GroupRole, MemberCursor, Message, User,
 };
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

@@ -3,7 +3,8 @@
 //!
 //! Standard fields: `nickname` (at most 64 bytes), `avatar` (a URL, 500), `gender` (`unknown`,
 //! `male`, `female`), `birthday` (`YYYYMMDD`), `location` (32), `signature` (500), `language`
-//! (16), `add_friend` (`allow_any`, `need_confirm`, `deny_any`). Custom fields are
+//! (16), `add_friend` (`allow_any`, `need_confirm`, `deny_any`), `c2c_from` (`anyone`, or
+//! `friends`: one-to-one messages from friends only, REL-05). Custom fields are
 //! `custom.KEY` (key 1..=16 bytes of letters, digits, `_`, `-`; value at most 512 bytes), at
 //! most 20 per user. An empty value removes a field.
 
@@ -54,6 +55,7 @@ pub fn check_field(name: &str, value: &str) -> Result<(), Rejection> {
         "signature" => max(500),
         "language" => max(16),
         "add_friend" => one_of(&["allow_any", "need_confirm", "deny_any"]),
+        "c2c_from" => one_of(&["anyone", "friends"]),
         custom => match custom.strip_prefix("custom.") {
             Some(key)
                 if (1..=16).contains(&key.len())
@@ -63,7 +65,7 @@ pub fn check_field(name: &str, value: &str) -> Result<(), Rejection> {
             }
             _ => Err(bad(format!(
                 "{custom:?} is not a profile field: nickname, avatar, gender, birthday, location, signature, \
-                 language, add_friend or custom.KEY"
+                 language, add_friend, c2c_from or custom.KEY"
             ))),
         },
     }

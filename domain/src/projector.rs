@@ -7,8 +7,8 @@ use crate::change::Change;
 use crate::event::Event;
 use crate::ids::Seq;
 use crate::records::{
-    Conversation, ConversationRef, DedupEntry, Group, GroupMember, GroupRef, GroupRole, MemberCursor, Message, Recall,
-    User,
+    Conversation, ConversationRef, DedupEntry, Friend, FriendRequest, Group, GroupMember, GroupRef, GroupRole,
+    MemberCursor, Message, Recall, User,
 };
 use crate::state::{ShardState, StateError};
 
@@ -264,6 +264,71 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }
         Event::ConversationBlocked { conversation, blocker, blocked: false } => {
             vec![Change::DeletePairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]
+        }
+        Event::FriendRequested { user, from, message, remark, at } => {
+            let mut counts = state.friend_counts(user)?;
+            if state.friend_request(user, from)?.is_none() {
+                counts.pending += 1;
+            }
+            vec![
+                Change::PutFriendRequest {
+                    user: user.clone(),
+                    request: FriendRequest {
+                        from: from.clone(),
+                        message: message.clone(),
+                        remark: remark.clone(),
+                        at: *at,
+                    },
+                },
+                Change::PutFriendCounts { user: user.clone(), counts },
+            ]
+        }
+        Event::FriendRequestResolved { user, from, .. } => {
+            if state.friend_request(user, from)?.is_none() {
+                return Ok(vec![]);
+            }
+            let mut counts = state.friend_counts(user)?;
+            counts.pending = counts.pending.saturating_sub(1);
+            vec![
+                Change::DeleteFriendRequest { user: user.clone(), from: from.clone() },
+                Change::PutFriendCounts { user: user.clone(), counts },
+            ]
+        }
+        Event::FriendAdded { user, friend, remark, at } => {
+            let mut counts = state.friend_counts(user)?;
+            if state.friend(user, friend)?.is_none() {
+                counts.friends += 1;
+            }
+            vec![
+                Change::PutFriend {
+                    user: user.clone(),
+                    entry: Friend { user: friend.clone(), remark: remark.clone(), since: *at },
+                },
+                Change::PutFriendCounts { user: user.clone(), counts },
+            ]
+        }
+        Event::FriendRemoved { user, friend } => {
+            if state.friend(user, friend)?.is_none() {
+                return Ok(vec![]);
+            }
+            let mut counts = state.friend_counts(user)?;
+            counts.friends = counts.friends.saturating_sub(1);
+            vec![
+                Change::DeleteFriend { user: user.clone(), friend: friend.clone() },
+                Change::PutFriendCounts { user: user.clone(), counts },
+            ]
+        }
+        Event::FriendRemarked { user, friend, remark } => match state.friend(user, friend)? {
+            Some(entry) => {
+                vec![Change::PutFriend { user: user.clone(), entry: Friend { remark: remark.clone(), ..entry } }]
+            }
+            None => vec![],
+        },
+        Event::ConversationFriended { conversation, lister, friend: true } => {
+            vec![Change::PutPairFriend { conversation: conversation.clone(), lister: lister.clone() }]
+        }
+        Event::ConversationFriended { conversation, lister, friend: false } => {
+            vec![Change::DeletePairFriend { conversation: conversation.clone(), lister: lister.clone() }]
         }
     })
 }

@@ -188,3 +188,32 @@ pub struct GroupRef {
     pub group: GroupId,
     pub joined: TimeMs,
 }
+
+/// One entry of a user's friend list (REL-03), on the user's shard. Friendship is kept per
+/// side: each user's list is their own, so a one-way delete leaves the other side's entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Friend {
+    pub user: UserId,
+    /// The list owner's note for this friend (at most [`crate::friend::MAX_REMARK_BYTES`]).
+    pub remark: String,
+    pub since: TimeMs,
+}
+
+/// A friend request waiting for its target's answer, on the target's shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FriendRequest {
+    pub from: UserId,
+    /// The requester's words to the target.
+    pub message: String,
+    /// The requester's remark for the target, kept for their list if the target accepts.
+    pub remark: String,
+    pub at: TimeMs,
+}
+
+/// A user's friend and pending-request counts (on the user's shard), kept by the projector so
+/// that the caps are checked without a scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FriendCounts {
+    pub friends: u64,
+    pub pending: u64,
+}

@@ -93,6 +93,12 @@ reasons! {
     PermissionDenied => "PERMISSION_DENIED", PermissionDenied;
     MemberMuted => "MEMBER_MUTED", PermissionDenied;
     GroupDismissed => "GROUP_DISMISSED", FailedPrecondition;
+    NotFriend => "NOT_FRIEND", PermissionDenied;
+    FriendAddDenied => "FRIEND_ADD_DENIED", PermissionDenied;
+    FriendLimit => "FRIEND_LIMIT", FailedPrecondition;
+    FriendRequestLimit => "FRIEND_REQUEST_LIMIT", FailedPrecondition;
+    FriendRequestNotFound => "FRIEND_REQUEST_NOT_FOUND", NotFound;
+    FriendFieldInvalid => "FRIEND_FIELD_INVALID", InvalidArgument;
 }
 
 impl fmt::Display for Reason {

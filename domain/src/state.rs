@@ -38,6 +38,14 @@ pub trait ShardState {
     fn blocked_count(&self, user: &UserId) -> Result<u64, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
+    /// `user`'s friend list entry for `friend` (on `user`'s shard).
+    fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<crate::records::Friend>, StateError>;
+    /// The request of `from` waiting for `user` (on `user`'s shard).
+    fn friend_request(&self, user: &UserId, from: &UserId)
+        -> Result<Option<crate::records::FriendRequest>, StateError>;
+    fn friend_counts(&self, user: &UserId) -> Result<crate::records::FriendCounts, StateError>;
+    /// Whether `lister` has the other member of `conversation` as a friend (on its shard).
+    fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError>;
 }
 
 /// A state with a command's pending changes laid over it, so that each event of a command is
@@ -212,6 +220,61 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(b) => Ok(b),
             None => self.base.pair_blocked(conversation, blocker),
+        }
+    }
+
+    fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<crate::records::Friend>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutFriend { user: u, entry } if u == user && &entry.user == friend => Some(Some(entry.clone())),
+            Change::DeleteFriend { user: u, friend: f } if u == user && f == friend => Some(None),
+            _ => None,
+        }) {
+            Some(f) => Ok(f),
+            None => self.base.friend(user, friend),
+        }
+    }
+
+    fn friend_request(
+        &self,
+        user: &UserId,
+        from: &UserId,
+    ) -> Result<Option<crate::records::FriendRequest>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutFriendRequest { user: u, request } if u == user && &request.from == from => {
+                Some(Some(request.clone()))
+            }
+            Change::DeleteFriendRequest { user: u, from: f } if u == user && f == from => Some(None),
+            _ => None,
+        }) {
+            Some(r) => Ok(r),
+            None => self.base.friend_request(user, from),
+        }
+    }
+
+    fn friend_counts(&self, user: &UserId) -> Result<crate::records::FriendCounts, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutFriendCounts { user: u, counts } if u == user => Some(*counts),
+            _ => None,
+        }) {
+            Some(n) => Ok(n),
+            None => self.base.friend_counts(user),
+        }
+    }
+
+    fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutPairFriend { conversation: cv, lister: l } if cv == conversation && l == lister => Some(true),
+            Change::DeletePairFriend { conversation: cv, lister: l } if cv == conversation && l == lister => {
+                Some(false)
+            }
+            _ => None,
+        }) {
+            Some(b) => Ok(b),
+            None => self.base.pair_friend(conversation, lister),
         }
     }
 

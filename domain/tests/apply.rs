@@ -26,6 +26,10 @@ struct MemState {
     block_counts: BTreeMap<UserId, u64>,
     profiles: BTreeMap<UserId, meridian_domain::profile::Profile>,
     pair_blocks: BTreeSet<(ConversationId, UserId)>,
+    friends: BTreeMap<(UserId, UserId), Friend>,
+    requests: BTreeMap<(UserId, UserId), FriendRequest>,
+    friend_counts: BTreeMap<UserId, FriendCounts>,
+    pair_friends: BTreeSet<(ConversationId, UserId)>,
 }
 
 impl ShardState for MemState {
@@ -70,6 +74,18 @@ impl ShardState for MemState {
     }
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         Ok(self.pair_blocks.contains(&(conversation.clone(), blocker.clone())))
+    }
+    fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<Friend>, StateError> {
+        Ok(self.friends.get(&(user.clone(), friend.clone())).cloned())
+    }
+    fn friend_request(&self, user: &UserId, from: &UserId) -> Result<Option<FriendRequest>, StateError> {
+        Ok(self.requests.get(&(user.clone(), from.clone())).cloned())
+    }
+    fn friend_counts(&self, user: &UserId) -> Result<FriendCounts, StateError> {
+        Ok(self.friend_counts.get(user).copied().unwrap_or_default())
+    }
+    fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError> {
+        Ok(self.pair_friends.contains(&(conversation.clone(), lister.clone())))
     }
 }
 
@@ -132,6 +148,27 @@ impl MemState {
                 Change::DeletePairBlock { conversation, blocker } => {
                     self.pair_blocks.remove(&(conversation, blocker));
                 }
+                Change::PutFriend { user, entry } => {
+                    self.friends.insert((user, entry.user.clone()), entry);
+                }
+                Change::DeleteFriend { user, friend } => {
+                    self.friends.remove(&(user, friend));
+                }
+                Change::PutFriendRequest { user, request } => {
+                    self.requests.insert((user, request.from.clone()), request);
+                }
+                Change::DeleteFriendRequest { user, from } => {
+                    self.requests.remove(&(user, from));
+                }
+                Change::PutFriendCounts { user, counts } => {
+                    self.friend_counts.insert(user, counts);
+                }
+                Change::PutPairFriend { conversation, lister } => {
+                    self.pair_friends.insert((conversation, lister));
+                }
+                Change::DeletePairFriend { conversation, lister } => {
+                    self.pair_friends.remove(&(conversation, lister));
+                }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
         }
@@ -180,6 +217,7 @@ fn send(state: &mut MemState, time: i64, from: &str, to: &str, body: &str, rid: 
             request_id,
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         },
     )
 }
@@ -318,6 +356,7 @@ fn send_rejections_change_nothing() {
             request_id: None,
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         },
         Reason::PeerIsSelf,
     );
@@ -335,6 +374,7 @@ fn send_rejections_change_nothing() {
             request_id: None,
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         },
         Reason::WrongShard,
     );
@@ -441,6 +481,7 @@ fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region
             request_id: None,
             sender_home: None,
             recipient_home: Some(region("de")),
+            friends_only: false,
         },
     );
     assert_eq!(seq_of(&outcome), 1);
@@ -462,6 +503,7 @@ fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region
             request_id: None,
             sender_home: Some(region("sg")),
             recipient_home: None,
+            friends_only: false,
         },
     )
     .unwrap_or_else(|r| panic!("{r}"));
@@ -902,4 +944,209 @@ fn a_blocklist_holds_up_to_its_cap() {
     assert!(run(&mut s, &ctx(4, 4), block("b1", false)).is_ok());
     assert!(run(&mut s, &ctx(5, 5), block("b3", true)).is_ok(), "room again after an unblock");
     assert_eq!(s.block_counts[&user("alice")], 2);
+}
+
+/// Delivers every effect queued so far (one shard holds everything here), as the outbox pump
+/// would, and empties the outbox.
+fn deliver_all(s: &mut MemState, time: i64, next_id: &mut u64) {
+    while !s.outbox.is_empty() {
+        let queued = std::mem::take(&mut s.outbox);
+        let effects = queued
+            .into_iter()
+            .map(|(_, kind)| {
+                *next_id += 1;
+                Effect {
+                    id: EffectId(*next_id),
+                    source: EffectSource { region: region("sg"), epoch: 1, shard: ShardId(0) },
+                    kind,
+                }
+            })
+            .collect();
+        let deliver = Command::ApplyEffects { source: ShardId(0), from_region: None, effects };
+        run(s, &ctx(time, time as u64), deliver).unwrap_or_else(|r| panic!("{r}"));
+    }
+}
+
+fn new_user(s: &mut MemState, name: &str, policy: Option<&str>) {
+    run(s, &ctx(1, 1), Command::CreateUser { user: user(name), home_region: region("sg"), nickname: name.into() })
+        .unwrap_or_else(|r| panic!("{r}"));
+    if let Some(p) = policy {
+        let set = Command::SetProfile { user: user(name), fields: vec![("add_friend".into(), p.into())] };
+        run(s, &ctx(1, 1), set).unwrap_or_else(|r| panic!("{r}"));
+    }
+}
+
+fn add_friend(from: &str, to: &str, max_pending: u64) -> Command {
+    Command::AddFriend {
+        user: user(from),
+        target: user(to),
+        message: "hi, it's me".into(),
+        remark: format!("{to} from work"),
+        user_home: None,
+        conversation_home: None,
+        max_friends: 2,
+        max_pending,
+    }
+}
+
+fn friend_state(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Ok(Applied { reply: Reply::Friend { state }, .. }) => state.name(),
+        other => panic!("expected a friend reply, got {other:?}"),
+    }
+}
+
+fn friends_of(s: &MemState, who: &str) -> Vec<String> {
+    s.friends.keys().filter(|(u, _)| u.as_str() == who).map(|(_, f)| f.to_string()).collect()
+}
+
+fn respond(from: &str, to: &str, accept: bool) -> Command {
+    Command::RespondFriendRequest {
+        user: user(to),
+        from: user(from),
+        accept,
+        remark: String::new(),
+        from_home: None,
+        conversation_home: None,
+        max_friends: 2,
+    }
+}
+
+#[test]
+fn friend_requests_follow_the_target_s_policy() {
+    let mut s = MemState::default();
+    let mut ids = 0;
+    new_user(&mut s, "ann", None);
+    new_user(&mut s, "bea", Some("need_confirm"));
+    new_user(&mut s, "cid", Some("deny_any"));
+    new_user(&mut s, "dan", None);
+
+    // allow_any: both lists at once (the requester's through the outbox), with the remark.
+    assert_eq!(friend_state(&run(&mut s, &ctx(2, 2), add_friend("bea", "ann", 5))), "added");
+    deliver_all(&mut s, 3, &mut ids);
+    assert_eq!(friends_of(&s, "ann"), vec!["bea"]);
+    assert_eq!(friends_of(&s, "bea"), vec!["ann"]);
+    assert_eq!(s.friends[&(user("bea"), user("ann"))].remark, "ann from work");
+    let pair = ConversationId::c2c(&user("ann"), &user("bea"));
+    assert!(s.pair_friends.contains(&(pair.clone(), user("ann"))) && s.pair_friends.contains(&(pair, user("bea"))));
+
+    // need_confirm: waits, then accept settles both sides; a second answer finds nothing.
+    assert_eq!(friend_state(&run(&mut s, &ctx(4, 4), add_friend("dan", "bea", 5))), "pending");
+    assert_eq!(s.friend_counts[&user("bea")].pending, 1);
+    assert!(friends_of(&s, "dan").is_empty());
+    assert_eq!(friend_state(&run(&mut s, &ctx(5, 5), respond("dan", "bea", true))), "added");
+    deliver_all(&mut s, 6, &mut ids);
+    assert_eq!(friends_of(&s, "bea"), vec!["ann", "dan"]);
+    assert_eq!(friends_of(&s, "dan"), vec!["bea"]);
+    assert_eq!(s.friend_counts[&user("bea")], FriendCounts { friends: 2, pending: 0 });
+    assert_eq!(friend_state(&run(&mut s, &ctx(7, 7), respond("dan", "bea", true))), "added", "a repeat");
+    assert_rejected(&mut s, &ctx(7, 7), respond("dan", "bea", false), Reason::FriendRequestNotFound);
+
+    // A rejection drops the request and lists no one; deny_any refuses at once.
+    new_user(&mut s, "eve", None);
+    assert_eq!(friend_state(&run(&mut s, &ctx(8, 8), add_friend("eve", "bea", 5))), "pending");
+    assert_eq!(friend_state(&run(&mut s, &ctx(9, 9), respond("eve", "bea", false))), "rejected");
+    assert!(s.requests.is_empty());
+    assert_rejected(&mut s, &ctx(10, 10), add_friend("ann", "cid", 5), Reason::FriendAddDenied);
+
+    // Caps: bea has 2 friends (the cap here); requests wait up to max_pending.
+    new_user(&mut s, "fay", None);
+    assert_rejected(&mut s, &ctx(11, 11), add_friend("fay", "ann", 5).with_target_cap(1), Reason::FriendLimit);
+    assert_eq!(friend_state(&run(&mut s, &ctx(12, 12), add_friend("fay", "bea", 1))), "pending");
+    assert_rejected(&mut s, &ctx(13, 13), add_friend("eve", "bea", 1), Reason::FriendRequestLimit);
+    assert_eq!(friend_state(&run(&mut s, &ctx(14, 14), add_friend("fay", "bea", 1))), "pending", "a repeat fits");
+    assert_rejected(&mut s, &ctx(15, 15), respond("fay", "bea", true), Reason::FriendLimit);
+
+    // Blocked requesters are refused.
+    let block = Command::SetBlocked {
+        user: user("dan"),
+        target: user("eve"),
+        blocked: true,
+        conversation_home: None,
+        max_blocked: 10,
+    };
+    run(&mut s, &ctx(16, 16), block).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 17, &mut ids);
+    assert_rejected(&mut s, &ctx(18, 18), add_friend("eve", "dan", 5), Reason::Blocked);
+}
+
+trait TargetCap {
+    fn with_target_cap(self, cap: u64) -> Self;
+}
+
+impl TargetCap for Command {
+    fn with_target_cap(self, cap: u64) -> Self {
+        match self {
+            Command::AddFriend { user, target, message, remark, user_home, conversation_home, max_pending, .. } => {
+                Command::AddFriend {
+                    user,
+                    target,
+                    message,
+                    remark,
+                    user_home,
+                    conversation_home,
+                    max_friends: cap,
+                    max_pending,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+#[test]
+fn deletes_remarks_and_friends_only_sends() {
+    let mut s = MemState::default();
+    let mut ids = 0;
+    new_user(&mut s, "ann", None);
+    new_user(&mut s, "bea", None);
+    new_user(&mut s, "cid", None);
+    run(&mut s, &ctx(2, 2), add_friend("bea", "ann", 5)).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 3, &mut ids);
+
+    let fsend = |s: &mut MemState, t: i64, from: &str, to: &str| {
+        let cmd = Command::SendMessage {
+            sender: user(from),
+            recipient: user(to),
+            elements: text("hi"),
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+            friends_only: true,
+        };
+        run(s, &ctx(t, t as u64), cmd)
+    };
+    assert_eq!(seq_of(&fsend(&mut s, 4, "ann", "bea")), 1);
+    assert_eq!(fsend(&mut s, 5, "cid", "ann").expect_err("not a friend").reason, Reason::NotFriend);
+    assert!(!s.conversations.contains_key(&ConversationId::c2c(&user("ann"), &user("cid"))));
+
+    let remark = |r: &str| Command::SetFriendRemark { user: user("ann"), friend: user("bea"), remark: r.into() };
+    run(&mut s, &ctx(6, 6), remark("B.")).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.friends[&(user("ann"), user("bea"))].remark, "B.");
+    let stranger = Command::SetFriendRemark { user: user("ann"), friend: user("cid"), remark: "x".into() };
+    assert_rejected(&mut s, &ctx(7, 7), stranger, Reason::NotFriend);
+    assert_rejected(&mut s, &ctx(7, 7), remark(&"x".repeat(97)), Reason::FriendFieldInvalid);
+
+    // One-way: ann drops bea; bea keeps ann, so ann may still write to bea but not back.
+    let delete = |both| Command::DeleteFriend {
+        user: user("ann"),
+        friend: user("bea"),
+        both,
+        friend_home: None,
+        conversation_home: None,
+    };
+    run(&mut s, &ctx(8, 8), delete(false)).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 9, &mut ids);
+    assert!(friends_of(&s, "ann").is_empty());
+    assert_eq!(friends_of(&s, "bea"), vec!["ann"]);
+    assert_eq!(seq_of(&fsend(&mut s, 10, "ann", "bea")), 2);
+    assert_eq!(fsend(&mut s, 11, "bea", "ann").expect_err("one-way").reason, Reason::NotFriend);
+
+    // Both: bea's entry goes too, even though ann's was already gone.
+    run(&mut s, &ctx(12, 12), delete(true)).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 13, &mut ids);
+    assert!(friends_of(&s, "bea").is_empty());
+    assert_eq!(s.friend_counts[&user("bea")].friends, 0);
+    assert_eq!(fsend(&mut s, 14, "ann", "bea").expect_err("no longer").reason, Reason::NotFriend);
+    assert!(s.pair_friends.is_empty());
 }

@@ -272,6 +272,14 @@ pub struct LimitsConfig {
     pub max_group_members_community: u64,
     /// Most users one blocklist holds (REL-04). Default 1000.
     pub max_blocked: u64,
+    /// Most users one friend list holds (REL-03). Default 3000.
+    pub max_friends: u64,
+    /// Most friend requests waiting for one user's answer. Default 100.
+    pub max_friend_requests: u64,
+    /// One-to-one messages between friends only, app-wide (REL-05): the recipient must have
+    /// the sender on their friend list. Default false (a user can still ask for it with the
+    /// profile field `c2c_from = friends`).
+    pub c2c_friends_only: bool,
 }
 
 impl Default for LimitsConfig {
@@ -285,6 +293,9 @@ impl Default for LimitsConfig {
             max_group_members_meeting: 6000,
             max_group_members_community: 100_000,
             max_blocked: 1000,
+            max_friends: 3000,
+            max_friend_requests: 100,
+            c2c_friends_only: false,
         }
     }
 }
@@ -762,6 +773,8 @@ impl LimitsConfig {
             (self.max_group_members_meeting, "limits.max-group-members-meeting"),
             (self.max_group_members_community, "limits.max-group-members-community"),
             (self.max_blocked, "limits.max-blocked"),
+            (self.max_friends, "limits.max-friends"),
+            (self.max_friend_requests, "limits.max-friend-requests"),
         ] {
             p.check((1..=10_000_000).contains(&value), key, || {
                 format!("{value} is out of range: use 1..=10000000 members")

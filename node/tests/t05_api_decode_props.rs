@@ -55,6 +55,7 @@ fn admit_send(sender: &UserId, request: api::SendMessageRequest) -> Option<Comma
         request_id,
         sender_home: None,
         recipient_home: None,
+        friends_only: false,
     })
 }
 

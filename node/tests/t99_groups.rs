@@ -385,3 +385,104 @@ async fn profiles_are_set_in_part_and_read_in_part() {
     let nobody = cluster.user("bob").get_profile("zed", &[]).await.unwrap_err();
     assert_eq!(reason(&nobody), "UNKNOWN_USER");
 }
+
+/// Polls `f` until it returns true (bounded): effects reach the other side through the outbox.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn friend_names(client: &Client) -> Vec<String> {
+    client.list_friends().await.unwrap().friends.into_iter().map(|f| f.user).collect()
+}
+
+async fn relation(client: &Client, other: &str) -> String {
+    client.check_friends(&[other]).await.unwrap().checks.remove(0).relation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn friends_follow_each_policy_and_friends_only_mode_refuses_strangers() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    let names = ["ann", "bea", "cid", "dan", "eve"].map(String::from);
+    cluster.create_users(&names).await;
+    let [ann, bea, cid, dan, eve] = names.clone().map(|n| cluster.user(&n));
+    bea.set_profile(&[("add_friend", "need_confirm")]).await.unwrap();
+    cid.set_profile(&[("add_friend", "deny_any")]).await.unwrap();
+
+    cluster.phase("allow_any (ann's default): friends on both sides at once");
+    let added = bea.add_friend("ann", "", "Ann from work").await.unwrap();
+    assert_eq!((added.user.as_str(), added.state.as_str()), ("ann", "added"));
+    assert_eq!(friend_names(&ann).await, vec!["bea"]);
+    eventually("bea's list gains ann", || async { friend_names(&bea).await == ["ann"] }).await;
+    assert_eq!(bea.list_friends().await.unwrap().friends[0].remark, "Ann from work");
+    eventually("ann sees both", || async { relation(&ann, "bea").await == "both" }).await;
+
+    cluster.phase("need_confirm: pending, then accepted; reject drops the request");
+    assert_eq!(dan.add_friend("bea", "it's dan", "").await.unwrap().state, "pending");
+    let waiting = bea.list_friend_requests().await.unwrap().requests;
+    assert_eq!((waiting.len(), waiting[0].from.as_str(), waiting[0].message.as_str()), (1, "dan", "it's dan"));
+    assert_eq!(relation(&dan, "bea").await, "none", "nothing listed while pending");
+    assert_eq!(bea.respond_friend_request("dan", true, "Dan").await.unwrap().state, "added");
+    eventually("dan's list gains bea", || async { friend_names(&dan).await == ["bea"] }).await;
+    assert!(bea.list_friend_requests().await.unwrap().requests.is_empty());
+    assert_eq!(eve.add_friend("bea", "", "").await.unwrap().state, "pending");
+    assert_eq!(bea.respond_friend_request("eve", false, "").await.unwrap().state, "rejected");
+    let gone = bea.respond_friend_request("eve", true, "").await.unwrap_err();
+    assert_eq!(reason(&gone), "FRIEND_REQUEST_NOT_FOUND");
+    assert!(friend_names(&eve).await.is_empty());
+
+    cluster.phase("deny_any, self, blocked: refused, nothing changes");
+    let denied = ann.add_friend("cid", "", "").await.unwrap_err();
+    assert_eq!(reason(&denied), "FRIEND_ADD_DENIED", "{denied}");
+    assert_eq!(reason(&ann.add_friend("ann", "", "").await.unwrap_err()), "PEER_IS_SELF");
+    dan.set_blocked("eve", true).await.unwrap();
+    assert_eq!(reason(&eve.add_friend("dan", "", "").await.unwrap_err()), "BLOCKED");
+    let long = ann.add_friend("dan", "", &"r".repeat(97)).await.unwrap_err();
+    assert_eq!(reason(&long), "FRIEND_FIELD_INVALID");
+    assert!(friend_names(&cid).await.is_empty() && friend_names(&eve).await.is_empty());
+
+    cluster.phase("friends-only (dan's own setting): strangers refused, friends pass");
+    dan.set_profile(&[("c2c_from", "friends")]).await.unwrap();
+    let stranger = ann.send_text("dan", "hi dan", None).await.unwrap_err();
+    assert_eq!(reason(&stranger), "NOT_FRIEND", "{stranger}");
+    bea.send_text("dan", "hi dan, it's bea", None).await.unwrap();
+    dan.send_text("ann", "dan may write to ann (ann takes anyone)", None).await.unwrap();
+
+    cluster.phase("one-way delete, then both");
+    dan.delete_friend("bea", false).await.unwrap();
+    assert!(friend_names(&dan).await.is_empty());
+    assert_eq!(friend_names(&bea).await, vec!["ann", "dan"], "bea keeps dan");
+    eventually("bea is refused by dan", || async {
+        matches!(bea.send_text("dan", "still there?", None).await, Err(e) if reason(&e) == "NOT_FRIEND")
+    })
+    .await;
+    ann.delete_friend("bea", true).await.unwrap();
+    eventually("both sides dropped", || async { friend_names(&bea).await == ["dan"] }).await;
+    assert!(friend_names(&ann).await.is_empty());
+    assert_eq!(relation(&bea, "ann").await, "none");
+    bea.set_friend_remark("dan", "D.").await.unwrap();
+    assert_eq!(bea.list_friends().await.unwrap().friends[0].remark, "D.");
+    assert_eq!(reason(&bea.set_friend_remark("ann", "x").await.unwrap_err()), "NOT_FRIEND");
+    cluster.wait_converged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_app_wide_friends_only_setting_refuses_strangers() {
+    let cluster = Cluster::start(1, Tuning { c2c_friends_only: true, ..Tuning::default() }).await;
+    cluster.create_users(&["ann".to_owned(), "bob".to_owned(), "cat".to_owned()]).await;
+    let (ann, bob) = (cluster.user("ann"), cluster.user("bob"));
+    assert_eq!(reason(&ann.send_text("bob", "hi", None).await.unwrap_err()), "NOT_FRIEND");
+    ann.add_friend("bob", "", "").await.unwrap();
+    eventually("friends may write both ways", || async {
+        ann.send_text("bob", "hi", None).await.is_ok() && bob.send_text("ann", "hi", None).await.is_ok()
+    })
+    .await;
+    assert_eq!(reason(&cluster.user("cat").send_text("ann", "hi", None).await.unwrap_err()), "NOT_FRIEND");
+}

@@ -149,6 +149,7 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                     member_count: *member_count,
                     changed: *changed,
                 }),
+                Reply::Friend { state } => Kind::Friend(peer::FriendAnswer { state: state.name().to_owned() }),
             }),
         }),
     };
@@ -189,6 +190,10 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
                 group: meridian_domain::GroupId::parse(&g.group_id).map_err(|e| bad(&e.to_string()))?,
                 member_count: g.member_count,
                 changed: g.changed,
+            },
+            Kind::Friend(f) => Reply::Friend {
+                state: meridian_domain::friend::FriendState::from_name(&f.state)
+                    .ok_or_else(|| bad(&format!("unknown friend state {:?}", f.state)))?,
             },
         })),
     }

@@ -68,6 +68,16 @@ impl Scan {
                 Some((&keys::PROJ_BLOCKED, rest)) => {
                     prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "blocklist entry"))
                 }
+                Some((&keys::PROJ_FRIEND, rest)) => {
+                    prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "friend list entry"))
+                }
+                Some((&keys::PROJ_FRIEND_REQUEST, rest)) => {
+                    prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "friend request"))
+                }
+                Some((&keys::PROJ_FRIEND_COUNTS, id)) => user(id).map(|u| (Subject::User(u), "friend counts")),
+                Some((&keys::PROJ_PAIR_FRIEND, rest)) => prefixed(rest)
+                    .and_then(|(c, _)| conversation(c))
+                    .map(|c| (Subject::Conversation(c), "conversation friend record")),
                 Some((&keys::PROJ_CONVERSATION, id)) => {
                     conversation(id).map(|c| (Subject::Conversation(c), "conversation head"))
                 }
@@ -166,6 +176,14 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         Event::ConversationBlocked { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "ConversationBlocked event")]
         }
+        Event::FriendRequested { user, .. }
+        | Event::FriendRequestResolved { user, .. }
+        | Event::FriendAdded { user, .. }
+        | Event::FriendRemoved { user, .. }
+        | Event::FriendRemarked { user, .. } => vec![(Subject::User(user.clone()), "friend event")],
+        Event::ConversationFriended { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "ConversationFriended event")]
+        }
     }
 }
 
@@ -183,8 +201,10 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
             .map(|e| match &e.kind {
                 EffectKind::ConversationJoined { user, .. }
                 | EffectKind::GroupListed { user, .. }
-                | EffectKind::GroupUnlisted { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
-                EffectKind::PairBlocked { conversation, .. } => {
+                | EffectKind::GroupUnlisted { user, .. }
+                | EffectKind::FriendListed { user, .. }
+                | EffectKind::FriendUnlisted { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
+                EffectKind::PairBlocked { conversation, .. } | EffectKind::PairFriend { conversation, .. } => {
                     (Subject::Conversation(conversation.clone()), "ApplyEffects command")
                 }
             })
@@ -202,6 +222,10 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::TransferGroup { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
         Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],
+        Command::AddFriend { target, .. } => vec![(Subject::User(target.clone()), "AddFriend command")],
+        Command::RespondFriendRequest { user, .. }
+        | Command::DeleteFriend { user, .. }
+        | Command::SetFriendRemark { user, .. } => vec![(Subject::User(user.clone()), "friend command")],
     }
 }
 

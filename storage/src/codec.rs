@@ -122,8 +122,9 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             home_region: home_region.to_string(),
             nickname: nickname.clone(),
         }),
-        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home } => {
+        Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home, friends_only } => {
             Kind::SendMessage(pb::SendMessage {
+                friends_only: *friends_only,
                 sender: sender.to_string(),
                 recipient: recipient.to_string(),
                 elements: elements.iter().map(element_to_pb).collect(),
@@ -214,6 +215,50 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 max_blocked: *max_blocked,
             })
         }
+        Command::AddFriend {
+            user,
+            target,
+            message,
+            remark,
+            user_home,
+            conversation_home,
+            max_friends,
+            max_pending,
+        } => Kind::AddFriend(pb::AddFriend {
+            user: user.to_string(),
+            target: target.to_string(),
+            message: message.clone(),
+            remark: remark.clone(),
+            user_home: region_or_empty(user_home.as_ref()),
+            conversation_home: region_or_empty(conversation_home.as_ref()),
+            max_friends: *max_friends,
+            max_pending: *max_pending,
+        }),
+        Command::RespondFriendRequest { user, from, accept, remark, from_home, conversation_home, max_friends } => {
+            Kind::RespondFriendRequest(pb::RespondFriendRequest {
+                user: user.to_string(),
+                from: from.to_string(),
+                accept: *accept,
+                remark: remark.clone(),
+                from_home: region_or_empty(from_home.as_ref()),
+                conversation_home: region_or_empty(conversation_home.as_ref()),
+                max_friends: *max_friends,
+            })
+        }
+        Command::DeleteFriend { user, friend, both, friend_home, conversation_home } => {
+            Kind::DeleteFriend(pb::DeleteFriend {
+                user: user.to_string(),
+                friend: friend.to_string(),
+                both: *both,
+                friend_home: region_or_empty(friend_home.as_ref()),
+                conversation_home: region_or_empty(conversation_home.as_ref()),
+            })
+        }
+        Command::SetFriendRemark { user, friend, remark } => Kind::SetFriendRemark(pb::SetFriendRemark {
+            user: user.to_string(),
+            friend: friend.to_string(),
+            remark: remark.clone(),
+        }),
         Command::TransferGroup { actor, group, to } => Kind::TransferGroup(pb::TransferGroup {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -243,6 +288,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             request_id: optional_request_id(W, &s.request_id)?,
             sender_home: optional_region(W, &s.sender_home)?,
             recipient_home: optional_region(W, &s.recipient_home)?,
+            friends_only: s.friends_only,
         },
         Kind::RecallMessage(r) => Command::RecallMessage {
             actor: user_id(W, &r.actor)?,
@@ -329,6 +375,35 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             conversation_home: optional_region(W, &b.conversation_home)?,
             max_blocked: b.max_blocked,
         },
+        Kind::AddFriend(a) => Command::AddFriend {
+            user: user_id(W, &a.user)?,
+            target: user_id(W, &a.target)?,
+            message: a.message,
+            remark: a.remark,
+            user_home: optional_region(W, &a.user_home)?,
+            conversation_home: optional_region(W, &a.conversation_home)?,
+            max_friends: a.max_friends,
+            max_pending: a.max_pending,
+        },
+        Kind::RespondFriendRequest(r) => Command::RespondFriendRequest {
+            user: user_id(W, &r.user)?,
+            from: user_id(W, &r.from)?,
+            accept: r.accept,
+            remark: r.remark,
+            from_home: optional_region(W, &r.from_home)?,
+            conversation_home: optional_region(W, &r.conversation_home)?,
+            max_friends: r.max_friends,
+        },
+        Kind::DeleteFriend(d) => Command::DeleteFriend {
+            user: user_id(W, &d.user)?,
+            friend: user_id(W, &d.friend)?,
+            both: d.both,
+            friend_home: optional_region(W, &d.friend_home)?,
+            conversation_home: optional_region(W, &d.conversation_home)?,
+        },
+        Kind::SetFriendRemark(r) => {
+            Command::SetFriendRemark { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)?, remark: r.remark }
+        }
         Kind::TransferGroup(t) => Command::TransferGroup {
             actor: user_id(W, &t.actor)?,
             group: group_id(W, &t.group_id)?,
@@ -409,6 +484,27 @@ pub fn effect_to_pb(e: &Effect) -> pb::Effect {
             blocker: blocker.to_string(),
             blocked: *blocked,
         }),
+        EffectKind::FriendListed { user, friend, remark, at, conversation_home } => {
+            pb::effect::Kind::FriendListed(pb::FriendListed {
+                user: user.to_string(),
+                friend: friend.to_string(),
+                remark: remark.clone(),
+                time_ms: at.0,
+                conversation_home: conversation_home.to_string(),
+            })
+        }
+        EffectKind::FriendUnlisted { user, friend, conversation_home } => {
+            pb::effect::Kind::FriendUnlisted(pb::FriendUnlisted {
+                user: user.to_string(),
+                friend: friend.to_string(),
+                conversation_home: conversation_home.to_string(),
+            })
+        }
+        EffectKind::PairFriend { conversation, lister, friend } => pb::effect::Kind::PairFriend(pb::PairFriend {
+            conversation_id: conversation.to_string(),
+            lister: lister.to_string(),
+            friend: *friend,
+        }),
     };
     pb::Effect {
         id: e.id.0,
@@ -442,6 +538,23 @@ pub fn effect_from_pb(e: pb::Effect, region: &RegionCode) -> Result<Effect, Stor
             conversation: conversation_id(W, &b.conversation_id)?,
             blocker: user_id(W, &b.blocker)?,
             blocked: b.blocked,
+        },
+        pb::effect::Kind::FriendListed(l) => EffectKind::FriendListed {
+            user: user_id(W, &l.user)?,
+            friend: user_id(W, &l.friend)?,
+            remark: l.remark,
+            at: TimeMs(l.time_ms),
+            conversation_home: RegionCode::parse(&l.conversation_home).map_err(corrupt(W))?,
+        },
+        pb::effect::Kind::FriendUnlisted(u) => EffectKind::FriendUnlisted {
+            user: user_id(W, &u.user)?,
+            friend: user_id(W, &u.friend)?,
+            conversation_home: RegionCode::parse(&u.conversation_home).map_err(corrupt(W))?,
+        },
+        pb::effect::Kind::PairFriend(f) => EffectKind::PairFriend {
+            conversation: conversation_id(W, &f.conversation_id)?,
+            lister: user_id(W, &f.lister)?,
+            friend: f.friend,
         },
     };
     let source_region = if e.source_region.is_empty() {
@@ -607,6 +720,39 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             blocked: *blocked,
             time_ms: at.0,
         }),
+        Event::FriendRequested { user, from, message, remark, at } => Kind::FriendRequested(pb::FriendRequestedEvent {
+            user: user.to_string(),
+            from: from.to_string(),
+            message: message.clone(),
+            remark: remark.clone(),
+            time_ms: at.0,
+        }),
+        Event::FriendRequestResolved { user, from, accepted } => {
+            Kind::FriendRequestResolved(pb::FriendRequestResolvedEvent {
+                user: user.to_string(),
+                from: from.to_string(),
+                accepted: *accepted,
+            })
+        }
+        Event::FriendAdded { user, friend, remark, at } => Kind::FriendAdded(pb::FriendAddedEvent {
+            user: user.to_string(),
+            friend: friend.to_string(),
+            remark: remark.clone(),
+            time_ms: at.0,
+        }),
+        Event::FriendRemoved { user, friend } => {
+            Kind::FriendRemoved(pb::FriendRemovedEvent { user: user.to_string(), friend: friend.to_string() })
+        }
+        Event::FriendRemarked { user, friend, remark } => Kind::FriendRemarked(pb::SetFriendRemark {
+            user: user.to_string(),
+            friend: friend.to_string(),
+            remark: remark.clone(),
+        }),
+        Event::ConversationFriended { conversation, lister, friend } => Kind::ConversationFriended(pb::PairFriend {
+            conversation_id: conversation.to_string(),
+            lister: lister.to_string(),
+            friend: *friend,
+        }),
         Event::ConversationBlocked { conversation, blocker, blocked } => Kind::ConversationBlocked(pb::PairBlocked {
             conversation_id: conversation.to_string(),
             blocker: blocker.to_string(),
@@ -731,6 +877,33 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             target: user_id(W, &b.target)?,
             blocked: b.blocked,
             at: TimeMs(b.time_ms),
+        },
+        Kind::FriendRequested(r) => Event::FriendRequested {
+            user: user_id(W, &r.user)?,
+            from: user_id(W, &r.from)?,
+            message: r.message,
+            remark: r.remark,
+            at: TimeMs(r.time_ms),
+        },
+        Kind::FriendRequestResolved(r) => Event::FriendRequestResolved {
+            user: user_id(W, &r.user)?,
+            from: user_id(W, &r.from)?,
+            accepted: r.accepted,
+        },
+        Kind::FriendAdded(a) => Event::FriendAdded {
+            user: user_id(W, &a.user)?,
+            friend: user_id(W, &a.friend)?,
+            remark: a.remark,
+            at: TimeMs(a.time_ms),
+        },
+        Kind::FriendRemoved(r) => Event::FriendRemoved { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)? },
+        Kind::FriendRemarked(r) => {
+            Event::FriendRemarked { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)?, remark: r.remark }
+        }
+        Kind::ConversationFriended(f) => Event::ConversationFriended {
+            conversation: conversation_id(W, &f.conversation_id)?,
+            lister: user_id(W, &f.lister)?,
+            friend: f.friend,
         },
         Kind::ConversationBlocked(b) => Event::ConversationBlocked {
             conversation: conversation_id(W, &b.conversation_id)?,

@@ -59,6 +59,9 @@ versioned!(
     pb::GroupMemberRecord,
     pb::GroupRefRecord,
     pb::BlockedRecord,
+    pb::FriendRecord,
+    pb::FriendRequestRecord,
+    pb::FriendCountsRecord,
     pb::ProfileRecord,
     pb::CountRecord,
 );

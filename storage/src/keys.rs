@@ -113,6 +113,10 @@ pub const PROJ_BLOCKED: u8 = b'b';
 pub const PROJ_PAIR_BLOCK: u8 = b'B';
 pub const PROJ_PROFILE: u8 = b'p';
 pub const PROJ_BLOCK_COUNT: u8 = b'n';
+pub const PROJ_FRIEND: u8 = b'f';
+pub const PROJ_FRIEND_REQUEST: u8 = b'q';
+pub const PROJ_FRIEND_COUNTS: u8 = b'k';
+pub const PROJ_PAIR_FRIEND: u8 = b'F';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -226,6 +230,51 @@ pub fn block_count(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
     k.push(PROJ_BLOCK_COUNT);
     k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of `user`'s friend list.
+pub fn friend_list(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len() + 32);
+    k.push(PROJ_FRIEND);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn friend(shard: ShardId, user: &UserId, friend: &UserId) -> Vec<u8> {
+    let mut k = friend_list(shard, user);
+    k.extend_from_slice(friend.as_str().as_bytes());
+    k
+}
+
+/// The prefix of the friend requests waiting for `user`.
+pub fn friend_requests(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len() + 32);
+    k.push(PROJ_FRIEND_REQUEST);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn friend_request(shard: ShardId, user: &UserId, from: &UserId) -> Vec<u8> {
+    let mut k = friend_requests(shard, user);
+    k.extend_from_slice(from.as_str().as_bytes());
+    k
+}
+
+/// `user`'s friend and pending-request counts.
+pub fn friend_counts(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1 + user.as_str().len());
+    k.push(PROJ_FRIEND_COUNTS);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// A conversation's record that `lister` has its other member as a friend.
+pub fn pair_friend(shard: ShardId, conversation: &ConversationId, lister: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + conversation.as_str().len() + lister.as_str().len());
+    k.push(PROJ_PAIR_FRIEND);
+    push_str(&mut k, conversation.as_str());
+    k.extend_from_slice(lister.as_str().as_bytes());
     k
 }
 

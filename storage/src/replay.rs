@@ -113,6 +113,10 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_PAIR_BLOCK
                         | &keys::PROJ_PROFILE
                         | &keys::PROJ_BLOCK_COUNT
+                        | &keys::PROJ_FRIEND
+                        | &keys::PROJ_FRIEND_REQUEST
+                        | &keys::PROJ_FRIEND_COUNTS
+                        | &keys::PROJ_PAIR_FRIEND
                 )
             )
         }
@@ -282,6 +286,7 @@ mod tests {
                 request_id: (i % 2 == 0).then(|| RequestId::parse(&format!("r{i}")).unwrap()),
                 sender_home: None,
                 recipient_home: None,
+                friends_only: false,
             };
             let conversation = ConversationId::c2c(&user(from), &user(to));
             apply(db, conversation.as_str(), next(), send.clone()).unwrap();

@@ -250,6 +250,50 @@ impl ShardStore {
         })
     }
 
+    /// `user`'s friend list (on the user's shard), in user id order.
+    pub fn friends(&self, user: &UserId) -> Result<Vec<Friend>, StorageError> {
+        let prefix = keys::friend_list(self.shard, user);
+        self.projections_under(&prefix, |k, v| {
+            let friend = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|t| UserId::parse(t).ok())
+                .ok_or_else(|| StorageError::corrupt("friend", "the key names no user"))?;
+            let r: pb::FriendRecord = decode_record("friend", v)?;
+            Ok(Friend { user: friend, remark: r.remark, since: TimeMs(r.since_ms) })
+        })
+    }
+
+    /// Whether `friend` is on `user`'s friend list.
+    pub fn friends_entry(&self, user: &UserId, friend: &UserId) -> Result<bool, StorageError> {
+        let r: Option<pb::FriendRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::friend(self.shard, user, friend), "friend")?;
+        Ok(r.is_some())
+    }
+
+    /// The friend requests waiting for `user`, in requester id order.
+    pub fn friend_requests(&self, user: &UserId) -> Result<Vec<FriendRequest>, StorageError> {
+        let prefix = keys::friend_requests(self.shard, user);
+        self.projections_under(&prefix, |k, v| {
+            let from = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|t| UserId::parse(t).ok())
+                .ok_or_else(|| StorageError::corrupt("friend request", "the key names no user"))?;
+            let r: pb::FriendRequestRecord = decode_record("friend request", v)?;
+            Ok(FriendRequest { from, message: r.message, remark: r.remark, at: TimeMs(r.time_ms) })
+        })
+    }
+
+    /// Whether `lister` has the other member of `conversation` as a friend, as the
+    /// conversation's shard knows it (what friends-only sends are judged by).
+    pub fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StorageError> {
+        let r: Option<pb::BlockedRecord> = self.get(
+            keys::CF_PROJECTIONS,
+            &keys::pair_friend(self.shard, conversation, lister),
+            "conversation friend",
+        )?;
+        Ok(r.is_some())
+    }
+
     /// The groups in `user`'s list (on the user's shard).
     pub fn group_refs(&self, user: &UserId) -> Result<Vec<GroupRef>, StorageError> {
         self.projections_under(&keys::group_refs(self.shard, user), |_, v| {
@@ -538,10 +582,41 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::pair_block(shard, conversation, blocker),
             pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
         ),
+        Change::PutFriend { user, entry } => (
+            keys::CF_PROJECTIONS,
+            keys::friend(shard, user, &entry.user),
+            pb::FriendRecord { version: codec::RECORD_VERSION, remark: entry.remark.clone(), since_ms: entry.since.0 }
+                .encode_to_vec(),
+        ),
+        Change::PutFriendRequest { user, request } => (
+            keys::CF_PROJECTIONS,
+            keys::friend_request(shard, user, &request.from),
+            pb::FriendRequestRecord {
+                version: codec::RECORD_VERSION,
+                message: request.message.clone(),
+                remark: request.remark.clone(),
+                time_ms: request.at.0,
+            }
+            .encode_to_vec(),
+        ),
+        Change::PutFriendCounts { user, counts } => (
+            keys::CF_PROJECTIONS,
+            keys::friend_counts(shard, user),
+            pb::FriendCountsRecord { version: codec::RECORD_VERSION, friends: counts.friends, pending: counts.pending }
+                .encode_to_vec(),
+        ),
+        Change::PutPairFriend { conversation, lister } => (
+            keys::CF_PROJECTIONS,
+            keys::pair_friend(shard, conversation, lister),
+            pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
+        ),
         Change::DeleteGroupMember { .. }
         | Change::DeleteGroupRef { .. }
         | Change::DeleteBlocked { .. }
-        | Change::DeletePairBlock { .. } => return None,
+        | Change::DeletePairBlock { .. }
+        | Change::DeleteFriend { .. }
+        | Change::DeleteFriendRequest { .. }
+        | Change::DeletePairFriend { .. } => return None,
         Change::PutClaim { key, region } => (
             keys::CF_PROJECTIONS,
             keys::directory(shard, key),
@@ -564,6 +639,13 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
         Change::DeleteBlocked { user, target } => Some((keys::CF_PROJECTIONS, keys::blocked(shard, user, target))),
         Change::DeletePairBlock { conversation, blocker } => {
             Some((keys::CF_PROJECTIONS, keys::pair_block(shard, conversation, blocker)))
+        }
+        Change::DeleteFriend { user, friend } => Some((keys::CF_PROJECTIONS, keys::friend(shard, user, friend))),
+        Change::DeleteFriendRequest { user, from } => {
+            Some((keys::CF_PROJECTIONS, keys::friend_request(shard, user, from)))
+        }
+        Change::DeletePairFriend { conversation, lister } => {
+            Some((keys::CF_PROJECTIONS, keys::pair_friend(shard, conversation, lister)))
         }
         _ => None,
     }
@@ -915,6 +997,29 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         let key = keys::pair_block(self.0.shard_id(), conversation, blocker);
         Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation block")?.is_some())
+    }
+
+    fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<Friend>, StateError> {
+        let key = keys::friend(self.0.shard_id(), user, friend);
+        let r = self.0.read_record::<pb::FriendRecord>(keys::CF_PROJECTIONS, key, "friend")?;
+        Ok(r.map(|f| Friend { user: friend.clone(), remark: f.remark, since: TimeMs(f.since_ms) }))
+    }
+
+    fn friend_request(&self, user: &UserId, from: &UserId) -> Result<Option<FriendRequest>, StateError> {
+        let key = keys::friend_request(self.0.shard_id(), user, from);
+        let r = self.0.read_record::<pb::FriendRequestRecord>(keys::CF_PROJECTIONS, key, "friend request")?;
+        Ok(r.map(|q| FriendRequest { from: from.clone(), message: q.message, remark: q.remark, at: TimeMs(q.time_ms) }))
+    }
+
+    fn friend_counts(&self, user: &UserId) -> Result<FriendCounts, StateError> {
+        let key = keys::friend_counts(self.0.shard_id(), user);
+        let r = self.0.read_record::<pb::FriendCountsRecord>(keys::CF_PROJECTIONS, key, "friend counts")?;
+        Ok(r.map(|c| FriendCounts { friends: c.friends, pending: c.pending }).unwrap_or_default())
+    }
+
+    fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError> {
+        let key = keys::pair_friend(self.0.shard_id(), conversation, lister);
+        Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation friend")?.is_some())
     }
 
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {

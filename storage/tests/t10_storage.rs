@@ -73,6 +73,7 @@ fn workload() -> Vec<Command> {
             request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
             sender_home: None,
             recipient_home: None,
+            friends_only: false,
         });
     }
     cmds.push(Command::MarkRead {
@@ -222,6 +223,7 @@ fn an_acknowledgement_deletes_the_effects_it_covers_whether_or_not_they_are_appl
         request_id: Some(RequestId::parse("r1").unwrap()),
         sender_home: None,
         recipient_home: None,
+        friends_only: false,
     };
     // Every target's effects acknowledged (the send emits one per member's shard).
     let acks: Vec<Command> =

@@ -380,6 +380,96 @@ impl BlockCommand {
     }
 }
 
+/// `meridian friend ...` (REL-03).
+#[derive(Debug, clap::Subcommand)]
+pub enum FriendCommand {
+    /// Ask a user to be your friend: added at once, or pending their answer, by their policy.
+    Add {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+        /// Words shown with a pending request.
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Your note for them on your list.
+        #[arg(long, default_value = "")]
+        remark: String,
+    },
+    /// Accept a request waiting for you.
+    Accept {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+        #[arg(long, default_value = "")]
+        remark: String,
+    },
+    /// Reject a request waiting for you.
+    Reject {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+    },
+    /// Take a user off your list (`--both`: and you off theirs).
+    Delete {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+        #[arg(long)]
+        both: bool,
+    },
+    /// Set your remark for a friend.
+    Remark {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(value_name = "USER")]
+        target: String,
+        #[arg(value_name = "REMARK")]
+        remark: String,
+    },
+    /// Your friend list.
+    List {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The requests waiting for your answer.
+    Requests {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your relation with each user: none, mine, theirs or both.
+    Check {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(required = true, value_delimiter = ',', value_name = "A,B")]
+        users: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl FriendCommand {
+    pub fn act_as(&self) -> &ActAs {
+        match self {
+            FriendCommand::Add { act_as, .. }
+            | FriendCommand::Accept { act_as, .. }
+            | FriendCommand::Reject { act_as, .. }
+            | FriendCommand::Delete { act_as, .. }
+            | FriendCommand::Remark { act_as, .. }
+            | FriendCommand::List { act_as, .. }
+            | FriendCommand::Requests { act_as, .. }
+            | FriendCommand::Check { act_as, .. } => act_as,
+        }
+    }
+}
+
 /// `meridian profile ...` (REL-02).
 #[derive(Debug, clap::Subcommand)]
 pub enum ProfileCommand {

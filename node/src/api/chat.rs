@@ -54,7 +54,7 @@ impl ChatService {
 
     /// Where a one-to-one conversation lives, with more than one region: both members' home
     /// regions and the conversation's, by the residency rule. `None` in a single region.
-    async fn c2c_homes(&self, me: &UserId, peer: &UserId) -> Result<Option<C2cHomes>, ApiError> {
+    pub(super) async fn c2c_homes(&self, me: &UserId, peer: &UserId) -> Result<Option<C2cHomes>, ApiError> {
         let Some(geo) = &self.ctx.geo else { return Ok(None) };
         let (me_home, peer_home) = futures::future::try_join(geo.require_home(me), geo.require_home(peer)).await?;
         let conversation = geo.conversation_home((me, &me_home), (peer, &peer_home))?;
@@ -67,7 +67,7 @@ impl ChatService {
     }
 
     /// A member's home region as a send records it: `None` when it is this region.
-    fn abroad(&self, home: Option<&RegionCode>) -> Option<RegionCode> {
+    pub(super) fn abroad(&self, home: Option<&RegionCode>) -> Option<RegionCode> {
         home.filter(|h| *h != self.ctx.topology.region()).cloned()
     }
 
@@ -111,6 +111,7 @@ impl ChatService {
         if recipient_home.is_none() {
             self.ctx.require_user(&peer).await?;
         }
+        let friends_only = self.friends_only(&peer, recipient_home.is_none())?;
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let command = Command::SendMessage {
             sender: me,
@@ -119,6 +120,7 @@ impl ChatService {
             request_id: Some(request_id),
             sender_home,
             recipient_home,
+            friends_only,
         };
         match self.propose_one(shard, command).await? {
             Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok((
@@ -399,7 +401,7 @@ impl ChatService {
 
 impl ChatService {
     /// `me`'s home region, when it is another one (requests about `me`'s own records go there).
-    async fn my_home_elsewhere(&self, me: &UserId) -> Result<Option<RegionCode>, ApiError> {
+    pub(super) async fn my_home_elsewhere(&self, me: &UserId) -> Result<Option<RegionCode>, ApiError> {
         let Some(geo) = &self.ctx.geo else { return Ok(None) };
         let home = geo.require_home(me).await?;
         Ok((&home != self.ctx.topology.region()).then_some(home))
@@ -504,10 +506,10 @@ fn homed<T>((body, home): Homed<T>) -> Response<T> {
 
 /// The home regions of a one-to-one conversation's members and of the conversation.
 #[derive(Debug, Clone)]
-struct C2cHomes {
-    me: RegionCode,
-    peer: RegionCode,
-    conversation: RegionCode,
+pub(super) struct C2cHomes {
+    pub(super) me: RegionCode,
+    pub(super) peer: RegionCode,
+    pub(super) conversation: RegionCode,
 }
 
 /// A page token is `{last_time_ms}:{conversation_id}` of the previous page's last row.
@@ -634,6 +636,52 @@ impl Chat for ChatService {
         req: Request<api::GetProfileRequest>,
     ) -> Result<Response<api::GetProfileResponse>, Status> {
         Ok(Response::new(self.get_profile_(req).await?))
+    }
+
+    async fn add_friend(&self, req: Request<api::AddFriendRequest>) -> Result<Response<api::FriendResponse>, Status> {
+        Ok(Response::new(self.add_friend_(req).await?))
+    }
+
+    async fn respond_friend_request(
+        &self,
+        req: Request<api::RespondFriendRequestRequest>,
+    ) -> Result<Response<api::FriendResponse>, Status> {
+        Ok(Response::new(self.respond_friend_request_(req).await?))
+    }
+
+    async fn delete_friend(
+        &self,
+        req: Request<api::DeleteFriendRequest>,
+    ) -> Result<Response<api::FriendResponse>, Status> {
+        Ok(Response::new(self.delete_friend_(req).await?))
+    }
+
+    async fn set_friend_remark(
+        &self,
+        req: Request<api::SetFriendRemarkRequest>,
+    ) -> Result<Response<api::FriendResponse>, Status> {
+        Ok(Response::new(self.set_friend_remark_(req).await?))
+    }
+
+    async fn list_friends(
+        &self,
+        req: Request<api::ListFriendsRequest>,
+    ) -> Result<Response<api::ListFriendsResponse>, Status> {
+        Ok(Response::new(self.list_friends_(req).await?))
+    }
+
+    async fn list_friend_requests(
+        &self,
+        req: Request<api::ListFriendRequestsRequest>,
+    ) -> Result<Response<api::ListFriendRequestsResponse>, Status> {
+        Ok(Response::new(self.list_friend_requests_(req).await?))
+    }
+
+    async fn check_friends(
+        &self,
+        req: Request<api::CheckFriendsRequest>,
+    ) -> Result<Response<api::CheckFriendsResponse>, Status> {
+        Ok(Response::new(self.check_friends_(req).await?))
     }
 
     async fn get_routes(

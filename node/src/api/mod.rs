@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod chat;
 pub mod error;
+pub mod friends;
 pub mod groups;
 pub mod wire;
 

@@ -47,6 +47,8 @@ pub struct Tuning {
     /// `cluster.max-logic-version` of the node with this index, if any (0 elsewhere: the
     /// build's newest).
     pub held_back: Option<(usize, u32)>,
+    /// `limits.c2c-friends-only`: one-to-one messages between friends only, app-wide.
+    pub c2c_friends_only: bool,
 }
 
 impl Default for Tuning {
@@ -59,6 +61,7 @@ impl Default for Tuning {
             snapshot_logs_since_last: 1_000_000,
             max_in_snapshot_log_to_keep: 1_000_000,
             held_back: None,
+            c2c_friends_only: false,
         }
     }
 }
@@ -152,7 +155,7 @@ impl Cluster {
                 },
                 tls: tls_files.as_ref().map(|f| f.client.clone()),
                 peer_tls: tls_files.as_ref().map(|f| f.peer.clone()),
-                limits: LimitsConfig::default(),
+                limits: LimitsConfig { c2c_friends_only: tuning.c2c_friends_only, ..LimitsConfig::default() },
                 raft: RaftTuning {
                     heartbeat_interval_ms: tuning.heartbeat_interval_ms,
                     election_timeout_min_ms: tuning.election_timeout_min_ms,
