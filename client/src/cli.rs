@@ -221,6 +221,18 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
 }
 
 /// `meridian group …`.
+/// `NAME=VALUE` arguments as pairs.
+fn name_values(fields: &[String]) -> Result<Vec<(&str, &str)>, ClientError> {
+    fields
+        .iter()
+        .map(|field| {
+            field
+                .split_once('=')
+                .ok_or_else(|| ClientError::InvalidConfig { detail: format!("{field:?}: write a field as NAME=VALUE") })
+        })
+        .collect()
+}
+
 async fn friend_command(client: &Client, command: FriendCommand) -> Result<Output, ClientError> {
     let answered = |r: crate::api::FriendResponse| {
         Output::line(if r.state.is_empty() {
@@ -348,6 +360,95 @@ async fn group_command(client: &Client, command: GroupCommand) -> Result<Output,
         GroupCommand::Info { id, json, .. } => {
             let info = client.group_all_members(&id).await?;
             Output::json_or_lines(json, || render::group_json(&info), || render::group_lines(&info))
+        }
+        GroupCommand::Members { id, after, limit, json, .. } => {
+            let page = client.get_group(&id, &after, limit).await?;
+            Output::json_or_lines(
+                json,
+                || render::group_json(&page),
+                || {
+                    let mut lines = render::group_lines(&page);
+                    if !page.next_after.is_empty() {
+                        lines.push(format!("next: --after {}", page.next_after));
+                    }
+                    lines
+                },
+            )
+        }
+        GroupCommand::Apply { id, message, .. } => {
+            let r = client.apply_to_join_group(&id, &message).await?;
+            let state = if r.pending { "pending" } else { "joined" };
+            Output::line(format!("group={} {state} members={}", r.group_id, r.member_count))
+        }
+        GroupCommand::Approve { id, member, .. } => {
+            Output::line(render::group_change_line(&client.respond_join_request(&id, &member, true).await?))
+        }
+        GroupCommand::Reject { id, member, .. } => {
+            Output::line(render::group_change_line(&client.respond_join_request(&id, &member, false).await?))
+        }
+        GroupCommand::Requests { id, json, .. } => {
+            let list = client.list_join_requests(&id).await?.requests;
+            Output::json_or_lines(
+                json,
+                || {
+                    Value::Array(
+                        list.iter()
+                            .map(|r| serde_json::json!({"user": r.user, "message": r.message, "time_ms": r.time_ms}))
+                            .collect(),
+                    )
+                },
+                || list.iter().map(|r| format!("user={} message={:?}", r.user, r.message)).collect(),
+            )
+        }
+        GroupCommand::Set { id, fields, .. } => {
+            let pairs = name_values(&fields)?;
+            Output::line(render::group_change_line(&client.set_group_profile(&id, &pairs).await?))
+        }
+        GroupCommand::Card { id, member, fields, .. } => {
+            let pairs = name_values(&fields)?;
+            Output::line(render::group_change_line(&client.set_group_member_info(&id, &member, &pairs).await?))
+        }
+        GroupCommand::MuteAll { id, off, .. } => {
+            Output::line(render::group_change_line(&client.mute_all_group(&id, !off).await?))
+        }
+        GroupCommand::Ban { id, member, seconds, .. } => {
+            Output::line(render::group_change_line(&client.ban_group_member(&id, &member, seconds).await?))
+        }
+        GroupCommand::List { json, .. } => {
+            let groups = client.list_joined_groups().await?.groups;
+            Output::json_or_lines(
+                json,
+                || {
+                    Value::Array(
+                        groups
+                            .iter()
+                            .map(|g| {
+                                serde_json::json!({"group_id": g.group_id, "type": g.r#type, "name": g.name,
+                                    "joined_ms": g.joined_ms, "member_count": g.member_count})
+                            })
+                            .collect(),
+                    )
+                },
+                || {
+                    groups
+                        .iter()
+                        .map(|g| {
+                            format!(
+                                "group:{} type={} name={:?} members={}",
+                                g.group_id, g.r#type, g.name, g.member_count
+                            )
+                        })
+                        .collect()
+                },
+            )
+        }
+        GroupCommand::Receipts { id, seq, json, .. } => {
+            let r = client.get_read_receipts(&id, seq).await?;
+            Output::json_or_lines(
+                json,
+                || serde_json::json!({"read": r.read, "unread": r.unread}),
+                || vec![format!("read: {}", r.read.join(",")), format!("unread: {}", r.unread.join(","))],
+            )
         }
     })
 }
@@ -512,13 +613,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Friend { command } => friend_command(&client, command).await?,
         ClientCommand::Profile { command: ProfileCommand::Set { fields, .. } } => {
-            let mut pairs = Vec::with_capacity(fields.len());
-            for field in &fields {
-                let (name, value) = field.split_once('=').ok_or_else(|| ClientError::InvalidConfig {
-                    detail: format!("{field:?}: write a field as NAME=VALUE"),
-                })?;
-                pairs.push((name, value));
-            }
+            let pairs = name_values(&fields)?;
             let profile = client.set_profile(&pairs).await?;
             Output::Lines(profile.fields.iter().map(|(k, v)| format!("{k}={v}")).collect())
         }
@@ -640,6 +735,16 @@ mod tests {
         ));
         assert!(parse(&["send", "--to", "bob", "--group", "team", "hi"]).is_err(), "a peer or a group, not both");
         assert!(parse(&["read", "--group", "team"]).is_ok());
+        assert!(matches!(
+            parse(&["group", "card", "team", "cat", "--as", "ann", "name_card=Cat"]),
+            Ok(ClientCommand::Group { command: GroupCommand::Card { member, fields, .. } })
+                if member == "cat" && fields == ["name_card=Cat"]
+        ));
+        assert!(matches!(
+            parse(&["group", "receipts", "team", "7", "--as", "ann"]),
+            Ok(ClientCommand::Group { command: GroupCommand::Receipts { seq: 7, .. } })
+        ));
+        assert!(parse(&["group", "ban", "team", "cat", "--as", "ann", "--seconds", "60"]).is_ok());
     }
 
     #[test]

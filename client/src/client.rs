@@ -30,6 +30,12 @@ use meridian_proto::api::{
     SetBlockedResponse, SetGroupMemberRoleRequest, SetProfileRequest, TextElement, TransferGroupRequest,
     VerifyProjectionsRequest, VerifyProjectionsResponse,
 };
+use meridian_proto::api::{
+    ApplyToJoinGroupRequest, ApplyToJoinGroupResponse, BanGroupMemberRequest, GetReadReceiptsRequest,
+    GetReadReceiptsResponse, ListJoinRequestsRequest, ListJoinRequestsResponse, ListJoinedGroupsRequest,
+    ListJoinedGroupsResponse, MuteAllGroupRequest, RespondJoinRequestRequest, SetGroupMemberInfoRequest,
+    SetGroupProfileRequest,
+};
 use meridian_proto::ACT_AS_METADATA_KEY;
 
 use crate::backoff::Backoff;
@@ -394,6 +400,117 @@ impl Client {
         let request = GetGroupRequest { group_id: group.to_owned(), after: after.to_owned(), limit };
         self.call_at(self.group_route(group), "GetGroup", request, |channel, request| async move {
             ChatClient::new(channel).get_group(request).await
+        })
+        .await
+    }
+
+    /// Sets group profile fields (GRP-03): name, introduction, notification, face_url,
+    /// join_option, custom.KEY; an empty value removes a field.
+    pub async fn set_group_profile(
+        &self,
+        group: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = SetGroupProfileRequest {
+            group_id: group.to_owned(),
+            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        self.call_at(self.group_route(group), "SetGroupProfile", request, |channel, request| async move {
+            ChatClient::new(channel).set_group_profile(request).await
+        })
+        .await
+    }
+
+    /// Sets member fields of `user` (empty: the caller): name_card, recv_opt, custom.KEY.
+    pub async fn set_group_member_info(
+        &self,
+        group: &str,
+        user: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = SetGroupMemberInfoRequest {
+            group_id: group.to_owned(),
+            user: user.to_owned(),
+            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        self.call_at(self.group_route(group), "SetGroupMemberInfo", request, |channel, request| async move {
+            ChatClient::new(channel).set_group_member_info(request).await
+        })
+        .await
+    }
+
+    /// Applies to join a group: a member at once when it is free to join, else pending.
+    pub async fn apply_to_join_group(
+        &self,
+        group: &str,
+        message: &str,
+    ) -> Result<ApplyToJoinGroupResponse, ClientError> {
+        let request = ApplyToJoinGroupRequest { group_id: group.to_owned(), message: message.to_owned() };
+        self.call_at(self.group_route(group), "ApplyToJoinGroup", request, |channel, request| async move {
+            ChatClient::new(channel).apply_to_join_group(request).await
+        })
+        .await
+    }
+
+    /// Approves or rejects `user`'s application (owner or admin).
+    pub async fn respond_join_request(
+        &self,
+        group: &str,
+        user: &str,
+        approve: bool,
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = RespondJoinRequestRequest { group_id: group.to_owned(), user: user.to_owned(), approve };
+        self.call_at(self.group_route(group), "RespondJoinRequest", request, |channel, request| async move {
+            ChatClient::new(channel).respond_join_request(request).await
+        })
+        .await
+    }
+
+    /// The applications waiting to join a group (owner or admin).
+    pub async fn list_join_requests(&self, group: &str) -> Result<ListJoinRequestsResponse, ClientError> {
+        let request = ListJoinRequestsRequest { group_id: group.to_owned() };
+        self.call_at(self.group_route(group), "ListJoinRequests", request, |channel, request| async move {
+            ChatClient::new(channel).list_join_requests(request).await
+        })
+        .await
+    }
+
+    /// Mutes (or unmutes) everyone but the owner and admins.
+    pub async fn mute_all_group(&self, group: &str, muted: bool) -> Result<GroupChangeResponse, ClientError> {
+        let request = MuteAllGroupRequest { group_id: group.to_owned(), muted };
+        self.call_at(self.group_route(group), "MuteAllGroup", request, |channel, request| async move {
+            ChatClient::new(channel).mute_all_group(request).await
+        })
+        .await
+    }
+
+    /// Bans `user` from a group for `seconds` (0 lifts the ban).
+    pub async fn ban_group_member(
+        &self,
+        group: &str,
+        user: &str,
+        seconds: u64,
+    ) -> Result<GroupChangeResponse, ClientError> {
+        let request = BanGroupMemberRequest { group_id: group.to_owned(), user: user.to_owned(), seconds };
+        self.call_at(self.group_route(group), "BanGroupMember", request, |channel, request| async move {
+            ChatClient::new(channel).ban_group_member(request).await
+        })
+        .await
+    }
+
+    /// The groups the caller is a member of.
+    pub async fn list_joined_groups(&self) -> Result<ListJoinedGroupsResponse, ClientError> {
+        self.call_at(self.list_route(), "ListJoinedGroups", ListJoinedGroupsRequest {}, |channel, request| async move {
+            ChatClient::new(channel).list_joined_groups(request).await
+        })
+        .await
+    }
+
+    /// Who of a small group has read the message at `seq` (MSG-06).
+    pub async fn get_read_receipts(&self, group: &str, seq: u64) -> Result<GetReadReceiptsResponse, ClientError> {
+        let request = GetReadReceiptsRequest { group_id: group.to_owned(), seq };
+        self.call_at(self.group_route(group), "GetReadReceipts", request, |channel, request| async move {
+            ChatClient::new(channel).get_read_receipts(request).await
         })
         .await
     }

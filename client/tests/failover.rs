@@ -189,6 +189,69 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn set_group_profile(
+        &self,
+        _: Request<meridian_client::api::SetGroupProfileRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn set_group_member_info(
+        &self,
+        _: Request<meridian_client::api::SetGroupMemberInfoRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn apply_to_join_group(
+        &self,
+        _: Request<meridian_client::api::ApplyToJoinGroupRequest>,
+    ) -> Result<Response<meridian_client::api::ApplyToJoinGroupResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn respond_join_request(
+        &self,
+        _: Request<meridian_client::api::RespondJoinRequestRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_join_requests(
+        &self,
+        _: Request<meridian_client::api::ListJoinRequestsRequest>,
+    ) -> Result<Response<meridian_client::api::ListJoinRequestsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn mute_all_group(
+        &self,
+        _: Request<meridian_client::api::MuteAllGroupRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn ban_group_member(
+        &self,
+        _: Request<meridian_client::api::BanGroupMemberRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_joined_groups(
+        &self,
+        _: Request<meridian_client::api::ListJoinedGroupsRequest>,
+    ) -> Result<Response<meridian_client::api::ListJoinedGroupsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_read_receipts(
+        &self,
+        _: Request<meridian_client::api::GetReadReceiptsRequest>,
+    ) -> Result<Response<meridian_client::api::GetReadReceiptsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn add_friend(
         &self,
         _: Request<meridian_client::api::AddFriendRequest>,

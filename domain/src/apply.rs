@@ -103,6 +103,12 @@ pub enum Reply {
         member_count: u64,
         changed: bool,
     },
+    /// An application to join a group: joined at once (`pending` false) or waiting.
+    GroupApplication {
+        group: crate::ids::GroupId,
+        pending: bool,
+        member_count: u64,
+    },
     /// What a friend request or its answer came to.
     Friend {
         state: crate::friend::FriendState,
@@ -188,6 +194,22 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
         Command::SetProfile { user, fields } => set_profile(state, ctx, user, fields),
+        Command::SetGroupProfile { actor, group, fields } => {
+            crate::group_admin::set_profile(state, ctx, actor, group, fields)
+        }
+        Command::SetGroupMemberInfo { actor, group, user, fields } => {
+            crate::group_admin::set_member_info(state, ctx, (actor, group, user), fields)
+        }
+        Command::ApplyToJoinGroup { user, group, message } => {
+            crate::group_admin::apply_to_join(state, ctx, user, group, message)
+        }
+        Command::RespondJoinRequest { actor, group, user, approve } => {
+            crate::group_admin::respond(state, ctx, (actor, group, user), *approve)
+        }
+        Command::MuteAllGroup { actor, group, muted } => crate::group_admin::mute_all(state, ctx, actor, group, *muted),
+        Command::BanGroupMember { actor, group, user, duration_ms } => {
+            crate::group_admin::ban(state, ctx, (actor, group, user), *duration_ms)
+        }
         Command::AddFriend {
             user,
             target,

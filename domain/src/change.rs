@@ -95,6 +95,25 @@ pub enum Change {
         conversation: ConversationId,
         blocker: UserId,
     },
+    /// An application to join `group`, waiting.
+    PutGroupApplication {
+        group: GroupId,
+        application: crate::records::GroupApplication,
+    },
+    DeleteGroupApplication {
+        group: GroupId,
+        user: UserId,
+    },
+    /// `user` is banned from `group` until `until`.
+    PutGroupBan {
+        group: GroupId,
+        user: UserId,
+        until: crate::ids::TimeMs,
+    },
+    DeleteGroupBan {
+        group: GroupId,
+        user: UserId,
+    },
     /// `user`'s friend list entry for `entry.user`.
     PutFriend {
         user: UserId,

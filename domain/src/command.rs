@@ -75,6 +75,22 @@ pub enum Command {
     SetGroupRole { actor: UserId, group: GroupId, user: UserId, role: crate::records::GroupRole },
     /// The owner hands the group to another member, and becomes a plain member.
     TransferGroup { actor: UserId, group: GroupId, to: UserId },
+    /// `actor` changes group profile fields (GRP-03): `name`, `introduction`, `notification`,
+    /// `face_url`, `join_option`, `custom.KEY` (an empty value removes an optional field).
+    SetGroupProfile { actor: UserId, group: GroupId, fields: Vec<(String, String)> },
+    /// `actor` sets member fields of `user` (GRP-03/04): `name_card`, `recv_opt`, `custom.KEY`.
+    SetGroupMemberInfo { actor: UserId, group: GroupId, user: UserId, fields: Vec<(String, String)> },
+    /// `user` applies to join a group: joined at once when it is free to join, else waiting
+    /// for the owner or an admin, or refused when it takes no applications.
+    ApplyToJoinGroup { user: UserId, group: GroupId, message: String },
+    /// The owner or an admin approves or rejects `user`'s application.
+    RespondJoinRequest { actor: UserId, group: GroupId, user: UserId, approve: bool },
+    /// The owner or an admin mutes (or unmutes) everyone but the owner and admins.
+    MuteAllGroup { actor: UserId, group: GroupId, muted: bool },
+    /// `actor` bans `user` from a group for `duration_ms` from the entry's time (0: lifts the
+    /// ban): a member is removed, and the user may not join, apply, be added or (in a live
+    /// room) send until it ends.
+    BanGroupMember { actor: UserId, group: GroupId, user: UserId, duration_ms: u64 },
     /// `user` blocks (or unblocks) `target` (REL-03); applied on `user`'s shard. The
     /// conversation of the two learns of it through the outbox and refuses `target`'s sends
     /// to `user` from then on. `conversation_home`: where that conversation lives when not

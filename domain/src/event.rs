@@ -82,6 +82,18 @@ pub enum Event {
     /// The conversation learned that `blocker` blocked or unblocked its other member (on the
     /// conversation's shard).
     ConversationBlocked { conversation: ConversationId, blocker: UserId, blocked: bool },
+    /// Group profile fields changed (an empty value: removed), by `by`.
+    GroupProfileUpdated { group: GroupId, fields: Vec<(String, String)>, by: UserId },
+    /// Member fields of `user` changed, by `by`.
+    GroupMemberInfoSet { group: GroupId, user: UserId, fields: Vec<(String, String)>, by: UserId },
+    /// `user` applied to join `group`; the application waits for the owner or an admin.
+    GroupJoinRequested { group: GroupId, user: UserId, message: String, at: TimeMs },
+    /// `user`'s application was approved (their `GroupMemberAdded` follows) or rejected.
+    GroupJoinResolved { group: GroupId, user: UserId, approved: bool, by: UserId },
+    /// Everyone but the owner and admins was muted (or unmuted).
+    GroupMutedAll { group: GroupId, muted: bool, by: UserId },
+    /// `user` is banned from `group` until `until` (0: the ban was lifted).
+    GroupMemberBanned { group: GroupId, user: UserId, until: TimeMs, by: UserId },
     /// `from` asked to become `user`'s friend; the request waits for `user` (on `user`'s shard).
     FriendRequested { user: UserId, from: UserId, message: String, remark: String, at: TimeMs },
     /// `user` answered the request of `from` (or it was settled by a friendship from the
@@ -125,6 +137,12 @@ impl Event {
             Event::ProfileUpdated { .. } => "ProfileUpdated",
             Event::ConversationBlocked { .. } => "ConversationBlocked",
             Event::FriendRequested { .. } => "FriendRequested",
+            Event::GroupProfileUpdated { .. } => "GroupProfileUpdated",
+            Event::GroupMemberInfoSet { .. } => "GroupMemberInfoSet",
+            Event::GroupJoinRequested { .. } => "GroupJoinRequested",
+            Event::GroupJoinResolved { .. } => "GroupJoinResolved",
+            Event::GroupMutedAll { .. } => "GroupMutedAll",
+            Event::GroupMemberBanned { .. } => "GroupMemberBanned",
             Event::FriendRequestResolved { .. } => "FriendRequestResolved",
             Event::FriendAdded { .. } => "FriendAdded",
             Event::FriendRemoved { .. } => "FriendRemoved",

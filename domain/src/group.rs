@@ -54,7 +54,7 @@ fn wrong_shard(ctx: &ApplyContext, group: &GroupId) -> Option<Rejection> {
 }
 
 /// The group, if it exists and is not dismissed.
-fn live_group(
+pub(crate) fn live_group(
     state: &impl ShardState,
     ctx: &ApplyContext,
     group: &GroupId,
@@ -71,7 +71,7 @@ fn live_group(
     }
 }
 
-fn member_of(
+pub(crate) fn member_of(
     state: &impl ShardState,
     group: &Group,
     user: &UserId,
@@ -81,7 +81,7 @@ fn member_of(
         .ok_or_else(|| Rejection::new(Reason::NotGroupMember, format!("{user} is not a member of group {}", group.id))))
 }
 
-fn listed(user: &UserId, group: &GroupId, ctx: &ApplyContext, joined: bool) -> Change {
+pub(crate) fn listed(user: &UserId, group: &GroupId, ctx: &ApplyContext, joined: bool) -> Change {
     let kind = if joined {
         EffectKind::GroupListed { user: user.clone(), group: group.clone(), at: ctx.time }
     } else {
@@ -186,17 +186,19 @@ pub(crate) fn add(
         }));
     }
     let actor_role = state.group_member(group, actor)?.map(|m| m.role);
+    let free = g.join_option == crate::records::JoinOption::Free;
     let allowed = match (g.kind, actor_role) {
         (GroupKind::Work, Some(_)) => true,
-        (GroupKind::Meeting | GroupKind::Community, _) if joining_alone => true,
+        (GroupKind::Meeting | GroupKind::Community | GroupKind::Public, _) if joining_alone && free => true,
         (_, Some(role)) => role.manages(),
         _ => false,
     };
     if !allowed {
         let why = match (g.kind, actor_role) {
-            (GroupKind::Public, None) if joining_alone => {
-                "a public group is joined by application: ask its owner or an admin to add you"
+            (_, None) if joining_alone && g.join_option == crate::records::JoinOption::NeedApproval => {
+                "this group is joined by application: apply, and its owner or an admin answers"
             }
+            (_, None) if joining_alone && g.kind != GroupKind::Work => "this group takes no one who is not invited",
             (GroupKind::Work, None) if joining_alone => "a work group is joined by invitation from a member",
             (_, None) => "only members may add to this group",
             _ => "only the owner and admins may add members to this group",
@@ -212,6 +214,9 @@ pub(crate) fn add(
     let mut new = vec![];
     for user in users {
         if !new.contains(&user) && state.group_member(group, user)?.is_none() {
+            if crate::group_admin::banned(state, group, user, ctx.time)? {
+                return reject(Reason::MemberBanned, format!("{user} is banned from group {group}"));
+            }
             new.push(user);
         }
     }
@@ -305,7 +310,7 @@ pub(crate) fn remove(
 }
 
 /// Whether `actor` may kick or mute `target`: the owner anyone else, an admin plain members.
-fn outranks(actor: GroupRole, target: GroupRole) -> bool {
+pub(crate) fn outranks(actor: GroupRole, target: GroupRole) -> bool {
     matches!(
         (actor, target),
         (GroupRole::Owner, GroupRole::Admin | GroupRole::Member) | (GroupRole::Admin, GroupRole::Member)
@@ -406,6 +411,9 @@ pub(crate) fn send(
                 format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
             );
         }
+        if g.muted_all && !member.role.manages() {
+            return reject(Reason::MemberMuted, format!("group {group} is muted: only its owner and admins send"));
+        }
         if at_all && !member.role.manages() {
             return reject(
                 Reason::PermissionDenied,
@@ -420,6 +428,10 @@ pub(crate) fn send(
         }
     } else if at_all || !mentions.is_empty() {
         return reject(Reason::PermissionDenied, "a live room has no members to mention");
+    } else if crate::group_admin::banned(state, group, sender, ctx.time)? {
+        return reject(Reason::MemberBanned, format!("{sender} is banned from live room {group}"));
+    } else if g.muted_all && &g.owner != sender {
+        return reject(Reason::MemberMuted, format!("live room {group} is muted: only its owner sends"));
     }
     let last_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
     let seq = last_seq.next();

@@ -167,7 +167,27 @@ pub fn check(
             members_fit(users.len())?;
             to.owns(crate::ConversationId::group(group).as_str())
         }
-        Command::RemoveGroupMember { group, .. }
+        Command::SetGroupProfile { group, fields, .. } => {
+            crate::group_admin::check_group_fields(fields)?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::SetGroupMemberInfo { group, fields, .. } => {
+            crate::group_admin::check_member_fields(fields)?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::ApplyToJoinGroup { group, message, .. } => {
+            if message.len() > crate::group_admin::MAX_APPLICATION_BYTES {
+                return Err(Rejection::new(
+                    Reason::GroupFieldInvalid,
+                    format!("an application's message is at most {} bytes", crate::group_admin::MAX_APPLICATION_BYTES),
+                ));
+            }
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::RespondJoinRequest { group, .. }
+        | Command::MuteAllGroup { group, .. }
+        | Command::BanGroupMember { group, .. }
+        | Command::RemoveGroupMember { group, .. }
         | Command::MuteGroupMember { group, .. }
         | Command::DismissGroup { group, .. }
         | Command::TransferGroup { group, .. } => to.owns(crate::ConversationId::group(group).as_str()),

@@ -27,6 +27,7 @@ pub mod element;
 pub mod event;
 pub mod friend;
 pub mod group;
+pub mod group_admin;
 pub mod ids;
 pub mod ingress;
 pub mod profile;
@@ -45,8 +46,8 @@ pub use ids::{
     ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
 };
 pub use records::{
-    Conversation, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group, GroupKind, GroupMember,
-    GroupRef, GroupRole, MemberCursor, Message, User,
+    Conversation, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group, GroupApplication, GroupKind,
+    GroupMember, GroupRef, GroupRole, JoinOption, MemberCursor, Message, User,
 };
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

@@ -7,8 +7,8 @@ use crate::change::Change;
 use crate::event::Event;
 use crate::ids::Seq;
 use crate::records::{
-    Conversation, ConversationRef, DedupEntry, Friend, FriendRequest, Group, GroupMember, GroupRef, GroupRole,
-    MemberCursor, Message, Recall, User,
+    Conversation, ConversationRef, DedupEntry, Friend, FriendRequest, Group, GroupApplication, GroupMember, GroupRef,
+    GroupRole, MemberCursor, Message, Recall, User,
 };
 use crate::state::{ShardState, StateError};
 
@@ -123,6 +123,10 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 dismissed: false,
                 hide_history: *hide_history,
                 at_all_seq: Seq::ZERO,
+                profile: Default::default(),
+                join_option: crate::records::JoinOption::default_for(*kind),
+                muted_all: false,
+                applications: 0,
             })]
         }
         Event::GroupMemberAdded { group, user, role, hidden, at, .. } => {
@@ -146,6 +150,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                         hidden: *hidden,
                         mention_seq: Seq::ZERO,
                         visible_from,
+                        info: Default::default(),
                     },
                 },
                 Change::PutGroup(g),
@@ -264,6 +269,49 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }
         Event::ConversationBlocked { conversation, blocker, blocked: false } => {
             vec![Change::DeletePairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]
+        }
+        Event::GroupProfileUpdated { group, fields, .. } => match state.group(group)? {
+            Some(g) => vec![Change::PutGroup(crate::group_admin::group_with(g, fields))],
+            None => vec![],
+        },
+        Event::GroupMemberInfoSet { group, user, fields, .. } => match state.group_member(group, user)? {
+            Some(m) => {
+                let info = crate::group_admin::updated(m.info.clone(), fields).0;
+                vec![Change::PutGroupMember { group: group.clone(), member: GroupMember { info, ..m } }]
+            }
+            None => vec![],
+        },
+        Event::GroupJoinRequested { group, user, message, at } => {
+            let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
+            if state.group_application(group, user)?.is_none() {
+                g.applications += 1;
+            }
+            vec![
+                Change::PutGroupApplication {
+                    group: group.clone(),
+                    application: GroupApplication { user: user.clone(), message: message.clone(), at: *at },
+                },
+                Change::PutGroup(g),
+            ]
+        }
+        Event::GroupJoinResolved { group, user, .. } => {
+            let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
+            if state.group_application(group, user)?.is_none() {
+                return Ok(vec![]);
+            }
+            g.applications = g.applications.saturating_sub(1);
+            vec![Change::DeleteGroupApplication { group: group.clone(), user: user.clone() }, Change::PutGroup(g)]
+        }
+        Event::GroupMutedAll { group, muted, .. } => match state.group(group)? {
+            Some(g) => vec![Change::PutGroup(Group { muted_all: *muted, ..g })],
+            None => vec![],
+        },
+        Event::GroupMemberBanned { group, user, until, .. } => {
+            if until.0 == 0 {
+                vec![Change::DeleteGroupBan { group: group.clone(), user: user.clone() }]
+            } else {
+                vec![Change::PutGroupBan { group: group.clone(), user: user.clone(), until: *until }]
+            }
         }
         Event::FriendRequested { user, from, message, remark, at } => {
             let mut counts = state.friend_counts(user)?;

@@ -162,6 +162,60 @@ pub struct Group {
     pub hide_history: bool,
     /// The newest message that mentioned everyone (`@all`).
     pub at_all_seq: Seq,
+    /// Profile fields besides the name (GRP-03): `introduction`, `notification`, `face_url`
+    /// and `custom.KEY` ([`crate::group_admin`] checks them).
+    pub profile: std::collections::BTreeMap<String, String>,
+    /// How users who are not invited get in.
+    pub join_option: JoinOption,
+    /// Only the owner and admins may send (GRP-05).
+    pub muted_all: bool,
+    /// Applications to join waiting for an answer.
+    pub applications: u64,
+}
+
+/// How a user gets into a group by themselves (GRP-03).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JoinOption {
+    /// Joining is open: a user joins by themselves.
+    Free,
+    /// A user applies and the owner or an admin approves or rejects.
+    NeedApproval,
+    /// No applications: members are added by invitation only.
+    Forbid,
+}
+
+impl JoinOption {
+    pub const ALL: [JoinOption; 3] = [JoinOption::Free, JoinOption::NeedApproval, JoinOption::Forbid];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinOption::Free => "free",
+            JoinOption::NeedApproval => "need_approval",
+            JoinOption::Forbid => "forbid",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<JoinOption> {
+        JoinOption::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// A new group's join option by its type: invitation only for a work group, by
+    /// application for a public one, free for the rest.
+    pub fn default_for(kind: GroupKind) -> JoinOption {
+        match kind {
+            GroupKind::Work => JoinOption::Forbid,
+            GroupKind::Public => JoinOption::NeedApproval,
+            GroupKind::Meeting | GroupKind::Community | GroupKind::AvChatRoom => JoinOption::Free,
+        }
+    }
+}
+
+/// An application to join a group, waiting for the owner or an admin (on the group's shard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupApplication {
+    pub user: UserId,
+    pub message: String,
+    pub at: TimeMs,
 }
 
 /// One member of a group, with their read cursor: a send writes the sender's record only, so
@@ -180,6 +234,8 @@ pub struct GroupMember {
     pub mention_seq: Seq,
     /// The first seq this member may read (1 unless the group hides earlier history).
     pub visible_from: Seq,
+    /// Member fields (GRP-03/04): `name_card`, `recv_opt` and `custom.KEY`.
+    pub info: std::collections::BTreeMap<String, String>,
 }
 
 /// One group in a user's list of groups (on the user's shard).

@@ -99,6 +99,11 @@ reasons! {
     FriendRequestLimit => "FRIEND_REQUEST_LIMIT", FailedPrecondition;
     FriendRequestNotFound => "FRIEND_REQUEST_NOT_FOUND", NotFound;
     FriendFieldInvalid => "FRIEND_FIELD_INVALID", InvalidArgument;
+    GroupFieldInvalid => "GROUP_FIELD_INVALID", InvalidArgument;
+    MemberBanned => "MEMBER_BANNED", PermissionDenied;
+    GroupApplicationLimit => "GROUP_APPLICATION_LIMIT", FailedPrecondition;
+    GroupApplicationNotFound => "GROUP_APPLICATION_NOT_FOUND", NotFound;
+    ReadReceiptsUnavailable => "READ_RECEIPTS_UNAVAILABLE", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -38,6 +38,14 @@ pub trait ShardState {
     fn blocked_count(&self, user: &UserId) -> Result<u64, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
+    /// `user`'s application to join `group`, if waiting.
+    fn group_application(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+    ) -> Result<Option<crate::records::GroupApplication>, StateError>;
+    /// Until when `user` is banned from `group` (a past time: the ban is over), if ever.
+    fn group_ban(&self, group: &GroupId, user: &UserId) -> Result<Option<crate::ids::TimeMs>, StateError>;
     /// `user`'s friend list entry for `friend` (on `user`'s shard).
     fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<crate::records::Friend>, StateError>;
     /// The request of `from` waiting for `user` (on `user`'s shard).
@@ -220,6 +228,36 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(b) => Ok(b),
             None => self.base.pair_blocked(conversation, blocker),
+        }
+    }
+
+    fn group_application(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+    ) -> Result<Option<crate::records::GroupApplication>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutGroupApplication { group: g, application } if g == group && &application.user == user => {
+                Some(Some(application.clone()))
+            }
+            Change::DeleteGroupApplication { group: g, user: u } if g == group && u == user => Some(None),
+            _ => None,
+        }) {
+            Some(a) => Ok(a),
+            None => self.base.group_application(group, user),
+        }
+    }
+
+    fn group_ban(&self, group: &GroupId, user: &UserId) -> Result<Option<crate::ids::TimeMs>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutGroupBan { group: g, user: u, until } if g == group && u == user => Some(Some(*until)),
+            Change::DeleteGroupBan { group: g, user: u } if g == group && u == user => Some(None),
+            _ => None,
+        }) {
+            Some(b) => Ok(b),
+            None => self.base.group_ban(group, user),
         }
     }
 

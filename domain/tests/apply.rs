@@ -30,6 +30,8 @@ struct MemState {
     requests: BTreeMap<(UserId, UserId), FriendRequest>,
     friend_counts: BTreeMap<UserId, FriendCounts>,
     pair_friends: BTreeSet<(ConversationId, UserId)>,
+    applications: BTreeMap<(GroupId, UserId), GroupApplication>,
+    bans: BTreeMap<(GroupId, UserId), TimeMs>,
 }
 
 impl ShardState for MemState {
@@ -74,6 +76,12 @@ impl ShardState for MemState {
     }
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         Ok(self.pair_blocks.contains(&(conversation.clone(), blocker.clone())))
+    }
+    fn group_application(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupApplication>, StateError> {
+        Ok(self.applications.get(&(group.clone(), user.clone())).cloned())
+    }
+    fn group_ban(&self, group: &GroupId, user: &UserId) -> Result<Option<TimeMs>, StateError> {
+        Ok(self.bans.get(&(group.clone(), user.clone())).copied())
     }
     fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<Friend>, StateError> {
         Ok(self.friends.get(&(user.clone(), friend.clone())).cloned())
@@ -168,6 +176,18 @@ impl MemState {
                 }
                 Change::DeletePairFriend { conversation, lister } => {
                     self.pair_friends.remove(&(conversation, lister));
+                }
+                Change::PutGroupApplication { group, application } => {
+                    self.applications.insert((group, application.user.clone()), application);
+                }
+                Change::DeleteGroupApplication { group, user } => {
+                    self.applications.remove(&(group, user));
+                }
+                Change::PutGroupBan { group, user, until } => {
+                    self.bans.insert((group, user), until);
+                }
+                Change::DeleteGroupBan { group, user } => {
+                    self.bans.remove(&(group, user));
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
@@ -1149,4 +1169,143 @@ fn deletes_remarks_and_friends_only_sends() {
     assert_eq!(s.friend_counts[&user("bea")].friends, 0);
     assert_eq!(fsend(&mut s, 14, "ann", "bea").expect_err("no longer").reason, Reason::NotFriend);
     assert!(s.pair_friends.is_empty());
+}
+
+fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn apply_to_join(s: &mut MemState, time: i64, who: &str) -> Outcome {
+    let cmd = Command::ApplyToJoinGroup { user: user(who), group: gid("g1"), message: "let me in".into() };
+    run(s, &ctx(time, time as u64), cmd)
+}
+
+fn pending_of(outcome: &Outcome) -> bool {
+    match outcome {
+        Ok(Applied { reply: Reply::GroupApplication { pending, .. }, .. }) => *pending,
+        other => panic!("expected an application reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn profiles_applications_mute_all_and_bans() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Public, 4, &["adm", "ann"]).unwrap_or_else(|r| panic!("{r}"));
+    let role =
+        Command::SetGroupRole { actor: user("own"), group: gid("g1"), user: user("adm"), role: GroupRole::Admin };
+    run(&mut s, &ctx(2, 2), role).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.groups[&gid("g1")].join_option, JoinOption::NeedApproval);
+
+    // Profile: owner and admins; a plain member of a public group may not.
+    let set = |actor: &str, f: &[(&str, &str)]| Command::SetGroupProfile {
+        actor: user(actor),
+        group: gid("g1"),
+        fields: fields(f),
+    };
+    run(&mut s, &ctx(3, 3), set("adm", &[("introduction", "we talk"), ("custom.level", "3"), ("name", "crew")]))
+        .unwrap_or_else(|r| panic!("{r}"));
+    let g = &s.groups[&gid("g1")];
+    assert_eq!((g.name.as_str(), g.profile.len()), ("crew", 2));
+    assert_rejected(&mut s, &ctx(4, 4), set("ann", &[("notification", "hi")]), Reason::PermissionDenied);
+    assert_rejected(&mut s, &ctx(4, 4), set("own", &[("introduction", &"x".repeat(241))]), Reason::GroupFieldInvalid);
+    assert_rejected(&mut s, &ctx(4, 4), set("own", &[("join_option", "sometimes")]), Reason::GroupFieldInvalid);
+
+    // Member info: your own name card; an admin sets a plain member's; not the owner's.
+    let info = |actor: &str, who: &str, f: &[(&str, &str)]| Command::SetGroupMemberInfo {
+        actor: user(actor),
+        group: gid("g1"),
+        user: user(who),
+        fields: fields(f),
+    };
+    run(&mut s, &ctx(5, 5), info("ann", "ann", &[("name_card", "Annie"), ("recv_opt", "no_notify")]))
+        .unwrap_or_else(|r| panic!("{r}"));
+    run(&mut s, &ctx(5, 5), info("adm", "ann", &[("custom.team", "blue")])).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.members[&(gid("g1"), user("ann"))].info.len(), 3);
+    assert_rejected(&mut s, &ctx(6, 6), info("adm", "own", &[("name_card", "boss")]), Reason::PermissionDenied);
+    assert_rejected(&mut s, &ctx(6, 6), info("adm", "ann", &[("recv_opt", "reject")]), Reason::PermissionDenied);
+
+    // Applications: a public group takes them; approve and reject; the cap holds.
+    assert!(pending_of(&apply_to_join(&mut s, 7, "bob")));
+    assert!(pending_of(&apply_to_join(&mut s, 7, "cat")));
+    assert_eq!(s.groups[&gid("g1")].applications, 2);
+    let answer = |actor: &str, who: &str, approve| Command::RespondJoinRequest {
+        actor: user(actor),
+        group: gid("g1"),
+        user: user(who),
+        approve,
+    };
+    assert_rejected(&mut s, &ctx(8, 8), answer("ann", "bob", true), Reason::PermissionDenied);
+    assert_eq!(group_changed(&run(&mut s, &ctx(8, 8), answer("adm", "bob", true))), (4, true));
+    assert_rejected(&mut s, &ctx(9, 9), answer("adm", "cat", true), Reason::GroupMemberLimit);
+    run(&mut s, &ctx(9, 9), answer("adm", "cat", false)).unwrap_or_else(|r| panic!("{r}"));
+    assert_rejected(&mut s, &ctx(10, 10), answer("adm", "cat", false), Reason::GroupApplicationNotFound);
+    assert_eq!(s.groups[&gid("g1")].applications, 0);
+    assert!(s.applications.is_empty());
+
+    // Mute all: plain members refused, admins still send.
+    let mute_all = |muted| Command::MuteAllGroup { actor: user("adm"), group: gid("g1"), muted };
+    run(&mut s, &ctx(11, 11), mute_all(true)).unwrap_or_else(|r| panic!("{r}"));
+    assert_rejected(&mut s, &ctx(12, 12), gsend_cmd("ann"), Reason::MemberMuted);
+    assert!(gsend(&mut s, 12, "adm", None).is_ok());
+    run(&mut s, &ctx(13, 13), mute_all(false)).unwrap_or_else(|r| panic!("{r}"));
+    assert!(gsend(&mut s, 14, "ann", None).is_ok());
+
+    // Ban: removes the member; no return while it lasts; lifted by duration 0.
+    let ban = |who: &str, ms| Command::BanGroupMember {
+        actor: user("adm"),
+        group: gid("g1"),
+        user: user(who),
+        duration_ms: ms,
+    };
+    assert_eq!(group_changed(&run(&mut s, &ctx(20, 20), ban("bob", 1_000))), (3, true));
+    assert!(!s.members.contains_key(&(gid("g1"), user("bob"))));
+    assert_rejected(&mut s, &ctx(21, 21), ban("own", 1_000), Reason::PermissionDenied);
+    let readd = |t: i64| {
+        let cmd =
+            Command::AddGroupMembers { actor: user("own"), group: gid("g1"), users: vec![user("bob")], hidden: false };
+        (ctx(t, t as u64), cmd)
+    };
+    let (c, cmd) = readd(500);
+    assert_rejected(&mut s, &c, cmd, Reason::MemberBanned);
+    assert_eq!(apply_to_join(&mut s, 600, "bob").expect_err("banned").reason, Reason::MemberBanned);
+    let (c, cmd) = readd(1_021);
+    assert!(run(&mut s, &c, cmd).is_ok(), "the ban ended");
+    run(&mut s, &ctx(1_030, 1_030), ban("cat", 0)).unwrap_or_else(|r| panic!("{r}"));
+    assert!(s.bans.keys().all(|(_, u)| u.as_str() == "bob"));
+}
+
+fn gsend_cmd(sender: &str) -> Command {
+    Command::SendGroupMessage {
+        sender: user(sender),
+        group: gid("g1"),
+        elements: text("hello group"),
+        request_id: None,
+        mentions: vec![],
+        at_all: false,
+    }
+}
+
+#[test]
+fn join_options_decide_self_joins_and_applications() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Meeting, 10, &[]).unwrap_or_else(|r| panic!("{r}"));
+    assert!(!pending_of(&apply_to_join(&mut s, 2, "ann")), "a meeting group is free to join");
+    let set = |v: &str| Command::SetGroupProfile {
+        actor: user("own"),
+        group: gid("g1"),
+        fields: fields(&[("join_option", v)]),
+    };
+    run(&mut s, &ctx(3, 3), set("forbid")).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(apply_to_join(&mut s, 4, "bob").expect_err("closed").reason, Reason::PermissionDenied);
+    assert_eq!(add(&mut s, 4, "bob", &["bob"]).expect_err("closed").reason, Reason::PermissionDenied);
+    run(&mut s, &ctx(5, 5), set("need_approval")).unwrap_or_else(|r| panic!("{r}"));
+    assert!(pending_of(&apply_to_join(&mut s, 6, "bob")));
+    let mut w = MemState::default();
+    create_group(&mut w, GroupKind::Work, 10, &["ann"]).unwrap_or_else(|r| panic!("{r}"));
+    let fixed =
+        Command::SetGroupProfile { actor: user("ann"), group: gid("g1"), fields: fields(&[("join_option", "free")]) };
+    assert_rejected(&mut w, &ctx(2, 2), fixed, Reason::GroupFieldInvalid);
+    let renamed =
+        Command::SetGroupProfile { actor: user("ann"), group: gid("g1"), fields: fields(&[("name", "ours")]) };
+    assert!(run(&mut w, &ctx(3, 3), renamed).is_ok(), "any member renames a work group");
 }

@@ -98,6 +98,9 @@ async fn every_group_type_follows_its_join_rules_and_limits() {
     }
     let again = w1.send_group_text("team", "hello 1", Some("w001-1".into())).await.unwrap();
     assert_eq!((again.seq, again.duplicate), (1, true));
+    // Read receipts (MSG-06) for a group of at most 200: the sender has read, the rest not.
+    let receipts = own.get_read_receipts("team", 1).await.unwrap();
+    assert_eq!((receipts.read, receipts.unread.len()), (vec!["w001".to_owned()], 199));
     let outsider = cluster.user("zed").send_group_text("team", "let me in", None).await.unwrap_err();
     assert_eq!(reason(&outsider), "NOT_GROUP_MEMBER");
     wait_group_rows(&cluster, "w002", &[("team", 3, 3)]).await;
@@ -160,6 +163,14 @@ async fn every_group_type_follows_its_join_rules_and_limits() {
     own.dismiss_group("pub").await.unwrap();
     let gone = cluster.user("zed").send_group_text("pub", "anyone?", None).await.unwrap_err();
     assert_eq!(reason(&gone), "GROUP_DISMISSED");
+
+
+    cluster.phase("read receipts only for groups of at most 200");
+    let all: Vec<&str> = users.iter().map(String::as_str).collect();
+    own.create_group(Some("big"), "meeting", "", &all).await.unwrap();
+    own.send_group_text("big", "hi all", None).await.unwrap();
+    let too_big = own.get_read_receipts("big", 1).await.unwrap_err();
+    assert_eq!(reason(&too_big), "READ_RECEIPTS_UNAVAILABLE", "{too_big}");
 
     cluster.wait_converged().await;
 }
@@ -485,4 +496,70 @@ async fn the_app_wide_friends_only_setting_refuses_strangers() {
     })
     .await;
     assert_eq!(reason(&cluster.user("cat").send_text("ann", "hi", None).await.unwrap_err()), "NOT_FRIEND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applications_profiles_name_cards_mute_all_and_bans() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    let names = ["own", "adm", "ann", "bob", "cat", "dan"].map(String::from);
+    cluster.create_users(&names).await;
+    let [own, adm, ann, bob, cat, dan] = names.clone().map(|n| cluster.user(&n));
+    own.create_group(Some("club"), "public", "the club", &["adm", "ann"]).await.unwrap();
+    own.set_group_member_role("club", "adm", "admin").await.unwrap();
+
+    cluster.phase("applications to a public group: approve, reject, and who may answer");
+    let applied = bob.apply_to_join_group("club", "hi, I'm bob").await.unwrap();
+    assert!(applied.pending);
+    assert!(cat.apply_to_join_group("club", "").await.unwrap().pending);
+    let waiting: Vec<String> =
+        adm.list_join_requests("club").await.unwrap().requests.into_iter().map(|r| r.user).collect();
+    assert_eq!(waiting, vec!["bob", "cat"]);
+    assert_eq!(reason(&ann.list_join_requests("club").await.unwrap_err()), "PERMISSION_DENIED");
+    assert_eq!(reason(&ann.respond_join_request("club", "bob", true).await.unwrap_err()), "PERMISSION_DENIED");
+    assert_eq!(adm.respond_join_request("club", "bob", true).await.unwrap().member_count, 4);
+    adm.respond_join_request("club", "cat", false).await.unwrap();
+    let gone = adm.respond_join_request("club", "cat", true).await.unwrap_err();
+    assert_eq!(reason(&gone), "GROUP_APPLICATION_NOT_FOUND");
+    assert_eq!(members(&own, "club").await, vec!["adm", "ann", "bob", "own"]);
+    wait_group_rows(&cluster, "bob", &[("club", 0, 0)]).await;
+    let joined = bob.list_joined_groups().await.unwrap().groups;
+    assert_eq!((joined.len(), joined[0].group_id.as_str(), joined[0].name.as_str()), (1, "club", "the club"));
+
+    cluster.phase("profile and join option; name cards");
+    own.set_group_profile(
+        "club",
+        &[("introduction", "we meet on fridays"), ("join_option", "free"), ("custom.city", "sg")],
+    )
+    .await
+    .unwrap();
+    let info = ann.get_group("club", "", 10).await.unwrap().group.unwrap();
+    assert_eq!((info.join_option.as_str(), info.profile.len()), ("free", 2));
+    assert_eq!(info.profile["introduction"], "we meet on fridays");
+    assert!(!cat.apply_to_join_group("club", "").await.unwrap().pending, "free to join now");
+    let refused = ann.set_group_profile("club", &[("notification", "x")]).await.unwrap_err();
+    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    let too_long = own.set_group_profile("club", &[("notification", &"n".repeat(301))]).await.unwrap_err();
+    assert_eq!(reason(&too_long), "GROUP_FIELD_INVALID");
+    ann.set_group_member_info("club", "", &[("name_card", "Annie")]).await.unwrap();
+    let card = own.get_group("club", "", 10).await.unwrap().members.into_iter().find(|m| m.user == "ann").unwrap();
+    assert_eq!(card.info["name_card"], "Annie");
+
+    cluster.phase("mute all: plain members refused, admins send");
+    adm.mute_all_group("club", true).await.unwrap();
+    assert_eq!(reason(&ann.send_group_text("club", "hello?", None).await.unwrap_err()), "MEMBER_MUTED");
+    adm.send_group_text("club", "announcement", None).await.unwrap();
+    adm.mute_all_group("club", false).await.unwrap();
+    ann.send_group_text("club", "hello!", None).await.unwrap();
+
+    cluster.phase("ban: out at once, no way back until it ends");
+    assert_eq!(adm.ban_group_member("club", "bob", 2).await.unwrap().member_count, 4);
+    assert!(!members(&own, "club").await.contains(&"bob".to_owned()));
+    assert_eq!(reason(&bob.apply_to_join_group("club", "").await.unwrap_err()), "MEMBER_BANNED");
+    assert_eq!(reason(&own.add_group_members("club", &["bob"]).await.unwrap_err()), "MEMBER_BANNED");
+    assert_eq!(reason(&adm.ban_group_member("club", "own", 60).await.unwrap_err()), "PERMISSION_DENIED");
+    eventually("the ban ends after 2 s", || async { bob.apply_to_join_group("club", "").await.is_ok() }).await;
+    own.ban_group_member("club", "dan", 3600).await.unwrap();
+    own.ban_group_member("club", "dan", 0).await.unwrap();
+    assert!(!dan.apply_to_join_group("club", "").await.unwrap().pending, "the ban was lifted");
+    cluster.wait_converged().await;
 }

@@ -149,6 +149,13 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                     member_count: *member_count,
                     changed: *changed,
                 }),
+                Reply::GroupApplication { group, pending, member_count } => {
+                    Kind::GroupApplication(peer::GroupApplication {
+                        group_id: group.to_string(),
+                        pending: *pending,
+                        member_count: *member_count,
+                    })
+                }
                 Reply::Friend { state } => Kind::Friend(peer::FriendAnswer { state: state.name().to_owned() }),
             }),
         }),
@@ -190,6 +197,11 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
                 group: meridian_domain::GroupId::parse(&g.group_id).map_err(|e| bad(&e.to_string()))?,
                 member_count: g.member_count,
                 changed: g.changed,
+            },
+            Kind::GroupApplication(a) => Reply::GroupApplication {
+                group: meridian_domain::GroupId::parse(&a.group_id).map_err(|e| bad(&e.to_string()))?,
+                pending: a.pending,
+                member_count: a.member_count,
             },
             Kind::Friend(f) => Reply::Friend {
                 state: meridian_domain::friend::FriendState::from_name(&f.state)

@@ -170,7 +170,13 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::GroupCreated { .. }
         | Event::GroupMemberMuted { .. }
         | Event::GroupDismissed { .. }
-        | Event::GroupRoleSet { .. } => vec![],
+        | Event::GroupRoleSet { .. }
+        | Event::GroupProfileUpdated { .. }
+        | Event::GroupMemberInfoSet { .. }
+        | Event::GroupJoinRequested { .. }
+        | Event::GroupJoinResolved { .. }
+        | Event::GroupMutedAll { .. }
+        | Event::GroupMemberBanned { .. } => vec![],
         Event::UserBlocked { user, .. } => vec![(Subject::User(user.clone()), "UserBlocked event")],
         Event::ProfileUpdated { user, .. } => vec![(Subject::User(user.clone()), "ProfileUpdated event")],
         Event::ConversationBlocked { conversation, .. } => {
@@ -219,7 +225,13 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::MuteGroupMember { .. }
         | Command::DismissGroup { .. }
         | Command::SetGroupRole { .. }
-        | Command::TransferGroup { .. } => vec![],
+        | Command::TransferGroup { .. }
+        | Command::SetGroupProfile { .. }
+        | Command::SetGroupMemberInfo { .. }
+        | Command::ApplyToJoinGroup { .. }
+        | Command::RespondJoinRequest { .. }
+        | Command::MuteAllGroup { .. }
+        | Command::BanGroupMember { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
         Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],
         Command::AddFriend { target, .. } => vec![(Subject::User(target.clone()), "AddFriend command")],

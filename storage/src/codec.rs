@@ -259,6 +259,45 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             friend: friend.to_string(),
             remark: remark.clone(),
         }),
+        Command::SetGroupProfile { actor, group, fields } => Kind::SetGroupProfile(pb::SetGroupProfile {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            fields: fields_to_pb(fields),
+        }),
+        Command::SetGroupMemberInfo { actor, group, user, fields } => {
+            Kind::SetGroupMemberInfo(pb::SetGroupMemberInfo {
+                actor: actor.to_string(),
+                group_id: group.to_string(),
+                user: user.to_string(),
+                fields: fields_to_pb(fields),
+            })
+        }
+        Command::ApplyToJoinGroup { user, group, message } => Kind::ApplyToJoinGroup(pb::ApplyToJoinGroup {
+            user: user.to_string(),
+            group_id: group.to_string(),
+            message: message.clone(),
+            time_ms: 0,
+        }),
+        Command::RespondJoinRequest { actor, group, user, approve } => {
+            Kind::RespondJoinRequest(pb::RespondJoinRequest {
+                actor: actor.to_string(),
+                group_id: group.to_string(),
+                user: user.to_string(),
+                approve: *approve,
+            })
+        }
+        Command::MuteAllGroup { actor, group, muted } => Kind::MuteAllGroup(pb::MuteAllGroup {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            muted: *muted,
+        }),
+        Command::BanGroupMember { actor, group, user, duration_ms } => Kind::BanGroupMember(pb::BanGroupMember {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            duration_ms: *duration_ms,
+            until_ms: 0,
+        }),
         Command::TransferGroup { actor, group, to } => Kind::TransferGroup(pb::TransferGroup {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -404,6 +443,37 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
         Kind::SetFriendRemark(r) => {
             Command::SetFriendRemark { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)?, remark: r.remark }
         }
+        Kind::SetGroupProfile(p) => Command::SetGroupProfile {
+            actor: user_id(W, &p.actor)?,
+            group: group_id(W, &p.group_id)?,
+            fields: fields_from_pb(p.fields),
+        },
+        Kind::SetGroupMemberInfo(m) => Command::SetGroupMemberInfo {
+            actor: user_id(W, &m.actor)?,
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            fields: fields_from_pb(m.fields),
+        },
+        Kind::ApplyToJoinGroup(a) => Command::ApplyToJoinGroup {
+            user: user_id(W, &a.user)?,
+            group: group_id(W, &a.group_id)?,
+            message: a.message,
+        },
+        Kind::RespondJoinRequest(r) => Command::RespondJoinRequest {
+            actor: user_id(W, &r.actor)?,
+            group: group_id(W, &r.group_id)?,
+            user: user_id(W, &r.user)?,
+            approve: r.approve,
+        },
+        Kind::MuteAllGroup(m) => {
+            Command::MuteAllGroup { actor: user_id(W, &m.actor)?, group: group_id(W, &m.group_id)?, muted: m.muted }
+        }
+        Kind::BanGroupMember(b) => Command::BanGroupMember {
+            actor: user_id(W, &b.actor)?,
+            group: group_id(W, &b.group_id)?,
+            user: user_id(W, &b.user)?,
+            duration_ms: b.duration_ms,
+        },
         Kind::TransferGroup(t) => Command::TransferGroup {
             actor: user_id(W, &t.actor)?,
             group: group_id(W, &t.group_id)?,
@@ -411,6 +481,14 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
         },
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
     })
+}
+
+fn fields_to_pb(fields: &[(String, String)]) -> Vec<pb::Field> {
+    fields.iter().map(|(name, value)| pb::Field { name: name.clone(), value: value.clone() }).collect()
+}
+
+fn fields_from_pb(fields: Vec<pb::Field>) -> Vec<(String, String)> {
+    fields.into_iter().map(|f| (f.name, f.value)).collect()
 }
 
 fn group_id(what: &'static str, s: &str) -> Result<GroupId, StorageError> {
@@ -720,6 +798,39 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             blocked: *blocked,
             time_ms: at.0,
         }),
+        Event::GroupProfileUpdated { group, fields, by } => Kind::GroupProfileUpdated(pb::SetGroupProfile {
+            actor: by.to_string(),
+            group_id: group.to_string(),
+            fields: fields_to_pb(fields),
+        }),
+        Event::GroupMemberInfoSet { group, user, fields, by } => Kind::GroupMemberInfoSet(pb::SetGroupMemberInfo {
+            actor: by.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            fields: fields_to_pb(fields),
+        }),
+        Event::GroupJoinRequested { group, user, message, at } => Kind::GroupJoinRequested(pb::ApplyToJoinGroup {
+            user: user.to_string(),
+            group_id: group.to_string(),
+            message: message.clone(),
+            time_ms: at.0,
+        }),
+        Event::GroupJoinResolved { group, user, approved, by } => Kind::GroupJoinResolved(pb::RespondJoinRequest {
+            actor: by.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            approve: *approved,
+        }),
+        Event::GroupMutedAll { group, muted, by } => {
+            Kind::GroupMutedAll(pb::MuteAllGroup { actor: by.to_string(), group_id: group.to_string(), muted: *muted })
+        }
+        Event::GroupMemberBanned { group, user, until, by } => Kind::GroupMemberBanned(pb::BanGroupMember {
+            actor: by.to_string(),
+            group_id: group.to_string(),
+            user: user.to_string(),
+            duration_ms: 0,
+            until_ms: until.0,
+        }),
         Event::FriendRequested { user, from, message, remark, at } => Kind::FriendRequested(pb::FriendRequestedEvent {
             user: user.to_string(),
             from: from.to_string(),
@@ -878,6 +989,38 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             blocked: b.blocked,
             at: TimeMs(b.time_ms),
         },
+        Kind::GroupProfileUpdated(p) => Event::GroupProfileUpdated {
+            group: group_id(W, &p.group_id)?,
+            fields: fields_from_pb(p.fields),
+            by: user_id(W, &p.actor)?,
+        },
+        Kind::GroupMemberInfoSet(m) => Event::GroupMemberInfoSet {
+            group: group_id(W, &m.group_id)?,
+            user: user_id(W, &m.user)?,
+            fields: fields_from_pb(m.fields),
+            by: user_id(W, &m.actor)?,
+        },
+        Kind::GroupJoinRequested(a) => Event::GroupJoinRequested {
+            group: group_id(W, &a.group_id)?,
+            user: user_id(W, &a.user)?,
+            message: a.message,
+            at: TimeMs(a.time_ms),
+        },
+        Kind::GroupJoinResolved(r) => Event::GroupJoinResolved {
+            group: group_id(W, &r.group_id)?,
+            user: user_id(W, &r.user)?,
+            approved: r.approve,
+            by: user_id(W, &r.actor)?,
+        },
+        Kind::GroupMutedAll(m) => {
+            Event::GroupMutedAll { group: group_id(W, &m.group_id)?, muted: m.muted, by: user_id(W, &m.actor)? }
+        }
+        Kind::GroupMemberBanned(b) => Event::GroupMemberBanned {
+            group: group_id(W, &b.group_id)?,
+            user: user_id(W, &b.user)?,
+            until: TimeMs(b.until_ms),
+            by: user_id(W, &b.actor)?,
+        },
         Kind::FriendRequested(r) => Event::FriendRequested {
             user: user_id(W, &r.user)?,
             from: user_id(W, &r.from)?,
@@ -994,14 +1137,29 @@ pub fn group_to_pb(g: &Group) -> pb::GroupRecord {
         dismissed: g.dismissed,
         hide_history: g.hide_history,
         at_all_seq: g.at_all_seq.0,
+        profile: g.profile.clone().into_iter().collect(),
+        join_option: g.join_option.name().to_owned(),
+        muted_all: g.muted_all,
+        applications: g.applications,
     }
 }
 
 pub fn group_from_pb(g: pb::GroupRecord) -> Result<Group, StorageError> {
     const W: &str = "group";
+    let kind = group_kind(W, &g.kind)?;
+    let join_option = if g.join_option.is_empty() {
+        JoinOption::default_for(kind)
+    } else {
+        JoinOption::from_name(&g.join_option)
+            .ok_or_else(|| StorageError::corrupt(W, format!("unknown join option {:?}", g.join_option)))?
+    };
     Ok(Group {
         id: group_id(W, &g.group_id)?,
-        kind: group_kind(W, &g.kind)?,
+        kind,
+        profile: g.profile.into_iter().collect(),
+        join_option,
+        muted_all: g.muted_all,
+        applications: g.applications,
         name: g.name,
         owner: user_id(W, &g.owner)?,
         max_members: g.max_members,
@@ -1024,6 +1182,7 @@ pub fn group_member_to_pb(m: &GroupMember) -> pb::GroupMemberRecord {
         hidden: m.hidden,
         mention_seq: m.mention_seq.0,
         visible_from: m.visible_from.0,
+        info: m.info.clone().into_iter().collect(),
     }
 }
 
@@ -1038,6 +1197,7 @@ pub fn group_member_from_pb(m: pb::GroupMemberRecord) -> Result<GroupMember, Sto
         hidden: m.hidden,
         mention_seq: Seq(m.mention_seq),
         visible_from: Seq(m.visible_from),
+        info: m.info.into_iter().collect(),
     })
 }
 

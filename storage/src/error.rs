@@ -62,6 +62,8 @@ versioned!(
     pb::FriendRecord,
     pb::FriendRequestRecord,
     pb::FriendCountsRecord,
+    pb::GroupApplicationRecord,
+    pb::GroupBanRecord,
     pb::ProfileRecord,
     pb::CountRecord,
 );

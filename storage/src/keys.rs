@@ -117,6 +117,8 @@ pub const PROJ_FRIEND: u8 = b'f';
 pub const PROJ_FRIEND_REQUEST: u8 = b'q';
 pub const PROJ_FRIEND_COUNTS: u8 = b'k';
 pub const PROJ_PAIR_FRIEND: u8 = b'F';
+pub const PROJ_GROUP_APPLICATION: u8 = b'j';
+pub const PROJ_GROUP_BAN: u8 = b'x';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -229,6 +231,34 @@ pub fn profile(shard: ShardId, user: &UserId) -> Vec<u8> {
 pub fn block_count(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
     k.push(PROJ_BLOCK_COUNT);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of a group's waiting applications.
+pub fn group_applications(shard: ShardId, group: &GroupId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + group.as_str().len() + 32);
+    k.push(PROJ_GROUP_APPLICATION);
+    push_str(&mut k, group.as_str());
+    k
+}
+
+pub fn group_application(shard: ShardId, group: &GroupId, user: &UserId) -> Vec<u8> {
+    let mut k = group_applications(shard, group);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of a group's bans.
+pub fn group_bans(shard: ShardId, group: &GroupId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + group.as_str().len() + 32);
+    k.push(PROJ_GROUP_BAN);
+    push_str(&mut k, group.as_str());
+    k
+}
+
+pub fn group_ban(shard: ShardId, group: &GroupId, user: &UserId) -> Vec<u8> {
+    let mut k = group_bans(shard, group);
     k.extend_from_slice(user.as_str().as_bytes());
     k
 }

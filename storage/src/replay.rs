@@ -117,6 +117,8 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_FRIEND_REQUEST
                         | &keys::PROJ_FRIEND_COUNTS
                         | &keys::PROJ_PAIR_FRIEND
+                        | &keys::PROJ_GROUP_APPLICATION
+                        | &keys::PROJ_GROUP_BAN
                 )
             )
         }

@@ -263,6 +263,19 @@ impl ShardStore {
         })
     }
 
+    /// The applications waiting to join `group`, in user id order.
+    pub fn group_applications(&self, group: &GroupId) -> Result<Vec<GroupApplication>, StorageError> {
+        let prefix = keys::group_applications(self.shard, group);
+        self.projections_under(&prefix, |k, v| {
+            let user = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|t| UserId::parse(t).ok())
+                .ok_or_else(|| StorageError::corrupt("group application", "the key names no user"))?;
+            let r: pb::GroupApplicationRecord = decode_record("group application", v)?;
+            Ok(GroupApplication { user, message: r.message, at: TimeMs(r.time_ms) })
+        })
+    }
+
     /// Whether `friend` is on `user`'s friend list.
     pub fn friends_entry(&self, user: &UserId, friend: &UserId) -> Result<bool, StorageError> {
         let r: Option<pb::FriendRecord> =
@@ -610,7 +623,24 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::pair_friend(shard, conversation, lister),
             pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
         ),
-        Change::DeleteGroupMember { .. }
+        Change::PutGroupApplication { group, application } => (
+            keys::CF_PROJECTIONS,
+            keys::group_application(shard, group, &application.user),
+            pb::GroupApplicationRecord {
+                version: codec::RECORD_VERSION,
+                message: application.message.clone(),
+                time_ms: application.at.0,
+            }
+            .encode_to_vec(),
+        ),
+        Change::PutGroupBan { group, user, until } => (
+            keys::CF_PROJECTIONS,
+            keys::group_ban(shard, group, user),
+            pb::GroupBanRecord { version: codec::RECORD_VERSION, until_ms: until.0 }.encode_to_vec(),
+        ),
+        Change::DeleteGroupApplication { .. }
+        | Change::DeleteGroupBan { .. }
+        | Change::DeleteGroupMember { .. }
         | Change::DeleteGroupRef { .. }
         | Change::DeleteBlocked { .. }
         | Change::DeletePairBlock { .. }
@@ -640,6 +670,10 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
         Change::DeletePairBlock { conversation, blocker } => {
             Some((keys::CF_PROJECTIONS, keys::pair_block(shard, conversation, blocker)))
         }
+        Change::DeleteGroupApplication { group, user } => {
+            Some((keys::CF_PROJECTIONS, keys::group_application(shard, group, user)))
+        }
+        Change::DeleteGroupBan { group, user } => Some((keys::CF_PROJECTIONS, keys::group_ban(shard, group, user))),
         Change::DeleteFriend { user, friend } => Some((keys::CF_PROJECTIONS, keys::friend(shard, user, friend))),
         Change::DeleteFriendRequest { user, from } => {
             Some((keys::CF_PROJECTIONS, keys::friend_request(shard, user, from)))
@@ -997,6 +1031,18 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         let key = keys::pair_block(self.0.shard_id(), conversation, blocker);
         Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation block")?.is_some())
+    }
+
+    fn group_application(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupApplication>, StateError> {
+        let key = keys::group_application(self.0.shard_id(), group, user);
+        let r = self.0.read_record::<pb::GroupApplicationRecord>(keys::CF_PROJECTIONS, key, "group application")?;
+        Ok(r.map(|a| GroupApplication { user: user.clone(), message: a.message, at: TimeMs(a.time_ms) }))
+    }
+
+    fn group_ban(&self, group: &GroupId, user: &UserId) -> Result<Option<TimeMs>, StateError> {
+        let key = keys::group_ban(self.0.shard_id(), group, user);
+        let r = self.0.read_record::<pb::GroupBanRecord>(keys::CF_PROJECTIONS, key, "group ban")?;
+        Ok(r.map(|b| TimeMs(b.until_ms)))
     }
 
     fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<Friend>, StateError> {

@@ -317,6 +317,103 @@ pub enum GroupCommand {
         act_as: ActAs,
         id: String,
     },
+    /// Apply to join: a member at once when the group is free to join, else pending.
+    Apply {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Approve an application (owner or admin).
+    Approve {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+    },
+    /// Reject an application (owner or admin).
+    Reject {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+    },
+    /// The applications waiting (owner or admin).
+    Requests {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set profile fields: NAME=VALUE (name, introduction, notification, face_url, join_option,
+    /// custom.KEY; an empty value removes).
+    Set {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Set a member's fields: NAME=VALUE (name_card, recv_opt, custom.KEY).
+    Card {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Mute everyone but the owner and admins (`--off` lifts it).
+    MuteAll {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Ban a user for a while (`--seconds 0` lifts the ban).
+    Ban {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(value_name = "USER")]
+        member: String,
+        #[arg(long, value_name = "N")]
+        seconds: u64,
+    },
+    /// A page of the member list (after a user id, at most `--limit`).
+    Members {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The groups you are a member of.
+    List {
+        #[command(flatten)]
+        act_as: ActAs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who of a group of at most 200 members has read the message at SEQ.
+    Receipts {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        seq: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// The group's profile and its members (members only).
     Info {
         #[command(flatten)]
@@ -341,6 +438,17 @@ impl GroupCommand {
             | GroupCommand::Dismiss { act_as, .. }
             | GroupCommand::Admin { act_as, .. }
             | GroupCommand::Transfer { act_as, .. }
+            | GroupCommand::Apply { act_as, .. }
+            | GroupCommand::Approve { act_as, .. }
+            | GroupCommand::Reject { act_as, .. }
+            | GroupCommand::Requests { act_as, .. }
+            | GroupCommand::Set { act_as, .. }
+            | GroupCommand::Card { act_as, .. }
+            | GroupCommand::MuteAll { act_as, .. }
+            | GroupCommand::Ban { act_as, .. }
+            | GroupCommand::Members { act_as, .. }
+            | GroupCommand::List { act_as, .. }
+            | GroupCommand::Receipts { act_as, .. }
             | GroupCommand::Info { act_as, .. } => act_as,
         }
     }

@@ -273,7 +273,7 @@ pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
     let mut lines = vec![];
     if let Some(g) = &info.group {
         lines.push(format!(
-            "group={} type={} name={:?} owner={} members={}/{} last_seq={}{}",
+            "group={} type={} name={:?} owner={} members={}/{} last_seq={} join={}{}{}",
             g.group_id,
             g.r#type,
             g.name,
@@ -281,8 +281,15 @@ pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
             g.member_count,
             g.max_members,
             g.last_seq,
+            g.join_option,
+            if g.muted_all { " muted_all" } else { "" },
             if g.dismissed { " dismissed" } else { "" }
         ));
+        let mut profile: Vec<_> = g.profile.iter().collect();
+        profile.sort();
+        for (k, v) in profile {
+            lines.push(format!("  {k}={v:?}"));
+        }
     }
     for m in &info.members {
         let muted = if m.muted_until_ms > 0 {
@@ -290,7 +297,9 @@ pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
         } else {
             String::new()
         };
-        lines.push(format!("{}  {}  read_seq={}{muted}", m.user, m.role, m.read_seq));
+        let mut info: Vec<_> = m.info.iter().map(|(k, v)| format!("  {k}={v:?}")).collect();
+        info.sort();
+        lines.push(format!("{}  {}  read_seq={}{muted}{}", m.user, m.role, m.read_seq, info.concat()));
     }
     lines
 }
@@ -301,13 +310,14 @@ pub fn group_json(info: &crate::api::GetGroupResponse) -> Value {
         json!({
             "group_id": g.group_id, "type": g.r#type, "name": g.name, "owner": g.owner,
             "max_members": g.max_members, "member_count": g.member_count, "created_ms": g.created_ms,
-            "dismissed": g.dismissed, "last_seq": g.last_seq,
+            "dismissed": g.dismissed, "last_seq": g.last_seq, "profile": g.profile,
+            "join_option": g.join_option, "muted_all": g.muted_all, "applications": g.applications,
         })
     });
     let members: Vec<Value> = info
         .members
         .iter()
-        .map(|m| json!({"user": m.user, "role": m.role, "joined_ms": m.joined_ms, "read_seq": m.read_seq, "muted_until_ms": m.muted_until_ms}))
+        .map(|m| json!({"user": m.user, "role": m.role, "joined_ms": m.joined_ms, "read_seq": m.read_seq, "muted_until_ms": m.muted_until_ms, "info": m.info}))
         .collect();
     json!({ "group": group, "members": members })
 }

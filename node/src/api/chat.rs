@@ -638,6 +638,69 @@ impl Chat for ChatService {
         Ok(Response::new(self.get_profile_(req).await?))
     }
 
+    async fn set_group_profile(
+        &self,
+        req: Request<api::SetGroupProfileRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.set_group_profile_(req).await?))
+    }
+
+    async fn set_group_member_info(
+        &self,
+        req: Request<api::SetGroupMemberInfoRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.set_group_member_info_(req).await?))
+    }
+
+    async fn apply_to_join_group(
+        &self,
+        req: Request<api::ApplyToJoinGroupRequest>,
+    ) -> Result<Response<api::ApplyToJoinGroupResponse>, Status> {
+        Ok(Response::new(self.apply_to_join_group_(req).await?))
+    }
+
+    async fn respond_join_request(
+        &self,
+        req: Request<api::RespondJoinRequestRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.respond_join_request_(req).await?))
+    }
+
+    async fn list_join_requests(
+        &self,
+        req: Request<api::ListJoinRequestsRequest>,
+    ) -> Result<Response<api::ListJoinRequestsResponse>, Status> {
+        Ok(Response::new(self.list_join_requests_(req).await?))
+    }
+
+    async fn mute_all_group(
+        &self,
+        req: Request<api::MuteAllGroupRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.mute_all_group_(req).await?))
+    }
+
+    async fn ban_group_member(
+        &self,
+        req: Request<api::BanGroupMemberRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.ban_group_member_(req).await?))
+    }
+
+    async fn list_joined_groups(
+        &self,
+        req: Request<api::ListJoinedGroupsRequest>,
+    ) -> Result<Response<api::ListJoinedGroupsResponse>, Status> {
+        Ok(Response::new(self.list_joined_groups_(req).await?))
+    }
+
+    async fn get_read_receipts(
+        &self,
+        req: Request<api::GetReadReceiptsRequest>,
+    ) -> Result<Response<api::GetReadReceiptsResponse>, Status> {
+        Ok(Response::new(self.get_read_receipts_(req).await?))
+    }
+
     async fn add_friend(&self, req: Request<api::AddFriendRequest>) -> Result<Response<api::FriendResponse>, Status> {
         Ok(Response::new(self.add_friend_(req).await?))
     }

@@ -29,7 +29,7 @@ fn group_shard(group: &GroupId, shards: u32) -> ShardId {
     shard_for(ConversationId::group(group).as_str(), shards)
 }
 
-fn changed(reply: Reply) -> Result<api::GroupChangeResponse, ApiError> {
+pub(super) fn changed(reply: Reply) -> Result<api::GroupChangeResponse, ApiError> {
     match reply {
         Reply::GroupChanged { group, member_count, changed } => {
             Ok(api::GroupChangeResponse { group_id: group.to_string(), member_count, changed })
@@ -39,12 +39,12 @@ fn changed(reply: Reply) -> Result<api::GroupChangeResponse, ApiError> {
 }
 
 impl ChatService {
-    fn shard_of(&self, group: &GroupId) -> ShardId {
+    pub(super) fn shard_of(&self, group: &GroupId) -> ShardId {
         group_shard(group, self.ctx.node.shard_count())
     }
 
     /// Requires `user` to have an account homed in this region.
-    async fn require_local_member(&self, user: &UserId) -> Result<(), ApiError> {
+    pub(super) async fn require_local_member(&self, user: &UserId) -> Result<(), ApiError> {
         if let Some(geo) = &self.ctx.geo {
             let home = geo.require_home(user).await?;
             if &home != self.ctx.topology.region() {
@@ -207,7 +207,7 @@ impl ChatService {
 
     /// The group (after a read barrier), and whether `me` may read it: a member, or anyone in
     /// a live room.
-    async fn readable_group(
+    pub(super) async fn readable_group(
         &self,
         me: &UserId,
         group: &GroupId,
@@ -266,6 +266,10 @@ impl ChatService {
                 created_ms: g.created.0,
                 dismissed: g.dismissed,
                 last_seq: last_seq.0,
+                profile: g.profile.into_iter().collect(),
+                join_option: g.join_option.name().to_owned(),
+                muted_all: g.muted_all,
+                applications: g.applications,
             }),
             members: members
                 .iter()
@@ -277,6 +281,7 @@ impl ChatService {
                     read_seq: m.read_seq.0,
                     muted_until_ms: m.muted_until.0,
                     hidden: m.hidden,
+                    info: m.info.clone().into_iter().collect(),
                 })
                 .collect(),
             next_after,

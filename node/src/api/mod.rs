@@ -5,6 +5,7 @@ pub mod admin;
 pub mod chat;
 pub mod error;
 pub mod friends;
+pub mod group_admin;
 pub mod groups;
 pub mod wire;
 
