@@ -14,8 +14,8 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationsArgs, EventsArgs, FriendCommand, GroupCommand,
-    HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
+    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationCommand, ConversationsArgs, EventsArgs, FriendCommand,
+    GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -71,6 +71,12 @@ pub enum ClientCommand {
     Block {
         #[command(subcommand)]
         command: BlockCommand,
+    },
+    /// Your list's rows: pin, dnd, draft, mark, delete; your view of a history: clear,
+    /// delete-messages.
+    Conversation {
+        #[command(subcommand)]
+        command: ConversationCommand,
     },
     /// Friends: add, accept, reject, delete, remark, list, requests, check.
     Friend {
@@ -231,6 +237,78 @@ fn name_values(fields: &[String]) -> Result<Vec<(&str, &str)>, ClientError> {
                 .ok_or_else(|| ClientError::InvalidConfig { detail: format!("{field:?}: write a field as NAME=VALUE") })
         })
         .collect()
+}
+
+async fn conversation_command(client: &Client, command: ConversationCommand) -> Result<Output, ClientError> {
+    let stream = command.row().stream();
+    let (peer, group_id) = stream.parts();
+    let prefs = |r: crate::api::ConversationPrefsResponse| {
+        Output::line(format!(
+            "{} pinned={} dnd={} draft={:?} marks={} hidden_up_to={}",
+            r.conversation_id,
+            r.pinned,
+            r.dnd,
+            r.draft,
+            r.marks.join(","),
+            r.hidden_up_to
+        ))
+    };
+    let cleared = |r: crate::api::ClearHistoryResponse| {
+        format!("{} cleared_up_to={} deleted={}", r.conversation_id, r.cleared_up_to, r.deleted)
+    };
+    let set = |request: crate::api::SetConversationPrefsRequest| crate::api::SetConversationPrefsRequest {
+        peer: peer.clone(),
+        group_id: group_id.clone(),
+        ..request
+    };
+    Ok(match command {
+        ConversationCommand::Pin { off, .. } => prefs(
+            client
+                .set_conversation_prefs(set(crate::api::SetConversationPrefsRequest {
+                    pinned: Some(!off),
+                    ..Default::default()
+                }))
+                .await?,
+        ),
+        ConversationCommand::Dnd { off, .. } => prefs(
+            client
+                .set_conversation_prefs(set(crate::api::SetConversationPrefsRequest {
+                    dnd: Some(!off),
+                    ..Default::default()
+                }))
+                .await?,
+        ),
+        ConversationCommand::Draft { text, .. } => prefs(
+            client
+                .set_conversation_prefs(set(crate::api::SetConversationPrefsRequest {
+                    draft: Some(text),
+                    ..Default::default()
+                }))
+                .await?,
+        ),
+        ConversationCommand::Mark { marks, .. } => prefs(
+            client
+                .set_conversation_prefs(set(crate::api::SetConversationPrefsRequest {
+                    set_marks: true,
+                    marks,
+                    ..Default::default()
+                }))
+                .await?,
+        ),
+        ConversationCommand::Delete { clear, .. } => {
+            let mut lines = vec![];
+            if clear {
+                lines.push(cleared(client.clear_history(&stream).await?));
+            }
+            let r = client.delete_conversation(&stream).await?;
+            lines.push(format!("{} deleted from the list up to seq {}", r.conversation_id, r.hidden_up_to));
+            Output::Lines(lines)
+        }
+        ConversationCommand::Clear { .. } => Output::line(cleared(client.clear_history(&stream).await?)),
+        ConversationCommand::DeleteMessages { seqs, .. } => {
+            Output::line(cleared(client.delete_messages(&stream, &seqs).await?))
+        }
+    })
 }
 
 async fn friend_command(client: &Client, command: FriendCommand) -> Result<Output, ClientError> {
@@ -478,6 +556,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Group { command } => Identity::user(command.act_as()),
         ClientCommand::Block { command } => Identity::user(command.act_as()),
         ClientCommand::Friend { command } => Identity::user(command.act_as()),
+        ClientCommand::Conversation { command } => Identity::user(&command.row().act_as),
         ClientCommand::Profile { command } => Identity::user(command.act_as()),
     };
     let client = Client::with_config(config_for(&identity, lookup)?)?;
@@ -612,6 +691,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             Output::Lines(client.list_blocked().await?.users)
         }
         ClientCommand::Friend { command } => friend_command(&client, command).await?,
+        ClientCommand::Conversation { command } => conversation_command(&client, command).await?,
         ClientCommand::Profile { command: ProfileCommand::Set { fields, .. } } => {
             let pairs = name_values(&fields)?;
             let profile = client.set_profile(&pairs).await?;
@@ -681,6 +761,20 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn conversation_commands_parse() {
+        assert!(matches!(
+            parse(&["conversation", "pin", "--as", "ann", "--with", "bob"]),
+            Ok(ClientCommand::Conversation { command: ConversationCommand::Pin { off: false, .. } })
+        ));
+        assert!(matches!(
+            parse(&["conversation", "delete-messages", "--as", "ann", "--group", "team", "3,5"]),
+            Ok(ClientCommand::Conversation { command: ConversationCommand::DeleteMessages { seqs, .. } })
+                if seqs == [3, 5]
+        ));
+        assert!(parse(&["conversation", "clear", "--as", "ann"]).is_err(), "a row is named");
     }
 
     #[test]

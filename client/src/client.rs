@@ -36,6 +36,10 @@ use meridian_proto::api::{
     ListJoinedGroupsResponse, MuteAllGroupRequest, RespondJoinRequestRequest, SetGroupMemberInfoRequest,
     SetGroupProfileRequest,
 };
+use meridian_proto::api::{
+    ClearHistoryRequest, ClearHistoryResponse, ConversationPrefsResponse, DeleteConversationRequest,
+    DeleteMessagesRequest, SetConversationPrefsRequest,
+};
 use meridian_proto::ACT_AS_METADATA_KEY;
 
 use crate::backoff::Backoff;
@@ -511,6 +515,48 @@ impl Client {
         let request = GetReadReceiptsRequest { group_id: group.to_owned(), seq };
         self.call_at(self.group_route(group), "GetReadReceipts", request, |channel, request| async move {
             ChatClient::new(channel).get_read_receipts(request).await
+        })
+        .await
+    }
+
+    /// Changes the caller's settings for a row of their list (CONV-03): `request` names the
+    /// stream (`peer` or `group_id`) and the settings to change (absent ones stay).
+    pub async fn set_conversation_prefs(
+        &self,
+        request: SetConversationPrefsRequest,
+    ) -> Result<ConversationPrefsResponse, ClientError> {
+        self.call_at(self.list_route(), "SetConversationPrefs", request, |channel, request| async move {
+            ChatClient::new(channel).set_conversation_prefs(request).await
+        })
+        .await
+    }
+
+    /// Deletes a row from the caller's list until a newer message arrives.
+    pub async fn delete_conversation(&self, stream: &Stream) -> Result<ConversationPrefsResponse, ClientError> {
+        let (peer, group_id) = stream.parts();
+        let request = DeleteConversationRequest { peer, group_id };
+        self.call_at(self.list_route(), "DeleteConversation", request, |channel, request| async move {
+            ChatClient::new(channel).delete_conversation(request).await
+        })
+        .await
+    }
+
+    /// Clears a stream's history from the caller's own view (MSG-09).
+    pub async fn clear_history(&self, stream: &Stream) -> Result<ClearHistoryResponse, ClientError> {
+        let (peer, group_id) = stream.parts();
+        let request = ClearHistoryRequest { peer, group_id };
+        self.call("ClearHistory", request, |channel, request| async move {
+            ChatClient::new(channel).clear_history(request).await
+        })
+        .await
+    }
+
+    /// Deletes messages (by seq) from the caller's own view.
+    pub async fn delete_messages(&self, stream: &Stream, seqs: &[u64]) -> Result<ClearHistoryResponse, ClientError> {
+        let (peer, group_id) = stream.parts();
+        let request = DeleteMessagesRequest { peer, group_id, seqs: seqs.to_vec() };
+        self.call("DeleteMessages", request, |channel, request| async move {
+            ChatClient::new(channel).delete_messages(request).await
         })
         .await
     }
@@ -1101,6 +1147,16 @@ impl fmt::Debug for Client {
 pub enum Stream {
     Peer(String),
     Group(String),
+}
+
+impl Stream {
+    /// `(peer, group_id)` as requests name a stream (one of them empty).
+    pub fn parts(&self) -> (String, String) {
+        match self {
+            Stream::Peer(p) => (p.clone(), String::new()),
+            Stream::Group(g) => (String::new(), g.clone()),
+        }
+    }
 }
 
 /// A text message to `group` (a new request id when none is given).

@@ -252,6 +252,34 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn set_conversation_prefs(
+        &self,
+        _: Request<meridian_client::api::SetConversationPrefsRequest>,
+    ) -> Result<Response<meridian_client::api::ConversationPrefsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn delete_conversation(
+        &self,
+        _: Request<meridian_client::api::DeleteConversationRequest>,
+    ) -> Result<Response<meridian_client::api::ConversationPrefsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn clear_history(
+        &self,
+        _: Request<meridian_client::api::ClearHistoryRequest>,
+    ) -> Result<Response<meridian_client::api::ClearHistoryResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn delete_messages(
+        &self,
+        _: Request<meridian_client::api::DeleteMessagesRequest>,
+    ) -> Result<Response<meridian_client::api::ClearHistoryResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn add_friend(
         &self,
         _: Request<meridian_client::api::AddFriendRequest>,

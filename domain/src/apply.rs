@@ -109,6 +109,11 @@ pub enum Reply {
         pending: bool,
         member_count: u64,
     },
+    /// A member's view of a stream's history after a clear or delete for themselves.
+    HistoryCleared {
+        cleared_up_to: Seq,
+        deleted: u64,
+    },
     /// What a friend request or its answer came to.
     Friend {
         state: crate::friend::FriendState,
@@ -194,6 +199,12 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         }
         Command::TransferGroup { actor, group, to } => crate::group::transfer(state, ctx, actor, group, to),
         Command::SetProfile { user, fields } => set_profile(state, ctx, user, fields),
+        Command::SetConversationPrefs { user, conversation, change } => {
+            crate::conversation_prefs::set_prefs(state, ctx, user, conversation, change)
+        }
+        Command::ClearHistoryForSelf { user, conversation, clear, delete } => {
+            crate::conversation_prefs::clear_for_self(state, ctx, (user, conversation), *clear, delete)
+        }
         Command::SetGroupProfile { actor, group, fields } => {
             crate::group_admin::set_profile(state, ctx, actor, group, fields)
         }

@@ -95,6 +95,16 @@ pub enum Change {
         conversation: ConversationId,
         blocker: UserId,
     },
+    PutConversationPrefs {
+        user: UserId,
+        conversation: ConversationId,
+        prefs: crate::records::ConversationPrefs,
+    },
+    PutHistoryView {
+        conversation: ConversationId,
+        user: UserId,
+        view: crate::records::HistoryView,
+    },
     /// An application to join `group`, waiting.
     PutGroupApplication {
         group: GroupId,

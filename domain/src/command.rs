@@ -91,6 +91,12 @@ pub enum Command {
     /// ban): a member is removed, and the user may not join, apply, be added or (in a live
     /// room) send until it ends.
     BanGroupMember { actor: UserId, group: GroupId, user: UserId, duration_ms: u64 },
+    /// `user` changes their settings for a row of their list (CONV-03); `None` leaves a
+    /// setting as it is. Applied on `user`'s shard.
+    SetConversationPrefs { user: UserId, conversation: ConversationId, change: crate::conversation_prefs::PrefsChange },
+    /// `user` removes messages from their own view of a stream (MSG-09): everything up to the
+    /// newest (`clear`) and/or the messages at `delete`. Applied on the stream's shard.
+    ClearHistoryForSelf { user: UserId, conversation: ConversationId, clear: bool, delete: Vec<Seq> },
     /// `user` blocks (or unblocks) `target` (REL-03); applied on `user`'s shard. The
     /// conversation of the two learns of it through the outbox and refuses `target`'s sends
     /// to `user` from then on. `conversation_home`: where that conversation lives when not

@@ -94,6 +94,10 @@ pub enum Event {
     GroupMutedAll { group: GroupId, muted: bool, by: UserId },
     /// `user` is banned from `group` until `until` (0: the ban was lifted).
     GroupMemberBanned { group: GroupId, user: UserId, until: TimeMs, by: UserId },
+    /// `user`'s settings for a row of their list became `prefs`.
+    ConversationPrefsSet { user: UserId, conversation: ConversationId, prefs: crate::records::ConversationPrefs },
+    /// `user`'s view of a stream's history became `view`.
+    HistoryViewSet { conversation: ConversationId, user: UserId, view: crate::records::HistoryView },
     /// `from` asked to become `user`'s friend; the request waits for `user` (on `user`'s shard).
     FriendRequested { user: UserId, from: UserId, message: String, remark: String, at: TimeMs },
     /// `user` answered the request of `from` (or it was settled by a friendship from the
@@ -137,6 +141,8 @@ impl Event {
             Event::ProfileUpdated { .. } => "ProfileUpdated",
             Event::ConversationBlocked { .. } => "ConversationBlocked",
             Event::FriendRequested { .. } => "FriendRequested",
+            Event::ConversationPrefsSet { .. } => "ConversationPrefsSet",
+            Event::HistoryViewSet { .. } => "HistoryViewSet",
             Event::GroupProfileUpdated { .. } => "GroupProfileUpdated",
             Event::GroupMemberInfoSet { .. } => "GroupMemberInfoSet",
             Event::GroupJoinRequested { .. } => "GroupJoinRequested",

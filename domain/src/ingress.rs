@@ -167,6 +167,14 @@ pub fn check(
             members_fit(users.len())?;
             to.owns(crate::ConversationId::group(group).as_str())
         }
+        Command::SetConversationPrefs { user, change, .. } => {
+            change.check()?;
+            to.owns(user.as_str())
+        }
+        Command::ClearHistoryForSelf { conversation, clear, delete, .. } => {
+            crate::conversation_prefs::check_delete(*clear, delete)?;
+            to.owns(conversation.as_str())
+        }
         Command::SetGroupProfile { group, fields, .. } => {
             crate::group_admin::check_group_fields(fields)?;
             to.owns(crate::ConversationId::group(group).as_str())

@@ -23,6 +23,7 @@
 pub mod apply;
 pub mod change;
 pub mod command;
+pub mod conversation_prefs;
 pub mod element;
 pub mod event;
 pub mod friend;
@@ -46,8 +47,9 @@ pub use ids::{
     ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
 };
 pub use records::{
-    Conversation, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group, GroupApplication, GroupKind,
-    GroupMember, GroupRef, GroupRole, JoinOption, MemberCursor, Message, User,
+    Conversation, ConversationPrefs, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group,
+    GroupApplication, GroupKind, GroupMember, GroupRef, GroupRole, HistoryView, JoinOption, MemberCursor, Message,
+    User,
 };
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

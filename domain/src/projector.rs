@@ -270,6 +270,14 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         Event::ConversationBlocked { conversation, blocker, blocked: false } => {
             vec![Change::DeletePairBlock { conversation: conversation.clone(), blocker: blocker.clone() }]
         }
+        Event::ConversationPrefsSet { user, conversation, prefs } => vec![Change::PutConversationPrefs {
+            user: user.clone(),
+            conversation: conversation.clone(),
+            prefs: prefs.clone(),
+        }],
+        Event::HistoryViewSet { conversation, user, view } => {
+            vec![Change::PutHistoryView { conversation: conversation.clone(), user: user.clone(), view: view.clone() }]
+        }
         Event::GroupProfileUpdated { group, fields, .. } => match state.group(group)? {
             Some(g) => vec![Change::PutGroup(crate::group_admin::group_with(g, fields))],
             None => vec![],

@@ -273,3 +273,34 @@ pub struct FriendCounts {
     pub friends: u64,
     pub pending: u64,
 }
+
+/// A user's settings for one row of their conversation list (CONV-03), on the user's shard:
+/// a one-to-one conversation or a group's stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationPrefs {
+    pub pinned: bool,
+    /// Do not disturb: no offline push for it (the row still counts unread).
+    pub dnd: bool,
+    pub draft: String,
+    /// The user's own marks (labels) on the row.
+    pub marks: Vec<String>,
+    /// Deleted from the list up to this seq: the row is hidden until a newer message arrives.
+    pub hidden_up_to: Seq,
+}
+
+/// What one member removed from their own view of a stream's history (MSG-09), on the
+/// stream's shard next to the read cursors: everything up to `cleared_up_to`, and single
+/// messages. Others' views are untouched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryView {
+    pub cleared_up_to: Seq,
+    /// Deleted seqs after `cleared_up_to`, ascending.
+    pub deleted: Vec<Seq>,
+}
+
+impl HistoryView {
+    /// Whether the member removed the message at `seq` from their view.
+    pub fn hides(&self, seq: Seq) -> bool {
+        seq <= self.cleared_up_to || self.deleted.binary_search(&seq).is_ok()
+    }
+}

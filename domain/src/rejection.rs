@@ -104,6 +104,8 @@ reasons! {
     GroupApplicationLimit => "GROUP_APPLICATION_LIMIT", FailedPrecondition;
     GroupApplicationNotFound => "GROUP_APPLICATION_NOT_FOUND", NotFound;
     ReadReceiptsUnavailable => "READ_RECEIPTS_UNAVAILABLE", FailedPrecondition;
+    ConversationFieldInvalid => "CONVERSATION_FIELD_INVALID", InvalidArgument;
+    DeletedMessagesLimit => "DELETED_MESSAGES_LIMIT", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

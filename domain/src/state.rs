@@ -38,6 +38,18 @@ pub trait ShardState {
     fn blocked_count(&self, user: &UserId) -> Result<u64, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
+    /// `user`'s settings for a row of their list (on `user`'s shard).
+    fn conversation_prefs(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+    ) -> Result<Option<crate::records::ConversationPrefs>, StateError>;
+    /// `user`'s view of a stream's history (on the stream's shard).
+    fn history_view(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<crate::records::HistoryView>, StateError>;
     /// `user`'s application to join `group`, if waiting.
     fn group_application(
         &self,
@@ -228,6 +240,40 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(b) => Ok(b),
             None => self.base.pair_blocked(conversation, blocker),
+        }
+    }
+
+    fn conversation_prefs(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+    ) -> Result<Option<crate::records::ConversationPrefs>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutConversationPrefs { user: u, conversation: cv, prefs } if u == user && cv == conversation => {
+                Some(prefs.clone())
+            }
+            _ => None,
+        }) {
+            Some(p) => Ok(Some(p)),
+            None => self.base.conversation_prefs(user, conversation),
+        }
+    }
+
+    fn history_view(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<crate::records::HistoryView>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutHistoryView { conversation: cv, user: u, view } if u == user && cv == conversation => {
+                Some(view.clone())
+            }
+            _ => None,
+        }) {
+            Some(v) => Ok(Some(v)),
+            None => self.base.history_view(conversation, user),
         }
     }
 

@@ -32,6 +32,8 @@ struct MemState {
     pair_friends: BTreeSet<(ConversationId, UserId)>,
     applications: BTreeMap<(GroupId, UserId), GroupApplication>,
     bans: BTreeMap<(GroupId, UserId), TimeMs>,
+    prefs: BTreeMap<(UserId, ConversationId), ConversationPrefs>,
+    views: BTreeMap<(ConversationId, UserId), HistoryView>,
 }
 
 impl ShardState for MemState {
@@ -76,6 +78,12 @@ impl ShardState for MemState {
     }
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         Ok(self.pair_blocks.contains(&(conversation.clone(), blocker.clone())))
+    }
+    fn conversation_prefs(&self, u: &UserId, c: &ConversationId) -> Result<Option<ConversationPrefs>, StateError> {
+        Ok(self.prefs.get(&(u.clone(), c.clone())).cloned())
+    }
+    fn history_view(&self, c: &ConversationId, u: &UserId) -> Result<Option<HistoryView>, StateError> {
+        Ok(self.views.get(&(c.clone(), u.clone())).cloned())
     }
     fn group_application(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupApplication>, StateError> {
         Ok(self.applications.get(&(group.clone(), user.clone())).cloned())
@@ -176,6 +184,12 @@ impl MemState {
                 }
                 Change::DeletePairFriend { conversation, lister } => {
                     self.pair_friends.remove(&(conversation, lister));
+                }
+                Change::PutConversationPrefs { user, conversation, prefs } => {
+                    self.prefs.insert((user, conversation), prefs);
+                }
+                Change::PutHistoryView { conversation, user, view } => {
+                    self.views.insert((conversation, user), view);
                 }
                 Change::PutGroupApplication { group, application } => {
                     self.applications.insert((group, application.user.clone()), application);
@@ -1308,4 +1322,57 @@ fn join_options_decide_self_joins_and_applications() {
     let renamed =
         Command::SetGroupProfile { actor: user("ann"), group: gid("g1"), fields: fields(&[("name", "ours")]) };
     assert!(run(&mut w, &ctx(3, 3), renamed).is_ok(), "any member renames a work group");
+}
+
+#[test]
+fn list_settings_and_history_removed_for_self_only() {
+    use meridian_domain::conversation_prefs::PrefsChange;
+    let mut s = MemState::default();
+    let mut ids = 0;
+    for i in 1..=5 {
+        send(&mut s, i, "ann", "bob", "hi", None).unwrap_or_else(|r| panic!("{r}"));
+    }
+    deliver_all(&mut s, 6, &mut ids);
+    let pair = ConversationId::c2c(&user("ann"), &user("bob"));
+    let prefs =
+        |change: PrefsChange| Command::SetConversationPrefs { user: user("ann"), conversation: pair.clone(), change };
+    let pin = PrefsChange { pinned: Some(true), draft: Some("half a thought".into()), ..Default::default() };
+    run(&mut s, &ctx(7, 7), prefs(pin)).unwrap_or_else(|r| panic!("{r}"));
+    let marks = PrefsChange { marks: Some(vec!["work".into(), "work".into(), "vip".into()]), ..Default::default() };
+    run(&mut s, &ctx(8, 8), prefs(marks)).unwrap_or_else(|r| panic!("{r}"));
+    let p = &s.prefs[&(user("ann"), pair.clone())];
+    assert_eq!(
+        (p.pinned, p.draft.as_str(), p.marks.clone()),
+        (true, "half a thought", vec!["vip".into(), "work".into()])
+    );
+    let hide = PrefsChange { hide_up_to: Some(Seq(5)), ..Default::default() };
+    run(&mut s, &ctx(9, 9), prefs(hide)).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.prefs[&(user("ann"), pair.clone())].hidden_up_to, Seq(5));
+    assert_rejected(&mut s, &ctx(10, 10), prefs(PrefsChange::default()), Reason::ConversationFieldInvalid);
+    let long = PrefsChange { draft: Some("d".repeat(2049)), ..Default::default() };
+    assert_rejected(&mut s, &ctx(10, 10), prefs(long), Reason::ConversationFieldInvalid);
+    let stranger = Command::SetConversationPrefs {
+        user: user("ann"),
+        conversation: ConversationId::c2c(&user("ann"), &user("zed")),
+        change: PrefsChange { dnd: Some(true), ..Default::default() },
+    };
+    assert_rejected(&mut s, &ctx(10, 10), stranger, Reason::ConversationNotFound);
+
+    // Clear and delete for self: bob's view is untouched, ann's hides what she removed.
+    let clear = |who: &str, clear, delete: &[u64]| Command::ClearHistoryForSelf {
+        user: user(who),
+        conversation: pair.clone(),
+        clear,
+        delete: delete.iter().map(|s| Seq(*s)).collect(),
+    };
+    run(&mut s, &ctx(11, 11), clear("ann", false, &[2, 4])).unwrap_or_else(|r| panic!("{r}"));
+    let view = s.views[&(pair.clone(), user("ann"))].clone();
+    assert!(view.hides(Seq(2)) && view.hides(Seq(4)) && !view.hides(Seq(3)));
+    assert_rejected(&mut s, &ctx(12, 12), clear("ann", false, &[6]), Reason::SeqOutOfRange);
+    assert_rejected(&mut s, &ctx(12, 12), clear("zed", true, &[]), Reason::NotAMember);
+    send(&mut s, 13, "bob", "ann", "later", None).unwrap_or_else(|r| panic!("{r}"));
+    run(&mut s, &ctx(14, 14), clear("ann", true, &[])).unwrap_or_else(|r| panic!("{r}"));
+    let view = s.views[&(pair.clone(), user("ann"))].clone();
+    assert_eq!((view.cleared_up_to, view.deleted.len()), (Seq(6), 0), "the clear covers the deletions");
+    assert!(!s.views.contains_key(&(pair, user("bob"))));
 }

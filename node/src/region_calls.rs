@@ -75,6 +75,12 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Admin/CreateUser" => call!(admin, Admin::create_user, api::CreateUserRequest),
         "Chat/SetBlocked" => call!(chat, Chat::set_blocked, api::SetBlockedRequest),
         "Chat/ListBlocked" => call!(chat, Chat::list_blocked, api::ListBlockedRequest),
+        "Chat/SetConversationPrefs" => {
+            call!(chat, Chat::set_conversation_prefs, api::SetConversationPrefsRequest)
+        }
+        "Chat/DeleteConversation" => call!(chat, Chat::delete_conversation, api::DeleteConversationRequest),
+        "Chat/ClearHistory" => call!(chat, Chat::clear_history, api::ClearHistoryRequest),
+        "Chat/DeleteMessages" => call!(chat, Chat::delete_messages, api::DeleteMessagesRequest),
         "Chat/AddFriend" => call!(chat, Chat::add_friend, api::AddFriendRequest),
         "Chat/RespondFriendRequest" => call!(chat, Chat::respond_friend_request, api::RespondFriendRequestRequest),
         "Chat/DeleteFriend" => call!(chat, Chat::delete_friend, api::DeleteFriendRequest),
@@ -139,7 +145,11 @@ pub async fn heads(ctx: &Context, r: wire::HeadsRequest) -> Result<wire::HeadsRe
         let store = ctx.node.store(ctx.topology.conversation_shard(&conversation))?;
         let Some(head) = store.conversation(&conversation)? else { continue };
         let Some(member) = head.member(&user) else { continue };
-        let last = store.message(&conversation, head.last_seq)?;
+        let last = if store.history_view(&conversation, &user)?.hides(head.last_seq) {
+            None
+        } else {
+            store.message(&conversation, head.last_seq)?
+        };
         rows.push(api::Conversation {
             conversation_id: conversation.to_string(),
             peer: conversation.peer_of(&user).map(|p| p.to_string()).unwrap_or_default(),
@@ -152,6 +162,7 @@ pub async fn heads(ctx: &Context, r: wire::HeadsRequest) -> Result<wire::HeadsRe
             home_unavailable: false,
             group_id: String::new(),
             mentioned: false,
+            ..Default::default()
         });
     }
     Ok(wire::HeadsResponse { conversations: rows })

@@ -164,7 +164,6 @@ async fn every_group_type_follows_its_join_rules_and_limits() {
     let gone = cluster.user("zed").send_group_text("pub", "anyone?", None).await.unwrap_err();
     assert_eq!(reason(&gone), "GROUP_DISMISSED");
 
-
     cluster.phase("read receipts only for groups of at most 200");
     let all: Vec<&str> = users.iter().map(String::as_str).collect();
     own.create_group(Some("big"), "meeting", "", &all).await.unwrap();
@@ -562,4 +561,94 @@ async fn applications_profiles_name_cards_mute_all_and_bans() {
     own.ban_group_member("club", "dan", 0).await.unwrap();
     assert!(!dan.apply_to_join_group("club", "").await.unwrap().pending, "the ban was lifted");
     cluster.wait_converged().await;
+}
+
+async fn seqs_seen(client: &Client, stream: &Stream) -> Vec<u64> {
+    let page = client
+        .stream_history(stream, 0, 100, meridian_client::api::Direction::Forward, ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    page.messages.iter().map(|m| m.seq).collect()
+}
+
+async fn row(client: &Client, id: &str) -> Option<meridian_client::api::Conversation> {
+    let list = client.conversations_all(ReadConsistency::Linearizable).await.unwrap();
+    list.conversations.into_iter().find(|c| c.conversation_id == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_settings_and_history_removed_for_self_only() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    cluster.create_users(&["ann".to_owned(), "bob".to_owned()]).await;
+    let (ann, bob) = (cluster.user("ann"), cluster.user("bob"));
+    for i in 1..=4 {
+        ann.send_text("bob", &format!("m{i}"), None).await.unwrap();
+    }
+    let pair = "c2c:ann:bob";
+    let with_ann = Stream::Peer("ann".into());
+    let with_bob = Stream::Peer("bob".into());
+    wait_until_listed(&bob, pair).await;
+
+    cluster.phase("pin, do not disturb, draft and marks show in bob's row only");
+    let prefs = |pinned, draft: &str, marks: Vec<String>| meridian_client::api::SetConversationPrefsRequest {
+        peer: "ann".into(),
+        pinned: Some(pinned),
+        dnd: Some(true),
+        draft: Some(draft.into()),
+        set_marks: true,
+        marks,
+        ..Default::default()
+    };
+    bob.set_conversation_prefs(prefs(true, "tomorrow?", vec!["work".into()])).await.unwrap();
+    let r = row(&bob, pair).await.unwrap();
+    assert_eq!(
+        (r.pinned, r.dnd, r.draft.as_str(), r.marks.clone()),
+        (true, true, "tomorrow?", vec!["work".to_owned()])
+    );
+    let a = row(&ann, pair).await.unwrap();
+    assert_eq!((a.pinned, a.dnd, a.draft.as_str()), (false, false, ""), "ann's row is her own");
+    let long = bob.set_conversation_prefs(prefs(true, &"d".repeat(2049), vec![])).await.unwrap_err();
+    assert_eq!(reason(&long), "CONVERSATION_FIELD_INVALID");
+
+    cluster.phase("delete the row: hidden until the next message");
+    assert_eq!(bob.delete_conversation(&with_ann).await.unwrap().hidden_up_to, 4);
+    assert!(row(&bob, pair).await.is_none());
+    assert!(row(&ann, pair).await.is_some());
+    ann.send_text("bob", "m5", None).await.unwrap();
+    assert_eq!(row(&bob, pair).await.map(|r| r.last_seq), Some(5), "back with a newer message");
+
+    cluster.phase("delete messages and clear history, for bob only");
+    let deleted = bob.delete_messages(&with_ann, &[2, 4]).await.unwrap();
+    assert_eq!((deleted.cleared_up_to, deleted.deleted), (0, 2));
+    assert_eq!(seqs_seen(&bob, &with_ann).await, vec![1, 3, 5]);
+    assert_eq!(seqs_seen(&ann, &with_bob).await, vec![1, 2, 3, 4, 5]);
+    let bad = bob.delete_messages(&with_ann, &[9]).await.unwrap_err();
+    assert_eq!(reason(&bad), "SEQ_OUT_OF_RANGE");
+    assert_eq!(bob.clear_history(&with_ann).await.unwrap().cleared_up_to, 5);
+    assert!(seqs_seen(&bob, &with_ann).await.is_empty());
+    assert!(row(&bob, pair).await.unwrap().last_message.is_none(), "the row shows no cleared message");
+    ann.send_text("bob", "m6", None).await.unwrap();
+    assert_eq!(seqs_seen(&bob, &with_ann).await, vec![6]);
+    assert_eq!(seqs_seen(&ann, &with_bob).await, vec![1, 2, 3, 4, 5, 6]);
+
+    cluster.phase("a group's stream the same way");
+    ann.create_group(Some("g"), "work", "", &["bob"]).await.unwrap();
+    for i in 1..=3 {
+        ann.send_group_text("g", &format!("g{i}"), None).await.unwrap();
+    }
+    let group = Stream::Group("g".into());
+    bob.delete_messages(&group, &[1]).await.unwrap();
+    assert_eq!(seqs_seen(&bob, &group).await, vec![2, 3]);
+    bob.clear_history(&group).await.unwrap();
+    assert!(seqs_seen(&bob, &group).await.is_empty());
+    assert_eq!(seqs_seen(&ann, &group).await, vec![1, 2, 3]);
+    cluster.wait_converged().await;
+}
+
+async fn wait_until_listed(client: &Client, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while row(client, id).await.is_none() {
+        assert!(Instant::now() < deadline, "{id} never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -156,6 +156,9 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                         member_count: *member_count,
                     })
                 }
+                Reply::HistoryCleared { cleared_up_to, deleted } => {
+                    Kind::HistoryCleared(peer::HistoryCleared { cleared_up_to: cleared_up_to.0, deleted: *deleted })
+                }
                 Reply::Friend { state } => Kind::Friend(peer::FriendAnswer { state: state.name().to_owned() }),
             }),
         }),
@@ -203,6 +206,9 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
                 pending: a.pending,
                 member_count: a.member_count,
             },
+            Kind::HistoryCleared(h) => {
+                Reply::HistoryCleared { cleared_up_to: Seq(h.cleared_up_to), deleted: h.deleted }
+            }
             Kind::Friend(f) => Reply::Friend {
                 state: meridian_domain::friend::FriendState::from_name(&f.state)
                     .ok_or_else(|| bad(&format!("unknown friend state {:?}", f.state)))?,

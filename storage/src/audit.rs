@@ -74,6 +74,12 @@ impl Scan {
                 Some((&keys::PROJ_FRIEND_REQUEST, rest)) => {
                     prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "friend request"))
                 }
+                Some((&keys::PROJ_CONVERSATION_PREFS, rest)) => {
+                    prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "conversation settings"))
+                }
+                Some((&keys::PROJ_HISTORY_VIEW, rest)) => prefixed(rest)
+                    .and_then(|(c, _)| conversation(c))
+                    .map(|c| (Subject::Conversation(c), "history view")),
                 Some((&keys::PROJ_FRIEND_COUNTS, id)) => user(id).map(|u| (Subject::User(u), "friend counts")),
                 Some((&keys::PROJ_PAIR_FRIEND, rest)) => prefixed(rest)
                     .and_then(|(c, _)| conversation(c))
@@ -187,6 +193,10 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::FriendAdded { user, .. }
         | Event::FriendRemoved { user, .. }
         | Event::FriendRemarked { user, .. } => vec![(Subject::User(user.clone()), "friend event")],
+        Event::ConversationPrefsSet { user, .. } => vec![(Subject::User(user.clone()), "ConversationPrefsSet event")],
+        Event::HistoryViewSet { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "HistoryViewSet event")]
+        }
         Event::ConversationFriended { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "ConversationFriended event")]
         }
@@ -234,6 +244,12 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::BanGroupMember { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
         Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],
+        Command::SetConversationPrefs { user, .. } => {
+            vec![(Subject::User(user.clone()), "SetConversationPrefs command")]
+        }
+        Command::ClearHistoryForSelf { conversation, .. } => {
+            vec![(Subject::Conversation(conversation.clone()), "ClearHistoryForSelf command")]
+        }
         Command::AddFriend { target, .. } => vec![(Subject::User(target.clone()), "AddFriend command")],
         Command::RespondFriendRequest { user, .. }
         | Command::DeleteFriend { user, .. }

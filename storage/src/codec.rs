@@ -259,6 +259,26 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             friend: friend.to_string(),
             remark: remark.clone(),
         }),
+        Command::SetConversationPrefs { user, conversation, change } => {
+            Kind::SetConversationPrefs(pb::SetConversationPrefs {
+                user: user.to_string(),
+                conversation_id: conversation.to_string(),
+                pinned: change.pinned,
+                dnd: change.dnd,
+                draft: change.draft.clone(),
+                set_marks: change.marks.is_some(),
+                marks: change.marks.clone().unwrap_or_default(),
+                hide_up_to: change.hide_up_to.map_or(0, |s| s.0),
+            })
+        }
+        Command::ClearHistoryForSelf { user, conversation, clear, delete } => {
+            Kind::ClearHistoryForSelf(pb::ClearHistoryForSelf {
+                user: user.to_string(),
+                conversation_id: conversation.to_string(),
+                clear: *clear,
+                delete: delete.iter().map(|s| s.0).collect(),
+            })
+        }
         Command::SetGroupProfile { actor, group, fields } => Kind::SetGroupProfile(pb::SetGroupProfile {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -443,6 +463,23 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
         Kind::SetFriendRemark(r) => {
             Command::SetFriendRemark { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)?, remark: r.remark }
         }
+        Kind::SetConversationPrefs(p) => Command::SetConversationPrefs {
+            user: user_id(W, &p.user)?,
+            conversation: conversation_id(W, &p.conversation_id)?,
+            change: meridian_domain::conversation_prefs::PrefsChange {
+                pinned: p.pinned,
+                dnd: p.dnd,
+                draft: p.draft,
+                marks: p.set_marks.then_some(p.marks),
+                hide_up_to: (p.hide_up_to != 0).then_some(Seq(p.hide_up_to)),
+            },
+        },
+        Kind::ClearHistoryForSelf(c) => Command::ClearHistoryForSelf {
+            user: user_id(W, &c.user)?,
+            conversation: conversation_id(W, &c.conversation_id)?,
+            clear: c.clear,
+            delete: c.delete.into_iter().map(Seq).collect(),
+        },
         Kind::SetGroupProfile(p) => Command::SetGroupProfile {
             actor: user_id(W, &p.actor)?,
             group: group_id(W, &p.group_id)?,
@@ -798,6 +835,12 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             blocked: *blocked,
             time_ms: at.0,
         }),
+        Event::ConversationPrefsSet { user, conversation, prefs } => {
+            Kind::ConversationPrefsSet(prefs_to_pb(prefs, Some((user, conversation))))
+        }
+        Event::HistoryViewSet { conversation, user, view } => {
+            Kind::HistoryViewSet(history_view_to_pb(view, Some((user, conversation))))
+        }
         Event::GroupProfileUpdated { group, fields, by } => Kind::GroupProfileUpdated(pb::SetGroupProfile {
             actor: by.to_string(),
             group_id: group.to_string(),
@@ -988,6 +1031,16 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             target: user_id(W, &b.target)?,
             blocked: b.blocked,
             at: TimeMs(b.time_ms),
+        },
+        Kind::ConversationPrefsSet(p) => Event::ConversationPrefsSet {
+            user: user_id(W, &p.user)?,
+            conversation: conversation_id(W, &p.conversation_id)?,
+            prefs: prefs_from_pb(p),
+        },
+        Kind::HistoryViewSet(v) => Event::HistoryViewSet {
+            user: user_id(W, &v.user)?,
+            conversation: conversation_id(W, &v.conversation_id)?,
+            view: history_view_from_pb(v),
         },
         Kind::GroupProfileUpdated(p) => Event::GroupProfileUpdated {
             group: group_id(W, &p.group_id)?,
@@ -1207,6 +1260,44 @@ pub fn group_ref_to_pb(r: &GroupRef) -> pb::GroupRefRecord {
 
 pub fn group_ref_from_pb(r: pb::GroupRefRecord) -> Result<GroupRef, StorageError> {
     Ok(GroupRef { group: group_id("group ref", &r.group_id)?, joined: TimeMs(r.joined_ms) })
+}
+
+/// A row's settings as stored; `subject` (user, conversation) is set in events only.
+pub fn prefs_to_pb(p: &ConversationPrefs, subject: Option<(&UserId, &ConversationId)>) -> pb::ConversationPrefsRecord {
+    pb::ConversationPrefsRecord {
+        version: RECORD_VERSION,
+        pinned: p.pinned,
+        dnd: p.dnd,
+        draft: p.draft.clone(),
+        marks: p.marks.clone(),
+        hidden_up_to: p.hidden_up_to.0,
+        user: subject.map(|(u, _)| u.to_string()).unwrap_or_default(),
+        conversation_id: subject.map(|(_, c)| c.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn prefs_from_pb(p: pb::ConversationPrefsRecord) -> ConversationPrefs {
+    ConversationPrefs {
+        pinned: p.pinned,
+        dnd: p.dnd,
+        draft: p.draft,
+        marks: p.marks,
+        hidden_up_to: Seq(p.hidden_up_to),
+    }
+}
+
+pub fn history_view_to_pb(v: &HistoryView, subject: Option<(&UserId, &ConversationId)>) -> pb::HistoryViewRecord {
+    pb::HistoryViewRecord {
+        version: RECORD_VERSION,
+        cleared_up_to: v.cleared_up_to.0,
+        deleted: v.deleted.iter().map(|s| s.0).collect(),
+        user: subject.map(|(u, _)| u.to_string()).unwrap_or_default(),
+        conversation_id: subject.map(|(_, c)| c.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn history_view_from_pb(v: pb::HistoryViewRecord) -> HistoryView {
+    HistoryView { cleared_up_to: Seq(v.cleared_up_to), deleted: v.deleted.into_iter().map(Seq).collect() }
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ versioned!(
     pb::FriendCountsRecord,
     pb::GroupApplicationRecord,
     pb::GroupBanRecord,
+    pb::ConversationPrefsRecord,
+    pb::HistoryViewRecord,
     pb::ProfileRecord,
     pb::CountRecord,
 );

@@ -119,6 +119,8 @@ pub const PROJ_FRIEND_COUNTS: u8 = b'k';
 pub const PROJ_PAIR_FRIEND: u8 = b'F';
 pub const PROJ_GROUP_APPLICATION: u8 = b'j';
 pub const PROJ_GROUP_BAN: u8 = b'x';
+pub const PROJ_CONVERSATION_PREFS: u8 = b'P';
+pub const PROJ_HISTORY_VIEW: u8 = b'v';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -231,6 +233,29 @@ pub fn profile(shard: ShardId, user: &UserId) -> Vec<u8> {
 pub fn block_count(shard: ShardId, user: &UserId) -> Vec<u8> {
     let mut k = with_shard(shard, 1 + user.as_str().len());
     k.push(PROJ_BLOCK_COUNT);
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of `user`'s row settings.
+pub fn conversation_prefs_of(shard: ShardId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + user.as_str().len() + 48);
+    k.push(PROJ_CONVERSATION_PREFS);
+    push_str(&mut k, user.as_str());
+    k
+}
+
+pub fn conversation_prefs(shard: ShardId, user: &UserId, conversation: &ConversationId) -> Vec<u8> {
+    let mut k = conversation_prefs_of(shard, user);
+    k.extend_from_slice(conversation.as_str().as_bytes());
+    k
+}
+
+/// `user`'s view of a stream's history.
+pub fn history_view(shard: ShardId, conversation: &ConversationId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + conversation.as_str().len() + user.as_str().len());
+    k.push(PROJ_HISTORY_VIEW);
+    push_str(&mut k, conversation.as_str());
     k.extend_from_slice(user.as_str().as_bytes());
     k
 }

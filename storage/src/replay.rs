@@ -119,6 +119,8 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_PAIR_FRIEND
                         | &keys::PROJ_GROUP_APPLICATION
                         | &keys::PROJ_GROUP_BAN
+                        | &keys::PROJ_CONVERSATION_PREFS
+                        | &keys::PROJ_HISTORY_VIEW
                 )
             )
         }

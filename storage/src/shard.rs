@@ -263,6 +263,30 @@ impl ShardStore {
         })
     }
 
+    /// `user`'s settings for the rows of their list, by conversation id.
+    pub fn conversation_prefs_of(
+        &self,
+        user: &UserId,
+    ) -> Result<std::collections::BTreeMap<String, ConversationPrefs>, StorageError> {
+        let prefix = keys::conversation_prefs_of(self.shard, user);
+        Ok(self
+            .projections_under(&prefix, |k, v| {
+                let conversation = std::str::from_utf8(&k[prefix.len()..])
+                    .map_err(|_| StorageError::corrupt("conversation prefs", "the key names no conversation"))?
+                    .to_owned();
+                Ok((conversation, codec::prefs_from_pb(decode_record("conversation prefs", v)?)))
+            })?
+            .into_iter()
+            .collect())
+    }
+
+    /// `user`'s view of a stream's history (on the stream's shard).
+    pub fn history_view(&self, conversation: &ConversationId, user: &UserId) -> Result<HistoryView, StorageError> {
+        let r: Option<pb::HistoryViewRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::history_view(self.shard, conversation, user), "history view")?;
+        Ok(r.map(codec::history_view_from_pb).unwrap_or_default())
+    }
+
     /// The applications waiting to join `group`, in user id order.
     pub fn group_applications(&self, group: &GroupId) -> Result<Vec<GroupApplication>, StorageError> {
         let prefix = keys::group_applications(self.shard, group);
@@ -622,6 +646,16 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::CF_PROJECTIONS,
             keys::pair_friend(shard, conversation, lister),
             pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
+        ),
+        Change::PutConversationPrefs { user, conversation, prefs } => (
+            keys::CF_PROJECTIONS,
+            keys::conversation_prefs(shard, user, conversation),
+            codec::prefs_to_pb(prefs, None).encode_to_vec(),
+        ),
+        Change::PutHistoryView { conversation, user, view } => (
+            keys::CF_PROJECTIONS,
+            keys::history_view(shard, conversation, user),
+            codec::history_view_to_pb(view, None).encode_to_vec(),
         ),
         Change::PutGroupApplication { group, application } => (
             keys::CF_PROJECTIONS,
@@ -1031,6 +1065,22 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         let key = keys::pair_block(self.0.shard_id(), conversation, blocker);
         Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation block")?.is_some())
+    }
+
+    fn conversation_prefs(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+    ) -> Result<Option<ConversationPrefs>, StateError> {
+        let key = keys::conversation_prefs(self.0.shard_id(), user, conversation);
+        let r = self.0.read_record::<pb::ConversationPrefsRecord>(keys::CF_PROJECTIONS, key, "conversation prefs")?;
+        Ok(r.map(codec::prefs_from_pb))
+    }
+
+    fn history_view(&self, conversation: &ConversationId, user: &UserId) -> Result<Option<HistoryView>, StateError> {
+        let key = keys::history_view(self.0.shard_id(), conversation, user);
+        let r = self.0.read_record::<pb::HistoryViewRecord>(keys::CF_PROJECTIONS, key, "history view")?;
+        Ok(r.map(codec::history_view_from_pb))
     }
 
     fn group_application(&self, group: &GroupId, user: &UserId) -> Result<Option<GroupApplication>, StateError> {

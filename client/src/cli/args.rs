@@ -488,6 +488,93 @@ impl BlockCommand {
     }
 }
 
+/// Which row of your list: `--with PEER` or `--group GROUP`.
+#[derive(Debug, clap::Args)]
+pub struct RowArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    #[arg(long = "with", value_name = "PEER", required_unless_present = "group", conflicts_with = "group")]
+    pub peer: Option<String>,
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// `meridian conversation ...` (CONV-03, MSG-09).
+#[derive(Debug, clap::Subcommand)]
+pub enum ConversationCommand {
+    /// Pin a row (`--off` unpins).
+    Pin {
+        #[command(flatten)]
+        row: RowArgs,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Do not disturb (`--off` lifts it).
+    Dnd {
+        #[command(flatten)]
+        row: RowArgs,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Keep a draft (an empty one removes it).
+    Draft {
+        #[command(flatten)]
+        row: RowArgs,
+        text: String,
+    },
+    /// Set the row's marks (none: remove them all).
+    Mark {
+        #[command(flatten)]
+        row: RowArgs,
+        #[arg(value_delimiter = ',', value_name = "A,B")]
+        marks: Vec<String>,
+    },
+    /// Delete the row from your list until a newer message arrives (`--clear`: and clear its
+    /// history from your view).
+    Delete {
+        #[command(flatten)]
+        row: RowArgs,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Clear the history from your own view.
+    Clear {
+        #[command(flatten)]
+        row: RowArgs,
+    },
+    /// Delete messages from your own view.
+    DeleteMessages {
+        #[command(flatten)]
+        row: RowArgs,
+        #[arg(required = true, value_delimiter = ',', value_name = "SEQ,SEQ")]
+        seqs: Vec<u64>,
+    },
+}
+
+impl ConversationCommand {
+    pub fn row(&self) -> &RowArgs {
+        match self {
+            ConversationCommand::Pin { row, .. }
+            | ConversationCommand::Dnd { row, .. }
+            | ConversationCommand::Draft { row, .. }
+            | ConversationCommand::Mark { row, .. }
+            | ConversationCommand::Delete { row, .. }
+            | ConversationCommand::Clear { row }
+            | ConversationCommand::DeleteMessages { row, .. } => row,
+        }
+    }
+}
+
+impl RowArgs {
+    pub fn stream(&self) -> crate::Stream {
+        match (&self.peer, &self.group) {
+            (_, Some(g)) => crate::Stream::Group(g.clone()),
+            (Some(p), None) => crate::Stream::Peer(p.clone()),
+            (None, None) => crate::Stream::Peer(String::new()),
+        }
+    }
+}
+
 /// `meridian friend ...` (REL-03).
 #[derive(Debug, clap::Subcommand)]
 pub enum FriendCommand {

@@ -129,6 +129,10 @@ pub fn conversations_json(list: &ListConversationsResponse) -> Value {
                 "home_unavailable": c.home_unavailable,
                 "group_id": c.group_id,
                 "mentioned": c.mentioned,
+                "pinned": c.pinned,
+                "dnd": c.dnd,
+                "draft": c.draft,
+                "marks": c.marks,
             })
         })
         .collect();
@@ -211,6 +215,18 @@ pub fn conversation_line(conversation: &Conversation) -> String {
     let mut line = conversation_head_line(conversation);
     if conversation.mentioned {
         line.push_str("  @you");
+    }
+    if conversation.pinned {
+        line.push_str("  pinned");
+    }
+    if conversation.dnd {
+        line.push_str("  dnd");
+    }
+    if !conversation.marks.is_empty() {
+        line.push_str(&format!("  marks={}", conversation.marks.join(",")));
+    }
+    if !conversation.draft.is_empty() {
+        line.push_str(&format!("  draft={:?}", conversation.draft));
     }
     match (conversation.home_region.as_str(), conversation.home_unavailable) {
         ("", _) => line,
@@ -759,6 +775,10 @@ mod tests {
                     home_unavailable: false,
                     group_id: String::new(),
                     mentioned: false,
+                    pinned: true,
+                    dnd: false,
+                    draft: "later".into(),
+                    marks: vec!["work".into()],
                 },
                 Conversation { conversation_id: "c2".into(), peer: "carol".into(), ..Conversation::default() },
             ],
@@ -773,10 +793,12 @@ mod tests {
                 "conversations": [
                     {"conversation_id": "c1", "peer": "bob", "last_seq": 9, "read_seq": 6,
                      "unread": 3, "last_time_ms": 42, "last_text": "see you",
-                     "home_region": "sg", "home_unavailable": false, "group_id": "", "mentioned": false},
+                     "home_region": "sg", "home_unavailable": false, "group_id": "", "mentioned": false,
+                     "pinned": true, "dnd": false, "draft": "later", "marks": ["work"]},
                     {"conversation_id": "c2", "peer": "carol", "last_seq": 0, "read_seq": 0,
                      "unread": 0, "last_time_ms": 0, "last_text": "",
-                     "home_region": "", "home_unavailable": false, "group_id": "", "mentioned": false},
+                     "home_region": "", "home_unavailable": false, "group_id": "", "mentioned": false,
+                     "pinned": false, "dnd": false, "draft": "", "marks": []},
                 ],
                 "unavailable_regions": []
             })

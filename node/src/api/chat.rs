@@ -152,15 +152,18 @@ impl ChatService {
             self.ctx.require_user(&peer).await?;
         }
         let shard = self.ctx.topology.conversation_shard(&conversation);
-        Ok((self.read_page(&conversation, shard, req.into_inner()).await?, home))
+        Ok((self.read_page(&conversation, shard, &me, req.into_inner()).await?, home))
     }
 
-    /// One page of a stream (a conversation's or a group's) on `shard`, as `body` asks.
+    /// One page of a stream (a conversation's or a group's) on `shard`, as `body` asks and as
+    /// `viewer` sees it: without what they cleared or deleted for themselves (MSG-09). The
+    /// seqs of those stay taken, so a page may skip seqs the viewer removed.
     pub(super) async fn read_page(
         &self,
         conversation: &ConversationId,
         shard: ShardId,
-        body: api::GetHistoryRequest,
+        viewer: &UserId,
+        mut body: api::GetHistoryRequest,
     ) -> Result<api::GetHistoryResponse, ApiError> {
         let max = self.ctx.limits.max_history_page;
         let limit = match body.limit {
@@ -178,6 +181,20 @@ impl ChatService {
         self.barrier_if(linearizable, shard).await?;
         let store = self.ctx.node.store(shard)?;
         let last_seq = store.conversation(conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
+        let view = store.history_view(conversation, viewer)?;
+        let cleared = view.cleared_up_to.0;
+        let forward = body.direction() == api::Direction::Forward;
+        if cleared > 0 && forward && body.start_seq <= cleared && body.start_seq <= last_seq.0 {
+            if cleared >= last_seq.0 {
+                return Ok(api::GetHistoryResponse {
+                    conversation_id: conversation.to_string(),
+                    messages: vec![],
+                    last_seq: last_seq.0,
+                    next_seq: 0,
+                });
+            }
+            body.start_seq = cleared + 1;
+        }
         if body.start_seq > last_seq.0 && body.start_seq > 1 {
             return Err(Rejection::new(
                 Reason::SeqOutOfRange,
@@ -185,7 +202,6 @@ impl ChatService {
             )
             .into());
         }
-        let forward = body.direction() == api::Direction::Forward;
         let start = match (body.start_seq, forward) {
             (0, true) => Seq(1),
             (0, false) => last_seq,
@@ -208,9 +224,10 @@ impl ChatService {
             }
             _ => 0,
         };
+        let next_seq = if !forward && next_seq <= cleared { 0 } else { next_seq };
         Ok(api::GetHistoryResponse {
             conversation_id: conversation.to_string(),
-            messages: messages.iter().map(message_to_wire).collect(),
+            messages: messages.iter().filter(|m| !view.hides(m.seq)).map(message_to_wire).collect(),
             last_seq: last_seq.0,
             next_seq,
         })
@@ -321,7 +338,12 @@ impl ChatService {
             let unread = head.unread(&me);
             total_unread += unread;
             let read_seq = head.member(&me).map_or(0, |m| m.read_seq.0);
-            let last = store.message(&r.conversation, head.last_seq)?;
+            // A newest message the caller removed from their view is not shown.
+            let last = if store.history_view(&r.conversation, &me)?.hides(head.last_seq) {
+                None
+            } else {
+                store.message(&r.conversation, head.last_seq)?
+            };
             rows.push(api::Conversation {
                 conversation_id: r.conversation.to_string(),
                 peer: r.peer.to_string(),
@@ -334,6 +356,7 @@ impl ChatService {
                 home_unavailable: false,
                 group_id: String::new(),
                 mentioned: false,
+                ..Default::default()
             });
         }
         for row in self.group_rows(&me, user_shard).await? {
@@ -372,6 +395,20 @@ impl ChatService {
                 }
             }
         }
+        // The caller's settings: rows deleted from the list stay hidden until a newer message.
+        let mut prefs = self.ctx.node.store(user_shard)?.conversation_prefs_of(&me)?;
+        rows.retain_mut(|row| {
+            let Some(p) = prefs.remove(&row.conversation_id) else { return true };
+            if !row.home_unavailable && row.last_seq <= p.hidden_up_to.0 {
+                total_unread -= row.unread;
+                return false;
+            }
+            row.pinned = p.pinned;
+            row.dnd = p.dnd;
+            row.draft = p.draft;
+            row.marks = p.marks;
+            true
+        });
         // Newest first; ties broken by id so that the order (and the page token) is total.
         rows.sort_by(|a, b| {
             b.last_time_ms.cmp(&a.last_time_ms).then_with(|| a.conversation_id.cmp(&b.conversation_id))
@@ -699,6 +736,34 @@ impl Chat for ChatService {
         req: Request<api::GetReadReceiptsRequest>,
     ) -> Result<Response<api::GetReadReceiptsResponse>, Status> {
         Ok(Response::new(self.get_read_receipts_(req).await?))
+    }
+
+    async fn set_conversation_prefs(
+        &self,
+        req: Request<api::SetConversationPrefsRequest>,
+    ) -> Result<Response<api::ConversationPrefsResponse>, Status> {
+        Ok(Response::new(self.set_conversation_prefs_(req).await?))
+    }
+
+    async fn delete_conversation(
+        &self,
+        req: Request<api::DeleteConversationRequest>,
+    ) -> Result<Response<api::ConversationPrefsResponse>, Status> {
+        Ok(Response::new(self.delete_conversation_(req).await?))
+    }
+
+    async fn clear_history(
+        &self,
+        req: Request<api::ClearHistoryRequest>,
+    ) -> Result<Response<api::ClearHistoryResponse>, Status> {
+        Ok(homed(self.clear_history_(req).await?))
+    }
+
+    async fn delete_messages(
+        &self,
+        req: Request<api::DeleteMessagesRequest>,
+    ) -> Result<Response<api::ClearHistoryResponse>, Status> {
+        Ok(homed(self.delete_messages_(req).await?))
     }
 
     async fn add_friend(&self, req: Request<api::AddFriendRequest>) -> Result<Response<api::FriendResponse>, Status> {

@@ -345,7 +345,7 @@ impl ChatService {
         if forward && visible_from > 1 {
             body.start_seq = body.start_seq.max(visible_from);
         }
-        let mut page = self.read_page(&stream, self.shard_of(&group), body).await?;
+        let mut page = self.read_page(&stream, self.shard_of(&group), &me, body).await?;
         if visible_from > 1 {
             page.messages.retain(|m| m.seq >= visible_from);
             if !forward && page.next_seq < visible_from {
@@ -415,7 +415,8 @@ impl ChatService {
             let stream = ConversationId::group(&r.group);
             let head = store.conversation(&stream)?;
             let last_seq = head.as_ref().map_or(Seq::ZERO, |h| h.last_seq);
-            let last = if last_seq == Seq::ZERO { None } else { store.message(&stream, last_seq)? };
+            let hidden = last_seq == Seq::ZERO || store.history_view(&stream, me)?.hides(last_seq);
+            let last = if hidden { None } else { store.message(&stream, last_seq)? };
             rows.push(api::Conversation {
                 conversation_id: stream.to_string(),
                 group_id: r.group.to_string(),

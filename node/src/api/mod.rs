@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod conversations;
 pub mod error;
 pub mod friends;
 pub mod group_admin;
