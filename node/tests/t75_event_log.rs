@@ -41,6 +41,7 @@ fn summary(e: &LoggedEvent) -> String {
         Some(Kind::LogicVersionRaised(v)) => format!("LogicVersionRaised {} {}", v.from, v.to),
         Some(Kind::IdClaimed(c)) => format!("IdClaimed {} {}", c.key, c.region),
         Some(Kind::GroupEvent(g)) => format!("{} {} {}", g.r#type, g.group_id, g.user),
+        Some(Kind::RelationEvent(r)) => format!("{} {} {}", r.r#type, r.user, r.other),
         None => "none".into(),
     }
 }

@@ -258,12 +258,52 @@ fn conversation_head_line(conversation: &Conversation) -> String {
     )
 }
 
+fn relation_event_line(r: &crate::api::RelationEvent) -> String {
+    let mut line = r.r#type.clone();
+    for (key, value) in [("conversation", &r.conversation_id), ("user", &r.user), ("other", &r.other)] {
+        if !value.is_empty() {
+            line.push_str(&format!(" {key}={value}"));
+        }
+    }
+    match r.r#type.as_str() {
+        "UserBlocked" | "ConversationBlocked" => line.push_str(&format!(" blocked={}", r.flag)),
+        "FriendRequestResolved" => line.push_str(&format!(" accepted={}", r.flag)),
+        "ConversationFriended" => line.push_str(&format!(" friend={}", r.flag)),
+        _ => {}
+    }
+    if !r.message.is_empty() {
+        line.push_str(&format!(" message={:?}", r.message));
+    }
+    if !r.remark.is_empty() {
+        line.push_str(&format!(" remark={:?}", r.remark));
+    }
+    let mut fields: Vec<_> = r.fields.iter().collect();
+    fields.sort();
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={v:?}"));
+    }
+    line
+}
+
 fn group_event_line(g: &crate::api::GroupEvent) -> String {
     let mut line = format!("{} group={}", g.r#type, g.group_id);
     for (key, value) in [("user", &g.user), ("by", &g.by), ("type", &g.group_type), ("role", &g.role)] {
         if !value.is_empty() {
             line.push_str(&format!(" {key}={value}"));
         }
+    }
+    match g.r#type.as_str() {
+        "GroupJoinResolved" => line.push_str(&format!(" approved={}", g.flag)),
+        "GroupMutedAll" => line.push_str(&format!(" muted={}", g.flag)),
+        _ => {}
+    }
+    if !g.message.is_empty() {
+        line.push_str(&format!(" message={:?}", g.message));
+    }
+    let mut fields: Vec<_> = g.fields.iter().collect();
+    fields.sort();
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={v:?}"));
     }
     if g.seq > 0 {
         line.push_str(&format!(
@@ -457,7 +497,11 @@ pub fn event_json(e: &LoggedEvent) -> Value {
             "type": g.r#type, "group_id": g.group_id, "user": g.user, "by": g.by, "group_type": g.group_type,
             "name": g.name, "role": g.role, "max_members": g.max_members, "seq": g.seq, "message_id": g.message_id,
             "elements": g.elements.iter().map(element_json).collect::<Vec<_>>(), "request_id": g.request_id,
-            "time_ms": g.time_ms, "until_ms": g.until_ms,
+            "time_ms": g.time_ms, "until_ms": g.until_ms, "fields": g.fields, "flag": g.flag, "message": g.message,
+        }),
+        Some(EventKind::RelationEvent(r)) => json!({
+            "type": r.r#type, "user": r.user, "other": r.other, "conversation_id": r.conversation_id,
+            "flag": r.flag, "message": r.message, "remark": r.remark, "fields": r.fields, "time_ms": r.time_ms,
         }),
         None => json!({ "type": "Unknown" }),
     };
@@ -504,6 +548,7 @@ pub fn event_line(e: &LoggedEvent) -> String {
         Some(EventKind::LogicVersionRaised(v)) => format!("LogicVersionRaised from={} to={}", v.from, v.to),
         Some(EventKind::IdClaimed(c)) => format!("IdClaimed key={} region={}", c.key, c.region),
         Some(EventKind::GroupEvent(g)) => group_event_line(g),
+        Some(EventKind::RelationEvent(r)) => relation_event_line(r),
         None => "Unknown".to_owned(),
     };
     format!("{} {what}", event_offset(e))

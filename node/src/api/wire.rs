@@ -141,6 +141,17 @@ pub fn logged_event_to_wire(region: &RegionCode, shard: ShardId, logged: &Logged
         Event::IdClaimed { key, region } => {
             Kind::IdClaimed(api::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
+        Event::UserBlocked { .. }
+        | Event::ConversationBlocked { .. }
+        | Event::ProfileUpdated { .. }
+        | Event::FriendRequested { .. }
+        | Event::FriendRequestResolved { .. }
+        | Event::FriendAdded { .. }
+        | Event::FriendRemoved { .. }
+        | Event::FriendRemarked { .. }
+        | Event::ConversationFriended { .. }
+        | Event::ConversationPrefsSet { .. }
+        | Event::HistoryViewSet { .. } => Kind::RelationEvent(relation_event_to_wire(&logged.event)),
         group_event => Kind::GroupEvent(group_event_to_wire(group_event)),
     };
     api::LoggedEvent {
@@ -226,6 +237,120 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
         Event::GroupUnlisted { user, group } => {
             out.group_id = group.to_string();
             out.user = user.to_string();
+        }
+        Event::GroupProfileUpdated { group, fields, by } => {
+            out.group_id = group.to_string();
+            out.by = by.to_string();
+            out.fields = fields.iter().cloned().collect();
+        }
+        Event::GroupMemberInfoSet { group, user, fields, by } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.by = by.to_string();
+            out.fields = fields.iter().cloned().collect();
+        }
+        Event::GroupJoinRequested { group, user, message, at } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.message = message.clone();
+            out.time_ms = at.0;
+        }
+        Event::GroupJoinResolved { group, user, approved, by } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.by = by.to_string();
+            out.flag = *approved;
+        }
+        Event::GroupMutedAll { group, muted, by } => {
+            out.group_id = group.to_string();
+            out.by = by.to_string();
+            out.flag = *muted;
+        }
+        Event::GroupMemberBanned { group, user, until, by } => {
+            out.group_id = group.to_string();
+            out.user = user.to_string();
+            out.by = by.to_string();
+            out.until_ms = until.0;
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A relationship, profile or list-settings event as the event API shows it.
+fn relation_event_to_wire(e: &Event) -> api::RelationEvent {
+    let mut out = api::RelationEvent { r#type: e.name().to_owned(), ..Default::default() };
+    match e {
+        Event::UserBlocked { user, target, blocked, at } => {
+            out.user = user.to_string();
+            out.other = target.to_string();
+            out.flag = *blocked;
+            out.time_ms = at.0;
+        }
+        Event::ConversationBlocked { conversation, blocker, blocked } => {
+            out.conversation_id = conversation.to_string();
+            out.user = blocker.to_string();
+            out.flag = *blocked;
+        }
+        Event::ProfileUpdated { user, fields } => {
+            out.user = user.to_string();
+            out.fields = fields.iter().cloned().collect();
+        }
+        Event::FriendRequested { user, from, message, remark, at } => {
+            out.user = user.to_string();
+            out.other = from.to_string();
+            out.message = message.clone();
+            out.remark = remark.clone();
+            out.time_ms = at.0;
+        }
+        Event::FriendRequestResolved { user, from, accepted } => {
+            out.user = user.to_string();
+            out.other = from.to_string();
+            out.flag = *accepted;
+        }
+        Event::FriendAdded { user, friend, remark, at } => {
+            out.user = user.to_string();
+            out.other = friend.to_string();
+            out.remark = remark.clone();
+            out.time_ms = at.0;
+        }
+        Event::FriendRemoved { user, friend } => {
+            out.user = user.to_string();
+            out.other = friend.to_string();
+        }
+        Event::FriendRemarked { user, friend, remark } => {
+            out.user = user.to_string();
+            out.other = friend.to_string();
+            out.remark = remark.clone();
+        }
+        Event::ConversationFriended { conversation, lister, friend } => {
+            out.conversation_id = conversation.to_string();
+            out.user = lister.to_string();
+            out.flag = *friend;
+        }
+        Event::ConversationPrefsSet { user, conversation, prefs } => {
+            out.user = user.to_string();
+            out.conversation_id = conversation.to_string();
+            out.fields = [
+                ("pinned".to_owned(), prefs.pinned.to_string()),
+                ("dnd".to_owned(), prefs.dnd.to_string()),
+                ("draft".to_owned(), prefs.draft.clone()),
+                ("marks".to_owned(), prefs.marks.join(",")),
+                ("hidden_up_to".to_owned(), prefs.hidden_up_to.0.to_string()),
+            ]
+            .into_iter()
+            .collect();
+        }
+        Event::HistoryViewSet { conversation, user, view } => {
+            out.user = user.to_string();
+            out.conversation_id = conversation.to_string();
+            let deleted: Vec<String> = view.deleted.iter().map(|s| s.0.to_string()).collect();
+            out.fields = [
+                ("cleared_up_to".to_owned(), view.cleared_up_to.0.to_string()),
+                ("deleted".to_owned(), deleted.join(",")),
+            ]
+            .into_iter()
+            .collect();
         }
         _ => {}
     }
