@@ -15,8 +15,8 @@ use crate::cluster::{is_root, ChaosCluster, ClusterOptions};
 use crate::faults::{self, FaultKind};
 use crate::firewall::Firewall;
 use crate::history::{
-    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryWriter,
-    ProjectionsRecord, Record, ShardHashRecord,
+    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord,
+    HealedRecord, HistoryWriter, LogEventRecord, ProjectionsRecord, Record, ShardHashRecord,
 };
 use crate::workload::{read_message, Counters, Workload};
 
@@ -67,6 +67,9 @@ impl CampaignResult {
         let _ = writeln!(s, "{:<28}{:>10}", "faults injected", self.faults.len());
         let _ = writeln!(s, "{:<28}{:>10}", "elections (term increases)", self.elections);
         let _ = writeln!(s, "{:<28}{:>10}", "conversations checked", r.conversations);
+        let _ = writeln!(s, "{:<28}{:>10}", "group/friend/block ops", r.socials);
+        let _ = writeln!(s, "{:<28}{:>10}", "member/friend lists recounted", r.social_lists_checked);
+        let _ = writeln!(s, "{:<28}{:>10}", "sends judged in log order", r.sends_judged_in_log);
         let _ = writeln!(s, "{:<28}{:>10}", "shard hashes compared", r.hashes_compared);
         let _ = writeln!(s, "{:<28}{:>10}", "projection replays checked", r.projections_verified);
         let _ = writeln!(s, "recovery after each fault:");
@@ -122,6 +125,7 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
 
     let workload = Workload::new(opts.seed, opts.users, opts.conversations, opts.clients);
     workload.create_users(&admin).await.context("create the workload's users")?;
+    workload.create_groups(&admin).await.context("create the workload's groups")?;
     let history = Arc::new(HistoryWriter::create(dir.join("history.jsonl"))?);
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -263,6 +267,34 @@ async fn final_reads(cluster: &mut ChaosCluster, w: &Workload, history: &History
                 messages,
             }))?;
         }
+        let owner = at.with_act_as(w.owner().to_owned())?;
+        for group in &w.groups {
+            let stream = meridian_client::Stream::Group(group.clone());
+            let msgs = owner.stream_history_all(&stream, ReadConsistency::Local).await?;
+            let mut messages: Vec<_> = msgs.iter().map(read_message).collect();
+            messages.sort_by_key(|m| m.seq);
+            history.append(&Record::Final(FinalRecord { node, conversation: format!("grp:{group}"), messages }))?;
+            let mut members: Vec<String> =
+                owner.group_all_members(group).await?.members.into_iter().map(|m| m.user).collect();
+            members.sort();
+            history.append(&Record::FinalMembers(FinalMembersRecord { node, group: group.clone(), members }))?;
+        }
+        for u in &w.users {
+            let mut friends: Vec<String> =
+                at.with_act_as(u.clone())?.list_friends().await?.friends.into_iter().map(|f| f.user).collect();
+            friends.sort();
+            history.append(&Record::FinalFriends(FinalFriendsRecord { node, user: u.clone(), friends }))?;
+        }
+        if i == 0 {
+            // The shards' hashes are compared below, so one node's event logs stand for all.
+            for shard in 0..cluster.options.shards {
+                for e in at.read_all_events(shard, 1).await? {
+                    if let Some(record) = log_event(node, &e) {
+                        history.append(&Record::LogEvent(record))?;
+                    }
+                }
+            }
+        }
         for u in &w.users {
             let list = at.with_act_as(u.clone())?.conversations_all(ReadConsistency::Local).await?;
             let rows = list
@@ -302,4 +334,58 @@ async fn final_reads(cluster: &mut ChaosCluster, w: &Workload, history: &History
         }
     }
     Ok(())
+}
+
+/// The part of a logged event the social rules read, or `None` for the events they ignore.
+fn log_event(node: u32, e: &meridian_client::api::LoggedEvent) -> Option<LogEventRecord> {
+    use meridian_client::api::logged_event::Kind;
+    let mut record = LogEventRecord {
+        node,
+        shard: e.shard,
+        index: e.log_index,
+        command: e.command,
+        event: e.event,
+        kind: String::new(),
+        stream: String::new(),
+        user: String::new(),
+        other: String::new(),
+        seq: 0,
+        time_ms: 0,
+        until_ms: 0,
+        flag: false,
+    };
+    match e.kind.as_ref()? {
+        Kind::MessageSent(m) => {
+            record.kind = "MessageSent".into();
+            record.stream = m.conversation_id.clone();
+            record.user = m.sender.clone();
+            record.other = m.recipient.clone();
+            record.seq = m.seq;
+            record.time_ms = m.time_ms;
+        }
+        Kind::GroupEvent(g)
+            if matches!(
+                g.r#type.as_str(),
+                "GroupMemberAdded" | "GroupMemberRemoved" | "GroupMemberMuted" | "GroupMessageSent"
+            ) =>
+        {
+            record.kind = g.r#type.clone();
+            record.stream = g.group_id.clone();
+            record.user = g.user.clone();
+            record.seq = g.seq;
+            record.time_ms = g.time_ms;
+            record.until_ms = g.until_ms;
+        }
+        Kind::RelationEvent(r)
+            if matches!(r.r#type.as_str(), "ConversationBlocked" | "FriendAdded" | "FriendRemoved") =>
+        {
+            record.kind = r.r#type.clone();
+            record.stream = r.conversation_id.clone();
+            record.user = r.user.clone();
+            record.other = r.other.clone();
+            record.flag = r.flag;
+        }
+        _ => return None,
+    }
+    Some(record)
 }

@@ -15,6 +15,11 @@
 //! - `reads.rs` — rule 3: every successful read agrees with the final history.
 //! - `lists.rs` — rule 5: conversation lists (head, unread, cursor, completeness).
 //! - `hashes.rs` — rule 6: shard hashes agree at equal indexes.
+//! - `social.rs` — groups and relationships: every node's member lists and friend lists
+//!   equal a recount of the events in the event log; no group message was accepted from a
+//!   non-member or a muted member, and no one-to-one message from a sender the recipient had
+//!   blocked, judged in log order. (Group streams are judged by rules 1, 2 and 5 like
+//!   one-to-one conversations: their sends, final histories and list rows.)
 //! - `projections.rs` — invariant 4: every node's projections of every shard equal a replay
 //!   of the shard's event log (`Admin/VerifyProjections`, run by each node after healing).
 //!
@@ -30,6 +35,7 @@ mod projections;
 mod reads;
 mod report;
 mod sends;
+mod social;
 mod violation;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,8 +44,8 @@ pub use report::Report;
 pub use violation::{Note, NoteKind, OpKind, OpRef, Violation, ViolationKind};
 
 use crate::history::{
-    FinalConversationsRecord, FinalRecord, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record,
-    SendRecord, ShardHashRecord,
+    FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord, LogEventRecord, MarkReadRecord,
+    Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord, ShardHashRecord, SocialRecord,
 };
 
 /// Judges a history. Never fails: whatever cannot be judged is a violation (e.g. an
@@ -55,6 +61,7 @@ pub fn check(records: &[Record]) -> Report {
     lists::check(&history, &finals, &mut report.violations);
     hashes::check(&history, &mut report);
     projections::check(&history, &mut report);
+    social::check(&history, &mut report);
     report
 }
 
@@ -70,6 +77,10 @@ struct History<'a> {
     lists: Vec<&'a FinalConversationsRecord>,
     hashes: Vec<&'a ShardHashRecord>,
     projections: Vec<&'a ProjectionsRecord>,
+    socials: Vec<&'a SocialRecord>,
+    members: Vec<&'a FinalMembersRecord>,
+    friends: Vec<&'a FinalFriendsRecord>,
+    events: Vec<&'a LogEventRecord>,
     faults: u64,
     heals: u64,
     slowest_recovery_ms: Option<u64>,
@@ -93,6 +104,10 @@ impl<'a> History<'a> {
             lists: Vec::new(),
             hashes: Vec::new(),
             projections: Vec::new(),
+            socials: Vec::new(),
+            members: Vec::new(),
+            friends: Vec::new(),
+            events: Vec::new(),
             faults: 0,
             heals: 0,
             slowest_recovery_ms: None,
@@ -119,6 +134,10 @@ impl<'a> History<'a> {
                 Record::FinalConversations(list) => history.lists.push(list),
                 Record::ShardHash(hash) => history.hashes.push(hash),
                 Record::Projections(check) => history.projections.push(check),
+                Record::Social(social) => history.socials.push(social),
+                Record::FinalMembers(members) => history.members.push(members),
+                Record::FinalFriends(friends) => history.friends.push(friends),
+                Record::LogEvent(event) => history.events.push(event),
                 Record::Fault(_) => history.faults += 1,
                 Record::Healed(healed) => {
                     history.heals += 1;
@@ -132,7 +151,8 @@ impl<'a> History<'a> {
     fn counts(&self) -> Report {
         let sends_with = |outcome| self.sends.iter().filter(|send| send.outcome == outcome).count() as u64;
         Report {
-            operations: (self.sends.len() + self.reads.len() + self.mark_reads.len()) as u64,
+            operations: (self.sends.len() + self.reads.len() + self.mark_reads.len() + self.socials.len()) as u64,
+            socials: self.socials.len() as u64,
             sends: self.sends.len() as u64,
             acknowledged: sends_with(Outcome::Ok),
             rejected: sends_with(Outcome::Error),

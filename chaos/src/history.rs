@@ -36,6 +36,15 @@ pub enum Record {
     ShardHash(ShardHashRecord),
     /// Whether a shard's projections equal a replay of its event log, as one node checked it.
     Projections(ProjectionsRecord),
+    /// A membership, moderation or relationship change a client asked for (group joins,
+    /// leaves, kicks, mutes; friend adds and deletes; blocks and unblocks).
+    Social(SocialRecord),
+    /// A group's member list as one node shows it, after healing.
+    FinalMembers(FinalMembersRecord),
+    /// A user's friend list as one node shows it, after healing.
+    FinalFriends(FinalFriendsRecord),
+    /// One event of a shard's event log (those the social rules judge), read after healing.
+    LogEvent(LogEventRecord),
     /// A fault was injected.
     Fault(FaultRecord),
     /// A fault was healed.
@@ -236,4 +245,67 @@ pub struct HealedRecord {
     pub target: String,
     /// How long until the cluster accepted writes again, if measured.
     pub recovered_ms: Option<u64>,
+}
+
+/// A `Social` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocialRecord {
+    pub client: u32,
+    /// `join`, `leave`, `kick`, `mute`, `friend_add`, `friend_delete`, `block`, `unblock`.
+    pub action: String,
+    /// The acting user.
+    pub actor: String,
+    /// The user acted on (the actor themselves for joins and leaves).
+    pub target: String,
+    /// The group, for group actions.
+    pub group: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+/// A `FinalMembers` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalMembersRecord {
+    pub node: u32,
+    pub group: String,
+    /// Every member, in user id order.
+    pub members: Vec<String>,
+}
+
+/// A `FinalFriends` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalFriendsRecord {
+    pub node: u32,
+    pub user: String,
+    /// The user's friend list, in user id order.
+    pub friends: Vec<String>,
+}
+
+/// A `LogEvent` line: an event as the event API showed it, reduced to what the social rules
+/// read. Events of one shard come in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEventRecord {
+    pub node: u32,
+    pub shard: u32,
+    pub index: u64,
+    pub command: u32,
+    pub event: u32,
+    /// The event type: `GroupMemberAdded`, `GroupMemberRemoved`, `GroupMemberMuted`,
+    /// `GroupMessageSent`, `MessageSent`, `ConversationBlocked`, `FriendAdded`, `FriendRemoved`.
+    pub kind: String,
+    /// The group (group events) or the conversation (one-to-one events).
+    pub stream: String,
+    /// The member, sender, blocker or list owner.
+    pub user: String,
+    /// The recipient or the friend.
+    pub other: String,
+    pub seq: u64,
+    /// The event's time (the leader's clock at the entry), ms since the epoch.
+    pub time_ms: i64,
+    /// Mutes: until when.
+    pub until_ms: i64,
+    /// Blocks: blocked (true) or lifted.
+    pub flag: bool,
 }

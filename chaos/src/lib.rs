@@ -38,7 +38,7 @@ pub mod workload;
 
 pub use checker::{check, Note, NoteKind, OpKind, OpRef, Report, Violation, ViolationKind};
 pub use history::{
-    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalRecord, HealedRecord, HistoryError,
-    HistoryWriter, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord,
-    ShardHashRecord,
+    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord,
+    HealedRecord, HistoryError, HistoryWriter, LogEventRecord, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage,
+    ReadRecord, Record, SendRecord, ShardHashRecord, SocialRecord,
 };

@@ -1,6 +1,8 @@
 //! The workload: concurrent clients sending one-to-one messages with request ids (retried
 //! by the SDK on errors and timeouts), reading history pages and marking conversations read,
-//! across many conversations; every operation and its outcome goes to the history.
+//! across many conversations; sending to a few groups, joining and leaving them, the owner
+//! kicking and muting members; adding and deleting friends, blocking and unblocking. Every
+//! operation and its outcome goes to the history.
 //!
 //! A sent message's text is its request id, so a message read back names its send.
 
@@ -14,7 +16,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use crate::history::{HistoryWriter, MarkReadRecord, Outcome, ReadMessage, ReadRecord, Record, SendRecord};
+use crate::history::{
+    HistoryWriter, MarkReadRecord, Outcome, ReadMessage, ReadRecord, Record, SendRecord, SocialRecord,
+};
+
+/// How many groups the workload uses, all of type meeting (free to join), owned by the first
+/// user, who never leaves.
+pub const GROUPS: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -23,6 +31,8 @@ pub struct Workload {
     pub pairs: Vec<(String, String)>,
     pub clients: u32,
     pub seed: u64,
+    /// The groups (`g0`, `g1`, …), owned by `users[0]`.
+    pub groups: Vec<String>,
 }
 
 /// Counts kept while the workload runs.
@@ -85,12 +95,28 @@ impl Workload {
                 pairs.push((a, b));
             }
         }
-        Self { users, pairs, clients, seed }
+        let groups = (0..GROUPS).map(|i| format!("g{i}")).collect();
+        Self { users, pairs, clients, seed, groups }
+    }
+
+    /// The owner of every group.
+    pub fn owner(&self) -> &str {
+        &self.users[0]
     }
 
     pub async fn create_users(&self, admin: &Client) -> anyhow::Result<()> {
         for u in &self.users {
             admin.create_user(u, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the groups, each with every other user as an initial member.
+    pub async fn create_groups(&self, admin: &Client) -> anyhow::Result<()> {
+        let owner = admin.with_act_as(self.owner().to_owned())?;
+        for (i, group) in self.groups.iter().enumerate() {
+            let members: Vec<&str> = self.users.iter().skip(1 + i % 2).step_by(2).map(String::as_str).collect();
+            owner.create_group(Some(group), "meeting", group, &members).await?;
         }
         Ok(())
     }
@@ -135,7 +161,10 @@ impl Workload {
             let conversation = conversation_id(me, peer);
             let roll = rng.gen_range(0..100);
             let start = Instant::now();
-            let record = if roll < 70 {
+            let record = if roll >= 75 {
+                n += 1;
+                self.social(c, n, &mut rng, &admin, start, t0).await
+            } else if roll < 55 {
                 n += 1;
                 let request_id = format!("s{}-c{c}-{n}", self.seed);
                 let r = client.send_text(peer, &request_id, Some(request_id.clone())).await;
@@ -156,7 +185,7 @@ impl Workload {
                     message_id,
                     error,
                 })
-            } else if roll < 90 {
+            } else if roll < 68 {
                 let forward = rng.gen_bool(0.5);
                 let direction = if forward { Direction::Forward } else { Direction::Backward };
                 let limit = rng.gen_range(5..=50);
@@ -200,6 +229,7 @@ impl Workload {
                 Record::Send(s) => s.outcome == Outcome::Ok,
                 Record::Read(r) => r.outcome == Outcome::Ok,
                 Record::MarkRead(m) => m.outcome == Outcome::Ok,
+                Record::Social(s) => s.outcome == Outcome::Ok,
                 _ => false,
             };
             if ok {
@@ -214,4 +244,115 @@ impl Workload {
             }
         }
     }
+
+    /// One group or relationship operation: a group send (40%), a join or a leave, a kick or a
+    /// mute by the owner, a friend add or delete, a block or an unblock.
+    async fn social(&self, c: u32, n: u64, rng: &mut StdRng, admin: &Client, start: Instant, t0: Instant) -> Record {
+        let ms = |t: Instant| u64::try_from(t.duration_since(t0).as_millis()).unwrap_or(u64::MAX);
+        let group = self.groups[rng.gen_range(0..self.groups.len())].clone();
+        // Anyone but the owner.
+        let member = self.users[rng.gen_range(1..self.users.len())].clone();
+        // Anyone but `member` (who is never the owner).
+        let peer = match self.users[rng.gen_range(0..self.users.len())].clone() {
+            same if same == member => self.users[0].clone(),
+            other => other,
+        };
+        let roll = rng.gen_range(0..100);
+        let social = |action: &str, actor: &str, target: &str, group: &str, r: Result<(), ClientError>| {
+            let (outcome, error) = match r {
+                Ok(()) => (Outcome::Ok, None),
+                Err(e) => (outcome_of(&e), Some(e.to_string())),
+            };
+            Record::Social(SocialRecord {
+                client: c,
+                action: action.to_owned(),
+                actor: actor.to_owned(),
+                target: target.to_owned(),
+                group: group.to_owned(),
+                start_ms: ms(start),
+                end_ms: ms(Instant::now()),
+                outcome,
+                error,
+            })
+        };
+        let act = |user: &str| admin.with_act_as(user.to_owned());
+        if roll < 48 {
+            let request_id = format!("s{}-c{c}-g{n}", self.seed);
+            let r = match act(&member) {
+                Ok(client) => client.send_group_text(&group, &request_id, Some(request_id.clone())).await,
+                Err(e) => Err(e),
+            };
+            let (outcome, seq, message_id, error) = match r {
+                Ok(ok) => (Outcome::Ok, Some(ok.seq), Some(ok.message_id), None),
+                Err(e) => (outcome_of(&e), None, None, Some(e.to_string())),
+            };
+            return Record::Send(SendRecord {
+                client: c,
+                request_id,
+                from: member,
+                to: group.clone(),
+                conversation: format!("grp:{group}"),
+                start_ms: ms(start),
+                end_ms: ms(Instant::now()),
+                outcome,
+                seq,
+                message_id,
+                error,
+            });
+        }
+        let owner = self.owner();
+        match roll {
+            48..=63 => {
+                let r = match act(&member) {
+                    Ok(client) => unit(client.add_group_members(&group, &[member.as_str()]).await),
+                    Err(e) => Err(e),
+                };
+                social("join", &member, &member, &group, r)
+            }
+            64..=75 => {
+                let r = match act(&member) {
+                    Ok(client) => unit(client.remove_group_member(&group, None).await),
+                    Err(e) => Err(e),
+                };
+                social("leave", &member, &member, &group, r)
+            }
+            76..=79 => {
+                let r = match act(owner) {
+                    Ok(client) => unit(client.remove_group_member(&group, Some(&member)).await),
+                    Err(e) => Err(e),
+                };
+                social("kick", owner, &member, &group, r)
+            }
+            80..=83 => {
+                // Seconds are whole: a mute of 1 s, so that it ends while the run goes on.
+                let r = match act(owner) {
+                    Ok(client) => unit(client.mute_group_member(&group, &member, 1).await),
+                    Err(e) => Err(e),
+                };
+                social("mute", owner, &member, &group, r)
+            }
+            84..=91 => {
+                let delete = rng.gen_bool(0.3);
+                let r = match act(&member) {
+                    Ok(client) if delete => unit(client.delete_friend(&peer, rng.gen_bool(0.5)).await),
+                    Ok(client) => unit(client.add_friend(&peer, "", "").await),
+                    Err(e) => Err(e),
+                };
+                social(if delete { "friend_delete" } else { "friend_add" }, &member, &peer, "", r)
+            }
+            _ => {
+                let block = rng.gen_bool(0.4);
+                let r = match act(&member) {
+                    Ok(client) => unit(client.set_blocked(&peer, block).await),
+                    Err(e) => Err(e),
+                };
+                social(if block { "block" } else { "unblock" }, &member, &peer, "", r)
+            }
+        }
+    }
+}
+
+/// An answer reduced to whether it came.
+fn unit<T>(r: Result<T, ClientError>) -> Result<(), ClientError> {
+    r.map(|_| ())
 }

@@ -10,6 +10,7 @@ use meridian_chaos::{
     MarkReadRecord, NoteKind, OpKind, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, Report, SendRecord,
     ShardHashRecord, Violation, ViolationKind,
 };
+use meridian_chaos::{FinalFriendsRecord, FinalMembersRecord, LogEventRecord};
 
 const AB: &str = "c2c:alice:bob";
 const ALL_NODES: [u32; 3] = [1, 2, 3];
@@ -707,4 +708,113 @@ fn a_bad_line_is_an_error_naming_it() {
     let error = read_history(&path).unwrap_err().to_string();
 
     assert!(error.contains("line 4"), "{error}");
+}
+
+/// A logged event of shard 0 at `index`, as the campaign records it.
+fn logged(index: u64, kind: &str, stream: &str, user: &str, other: &str) -> LogEventRecord {
+    LogEventRecord {
+        node: 1,
+        shard: 0,
+        index,
+        command: 0,
+        event: 0,
+        kind: kind.into(),
+        stream: stream.into(),
+        user: user.into(),
+        other: other.into(),
+        seq: 0,
+        time_ms: 1_000 + i64::try_from(index).unwrap(),
+        until_ms: 0,
+        flag: false,
+    }
+}
+
+fn group_story(extra: Vec<LogEventRecord>, members_shown: &[&str]) -> Report {
+    let mut records = vec![
+        Record::LogEvent(logged(1, "GroupMemberAdded", "g", "own", "")),
+        Record::LogEvent(logged(2, "GroupMemberAdded", "g", "ann", "")),
+        Record::LogEvent(logged(3, "GroupMemberAdded", "g", "bob", "")),
+        Record::LogEvent(logged(4, "GroupMemberRemoved", "g", "bob", "")),
+    ];
+    records.extend(extra.into_iter().map(Record::LogEvent));
+    records.push(Record::FinalMembers(FinalMembersRecord {
+        node: 2,
+        group: "g".into(),
+        members: members_shown.iter().map(|m| m.to_string()).collect(),
+    }));
+    check(&records)
+}
+
+#[test]
+fn member_lists_equal_a_recount_of_the_event_log() {
+    let clean = group_story(vec![], &["ann", "own"]);
+    assert!(clean.is_ok(), "{:?}", clean.violations);
+    assert_eq!(clean.social_lists_checked, 1);
+    let report = group_story(vec![], &["ann", "bob", "own"]);
+    let v = only_violation(&report, ViolationKind::MemberListMismatch);
+    assert_eq!((v.conversation.as_deref(), v.nodes.clone()), (Some("grp:g"), vec![2]));
+    assert!(v.detail.contains("ann,own"), "{v}");
+}
+
+#[test]
+fn a_group_message_from_a_removed_or_muted_member_is_illegal() {
+    let mut from_bob = logged(5, "GroupMessageSent", "g", "bob", "");
+    from_bob.seq = 1;
+    let report = group_story(vec![from_bob], &["ann", "own"]);
+    let v = only_violation(&report, ViolationKind::IllegalSend);
+    assert!(v.detail.contains("not a member"), "{v}");
+    assert_eq!(v.seqs, vec![1]);
+
+    let mut mute = logged(5, "GroupMemberMuted", "g", "ann", "");
+    mute.until_ms = 5_000;
+    let mut while_muted = logged(6, "GroupMessageSent", "g", "ann", "");
+    while_muted.seq = 1;
+    let report = group_story(vec![mute.clone(), while_muted], &["ann", "own"]);
+    assert!(only_violation(&report, ViolationKind::IllegalSend).detail.contains("muted"));
+
+    let mut after_the_mute = logged(6, "GroupMessageSent", "g", "ann", "");
+    after_the_mute.time_ms = 5_000;
+    let report = group_story(vec![mute, after_the_mute], &["ann", "own"]);
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_eq!(report.sends_judged_in_log, 1);
+}
+
+#[test]
+fn a_message_to_someone_who_blocked_the_sender_is_illegal_until_unblocked() {
+    let mut block = logged(1, "ConversationBlocked", AB, "alice", "");
+    block.flag = true;
+    let mut sent = logged(2, "MessageSent", AB, "bob", "alice");
+    sent.seq = 4;
+    let report = check(&[Record::LogEvent(block.clone()), Record::LogEvent(sent.clone())]);
+    let v = only_violation(&report, ViolationKind::IllegalSend);
+    assert_eq!(v.conversation.as_deref(), Some(AB));
+    let mut unblock = logged(2, "ConversationBlocked", AB, "alice", "");
+    unblock.flag = false;
+    sent.index = 3;
+    let report = check(&[Record::LogEvent(block), Record::LogEvent(unblock), Record::LogEvent(sent)]);
+    assert!(report.is_ok(), "{:?}", report.violations);
+}
+
+#[test]
+fn friend_lists_equal_a_recount_of_the_event_log() {
+    let events = vec![
+        Record::LogEvent(logged(1, "FriendAdded", "", "ann", "bob")),
+        Record::LogEvent(logged(2, "FriendAdded", "", "ann", "cat")),
+        Record::LogEvent(logged(3, "FriendRemoved", "", "ann", "bob")),
+    ];
+    let shown = |friends: &[&str]| {
+        Record::FinalFriends(FinalFriendsRecord {
+            node: 3,
+            user: "ann".into(),
+            friends: friends.iter().map(|f| f.to_string()).collect(),
+        })
+    };
+    let mut clean = events.clone();
+    clean.push(shown(&["cat"]));
+    assert!(check(&clean).is_ok());
+    let mut wrong = events;
+    wrong.push(shown(&["bob", "cat"]));
+    let report = check(&wrong);
+    let v = only_violation(&report, ViolationKind::FriendListMismatch);
+    assert_eq!((v.user.as_deref(), v.nodes.clone()), (Some("ann"), vec![3]));
 }

@@ -13,7 +13,7 @@ use super::violation::{Note, Violation, ViolationKind};
 /// `notes` what could not be judged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Client operations in the history (`send`, `read` and `mark_read` records).
+    /// Client operations in the history (`send`, `read`, `mark_read` and `social` records).
     pub operations: u64,
     /// `send` records.
     pub sends: u64,
@@ -29,6 +29,12 @@ pub struct Report {
     pub reads: u64,
     /// `mark_read` records.
     pub mark_reads: u64,
+    /// `social` records (joins, leaves, kicks, mutes, friend and block changes).
+    pub socials: u64,
+    /// Member lists and friend lists compared with a recount of the event log.
+    pub social_lists_checked: u64,
+    /// Messages judged against membership, mutes and blocks in log order.
+    pub sends_judged_in_log: u64,
     /// Conversations with a final history.
     pub conversations: u64,
     /// Messages in the final histories (one replica's count per conversation).

@@ -48,6 +48,16 @@ pub enum ViolationKind {
     HashMismatch,
     /// A node's projections of a shard differ from a replay of the shard's event log.
     ProjectionMismatch,
+    /// A group's member list on a node differs from a recount of the membership events in its
+    /// event log.
+    MemberListMismatch,
+    /// A user's friend list on a node differs from a recount of the friend events in the
+    /// user's event log.
+    FriendListMismatch,
+    /// The event log accepted a message it must have refused: to a group from a non-member or
+    /// a muted member, or one-to-one from a user the recipient had blocked (judged in log
+    /// order).
+    IllegalSend,
     /// A record lacks what its outcome requires (an acknowledged send without its seq) or a
     /// read page is not sorted by seq: the harness, not the cluster, is at fault.
     Malformed,
@@ -55,7 +65,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// Every kind, in the order of the summary table.
-    pub const ALL: [ViolationKind; 18] = [
+    pub const ALL: [ViolationKind; 21] = [
         ViolationKind::Lost,
         ViolationKind::Duplicated,
         ViolationKind::Misplaced,
@@ -73,6 +83,9 @@ impl ViolationKind {
         ViolationKind::ListWrong,
         ViolationKind::HashMismatch,
         ViolationKind::ProjectionMismatch,
+        ViolationKind::MemberListMismatch,
+        ViolationKind::FriendListMismatch,
+        ViolationKind::IllegalSend,
         ViolationKind::Malformed,
     ];
 
@@ -96,6 +109,9 @@ impl ViolationKind {
             ViolationKind::ListWrong => "list_wrong",
             ViolationKind::HashMismatch => "hash_mismatch",
             ViolationKind::ProjectionMismatch => "projection_mismatch",
+            ViolationKind::MemberListMismatch => "member_list_mismatch",
+            ViolationKind::FriendListMismatch => "friend_list_mismatch",
+            ViolationKind::IllegalSend => "illegal_send",
             ViolationKind::Malformed => "malformed",
         }
     }
