@@ -133,6 +133,9 @@ pub struct ReadMessage {
     pub sender: String,
     /// Its text: the request id of the send that produced it.
     pub text: String,
+    /// A group notice (a join, a leave, a kick) the server wrote: no send produced it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
 }
 
 /// A `MarkRead` line.

@@ -73,6 +73,10 @@ pub fn read_message(m: &Message) -> ReadMessage {
         message_id: m.message_id.clone(),
         sender: m.sender.clone(),
         text: meridian_client::message_text(m),
+        system: m
+            .elements
+            .iter()
+            .any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_)))),
     }
 }
 

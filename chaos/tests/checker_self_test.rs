@@ -23,7 +23,13 @@ fn c2c(a: &str, b: &str) -> String {
 
 /// A message as the workload writes it: text = request id, message id = `m-{request id}`.
 fn msg(seq: u64, request_id: &str, sender: &str) -> ReadMessage {
-    ReadMessage { seq, message_id: format!("m-{request_id}"), sender: sender.into(), text: request_id.into() }
+    ReadMessage {
+        seq,
+        message_id: format!("m-{request_id}"),
+        sender: sender.into(),
+        text: request_id.into(),
+        system: false,
+    }
 }
 
 /// Builds a history; each client operation takes 5 ms and starts 10 ms after the previous one

@@ -8,15 +8,98 @@ pub const MAX_FORWARD_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Element {
-    Text { text: String },
-    Image { url: String, format: String, size_bytes: u64, width: u32, height: u32, thumbnail_url: String },
-    Voice { url: String, size_bytes: u64, duration_seconds: u32 },
-    Video { url: String, format: String, size_bytes: u64, duration_seconds: u32, thumbnail_url: String },
-    File { url: String, name: String, size_bytes: u64 },
-    Face { index: u32, data: Vec<u8> },
-    Location { description: String, latitude: f64, longitude: f64 },
-    Custom { data: Vec<u8>, description: String, extension: String },
-    MergedForward { title: String, abstracts: Vec<String>, messages: Vec<Forwarded> },
+    Text {
+        text: String,
+    },
+    Image {
+        url: String,
+        format: String,
+        size_bytes: u64,
+        width: u32,
+        height: u32,
+        thumbnail_url: String,
+    },
+    Voice {
+        url: String,
+        size_bytes: u64,
+        duration_seconds: u32,
+    },
+    Video {
+        url: String,
+        format: String,
+        size_bytes: u64,
+        duration_seconds: u32,
+        thumbnail_url: String,
+    },
+    File {
+        url: String,
+        name: String,
+        size_bytes: u64,
+    },
+    Face {
+        index: u32,
+        data: Vec<u8>,
+    },
+    Location {
+        description: String,
+        latitude: f64,
+        longitude: f64,
+    },
+    Custom {
+        data: Vec<u8>,
+        description: String,
+        extension: String,
+    },
+    MergedForward {
+        title: String,
+        abstracts: Vec<String>,
+        messages: Vec<Forwarded>,
+    },
+    /// A system notification in a group's stream (a join, a leave, a kick, a profile change),
+    /// written by the server, never sent by a client.
+    GroupTip {
+        tip: TipKind,
+        users: Vec<String>,
+        by: String,
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// What a group notification tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TipKind {
+    Joined,
+    Left,
+    Kicked,
+    ProfileChanged,
+    OwnerChanged,
+    Banned,
+}
+
+impl TipKind {
+    pub const ALL: [TipKind; 6] = [
+        TipKind::Joined,
+        TipKind::Left,
+        TipKind::Kicked,
+        TipKind::ProfileChanged,
+        TipKind::OwnerChanged,
+        TipKind::Banned,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TipKind::Joined => "joined",
+            TipKind::Left => "left",
+            TipKind::Kicked => "kicked",
+            TipKind::ProfileChanged => "profile_changed",
+            TipKind::OwnerChanged => "owner_changed",
+            TipKind::Banned => "banned",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TipKind> {
+        TipKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// One message inside a merged-forward element.
@@ -53,6 +136,7 @@ impl Element {
             {
                 invalid("a custom element needs data, a description or an extension")
             }
+            Element::GroupTip { .. } => invalid("group notifications are written by the server, not sent"),
             Element::MergedForward { messages, .. } => {
                 if messages.is_empty() {
                     return invalid("a merged-forward element needs at least one message");

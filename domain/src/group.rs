@@ -246,6 +246,11 @@ pub(crate) fn add(
     }
     let member_count = g.member_count + new.len() as u64;
     let changed = !new.is_empty();
+    // Hidden members join unannounced (GRP-06).
+    if changed && !hidden {
+        let users = new.iter().map(|u| u.to_string()).collect();
+        events.push(tip(state, ctx, group, (crate::element::TipKind::Joined, users, actor), vec![])?);
+    }
     Ok(Ok(Applied { events, changes, reply: Reply::GroupChanged { group: group.clone(), member_count, changed } }))
 }
 
@@ -297,13 +302,12 @@ pub(crate) fn remove(
             );
         }
     }
+    let kind = if actor == user { crate::element::TipKind::Left } else { crate::element::TipKind::Kicked };
     Ok(Ok(Applied {
-        events: vec![Event::GroupMemberRemoved {
-            group: group.clone(),
-            user: user.clone(),
-            by: actor.clone(),
-            at: ctx.time,
-        }],
+        events: vec![
+            Event::GroupMemberRemoved { group: group.clone(), user: user.clone(), by: actor.clone(), at: ctx.time },
+            tip(state, ctx, group, (kind, vec![user.to_string()], actor), vec![])?,
+        ],
         changes: vec![listed(user, group, ctx, false)],
         reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count - 1, changed: true },
     }))
@@ -562,6 +566,7 @@ pub(crate) fn transfer(
                 role: GroupRole::Member,
                 by: actor.clone(),
             },
+            tip(state, ctx, group, (crate::element::TipKind::OwnerChanged, vec![to.to_string()], actor), vec![])?,
         ],
         changes: vec![],
         reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
@@ -622,4 +627,30 @@ pub(crate) fn recall(
         changes: vec![],
         reply: Reply::MessageRecalled { seq, at: ctx.time },
     }))
+}
+
+/// A notification in a group's stream (joins, leaves, kicks, profile changes): a message at
+/// the stream's next seq, from `by`, that members sync with the history. A command writes at
+/// most one, after its membership events, so the seq is the head's next.
+pub(crate) fn tip(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    group: &GroupId,
+    (tip, users, by): (crate::element::TipKind, Vec<String>, &UserId),
+    fields: Vec<(String, String)>,
+) -> Result<Event, StateError> {
+    let stream = ConversationId::group(group);
+    let seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq).next();
+    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    Ok(Event::GroupMessageSent {
+        group: group.clone(),
+        seq,
+        message_id,
+        sender: by.clone(),
+        elements: vec![Element::GroupTip { tip, users, by: by.to_string(), fields }],
+        request_id: None,
+        mentions: vec![],
+        at_all: false,
+        at: ctx.time,
+    })
 }

@@ -207,8 +207,18 @@ pub(crate) fn set_profile(
     if after == g {
         return unchanged(changed(&g, false));
     }
+    let notice = crate::group::tip(
+        state,
+        ctx,
+        group,
+        (crate::element::TipKind::ProfileChanged, vec![], actor),
+        fields.to_vec(),
+    )?;
     Ok(Ok(Applied {
-        events: vec![Event::GroupProfileUpdated { group: group.clone(), fields: fields.to_vec(), by: actor.clone() }],
+        events: vec![
+            Event::GroupProfileUpdated { group: group.clone(), fields: fields.to_vec(), by: actor.clone() },
+            notice,
+        ],
         changes: vec![],
         reply: changed(&g, true),
     }))
@@ -322,14 +332,23 @@ pub(crate) fn apply_to_join(
                 );
             }
             Ok(Ok(Applied {
-                events: vec![Event::GroupMemberAdded {
-                    group: group.clone(),
-                    user: user.clone(),
-                    role: GroupRole::Member,
-                    by: user.clone(),
-                    hidden: false,
-                    at: ctx.time,
-                }],
+                events: vec![
+                    Event::GroupMemberAdded {
+                        group: group.clone(),
+                        user: user.clone(),
+                        role: GroupRole::Member,
+                        by: user.clone(),
+                        hidden: false,
+                        at: ctx.time,
+                    },
+                    crate::group::tip(
+                        state,
+                        ctx,
+                        group,
+                        (crate::element::TipKind::Joined, vec![user.to_string()], user),
+                        vec![],
+                    )?,
+                ],
                 changes: vec![listed(user, group, ctx, true)],
                 reply: Reply::GroupApplication {
                     group: group.clone(),
@@ -415,6 +434,8 @@ pub(crate) fn respond(
         });
         changes.push(listed(user, group, ctx, true));
         member_count += 1;
+        let users = vec![user.to_string()];
+        events.push(crate::group::tip(state, ctx, group, (crate::element::TipKind::Joined, users, actor), vec![])?);
     }
     Ok(Ok(Applied {
         events,
@@ -510,6 +531,10 @@ pub(crate) fn ban(
         return unchanged(changed(&g, false));
     }
     events.push(Event::GroupMemberBanned { group: group.clone(), user: user.clone(), until, by: actor.clone() });
+    if until.0 != 0 && target.is_some() {
+        let users = vec![user.to_string()];
+        events.push(crate::group::tip(state, ctx, group, (crate::element::TipKind::Banned, users, actor), vec![])?);
+    }
     Ok(Ok(Applied {
         events,
         changes,

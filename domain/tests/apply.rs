@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_domain::apply::{Outcome, Reply};
-use meridian_domain::element::Element;
+use meridian_domain::element::{Element, TipKind};
 use meridian_domain::shard::shard_for;
 use meridian_domain::*;
 
@@ -1375,4 +1375,51 @@ fn list_settings_and_history_removed_for_self_only() {
     let view = s.views[&(pair.clone(), user("ann"))].clone();
     assert_eq!((view.cleared_up_to, view.deleted.len()), (Seq(6), 0), "the clear covers the deletions");
     assert!(!s.views.contains_key(&(pair, user("bob"))));
+}
+
+fn stream_texts(s: &MemState) -> Vec<(u64, String)> {
+    let stream = ConversationId::group(&gid("g1"));
+    s.messages
+        .iter()
+        .filter(|((c, _), _)| *c == stream)
+        .map(|((_, seq), m)| {
+            let what = match m.elements.first() {
+                Some(Element::GroupTip { tip, users, by, .. }) => format!("{} {} by {by}", tip.name(), users.join(",")),
+                Some(Element::Text { text }) => text.clone(),
+                _ => String::new(),
+            };
+            (seq.0, what)
+        })
+        .collect()
+}
+
+#[test]
+fn joins_leaves_kicks_and_profile_changes_leave_notices_in_the_stream() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Meeting, 10, &["ann"]).unwrap_or_else(|r| panic!("{r}"));
+    assert!(gsend(&mut s, 2, "ann", None).is_ok());
+    assert!(add(&mut s, 3, "bob", &["bob"]).is_ok());
+    let kick = Command::RemoveGroupMember { actor: user("own"), group: gid("g1"), user: user("ann") };
+    run(&mut s, &ctx(4, 4), kick).unwrap_or_else(|r| panic!("{r}"));
+    let leave = Command::RemoveGroupMember { actor: user("bob"), group: gid("g1"), user: user("bob") };
+    run(&mut s, &ctx(5, 5), leave).unwrap_or_else(|r| panic!("{r}"));
+    let rename = Command::SetGroupProfile { actor: user("own"), group: gid("g1"), fields: fields(&[("name", "crew")]) };
+    run(&mut s, &ctx(6, 6), rename).unwrap_or_else(|r| panic!("{r}"));
+    let hidden =
+        Command::AddGroupMembers { actor: user("own"), group: gid("g1"), users: vec![user("spy")], hidden: true };
+    run(&mut s, &ctx(7, 7), hidden).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(
+        stream_texts(&s),
+        vec![
+            (1, "hello group".to_owned()),
+            (2, "joined bob by bob".to_owned()),
+            (3, "kicked ann by own".to_owned()),
+            (4, "left bob by bob".to_owned()),
+            (5, "profile_changed  by own".to_owned()),
+        ],
+        "a hidden member joins unannounced"
+    );
+    // The joiner's own notice is read; a client cannot send one.
+    let tip = Element::GroupTip { tip: TipKind::Joined, users: vec![], by: "own".into(), fields: vec![] };
+    assert_eq!(tip.validate().map_err(|r| r.reason), Err(Reason::ElementInvalid));
 }

@@ -244,8 +244,8 @@ async fn group_sends_survive_a_leader_kill_with_joins_and_kicks_interleaved() {
             .stream_history_all(&Stream::Group("ops".into()), ReadConsistency::Local)
             .await
             .unwrap();
-        let rows: Vec<(u64, String, String)> =
-            history.iter().map(|m| (m.seq, m.sender.clone(), meridian_client::message_text(m))).collect();
+        let rows: Vec<(u64, String, String, bool)> =
+            history.iter().map(|m| (m.seq, m.sender.clone(), meridian_client::message_text(m), is_tip(m))).collect();
         replicas.push(rows);
     }
     for (i, rows) in replicas.iter().enumerate() {
@@ -253,10 +253,13 @@ async fn group_sends_survive_a_leader_kill_with_joins_and_kicks_interleaved() {
     }
     let rows = &replicas[0];
     assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=rows.len() as u64).collect::<Vec<_>>(), "gapless");
-    assert_eq!(rows.len(), acked.len(), "every message is an acknowledged one, once");
-    for (seq, _, text) in rows {
+    // Besides the sends, the stream holds a notice per join and per kick.
+    let sent: Vec<_> = rows.iter().filter(|r| !r.3).collect();
+    assert_eq!(sent.len(), acked.len(), "every message is an acknowledged one, once");
+    for (seq, _, text, _) in sent {
         assert_eq!(acked.get(text), Some(seq), "{text} at seq {seq}");
     }
+    assert_eq!(rows.len() - acked.len(), joiners.len() + joiners.len() / 2, "a notice per join and per kick");
 
     cluster.phase("members and unread counts equal a recount");
     let listed = members(&boss, "ops").await;
@@ -339,7 +342,8 @@ async fn hidden_members_mentions_recalls_and_history_for_newcomers() {
         .stream_history_all(&Stream::Group("desk".into()), ReadConsistency::Linearizable)
         .await
         .unwrap();
-    assert_eq!(newcomer.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4]);
+    // From the notice of their joining on.
+    assert_eq!(newcomer.iter().map(|m| (m.seq, is_tip(m))).collect::<Vec<_>>(), vec![(4, true), (5, false)]);
     cluster.wait_converged().await;
 }
 
@@ -520,7 +524,8 @@ async fn applications_profiles_name_cards_mute_all_and_bans() {
     let gone = adm.respond_join_request("club", "cat", true).await.unwrap_err();
     assert_eq!(reason(&gone), "GROUP_APPLICATION_NOT_FOUND");
     assert_eq!(members(&own, "club").await, vec!["adm", "ann", "bob", "own"]);
-    wait_group_rows(&cluster, "bob", &[("club", 0, 0)]).await;
+    // The notice of bob's joining (added by adm) is bob's one unread message.
+    wait_group_rows(&cluster, "bob", &[("club", 1, 1)]).await;
     let joined = bob.list_joined_groups().await.unwrap().groups;
     assert_eq!((joined.len(), joined[0].group_id.as_str(), joined[0].name.as_str()), (1, "club", "the club"));
 
@@ -651,4 +656,9 @@ async fn wait_until_listed(client: &Client, id: &str) {
         assert!(Instant::now() < deadline, "{id} never listed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a message is a group notice (a join, a leave, a kick, a profile change).
+fn is_tip(m: &meridian_client::api::Message) -> bool {
+    m.elements.iter().any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_))))
 }

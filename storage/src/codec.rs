@@ -46,6 +46,9 @@ pub fn element_to_pb(e: &Element) -> pb::Element {
             Kind::Location(pb::Location { description, latitude, longitude })
         }
         Element::Custom { data, description, extension } => Kind::Custom(pb::Custom { data, description, extension }),
+        Element::GroupTip { tip, users, by, fields } => {
+            Kind::GroupTip(pb::GroupTip { tip: tip.name().to_owned(), users, by, fields: fields_to_pb(&fields) })
+        }
         Element::MergedForward { title, abstracts, messages } => Kind::MergedForward(pb::MergedForward {
             title,
             abstracts,
@@ -88,6 +91,13 @@ pub fn element_from_pb(e: pb::Element) -> Result<Element, StorageError> {
             Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude }
         }
         Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
+        Kind::GroupTip(t) => Element::GroupTip {
+            tip: meridian_domain::element::TipKind::from_name(&t.tip)
+                .ok_or_else(|| StorageError::corrupt("element", format!("unknown group tip {:?}", t.tip)))?,
+            users: t.users,
+            by: t.by,
+            fields: fields_from_pb(t.fields),
+        },
         Kind::MergedForward(m) => Element::MergedForward {
             title: m.title,
             abstracts: m.abstracts,

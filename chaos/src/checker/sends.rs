@@ -157,7 +157,7 @@ fn unexplained(history: &History<'_>, finals: &Finals<'_>, violations: &mut Vec<
             .messages
             .iter()
             .copied()
-            .filter(|message| !sent.contains(&(conversation, message.text.as_str())))
+            .filter(|message| !message.system && !sent.contains(&(conversation, message.text.as_str())))
             .collect();
         let Some(first) = strangers.first() else {
             continue;

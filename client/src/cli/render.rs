@@ -90,6 +90,13 @@ pub fn element_json(element: &MessageElement) -> Value {
             "latitude": e.latitude,
             "longitude": e.longitude,
         }),
+        Some(Kind::GroupTip(e)) => json!({
+            "type": "group_tip",
+            "tip": e.tip,
+            "users": e.users,
+            "by": e.by,
+            "fields": e.fields,
+        }),
         Some(Kind::Custom(e)) => json!({
             "type": "custom",
             "data_base64": BASE64.encode(&e.data),
@@ -202,6 +209,14 @@ pub fn element_summary(element: &MessageElement) -> String {
         Some(Kind::Face(e)) => format!("[face #{}]", e.index),
         Some(Kind::Location(e)) => format!("[location {} ({}, {})]", e.description, e.latitude, e.longitude),
         Some(Kind::Custom(e)) => format!("[custom {}]", e.description),
+        Some(Kind::GroupTip(e)) => {
+            let mut fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            fields.sort();
+            let users = if e.users.is_empty() { String::new() } else { format!(" {}", e.users.join(",")) };
+            let by = if e.by.is_empty() { String::new() } else { format!(" by {}", e.by) };
+            let fields = if fields.is_empty() { String::new() } else { format!(" {}", fields.join(" ")) };
+            format!("[{}{users}{by}{fields}]", e.tip)
+        }
         Some(Kind::MergedForward(e)) => {
             format!("[forwarded {}: {} messages]", e.title, e.messages.len())
         }

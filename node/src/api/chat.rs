@@ -486,6 +486,8 @@ impl ChatService {
         self.ctx.require_user(&me).await?;
         let shard = self.ctx.topology.user_shard(&me);
         self.propose_one(shard, Command::SetProfile { user: me.clone(), fields }).await?;
+        // This node's replica may trail the leader that applied it: read after a barrier.
+        self.ctx.node.read_barrier(shard).await?;
         let profile = self.ctx.node.store(shard)?.profile(&me)?;
         Ok(api::GetProfileResponse { user: me.to_string(), fields: profile })
     }

@@ -51,6 +51,8 @@ impl ChatService {
         let shard = self.ctx.topology.user_shard(me);
         let command = Command::SetConversationPrefs { user: me.clone(), conversation: conversation.clone(), change };
         self.propose_one(shard, command).await?;
+        // This node's replica may trail the leader that applied it: read after a barrier.
+        self.ctx.node.read_barrier(shard).await?;
         let prefs = self.ctx.node.store(shard)?.conversation_prefs_of(me)?.remove(conversation.as_str());
         Ok(prefs_response(conversation, prefs.unwrap_or_default()))
     }

@@ -36,6 +36,12 @@ pub fn element_from_wire(e: api::MessageElement) -> Result<Element, Rejection> {
             Element::Location { description: l.description, latitude: l.latitude, longitude: l.longitude }
         }
         Kind::Custom(c) => Element::Custom { data: c.data, description: c.description, extension: c.extension },
+        Kind::GroupTip(_) => {
+            return Err(Rejection::new(
+                Reason::ElementInvalid,
+                "group notifications are written by the server, not sent",
+            ))
+        }
         Kind::MergedForward(m) => Element::MergedForward {
             title: m.title,
             abstracts: m.abstracts,
@@ -75,6 +81,12 @@ pub fn element_to_wire(e: &Element) -> api::MessageElement {
         Element::Custom { data, description, extension } => {
             Kind::Custom(api::CustomElement { data, description, extension })
         }
+        Element::GroupTip { tip, users, by, fields } => Kind::GroupTip(api::GroupTipElement {
+            tip: tip.name().to_owned(),
+            users,
+            by,
+            fields: fields.into_iter().collect(),
+        }),
         Element::MergedForward { title, abstracts, messages } => Kind::MergedForward(api::MergedForwardElement {
             title,
             abstracts,
