@@ -162,13 +162,14 @@ pub(crate) fn clear_for_self(
     if let Err(r) = check_delete(clear, delete) {
         return Ok(Err(r));
     }
-    let member = match conversation.group_id() {
-        Some(group) => state.group_member(&group, user)?.is_some(),
-        None => state.conversation(conversation)?.is_some_and(|h| h.member(user).is_some()),
+    // The member's read cursor, if a member.
+    let cursor = match conversation.group_id() {
+        Some(group) => state.group_member(&group, user)?.map(|m| m.read_seq),
+        None => state.conversation(conversation)?.and_then(|h| h.member(user).map(|m| m.read_seq)),
     };
-    if !member {
+    let Some(read_seq) = cursor else {
         return reject(Reason::NotAMember, format!("{user} is not a member of {conversation}"));
-    }
+    };
     let last_seq = state.conversation(conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
     if let Some(seq) = delete.iter().find(|s| **s > last_seq) {
         return reject(
@@ -193,12 +194,13 @@ pub(crate) fn clear_for_self(
         );
     }
     let reply = Reply::HistoryCleared { cleared_up_to: view.cleared_up_to, deleted: view.deleted.len() as u64 };
-    if view == before {
-        return Ok(Ok(Applied { events: vec![], changes: vec![], reply }));
+    let mut events = vec![];
+    if view != before {
+        events.push(Event::HistoryViewSet { conversation: conversation.clone(), user: user.clone(), view });
     }
-    Ok(Ok(Applied {
-        events: vec![Event::HistoryViewSet { conversation: conversation.clone(), user: user.clone(), view }],
-        changes: vec![],
-        reply,
-    }))
+    // What one clears is read: nothing cleared stays unread.
+    if clear && read_seq < last_seq {
+        events.push(Event::ReadMarked { conversation: conversation.clone(), user: user.clone(), read_seq: last_seq });
+    }
+    Ok(Ok(Applied { events, changes: vec![], reply }))
 }

@@ -1374,6 +1374,8 @@ fn list_settings_and_history_removed_for_self_only() {
     run(&mut s, &ctx(14, 14), clear("ann", true, &[])).unwrap_or_else(|r| panic!("{r}"));
     let view = s.views[&(pair.clone(), user("ann"))].clone();
     assert_eq!((view.cleared_up_to, view.deleted.len()), (Seq(6), 0), "the clear covers the deletions");
+    let head = &s.conversations[&pair];
+    assert_eq!(head.unread(&user("ann")), 0, "what one clears is read");
     assert!(!s.views.contains_key(&(pair, user("bob"))));
 }
 
