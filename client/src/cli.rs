@@ -520,6 +520,10 @@ async fn group_command(client: &Client, command: GroupCommand) -> Result<Output,
                 },
             )
         }
+        GroupCommand::Like { id, count, .. } => {
+            let r = client.like_group(&id, count).await?;
+            Output::line(format!("group={} likes={}", r.group_id, r.likes))
+        }
         GroupCommand::Receipts { id, seq, json, .. } => {
             let r = client.get_read_receipts(&id, seq).await?;
             Output::json_or_lines(

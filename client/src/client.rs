@@ -502,6 +502,19 @@ impl Client {
         .await
     }
 
+    /// Likes a group `count` times (GRP-07); the answer is the group's total.
+    pub async fn like_group(
+        &self,
+        group: &str,
+        count: u64,
+    ) -> Result<meridian_proto::api::LikeGroupResponse, ClientError> {
+        let request = meridian_proto::api::LikeGroupRequest { group_id: group.to_owned(), count };
+        self.call_at(self.group_route(group), "LikeGroup", request, |channel, request| async move {
+            ChatClient::new(channel).like_group(request).await
+        })
+        .await
+    }
+
     /// The groups the caller is a member of.
     pub async fn list_joined_groups(&self) -> Result<ListJoinedGroupsResponse, ClientError> {
         self.call_at(self.list_route(), "ListJoinedGroups", ListJoinedGroupsRequest {}, |channel, request| async move {

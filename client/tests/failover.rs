@@ -280,6 +280,13 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn like_group(
+        &self,
+        _: Request<meridian_client::api::LikeGroupRequest>,
+    ) -> Result<Response<meridian_client::api::LikeGroupResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn add_friend(
         &self,
         _: Request<meridian_client::api::AddFriendRequest>,

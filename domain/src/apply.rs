@@ -114,6 +114,10 @@ pub enum Reply {
         cleared_up_to: Seq,
         deleted: u64,
     },
+    /// A group's like total after the command.
+    Likes {
+        total: u64,
+    },
     /// What a friend request or its answer came to.
     Friend {
         state: crate::friend::FriendState,
@@ -217,6 +221,7 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::RespondJoinRequest { actor, group, user, approve } => {
             crate::group_admin::respond(state, ctx, (actor, group, user), *approve)
         }
+        Command::AddGroupLikes { group, likes } => crate::group_admin::add_likes(state, ctx, group, *likes),
         Command::MuteAllGroup { actor, group, muted } => crate::group_admin::mute_all(state, ctx, actor, group, *muted),
         Command::BanGroupMember { actor, group, user, duration_ms } => {
             crate::group_admin::ban(state, ctx, (actor, group, user), *duration_ms)

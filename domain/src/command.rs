@@ -97,6 +97,9 @@ pub enum Command {
     /// `user` removes messages from their own view of a stream (MSG-09): everything up to the
     /// newest (`clear`) and/or the messages at `delete`. Applied on the stream's shard.
     ClearHistoryForSelf { user: UserId, conversation: ConversationId, clear: bool, delete: Vec<Seq> },
+    /// Likes given in a group (GRP-07): the sum of many users' likes, gathered by a node over a
+    /// short window so that a busy live room costs one entry per window, not one per like.
+    AddGroupLikes { group: GroupId, likes: u64 },
     /// `user` blocks (or unblocks) `target` (REL-03); applied on `user`'s shard. The
     /// conversation of the two learns of it through the outbox and refuses `target`'s sends
     /// to `user` from then on. `conversation_home`: where that conversation lives when not

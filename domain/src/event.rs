@@ -90,6 +90,8 @@ pub enum Event {
     GroupJoinRequested { group: GroupId, user: UserId, message: String, at: TimeMs },
     /// `user`'s application was approved (their `GroupMemberAdded` follows) or rejected.
     GroupJoinResolved { group: GroupId, user: UserId, approved: bool, by: UserId },
+    /// `likes` more likes were given in `group`.
+    GroupLiked { group: GroupId, likes: u64 },
     /// Everyone but the owner and admins was muted (or unmuted).
     GroupMutedAll { group: GroupId, muted: bool, by: UserId },
     /// `user` is banned from `group` until `until` (0: the ban was lifted).
@@ -148,6 +150,7 @@ impl Event {
             Event::GroupJoinRequested { .. } => "GroupJoinRequested",
             Event::GroupJoinResolved { .. } => "GroupJoinResolved",
             Event::GroupMutedAll { .. } => "GroupMutedAll",
+            Event::GroupLiked { .. } => "GroupLiked",
             Event::GroupMemberBanned { .. } => "GroupMemberBanned",
             Event::FriendRequestResolved { .. } => "FriendRequestResolved",
             Event::FriendAdded { .. } => "FriendAdded",

@@ -28,6 +28,8 @@ pub const MAX_APPLICATIONS: u64 = 1000;
 /// Longest application message, and name card, in bytes.
 pub const MAX_APPLICATION_BYTES: usize = 256;
 pub const MAX_NAME_CARD_BYTES: usize = 50;
+/// Most likes one (aggregated) command carries.
+pub const MAX_LIKES_PER_COMMAND: u64 = 1_000_000;
 /// Most fields one update sets.
 pub const MAX_FIELDS_PER_UPDATE: usize = 16;
 
@@ -539,5 +541,21 @@ pub(crate) fn ban(
         events,
         changes,
         reply: Reply::GroupChanged { group: group.clone(), member_count, changed: true },
+    }))
+}
+
+/// Likes given in a group (GRP-07), already summed by the node that gathered them.
+pub(crate) fn add_likes(state: &impl ShardState, ctx: &ApplyContext, group: &GroupId, likes: u64) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if likes == 0 || likes > MAX_LIKES_PER_COMMAND {
+        return reject(Reason::GroupFieldInvalid, format!("likes come in 1..={MAX_LIKES_PER_COMMAND} at a time"));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::GroupLiked { group: group.clone(), likes }],
+        changes: vec![],
+        reply: Reply::Likes { total: g.likes.saturating_add(likes) },
     }))
 }

@@ -192,6 +192,15 @@ pub fn check(
             }
             to.owns(crate::ConversationId::group(group).as_str())
         }
+        Command::AddGroupLikes { group, likes } => {
+            if !(1..=crate::group_admin::MAX_LIKES_PER_COMMAND).contains(likes) {
+                return Err(Rejection::new(
+                    Reason::GroupFieldInvalid,
+                    format!("likes come in 1..={} at a time", crate::group_admin::MAX_LIKES_PER_COMMAND),
+                ));
+            }
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
         Command::RespondJoinRequest { group, .. }
         | Command::MuteAllGroup { group, .. }
         | Command::BanGroupMember { group, .. }

@@ -127,6 +127,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 join_option: crate::records::JoinOption::default_for(*kind),
                 muted_all: false,
                 applications: 0,
+                likes: 0,
             })]
         }
         Event::GroupMemberAdded { group, user, role, hidden, at, .. } => {
@@ -310,6 +311,10 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             g.applications = g.applications.saturating_sub(1);
             vec![Change::DeleteGroupApplication { group: group.clone(), user: user.clone() }, Change::PutGroup(g)]
         }
+        Event::GroupLiked { group, likes } => match state.group(group)? {
+            Some(g) => vec![Change::PutGroup(Group { likes: g.likes.saturating_add(*likes), ..g })],
+            None => vec![],
+        },
         Event::GroupMutedAll { group, muted, .. } => match state.group(group)? {
             Some(g) => vec![Change::PutGroup(Group { muted_all: *muted, ..g })],
             None => vec![],

@@ -171,6 +171,8 @@ pub struct Group {
     pub muted_all: bool,
     /// Applications to join waiting for an answer.
     pub applications: u64,
+    /// Likes given in the group (GRP-07), summed server-side.
+    pub likes: u64,
 }
 
 /// How a user gets into a group by themselves (GRP-03).

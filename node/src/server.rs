@@ -60,6 +60,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         links: links.clone(),
         geo: None,
         snapshot_dir: config.data_dir.join("snapshots"),
+        likes: Default::default(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

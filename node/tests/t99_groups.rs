@@ -662,3 +662,37 @@ async fn wait_until_listed(client: &Client, id: &str) {
 fn is_tip(m: &meridian_client::api::Message) -> bool {
     m.elements.iter().any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_))))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn likes_in_a_live_room_are_summed_into_few_entries() {
+    let cluster = Cluster::start(3, Tuning::default()).await;
+    let mut users = user_ids("fan", 30);
+    users.push("host".into());
+    cluster.create_users(&users).await;
+    cluster.user("host").create_group(Some("live"), "avchatroom", "the show", &[]).await.unwrap();
+    cluster.phase("30 fans like the room at once, twice each");
+    let likes = users.iter().take(30).map(|u| {
+        let client = cluster.user(u);
+        async move {
+            let first = client.like_group("live", 1).await.unwrap().likes;
+            let second = client.like_group("live", 2).await.unwrap().likes;
+            assert!(second >= first + 2, "a total never goes back: {first} then {second}");
+            second
+        }
+    });
+    let totals = futures::future::join_all(likes).await;
+    assert!(totals.iter().all(|t| *t <= 90), "{totals:?}");
+    let info = cluster.user("host").get_group("live", "", 1).await.unwrap().group.unwrap();
+    assert_eq!(info.likes, 90, "every like counted once");
+    let shard = shard_of("grp:live", 8);
+    let events = cluster.admin().read_all_events(shard, 1).await.unwrap();
+    let entries = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, Some(meridian_client::api::logged_event::Kind::GroupEvent(g)) if g.r#type == "GroupLiked")
+        })
+        .count();
+    assert!((1..60).contains(&entries), "60 calls counted by {entries} commands: they are gathered per window");
+    let refused = cluster.user("fan000").like_group("live", 101).await.unwrap_err();
+    assert_eq!(reason(&refused), "GROUP_FIELD_INVALID");
+}

@@ -159,6 +159,7 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                 Reply::HistoryCleared { cleared_up_to, deleted } => {
                     Kind::HistoryCleared(peer::HistoryCleared { cleared_up_to: cleared_up_to.0, deleted: *deleted })
                 }
+                Reply::Likes { total } => Kind::Likes(peer::Likes { total: *total }),
                 Reply::Friend { state } => Kind::Friend(peer::FriendAnswer { state: state.name().to_owned() }),
             }),
         }),
@@ -209,6 +210,7 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
             Kind::HistoryCleared(h) => {
                 Reply::HistoryCleared { cleared_up_to: Seq(h.cleared_up_to), deleted: h.deleted }
             }
+            Kind::Likes(l) => Reply::Likes { total: l.total },
             Kind::Friend(f) => Reply::Friend {
                 state: meridian_domain::friend::FriendState::from_name(&f.state)
                     .ok_or_else(|| bad(&format!("unknown friend state {:?}", f.state)))?,

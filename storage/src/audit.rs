@@ -182,6 +182,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::GroupJoinRequested { .. }
         | Event::GroupJoinResolved { .. }
         | Event::GroupMutedAll { .. }
+        | Event::GroupLiked { .. }
         | Event::GroupMemberBanned { .. } => vec![],
         Event::UserBlocked { user, .. } => vec![(Subject::User(user.clone()), "UserBlocked event")],
         Event::ProfileUpdated { user, .. } => vec![(Subject::User(user.clone()), "ProfileUpdated event")],
@@ -241,6 +242,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::ApplyToJoinGroup { .. }
         | Command::RespondJoinRequest { .. }
         | Command::MuteAllGroup { .. }
+        | Command::AddGroupLikes { .. }
         | Command::BanGroupMember { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
         Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],

@@ -316,6 +316,9 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 approve: *approve,
             })
         }
+        Command::AddGroupLikes { group, likes } => {
+            Kind::AddGroupLikes(pb::AddGroupLikes { group_id: group.to_string(), likes: *likes })
+        }
         Command::MuteAllGroup { actor, group, muted } => Kind::MuteAllGroup(pb::MuteAllGroup {
             actor: actor.to_string(),
             group_id: group.to_string(),
@@ -512,6 +515,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             user: user_id(W, &r.user)?,
             approve: r.approve,
         },
+        Kind::AddGroupLikes(l) => Command::AddGroupLikes { group: group_id(W, &l.group_id)?, likes: l.likes },
         Kind::MuteAllGroup(m) => {
             Command::MuteAllGroup { actor: user_id(W, &m.actor)?, group: group_id(W, &m.group_id)?, muted: m.muted }
         }
@@ -874,6 +878,9 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             user: user.to_string(),
             approve: *approved,
         }),
+        Event::GroupLiked { group, likes } => {
+            Kind::GroupLiked(pb::AddGroupLikes { group_id: group.to_string(), likes: *likes })
+        }
         Event::GroupMutedAll { group, muted, by } => {
             Kind::GroupMutedAll(pb::MuteAllGroup { actor: by.to_string(), group_id: group.to_string(), muted: *muted })
         }
@@ -1075,6 +1082,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             approved: r.approve,
             by: user_id(W, &r.actor)?,
         },
+        Kind::GroupLiked(l) => Event::GroupLiked { group: group_id(W, &l.group_id)?, likes: l.likes },
         Kind::GroupMutedAll(m) => {
             Event::GroupMutedAll { group: group_id(W, &m.group_id)?, muted: m.muted, by: user_id(W, &m.actor)? }
         }
@@ -1204,6 +1212,7 @@ pub fn group_to_pb(g: &Group) -> pb::GroupRecord {
         join_option: g.join_option.name().to_owned(),
         muted_all: g.muted_all,
         applications: g.applications,
+        likes: g.likes,
     }
 }
 
@@ -1223,6 +1232,7 @@ pub fn group_from_pb(g: pb::GroupRecord) -> Result<Group, StorageError> {
         join_option,
         muted_all: g.muted_all,
         applications: g.applications,
+        likes: g.likes,
         name: g.name,
         owner: user_id(W, &g.owner)?,
         max_members: g.max_members,

@@ -398,6 +398,14 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Like a group (a live room above all); prints its total.
+    Like {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
     /// The groups you are a member of.
     List {
         #[command(flatten)]
@@ -448,6 +456,7 @@ impl GroupCommand {
             | GroupCommand::Ban { act_as, .. }
             | GroupCommand::Members { act_as, .. }
             | GroupCommand::List { act_as, .. }
+            | GroupCommand::Like { act_as, .. }
             | GroupCommand::Receipts { act_as, .. }
             | GroupCommand::Info { act_as, .. } => act_as,
         }

@@ -344,7 +344,7 @@ pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
     let mut lines = vec![];
     if let Some(g) = &info.group {
         lines.push(format!(
-            "group={} type={} name={:?} owner={} members={}/{} last_seq={} join={}{}{}",
+            "group={} type={} name={:?} owner={} members={}/{} last_seq={} join={} likes={}{}{}",
             g.group_id,
             g.r#type,
             g.name,
@@ -353,6 +353,7 @@ pub fn group_lines(info: &crate::api::GetGroupResponse) -> Vec<String> {
             g.max_members,
             g.last_seq,
             g.join_option,
+            g.likes,
             if g.muted_all { " muted_all" } else { "" },
             if g.dismissed { " dismissed" } else { "" }
         ));
@@ -382,7 +383,7 @@ pub fn group_json(info: &crate::api::GetGroupResponse) -> Value {
             "group_id": g.group_id, "type": g.r#type, "name": g.name, "owner": g.owner,
             "max_members": g.max_members, "member_count": g.member_count, "created_ms": g.created_ms,
             "dismissed": g.dismissed, "last_seq": g.last_seq, "profile": g.profile,
-            "join_option": g.join_option, "muted_all": g.muted_all, "applications": g.applications,
+            "join_option": g.join_option, "muted_all": g.muted_all, "applications": g.applications, "likes": g.likes,
         })
     });
     let members: Vec<Value> = info

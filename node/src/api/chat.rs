@@ -768,6 +768,13 @@ impl Chat for ChatService {
         Ok(homed(self.delete_messages_(req).await?))
     }
 
+    async fn like_group(
+        &self,
+        req: Request<api::LikeGroupRequest>,
+    ) -> Result<Response<api::LikeGroupResponse>, Status> {
+        Ok(Response::new(self.like_group_(req).await?))
+    }
+
     async fn add_friend(&self, req: Request<api::AddFriendRequest>) -> Result<Response<api::FriendResponse>, Status> {
         Ok(Response::new(self.add_friend_(req).await?))
     }

@@ -133,6 +133,36 @@ impl ChatService {
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 
+    /// Likes the group: gathered with the other likes this node receives for it, and counted
+    /// by one command per window. Members only, except in a live room (anyone there).
+    pub(super) async fn like_group_(
+        &self,
+        req: Request<api::LikeGroupRequest>,
+    ) -> Result<api::LikeGroupResponse, ApiError> {
+        const MAX_LIKES_PER_CALL: u64 = 100;
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        if !(1..=MAX_LIKES_PER_CALL).contains(&body.count) {
+            return Err(Rejection::new(
+                Reason::GroupFieldInvalid,
+                format!("like 1..={MAX_LIKES_PER_CALL} times at once, not {}", body.count),
+            )
+            .into());
+        }
+        // Who may like is checked here, on this node's replica: the command that counts the
+        // likes is the sum of many callers.
+        let store = self.ctx.node.store(self.shard_of(&group))?;
+        let Some(g) = store.group(&group)? else {
+            return Err(Rejection::new(Reason::GroupNotFound, format!("no group {group}")).into());
+        };
+        if g.kind.keeps_members() && store.group_member(&group, &me)?.is_none() {
+            return Err(Rejection::new(Reason::NotGroupMember, format!("{me} is not a member of group {group}")).into());
+        }
+        let likes = self.ctx.likes.like(&self.ctx, group.clone(), body.count).await?;
+        Ok(api::LikeGroupResponse { group_id: group.to_string(), likes })
+    }
+
     /// The caller's groups, from their list (on their shard) and each group's record.
     pub(super) async fn list_joined_groups_(
         &self,

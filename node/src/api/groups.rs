@@ -270,6 +270,7 @@ impl ChatService {
                 join_option: g.join_option.name().to_owned(),
                 muted_all: g.muted_all,
                 applications: g.applications,
+                likes: g.likes,
             }),
             members: members
                 .iter()

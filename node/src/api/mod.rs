@@ -8,6 +8,7 @@ pub mod error;
 pub mod friends;
 pub mod group_admin;
 pub mod groups;
+pub mod likes;
 pub mod wire;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Context {
     pub geo: Option<Arc<crate::geo::Geo>>,
     /// Where this node keeps its snapshot files (scanned by the residency audit).
     pub snapshot_dir: std::path::PathBuf,
+    /// Likes being gathered into one command per group and window (GRP-07).
+    pub likes: Arc<likes::LikeGatherer>,
 }
 
 pub(crate) fn now_unix() -> i64 {

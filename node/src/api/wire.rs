@@ -273,6 +273,10 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.by = by.to_string();
             out.flag = *approved;
         }
+        Event::GroupLiked { group, likes } => {
+            out.group_id = group.to_string();
+            out.fields = [("likes".to_owned(), likes.to_string())].into_iter().collect();
+        }
         Event::GroupMutedAll { group, muted, by } => {
             out.group_id = group.to_string();
             out.by = by.to_string();
