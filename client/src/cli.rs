@@ -241,7 +241,7 @@ fn name_values(fields: &[String]) -> Result<Vec<(&str, &str)>, ClientError> {
 
 async fn conversation_command(client: &Client, command: ConversationCommand) -> Result<Output, ClientError> {
     let stream = command.row().stream();
-    let (peer, group_id) = stream.parts();
+    let (peer, group_id) = stream.parts()?;
     let prefs = |r: crate::api::ConversationPrefsResponse| {
         Output::line(format!(
             "{} pinned={} dnd={} draft={:?} marks={} hidden_up_to={}",
@@ -520,6 +520,23 @@ async fn group_command(client: &Client, command: GroupCommand) -> Result<Output,
                 },
             )
         }
+        GroupCommand::TopicCreate { id, topic, name, .. } => {
+            Output::line(render::group_change_line(&client.create_topic(&id, &topic, &name).await?))
+        }
+        GroupCommand::Topics { id, .. } => {
+            let topics = client.list_topics(&id).await?.topics;
+            Output::Lines(
+                topics
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "topic={} name={:?} last_seq={} read_seq={} unread={}",
+                            t.topic, t.name, t.last_seq, t.read_seq, t.unread
+                        )
+                    })
+                    .collect(),
+            )
+        }
         GroupCommand::Like { id, count, .. } => {
             let r = client.like_group(&id, count).await?;
             Output::line(format!("group={} likes={}", r.group_id, r.likes))
@@ -575,6 +592,10 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Send(args) => {
             let sent = match (&args.to, &args.group) {
+                (_, Some(group)) if args.topic.is_some() => {
+                    let topic = args.topic.as_deref().unwrap_or_default();
+                    client.send_topic_text(group, topic, &args.text, args.request_id).await?
+                }
                 (_, Some(group)) if !args.mention.is_empty() || args.at_all => {
                     let mentions: Vec<&str> = args.mention.iter().map(String::as_str).collect();
                     client.send_group_text_mentioning(group, &args.text, &mentions, args.at_all).await?
@@ -592,6 +613,9 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::History(args) => {
             let target = match (&args.peer, &args.group) {
+                (_, Some(group)) if args.topic.is_some() => {
+                    Stream::Topic(group.clone(), args.topic.clone().unwrap_or_default())
+                }
                 (_, Some(group)) => Stream::Group(group.clone()),
                 (Some(peer), None) => Stream::Peer(peer.clone()),
                 (None, None) => {
@@ -625,6 +649,9 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Read(args) => {
             let read = match (&args.peer, &args.group) {
+                (_, Some(group)) if args.topic.is_some() => {
+                    client.mark_topic_read(group, args.topic.as_deref().unwrap_or_default(), args.seq).await?
+                }
                 (_, Some(group)) => client.mark_group_read(group, args.seq).await?,
                 (Some(peer), None) => client.mark_read(peer, args.seq).await?,
                 (None, None) => {

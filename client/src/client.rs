@@ -546,7 +546,7 @@ impl Client {
 
     /// Deletes a row from the caller's list until a newer message arrives.
     pub async fn delete_conversation(&self, stream: &Stream) -> Result<ConversationPrefsResponse, ClientError> {
-        let (peer, group_id) = stream.parts();
+        let (peer, group_id) = stream.parts()?;
         let request = DeleteConversationRequest { peer, group_id };
         self.call_at(self.list_route(), "DeleteConversation", request, |channel, request| async move {
             ChatClient::new(channel).delete_conversation(request).await
@@ -556,7 +556,7 @@ impl Client {
 
     /// Clears a stream's history from the caller's own view (MSG-09).
     pub async fn clear_history(&self, stream: &Stream) -> Result<ClearHistoryResponse, ClientError> {
-        let (peer, group_id) = stream.parts();
+        let (peer, group_id) = stream.parts()?;
         let request = ClearHistoryRequest { peer, group_id };
         self.call("ClearHistory", request, |channel, request| async move {
             ChatClient::new(channel).clear_history(request).await
@@ -566,7 +566,7 @@ impl Client {
 
     /// Deletes messages (by seq) from the caller's own view.
     pub async fn delete_messages(&self, stream: &Stream, seqs: &[u64]) -> Result<ClearHistoryResponse, ClientError> {
-        let (peer, group_id) = stream.parts();
+        let (peer, group_id) = stream.parts()?;
         let request = DeleteMessagesRequest { peer, group_id, seqs: seqs.to_vec() };
         self.call("DeleteMessages", request, |channel, request| async move {
             ChatClient::new(channel).delete_messages(request).await
@@ -778,12 +778,14 @@ impl Client {
         direction: Direction,
         consistency: ReadConsistency,
     ) -> Result<GetHistoryResponse, ClientError> {
-        let group = match stream {
+        let (group, topic) = match stream {
             Stream::Peer(peer) => return self.history(peer, start_seq, limit, direction, consistency).await,
-            Stream::Group(group) => group,
+            Stream::Group(group) => (group, String::new()),
+            Stream::Topic(group, topic) => (group, topic.clone()),
         };
         let request = GetHistoryRequest {
             group_id: group.clone(),
+            topic,
             start_seq,
             limit,
             direction: direction.into(),
@@ -812,6 +814,60 @@ impl Client {
             }
             start = page.next_seq;
         }
+    }
+
+    /// Opens a topic in a Community (owner or admin).
+    pub async fn create_topic(&self, group: &str, topic: &str, name: &str) -> Result<GroupChangeResponse, ClientError> {
+        let request = meridian_proto::api::CreateTopicRequest {
+            group_id: group.to_owned(),
+            topic: topic.to_owned(),
+            name: name.to_owned(),
+        };
+        self.call_at(self.group_route(group), "CreateTopic", request, |channel, request| async move {
+            ChatClient::new(channel).create_topic(request).await
+        })
+        .await
+    }
+
+    /// A Community's topics with the caller's unread in each.
+    pub async fn list_topics(&self, group: &str) -> Result<meridian_proto::api::ListTopicsResponse, ClientError> {
+        let request = meridian_proto::api::ListTopicsRequest { group_id: group.to_owned() };
+        self.call_at(self.group_route(group), "ListTopics", request, |channel, request| async move {
+            ChatClient::new(channel).list_topics(request).await
+        })
+        .await
+    }
+
+    /// Sends a text message to a topic of a Community.
+    pub async fn send_topic_text(
+        &self,
+        group: &str,
+        topic: &str,
+        text: &str,
+        request_id: Option<String>,
+    ) -> Result<SendMessageResponse, ClientError> {
+        let mut request = group_text_request(group, text, request_id);
+        request.topic = topic.to_owned();
+        self.send_group(request).await
+    }
+
+    /// Moves the caller's read cursor in a topic up to `seq` (`None`: to the end).
+    pub async fn mark_topic_read(
+        &self,
+        group: &str,
+        topic: &str,
+        seq: Option<u64>,
+    ) -> Result<MarkReadResponse, ClientError> {
+        let request = MarkReadRequest {
+            group_id: group.to_owned(),
+            topic: topic.to_owned(),
+            seq: seq.unwrap_or(0),
+            ..Default::default()
+        };
+        self.call_at(self.group_route(group), "MarkRead", request, |channel, request| async move {
+            ChatClient::new(channel).mark_read(request).await
+        })
+        .await
     }
 
     /// Moves the caller's read cursor in a group's stream up to `seq` (`None`: to the end).
@@ -1160,14 +1216,20 @@ impl fmt::Debug for Client {
 pub enum Stream {
     Peer(String),
     Group(String),
+    /// A topic of a Community: (group, topic).
+    Topic(String, String),
 }
 
 impl Stream {
-    /// `(peer, group_id)` as requests name a stream (one of them empty).
-    pub fn parts(&self) -> (String, String) {
+    /// `(peer, group_id)` as list-settings and history-view requests name a stream (one of
+    /// them empty); those requests do not take topics.
+    pub fn parts(&self) -> Result<(String, String), ClientError> {
         match self {
-            Stream::Peer(p) => (p.clone(), String::new()),
-            Stream::Group(g) => (String::new(), g.clone()),
+            Stream::Peer(p) => Ok((p.clone(), String::new())),
+            Stream::Group(g) => Ok((String::new(), g.clone())),
+            Stream::Topic(..) => Err(ClientError::InvalidConfig {
+                detail: "list settings and history views are kept per conversation and group, not per topic".into(),
+            }),
         }
     }
 }

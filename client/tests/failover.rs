@@ -287,6 +287,20 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn create_topic(
+        &self,
+        _: Request<meridian_client::api::CreateTopicRequest>,
+    ) -> Result<Response<meridian_client::api::GroupChangeResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<meridian_client::api::ListTopicsRequest>,
+    ) -> Result<Response<meridian_client::api::ListTopicsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn add_friend(
         &self,
         _: Request<meridian_client::api::AddFriendRequest>,

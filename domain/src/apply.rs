@@ -160,9 +160,12 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             send_message(state, ctx, (sender, recipient), elements, (request_id.as_ref(), *friends_only), homes)
         }
         Command::RecallMessage { actor, conversation, seq, window_ms } => match conversation.group_id() {
-            Some(group) => crate::group::recall(state, ctx, (actor, &group, *seq, *window_ms)),
+            Some(group) => crate::group::recall(state, ctx, (actor, &group, *seq, *window_ms), conversation),
             None => recall_message(state, ctx, actor, conversation, *seq, *window_ms),
         },
+        Command::MarkRead { user, conversation, up_to } if conversation.topic().is_some() => {
+            crate::group::topic_mark_read(state, ctx, user, conversation, *up_to)
+        }
         Command::MarkRead { user, conversation, up_to } => match conversation.group_id() {
             Some(group) => crate::group::mark_read(state, ctx, user, &group, *up_to),
             None => mark_read(state, ctx, user, conversation, *up_to),
@@ -220,6 +223,12 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         }
         Command::RespondJoinRequest { actor, group, user, approve } => {
             crate::group_admin::respond(state, ctx, (actor, group, user), *approve)
+        }
+        Command::CreateTopic { actor, group, topic, name } => {
+            crate::group::create_topic(state, ctx, (actor, group, topic, name))
+        }
+        Command::SendTopicMessage { sender, group, topic, elements, request_id } => {
+            crate::group::send_topic(state, ctx, (sender, group, topic), elements, request_id.as_ref())
         }
         Command::AddGroupLikes { group, likes } => crate::group_admin::add_likes(state, ctx, group, *likes),
         Command::MuteAllGroup { actor, group, muted } => crate::group_admin::mute_all(state, ctx, actor, group, *muted),

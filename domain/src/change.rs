@@ -105,6 +105,16 @@ pub enum Change {
         user: UserId,
         view: crate::records::HistoryView,
     },
+    PutTopic {
+        group: GroupId,
+        topic: crate::records::Topic,
+    },
+    /// A member's read cursor in a topic's stream.
+    PutTopicCursor {
+        stream: ConversationId,
+        user: UserId,
+        read_seq: crate::ids::Seq,
+    },
     /// An application to join `group`, waiting.
     PutGroupApplication {
         group: GroupId,

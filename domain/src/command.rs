@@ -97,6 +97,16 @@ pub enum Command {
     /// `user` removes messages from their own view of a stream (MSG-09): everything up to the
     /// newest (`clear`) and/or the messages at `delete`. Applied on the stream's shard.
     ClearHistoryForSelf { user: UserId, conversation: ConversationId, clear: bool, delete: Vec<Seq> },
+    /// The owner or an admin of a Community opens a topic (a named sub-stream).
+    CreateTopic { actor: UserId, group: GroupId, topic: crate::ids::TopicId, name: String },
+    /// A message to a topic of a Community: the group's rules (members, mutes), the topic's seqs.
+    SendTopicMessage {
+        sender: UserId,
+        group: GroupId,
+        topic: crate::ids::TopicId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+    },
     /// Likes given in a group (GRP-07): the sum of many users' likes, gathered by a node over a
     /// short window so that a busy live room costs one entry per window, not one per like.
     AddGroupLikes { group: GroupId, likes: u64 },

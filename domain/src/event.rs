@@ -90,6 +90,19 @@ pub enum Event {
     GroupJoinRequested { group: GroupId, user: UserId, message: String, at: TimeMs },
     /// `user`'s application was approved (their `GroupMemberAdded` follows) or rejected.
     GroupJoinResolved { group: GroupId, user: UserId, approved: bool, by: UserId },
+    /// A topic was opened in a Community.
+    TopicCreated { group: GroupId, topic: crate::ids::TopicId, name: String, by: UserId, at: TimeMs },
+    /// A message was accepted at `seq` of a topic's stream.
+    TopicMessageSent {
+        group: GroupId,
+        topic: crate::ids::TopicId,
+        seq: Seq,
+        message_id: MessageId,
+        sender: UserId,
+        elements: Vec<Element>,
+        request_id: Option<RequestId>,
+        at: TimeMs,
+    },
     /// `likes` more likes were given in `group`.
     GroupLiked { group: GroupId, likes: u64 },
     /// Everyone but the owner and admins was muted (or unmuted).
@@ -151,6 +164,8 @@ impl Event {
             Event::GroupJoinResolved { .. } => "GroupJoinResolved",
             Event::GroupMutedAll { .. } => "GroupMutedAll",
             Event::GroupLiked { .. } => "GroupLiked",
+            Event::TopicCreated { .. } => "TopicCreated",
+            Event::TopicMessageSent { .. } => "TopicMessageSent",
             Event::GroupMemberBanned { .. } => "GroupMemberBanned",
             Event::FriendRequestResolved { .. } => "FriendRequestResolved",
             Event::FriendAdded { .. } => "FriendAdded",

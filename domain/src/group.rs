@@ -579,6 +579,7 @@ pub(crate) fn recall(
     state: &impl ShardState,
     ctx: &ApplyContext,
     (actor, group, seq, window_ms): (&UserId, &GroupId, Seq, u64),
+    stream: &ConversationId,
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -592,9 +593,8 @@ pub(crate) fn recall(
     } else {
         None
     };
-    let stream = ConversationId::group(group);
-    let Some(message) = state.message(&stream, seq)? else {
-        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of group {group}"));
+    let Some(message) = state.message(stream, seq)? else {
+        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {stream}"));
     };
     if let Some(done) = &message.recalled {
         if &done.by == actor {
@@ -623,7 +623,7 @@ pub(crate) fn recall(
         }
     }
     Ok(Ok(Applied {
-        events: vec![Event::MessageRecalled { conversation: stream, seq, by: actor.clone(), at: ctx.time }],
+        events: vec![Event::MessageRecalled { conversation: stream.clone(), seq, by: actor.clone(), at: ctx.time }],
         changes: vec![],
         reply: Reply::MessageRecalled { seq, at: ctx.time },
     }))
@@ -653,4 +653,158 @@ pub(crate) fn tip(
         at_all: false,
         at: ctx.time,
     })
+}
+
+/// Most topics one Community has.
+pub const MAX_TOPICS: u64 = 100;
+
+/// The owner or an admin of a Community opens a topic. A repeat changes nothing.
+pub(crate) fn create_topic(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (actor, group, topic, name): (&UserId, &GroupId, &crate::ids::TopicId, &str),
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if g.kind != GroupKind::Community {
+        return reject(
+            Reason::PermissionDenied,
+            format!("group {group} is a {} group: topics are a community's", g.kind.name()),
+        );
+    }
+    match member_of(state, &g, actor)? {
+        Ok(m) if m.role.manages() => {}
+        Ok(_) => return reject(Reason::PermissionDenied, format!("only the owner and admins of {group} open topics")),
+        Err(r) => return Ok(Err(r)),
+    }
+    if name.len() > MAX_GROUP_NAME_BYTES {
+        return reject(Reason::GroupNameInvalid, format!("topic names are at most {MAX_GROUP_NAME_BYTES} bytes"));
+    }
+    let unchanged = Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: false };
+    if state.topic(group, topic)?.is_some() {
+        return Ok(Ok(Applied { events: vec![], changes: vec![], reply: unchanged }));
+    }
+    if g.topics >= MAX_TOPICS {
+        return reject(Reason::GroupFieldInvalid, format!("a community has at most {MAX_TOPICS} topics"));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::TopicCreated {
+            group: group.clone(),
+            topic: topic.clone(),
+            name: name.to_owned(),
+            by: actor.clone(),
+            at: ctx.time,
+        }],
+        changes: vec![],
+        reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count, changed: true },
+    }))
+}
+
+/// A message to a topic: the group's rules for who may send, the topic's own seqs.
+pub(crate) fn send_topic(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (sender, group, topic): (&UserId, &GroupId, &crate::ids::TopicId),
+    elements: &[Element],
+    request_id: Option<&RequestId>,
+) -> Decided {
+    let g = match live_group(state, ctx, group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    let stream = ConversationId::topic_stream(group, topic);
+    if let Some(request_id) = request_id {
+        if let Some(first) = state.dedup(&stream, sender, request_id)? {
+            return Ok(Ok(Applied {
+                events: vec![],
+                changes: vec![],
+                reply: Reply::MessageAccepted {
+                    message_id: first.message_id,
+                    seq: first.seq,
+                    time: first.time,
+                    conversation: stream,
+                    duplicate: true,
+                },
+            }));
+        }
+    }
+    if state.topic(group, topic)?.is_none() {
+        return reject(Reason::TopicNotFound, format!("group {group} has no topic {topic}"));
+    }
+    let member = match member_of(state, &g, sender)? {
+        Ok(m) => m,
+        Err(r) => return Ok(Err(r)),
+    };
+    if member.muted_until > ctx.time {
+        return reject(
+            Reason::MemberMuted,
+            format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
+        );
+    }
+    if g.muted_all && !member.role.manages() {
+        return reject(Reason::MemberMuted, format!("group {group} is muted: only its owner and admins send"));
+    }
+    let seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq).next();
+    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    Ok(Ok(Applied {
+        events: vec![Event::TopicMessageSent {
+            group: group.clone(),
+            topic: topic.clone(),
+            seq,
+            message_id: message_id.clone(),
+            sender: sender.clone(),
+            elements: elements.to_vec(),
+            request_id: request_id.cloned(),
+            at: ctx.time,
+        }],
+        changes: vec![],
+        reply: Reply::MessageAccepted { message_id, seq, time: ctx.time, conversation: stream, duplicate: false },
+    }))
+}
+
+/// Moves a member's read cursor in a topic's stream (`None`: to its newest message).
+pub(crate) fn topic_mark_read(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    user: &UserId,
+    stream: &ConversationId,
+    up_to: Option<Seq>,
+) -> Decided {
+    let (Some(group), Some(topic)) = (stream.group_id(), stream.topic()) else {
+        return reject(Reason::ConversationIdInvalid, format!("{stream} is not a topic's stream"));
+    };
+    let g = match live_group(state, ctx, &group)? {
+        Ok(g) => g,
+        Err(r) => return Ok(Err(r)),
+    };
+    if let Err(r) = member_of(state, &g, user)? {
+        return Ok(Err(r));
+    }
+    if state.topic(&group, &topic)?.is_none() {
+        return reject(Reason::TopicNotFound, format!("group {group} has no topic {topic}"));
+    }
+    let last_seq = state.conversation(stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+    let target = match up_to {
+        None => last_seq,
+        Some(seq) if seq > last_seq => {
+            return reject(
+                Reason::SeqOutOfRange,
+                format!("seq {seq} is past the newest message of {stream} ({last_seq})"),
+            )
+        }
+        Some(seq) => seq,
+    };
+    let current = state.topic_cursor(stream, user)?.unwrap_or(Seq::ZERO);
+    let read_seq = current.max(target);
+    let reply = Reply::ReadMarked { read_seq, unread: last_seq.0.saturating_sub(read_seq.0) };
+    if read_seq == current {
+        return Ok(Ok(Applied { events: vec![], changes: vec![], reply }));
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::ReadMarked { conversation: stream.clone(), user: user.clone(), read_seq }],
+        changes: vec![],
+        reply,
+    }))
 }

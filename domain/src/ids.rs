@@ -79,6 +79,34 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// A topic of a Community group: a named sub-stream with its own seqs (1..=32 bytes of ASCII
+/// letters, digits, `_`, `-`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(String);
+
+impl TopicId {
+    pub fn parse(s: &str) -> Result<Self, Rejection> {
+        let ok = (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !ok {
+            return Err(Rejection::new(
+                Reason::TopicInvalid,
+                format!("{s:?} is not a topic id (1..=32 of ASCII letters, digits, _ -)"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A conversation id. A one-to-one (C2C) conversation is `c2c:{a}:{b}` with `a < b`, so both
 /// sides name the same conversation; a group's stream is `grp:{group}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,9 +124,21 @@ impl ConversationId {
         Self(format!("grp:{group}"))
     }
 
-    /// The group whose stream this is, if it is one.
+    /// A topic's stream in a Community: `grp:{group}/{topic}`, on its group's shard.
+    pub fn topic_stream(group: &GroupId, topic: &TopicId) -> Self {
+        Self(format!("grp:{group}/{topic}"))
+    }
+
+    /// The group whose stream (or topic's stream) this is, if it is one.
     pub fn group_id(&self) -> Option<GroupId> {
-        GroupId::parse(self.0.strip_prefix("grp:")?).ok()
+        let rest = self.0.strip_prefix("grp:")?;
+        GroupId::parse(rest.split_once('/').map_or(rest, |(group, _)| group)).ok()
+    }
+
+    /// The topic whose stream this is, if it is one.
+    pub fn topic(&self) -> Option<TopicId> {
+        let (_, topic) = self.0.strip_prefix("grp:")?.split_once('/')?;
+        TopicId::parse(topic).ok()
     }
 
     pub fn parse(s: &str) -> Result<Self, Rejection> {
@@ -108,8 +148,15 @@ impl ConversationId {
                 format!("{s:?} is not a conversation id (expected c2c:USER:USER or grp:GROUP)"),
             )
         };
-        if let Some(group) = s.strip_prefix("grp:") {
+        if let Some(rest) = s.strip_prefix("grp:") {
+            let (group, topic) = match rest.split_once('/') {
+                Some((group, topic)) => (group, Some(topic)),
+                None => (rest, None),
+            };
             GroupId::parse(group).map_err(|_| bad())?;
+            if let Some(topic) = topic {
+                TopicId::parse(topic).map_err(|_| bad())?;
+            }
             return Ok(Self(s.to_owned()));
         }
         let rest = s.strip_prefix("c2c:").ok_or_else(bad)?;

@@ -192,6 +192,19 @@ pub fn check(
             }
             to.owns(crate::ConversationId::group(group).as_str())
         }
+        Command::CreateTopic { group, name, .. } => {
+            if name.len() > crate::group::MAX_GROUP_NAME_BYTES {
+                return Err(Rejection::new(
+                    Reason::GroupNameInvalid,
+                    format!("topic names are at most {} bytes", crate::group::MAX_GROUP_NAME_BYTES),
+                ));
+            }
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::SendTopicMessage { group, elements, .. } => {
+            validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
         Command::AddGroupLikes { group, likes } => {
             if !(1..=crate::group_admin::MAX_LIKES_PER_COMMAND).contains(likes) {
                 return Err(Rejection::new(

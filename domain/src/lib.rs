@@ -44,12 +44,13 @@ pub use command::{Command, Effect, EffectKind, EffectSource, Lane};
 pub use element::Element;
 pub use event::{Event, EventOffset};
 pub use ids::{
-    ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, UserId,
+    ConversationId, DirectoryKey, EffectId, GroupId, MessageId, RegionCode, RequestId, Seq, ShardId, TimeMs, TopicId,
+    UserId,
 };
 pub use records::{
     Conversation, ConversationPrefs, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group,
     GroupApplication, GroupKind, GroupMember, GroupRef, GroupRole, HistoryView, JoinOption, MemberCursor, Message,
-    User,
+    Topic, User,
 };
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

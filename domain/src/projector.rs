@@ -80,6 +80,9 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             }
             None => vec![],
         },
+        Event::ReadMarked { conversation, user, read_seq } if conversation.topic().is_some() => {
+            vec![Change::PutTopicCursor { stream: conversation.clone(), user: user.clone(), read_seq: *read_seq }]
+        }
         Event::ReadMarked { conversation, user, read_seq } if conversation.group_id().is_some() => {
             let group = conversation.group_id().unwrap_or_else(|| unreachable!("checked by the guard"));
             match state.group_member(&group, user)? {
@@ -128,6 +131,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 muted_all: false,
                 applications: 0,
                 likes: 0,
+                topics: 0,
             })]
         }
         Event::GroupMemberAdded { group, user, role, hidden, at, .. } => {
@@ -310,6 +314,56 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             }
             g.applications = g.applications.saturating_sub(1);
             vec![Change::DeleteGroupApplication { group: group.clone(), user: user.clone() }, Change::PutGroup(g)]
+        }
+        Event::TopicCreated { group, topic, name, by, at } => {
+            let Some(g) = state.group(group)? else { return Ok(vec![]) };
+            vec![
+                Change::PutTopic {
+                    group: group.clone(),
+                    topic: crate::records::Topic {
+                        id: topic.clone(),
+                        name: name.clone(),
+                        created: *at,
+                        by: by.clone(),
+                    },
+                },
+                Change::PutGroup(Group { topics: g.topics + 1, ..g }),
+            ]
+        }
+        Event::TopicMessageSent { group, topic, seq, message_id, sender, elements, request_id, at } => {
+            let stream = crate::ids::ConversationId::topic_stream(group, topic);
+            let created = state.conversation(&stream)?.map_or(*at, |h| h.created);
+            let mut changes = vec![
+                Change::PutMessage {
+                    conversation: stream.clone(),
+                    message: Message {
+                        id: message_id.clone(),
+                        seq: *seq,
+                        sender: sender.clone(),
+                        time: *at,
+                        elements: elements.clone(),
+                        recalled: None,
+                    },
+                },
+                Change::PutConversation(Conversation {
+                    id: stream.clone(),
+                    members: vec![],
+                    last_seq: *seq,
+                    last_time: *at,
+                    created,
+                }),
+                // Sending moves the sender's own cursor in the topic.
+                Change::PutTopicCursor { stream: stream.clone(), user: sender.clone(), read_seq: *seq },
+            ];
+            if let Some(request_id) = request_id {
+                changes.push(Change::PutDedup {
+                    conversation: stream,
+                    sender: sender.clone(),
+                    request_id: request_id.clone(),
+                    entry: DedupEntry { message_id: message_id.clone(), seq: *seq, time: *at },
+                });
+            }
+            changes
         }
         Event::GroupLiked { group, likes } => match state.group(group)? {
             Some(g) => vec![Change::PutGroup(Group { likes: g.likes.saturating_add(*likes), ..g })],

@@ -173,6 +173,17 @@ pub struct Group {
     pub applications: u64,
     /// Likes given in the group (GRP-07), summed server-side.
     pub likes: u64,
+    /// Topics of a Community.
+    pub topics: u64,
+}
+
+/// A topic of a Community: a named sub-stream with its own seqs (on the group's shard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    pub id: crate::ids::TopicId,
+    pub name: String,
+    pub created: TimeMs,
+    pub by: UserId,
 }
 
 /// How a user gets into a group by themselves (GRP-03).

@@ -106,6 +106,8 @@ reasons! {
     ReadReceiptsUnavailable => "READ_RECEIPTS_UNAVAILABLE", FailedPrecondition;
     ConversationFieldInvalid => "CONVERSATION_FIELD_INVALID", InvalidArgument;
     DeletedMessagesLimit => "DELETED_MESSAGES_LIMIT", FailedPrecondition;
+    TopicInvalid => "TOPIC_INVALID", InvalidArgument;
+    TopicNotFound => "TOPIC_NOT_FOUND", NotFound;
 }
 
 impl fmt::Display for Reason {

@@ -38,6 +38,9 @@ pub trait ShardState {
     fn blocked_count(&self, user: &UserId) -> Result<u64, StateError>;
     /// Whether `blocker` blocks the other member of `conversation` (on its shard).
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError>;
+    fn topic(&self, group: &GroupId, topic: &crate::ids::TopicId) -> Result<Option<crate::records::Topic>, StateError>;
+    /// A member's read cursor in a topic's stream (none until they read or send there).
+    fn topic_cursor(&self, stream: &ConversationId, user: &UserId) -> Result<Option<Seq>, StateError>;
     /// `user`'s settings for a row of their list (on `user`'s shard).
     fn conversation_prefs(
         &self,
@@ -240,6 +243,28 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         }) {
             Some(b) => Ok(b),
             None => self.base.pair_blocked(conversation, blocker),
+        }
+    }
+
+    fn topic(&self, group: &GroupId, topic: &crate::ids::TopicId) -> Result<Option<crate::records::Topic>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutTopic { group: g, topic: t } if g == group && &t.id == topic => Some(t.clone()),
+            _ => None,
+        }) {
+            Some(t) => Ok(Some(t)),
+            None => self.base.topic(group, topic),
+        }
+    }
+
+    fn topic_cursor(&self, stream: &ConversationId, user: &UserId) -> Result<Option<Seq>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutTopicCursor { stream: s, user: u, read_seq } if s == stream && u == user => Some(*read_seq),
+            _ => None,
+        }) {
+            Some(s) => Ok(Some(s)),
+            None => self.base.topic_cursor(stream, user),
         }
     }
 

@@ -34,6 +34,8 @@ struct MemState {
     bans: BTreeMap<(GroupId, UserId), TimeMs>,
     prefs: BTreeMap<(UserId, ConversationId), ConversationPrefs>,
     views: BTreeMap<(ConversationId, UserId), HistoryView>,
+    topics: BTreeMap<(GroupId, TopicId), meridian_domain::records::Topic>,
+    topic_cursors: BTreeMap<(ConversationId, UserId), Seq>,
 }
 
 impl ShardState for MemState {
@@ -78,6 +80,12 @@ impl ShardState for MemState {
     }
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         Ok(self.pair_blocks.contains(&(conversation.clone(), blocker.clone())))
+    }
+    fn topic(&self, g: &GroupId, t: &TopicId) -> Result<Option<meridian_domain::records::Topic>, StateError> {
+        Ok(self.topics.get(&(g.clone(), t.clone())).cloned())
+    }
+    fn topic_cursor(&self, s: &ConversationId, u: &UserId) -> Result<Option<Seq>, StateError> {
+        Ok(self.topic_cursors.get(&(s.clone(), u.clone())).copied())
     }
     fn conversation_prefs(&self, u: &UserId, c: &ConversationId) -> Result<Option<ConversationPrefs>, StateError> {
         Ok(self.prefs.get(&(u.clone(), c.clone())).cloned())
@@ -184,6 +192,12 @@ impl MemState {
                 }
                 Change::DeletePairFriend { conversation, lister } => {
                     self.pair_friends.remove(&(conversation, lister));
+                }
+                Change::PutTopic { group, topic } => {
+                    self.topics.insert((group, topic.id.clone()), topic);
+                }
+                Change::PutTopicCursor { stream, user, read_seq } => {
+                    self.topic_cursors.insert((stream, user), read_seq);
                 }
                 Change::PutConversationPrefs { user, conversation, prefs } => {
                     self.prefs.insert((user, conversation), prefs);
@@ -1424,4 +1438,45 @@ fn joins_leaves_kicks_and_profile_changes_leave_notices_in_the_stream() {
     // The joiner's own notice is read; a client cannot send one.
     let tip = Element::GroupTip { tip: TipKind::Joined, users: vec![], by: "own".into(), fields: vec![] };
     assert_eq!(tip.validate().map_err(|r| r.reason), Err(Reason::ElementInvalid));
+}
+
+#[test]
+fn a_community_s_topics_have_their_own_seqs_and_cursors() {
+    let mut s = MemState::default();
+    create_group(&mut s, GroupKind::Community, 10, &["ann", "bob"]).unwrap_or_else(|r| panic!("{r}"));
+    let topic = |t: &str| TopicId::parse(t).unwrap_or_else(|r| panic!("{r}"));
+    let open = |actor: &str, t: &str| Command::CreateTopic {
+        actor: user(actor),
+        group: gid("g1"),
+        topic: topic(t),
+        name: format!("{t} talk"),
+    };
+    assert_rejected(&mut s, &ctx(2, 2), open("ann", "news"), Reason::PermissionDenied);
+    assert_eq!(group_changed(&run(&mut s, &ctx(2, 2), open("own", "news"))), (3, true));
+    assert_eq!(group_changed(&run(&mut s, &ctx(3, 3), open("own", "news"))), (3, false), "a repeat");
+    let tsend = |sender: &str, t: &str| Command::SendTopicMessage {
+        sender: user(sender),
+        group: gid("g1"),
+        topic: topic(t),
+        elements: text("in the topic"),
+        request_id: None,
+    };
+    assert_eq!(seq_of(&run(&mut s, &ctx(4, 4), tsend("ann", "news"))), 1);
+    assert_eq!(seq_of(&run(&mut s, &ctx(5, 5), tsend("bob", "news"))), 2);
+    assert_eq!(seq_of(&gsend(&mut s, 6, "ann", None)), 1, "the main stream counts on its own");
+    assert_rejected(&mut s, &ctx(7, 7), tsend("zed", "news"), Reason::NotGroupMember);
+    assert_rejected(&mut s, &ctx(7, 7), tsend("ann", "sports"), Reason::TopicNotFound);
+    let stream = ConversationId::topic_stream(&gid("g1"), &topic("news"));
+    assert_eq!(shard_for(stream.as_str(), 8), shard_for(ConversationId::group(&gid("g1")).as_str(), 8));
+    assert_eq!(s.topic_cursors[&(stream.clone(), user("bob"))], Seq(2), "a sender has read their own");
+    let read = Command::MarkRead { user: user("ann"), conversation: stream.clone(), up_to: None };
+    run(&mut s, &ctx(8, 8), read).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.topic_cursors[&(stream.clone(), user("ann"))], Seq(2));
+    assert_eq!(s.members[&(gid("g1"), user("ann"))].read_seq, Seq(1), "the main cursor is apart");
+    let recall = Command::RecallMessage { actor: user("own"), conversation: stream.clone(), seq: Seq(1), window_ms: 1 };
+    run(&mut s, &ctx(100, 9), recall).unwrap_or_else(|r| panic!("{r}"));
+    assert!(s.messages[&(stream, Seq(1))].recalled.is_some());
+    let mut w = MemState::default();
+    create_group(&mut w, GroupKind::Work, 10, &[]).unwrap_or_else(|r| panic!("{r}"));
+    assert_rejected(&mut w, &ctx(2, 2), open("own", "news"), Reason::PermissionDenied);
 }

@@ -696,3 +696,46 @@ async fn likes_in_a_live_room_are_summed_into_few_entries() {
     let refused = cluster.user("fan000").like_group("live", 101).await.unwrap_err();
     assert_eq!(reason(&refused), "GROUP_FIELD_INVALID");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_community_s_topics_are_streams_of_their_own() {
+    let mut cluster = Cluster::start(3, Tuning::default()).await;
+    cluster.create_users(&["own".to_owned(), "ann".to_owned(), "zed".to_owned()]).await;
+    let (own, ann) = (cluster.user("own"), cluster.user("ann"));
+    own.create_group(Some("town"), "community", "the town", &["ann"]).await.unwrap();
+    own.create_topic("town", "news", "News").await.unwrap();
+    own.create_topic("town", "sport", "Sport").await.unwrap();
+    let refused = ann.create_topic("town", "gossip", "").await.unwrap_err();
+    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    for i in 1..=3 {
+        let sent = ann.send_topic_text("town", "news", &format!("n{i}"), Some(format!("n{i}"))).await.unwrap();
+        assert_eq!((sent.seq, sent.conversation_id.as_str()), (i, "grp:town/news"));
+    }
+    assert_eq!(own.send_topic_text("town", "sport", "s1", None).await.unwrap().seq, 1);
+    assert_eq!(own.send_group_text("town", "hello town", None).await.unwrap().seq, 1);
+    let again = ann.send_topic_text("town", "news", "n1", Some("n1".into())).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (1, true));
+    let missing = ann.send_topic_text("town", "weather", "x", None).await.unwrap_err();
+    assert_eq!(reason(&missing), "TOPIC_NOT_FOUND");
+    let outsider = cluster.user("zed").send_topic_text("town", "news", "x", None).await.unwrap_err();
+    assert_eq!(reason(&outsider), "NOT_GROUP_MEMBER");
+
+    let news = Stream::Topic("town".into(), "news".into());
+    let texts: Vec<String> = own
+        .stream_history_all(&news, ReadConsistency::Linearizable)
+        .await
+        .unwrap()
+        .iter()
+        .map(meridian_client::message_text)
+        .collect();
+    assert_eq!(texts, ["n1", "n2", "n3"]);
+    let unread = |topics: &[meridian_client::api::TopicInfo]| -> Vec<(String, u64, u64)> {
+        topics.iter().map(|t| (t.topic.clone(), t.last_seq, t.unread)).collect()
+    };
+    let own_view = own.list_topics("town").await.unwrap().topics;
+    assert_eq!(unread(&own_view), [("news".to_owned(), 3, 3), ("sport".to_owned(), 1, 0)]);
+    own.mark_topic_read("town", "news", Some(2)).await.unwrap();
+    let own_view = own.list_topics("town").await.unwrap().topics;
+    assert_eq!(unread(&own_view), [("news".to_owned(), 3, 1), ("sport".to_owned(), 1, 0)]);
+    cluster.wait_converged().await;
+}

@@ -167,6 +167,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         Event::GroupMemberAdded { user, .. } | Event::GroupMemberRemoved { user, .. } => {
             vec![(Subject::User(user.clone()), "group membership event")]
         }
+        Event::TopicMessageSent { sender, .. } => vec![(Subject::User(sender.clone()), "TopicMessageSent event")],
         Event::GroupMessageSent { sender, .. } => vec![(Subject::User(sender.clone()), "GroupMessageSent event")],
         Event::GroupListed { user, .. } | Event::GroupUnlisted { user, .. } => {
             vec![(Subject::User(user.clone()), "group list event")]
@@ -183,6 +184,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         | Event::GroupJoinResolved { .. }
         | Event::GroupMutedAll { .. }
         | Event::GroupLiked { .. }
+        | Event::TopicCreated { .. }
         | Event::GroupMemberBanned { .. } => vec![],
         Event::UserBlocked { user, .. } => vec![(Subject::User(user.clone()), "UserBlocked event")],
         Event::ProfileUpdated { user, .. } => vec![(Subject::User(user.clone()), "ProfileUpdated event")],
@@ -226,6 +228,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
                 }
             })
             .collect(),
+        Command::SendTopicMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendTopicMessage command")],
         Command::SendGroupMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendGroupMessage command")],
         Command::AckEffects { .. }
         | Command::SetLogicVersion { .. }
@@ -243,6 +246,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         | Command::RespondJoinRequest { .. }
         | Command::MuteAllGroup { .. }
         | Command::AddGroupLikes { .. }
+        | Command::CreateTopic { .. }
         | Command::BanGroupMember { .. } => vec![],
         Command::SetBlocked { user, .. } => vec![(Subject::User(user.clone()), "SetBlocked command")],
         Command::SetProfile { user, .. } => vec![(Subject::User(user.clone()), "SetProfile command")],

@@ -316,6 +316,23 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 approve: *approve,
             })
         }
+        Command::CreateTopic { actor, group, topic, name } => Kind::CreateTopic(pb::CreateTopic {
+            actor: actor.to_string(),
+            group_id: group.to_string(),
+            topic: topic.to_string(),
+            name: name.clone(),
+            time_ms: 0,
+        }),
+        Command::SendTopicMessage { sender, group, topic, elements, request_id } => {
+            Kind::SendTopicMessage(pb::SendTopicMessage {
+                sender: sender.to_string(),
+                group_id: group.to_string(),
+                topic: topic.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                ..Default::default()
+            })
+        }
         Command::AddGroupLikes { group, likes } => {
             Kind::AddGroupLikes(pb::AddGroupLikes { group_id: group.to_string(), likes: *likes })
         }
@@ -515,6 +532,19 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             user: user_id(W, &r.user)?,
             approve: r.approve,
         },
+        Kind::CreateTopic(t) => Command::CreateTopic {
+            actor: user_id(W, &t.actor)?,
+            group: group_id(W, &t.group_id)?,
+            topic: topic_id(W, &t.topic)?,
+            name: t.name,
+        },
+        Kind::SendTopicMessage(m) => Command::SendTopicMessage {
+            sender: user_id(W, &m.sender)?,
+            group: group_id(W, &m.group_id)?,
+            topic: topic_id(W, &m.topic)?,
+            elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: optional_request_id(W, &m.request_id)?,
+        },
         Kind::AddGroupLikes(l) => Command::AddGroupLikes { group: group_id(W, &l.group_id)?, likes: l.likes },
         Kind::MuteAllGroup(m) => {
             Command::MuteAllGroup { actor: user_id(W, &m.actor)?, group: group_id(W, &m.group_id)?, muted: m.muted }
@@ -540,6 +570,10 @@ fn fields_to_pb(fields: &[(String, String)]) -> Vec<pb::Field> {
 
 fn fields_from_pb(fields: Vec<pb::Field>) -> Vec<(String, String)> {
     fields.into_iter().map(|f| (f.name, f.value)).collect()
+}
+
+fn topic_id(what: &'static str, s: &str) -> Result<TopicId, StorageError> {
+    TopicId::parse(s).map_err(corrupt(what))
 }
 
 fn group_id(what: &'static str, s: &str) -> Result<GroupId, StorageError> {
@@ -878,6 +912,25 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             user: user.to_string(),
             approve: *approved,
         }),
+        Event::TopicCreated { group, topic, name, by, at } => Kind::TopicCreated(pb::CreateTopic {
+            actor: by.to_string(),
+            group_id: group.to_string(),
+            topic: topic.to_string(),
+            name: name.clone(),
+            time_ms: at.0,
+        }),
+        Event::TopicMessageSent { group, topic, seq, message_id, sender, elements, request_id, at } => {
+            Kind::TopicMessageSent(pb::SendTopicMessage {
+                sender: sender.to_string(),
+                group_id: group.to_string(),
+                topic: topic.to_string(),
+                elements: elements.iter().map(element_to_pb).collect(),
+                request_id: request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                seq: seq.0,
+                message_id: message_id.to_string(),
+                time_ms: at.0,
+            })
+        }
         Event::GroupLiked { group, likes } => {
             Kind::GroupLiked(pb::AddGroupLikes { group_id: group.to_string(), likes: *likes })
         }
@@ -1082,6 +1135,23 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             approved: r.approve,
             by: user_id(W, &r.actor)?,
         },
+        Kind::TopicCreated(t) => Event::TopicCreated {
+            group: group_id(W, &t.group_id)?,
+            topic: topic_id(W, &t.topic)?,
+            name: t.name,
+            by: user_id(W, &t.actor)?,
+            at: TimeMs(t.time_ms),
+        },
+        Kind::TopicMessageSent(m) => Event::TopicMessageSent {
+            group: group_id(W, &m.group_id)?,
+            topic: topic_id(W, &m.topic)?,
+            seq: Seq(m.seq),
+            message_id: MessageId::from_stored(m.message_id),
+            sender: user_id(W, &m.sender)?,
+            elements: m.elements.into_iter().map(element_from_pb).collect::<Result<_, _>>()?,
+            request_id: optional_request_id(W, &m.request_id)?,
+            at: TimeMs(m.time_ms),
+        },
         Kind::GroupLiked(l) => Event::GroupLiked { group: group_id(W, &l.group_id)?, likes: l.likes },
         Kind::GroupMutedAll(m) => {
             Event::GroupMutedAll { group: group_id(W, &m.group_id)?, muted: m.muted, by: user_id(W, &m.actor)? }
@@ -1213,6 +1283,7 @@ pub fn group_to_pb(g: &Group) -> pb::GroupRecord {
         muted_all: g.muted_all,
         applications: g.applications,
         likes: g.likes,
+        topics: g.topics,
     }
 }
 
@@ -1233,6 +1304,7 @@ pub fn group_from_pb(g: pb::GroupRecord) -> Result<Group, StorageError> {
         muted_all: g.muted_all,
         applications: g.applications,
         likes: g.likes,
+        topics: g.topics,
         name: g.name,
         owner: user_id(W, &g.owner)?,
         max_members: g.max_members,

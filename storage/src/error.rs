@@ -66,6 +66,8 @@ versioned!(
     pb::GroupBanRecord,
     pb::ConversationPrefsRecord,
     pb::HistoryViewRecord,
+    pb::TopicRecord,
+    pb::TopicCursorRecord,
     pb::ProfileRecord,
     pb::CountRecord,
 );

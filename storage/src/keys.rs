@@ -3,7 +3,7 @@
 //! no key is a prefix of another's component.
 
 use meridian_domain::{
-    ConversationId, DirectoryKey, EffectId, EventOffset, GroupId, RegionCode, RequestId, Seq, ShardId, UserId,
+    ConversationId, DirectoryKey, EffectId, EventOffset, GroupId, RegionCode, RequestId, Seq, ShardId, TopicId, UserId,
 };
 
 pub const CF_RAFT_LOG: &str = "raft_log";
@@ -121,6 +121,8 @@ pub const PROJ_GROUP_APPLICATION: u8 = b'j';
 pub const PROJ_GROUP_BAN: u8 = b'x';
 pub const PROJ_CONVERSATION_PREFS: u8 = b'P';
 pub const PROJ_HISTORY_VIEW: u8 = b'v';
+pub const PROJ_TOPIC: u8 = b'y';
+pub const PROJ_TOPIC_CURSOR: u8 = b'Y';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -256,6 +258,29 @@ pub fn history_view(shard: ShardId, conversation: &ConversationId, user: &UserId
     let mut k = with_shard(shard, 2 + conversation.as_str().len() + user.as_str().len());
     k.push(PROJ_HISTORY_VIEW);
     push_str(&mut k, conversation.as_str());
+    k.extend_from_slice(user.as_str().as_bytes());
+    k
+}
+
+/// The prefix of a Community's topics.
+pub fn topics(shard: ShardId, group: &GroupId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + group.as_str().len() + 32);
+    k.push(PROJ_TOPIC);
+    push_str(&mut k, group.as_str());
+    k
+}
+
+pub fn topic(shard: ShardId, group: &GroupId, topic: &TopicId) -> Vec<u8> {
+    let mut k = topics(shard, group);
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k
+}
+
+/// A member's read cursor in a topic's stream.
+pub fn topic_cursor(shard: ShardId, stream: &ConversationId, user: &UserId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + stream.as_str().len() + user.as_str().len());
+    k.push(PROJ_TOPIC_CURSOR);
+    push_str(&mut k, stream.as_str());
     k.extend_from_slice(user.as_str().as_bytes());
     k
 }

@@ -121,6 +121,8 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_GROUP_BAN
                         | &keys::PROJ_CONVERSATION_PREFS
                         | &keys::PROJ_HISTORY_VIEW
+                        | &keys::PROJ_TOPIC
+                        | &keys::PROJ_TOPIC_CURSOR
                 )
             )
         }

@@ -287,6 +287,27 @@ impl ShardStore {
         Ok(r.map(codec::history_view_from_pb).unwrap_or_default())
     }
 
+    /// A Community's topics, in topic id order.
+    pub fn topics(&self, group: &GroupId) -> Result<Vec<Topic>, StorageError> {
+        let prefix = keys::topics(self.shard, group);
+        self.projections_under(&prefix, |k, v| {
+            let id = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|t| TopicId::parse(t).ok())
+                .ok_or_else(|| StorageError::corrupt("topic", "the key names no topic"))?;
+            let r: pb::TopicRecord = decode_record("topic", v)?;
+            let by = UserId::parse(&r.by).map_err(|e| StorageError::corrupt("topic", e.to_string()))?;
+            Ok(Topic { id, name: r.name, created: TimeMs(r.created_ms), by })
+        })
+    }
+
+    /// A member's read cursor in a topic's stream (0 until they read or send there).
+    pub fn topic_cursor(&self, stream: &ConversationId, user: &UserId) -> Result<Seq, StorageError> {
+        let r: Option<pb::TopicCursorRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::topic_cursor(self.shard, stream, user), "topic cursor")?;
+        Ok(Seq(r.map_or(0, |c| c.read_seq)))
+    }
+
     /// The applications waiting to join `group`, in user id order.
     pub fn group_applications(&self, group: &GroupId) -> Result<Vec<GroupApplication>, StorageError> {
         let prefix = keys::group_applications(self.shard, group);
@@ -646,6 +667,22 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::CF_PROJECTIONS,
             keys::pair_friend(shard, conversation, lister),
             pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
+        ),
+        Change::PutTopic { group, topic } => (
+            keys::CF_PROJECTIONS,
+            keys::topic(shard, group, &topic.id),
+            pb::TopicRecord {
+                version: codec::RECORD_VERSION,
+                name: topic.name.clone(),
+                created_ms: topic.created.0,
+                by: topic.by.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        Change::PutTopicCursor { stream, user, read_seq } => (
+            keys::CF_PROJECTIONS,
+            keys::topic_cursor(shard, stream, user),
+            pb::TopicCursorRecord { version: codec::RECORD_VERSION, read_seq: read_seq.0 }.encode_to_vec(),
         ),
         Change::PutConversationPrefs { user, conversation, prefs } => (
             keys::CF_PROJECTIONS,
@@ -1065,6 +1102,22 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn pair_blocked(&self, conversation: &ConversationId, blocker: &UserId) -> Result<bool, StateError> {
         let key = keys::pair_block(self.0.shard_id(), conversation, blocker);
         Ok(self.0.read_record::<pb::BlockedRecord>(keys::CF_PROJECTIONS, key, "conversation block")?.is_some())
+    }
+
+    fn topic(&self, group: &GroupId, topic: &TopicId) -> Result<Option<Topic>, StateError> {
+        let key = keys::topic(self.0.shard_id(), group, topic);
+        let r = self.0.read_record::<pb::TopicRecord>(keys::CF_PROJECTIONS, key, "topic")?;
+        r.map(|t| {
+            let by = UserId::parse(&t.by).map_err(|e| StateError(format!("topic: {e}")))?;
+            Ok(Topic { id: topic.clone(), name: t.name, created: TimeMs(t.created_ms), by })
+        })
+        .transpose()
+    }
+
+    fn topic_cursor(&self, stream: &ConversationId, user: &UserId) -> Result<Option<Seq>, StateError> {
+        let key = keys::topic_cursor(self.0.shard_id(), stream, user);
+        let r = self.0.read_record::<pb::TopicCursorRecord>(keys::CF_PROJECTIONS, key, "topic cursor")?;
+        Ok(r.map(|c| Seq(c.read_seq)))
     }
 
     fn conversation_prefs(

@@ -101,6 +101,9 @@ pub struct SendArgs {
     /// A group to send to instead of a peer.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// A topic of the Community `--group`.
+    #[arg(long, value_name = "TOPIC", requires = "group")]
+    pub topic: Option<String>,
     /// Group messages: members to mention, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "A,B", requires = "group")]
     pub mention: Vec<String>,
@@ -125,6 +128,9 @@ pub struct HistoryArgs {
     /// A group's stream instead of a conversation with a peer.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// A topic of the Community `--group`.
+    #[arg(long, value_name = "TOPIC", requires = "group")]
+    pub topic: Option<String>,
     /// Start at this seq (inclusive); default: the newest message, or seq 1 with --forward.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub from_seq: u64,
@@ -169,6 +175,9 @@ pub struct ReadArgs {
     /// A group's stream instead of a conversation with a peer.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// A topic of the Community `--group`.
+    #[arg(long, value_name = "TOPIC", requires = "group")]
+    pub topic: Option<String>,
     /// Read up to and including this seq; default: everything.
     #[arg(long, value_name = "N")]
     pub seq: Option<u64>,
@@ -406,6 +415,21 @@ pub enum GroupCommand {
         #[arg(long, default_value_t = 1)]
         count: u64,
     },
+    /// Open a topic in a Community (owner or admin).
+    TopicCreate {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+        topic: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// A Community's topics, with your unread in each.
+    Topics {
+        #[command(flatten)]
+        act_as: ActAs,
+        id: String,
+    },
     /// The groups you are a member of.
     List {
         #[command(flatten)]
@@ -457,6 +481,8 @@ impl GroupCommand {
             | GroupCommand::Members { act_as, .. }
             | GroupCommand::List { act_as, .. }
             | GroupCommand::Like { act_as, .. }
+            | GroupCommand::TopicCreate { act_as, .. }
+            | GroupCommand::Topics { act_as, .. }
             | GroupCommand::Receipts { act_as, .. }
             | GroupCommand::Info { act_as, .. } => act_as,
         }

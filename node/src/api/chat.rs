@@ -775,6 +775,20 @@ impl Chat for ChatService {
         Ok(Response::new(self.like_group_(req).await?))
     }
 
+    async fn create_topic(
+        &self,
+        req: Request<api::CreateTopicRequest>,
+    ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        Ok(Response::new(self.create_topic_(req).await?))
+    }
+
+    async fn list_topics(
+        &self,
+        req: Request<api::ListTopicsRequest>,
+    ) -> Result<Response<api::ListTopicsResponse>, Status> {
+        Ok(Response::new(self.list_topics_(req).await?))
+    }
+
     async fn add_friend(&self, req: Request<api::AddFriendRequest>) -> Result<Response<api::FriendResponse>, Status> {
         Ok(Response::new(self.add_friend_(req).await?))
     }

@@ -163,6 +163,43 @@ impl ChatService {
         Ok(api::LikeGroupResponse { group_id: group.to_string(), likes })
     }
 
+    pub(super) async fn create_topic_(
+        &self,
+        req: Request<api::CreateTopicRequest>,
+    ) -> Result<api::GroupChangeResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.into_inner();
+        let group = GroupId::parse(&body.group_id)?;
+        let topic = meridian_domain::TopicId::parse(&body.topic)?;
+        let command = Command::CreateTopic { actor: me, group: group.clone(), topic, name: body.name };
+        changed(self.propose_one(self.shard_of(&group), command).await?)
+    }
+
+    /// A Community's topics with the caller's cursor and unread in each (members only).
+    pub(super) async fn list_topics_(
+        &self,
+        req: Request<api::ListTopicsRequest>,
+    ) -> Result<api::ListTopicsResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let group = GroupId::parse(&req.get_ref().group_id)?;
+        self.readable_group(&me, &group).await?;
+        let store = self.ctx.node.store(self.shard_of(&group))?;
+        let mut topics = vec![];
+        for t in store.topics(&group)? {
+            let stream = ConversationId::topic_stream(&group, &t.id);
+            let last_seq = store.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
+            let read_seq = store.topic_cursor(&stream, &me)?;
+            topics.push(api::TopicInfo {
+                topic: t.id.to_string(),
+                name: t.name,
+                last_seq: last_seq.0,
+                read_seq: read_seq.0,
+                unread: last_seq.0.saturating_sub(read_seq.0),
+            });
+        }
+        Ok(api::ListTopicsResponse { topics })
+    }
+
     /// The caller's groups, from their list (on their shard) and each group's record.
     pub(super) async fn list_joined_groups_(
         &self,

@@ -307,13 +307,27 @@ impl ChatService {
             RequestId::parse(&body.request_id)?
         };
         let mentions = body.mentions.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
-        let command = Command::SendGroupMessage {
-            sender: me,
-            group: group.clone(),
-            elements,
-            request_id: Some(request_id),
-            mentions,
-            at_all: body.at_all,
+        let command = if body.topic.is_empty() {
+            Command::SendGroupMessage {
+                sender: me,
+                group: group.clone(),
+                elements,
+                request_id: Some(request_id),
+                mentions,
+                at_all: body.at_all,
+            }
+        } else {
+            if !mentions.is_empty() || body.at_all {
+                return Err(Rejection::new(Reason::ElementInvalid, "mentions are for a group's main stream").into());
+            }
+            let topic = meridian_domain::TopicId::parse(&body.topic)?;
+            Command::SendTopicMessage {
+                sender: me,
+                group: group.clone(),
+                topic,
+                elements,
+                request_id: Some(request_id),
+            }
         };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::MessageAccepted { message_id, seq, time, conversation, duplicate } => Ok((
@@ -337,6 +351,14 @@ impl ChatService {
         let me = self.ctx.caller(&req)?;
         let group = GroupId::parse(&req.get_ref().group_id)?;
         let (_, member) = self.readable_group(&me, &group).await?;
+        let topic = &req.get_ref().topic;
+        if !topic.is_empty() {
+            let topic = meridian_domain::TopicId::parse(topic)?;
+            self.require_topic(&group, &topic)?;
+            let stream = ConversationId::topic_stream(&group, &topic);
+            let page = self.read_page(&stream, self.shard_of(&group), &me, req.into_inner()).await?;
+            return Ok((page, Some(self.ctx.topology.region().clone())));
+        }
         let stream = ConversationId::group(&group);
         // In a group that hides its history from new members, a member reads from the seq
         // they joined at on.
@@ -366,7 +388,7 @@ impl ChatService {
         let window_ms = self.ctx.limits.recall_window_seconds.saturating_mul(1000);
         let command = Command::RecallMessage {
             actor: me,
-            conversation: ConversationId::group(&group),
+            conversation: self.stream_named(&group, &body.topic)?,
             seq: Seq(body.seq),
             window_ms,
         };
@@ -388,7 +410,7 @@ impl ChatService {
         let group = GroupId::parse(&body.group_id)?;
         let command = Command::MarkRead {
             user: me,
-            conversation: ConversationId::group(&group),
+            conversation: self.stream_named(&group, &body.topic)?,
             up_to: (body.seq != 0).then_some(Seq(body.seq)),
         };
         match self.propose_one(self.shard_of(&group), command).await? {
@@ -396,6 +418,24 @@ impl ChatService {
                 Ok((api::MarkReadResponse { read_seq: read_seq.0, unread }, Some(self.ctx.topology.region().clone())))
             }
             other => Err(ApiError::Internal(format!("unexpected reply to mark-read: {other:?}"))),
+        }
+    }
+
+    /// A group's main stream, or its topic's when `topic` is not empty.
+    fn stream_named(&self, group: &GroupId, topic: &str) -> Result<ConversationId, ApiError> {
+        if topic.is_empty() {
+            return Ok(ConversationId::group(group));
+        }
+        Ok(ConversationId::topic_stream(group, &meridian_domain::TopicId::parse(topic)?))
+    }
+
+    /// Refuses a topic the group does not have (on this node's replica).
+    pub(super) fn require_topic(&self, group: &GroupId, topic: &meridian_domain::TopicId) -> Result<(), ApiError> {
+        let store = self.ctx.node.store(self.shard_of(group))?;
+        if store.topics(group)?.iter().any(|t| &t.id == topic) {
+            Ok(())
+        } else {
+            Err(Rejection::new(Reason::TopicNotFound, format!("group {group} has no topic {topic}")).into())
         }
     }
 

@@ -273,6 +273,23 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.by = by.to_string();
             out.flag = *approved;
         }
+        Event::TopicCreated { group, topic, name, by, at } => {
+            out.group_id = group.to_string();
+            out.name = name.clone();
+            out.by = by.to_string();
+            out.time_ms = at.0;
+            out.fields = [("topic".to_owned(), topic.to_string())].into_iter().collect();
+        }
+        Event::TopicMessageSent { group, topic, seq, message_id, sender, elements, request_id, at } => {
+            out.group_id = group.to_string();
+            out.seq = seq.0;
+            out.message_id = message_id.to_string();
+            out.user = sender.to_string();
+            out.elements = elements.iter().map(element_to_wire).collect();
+            out.request_id = request_id.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default();
+            out.time_ms = at.0;
+            out.fields = [("topic".to_owned(), topic.to_string())].into_iter().collect();
+        }
         Event::GroupLiked { group, likes } => {
             out.group_id = group.to_string();
             out.fields = [("likes".to_owned(), likes.to_string())].into_iter().collect();
