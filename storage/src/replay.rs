@@ -401,10 +401,11 @@ mod tests {
         // 3 accounts, 12 sends (the duplicate adds none), 1 recall, 4 list joins, 2 directory
         // claims (the repeat adds none); bob's mark read moves nothing (his own last message
         // already moved his cursor): no event. The group: created, 3 members added, 2 sends,
-        // 1 read, 1 removal, and 3 list entries added and 1 taken out on the users' shards.
+        // 1 read, 1 removal and its notice in the stream, and 3 list entries added and 1
+        // taken out on the users' shards.
         assert_eq!(
             all.iter().map(|c| c.events).sum::<u64>(),
-            3 + 12 + 1 + 4 + 2 + (1 + 3 + 2 + 1 + 1) + (3 + 1),
+            3 + 12 + 1 + 4 + 2 + (1 + 3 + 2 + 1 + 1 + 1) + (3 + 1),
             "{all:?}"
         );
 
