@@ -212,8 +212,8 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::ClearHistoryForSelf { user, conversation, clear, delete } => {
             crate::conversation_prefs::clear_for_self(state, ctx, (user, conversation), *clear, delete)
         }
-        Command::SetGroupProfile { actor, group, fields } => {
-            crate::group_admin::set_profile(state, ctx, actor, group, fields)
+        Command::SetGroupProfile { actor, group, fields, type_cap } => {
+            crate::group_admin::set_profile(state, ctx, (actor, group, *type_cap), fields)
         }
         Command::SetGroupMemberInfo { actor, group, user, fields } => {
             crate::group_admin::set_member_info(state, ctx, (actor, group, user), fields)

@@ -76,8 +76,10 @@ pub enum Command {
     /// The owner hands the group to another member, and becomes a plain member.
     TransferGroup { actor: UserId, group: GroupId, to: UserId },
     /// `actor` changes group profile fields (GRP-03): `name`, `introduction`, `notification`,
-    /// `face_url`, `join_option`, `custom.KEY` (an empty value removes an optional field).
-    SetGroupProfile { actor: UserId, group: GroupId, fields: Vec<(String, String)> },
+    /// `face_url`, `join_option`, `max_members`, `custom.KEY` (an empty value removes an
+    /// optional field). `type_cap`: the most members the group's type may have at the
+    /// accepting node (a `max_members` above it is refused).
+    SetGroupProfile { actor: UserId, group: GroupId, fields: Vec<(String, String)>, type_cap: u64 },
     /// `actor` sets member fields of `user` (GRP-03/04): `name_card`, `recv_opt`, `custom.KEY`.
     SetGroupMemberInfo { actor: UserId, group: GroupId, user: UserId, fields: Vec<(String, String)> },
     /// `user` applies to join a group: joined at once when it is free to join, else waiting

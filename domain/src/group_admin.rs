@@ -87,11 +87,16 @@ pub fn check_group_fields(fields: &[(String, String)]) -> Result<(), Rejection> 
                     return Err(bad(format!("join_option is free, need_approval or forbid, not {value:?}")));
                 }
             }
+            "max_members" => {
+                if !value.parse::<u64>().is_ok_and(|n| n >= 1) {
+                    return Err(bad(format!("max_members is a number of members, at least 1, not {value:?}")));
+                }
+            }
             other if custom_key(other).is_some() => at_most(name, value, 512)?,
             other => {
                 return Err(bad(format!(
-                    "{other:?} is not a group field: name, introduction, notification, face_url, join_option or \
-                     custom.KEY"
+                    "{other:?} is not a group field: name, introduction, notification, face_url, join_option, \
+                     max_members or custom.KEY"
                 )))
             }
         }
@@ -139,6 +144,7 @@ pub fn group_with(mut g: Group, fields: &[(String, String)]) -> Group {
         match name.as_str() {
             "name" => g.name = value.clone(),
             "join_option" => g.join_option = JoinOption::from_name(value).unwrap_or(g.join_option),
+            "max_members" => g.max_members = value.parse().unwrap_or(g.max_members),
             _ => rest.push((name.clone(), value.clone())),
         }
     }
@@ -169,8 +175,7 @@ fn role_of(
 pub(crate) fn set_profile(
     state: &impl ShardState,
     ctx: &ApplyContext,
-    actor: &UserId,
-    group: &GroupId,
+    (actor, group, type_cap): (&UserId, &GroupId, u64),
     fields: &[(String, String)],
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
@@ -191,6 +196,24 @@ pub(crate) fn set_profile(
     };
     if !allowed {
         return reject(Reason::PermissionDenied, format!("{actor} may not change the profile of group {group}"));
+    }
+    if let Some((_, value)) = fields.iter().find(|(n, _)| n == "max_members") {
+        let wanted: u64 = value.parse().unwrap_or(0);
+        if !g.kind.keeps_members() {
+            return reject(Reason::GroupFieldInvalid, "a live room has no member cap");
+        }
+        if wanted < g.member_count {
+            return reject(
+                Reason::GroupMemberLimit,
+                format!("group {group} has {} members: its cap cannot go below that", g.member_count),
+            );
+        }
+        if wanted > type_cap {
+            return reject(
+                Reason::GroupMemberLimit,
+                format!("a {} group has at most {type_cap} members", g.kind.name()),
+            );
+        }
     }
     if fields.iter().any(|(n, _)| n == "join_option") && matches!(g.kind, GroupKind::Work | GroupKind::AvChatRoom) {
         return reject(

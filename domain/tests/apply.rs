@@ -1229,6 +1229,7 @@ fn profiles_applications_mute_all_and_bans() {
         actor: user(actor),
         group: gid("g1"),
         fields: fields(f),
+        type_cap: 100,
     };
     run(&mut s, &ctx(3, 3), set("adm", &[("introduction", "we talk"), ("custom.level", "3"), ("name", "crew")]))
         .unwrap_or_else(|r| panic!("{r}"));
@@ -1237,6 +1238,13 @@ fn profiles_applications_mute_all_and_bans() {
     assert_rejected(&mut s, &ctx(4, 4), set("ann", &[("notification", "hi")]), Reason::PermissionDenied);
     assert_rejected(&mut s, &ctx(4, 4), set("own", &[("introduction", &"x".repeat(241))]), Reason::GroupFieldInvalid);
     assert_rejected(&mut s, &ctx(4, 4), set("own", &[("join_option", "sometimes")]), Reason::GroupFieldInvalid);
+    // The cap moves within the type's (100 here) and never below the members there are (3).
+    run(&mut s, &ctx(4, 4), set("own", &[("max_members", "50")])).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(s.groups[&gid("g1")].max_members, 50);
+    assert_rejected(&mut s, &ctx(4, 4), set("own", &[("max_members", "2")]), Reason::GroupMemberLimit);
+    assert_rejected(&mut s, &ctx(4, 4), set("own", &[("max_members", "101")]), Reason::GroupMemberLimit);
+    assert_rejected(&mut s, &ctx(4, 4), set("own", &[("max_members", "many")]), Reason::GroupFieldInvalid);
+    run(&mut s, &ctx(4, 4), set("own", &[("max_members", "4")])).unwrap_or_else(|r| panic!("{r}"));
 
     // Member info: your own name card; an admin sets a plain member's; not the owner's.
     let info = |actor: &str, who: &str, f: &[(&str, &str)]| Command::SetGroupMemberInfo {
@@ -1322,6 +1330,7 @@ fn join_options_decide_self_joins_and_applications() {
         actor: user("own"),
         group: gid("g1"),
         fields: fields(&[("join_option", v)]),
+        type_cap: 100,
     };
     run(&mut s, &ctx(3, 3), set("forbid")).unwrap_or_else(|r| panic!("{r}"));
     assert_eq!(apply_to_join(&mut s, 4, "bob").expect_err("closed").reason, Reason::PermissionDenied);
@@ -1330,11 +1339,19 @@ fn join_options_decide_self_joins_and_applications() {
     assert!(pending_of(&apply_to_join(&mut s, 6, "bob")));
     let mut w = MemState::default();
     create_group(&mut w, GroupKind::Work, 10, &["ann"]).unwrap_or_else(|r| panic!("{r}"));
-    let fixed =
-        Command::SetGroupProfile { actor: user("ann"), group: gid("g1"), fields: fields(&[("join_option", "free")]) };
+    let fixed = Command::SetGroupProfile {
+        actor: user("ann"),
+        group: gid("g1"),
+        fields: fields(&[("join_option", "free")]),
+        type_cap: 100,
+    };
     assert_rejected(&mut w, &ctx(2, 2), fixed, Reason::GroupFieldInvalid);
-    let renamed =
-        Command::SetGroupProfile { actor: user("ann"), group: gid("g1"), fields: fields(&[("name", "ours")]) };
+    let renamed = Command::SetGroupProfile {
+        actor: user("ann"),
+        group: gid("g1"),
+        fields: fields(&[("name", "ours")]),
+        type_cap: 100,
+    };
     assert!(run(&mut w, &ctx(3, 3), renamed).is_ok(), "any member renames a work group");
 }
 
@@ -1419,7 +1436,12 @@ fn joins_leaves_kicks_and_profile_changes_leave_notices_in_the_stream() {
     run(&mut s, &ctx(4, 4), kick).unwrap_or_else(|r| panic!("{r}"));
     let leave = Command::RemoveGroupMember { actor: user("bob"), group: gid("g1"), user: user("bob") };
     run(&mut s, &ctx(5, 5), leave).unwrap_or_else(|r| panic!("{r}"));
-    let rename = Command::SetGroupProfile { actor: user("own"), group: gid("g1"), fields: fields(&[("name", "crew")]) };
+    let rename = Command::SetGroupProfile {
+        actor: user("own"),
+        group: gid("g1"),
+        fields: fields(&[("name", "crew")]),
+        type_cap: 100,
+    };
     run(&mut s, &ctx(6, 6), rename).unwrap_or_else(|r| panic!("{r}"));
     let hidden =
         Command::AddGroupMembers { actor: user("own"), group: gid("g1"), users: vec![user("spy")], hidden: true };

@@ -544,6 +544,11 @@ async fn applications_profiles_name_cards_mute_all_and_bans() {
     assert_eq!(reason(&refused), "PERMISSION_DENIED");
     let too_long = own.set_group_profile("club", &[("notification", &"n".repeat(301))]).await.unwrap_err();
     assert_eq!(reason(&too_long), "GROUP_FIELD_INVALID");
+    // The member cap moves within the type's (2000 for a public group).
+    own.set_group_profile("club", &[("max_members", "10")]).await.unwrap();
+    assert_eq!(own.get_group("club", "", 1).await.unwrap().group.unwrap().max_members, 10);
+    let over = own.set_group_profile("club", &[("max_members", "2001")]).await.unwrap_err();
+    assert_eq!(reason(&over), "GROUP_MEMBER_LIMIT");
     ann.set_group_member_info("club", "", &[("name_card", "Annie")]).await.unwrap();
     let card = own.get_group("club", "", 10).await.unwrap().members.into_iter().find(|m| m.user == "ann").unwrap();
     assert_eq!(card.info["name_card"], "Annie");

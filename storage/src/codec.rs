@@ -289,10 +289,11 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 delete: delete.iter().map(|s| s.0).collect(),
             })
         }
-        Command::SetGroupProfile { actor, group, fields } => Kind::SetGroupProfile(pb::SetGroupProfile {
+        Command::SetGroupProfile { actor, group, fields, type_cap } => Kind::SetGroupProfile(pb::SetGroupProfile {
             actor: actor.to_string(),
             group_id: group.to_string(),
             fields: fields_to_pb(fields),
+            type_cap: *type_cap,
         }),
         Command::SetGroupMemberInfo { actor, group, user, fields } => {
             Kind::SetGroupMemberInfo(pb::SetGroupMemberInfo {
@@ -514,6 +515,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             actor: user_id(W, &p.actor)?,
             group: group_id(W, &p.group_id)?,
             fields: fields_from_pb(p.fields),
+            type_cap: p.type_cap,
         },
         Kind::SetGroupMemberInfo(m) => Command::SetGroupMemberInfo {
             actor: user_id(W, &m.actor)?,
@@ -893,6 +895,7 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             actor: by.to_string(),
             group_id: group.to_string(),
             fields: fields_to_pb(fields),
+            type_cap: 0,
         }),
         Event::GroupMemberInfoSet { group, user, fields, by } => Kind::GroupMemberInfoSet(pb::SetGroupMemberInfo {
             actor: by.to_string(),

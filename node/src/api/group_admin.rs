@@ -29,7 +29,10 @@ impl ChatService {
         let group = GroupId::parse(&body.group_id)?;
         let fields = fields_of(body.fields);
         check_group_fields(&fields)?;
-        let command = Command::SetGroupProfile { actor: me, group: group.clone(), fields };
+        // The type's cap from this node's configuration (a group's type never changes).
+        let kind = self.ctx.node.store(self.shard_of(&group))?.group(&group)?.map(|g| g.kind);
+        let type_cap = kind.map_or(0, |k| self.cap(k));
+        let command = Command::SetGroupProfile { actor: me, group: group.clone(), fields, type_cap };
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 

@@ -62,7 +62,7 @@ impl ChatService {
         self.ctx.require_user(user).await
     }
 
-    fn cap(&self, kind: GroupKind) -> u64 {
+    pub(super) fn cap(&self, kind: GroupKind) -> u64 {
         let limits = &self.ctx.limits;
         match kind {
             GroupKind::Work => limits.max_group_members_work,
