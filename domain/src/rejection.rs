@@ -108,6 +108,7 @@ reasons! {
     DeletedMessagesLimit => "DELETED_MESSAGES_LIMIT", FailedPrecondition;
     TopicInvalid => "TOPIC_INVALID", InvalidArgument;
     TopicNotFound => "TOPIC_NOT_FOUND", NotFound;
+    JoinedGroupsLimit => "JOINED_GROUPS_LIMIT", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -276,6 +276,8 @@ pub struct LimitsConfig {
     pub max_friends: u64,
     /// Most friend requests waiting for one user's answer. Default 100.
     pub max_friend_requests: u64,
+    /// Most groups one user is a member of (GRP-04; live rooms do not count). Default 5000.
+    pub max_joined_groups: u64,
     /// One-to-one messages between friends only, app-wide (REL-05): the recipient must have
     /// the sender on their friend list. Default false (a user can still ask for it with the
     /// profile field `c2c_from = friends`).
@@ -295,6 +297,7 @@ impl Default for LimitsConfig {
             max_blocked: 1000,
             max_friends: 3000,
             max_friend_requests: 100,
+            max_joined_groups: 5000,
             c2c_friends_only: false,
         }
     }
@@ -775,6 +778,7 @@ impl LimitsConfig {
             (self.max_blocked, "limits.max-blocked"),
             (self.max_friends, "limits.max-friends"),
             (self.max_friend_requests, "limits.max-friend-requests"),
+            (self.max_joined_groups, "limits.max-joined-groups"),
         ] {
             p.check((1..=10_000_000).contains(&value), key, || {
                 format!("{value} is out of range: use 1..=10000000 members")

@@ -489,7 +489,7 @@ async fn friends_follow_each_policy_and_friends_only_mode_refuses_strangers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_app_wide_friends_only_setting_refuses_strangers() {
-    let cluster = Cluster::start(1, Tuning { c2c_friends_only: true, ..Tuning::default() }).await;
+    let cluster = Cluster::start(1, Tuning { c2c_friends_only: true, max_joined_groups: 2, ..Tuning::default() }).await;
     cluster.create_users(&["ann".to_owned(), "bob".to_owned(), "cat".to_owned()]).await;
     let (ann, bob) = (cluster.user("ann"), cluster.user("bob"));
     assert_eq!(reason(&ann.send_text("bob", "hi", None).await.unwrap_err()), "NOT_FRIEND");
@@ -499,6 +499,26 @@ async fn the_app_wide_friends_only_setting_refuses_strangers() {
     })
     .await;
     assert_eq!(reason(&cluster.user("cat").send_text("ann", "hi", None).await.unwrap_err()), "NOT_FRIEND");
+
+    // The same small region caps the groups one user joins at 2 (live rooms do not count).
+    ann.create_group(Some("one"), "meeting", "", &[]).await.unwrap();
+    ann.create_group(Some("two"), "meeting", "", &[]).await.unwrap();
+    bob.create_group(Some("three"), "meeting", "", &[]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match ann.add_group_members("three", &["ann"]).await {
+            Err(e) => break e,
+            Ok(_) => {
+                // Her list had not learnt of both groups yet: leave again and retry.
+                ann.remove_group_member("three", None).await.unwrap();
+                assert!(Instant::now() < deadline, "never refused");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(reason(&refused), "JOINED_GROUPS_LIMIT", "{refused}");
+    ann.create_group(Some("live"), "avchatroom", "", &[]).await.unwrap();
+    ann.add_group_members("live", &["ann"]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -49,6 +49,8 @@ pub struct Tuning {
     pub held_back: Option<(usize, u32)>,
     /// `limits.c2c-friends-only`: one-to-one messages between friends only, app-wide.
     pub c2c_friends_only: bool,
+    /// `limits.max-joined-groups` (0: the default).
+    pub max_joined_groups: u64,
 }
 
 impl Default for Tuning {
@@ -62,6 +64,7 @@ impl Default for Tuning {
             max_in_snapshot_log_to_keep: 1_000_000,
             held_back: None,
             c2c_friends_only: false,
+            max_joined_groups: 0,
         }
     }
 }
@@ -155,7 +158,15 @@ impl Cluster {
                 },
                 tls: tls_files.as_ref().map(|f| f.client.clone()),
                 peer_tls: tls_files.as_ref().map(|f| f.peer.clone()),
-                limits: LimitsConfig { c2c_friends_only: tuning.c2c_friends_only, ..LimitsConfig::default() },
+                limits: LimitsConfig {
+                    c2c_friends_only: tuning.c2c_friends_only,
+                    max_joined_groups: if tuning.max_joined_groups == 0 {
+                        LimitsConfig::default().max_joined_groups
+                    } else {
+                        tuning.max_joined_groups
+                    },
+                    ..LimitsConfig::default()
+                },
                 raft: RaftTuning {
                     heartbeat_interval_ms: tuning.heartbeat_interval_ms,
                     election_timeout_min_ms: tuning.election_timeout_min_ms,
