@@ -1092,6 +1092,9 @@ impl Client {
         let mut backoff = Backoff::new(self.timing.initial_backoff, self.timing.max_backoff);
         let mut unreachable_in_a_row = 0;
         let mut attempt = 1_u32;
+        // Whether an earlier attempt may still take effect: then a later refusal proves
+        // nothing about the request, and says so.
+        let mut uncertain = false;
         loop {
             let node = &self.nodes[index];
             let err = match self.attempt(node, request.clone(), &mut rpc_fn).await {
@@ -1137,9 +1140,12 @@ impl Client {
                 } else {
                     Duration::ZERO
                 }
+            } else if uncertain && !err.may_have_taken_effect() {
+                return Err(ClientError::OutcomeUnknown { last: Box::new(err) });
             } else {
                 return Err(err);
             };
+            uncertain |= err.may_have_taken_effect();
             if started.elapsed() + pause >= self.timing.retry_budget {
                 tracing::debug!(rpc, attempt, error = %err, "giving up: retry budget spent");
                 return Err(err);

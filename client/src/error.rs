@@ -83,6 +83,15 @@ pub enum ClientError {
         /// What is wrong.
         detail: String,
     },
+    /// A retried call was refused, but an earlier attempt of it may have reached the server
+    /// and may still take effect (it timed out, or its connection broke after sending): the
+    /// refusal of the last attempt does not prove that nothing happened. Retry with the same
+    /// request id to learn the outcome.
+    #[error("OUTCOME_UNKNOWN: an earlier attempt may have taken effect; the last attempt got {last}")]
+    OutcomeUnknown {
+        /// The last attempt's refusal.
+        last: Box<ClientError>,
+    },
     /// A verification the node ran found a difference (e.g. projections that differ from a
     /// replay of the event log).
     #[error("VERIFICATION_FAILED: {detail}")]
@@ -97,6 +106,7 @@ impl ClientError {
     pub fn reason(&self) -> Option<&str> {
         match self {
             ClientError::Status { reason, .. } if !reason.is_empty() => Some(reason),
+            ClientError::OutcomeUnknown { last } => last.reason(),
             _ => None,
         }
     }
@@ -109,6 +119,7 @@ impl ClientError {
             ClientError::Status { code, .. } | ClientError::Transport { code, .. } => Some(*code),
             ClientError::Connect { .. } => Some(Code::Unavailable),
             ClientError::Timeout { .. } => Some(Code::DeadlineExceeded),
+            ClientError::OutcomeUnknown { .. } => Some(Code::Unknown),
             ClientError::InvalidEndpoint { .. }
             | ClientError::MissingEnv { .. }
             | ClientError::InvalidConfig { .. }
@@ -148,6 +159,22 @@ impl ClientError {
     pub fn is_node_fault(&self) -> bool {
         matches!(self, ClientError::Status { reason, .. }
             if reason == meridian_proto::reasons::SHARD_HALTED || reason == meridian_proto::reasons::REGION_UNAVAILABLE)
+    }
+
+    /// True when the call may have reached a node and taken effect although it failed: it
+    /// was sent (not a connect failure) and got no answer, or an answer that does not say it
+    /// was refused before being applied.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } | ClientError::Timeout { .. } | ClientError::OutcomeUnknown { .. } => true,
+            ClientError::Status { code, .. } => {
+                matches!(
+                    code,
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Aborted
+                )
+            }
+            _ => false,
+        }
     }
 
     /// True when the failure was in reaching a node rather than a node's answer, so another

@@ -616,3 +616,27 @@ async fn a_halted_shard_moves_the_call_to_another_node_at_once() {
     assert_eq!(err.reason(), Some("SHARD_HALTED"));
     assert_eq!(only.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn a_refusal_after_an_attempt_that_may_have_applied_is_an_unknown_outcome() {
+    // The first node takes the send but does not answer in time; the second refuses the
+    // retry. The first attempt may still take effect: the caller must not read the refusal
+    // as "nothing happened".
+    let slow = ScriptedChat::with_script([Step::Stall(Duration::from_secs(3))]);
+    let mut metadata = MetadataMap::new();
+    metadata.insert(meridian_proto::REASON_METADATA_KEY, MetadataValue::from_static("NOT_GROUP_MEMBER"));
+    let refusing = ScriptedChat::with_script([Step::Fail(Status::with_metadata(
+        Code::PermissionDenied,
+        "u010 is not a member of group g0",
+        metadata,
+    ))]);
+    let (slow_addr, refusing_addr) = (serve(slow.clone()).await, serve(refusing.clone()).await);
+    let client = Client::with_config(fast_config(&[slow_addr, refusing_addr])).expect("client");
+
+    let err = client.send_text("bob", "hello", Some("req-9".into())).await.expect_err("refused");
+
+    assert!(matches!(err, ClientError::OutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(err.reason(), Some("NOT_GROUP_MEMBER"), "the last refusal's reason is kept");
+    assert_eq!(err.code(), Some(Code::Unknown));
+    assert!(err.to_string().starts_with("OUTCOME_UNKNOWN: "), "{err}");
+}
