@@ -365,12 +365,7 @@ fn log_event(node: u32, e: &meridian_client::api::LoggedEvent) -> Option<LogEven
         }
         // A group notice is the server's, written with the change it tells of (a leave's by the
         // member who just left): it is not a member's message.
-        Kind::GroupEvent(g)
-            if g.r#type == "GroupMessageSent"
-                && g.elements
-                    .iter()
-                    .any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_)))) =>
-        {
+        Kind::GroupEvent(g) if g.r#type == "GroupMessageSent" && meridian_client::is_group_notice(&g.elements) => {
             return None
         }
         Kind::GroupEvent(g)

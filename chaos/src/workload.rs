@@ -73,10 +73,7 @@ pub fn read_message(m: &Message) -> ReadMessage {
         message_id: m.message_id.clone(),
         sender: m.sender.clone(),
         text: meridian_client::message_text(m),
-        system: m
-            .elements
-            .iter()
-            .any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_)))),
+        system: meridian_client::is_group_notice(&m.elements),
     }
 }
 

@@ -1269,6 +1269,12 @@ pub fn message_text(message: &crate::api::Message) -> String {
         .collect()
 }
 
+/// Whether a message's elements are a group notice (a join, a leave, a kick, a profile
+/// change) that the server wrote, rather than something a member sent.
+pub fn is_group_notice(elements: &[crate::api::MessageElement]) -> bool {
+    elements.iter().any(|e| matches!(e.kind, Some(crate::api::message_element::Kind::GroupTip(_))))
+}
+
 /// A fresh random request id (128 bits, hex).
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())

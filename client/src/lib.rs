@@ -25,7 +25,7 @@ mod endpoint;
 mod error;
 mod routes;
 
-pub use client::{message_text, new_request_id, Client, Stream};
+pub use client::{is_group_notice, message_text, new_request_id, Client, Stream};
 pub use config::{
     normalize_endpoint, normalize_endpoint_with, split_endpoints, ClientConfig, TokenKind, ADMIN_TOKEN_ENV, CA_ENV,
     ENDPOINT_ENV, TOKEN_ENV,

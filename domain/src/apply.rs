@@ -47,6 +47,22 @@ pub struct ApplyContext {
     pub time: TimeMs,
 }
 
+impl ApplyContext {
+    /// The id of a message accepted by the command being applied.
+    pub fn message_id(&self) -> MessageId {
+        MessageId::new(&self.region, self.epoch, self.shard, self.log_index, self.position, self.logic_version)
+    }
+
+    /// The outbox lane to the shard of `entity` when it lives in this region (`home` `None`
+    /// or this region), else to its home region.
+    pub(crate) fn lane_to(&self, entity: &str, home: Option<&RegionCode>) -> Lane {
+        match home {
+            Some(region) if region != &self.region => Lane::Region(region.clone()),
+            _ => Lane::Shard(shard_for(entity, self.shards)),
+        }
+    }
+}
+
 /// The result of applying one command that was accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -383,10 +399,7 @@ fn send_message(
             // The pair's first message: each side's conversation index (on the users' own
             // shards, in their home regions) learns of the conversation through the outbox.
             for ((user, peer), home) in [(sender, recipient), (recipient, sender)].into_iter().zip(homes) {
-                let lane = match home {
-                    Some(region) if region != &ctx.region => Lane::Region(region.clone()),
-                    _ => Lane::Shard(shard_for(user.as_str(), ctx.shards)),
-                };
+                let lane = ctx.lane_to(user.as_str(), home);
                 changes.push(Change::Emit {
                     lane,
                     kind: EffectKind::ConversationJoined {
@@ -401,7 +414,7 @@ fn send_message(
         }
     };
     let seq = last_seq.next();
-    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    let message_id = ctx.message_id();
     let event = Event::MessageSent {
         conversation: conversation.clone(),
         seq,
@@ -711,10 +724,7 @@ fn set_blocked(
         );
     }
     let conversation = ConversationId::c2c(user, target);
-    let lane = match conversation_home {
-        Some(region) if region != &ctx.region => Lane::Region(region.clone()),
-        _ => Lane::Shard(shard_for(conversation.as_str(), ctx.shards)),
-    };
+    let lane = ctx.lane_to(conversation.as_str(), conversation_home);
     Ok(Ok(Applied {
         events: vec![Event::UserBlocked { user: user.clone(), target: target.clone(), blocked, at: ctx.time }],
         changes: vec![Change::Emit {

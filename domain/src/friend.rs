@@ -24,7 +24,7 @@
 
 use crate::apply::{Applied, ApplyContext, Outcome, Reply};
 use crate::change::Change;
-use crate::command::{EffectKind, Lane};
+use crate::command::EffectKind;
 use crate::event::Event;
 use crate::ids::{ConversationId, RegionCode, UserId};
 use crate::rejection::{Reason, Rejection};
@@ -106,23 +106,6 @@ fn not_here(ctx: &ApplyContext, user: &UserId) -> Option<Rejection> {
         .then(|| Rejection::new(Reason::WrongShard, format!("{user} lives on shard {home}, not {}", ctx.shard)))
 }
 
-/// The lane to a user's shard: in this region, or through the link to `home`.
-fn user_lane(ctx: &ApplyContext, user: &UserId, home: Option<&RegionCode>) -> Lane {
-    match home {
-        Some(region) if region != &ctx.region => Lane::Region(region.clone()),
-        _ => Lane::Shard(shard_for(user.as_str(), ctx.shards)),
-    }
-}
-
-/// The lane to the one-to-one conversation of `a` and `b`, homed in `home` (this region when
-/// `None`).
-pub(crate) fn pair_lane(ctx: &ApplyContext, a: &UserId, b: &UserId, home: Option<&RegionCode>) -> Lane {
-    match home {
-        Some(region) if region != &ctx.region => Lane::Region(region.clone()),
-        _ => Lane::Shard(shard_for(ConversationId::c2c(a, b).as_str(), ctx.shards)),
-    }
-}
-
 /// `user`'s list gained (or lost) `other`: tell their conversation.
 pub(crate) fn tell_pair(
     ctx: &ApplyContext,
@@ -131,9 +114,10 @@ pub(crate) fn tell_pair(
     friend: bool,
     conversation_home: Option<&RegionCode>,
 ) -> Change {
+    let conversation = ConversationId::c2c(user, other);
     Change::Emit {
-        lane: pair_lane(ctx, user, other, conversation_home),
-        kind: EffectKind::PairFriend { conversation: ConversationId::c2c(user, other), lister: user.clone(), friend },
+        lane: ctx.lane_to(conversation.as_str(), conversation_home),
+        kind: EffectKind::PairFriend { conversation, lister: user.clone(), friend },
     }
 }
 
@@ -162,7 +146,7 @@ fn settle(ctx: &ApplyContext, s: Settle, already_listed: bool, events: &mut Vec<
     }
     let conversation_home = s.conversation_home.cloned().unwrap_or_else(|| ctx.region.clone());
     changes.push(Change::Emit {
-        lane: user_lane(ctx, s.user, s.user_home),
+        lane: ctx.lane_to(s.user.as_str(), s.user_home),
         kind: EffectKind::FriendListed {
             user: s.user.clone(),
             friend: s.target.clone(),
@@ -343,7 +327,7 @@ pub(crate) fn delete(state: &impl ShardState, ctx: &ApplyContext, d: Delete) -> 
     if d.both {
         // Sent whether or not this side listed them: the other side drops its entry if any.
         changes.push(Change::Emit {
-            lane: user_lane(ctx, d.friend, d.friend_home),
+            lane: ctx.lane_to(d.friend.as_str(), d.friend_home),
             kind: EffectKind::FriendUnlisted {
                 user: d.friend.clone(),
                 friend: d.user.clone(),

@@ -27,7 +27,7 @@ use crate::change::Change;
 use crate::command::{EffectKind, Lane};
 use crate::element::Element;
 use crate::event::Event;
-use crate::ids::{ConversationId, GroupId, MessageId, RequestId, Seq, TimeMs, UserId};
+use crate::ids::{ConversationId, GroupId, RequestId, Seq, TimeMs, UserId};
 use crate::records::{Group, GroupKind, GroupMember, GroupRole};
 use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
@@ -313,6 +313,41 @@ pub(crate) fn remove(
     }))
 }
 
+/// The first result of a send to `stream` that repeats an accepted request id, if it does.
+fn repeated(
+    state: &impl ShardState,
+    stream: &ConversationId,
+    sender: &UserId,
+    request_id: Option<&RequestId>,
+) -> Result<Option<Applied>, StateError> {
+    let Some(request_id) = request_id else { return Ok(None) };
+    Ok(state.dedup(stream, sender, request_id)?.map(|first| Applied {
+        events: vec![],
+        changes: vec![],
+        reply: Reply::MessageAccepted {
+            message_id: first.message_id,
+            seq: first.seq,
+            time: first.time,
+            conversation: stream.clone(),
+            duplicate: true,
+        },
+    }))
+}
+
+/// Why `member` may not send to `g` now: muted themselves, or the group muted for everyone
+/// but its owner and admins.
+fn muted(ctx: &ApplyContext, g: &Group, member: &GroupMember) -> Option<Rejection> {
+    let (user, group) = (&member.user, &g.id);
+    if member.muted_until > ctx.time {
+        return Some(Rejection::new(
+            Reason::MemberMuted,
+            format!("{user} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
+        ));
+    }
+    (g.muted_all && !member.role.manages())
+        .then(|| Rejection::new(Reason::MemberMuted, format!("group {group} is muted: only its owner and admins send")))
+}
+
 /// Whether `actor` may kick or mute `target`: the owner anyone else, an admin plain members.
 pub(crate) fn outranks(actor: GroupRole, target: GroupRole) -> bool {
     matches!(
@@ -388,20 +423,8 @@ pub(crate) fn send(
         Err(r) => return Ok(Err(r)),
     };
     let stream = ConversationId::group(group);
-    if let Some(request_id) = request_id {
-        if let Some(first) = state.dedup(&stream, sender, request_id)? {
-            return Ok(Ok(Applied {
-                events: vec![],
-                changes: vec![],
-                reply: Reply::MessageAccepted {
-                    message_id: first.message_id,
-                    seq: first.seq,
-                    time: first.time,
-                    conversation: stream,
-                    duplicate: true,
-                },
-            }));
-        }
+    if let Some(repeat) = repeated(state, &stream, sender, request_id)? {
+        return Ok(Ok(repeat));
     }
     let mut mentioned = vec![];
     if g.kind.keeps_members() {
@@ -409,14 +432,8 @@ pub(crate) fn send(
             Ok(m) => m,
             Err(r) => return Ok(Err(r)),
         };
-        if member.muted_until > ctx.time {
-            return reject(
-                Reason::MemberMuted,
-                format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
-            );
-        }
-        if g.muted_all && !member.role.manages() {
-            return reject(Reason::MemberMuted, format!("group {group} is muted: only its owner and admins send"));
+        if let Some(r) = muted(ctx, &g, &member) {
+            return Ok(Err(r));
         }
         if at_all && !member.role.manages() {
             return reject(
@@ -439,7 +456,7 @@ pub(crate) fn send(
     }
     let last_seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq);
     let seq = last_seq.next();
-    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    let message_id = ctx.message_id();
     Ok(Ok(Applied {
         events: vec![Event::GroupMessageSent {
             group: group.clone(),
@@ -641,7 +658,7 @@ pub(crate) fn tip(
 ) -> Result<Event, StateError> {
     let stream = ConversationId::group(group);
     let seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq).next();
-    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    let message_id = ctx.message_id();
     Ok(Event::GroupMessageSent {
         group: group.clone(),
         seq,
@@ -715,20 +732,8 @@ pub(crate) fn send_topic(
         Err(r) => return Ok(Err(r)),
     };
     let stream = ConversationId::topic_stream(group, topic);
-    if let Some(request_id) = request_id {
-        if let Some(first) = state.dedup(&stream, sender, request_id)? {
-            return Ok(Ok(Applied {
-                events: vec![],
-                changes: vec![],
-                reply: Reply::MessageAccepted {
-                    message_id: first.message_id,
-                    seq: first.seq,
-                    time: first.time,
-                    conversation: stream,
-                    duplicate: true,
-                },
-            }));
-        }
+    if let Some(repeat) = repeated(state, &stream, sender, request_id)? {
+        return Ok(Ok(repeat));
     }
     if state.topic(group, topic)?.is_none() {
         return reject(Reason::TopicNotFound, format!("group {group} has no topic {topic}"));
@@ -737,17 +742,11 @@ pub(crate) fn send_topic(
         Ok(m) => m,
         Err(r) => return Ok(Err(r)),
     };
-    if member.muted_until > ctx.time {
-        return reject(
-            Reason::MemberMuted,
-            format!("{sender} is muted in group {group} for {} ms more", member.muted_until.0 - ctx.time.0),
-        );
-    }
-    if g.muted_all && !member.role.manages() {
-        return reject(Reason::MemberMuted, format!("group {group} is muted: only its owner and admins send"));
+    if let Some(r) = muted(ctx, &g, &member) {
+        return Ok(Err(r));
     }
     let seq = state.conversation(&stream)?.map_or(Seq::ZERO, |h| h.last_seq).next();
-    let message_id = MessageId::new(&ctx.region, ctx.epoch, ctx.shard, ctx.log_index, ctx.position, ctx.logic_version);
+    let message_id = ctx.message_id();
     Ok(Ok(Applied {
         events: vec![Event::TopicMessageSent {
             group: group.clone(),

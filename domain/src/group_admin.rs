@@ -10,12 +10,11 @@
 //! | answer applications, mute everyone | owner and admins |
 //! | ban | the owner (anyone), admins (plain members); in a live room the owner |
 
-use std::collections::BTreeMap;
-
 use crate::apply::{Applied, ApplyContext, Outcome, Reply};
 use crate::event::Event;
 use crate::group::{listed, live_group, member_of, outranks};
 use crate::ids::{GroupId, TimeMs, UserId};
+use crate::profile::{custom_key, with_fields};
 use crate::records::{Group, GroupKind, GroupRole, JoinOption};
 use crate::rejection::{Reason, Rejection};
 use crate::state::{ShardState, StateError};
@@ -48,12 +47,6 @@ fn at_most(name: &str, value: &str, limit: usize) -> Result<(), Rejection> {
         return Err(bad(format!("{name} is at most {limit} bytes, got {}", value.len())));
     }
     Ok(())
-}
-
-fn custom_key(name: &str) -> Option<&str> {
-    name.strip_prefix("custom.").filter(|key| {
-        (1..=16).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    })
 }
 
 fn check_count(fields: &[(String, String)]) -> Result<(), Rejection> {
@@ -124,19 +117,6 @@ pub fn check_member_fields(fields: &[(String, String)]) -> Result<(), Rejection>
     Ok(())
 }
 
-/// `map` with `fields` applied (an empty value removes), and how many `custom.` keys it holds.
-pub fn updated(mut map: BTreeMap<String, String>, fields: &[(String, String)]) -> (BTreeMap<String, String>, usize) {
-    for (name, value) in fields {
-        if value.is_empty() {
-            map.remove(name);
-        } else {
-            map.insert(name.clone(), value.clone());
-        }
-    }
-    let custom = map.keys().filter(|k| k.starts_with("custom.")).count();
-    (map, custom)
-}
-
 /// A group with profile `fields` applied (the name and join option into their own fields).
 pub fn group_with(mut g: Group, fields: &[(String, String)]) -> Group {
     let mut rest = Vec::with_capacity(fields.len());
@@ -148,7 +128,7 @@ pub fn group_with(mut g: Group, fields: &[(String, String)]) -> Group {
             _ => rest.push((name.clone(), value.clone())),
         }
     }
-    g.profile = updated(std::mem::take(&mut g.profile), &rest).0;
+    g.profile = with_fields(std::mem::take(&mut g.profile), &rest).0;
     g
 }
 
@@ -284,7 +264,7 @@ pub(crate) fn set_member_info(
             return reject(Reason::PermissionDenied, format!("{actor} may not set {name} of {user} in group {group}"));
         }
     }
-    let (info, custom) = updated(target.info.clone(), fields);
+    let (info, custom) = with_fields(target.info.clone(), fields);
     if custom > MAX_MEMBER_CUSTOM_FIELDS {
         return reject(
             Reason::GroupFieldInvalid,

@@ -56,19 +56,36 @@ pub fn check_field(name: &str, value: &str) -> Result<(), Rejection> {
         "language" => max(16),
         "add_friend" => one_of(&["allow_any", "need_confirm", "deny_any"]),
         "c2c_from" => one_of(&["anyone", "friends"]),
-        custom => match custom.strip_prefix("custom.") {
-            Some(key)
-                if (1..=16).contains(&key.len())
-                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
-            {
-                max(512)
-            }
-            _ => Err(bad(format!(
+        custom => match custom_key(custom) {
+            Some(_) => max(512),
+            None => Err(bad(format!(
                 "{custom:?} is not a profile field: nickname, avatar, gender, birthday, location, signature, \
                  language, add_friend, c2c_from or custom.KEY"
             ))),
         },
     }
+}
+
+/// The key of a custom field name `custom.KEY` (KEY 1..=16 bytes of letters, digits, `_`,
+/// `-`), if it is one: the rule of profiles, group profiles and member fields alike.
+pub fn custom_key(name: &str) -> Option<&str> {
+    name.strip_prefix("custom.").filter(|key| {
+        (1..=16).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+/// `fields` applied to `map` (an empty value removes a field), and how many `custom.` fields
+/// the result holds.
+pub fn with_fields(mut map: Profile, fields: &[(String, String)]) -> (Profile, usize) {
+    for (name, value) in fields {
+        if value.is_empty() {
+            map.remove(name);
+        } else {
+            map.insert(name.clone(), value.clone());
+        }
+    }
+    let custom = map.keys().filter(|k| k.starts_with("custom.")).count();
+    (map, custom)
 }
 
 /// Checks a whole update.
@@ -80,15 +97,8 @@ pub fn check_update(fields: &[(String, String)]) -> Result<(), Rejection> {
 }
 
 /// `profile` with `fields` applied; a rejection when it would hold too many custom fields.
-pub fn updated(mut profile: Profile, fields: &[(String, String)]) -> Result<Profile, Rejection> {
-    for (name, value) in fields {
-        if value.is_empty() {
-            profile.remove(name);
-        } else {
-            profile.insert(name.clone(), value.clone());
-        }
-    }
-    let custom = profile.keys().filter(|k| k.starts_with("custom.")).count();
+pub fn updated(profile: Profile, fields: &[(String, String)]) -> Result<Profile, Rejection> {
+    let (profile, custom) = with_fields(profile, fields);
     if custom > MAX_CUSTOM_FIELDS {
         return Err(bad(format!("a profile holds at most {MAX_CUSTOM_FIELDS} custom fields, this would be {custom}")));
     }

@@ -168,27 +168,8 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }
         Event::GroupMessageSent { group, seq, message_id, sender, elements, request_id, mentions, at_all, at } => {
             let stream = crate::ids::ConversationId::group(group);
-            let created = state.conversation(&stream)?.map_or(*at, |h| h.created);
-            let mut changes = vec![
-                Change::PutMessage {
-                    conversation: stream.clone(),
-                    message: Message {
-                        id: message_id.clone(),
-                        seq: *seq,
-                        sender: sender.clone(),
-                        time: *at,
-                        elements: elements.clone(),
-                        recalled: None,
-                    },
-                },
-                Change::PutConversation(Conversation {
-                    id: stream.clone(),
-                    members: vec![],
-                    last_seq: *seq,
-                    last_time: *at,
-                    created,
-                }),
-            ];
+            let sent = Sent { seq: *seq, message_id, sender, elements, request_id: request_id.as_ref(), at: *at };
+            let mut changes = stream_message(state, &stream, &sent)?;
             // Sending moves the sender's own cursor (a live room keeps none).
             if let Some(member) = state.group_member(group, sender)? {
                 changes.push(Change::PutGroupMember {
@@ -210,14 +191,6 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 if let Some(g) = state.group(group)? {
                     changes.push(Change::PutGroup(Group { at_all_seq: *seq, ..g }));
                 }
-            }
-            if let Some(request_id) = request_id {
-                changes.push(Change::PutDedup {
-                    conversation: stream,
-                    sender: sender.clone(),
-                    request_id: request_id.clone(),
-                    entry: DedupEntry { message_id: message_id.clone(), seq: *seq, time: *at },
-                });
             }
             changes
         }
@@ -289,7 +262,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         },
         Event::GroupMemberInfoSet { group, user, fields, .. } => match state.group_member(group, user)? {
             Some(m) => {
-                let info = crate::group_admin::updated(m.info.clone(), fields).0;
+                let info = crate::profile::with_fields(m.info.clone(), fields).0;
                 vec![Change::PutGroupMember { group: group.clone(), member: GroupMember { info, ..m } }]
             }
             None => vec![],
@@ -332,37 +305,10 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
         }
         Event::TopicMessageSent { group, topic, seq, message_id, sender, elements, request_id, at } => {
             let stream = crate::ids::ConversationId::topic_stream(group, topic);
-            let created = state.conversation(&stream)?.map_or(*at, |h| h.created);
-            let mut changes = vec![
-                Change::PutMessage {
-                    conversation: stream.clone(),
-                    message: Message {
-                        id: message_id.clone(),
-                        seq: *seq,
-                        sender: sender.clone(),
-                        time: *at,
-                        elements: elements.clone(),
-                        recalled: None,
-                    },
-                },
-                Change::PutConversation(Conversation {
-                    id: stream.clone(),
-                    members: vec![],
-                    last_seq: *seq,
-                    last_time: *at,
-                    created,
-                }),
-                // Sending moves the sender's own cursor in the topic.
-                Change::PutTopicCursor { stream: stream.clone(), user: sender.clone(), read_seq: *seq },
-            ];
-            if let Some(request_id) = request_id {
-                changes.push(Change::PutDedup {
-                    conversation: stream,
-                    sender: sender.clone(),
-                    request_id: request_id.clone(),
-                    entry: DedupEntry { message_id: message_id.clone(), seq: *seq, time: *at },
-                });
-            }
+            let sent = Sent { seq: *seq, message_id, sender, elements, request_id: request_id.as_ref(), at: *at };
+            let mut changes = stream_message(state, &stream, &sent)?;
+            // Sending moves the sender's own cursor in the topic.
+            changes.push(Change::PutTopicCursor { stream, user: sender.clone(), read_seq: *seq });
             changes
         }
         Event::GroupLiked { group, likes } => match state.group(group)? {
@@ -446,4 +392,53 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             vec![Change::DeletePairFriend { conversation: conversation.clone(), lister: lister.clone() }]
         }
     })
+}
+
+/// A message accepted into a group's or a topic's stream.
+struct Sent<'a> {
+    seq: Seq,
+    message_id: &'a crate::ids::MessageId,
+    sender: &'a crate::ids::UserId,
+    elements: &'a [crate::element::Element],
+    request_id: Option<&'a crate::ids::RequestId>,
+    at: crate::ids::TimeMs,
+}
+
+/// The records a message writes to a group's or a topic's stream: the message, the stream's
+/// head (which keeps no members: those are the group's) and its request-id record.
+fn stream_message(
+    state: &impl ShardState,
+    stream: &crate::ids::ConversationId,
+    m: &Sent,
+) -> Result<Vec<Change>, StateError> {
+    let created = state.conversation(stream)?.map_or(m.at, |h| h.created);
+    let mut changes = vec![
+        Change::PutMessage {
+            conversation: stream.clone(),
+            message: Message {
+                id: m.message_id.clone(),
+                seq: m.seq,
+                sender: m.sender.clone(),
+                time: m.at,
+                elements: m.elements.to_vec(),
+                recalled: None,
+            },
+        },
+        Change::PutConversation(Conversation {
+            id: stream.clone(),
+            members: vec![],
+            last_seq: m.seq,
+            last_time: m.at,
+            created,
+        }),
+    ];
+    if let Some(request_id) = m.request_id {
+        changes.push(Change::PutDedup {
+            conversation: stream.clone(),
+            sender: m.sender.clone(),
+            request_id: request_id.clone(),
+            entry: DedupEntry { message_id: m.message_id.clone(), seq: m.seq, time: m.at },
+        });
+    }
+    Ok(changes)
 }

@@ -685,7 +685,7 @@ async fn wait_until_listed(client: &Client, id: &str) {
 
 /// Whether a message is a group notice (a join, a leave, a kick, a profile change).
 fn is_tip(m: &meridian_client::api::Message) -> bool {
-    m.elements.iter().any(|e| matches!(e.kind, Some(meridian_client::api::message_element::Kind::GroupTip(_))))
+    meridian_client::is_group_notice(&m.elements)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

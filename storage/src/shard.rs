@@ -287,6 +287,17 @@ impl ShardStore {
         Ok(r.map(codec::history_view_from_pb).unwrap_or_default())
     }
 
+    /// One topic of a Community, if it has it.
+    pub fn topic(&self, group: &GroupId, topic: &TopicId) -> Result<Option<Topic>, StorageError> {
+        let r: Option<pb::TopicRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::topic(self.shard, group, topic), "topic")?;
+        r.map(|t| {
+            let by = UserId::parse(&t.by).map_err(|e| StorageError::corrupt("topic", e.to_string()))?;
+            Ok(Topic { id: topic.clone(), name: t.name, created: TimeMs(t.created_ms), by })
+        })
+        .transpose()
+    }
+
     /// A Community's topics, in topic id order.
     pub fn topics(&self, group: &GroupId) -> Result<Vec<Topic>, StorageError> {
         let prefix = keys::topics(self.shard, group);

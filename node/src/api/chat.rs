@@ -437,16 +437,17 @@ impl ChatService {
 }
 
 impl ChatService {
-    /// `me`'s home region, when it is another one (requests about `me`'s own records go there).
-    pub(super) async fn my_home_elsewhere(&self, me: &UserId) -> Result<Option<RegionCode>, ApiError> {
+    /// `user`'s home region, when it is another one (requests about a user's own records go
+    /// there).
+    pub(super) async fn home_elsewhere(&self, user: &UserId) -> Result<Option<RegionCode>, ApiError> {
         let Some(geo) = &self.ctx.geo else { return Ok(None) };
-        let home = geo.require_home(me).await?;
+        let home = geo.require_home(user).await?;
         Ok((&home != self.ctx.topology.region()).then_some(home))
     }
 
     async fn set_blocked_(&self, req: Request<api::SetBlockedRequest>) -> Result<api::SetBlockedResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/SetBlocked", &req).await;
         }
         let body = req.into_inner();
@@ -478,7 +479,7 @@ impl ChatService {
 
     async fn set_profile_(&self, req: Request<api::SetProfileRequest>) -> Result<api::GetProfileResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/SetProfile", &req).await;
         }
         let fields: Vec<(String, String)> = req.into_inner().fields.into_iter().collect();
@@ -521,7 +522,7 @@ impl ChatService {
 
     async fn list_blocked_(&self, req: Request<api::ListBlockedRequest>) -> Result<api::ListBlockedResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/ListBlocked", &req).await;
         }
         let shard = self.ctx.topology.user_shard(&me);

@@ -62,7 +62,7 @@ impl ChatService {
         req: Request<api::SetConversationPrefsRequest>,
     ) -> Result<api::ConversationPrefsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/SetConversationPrefs", &req).await;
         }
         let body = req.into_inner();
@@ -83,7 +83,7 @@ impl ChatService {
         req: Request<api::DeleteConversationRequest>,
     ) -> Result<api::ConversationPrefsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/DeleteConversation", &req).await;
         }
         let body = req.into_inner();

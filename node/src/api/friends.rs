@@ -84,7 +84,7 @@ impl ChatService {
         req: Request<api::RespondFriendRequestRequest>,
     ) -> Result<api::FriendResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/RespondFriendRequest", &req).await;
         }
         let from = other_than(&me, &req.get_ref().user)?;
@@ -109,7 +109,7 @@ impl ChatService {
         req: Request<api::DeleteFriendRequest>,
     ) -> Result<api::FriendResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/DeleteFriend", &req).await;
         }
         let friend = other_than(&me, &req.get_ref().user)?;
@@ -137,7 +137,7 @@ impl ChatService {
         req: Request<api::SetFriendRemarkRequest>,
     ) -> Result<api::FriendResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/SetFriendRemark", &req).await;
         }
         let friend = other_than(&me, &req.get_ref().user)?;
@@ -153,7 +153,7 @@ impl ChatService {
         req: Request<api::ListFriendsRequest>,
     ) -> Result<api::ListFriendsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/ListFriends", &req).await;
         }
         let shard = self.ctx.topology.user_shard(&me);
@@ -172,7 +172,7 @@ impl ChatService {
         req: Request<api::ListFriendRequestsRequest>,
     ) -> Result<api::ListFriendRequestsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        if let Some(home) = self.my_home_elsewhere(&me).await? {
+        if let Some(home) = self.home_elsewhere(&me).await? {
             return self.ctx.geo()?.forward(&home, "Chat/ListFriendRequests", &req).await;
         }
         let shard = self.ctx.topology.user_shard(&me);
@@ -206,7 +206,7 @@ impl ChatService {
             .into());
         }
         let forwarded = req.metadata().get(FORWARDED_FROM).is_some();
-        let mine_here = match self.my_home_elsewhere(&me).await? {
+        let mine_here = match self.home_elsewhere(&me).await? {
             None => true,
             Some(_) if forwarded => false,
             Some(home) => return self.ctx.geo()?.forward(&home, "Chat/CheckFriends", &req).await,
@@ -259,12 +259,5 @@ impl ChatService {
         }
         let profile = self.ctx.node.store(self.ctx.topology.user_shard(recipient))?.profile(recipient)?;
         Ok(profile.get("c2c_from").is_some_and(|v| v == "friends"))
-    }
-
-    /// `user`'s home region when it is not this one.
-    async fn home_elsewhere(&self, user: &UserId) -> Result<Option<meridian_domain::RegionCode>, ApiError> {
-        let Some(geo) = &self.ctx.geo else { return Ok(None) };
-        let home = geo.require_home(user).await?;
-        Ok((&home != self.ctx.topology.region()).then_some(home))
     }
 }

@@ -68,7 +68,7 @@ impl ChatService {
             .into());
         }
         self.require_local_member(&me).await?;
-        self.require_room_for_a_group(&me, &group)?;
+        self.require_room_for_a_group([&me], &group)?;
         let command = Command::ApplyToJoinGroup { user: me, group: group.clone(), message: body.message };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::GroupApplication { group, pending, member_count } => {

@@ -62,24 +62,30 @@ impl ChatService {
         self.ctx.require_user(user).await
     }
 
-    /// Refuses to add `user` to `group` when they are in `[limits] max-joined-groups` groups
-    /// already (GRP-04), counted on this node's replica of their list: the list grows through
-    /// the outbox, so joins racing each other can pass the cap by the joins in flight. Live
-    /// rooms are not listed and do not count.
-    pub(super) fn require_room_for_a_group(&self, user: &UserId, group: &GroupId) -> Result<(), ApiError> {
+    /// Refuses to add any of `users` to `group` when they are in `[limits] max-joined-groups`
+    /// groups already (GRP-04), counted on this node's replica of their lists: a list grows
+    /// through the outbox, so joins racing each other can pass the cap by the joins in flight.
+    /// Live rooms are not listed and do not count.
+    pub(super) fn require_room_for_a_group<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        group: &GroupId,
+    ) -> Result<(), ApiError> {
         let live_room =
             self.ctx.node.store(self.shard_of(group))?.group(group)?.is_some_and(|g| !g.kind.keeps_members());
         if live_room {
             return Ok(());
         }
-        let refs = self.ctx.node.store(self.ctx.topology.user_shard(user))?.group_refs(user)?;
         let cap = self.ctx.limits.max_joined_groups;
-        if refs.len() as u64 >= cap && !refs.iter().any(|r| &r.group == group) {
-            return Err(Rejection::new(
-                Reason::JoinedGroupsLimit,
-                format!("{user} is in {} groups, the most one user joins", refs.len()),
-            )
-            .into());
+        for user in users {
+            let refs = self.ctx.node.store(self.ctx.topology.user_shard(user))?.group_refs(user)?;
+            if refs.len() as u64 >= cap && !refs.iter().any(|r| &r.group == group) {
+                return Err(Rejection::new(
+                    Reason::JoinedGroupsLimit,
+                    format!("{user} is in {} groups, the most one user joins", refs.len()),
+                )
+                .into());
+            }
         }
         Ok(())
     }
@@ -124,9 +130,7 @@ impl ChatService {
             self.require_local_member(user).await?;
         }
         if kind.keeps_members() {
-            for user in std::iter::once(&me).chain(&members) {
-                self.require_room_for_a_group(user, &group)?;
-            }
+            self.require_room_for_a_group(std::iter::once(&me).chain(&members), &group)?;
         }
         let command = Command::CreateGroup {
             group: group.clone(),
@@ -158,8 +162,8 @@ impl ChatService {
         let users = body.users.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
         for user in &users {
             self.require_local_member(user).await?;
-            self.require_room_for_a_group(user, &group)?;
         }
+        self.require_room_for_a_group(&users, &group)?;
         let command = Command::AddGroupMembers { actor: me, group: group.clone(), users, hidden: body.hidden };
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
@@ -459,8 +463,7 @@ impl ChatService {
 
     /// Refuses a topic the group does not have (on this node's replica).
     pub(super) fn require_topic(&self, group: &GroupId, topic: &meridian_domain::TopicId) -> Result<(), ApiError> {
-        let store = self.ctx.node.store(self.shard_of(group))?;
-        if store.topics(group)?.iter().any(|t| &t.id == topic) {
+        if self.ctx.node.store(self.shard_of(group))?.topic(group, topic)?.is_some() {
             Ok(())
         } else {
             Err(Rejection::new(Reason::TopicNotFound, format!("group {group} has no topic {topic}")).into())

@@ -73,10 +73,7 @@ impl LikeGatherer {
             Err(_) => None,
         };
         let Some(window) = window else { return };
-        let shard = meridian_domain::shard::shard_for(
-            meridian_domain::ConversationId::group(&group).as_str(),
-            ctx.node.shard_count(),
-        );
+        let shard = ctx.topology.conversation_shard(&meridian_domain::ConversationId::group(&group));
         let command = Command::AddGroupLikes { group, likes: window.likes };
         let answer = match ctx.node.propose(shard, &[command]).await {
             Ok(mut results) => match results.pop() {
