@@ -586,6 +586,14 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let created = client.create_user(&user, home_region.as_deref()).await?;
             Output::line(render::user_line(&created))
         }
+        ClientCommand::User { command: UserCommand::Delete { user } } => {
+            let deleted = client.delete_user(&user).await?;
+            Output::line(if deleted.deleted {
+                format!("deleted {}", deleted.user_id)
+            } else {
+                format!("{} was deleted already", deleted.user_id)
+            })
+        }
         ClientCommand::Token(args) => {
             let ttl = args.ttl_seconds.map(Duration::from_secs);
             Output::line(client.issue_token(&args.user, ttl).await?.token)

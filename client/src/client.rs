@@ -40,6 +40,7 @@ use meridian_proto::api::{
     ClearHistoryRequest, ClearHistoryResponse, ConversationPrefsResponse, DeleteConversationRequest,
     DeleteMessagesRequest, SetConversationPrefsRequest,
 };
+use meridian_proto::api::{DeleteAccountRequest, DeleteUserRequest, DeleteUserResponse};
 use meridian_proto::ACT_AS_METADATA_KEY;
 
 use crate::backoff::Backoff;
@@ -661,6 +662,15 @@ impl Client {
         .await
     }
 
+    /// Deletes the caller's own account (REL-01); `deleted` is false when it was deleted
+    /// already. Calls about the account get `USER_DELETED` from then on.
+    pub async fn delete_account(&self) -> Result<DeleteUserResponse, ClientError> {
+        self.call_at(self.list_route(), "DeleteAccount", DeleteAccountRequest {}, |channel, request| async move {
+            ChatClient::new(channel).delete_account(request).await
+        })
+        .await
+    }
+
     /// `user`'s profile: the fields named, or all when none are.
     pub async fn get_profile(&self, user: &str, fields: &[&str]) -> Result<GetProfileResponse, ClientError> {
         let request =
@@ -898,6 +908,15 @@ impl Client {
         };
         self.call("CreateUser", request, |channel, request| async move {
             AdminClient::new(channel).create_user(request).await
+        })
+        .await
+    }
+
+    /// Deletes `user`'s account (admin; REL-01): see [`Client::delete_account`].
+    pub async fn delete_user(&self, user: &str) -> Result<DeleteUserResponse, ClientError> {
+        let request = DeleteUserRequest { user_id: user.to_owned() };
+        self.call("DeleteUser", request, |channel, request| async move {
+            AdminClient::new(channel).delete_user(request).await
         })
         .await
     }

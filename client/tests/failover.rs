@@ -363,6 +363,13 @@ impl Chat for ScriptedChat {
     ) -> Result<Response<meridian_client::api::GetProfileResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn delete_account(
+        &self,
+        _: Request<meridian_client::api::DeleteAccountRequest>,
+    ) -> Result<Response<meridian_client::api::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

@@ -171,6 +171,19 @@ pub fn apply(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> 
 fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Result<Outcome, StateError> {
     match command {
         Command::CreateUser { user, home_region, nickname } => create_user(state, ctx, user, home_region, nickname),
+        Command::DeleteAccount { user } => crate::account::delete(state, ctx, user),
+        // A deleted account takes no new records on its shard.
+        Command::SetProfile { user, .. }
+        | Command::SetBlocked { user, .. }
+        | Command::AddFriend { target: user, .. }
+        | Command::RespondFriendRequest { user, .. }
+        | Command::DeleteFriend { user, .. }
+        | Command::SetFriendRemark { user, .. }
+        | Command::SetConversationPrefs { user, .. }
+            if shard_for(user.as_str(), ctx.shards) == ctx.shard && crate::account::is_deleted(state, user)? =>
+        {
+            reject(Reason::UserDeleted, format!("the account {user} was deleted"))
+        }
         Command::SendMessage { sender, recipient, elements, request_id, sender_home, recipient_home, friends_only } => {
             let homes = [sender_home.as_ref(), recipient_home.as_ref()];
             send_message(state, ctx, (sender, recipient), elements, (request_id.as_ref(), *friends_only), homes)
@@ -321,7 +334,7 @@ fn reject(reason: Reason, message: impl Into<String>) -> Result<Outcome, StateEr
     Ok(Err(Rejection::new(reason, message)))
 }
 
-fn wrong_shard(ctx: &ApplyContext, entity: &str) -> Option<Rejection> {
+pub(crate) fn wrong_shard(ctx: &ApplyContext, entity: &str) -> Option<Rejection> {
     let home = shard_for(entity, ctx.shards);
     (home != ctx.shard)
         .then(|| Rejection::new(Reason::WrongShard, format!("{entity} lives on shard {home}, not {}", ctx.shard)))
@@ -338,6 +351,12 @@ fn create_user(
         return Ok(Err(r));
     }
     if let Some(existing) = state.user(user)? {
+        if existing.is_deleted() {
+            return reject(
+                Reason::UserDeleted,
+                format!("the account {user} was deleted: the id of a deleted account is not given out again"),
+            );
+        }
         return Ok(Applied::unchanged(Reply::UserCreated {
             user: existing.id,
             home_region: existing.home_region,
@@ -568,12 +587,14 @@ fn apply_effects(
     // The same for friend lists (and the requests a friendship settles).
     let mut friends = std::collections::BTreeMap::new();
     let mut requests = std::collections::BTreeMap::new();
+    // Members of this shard's groups taken out by deleted accounts, earlier in the batch.
+    let mut gone = std::collections::BTreeSet::new();
     for effect in effects {
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
         // receiving side decides where an effect belongs: with the entity it is addressed to.
         let misrouted = effect.source.shard != source
             || &effect.source.region != source_region
-            || shard_for(effect.kind.target_entity(), ctx.shards) != ctx.shard;
+            || shard_for(&effect.kind.target_entity(), ctx.shards) != ctx.shard;
         if effect.id <= watermark || misrouted {
             continue;
         }
@@ -585,13 +606,22 @@ fn apply_effects(
                     blocked: *blocked,
                 });
             }
+            EffectKind::GroupListed { user, group, .. } if crate::account::is_deleted(state, user)? => {
+                // A join that raced the delete: the group takes the account out again.
+                changes.push(crate::account::gone_from_group(ctx, group, from_region, user));
+            }
             EffectKind::GroupListed { user, group, at } => {
                 let listed = match group_refs.get(&(user, group)) {
                     Some(listed) => *listed,
                     None => state.has_group_ref(user, group)?,
                 };
                 if !listed {
-                    events.push(Event::GroupListed { user: user.clone(), group: group.clone(), at: *at });
+                    events.push(Event::GroupListed {
+                        user: user.clone(),
+                        group: group.clone(),
+                        at: *at,
+                        home: from_region.cloned(),
+                    });
                 }
                 group_refs.insert((user, group), true);
             }
@@ -611,6 +641,36 @@ fn apply_effects(
                     lister: lister.clone(),
                     friend: *friend,
                 });
+            }
+            EffectKind::FriendListed { user, friend, .. } if crate::account::is_deleted(state, user)? => {
+                // Accepted after the delete: the friend's list drops the account again.
+                changes.push(crate::account::gone_from_friend(ctx, friend, from_region, user));
+            }
+            EffectKind::FriendGone { user, gone } => {
+                let listed = match friends.get(&(user, gone)) {
+                    Some(listed) => *listed,
+                    None => state.friend(user, gone)?.is_some(),
+                };
+                if listed {
+                    events.push(Event::FriendRemoved { user: user.clone(), friend: gone.clone() });
+                }
+                let waiting = match requests.get(&(user, gone)) {
+                    Some(waiting) => *waiting,
+                    None => state.friend_request(user, gone)?.is_some(),
+                };
+                if waiting {
+                    events.push(Event::FriendRequestResolved {
+                        user: user.clone(),
+                        from: gone.clone(),
+                        accepted: false,
+                    });
+                }
+                friends.insert((user, gone), false);
+                requests.insert((user, gone), false);
+            }
+            EffectKind::MemberGone { group, user } => {
+                events.extend(crate::account::member_gone(state, ctx, group, user, &gone)?);
+                gone.insert((group.clone(), user.clone()));
             }
             EffectKind::FriendListed { user, friend, remark, at, conversation_home } => {
                 let listed = match friends.get(&(user, friend)) {
@@ -635,6 +695,7 @@ fn apply_effects(
                         friend: friend.clone(),
                         remark: remark.clone(),
                         at: *at,
+                        home: from_region.cloned(),
                     });
                     changes.push(crate::friend::tell_pair(ctx, user, friend, true, Some(conversation_home)));
                 }
@@ -683,8 +744,8 @@ fn set_profile(
     if let Some(r) = wrong_shard(ctx, user.as_str()) {
         return Ok(Err(r));
     }
-    if state.user(user)?.is_none() {
-        return reject(Reason::UnknownUser, format!("no user {user}: create the account first"));
+    if let Err(r) = crate::account::live_account(state, user)? {
+        return Ok(Err(r));
     }
     let before = state.profile(user)?;
     let after = match crate::profile::updated(before.clone(), fields) {

@@ -71,6 +71,19 @@ pub enum Change {
         user: UserId,
         profile: crate::profile::Profile,
     },
+    /// `user`'s profile, gone with the account.
+    DeleteProfile {
+        user: UserId,
+    },
+    /// A row of `user`'s conversation list, gone with the account.
+    DeleteConversationRef {
+        user: UserId,
+        conversation: ConversationId,
+    },
+    DeleteConversationPrefs {
+        user: UserId,
+        conversation: ConversationId,
+    },
     /// `user`'s blocklist entry for `target` (present while blocked).
     PutBlocked {
         user: UserId,

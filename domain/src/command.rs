@@ -10,6 +10,11 @@ use crate::records::GroupKind;
 pub enum Command {
     /// Create (import) an account on the user's shard. Idempotent.
     CreateUser { user: UserId, home_region: RegionCode, nickname: String },
+    /// Delete `user`'s account (REL-01), on the user's shard: profile, friend list, requests,
+    /// blocklist, conversation list and settings go; each friend's list and each group drop
+    /// the user through the outbox; the account record stays as a tombstone so the id is not
+    /// reused. Messages already sent stay in the conversations they were sent to.
+    DeleteAccount { user: UserId },
     /// Send a C2C message; applied on the conversation's shard, in the conversation's home
     /// region. `sender_home` / `recipient_home` name a member's home region when it is not
     /// this one (the directory's answer at ingress, so that every replica routes the first
@@ -224,19 +229,27 @@ pub enum EffectKind {
     /// `lister` put the other member of a one-to-one conversation on (or took them off) their
     /// friend list.
     PairFriend { conversation: ConversationId, lister: UserId, friend: bool },
+    /// `gone`'s account was deleted: off `user`'s friend list, and their request to `user`
+    /// with it.
+    FriendGone { user: UserId, gone: UserId },
+    /// `user`'s account was deleted: out of `group` (its shard picks a new owner, or
+    /// dismisses the group when no one is left).
+    MemberGone { group: GroupId, user: UserId },
 }
 
 impl EffectKind {
     /// The entity whose shard must apply the effect.
-    pub fn target_entity(&self) -> &str {
+    pub fn target_entity(&self) -> std::borrow::Cow<'_, str> {
         match self {
+            EffectKind::MemberGone { group, .. } => ConversationId::group(group).as_str().to_owned().into(),
+            EffectKind::FriendGone { user, .. } => user.as_str().into(),
             EffectKind::ConversationJoined { user, .. }
             | EffectKind::GroupListed { user, .. }
             | EffectKind::GroupUnlisted { user, .. }
             | EffectKind::FriendListed { user, .. }
-            | EffectKind::FriendUnlisted { user, .. } => user.as_str(),
+            | EffectKind::FriendUnlisted { user, .. } => user.as_str().into(),
             EffectKind::PairBlocked { conversation, .. } | EffectKind::PairFriend { conversation, .. } => {
-                conversation.as_str()
+                conversation.as_str().into()
             }
         }
     }

@@ -10,6 +10,10 @@ use crate::records::{GroupKind, GroupRole};
 pub enum Event {
     /// An account was created (imported) on its user's shard.
     UserCreated { user: UserId, home_region: RegionCode, nickname: String, at: TimeMs },
+    /// `user`'s account was deleted (REL-01). The events just before it in the same command
+    /// took the user's friends, requests, blocks and groups off; this one leaves a tombstone
+    /// and drops the profile and the conversation rows and their settings named here.
+    AccountDeleted { user: UserId, at: TimeMs, conversations: Vec<ConversationId>, prefs: Vec<ConversationId> },
     /// A one-to-one message was accepted at `seq` of its conversation. Stays in the log after
     /// a recall: the recall is an event of its own.
     MessageSent {
@@ -72,7 +76,7 @@ pub enum Event {
     /// these, the new owner's first, and the group's owner follows the `Owner` one.
     GroupRoleSet { group: GroupId, user: UserId, role: GroupRole, by: UserId },
     /// `group` entered `user`'s list of groups (on the user's shard).
-    GroupListed { user: UserId, group: GroupId, at: TimeMs },
+    GroupListed { user: UserId, group: GroupId, at: TimeMs, home: Option<RegionCode> },
     /// `group` left `user`'s list of groups.
     GroupUnlisted { user: UserId, group: GroupId },
     /// `user`'s profile fields changed (an empty value: removed).
@@ -119,7 +123,7 @@ pub enum Event {
     /// other side).
     FriendRequestResolved { user: UserId, from: UserId, accepted: bool },
     /// `friend` entered `user`'s friend list.
-    FriendAdded { user: UserId, friend: UserId, remark: String, at: TimeMs },
+    FriendAdded { user: UserId, friend: UserId, remark: String, at: TimeMs, home: Option<RegionCode> },
     /// `friend` left `user`'s friend list.
     FriendRemoved { user: UserId, friend: UserId },
     /// `user`'s remark for `friend` changed.
@@ -137,6 +141,7 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::UserCreated { .. } => "UserCreated",
+            Event::AccountDeleted { .. } => "AccountDeleted",
             Event::MessageSent { .. } => "MessageSent",
             Event::MessageRecalled { .. } => "MessageRecalled",
             Event::ReadMarked { .. } => "ReadMarked",

@@ -141,6 +141,7 @@ fn settle(ctx: &ApplyContext, s: Settle, already_listed: bool, events: &mut Vec<
             friend: s.user.clone(),
             remark: s.target_remark.to_owned(),
             at: ctx.time,
+            home: s.user_home.filter(|h| *h != &ctx.region).cloned(),
         });
         changes.push(tell_pair(ctx, s.target, s.user, true, s.conversation_home));
     }
@@ -180,8 +181,8 @@ pub(crate) fn add(state: &impl ShardState, ctx: &ApplyContext, a: AddFriend) -> 
     if let Err(r) = check_text(a.remark, a.message) {
         return Ok(Err(r));
     }
-    if state.user(a.target)?.is_none() {
-        return reject(Reason::UnknownUser, format!("no user {}", a.target));
+    if let Err(r) = crate::account::live_account(state, a.target)? {
+        return Ok(Err(r));
     }
     if state.is_blocked(a.target, a.user)? {
         return reject(Reason::Blocked, format!("{} has blocked {}", a.target, a.user));

@@ -70,6 +70,7 @@ pub fn check(
             }
             to.owns(user.as_str())
         }
+        Command::DeleteAccount { user } => to.owns(user.as_str()),
         Command::SendMessage { sender, recipient, elements, .. } => {
             if sender == recipient {
                 return Err(Rejection::new(
@@ -290,7 +291,12 @@ fn check_effect(effect: &Effect, source: ShardId, region: &RegionCode, to: Desti
         }
         crate::friend::check_text(remark, "")?;
     }
-    to.owns(effect.kind.target_entity())
+    if let crate::EffectKind::FriendGone { user, gone } = &effect.kind {
+        if user == gone {
+            return Err(Rejection::new(Reason::PeerIsSelf, "a user is not on their own friend list"));
+        }
+    }
+    to.owns(&effect.kind.target_entity())
 }
 
 #[cfg(test)]

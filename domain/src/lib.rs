@@ -20,6 +20,7 @@
 //!
 //! Must never depend on: storage, RocksDB, openraft, tokio, tonic or the wire types.
 
+pub mod account;
 pub mod apply;
 pub mod change;
 pub mod command;
@@ -48,9 +49,9 @@ pub use ids::{
     UserId,
 };
 pub use records::{
-    Conversation, ConversationPrefs, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest, Group,
-    GroupApplication, GroupKind, GroupMember, GroupRef, GroupRole, HistoryView, JoinOption, MemberCursor, Message,
-    Topic, User,
+    AccountRecords, Conversation, ConversationPrefs, ConversationRef, DedupEntry, Friend, FriendCounts, FriendRequest,
+    Group, GroupApplication, GroupKind, GroupMember, GroupRef, GroupRole, HistoryView, JoinOption, MemberCursor,
+    Message, Topic, User,
 };
 pub use rejection::{Reason, Rejection, RejectionClass};
 pub use state::{ShardState, StateError};

@@ -20,7 +20,25 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             home_region: home_region.clone(),
             nickname: nickname.clone(),
             created: *at,
+            deleted: None,
         })],
+        Event::AccountDeleted { user, at, conversations, prefs } => {
+            let mut changes = Vec::with_capacity(2 + conversations.len() + prefs.len());
+            if let Some(account) = state.user(user)? {
+                // Nothing of the person stays: the tombstone keeps the id and its home only.
+                changes.push(Change::PutUser(User { nickname: String::new(), deleted: Some(*at), ..account }));
+            }
+            changes.push(Change::DeleteProfile { user: user.clone() });
+            changes.extend(conversations.iter().map(|conversation| Change::DeleteConversationRef {
+                user: user.clone(),
+                conversation: conversation.clone(),
+            }));
+            changes.extend(prefs.iter().map(|conversation| Change::DeleteConversationPrefs {
+                user: user.clone(),
+                conversation: conversation.clone(),
+            }));
+            changes
+        }
         Event::MessageSent { conversation, seq, message_id, sender, recipient, elements, request_id, at } => {
             let mut head = match state.conversation(conversation)? {
                 Some(head) => head,
@@ -216,9 +234,10 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             Some(g) => vec![Change::PutGroup(Group { dismissed: true, ..g })],
             None => vec![],
         },
-        Event::GroupListed { user, group, at } => {
-            vec![Change::PutGroupRef { user: user.clone(), entry: GroupRef { group: group.clone(), joined: *at } }]
-        }
+        Event::GroupListed { user, group, at, home } => vec![Change::PutGroupRef {
+            user: user.clone(),
+            entry: GroupRef { group: group.clone(), joined: *at, home: home.clone() },
+        }],
         Event::GroupUnlisted { user, group } => {
             vec![Change::DeleteGroupRef { user: user.clone(), group: group.clone() }]
         }
@@ -355,7 +374,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 Change::PutFriendCounts { user: user.clone(), counts },
             ]
         }
-        Event::FriendAdded { user, friend, remark, at } => {
+        Event::FriendAdded { user, friend, remark, at, home } => {
             let mut counts = state.friend_counts(user)?;
             if state.friend(user, friend)?.is_none() {
                 counts.friends += 1;
@@ -363,7 +382,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
             vec![
                 Change::PutFriend {
                     user: user.clone(),
-                    entry: Friend { user: friend.clone(), remark: remark.clone(), since: *at },
+                    entry: Friend { user: friend.clone(), remark: remark.clone(), since: *at, home: home.clone() },
                 },
                 Change::PutFriendCounts { user: user.clone(), counts },
             ]

@@ -10,6 +10,15 @@ pub struct User {
     pub home_region: RegionCode,
     pub nickname: String,
     pub created: TimeMs,
+    /// When the account was deleted (REL-01): the record stays as a tombstone so that the id
+    /// is never given to someone else, with nothing of the person left in it.
+    pub deleted: Option<TimeMs>,
+}
+
+impl User {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.is_some()
+    }
 }
 
 /// A member's position in a conversation.
@@ -256,6 +265,8 @@ pub struct GroupMember {
 pub struct GroupRef {
     pub group: GroupId,
     pub joined: TimeMs,
+    /// The group's home region when it is not the user's.
+    pub home: Option<RegionCode>,
 }
 
 /// One entry of a user's friend list (REL-03), on the user's shard. Friendship is kept per
@@ -266,6 +277,23 @@ pub struct Friend {
     /// The list owner's note for this friend (at most [`crate::friend::MAX_REMARK_BYTES`]).
     pub remark: String,
     pub since: TimeMs,
+    /// The friend's home region when it is not the list owner's.
+    pub home: Option<RegionCode>,
+}
+
+/// Everything a user's shard keeps under one account besides the account record and the
+/// profile: what deleting the account (REL-01) clears.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountRecords {
+    pub friends: Vec<Friend>,
+    /// Requesters whose friend requests wait for this user.
+    pub requests: Vec<UserId>,
+    pub blocked: Vec<UserId>,
+    pub groups: Vec<GroupRef>,
+    /// The rows of the user's conversation list.
+    pub conversations: Vec<ConversationId>,
+    /// The rows the user has settings for (pin, draft, ...).
+    pub prefs: Vec<ConversationId>,
 }
 
 /// A friend request waiting for its target's answer, on the target's shard.

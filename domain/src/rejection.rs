@@ -109,6 +109,7 @@ reasons! {
     TopicInvalid => "TOPIC_INVALID", InvalidArgument;
     TopicNotFound => "TOPIC_NOT_FOUND", NotFound;
     JoinedGroupsLimit => "JOINED_GROUPS_LIMIT", FailedPrecondition;
+    UserDeleted => "USER_DELETED", NotFound;
 }
 
 impl fmt::Display for Reason {

@@ -69,6 +69,11 @@ pub trait ShardState {
     fn friend_counts(&self, user: &UserId) -> Result<crate::records::FriendCounts, StateError>;
     /// Whether `lister` has the other member of `conversation` as a friend (on its shard).
     fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError>;
+    /// Every record `user`'s shard keeps under the account (what deleting it clears), with
+    /// the writes of earlier commands of the entry being applied.
+    fn account_records(&self, user: &UserId) -> Result<crate::records::AccountRecords, StateError>;
+    /// The first `limit` members of `group` in user id order.
+    fn group_members_first(&self, group: &GroupId, limit: usize) -> Result<Vec<GroupMember>, StateError>;
 }
 
 /// A state with a command's pending changes laid over it, so that each event of a command is
@@ -143,10 +148,18 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
 
     fn has_conversation_ref(&self, user: &UserId, conversation: &ConversationId) -> Result<bool, StateError> {
         use crate::change::Change;
-        let pending = self.changes.iter().any(|c| {
-            matches!(c, Change::PutConversationRef { user: u, entry } if u == user && &entry.conversation == conversation)
-        });
-        Ok(pending || self.base.has_conversation_ref(user, conversation)?)
+        match self.newest(|c| match c {
+            Change::PutConversationRef { user: u, entry } if u == user && &entry.conversation == conversation => {
+                Some(true)
+            }
+            Change::DeleteConversationRef { user: u, conversation: cv } if u == user && cv == conversation => {
+                Some(false)
+            }
+            _ => None,
+        }) {
+            Some(listed) => Ok(listed),
+            None => self.base.has_conversation_ref(user, conversation),
+        }
     }
 
     fn watermark(&self, source: ShardId, from_region: Option<&RegionCode>) -> Result<EffectId, StateError> {
@@ -202,6 +215,7 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         use crate::change::Change;
         match self.newest(|c| match c {
             Change::PutProfile { user: u, profile } if u == user => Some(profile.clone()),
+            Change::DeleteProfile { user: u } if u == user => Some(crate::profile::Profile::default()),
             _ => None,
         }) {
             Some(p) => Ok(p),
@@ -276,11 +290,14 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         use crate::change::Change;
         match self.newest(|c| match c {
             Change::PutConversationPrefs { user: u, conversation: cv, prefs } if u == user && cv == conversation => {
-                Some(prefs.clone())
+                Some(Some(prefs.clone()))
+            }
+            Change::DeleteConversationPrefs { user: u, conversation: cv } if u == user && cv == conversation => {
+                Some(None)
             }
             _ => None,
         }) {
-            Some(p) => Ok(Some(p)),
+            Some(p) => Ok(p),
             None => self.base.conversation_prefs(user, conversation),
         }
     }
@@ -385,6 +402,16 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
             Some(b) => Ok(b),
             None => self.base.pair_friend(conversation, lister),
         }
+    }
+
+    // The two scans read the base alone: they serve commands that decide from them before
+    // projecting anything (deleting an account, an owner leaving with it), never projections.
+    fn account_records(&self, user: &UserId) -> Result<crate::records::AccountRecords, StateError> {
+        self.base.account_records(user)
+    }
+
+    fn group_members_first(&self, group: &GroupId, limit: usize) -> Result<Vec<GroupMember>, StateError> {
+        self.base.group_members_first(group, limit)
     }
 
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {

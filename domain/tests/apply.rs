@@ -21,7 +21,7 @@ struct MemState {
     claims: BTreeMap<DirectoryKey, RegionCode>,
     groups: BTreeMap<GroupId, Group>,
     members: BTreeMap<(GroupId, UserId), GroupMember>,
-    group_refs: BTreeSet<(UserId, GroupId)>,
+    group_refs: BTreeMap<(UserId, GroupId), GroupRef>,
     blocked: BTreeSet<(UserId, UserId)>,
     block_counts: BTreeMap<UserId, u64>,
     profiles: BTreeMap<UserId, meridian_domain::profile::Profile>,
@@ -67,7 +67,7 @@ impl ShardState for MemState {
         Ok(self.members.get(&(group.clone(), user.clone())).cloned())
     }
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
-        Ok(self.group_refs.contains(&(user.clone(), group.clone())))
+        Ok(self.group_refs.contains_key(&(user.clone(), group.clone())))
     }
     fn profile(&self, user: &UserId) -> Result<meridian_domain::profile::Profile, StateError> {
         Ok(self.profiles.get(user).cloned().unwrap_or_default())
@@ -111,6 +111,20 @@ impl ShardState for MemState {
     fn pair_friend(&self, conversation: &ConversationId, lister: &UserId) -> Result<bool, StateError> {
         Ok(self.pair_friends.contains(&(conversation.clone(), lister.clone())))
     }
+    fn account_records(&self, user: &UserId) -> Result<AccountRecords, StateError> {
+        let mine = |u: &UserId| u == user;
+        Ok(AccountRecords {
+            friends: self.friends.iter().filter(|((u, _), _)| mine(u)).map(|(_, f)| f.clone()).collect(),
+            requests: self.requests.keys().filter(|(u, _)| mine(u)).map(|(_, from)| from.clone()).collect(),
+            blocked: self.blocked.iter().filter(|(u, _)| mine(u)).map(|(_, t)| t.clone()).collect(),
+            groups: self.group_refs.iter().filter(|((u, _), _)| mine(u)).map(|(_, r)| r.clone()).collect(),
+            conversations: self.refs.iter().filter(|(u, _)| mine(u)).map(|(_, c)| c.clone()).collect(),
+            prefs: self.prefs.keys().filter(|(u, _)| mine(u)).map(|(_, c)| c.clone()).collect(),
+        })
+    }
+    fn group_members_first(&self, group: &GroupId, limit: usize) -> Result<Vec<GroupMember>, StateError> {
+        Ok(self.members.iter().filter(|((g, _), _)| g == group).map(|(_, m)| m.clone()).take(limit).collect())
+    }
 }
 
 impl MemState {
@@ -149,7 +163,7 @@ impl MemState {
                     self.members.remove(&(group, user));
                 }
                 Change::PutGroupRef { user, entry } => {
-                    self.group_refs.insert((user, entry.group));
+                    self.group_refs.insert((user, entry.group.clone()), entry);
                 }
                 Change::DeleteGroupRef { user, group } => {
                     self.group_refs.remove(&(user, group));
@@ -216,6 +230,15 @@ impl MemState {
                 }
                 Change::DeleteGroupBan { group, user } => {
                     self.bans.remove(&(group, user));
+                }
+                Change::DeleteProfile { user } => {
+                    self.profiles.remove(&user);
+                }
+                Change::DeleteConversationRef { user, conversation } => {
+                    self.refs.remove(&(user, conversation));
+                }
+                Change::DeleteConversationPrefs { user, conversation } => {
+                    self.prefs.remove(&(user, conversation));
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
             }
@@ -534,7 +557,7 @@ fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region
     );
     assert_eq!(seq_of(&outcome), 1);
     let lanes: Vec<(Lane, String)> =
-        s.outbox.iter().map(|(lane, kind)| (lane.clone(), kind.target_entity().to_owned())).collect();
+        s.outbox.iter().map(|(lane, kind)| (lane.clone(), kind.target_entity().into_owned())).collect();
     assert_eq!(
         lanes,
         vec![(Lane::Shard(ShardId(0)), "alice".to_owned()), (Lane::Region(region("de")), "hans".to_owned())]
@@ -1501,4 +1524,127 @@ fn a_community_s_topics_have_their_own_seqs_and_cursors() {
     let mut w = MemState::default();
     create_group(&mut w, GroupKind::Work, 10, &[]).unwrap_or_else(|r| panic!("{r}"));
     assert_rejected(&mut w, &ctx(2, 2), open("own", "news"), Reason::PermissionDenied);
+}
+
+#[test]
+fn deleting_an_account_clears_its_records_and_its_groups_and_friends_drop_it() {
+    use meridian_domain::conversation_prefs::PrefsChange;
+    let mut s = MemState::default();
+    let mut ids = 0;
+    for name in ["own", "bob", "cat", "dan"] {
+        new_user(&mut s, name, None);
+    }
+    run(&mut s, &ctx(2, 2), Command::SetProfile { user: user("own"), fields: fields(&[("nickname", "Owen")]) })
+        .unwrap_or_else(|r| panic!("{r}"));
+    // Friends both ways with bob, a request from cat waiting, dan blocked.
+    run(&mut s, &ctx(3, 3), add_friend("bob", "own", 10)).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 3, &mut ids);
+    let set = Command::SetProfile { user: user("own"), fields: fields(&[("add_friend", "need_confirm")]) };
+    run(&mut s, &ctx(4, 4), set).unwrap_or_else(|r| panic!("{r}"));
+    run(&mut s, &ctx(4, 4), add_friend("cat", "own", 10)).unwrap_or_else(|r| panic!("{r}"));
+    let block = Command::SetBlocked {
+        user: user("own"),
+        target: user("dan"),
+        blocked: true,
+        conversation_home: None,
+        max_blocked: 10,
+    };
+    run(&mut s, &ctx(5, 5), block).unwrap_or_else(|r| panic!("{r}"));
+    // A conversation with bob, with settings, and a group own owns with bob (member) and cat
+    // (admin): cat inherits it.
+    send(&mut s, 6, "own", "bob", "hello", None).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 6, &mut ids);
+    let pair = ConversationId::c2c(&user("own"), &user("bob"));
+    let pin = PrefsChange { pinned: Some(true), ..Default::default() };
+    run(
+        &mut s,
+        &ctx(7, 7),
+        Command::SetConversationPrefs { user: user("own"), conversation: pair.clone(), change: pin },
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    create_group(&mut s, GroupKind::Work, 10, &["bob", "cat"]).unwrap_or_else(|r| panic!("{r}"));
+    let promote =
+        Command::SetGroupRole { actor: user("own"), group: gid("g1"), user: user("cat"), role: GroupRole::Admin };
+    run(&mut s, &ctx(8, 8), promote).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 8, &mut ids);
+    assert!(s.group_refs.contains_key(&(user("own"), gid("g1"))));
+    assert_eq!(friends_of(&s, "bob"), ["own"]);
+
+    let outcome = run(&mut s, &ctx(9, 9), Command::DeleteAccount { user: user("own") });
+    assert_eq!(
+        event_names(&outcome),
+        ["FriendRemoved", "FriendRequestResolved", "UserBlocked", "GroupUnlisted", "AccountDeleted"]
+    );
+    let own = &s.users[&user("own")];
+    assert_eq!((own.deleted, own.nickname.as_str()), (Some(TimeMs(9)), ""));
+    assert!(!s.profiles.contains_key(&user("own")));
+    assert!(friends_of(&s, "own").is_empty());
+    assert!(!s.requests.keys().any(|(u, _)| u == &user("own")));
+    assert!(!s.blocked.iter().any(|(u, _)| u == &user("own")));
+    assert!(!s.group_refs.keys().any(|(u, _)| u == &user("own")));
+    assert!(!s.refs.iter().any(|(u, _)| u == &user("own")));
+    assert!(!s.prefs.keys().any(|(u, _)| u == &user("own")));
+    let queued: Vec<&EffectKind> = s.outbox.iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        queued,
+        [
+            &EffectKind::FriendGone { user: user("bob"), gone: user("own") },
+            &EffectKind::MemberGone { group: gid("g1"), user: user("own") }
+        ]
+    );
+    deliver_all(&mut s, 10, &mut ids);
+    assert!(friends_of(&s, "bob").is_empty(), "bob's list drops the deleted account");
+    let g = &s.groups[&gid("g1")];
+    assert_eq!((g.owner.as_str(), g.member_count, g.dismissed), ("cat", 2, false), "the admin inherits the group");
+    assert!(!s.members.contains_key(&(gid("g1"), user("own"))));
+    // The message stays in bob's history.
+    assert!(s.messages.contains_key(&(pair.clone(), Seq(1))));
+
+    // A repeat changes nothing; the id is never given out again; nothing new is recorded.
+    let before = s.clone();
+    let repeat = run(&mut s, &ctx(11, 11), Command::DeleteAccount { user: user("own") });
+    assert!(event_names(&repeat).is_empty());
+    assert_eq!(s, before);
+    let recreate = Command::CreateUser { user: user("own"), home_region: region("sg"), nickname: "x".into() };
+    assert_rejected(&mut s, &ctx(12, 12), recreate, Reason::UserDeleted);
+    let profile = Command::SetProfile { user: user("own"), fields: fields(&[("nickname", "back")]) };
+    assert_rejected(&mut s, &ctx(12, 12), profile, Reason::UserDeleted);
+    assert_rejected(&mut s, &ctx(12, 12), add_friend("bob", "own", 10), Reason::UserDeleted);
+
+    // A friendship accepted after the delete (a request own sent earlier) is turned back: the
+    // accepting side's list drops own again.
+    s.friends.insert(
+        (user("dan"), user("own")),
+        Friend { user: user("own"), remark: String::new(), since: TimeMs(1), home: None },
+    );
+    s.outbox.push((
+        Lane::Shard(ShardId(0)),
+        EffectKind::FriendListed {
+            user: user("own"),
+            friend: user("dan"),
+            remark: String::new(),
+            at: TimeMs(13),
+            conversation_home: region("sg"),
+        },
+    ));
+    deliver_all(&mut s, 13, &mut ids);
+    assert!(friends_of(&s, "own").is_empty());
+    assert!(friends_of(&s, "dan").is_empty());
+
+    // The last member of a group leaving with their account dismisses it.
+    new_user(&mut s, "eve", None);
+    let solo = Command::CreateGroup {
+        group: gid("g2"),
+        kind: GroupKind::Work,
+        owner: user("eve"),
+        name: "alone".into(),
+        max_members: 10,
+        members: vec![],
+        hide_history: false,
+    };
+    run(&mut s, &ctx(14, 14), solo).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 14, &mut ids);
+    run(&mut s, &ctx(15, 15), Command::DeleteAccount { user: user("eve") }).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 15, &mut ids);
+    assert!(s.groups[&gid("g2")].dismissed);
 }

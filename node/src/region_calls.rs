@@ -73,6 +73,8 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Chat/MarkRead" => call!(chat, Chat::mark_read, api::MarkReadRequest),
         "Chat/ListConversations" => call!(chat, Chat::list_conversations, api::ListConversationsRequest),
         "Admin/CreateUser" => call!(admin, Admin::create_user, api::CreateUserRequest),
+        "Admin/DeleteUser" => call!(admin, Admin::delete_user, api::DeleteUserRequest),
+        "Chat/DeleteAccount" => call!(chat, Chat::delete_account, api::DeleteAccountRequest),
         "Chat/SetBlocked" => call!(chat, Chat::set_blocked, api::SetBlockedRequest),
         "Chat/ListBlocked" => call!(chat, Chat::list_blocked, api::ListBlockedRequest),
         "Chat/SetConversationPrefs" => {
@@ -184,7 +186,7 @@ pub async fn deliver_effects(
     for bytes in &r.effects {
         let effect = pb::Effect::decode(bytes.as_slice()).map_err(|e| malformed(format!("effect: {e}")))?;
         let effect = meridian_storage::codec::effect_from_pb(effect, &from).map_err(|e| malformed(e.to_string()))?;
-        let shard = shard_for(effect.kind.target_entity(), ctx.node.shard_count());
+        let shard = shard_for(&effect.kind.target_entity(), ctx.node.shard_count());
         per_shard.entry(shard).or_default().push(effect);
     }
     let count = r.effects.len();

@@ -764,3 +764,56 @@ async fn a_community_s_topics_are_streams_of_their_own() {
     assert_eq!(unread(&own_view), [("news".to_owned(), 3, 1), ("sport".to_owned(), 1, 0)]);
     cluster.wait_converged().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_account_leaves_its_friends_and_groups_and_its_id_stays_taken() {
+    let mut cluster = Cluster::start(1, Tuning::default()).await;
+    let names = ["ann", "bob", "cat"].map(String::from);
+    cluster.create_users(&names).await;
+    let [ann, bob, cat] = names.clone().map(|n| cluster.user(&n));
+    ann.set_profile(&[("nickname", "Ann A."), ("signature", "gone soon")]).await.unwrap();
+    bob.add_friend("ann", "", "").await.unwrap();
+    eventually("friends both ways", || async { friend_names(&ann).await == ["bob"] }).await;
+    ann.set_blocked("cat", true).await.unwrap();
+    ann.create_group(Some("crew"), "work", "crew", &["bob", "cat"]).await.unwrap();
+    ann.set_group_member_role("crew", "cat", "admin").await.unwrap();
+    ann.send_text("bob", "keep this", None).await.unwrap();
+    wait_until_listed(&ann, "grp:crew").await;
+
+    cluster.phase("delete ann: her records go, the id stays taken");
+    let deleted = cluster.admin().delete_user("ann").await.unwrap();
+    assert!(deleted.deleted);
+    assert!(!cluster.admin().delete_user("ann").await.unwrap().deleted, "a repeat changes nothing");
+    assert!(!ann.delete_account().await.unwrap().deleted);
+    for refused in [
+        cluster.admin().create_user("ann", None).await.map(|_| ()),
+        bob.get_profile("ann", &[]).await.map(|_| ()),
+        cat.send_text("ann", "hello?", None).await.map(|_| ()),
+        ann.set_profile(&[("nickname", "back")]).await.map(|_| ()),
+        bob.add_friend("ann", "", "").await.map(|_| ()),
+    ] {
+        assert_eq!(refused.as_ref().map_err(reason), Err("USER_DELETED"), "{refused:?}");
+    }
+    assert!(ann.list_friends().await.unwrap().friends.is_empty());
+    assert!(ann.list_blocked().await.unwrap().users.is_empty());
+    assert!(ann.conversations_all(ReadConsistency::Linearizable).await.unwrap().conversations.is_empty());
+
+    cluster.phase("her friend's list and her group drop her; the admin inherits the group");
+    eventually("bob's list drops ann", || async { friend_names(&bob).await.is_empty() }).await;
+    eventually("cat owns crew", || async {
+        bob.get_group("crew", "", 10).await.unwrap().group.is_some_and(|g| g.owner == "cat" && g.member_count == 2)
+    })
+    .await;
+    assert_eq!(members(&bob, "crew").await, ["bob", "cat"]);
+    cat.send_group_text("crew", "still here", None).await.unwrap();
+
+    cluster.phase("what she sent stays in the conversation");
+    let history = bob
+        .history("ann", 0, 10, meridian_client::api::Direction::Forward, ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    let texts: Vec<String> = history.messages.iter().map(meridian_client::message_text).collect();
+    assert_eq!(texts, ["keep this"]);
+    cluster.wait_converged().await;
+    cluster.verify_projections().await;
+}

@@ -79,6 +79,8 @@ pub const DELETED_MESSAGES_LIMIT: &str = "DELETED_MESSAGES_LIMIT";
 pub const TOPIC_INVALID: &str = "TOPIC_INVALID";
 pub const TOPIC_NOT_FOUND: &str = "TOPIC_NOT_FOUND";
 pub const JOINED_GROUPS_LIMIT: &str = "JOINED_GROUPS_LIMIT";
+/// The account was deleted (REL-01); its id is never given to another account.
+pub const USER_DELETED: &str = "USER_DELETED";
 pub const BLOCKLIST_LIMIT: &str = "BLOCKLIST_LIMIT";
 pub const PROFILE_FIELD_INVALID: &str = "PROFILE_FIELD_INVALID";
 pub const GROUP_NOT_FOUND: &str = "GROUP_NOT_FOUND";
@@ -159,6 +161,7 @@ pub const ALL: &[&str] = &[
     TOPIC_INVALID,
     TOPIC_NOT_FOUND,
     JOINED_GROUPS_LIMIT,
+    USER_DELETED,
     BLOCKLIST_LIMIT,
     PROFILE_FIELD_INVALID,
     GROUP_NOT_FOUND,

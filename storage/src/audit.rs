@@ -154,6 +154,7 @@ fn conversation(bytes: &[u8]) -> Option<ConversationId> {
 fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
     match event {
         Event::UserCreated { user, .. } => vec![(Subject::User(user.clone()), "UserCreated event")],
+        Event::AccountDeleted { user, .. } => vec![(Subject::User(user.clone()), "AccountDeleted event")],
         Event::MessageSent { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "MessageSent event")]
         }
@@ -208,7 +209,9 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
 
 fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
     match command {
-        Command::CreateUser { user, .. } => vec![(Subject::User(user.clone()), "CreateUser command")],
+        Command::CreateUser { user, .. } | Command::DeleteAccount { user } => {
+            vec![(Subject::User(user.clone()), "account command")]
+        }
         Command::SendMessage { sender, recipient, .. } => {
             vec![(Subject::Conversation(ConversationId::c2c(sender, recipient)), "SendMessage command")]
         }
@@ -222,7 +225,9 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
                 | EffectKind::GroupListed { user, .. }
                 | EffectKind::GroupUnlisted { user, .. }
                 | EffectKind::FriendListed { user, .. }
-                | EffectKind::FriendUnlisted { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
+                | EffectKind::FriendUnlisted { user, .. }
+                | EffectKind::FriendGone { user, .. }
+                | EffectKind::MemberGone { user, .. } => (Subject::User(user.clone()), "ApplyEffects command"),
                 EffectKind::PairBlocked { conversation, .. } | EffectKind::PairFriend { conversation, .. } => {
                     (Subject::Conversation(conversation.clone()), "ApplyEffects command")
                 }

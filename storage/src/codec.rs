@@ -216,6 +216,7 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             role: role.name().to_owned(),
         }),
         Command::SetProfile { user, fields } => Kind::SetProfile(profile_to_pb(user, fields)),
+        Command::DeleteAccount { user } => Kind::DeleteAccount(pb::DeleteAccount { user_id: user.to_string() }),
         Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
             Kind::SetBlocked(pb::SetBlocked {
                 user: user.to_string(),
@@ -366,6 +367,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
     use pb::command::Kind;
     const W: &str = "command";
     Ok(match c.kind.ok_or_else(|| StorageError::corrupt(W, "no kind"))? {
+        Kind::DeleteAccount(d) => Command::DeleteAccount { user: user_id(W, &d.user_id)? },
         Kind::CreateUser(c) => Command::CreateUser {
             user: user_id(W, &c.user_id)?,
             home_region: RegionCode::parse(&c.home_region).map_err(corrupt(W))?,
@@ -640,7 +642,14 @@ pub fn effect_to_pb(e: &Effect) -> pb::Effect {
             user: user.to_string(),
             group_id: group.to_string(),
             time_ms: at.0,
+            home: String::new(),
         }),
+        EffectKind::FriendGone { user, gone } => {
+            pb::effect::Kind::FriendGone(pb::FriendGone { user: user.to_string(), gone: gone.to_string() })
+        }
+        EffectKind::MemberGone { group, user } => {
+            pb::effect::Kind::MemberGone(pb::MemberGone { group_id: group.to_string(), user: user.to_string() })
+        }
         EffectKind::GroupUnlisted { user, group } => {
             pb::effect::Kind::GroupUnlisted(pb::GroupUnlisted { user: user.to_string(), group_id: group.to_string() })
         }
@@ -699,6 +708,12 @@ pub fn effect_from_pb(e: pb::Effect, region: &RegionCode) -> Result<Effect, Stor
         pb::effect::Kind::GroupUnlisted(u) => {
             EffectKind::GroupUnlisted { user: user_id(W, &u.user)?, group: group_id(W, &u.group_id)? }
         }
+        pb::effect::Kind::FriendGone(g) => {
+            EffectKind::FriendGone { user: user_id(W, &g.user)?, gone: user_id(W, &g.gone)? }
+        }
+        pb::effect::Kind::MemberGone(g) => {
+            EffectKind::MemberGone { group: group_id(W, &g.group_id)?, user: user_id(W, &g.user)? }
+        }
         pb::effect::Kind::PairBlocked(b) => EffectKind::PairBlocked {
             conversation: conversation_id(W, &b.conversation_id)?,
             blocker: user_id(W, &b.blocker)?,
@@ -740,6 +755,7 @@ pub fn user_to_pb(u: &User) -> pb::UserRecord {
         home_region: u.home_region.to_string(),
         nickname: u.nickname.clone(),
         created_ms: u.created.0,
+        deleted_ms: u.deleted.map_or(0, |t| t.0),
     }
 }
 
@@ -749,6 +765,7 @@ pub fn user_from_pb(u: pb::UserRecord) -> Result<User, StorageError> {
         home_region: RegionCode::parse(&u.home_region).map_err(corrupt("user"))?,
         nickname: u.nickname,
         created: TimeMs(u.created_ms),
+        deleted: (u.deleted_ms != 0).then_some(TimeMs(u.deleted_ms)),
     })
 }
 
@@ -961,11 +978,18 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
                 accepted: *accepted,
             })
         }
-        Event::FriendAdded { user, friend, remark, at } => Kind::FriendAdded(pb::FriendAddedEvent {
+        Event::FriendAdded { user, friend, remark, at, home } => Kind::FriendAdded(pb::FriendAddedEvent {
             user: user.to_string(),
             friend: friend.to_string(),
             remark: remark.clone(),
             time_ms: at.0,
+            home: home.as_ref().map(ToString::to_string).unwrap_or_default(),
+        }),
+        Event::AccountDeleted { user, at, conversations, prefs } => Kind::AccountDeleted(pb::AccountDeletedEvent {
+            user_id: user.to_string(),
+            time_ms: at.0,
+            conversations: conversations.iter().map(ToString::to_string).collect(),
+            prefs: prefs.iter().map(ToString::to_string).collect(),
         }),
         Event::FriendRemoved { user, friend } => {
             Kind::FriendRemoved(pb::FriendRemovedEvent { user: user.to_string(), friend: friend.to_string() })
@@ -996,9 +1020,12 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             by: by.to_string(),
             time_ms: at.0,
         }),
-        Event::GroupListed { user, group, at } => {
-            Kind::GroupListed(pb::GroupListed { user: user.to_string(), group_id: group.to_string(), time_ms: at.0 })
-        }
+        Event::GroupListed { user, group, at, home } => Kind::GroupListed(pb::GroupListed {
+            user: user.to_string(),
+            group_id: group.to_string(),
+            time_ms: at.0,
+            home: home.as_ref().map(ToString::to_string).unwrap_or_default(),
+        }),
         Event::GroupUnlisted { user, group } => {
             Kind::GroupUnlisted(pb::GroupUnlisted { user: user.to_string(), group_id: group.to_string() })
         }
@@ -1182,6 +1209,13 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             friend: user_id(W, &a.friend)?,
             remark: a.remark,
             at: TimeMs(a.time_ms),
+            home: optional_region(W, &a.home)?,
+        },
+        Kind::AccountDeleted(d) => Event::AccountDeleted {
+            user: user_id(W, &d.user_id)?,
+            at: TimeMs(d.time_ms),
+            conversations: d.conversations.iter().map(|c| conversation_id(W, c)).collect::<Result<_, _>>()?,
+            prefs: d.prefs.iter().map(|c| conversation_id(W, c)).collect::<Result<_, _>>()?,
         },
         Kind::FriendRemoved(r) => Event::FriendRemoved { user: user_id(W, &r.user)?, friend: user_id(W, &r.friend)? },
         Kind::FriendRemarked(r) => {
@@ -1203,9 +1237,12 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             role: group_role(W, &r.role)?,
             by: user_id(W, &r.by)?,
         },
-        Kind::GroupListed(l) => {
-            Event::GroupListed { user: user_id(W, &l.user)?, group: group_id(W, &l.group_id)?, at: TimeMs(l.time_ms) }
-        }
+        Kind::GroupListed(l) => Event::GroupListed {
+            user: user_id(W, &l.user)?,
+            group: group_id(W, &l.group_id)?,
+            at: TimeMs(l.time_ms),
+            home: optional_region(W, &l.home)?,
+        },
         Kind::GroupUnlisted(u) => Event::GroupUnlisted { user: user_id(W, &u.user)?, group: group_id(W, &u.group_id)? },
     })
 }
@@ -1349,12 +1386,35 @@ pub fn group_member_from_pb(m: pb::GroupMemberRecord) -> Result<GroupMember, Sto
     })
 }
 
+pub fn friend_to_pb(f: &Friend) -> pb::FriendRecord {
+    pb::FriendRecord {
+        version: RECORD_VERSION,
+        remark: f.remark.clone(),
+        since_ms: f.since.0,
+        home: f.home.as_ref().map(ToString::to_string).unwrap_or_default(),
+    }
+}
+
+/// A friend list entry for `friend` (its key names the friend).
+pub fn friend_from_pb(friend: UserId, r: pb::FriendRecord) -> Result<Friend, StorageError> {
+    Ok(Friend { user: friend, remark: r.remark, since: TimeMs(r.since_ms), home: optional_region("friend", &r.home)? })
+}
+
 pub fn group_ref_to_pb(r: &GroupRef) -> pb::GroupRefRecord {
-    pb::GroupRefRecord { version: RECORD_VERSION, group_id: r.group.to_string(), joined_ms: r.joined.0 }
+    pb::GroupRefRecord {
+        version: RECORD_VERSION,
+        group_id: r.group.to_string(),
+        joined_ms: r.joined.0,
+        home: r.home.as_ref().map(ToString::to_string).unwrap_or_default(),
+    }
 }
 
 pub fn group_ref_from_pb(r: pb::GroupRefRecord) -> Result<GroupRef, StorageError> {
-    Ok(GroupRef { group: group_id("group ref", &r.group_id)?, joined: TimeMs(r.joined_ms) })
+    Ok(GroupRef {
+        group: group_id("group ref", &r.group_id)?,
+        joined: TimeMs(r.joined_ms),
+        home: optional_region("group ref", &r.home)?,
+    })
 }
 
 /// A row's settings as stored; `subject` (user, conversation) is set in events only.

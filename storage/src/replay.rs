@@ -17,7 +17,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 use crate::codec;
 use crate::error::{decode_record, StorageError, Versioned};
 use crate::keys;
-use crate::shard::{projection_record, RecordReader, ShardStore, StateView};
+use crate::shard::{projection_record, KeyValue, RecordReader, ShardStore, StateView};
 
 /// The outcome of verifying one shard's projections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +91,15 @@ impl RecordReader for Scratch {
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
         self.records.get(&(cf, key)).map(|v| decode_record(what, v)).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn scan_records(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<KeyValue>, StateError> {
+        Ok(self
+            .records
+            .range((cf, prefix.to_vec())..)
+            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
@@ -359,7 +368,7 @@ mod tests {
             for target in 0..SHARDS {
                 let effects: Vec<Effect> = outbox
                     .iter()
-                    .filter(|e| shard_for(e.kind.target_entity(), SHARDS) == ShardId(target))
+                    .filter(|e| shard_for(&e.kind.target_entity(), SHARDS) == ShardId(target))
                     .cloned()
                     .collect();
                 if effects.is_empty() {
@@ -447,6 +456,7 @@ mod tests {
             home_region: RegionCode::parse("sg").unwrap(),
             nickname: String::new(),
             created: TimeMs(1),
+            deleted: None,
         };
         db.rocks()
             .put_cf(cf, keys::user(users.shard(), &mallory), prost::Message::encode_to_vec(&codec::user_to_pb(&record)))

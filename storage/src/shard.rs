@@ -258,8 +258,7 @@ impl ShardStore {
                 .ok()
                 .and_then(|t| UserId::parse(t).ok())
                 .ok_or_else(|| StorageError::corrupt("friend", "the key names no user"))?;
-            let r: pb::FriendRecord = decode_record("friend", v)?;
-            Ok(Friend { user: friend, remark: r.remark, since: TimeMs(r.since_ms) })
+            codec::friend_from_pb(friend, decode_record("friend", v)?)
         })
     }
 
@@ -651,12 +650,9 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
             keys::pair_block(shard, conversation, blocker),
             pb::BlockedRecord { version: codec::RECORD_VERSION, since_ms: 0 }.encode_to_vec(),
         ),
-        Change::PutFriend { user, entry } => (
-            keys::CF_PROJECTIONS,
-            keys::friend(shard, user, &entry.user),
-            pb::FriendRecord { version: codec::RECORD_VERSION, remark: entry.remark.clone(), since_ms: entry.since.0 }
-                .encode_to_vec(),
-        ),
+        Change::PutFriend { user, entry } => {
+            (keys::CF_PROJECTIONS, keys::friend(shard, user, &entry.user), codec::friend_to_pb(entry).encode_to_vec())
+        }
         Change::PutFriendRequest { user, request } => (
             keys::CF_PROJECTIONS,
             keys::friend_request(shard, user, &request.from),
@@ -724,6 +720,9 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
         | Change::DeleteGroupBan { .. }
         | Change::DeleteGroupMember { .. }
         | Change::DeleteGroupRef { .. }
+        | Change::DeleteProfile { .. }
+        | Change::DeleteConversationRef { .. }
+        | Change::DeleteConversationPrefs { .. }
         | Change::DeleteBlocked { .. }
         | Change::DeletePairBlock { .. }
         | Change::DeleteFriend { .. }
@@ -748,6 +747,13 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
             Some((keys::CF_PROJECTIONS, keys::group_member(shard, group, user)))
         }
         Change::DeleteGroupRef { user, group } => Some((keys::CF_PROJECTIONS, keys::group_ref(shard, user, group))),
+        Change::DeleteProfile { user } => Some((keys::CF_PROJECTIONS, keys::profile(shard, user))),
+        Change::DeleteConversationRef { user, conversation } => {
+            Some((keys::CF_PROJECTIONS, keys::conversation_ref(shard, user, conversation)))
+        }
+        Change::DeleteConversationPrefs { user, conversation } => {
+            Some((keys::CF_PROJECTIONS, keys::conversation_prefs(shard, user, conversation)))
+        }
         Change::DeleteBlocked { user, target } => Some((keys::CF_PROJECTIONS, keys::blocked(shard, user, target))),
         Change::DeletePairBlock { conversation, blocker } => {
             Some((keys::CF_PROJECTIONS, keys::pair_block(shard, conversation, blocker)))
@@ -1022,7 +1028,35 @@ impl RecordReader for ApplyTxn<'_> {
     ) -> Result<Option<M>, StateError> {
         self.read(cf, key, what)
     }
+
+    /// The database's records under `prefix` with this transaction's writes laid over them
+    /// (an earlier command of the entries being applied may have added or removed some).
+    fn scan_records(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<KeyValue>, StateError> {
+        let fail = |e: StorageError| StateError(e.to_string());
+        let mut found = std::collections::BTreeMap::new();
+        let handle = self.store.db.cf(cf).map_err(fail)?;
+        for item in self.store.db.rocks().iterator_cf(handle, IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| StateError(e.to_string()))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            found.insert(k.to_vec(), v.to_vec());
+        }
+        for ((c, k), v) in &self.overlay {
+            if *c != cf || !k.starts_with(prefix) {
+                continue;
+            }
+            match v {
+                Some(v) => found.insert(k.clone(), v.clone()),
+                None => found.remove(k),
+            };
+        }
+        Ok(found.into_iter().collect())
+    }
 }
+
+/// A record's key and value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// A source of a shard's records by (column family, key): the live state plus a transaction's
 /// writes at apply, or replayed projections at verification.
@@ -1035,6 +1069,9 @@ pub(crate) trait RecordReader {
         key: Vec<u8>,
         what: &'static str,
     ) -> Result<Option<M>, StateError>;
+
+    /// Every record whose key starts with `prefix`, in key order, as (key, value).
+    fn scan_records(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<KeyValue>, StateError>;
 }
 
 /// The domain's view of a shard's state over any [`RecordReader`], by the one key layout.
@@ -1162,7 +1199,7 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn friend(&self, user: &UserId, friend: &UserId) -> Result<Option<Friend>, StateError> {
         let key = keys::friend(self.0.shard_id(), user, friend);
         let r = self.0.read_record::<pb::FriendRecord>(keys::CF_PROJECTIONS, key, "friend")?;
-        Ok(r.map(|f| Friend { user: friend.clone(), remark: f.remark, since: TimeMs(f.since_ms) }))
+        r.map(|f| codec::friend_from_pb(friend.clone(), f)).transpose().map_err(|e| StateError(e.to_string()))
     }
 
     fn friend_request(&self, user: &UserId, from: &UserId) -> Result<Option<FriendRequest>, StateError> {
@@ -1185,6 +1222,65 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn has_group_ref(&self, user: &UserId, group: &GroupId) -> Result<bool, StateError> {
         let key = keys::group_ref(self.0.shard_id(), user, group);
         Ok(self.0.read_record::<pb::GroupRefRecord>(keys::CF_PROJECTIONS, key, "group ref")?.is_some())
+    }
+
+    fn account_records(&self, user: &UserId) -> Result<AccountRecords, StateError> {
+        let shard = self.0.shard_id();
+        let corrupt = |what: &str| StateError(format!("{what}: the key names no id"));
+        let suffix = |prefix: &[u8], key: &[u8]| std::str::from_utf8(&key[prefix.len()..]).ok().map(str::to_owned);
+        let scan = |prefix: &[u8]| self.0.scan_records(keys::CF_PROJECTIONS, prefix);
+        let state = |e: StorageError| StateError(e.to_string());
+        let mut records = AccountRecords::default();
+        let prefix = keys::friend_list(shard, user);
+        for (k, v) in scan(&prefix)? {
+            let friend = suffix(&prefix, &k).and_then(|t| UserId::parse(&t).ok()).ok_or_else(|| corrupt("friend"))?;
+            records
+                .friends
+                .push(codec::friend_from_pb(friend, decode_record("friend", &v).map_err(state)?).map_err(state)?);
+        }
+        let prefix = keys::friend_requests(shard, user);
+        for (k, _) in scan(&prefix)? {
+            records.requests.push(
+                suffix(&prefix, &k).and_then(|t| UserId::parse(&t).ok()).ok_or_else(|| corrupt("friend request"))?,
+            );
+        }
+        let prefix = keys::blocked_list(shard, user);
+        for (k, _) in scan(&prefix)? {
+            records.blocked.push(
+                suffix(&prefix, &k).and_then(|t| UserId::parse(&t).ok()).ok_or_else(|| corrupt("blocklist entry"))?,
+            );
+        }
+        for (_, v) in scan(&keys::group_refs(shard, user))? {
+            records
+                .groups
+                .push(codec::group_ref_from_pb(decode_record("group ref", &v).map_err(state)?).map_err(state)?);
+        }
+        for (_, v) in scan(&keys::conversation_refs(shard, user))? {
+            let entry = codec::conversation_ref_from_pb(decode_record("conversation ref", &v).map_err(state)?);
+            records.conversations.push(entry.map_err(state)?.conversation);
+        }
+        let prefix = keys::conversation_prefs_of(shard, user);
+        for (k, _) in scan(&prefix)? {
+            let id = suffix(&prefix, &k)
+                .and_then(|t| ConversationId::parse(&t).ok())
+                .ok_or_else(|| corrupt("conversation prefs"))?;
+            records.prefs.push(id);
+        }
+        Ok(records)
+    }
+
+    fn group_members_first(&self, group: &GroupId, limit: usize) -> Result<Vec<GroupMember>, StateError> {
+        let prefix = keys::group_members(self.0.shard_id(), group);
+        let found = self.0.scan_records(keys::CF_PROJECTIONS, &prefix)?;
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(_, v)| {
+                decode_record("group member", &v)
+                    .and_then(codec::group_member_from_pb)
+                    .map_err(|e| StateError(e.to_string()))
+            })
+            .collect()
     }
 
     fn claim(&self, key: &DirectoryKey) -> Result<Option<RegionCode>, StateError> {

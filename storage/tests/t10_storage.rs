@@ -248,3 +248,43 @@ fn an_acknowledgement_deletes_the_effects_it_covers_whether_or_not_they_are_appl
     assert_eq!(outbox_len(&b), 0, "effects emitted in the acknowledging batch were left behind");
     assert_eq!(hashes(&a), hashes(&b));
 }
+
+#[test]
+fn an_account_deleted_in_the_batch_that_lists_its_group_leaves_that_group_too() {
+    let region = RegionCode::parse("sg").unwrap();
+    let dana = user("dana");
+    let group = GroupId::parse("g7").unwrap();
+    let shard = shard_for(dana.as_str(), SHARDS);
+    let source = ShardId((shard.0 + 1) % SHARDS);
+    let create = Command::CreateUser { user: dana.clone(), home_region: region.clone(), nickname: "Dana".into() };
+    let joined = Command::ApplyEffects {
+        source,
+        from_region: None,
+        effects: vec![Effect {
+            id: EffectId(1),
+            source: EffectSource { region: RegionCode::parse("local").unwrap(), epoch: 1, shard: source },
+            kind: EffectKind::GroupListed { user: dana.clone(), group: group.clone(), at: TimeMs(5) },
+        }],
+    };
+    let delete = Command::DeleteAccount { user: dana.clone() };
+
+    // One replica applies each entry in its own transaction, the other all in one (a
+    // follower catching up): the delete must see the join either way.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Db::open(dir_a.path()).unwrap(), Db::open(dir_b.path()).unwrap());
+    for (i, c) in [&create, &joined, &delete].into_iter().enumerate() {
+        apply_in_one_txn(&a, shard, std::slice::from_ref(c), 1 + i as u64);
+    }
+    apply_in_one_txn(&b, shard, &[create, joined, delete], 1);
+
+    for db in [&a, &b] {
+        let store = ShardStore::new(db.clone(), shard, SHARDS);
+        assert!(store.group_refs(&dana).unwrap().is_empty());
+        assert!(store.user(&dana).unwrap().is_some_and(|u| u.is_deleted() && u.nickname.is_empty()));
+        let gone: Vec<EffectKind> = store.outbox(100).unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(gone, [EffectKind::MemberGone { group: group.clone(), user: dana.clone() }]);
+        let check = store.verify_projections().unwrap();
+        assert_eq!(check.difference, None, "projections equal the replay of the event log");
+    }
+    assert_eq!(hashes(&a), hashes(&b));
+}

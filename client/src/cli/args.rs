@@ -11,6 +11,12 @@ pub enum UserCommand {
         #[arg(long, value_name = "REGION")]
         home_region: Option<String>,
     },
+    /// Delete an account (REL-01): profile, friends, requests, blocklist and conversation
+    /// list go, its groups and friends drop it; its id is never given out again.
+    Delete {
+        /// The user id.
+        user: String,
+    },
 }
 
 /// `meridian audit ...`

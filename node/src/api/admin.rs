@@ -75,6 +75,18 @@ impl AdminService {
         }
     }
 
+    async fn delete_user(&self, req: Request<api::DeleteUserRequest>) -> Result<api::DeleteUserResponse, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let user = UserId::parse(&req.get_ref().user_id)?;
+        if let Some(geo) = &self.ctx.geo {
+            let home = geo.require_home(&user).await?;
+            if &home != self.ctx.topology.region() {
+                return geo.forward(&home, "Admin/DeleteUser", &req).await;
+            }
+        }
+        self.ctx.delete_account(user).await
+    }
+
     fn issue_token(&self, req: Request<api::IssueUserTokenRequest>) -> Result<api::IssueUserTokenResponse, ApiError> {
         self.ctx.require_admin(&req)?;
         let body = req.into_inner();
@@ -272,6 +284,13 @@ impl Admin for AdminService {
         req: Request<api::CreateUserRequest>,
     ) -> Result<Response<api::CreateUserResponse>, Status> {
         Ok(Response::new(AdminService::create_user(self, req).await?))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<api::DeleteUserRequest>,
+    ) -> Result<Response<api::DeleteUserResponse>, Status> {
+        Ok(Response::new(AdminService::delete_user(self, req).await?))
     }
 
     async fn issue_user_token(

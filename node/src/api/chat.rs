@@ -149,7 +149,7 @@ impl ChatService {
         }
         let home = homes.as_ref().map(|h| h.conversation.clone());
         if homes.is_none() {
-            self.ctx.require_user(&peer).await?;
+            self.ctx.require_account(&peer, true).await?;
         }
         let shard = self.ctx.topology.conversation_shard(&conversation);
         Ok((self.read_page(&conversation, shard, &me, req.into_inner()).await?, home))
@@ -477,6 +477,17 @@ impl ChatService {
         Ok(api::SetBlockedResponse { user: target.to_string(), blocked: body.blocked })
     }
 
+    async fn delete_account_(
+        &self,
+        req: Request<api::DeleteAccountRequest>,
+    ) -> Result<api::DeleteUserResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        if let Some(home) = self.home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/DeleteAccount", &req).await;
+        }
+        self.ctx.delete_account(me).await
+    }
+
     async fn set_profile_(&self, req: Request<api::SetProfileRequest>) -> Result<api::GetProfileResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
         if let Some(home) = self.home_elsewhere(&me).await? {
@@ -662,6 +673,13 @@ impl Chat for ChatService {
         req: Request<api::ListBlockedRequest>,
     ) -> Result<Response<api::ListBlockedResponse>, Status> {
         Ok(Response::new(self.list_blocked_(req).await?))
+    }
+
+    async fn delete_account(
+        &self,
+        req: Request<api::DeleteAccountRequest>,
+    ) -> Result<Response<api::DeleteUserResponse>, Status> {
+        Ok(Response::new(self.delete_account_(req).await?))
     }
 
     async fn set_profile(

@@ -13,7 +13,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use meridian_domain::{ShardId, UserId};
+use meridian_domain::UserId;
 use meridian_raft::RaftNode;
 use meridian_regions::Topology;
 use tonic::Request;
@@ -87,23 +87,52 @@ impl Context {
 
     /// Confirms a user account exists: from the local replica, or — when it is not there yet —
     /// after a read barrier on the user's shard (it may have been created a moment ago).
+    /// Requires `user`'s account to exist and not to be deleted (`UNKNOWN_USER`,
+    /// `USER_DELETED`), on this node's replica or else after a read barrier.
     pub async fn require_user(&self, user: &UserId) -> Result<(), ApiError> {
-        let shard = self.topology.user_shard(user);
-        if self.user_exists_locally(shard, user)? {
-            return Ok(());
-        }
-        self.node.read_barrier(shard).await?;
-        if self.user_exists_locally(shard, user)? {
-            return Ok(());
-        }
-        Err(meridian_domain::Rejection::new(
-            meridian_domain::Reason::UnknownUser,
-            format!("no user {user}: create the account first"),
-        )
-        .into())
+        self.require_account(user, false).await
     }
 
-    fn user_exists_locally(&self, shard: ShardId, user: &UserId) -> Result<bool, ApiError> {
-        Ok(self.node.store(shard)?.user(user)?.is_some())
+    /// Requires `user`'s account to exist, or to have existed when `deleted_too` (reading a
+    /// conversation with a deleted account: what it sent stays).
+    pub async fn require_account(&self, user: &UserId, deleted_too: bool) -> Result<(), ApiError> {
+        let shard = self.topology.user_shard(user);
+        let account = match self.node.store(shard)?.user(user)? {
+            Some(account) => Some(account),
+            None => {
+                self.node.read_barrier(shard).await?;
+                self.node.store(shard)?.user(user)?
+            }
+        };
+        match account {
+            Some(a) if a.is_deleted() && !deleted_too => Err(meridian_domain::Rejection::new(
+                meridian_domain::Reason::UserDeleted,
+                format!("the account {user} was deleted"),
+            )
+            .into()),
+            Some(_) => Ok(()),
+            None => Err(meridian_domain::Rejection::new(
+                meridian_domain::Reason::UnknownUser,
+                format!("no user {user}: create the account first"),
+            )
+            .into()),
+        }
+    }
+
+    /// Deletes `user`'s account (REL-01), on its shard in this region; whether it was live.
+    pub async fn delete_account(&self, user: UserId) -> Result<meridian_proto::api::DeleteUserResponse, ApiError> {
+        let shard = self.topology.user_shard(&user);
+        let live = match self.require_user(&user).await {
+            Ok(()) => true,
+            Err(ApiError::Rejected(r)) if r.reason == meridian_domain::Reason::UserDeleted => false,
+            Err(e) => return Err(e),
+        };
+        if live {
+            let command = meridian_domain::Command::DeleteAccount { user: user.clone() };
+            if let Some(Err(r)) = self.node.propose(shard, &[command]).await?.pop() {
+                return Err(r.into());
+            }
+        }
+        Ok(meridian_proto::api::DeleteUserResponse { user_id: user.to_string(), deleted: live })
     }
 }

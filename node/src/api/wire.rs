@@ -154,6 +154,7 @@ pub fn logged_event_to_wire(region: &RegionCode, shard: ShardId, logged: &Logged
             Kind::IdClaimed(api::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
         Event::UserBlocked { .. }
+        | Event::AccountDeleted { .. }
         | Event::ConversationBlocked { .. }
         | Event::ProfileUpdated { .. }
         | Event::FriendRequested { .. }
@@ -241,10 +242,11 @@ fn group_event_to_wire(e: &Event) -> api::GroupEvent {
             out.by = by.to_string();
             out.time_ms = at.0;
         }
-        Event::GroupListed { user, group, at } => {
+        Event::GroupListed { user, group, at, home } => {
             out.group_id = group.to_string();
             out.user = user.to_string();
             out.time_ms = at.0;
+            out.home_region = home.as_ref().map(ToString::to_string).unwrap_or_default();
         }
         Event::GroupUnlisted { user, group } => {
             out.group_id = group.to_string();
@@ -341,11 +343,20 @@ fn relation_event_to_wire(e: &Event) -> api::RelationEvent {
             out.other = from.to_string();
             out.flag = *accepted;
         }
-        Event::FriendAdded { user, friend, remark, at } => {
+        Event::FriendAdded { user, friend, remark, at, home } => {
             out.user = user.to_string();
             out.other = friend.to_string();
             out.remark = remark.clone();
             out.time_ms = at.0;
+            out.home_region = home.as_ref().map(ToString::to_string).unwrap_or_default();
+        }
+        Event::AccountDeleted { user, at, conversations, prefs } => {
+            out.user = user.to_string();
+            out.time_ms = at.0;
+            out.fields = [("conversations", conversations.len()), ("prefs", prefs.len())]
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n.to_string()))
+                .collect();
         }
         Event::FriendRemoved { user, friend } => {
             out.user = user.to_string();
