@@ -216,11 +216,11 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             reply: Reply::Done,
         })),
         Command::ClaimId { key, region } => claim_id(state, ctx, key, region),
-        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history } => {
-            crate::group::create(state, ctx, (group, *kind, owner, name, *max_members, members, *hide_history))
+        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history, homes } => {
+            crate::group::create(state, ctx, (group, *kind, owner, name, *max_members, members, *hide_history), homes)
         }
-        Command::AddGroupMembers { actor, group, users, hidden } => {
-            crate::group::add(state, ctx, (actor, group, users, *hidden))
+        Command::AddGroupMembers { actor, group, users, hidden, homes } => {
+            crate::group::add(state, ctx, (actor, group, users, *hidden), homes)
         }
         Command::RemoveGroupMember { actor, group, user } => crate::group::remove(state, ctx, actor, group, user),
         Command::SendGroupMessage { sender, group, elements, request_id, mentions, at_all } => {
@@ -247,11 +247,11 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::SetGroupMemberInfo { actor, group, user, fields } => {
             crate::group_admin::set_member_info(state, ctx, (actor, group, user), fields)
         }
-        Command::ApplyToJoinGroup { user, group, message } => {
-            crate::group_admin::apply_to_join(state, ctx, user, group, message)
+        Command::ApplyToJoinGroup { user, group, message, homes } => {
+            crate::group_admin::apply_to_join(state, ctx, user, group, message, crate::group::home_in(homes, user))
         }
-        Command::RespondJoinRequest { actor, group, user, approve } => {
-            crate::group_admin::respond(state, ctx, (actor, group, user), *approve)
+        Command::RespondJoinRequest { actor, group, user, approve, homes } => {
+            crate::group_admin::respond(state, ctx, (actor, group, user), *approve, crate::group::home_in(homes, user))
         }
         Command::CreateTopic { actor, group, topic, name } => {
             crate::group::create_topic(state, ctx, (actor, group, topic, name))

@@ -54,11 +54,19 @@ pub enum Command {
         max_members: u64,
         members: Vec<UserId>,
         hide_history: bool,
+        /// The members homed in other regions, with their regions (the rest live here).
+        homes: Vec<(UserId, RegionCode)>,
     },
     /// `actor` adds `users` to a group (invite, or join when `users` is the actor alone).
     /// `hidden` (owner and admins only): the users receive messages but are absent from the
     /// member lists other members see (GRP-06).
-    AddGroupMembers { actor: UserId, group: GroupId, users: Vec<UserId>, hidden: bool },
+    AddGroupMembers {
+        actor: UserId,
+        group: GroupId,
+        users: Vec<UserId>,
+        hidden: bool,
+        homes: Vec<(UserId, RegionCode)>,
+    },
     /// `actor` removes `user` from a group: a leave when they are the same, else a kick.
     RemoveGroupMember { actor: UserId, group: GroupId, user: UserId },
     /// A message to a group's stream.
@@ -89,9 +97,9 @@ pub enum Command {
     SetGroupMemberInfo { actor: UserId, group: GroupId, user: UserId, fields: Vec<(String, String)> },
     /// `user` applies to join a group: joined at once when it is free to join, else waiting
     /// for the owner or an admin, or refused when it takes no applications.
-    ApplyToJoinGroup { user: UserId, group: GroupId, message: String },
+    ApplyToJoinGroup { user: UserId, group: GroupId, message: String, homes: Vec<(UserId, RegionCode)> },
     /// The owner or an admin approves or rejects `user`'s application.
-    RespondJoinRequest { actor: UserId, group: GroupId, user: UserId, approve: bool },
+    RespondJoinRequest { actor: UserId, group: GroupId, user: UserId, approve: bool, homes: Vec<(UserId, RegionCode)> },
     /// The owner or an admin mutes (or unmutes) everyone but the owner and admins.
     MuteAllGroup { actor: UserId, group: GroupId, muted: bool },
     /// `actor` bans `user` from a group for `duration_ms` from the entry's time (0: lifts the

@@ -52,7 +52,16 @@ pub enum Event {
         at: TimeMs,
     },
     /// `user` became a member of `group`, added by `by` (themselves when they joined).
-    GroupMemberAdded { group: GroupId, user: UserId, role: GroupRole, by: UserId, hidden: bool, at: TimeMs },
+    /// `home`: the member's home region when it is not the group's.
+    GroupMemberAdded {
+        group: GroupId,
+        user: UserId,
+        role: GroupRole,
+        by: UserId,
+        hidden: bool,
+        at: TimeMs,
+        home: Option<RegionCode>,
+    },
     /// `user` left `group` (`by` is themselves) or was removed by `by`.
     GroupMemberRemoved { group: GroupId, user: UserId, by: UserId, at: TimeMs },
     /// A message was accepted at `seq` of the group's stream.

@@ -24,9 +24,10 @@
 
 use crate::apply::{Applied, ApplyContext, Outcome, Reply};
 use crate::change::Change;
-use crate::command::{EffectKind, Lane};
+use crate::command::EffectKind;
 use crate::element::Element;
 use crate::event::Event;
+use crate::ids::RegionCode;
 use crate::ids::{ConversationId, GroupId, RequestId, Seq, TimeMs, UserId};
 use crate::records::{Group, GroupKind, GroupMember, GroupRole};
 use crate::rejection::{Reason, Rejection};
@@ -81,13 +82,27 @@ pub(crate) fn member_of(
         .ok_or_else(|| Rejection::new(Reason::NotGroupMember, format!("{user} is not a member of group {}", group.id))))
 }
 
-pub(crate) fn listed(user: &UserId, group: &GroupId, ctx: &ApplyContext, joined: bool) -> Change {
+/// The effect that puts `group` into (or takes it out of) `user`'s list of groups, on the
+/// user's shard: in this region, or in `home` when they live in another.
+pub(crate) fn listed(
+    user: &UserId,
+    group: &GroupId,
+    ctx: &ApplyContext,
+    joined: bool,
+    home: Option<&RegionCode>,
+) -> Change {
     let kind = if joined {
         EffectKind::GroupListed { user: user.clone(), group: group.clone(), at: ctx.time }
     } else {
         EffectKind::GroupUnlisted { user: user.clone(), group: group.clone() }
     };
-    Change::Emit { lane: Lane::Shard(shard_for(user.as_str(), ctx.shards)), kind }
+    Change::Emit { lane: ctx.lane_to(user.as_str(), home), kind }
+}
+
+/// `user`'s home region among a command's `homes` (members homed in other regions), if
+/// there; `None`: they live in this region.
+pub(crate) fn home_in<'a>(homes: &'a [(UserId, RegionCode)], user: &UserId) -> Option<&'a RegionCode> {
+    homes.iter().find(|(u, _)| u == user).map(|(_, home)| home)
 }
 
 pub(crate) fn create(
@@ -102,6 +117,7 @@ pub(crate) fn create(
         &[UserId],
         bool,
     ),
+    homes: &[(UserId, RegionCode)],
 ) -> Decided {
     if let Some(r) = wrong_shard(ctx, group) {
         return Ok(Err(r));
@@ -155,8 +171,9 @@ pub(crate) fn create(
                 by: owner.clone(),
                 hidden: false,
                 at: ctx.time,
+                home: home_in(homes, user).cloned(),
             });
-            changes.push(listed(user, group, ctx, true));
+            changes.push(listed(user, group, ctx, true, home_in(homes, user)));
         }
     }
     let member_count = if kind.keeps_members() { joining.len() as u64 } else { 0 };
@@ -171,6 +188,7 @@ pub(crate) fn add(
     state: &impl ShardState,
     ctx: &ApplyContext,
     (actor, group, users, hidden): (&UserId, &GroupId, &[UserId], bool),
+    homes: &[(UserId, RegionCode)],
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -241,8 +259,9 @@ pub(crate) fn add(
             by: actor.clone(),
             hidden,
             at: ctx.time,
+            home: home_in(homes, user).cloned(),
         });
-        changes.push(listed(user, group, ctx, true));
+        changes.push(listed(user, group, ctx, true, home_in(homes, user)));
     }
     let member_count = g.member_count + new.len() as u64;
     let changed = !new.is_empty();
@@ -308,7 +327,7 @@ pub(crate) fn remove(
             Event::GroupMemberRemoved { group: group.clone(), user: user.clone(), by: actor.clone(), at: ctx.time },
             tip(state, ctx, group, (kind, vec![user.to_string()], actor), vec![])?,
         ],
-        changes: vec![listed(user, group, ctx, false)],
+        changes: vec![listed(user, group, ctx, false, target.home.as_ref())],
         reply: Reply::GroupChanged { group: group.clone(), member_count: g.member_count - 1, changed: true },
     }))
 }

@@ -13,6 +13,7 @@
 use crate::apply::{Applied, ApplyContext, Outcome, Reply};
 use crate::event::Event;
 use crate::group::{listed, live_group, member_of, outranks};
+use crate::ids::RegionCode;
 use crate::ids::{GroupId, TimeMs, UserId};
 use crate::profile::{custom_key, with_fields};
 use crate::records::{Group, GroupKind, GroupRole, JoinOption};
@@ -301,6 +302,7 @@ pub(crate) fn apply_to_join(
     user: &UserId,
     group: &GroupId,
     message: &str,
+    home: Option<&RegionCode>,
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -345,6 +347,7 @@ pub(crate) fn apply_to_join(
                         by: user.clone(),
                         hidden: false,
                         at: ctx.time,
+                        home: home.cloned(),
                     },
                     crate::group::tip(
                         state,
@@ -354,7 +357,7 @@ pub(crate) fn apply_to_join(
                         vec![],
                     )?,
                 ],
-                changes: vec![listed(user, group, ctx, true)],
+                changes: vec![listed(user, group, ctx, true, home)],
                 reply: Reply::GroupApplication {
                     group: group.clone(),
                     pending: false,
@@ -389,6 +392,7 @@ pub(crate) fn respond(
     ctx: &ApplyContext,
     (actor, group, user): (&UserId, &GroupId, &UserId),
     approve: bool,
+    home: Option<&RegionCode>,
 ) -> Decided {
     let g = match live_group(state, ctx, group)? {
         Ok(g) => g,
@@ -436,8 +440,9 @@ pub(crate) fn respond(
             by: actor.clone(),
             hidden: false,
             at: ctx.time,
+            home: home.cloned(),
         });
-        changes.push(listed(user, group, ctx, true));
+        changes.push(listed(user, group, ctx, true, home));
         member_count += 1;
         let users = vec![user.to_string()];
         events.push(crate::group::tip(state, ctx, group, (crate::element::TipKind::Joined, users, actor), vec![])?);
@@ -521,7 +526,7 @@ pub(crate) fn ban(
             by: actor.clone(),
             at: ctx.time,
         });
-        changes.push(listed(user, group, ctx, false));
+        changes.push(listed(user, group, ctx, false, target.as_ref().and_then(|t| t.home.as_ref())));
         member_count -= 1;
     }
     if until.0 != 0 && state.group_application(group, user)?.is_some() {

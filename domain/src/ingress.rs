@@ -28,6 +28,24 @@ pub struct Destination<'a> {
     pub shards: u32,
 }
 
+/// The homes a group command names: each for one of its `users`, once, in another region
+/// than the destination's.
+fn member_homes(
+    homes: &[(crate::UserId, RegionCode)],
+    users: &[crate::UserId],
+    to: Destination,
+) -> Result<(), Rejection> {
+    for (n, (user, home)) in homes.iter().enumerate() {
+        if !users.contains(user) || homes[..n].iter().any(|(u, _)| u == user) || home == to.region {
+            return Err(Rejection::new(
+                Reason::RegionInvalid,
+                format!("the home region {home} given for {user} is not one of another region's member"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Destination<'_> {
     /// The shard that holds `entity`; a rejection when it is not this destination.
     fn owns(&self, entity: &str) -> Result<(), Rejection> {
@@ -148,7 +166,8 @@ pub fn check(
             crate::friend::check_text(remark, "")?;
             to.owns(user.as_str())
         }
-        Command::CreateGroup { group, name, members, max_members, .. } => {
+        Command::CreateGroup { group, name, members, max_members, homes, .. } => {
+            member_homes(homes, members, to)?;
             if name.len() > crate::group::MAX_GROUP_NAME_BYTES {
                 return Err(Rejection::new(
                     Reason::GroupNameInvalid,
@@ -161,7 +180,8 @@ pub fn check(
             members_fit(members.len())?;
             to.owns(crate::ConversationId::group(group).as_str())
         }
-        Command::AddGroupMembers { group, users, .. } => {
+        Command::AddGroupMembers { group, users, homes, .. } => {
+            member_homes(homes, users, to)?;
             if users.is_empty() {
                 return Err(Rejection::new(Reason::UserIdInvalid, "name at least one user to add"));
             }
@@ -184,7 +204,8 @@ pub fn check(
             crate::group_admin::check_member_fields(fields)?;
             to.owns(crate::ConversationId::group(group).as_str())
         }
-        Command::ApplyToJoinGroup { group, message, .. } => {
+        Command::ApplyToJoinGroup { group, message, user, homes } => {
+            member_homes(homes, std::slice::from_ref(user), to)?;
             if message.len() > crate::group_admin::MAX_APPLICATION_BYTES {
                 return Err(Rejection::new(
                     Reason::GroupFieldInvalid,
@@ -215,8 +236,11 @@ pub fn check(
             }
             to.owns(crate::ConversationId::group(group).as_str())
         }
-        Command::RespondJoinRequest { group, .. }
-        | Command::MuteAllGroup { group, .. }
+        Command::RespondJoinRequest { group, user, homes, .. } => {
+            member_homes(homes, std::slice::from_ref(user), to)?;
+            to.owns(crate::ConversationId::group(group).as_str())
+        }
+        Command::MuteAllGroup { group, .. }
         | Command::BanGroupMember { group, .. }
         | Command::RemoveGroupMember { group, .. }
         | Command::MuteGroupMember { group, .. }

@@ -152,7 +152,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 topics: 0,
             })]
         }
-        Event::GroupMemberAdded { group, user, role, hidden, at, .. } => {
+        Event::GroupMemberAdded { group, user, role, hidden, at, home, .. } => {
             let Some(mut g) = state.group(group)? else { return Ok(vec![]) };
             // A new member's cursor starts at the stream's newest message: nothing before
             // they joined counts as unread (and, in a group that hides its history from new
@@ -174,6 +174,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                         mention_seq: Seq::ZERO,
                         visible_from,
                         info: Default::default(),
+                        home: home.clone(),
                     },
                 },
                 Change::PutGroup(g),

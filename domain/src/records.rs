@@ -258,6 +258,8 @@ pub struct GroupMember {
     pub visible_from: Seq,
     /// Member fields (GRP-03/04): `name_card`, `recv_opt` and `custom.KEY`.
     pub info: std::collections::BTreeMap<String, String>,
+    /// The member's home region when it is not the group's (their list of groups is there).
+    pub home: Option<RegionCode>,
 }
 
 /// One group in a user's list of groups (on the user's shard).

@@ -676,6 +676,7 @@ fn create_group(s: &mut MemState, kind: GroupKind, cap: u64, members: &[&str]) -
             max_members: cap,
             members: members.iter().map(|m| user(m)).collect(),
             hide_history: false,
+            homes: vec![],
         },
     )
 }
@@ -689,6 +690,7 @@ fn add(s: &mut MemState, time: i64, actor: &str, users: &[&str]) -> Outcome {
             group: gid("g1"),
             users: users.iter().map(|u| user(u)).collect(),
             hidden: false,
+            homes: vec![],
         },
     )
 }
@@ -725,13 +727,20 @@ fn a_work_group_is_joined_by_invitation_up_to_its_cap() {
         max_members: 4,
         members: vec![],
         hide_history: false,
+        homes: vec![],
     };
     assert_rejected(&mut s, &ctx(2, 2), other, Reason::GroupExists);
     // A non-member cannot add, nor join a work group by themselves.
     assert_rejected(
         &mut s,
         &ctx(3, 3),
-        Command::AddGroupMembers { actor: user("eve"), group: gid("g1"), users: vec![user("eve")], hidden: false },
+        Command::AddGroupMembers {
+            actor: user("eve"),
+            group: gid("g1"),
+            users: vec![user("eve")],
+            hidden: false,
+            homes: vec![],
+        },
         Reason::PermissionDenied,
     );
     // Any member invites; the cap refuses the whole command.
@@ -739,7 +748,13 @@ fn a_work_group_is_joined_by_invitation_up_to_its_cap() {
     assert_rejected(
         &mut s,
         &ctx(5, 5),
-        Command::AddGroupMembers { actor: user("ann"), group: gid("g1"), users: vec![user("dan")], hidden: false },
+        Command::AddGroupMembers {
+            actor: user("ann"),
+            group: gid("g1"),
+            users: vec![user("dan")],
+            hidden: false,
+            homes: vec![],
+        },
         Reason::GroupMemberLimit,
     );
     // Adding a member again changes nothing.
@@ -892,6 +907,7 @@ fn hidden_members_mentions_recalls_and_history_for_newcomers() {
         max_members: 10,
         members: vec![user("ann"), user("bob")],
         hide_history: true,
+        homes: vec![],
     };
     run(&mut s, &ctx(1, 1), create).unwrap_or_else(|r| panic!("{r}"));
     let hidden = |actor: &str, u: &str| Command::AddGroupMembers {
@@ -899,6 +915,7 @@ fn hidden_members_mentions_recalls_and_history_for_newcomers() {
         group: gid("g1"),
         users: vec![user(u)],
         hidden: true,
+        homes: vec![],
     };
     assert_rejected(&mut s, &ctx(2, 2), hidden("ann", "spy"), Reason::PermissionDenied);
     assert!(run(&mut s, &ctx(3, 3), hidden("own", "spy")).is_ok());
@@ -1227,7 +1244,8 @@ fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn apply_to_join(s: &mut MemState, time: i64, who: &str) -> Outcome {
-    let cmd = Command::ApplyToJoinGroup { user: user(who), group: gid("g1"), message: "let me in".into() };
+    let cmd =
+        Command::ApplyToJoinGroup { user: user(who), group: gid("g1"), message: "let me in".into(), homes: vec![] };
     run(s, &ctx(time, time as u64), cmd)
 }
 
@@ -1292,6 +1310,7 @@ fn profiles_applications_mute_all_and_bans() {
         group: gid("g1"),
         user: user(who),
         approve,
+        homes: vec![],
     };
     assert_rejected(&mut s, &ctx(8, 8), answer("ann", "bob", true), Reason::PermissionDenied);
     assert_eq!(group_changed(&run(&mut s, &ctx(8, 8), answer("adm", "bob", true))), (4, true));
@@ -1320,8 +1339,13 @@ fn profiles_applications_mute_all_and_bans() {
     assert!(!s.members.contains_key(&(gid("g1"), user("bob"))));
     assert_rejected(&mut s, &ctx(21, 21), ban("own", 1_000), Reason::PermissionDenied);
     let readd = |t: i64| {
-        let cmd =
-            Command::AddGroupMembers { actor: user("own"), group: gid("g1"), users: vec![user("bob")], hidden: false };
+        let cmd = Command::AddGroupMembers {
+            actor: user("own"),
+            group: gid("g1"),
+            users: vec![user("bob")],
+            hidden: false,
+            homes: vec![],
+        };
         (ctx(t, t as u64), cmd)
     };
     let (c, cmd) = readd(500);
@@ -1466,8 +1490,13 @@ fn joins_leaves_kicks_and_profile_changes_leave_notices_in_the_stream() {
         type_cap: 100,
     };
     run(&mut s, &ctx(6, 6), rename).unwrap_or_else(|r| panic!("{r}"));
-    let hidden =
-        Command::AddGroupMembers { actor: user("own"), group: gid("g1"), users: vec![user("spy")], hidden: true };
+    let hidden = Command::AddGroupMembers {
+        actor: user("own"),
+        group: gid("g1"),
+        users: vec![user("spy")],
+        hidden: true,
+        homes: vec![],
+    };
     run(&mut s, &ctx(7, 7), hidden).unwrap_or_else(|r| panic!("{r}"));
     assert_eq!(
         stream_texts(&s),
@@ -1641,6 +1670,7 @@ fn deleting_an_account_clears_its_records_and_its_groups_and_friends_drop_it() {
         max_members: 10,
         members: vec![],
         hide_history: false,
+        homes: vec![],
     };
     run(&mut s, &ctx(14, 14), solo).unwrap_or_else(|r| panic!("{r}"));
     deliver_all(&mut s, 14, &mut ids);

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use meridian_domain::apply::Reply;
 use meridian_domain::shard::shard_for;
-use meridian_domain::{Command, DirectoryKey, Effect, RegionCode, Rejection, ShardId, UserId};
+use meridian_domain::{Command, DirectoryKey, Effect, GroupId, RegionCode, Rejection, ShardId, UserId};
 use meridian_proto::api;
 use meridian_proto::link as wire;
 use meridian_raft::outbox::RemoteEffects;
@@ -55,7 +55,8 @@ pub struct Geo {
     links: Arc<RegionLinks>,
     /// Per region, one client per node of it (link address, client), in topology order.
     remotes: BTreeMap<String, Vec<(u64, String, RemoteLink)>>,
-    homes: Mutex<HashMap<UserId, RegionCode>>,
+    /// Homes found in the directory, by key (a user's or a group's never changes).
+    homes: Mutex<HashMap<DirectoryKey, RegionCode>>,
 }
 
 impl Geo {
@@ -97,10 +98,19 @@ impl Geo {
 
     /// The directory's name for a user id.
     pub fn directory_key(&self, user: &UserId) -> DirectoryKey {
+        self.keyed(b"user/", user.as_str())
+    }
+
+    /// The directory's name for a group id (groups and users are claimed apart).
+    pub fn group_key(&self, group: &GroupId) -> DirectoryKey {
+        self.keyed(b"group/", group.as_str())
+    }
+
+    fn keyed(&self, kind: &[u8], id: &str) -> DirectoryKey {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.directory_secret).expect("HMAC takes keys of any length");
-        mac.update(b"user/");
-        mac.update(user.as_str().as_bytes());
+        mac.update(kind);
+        mac.update(id.as_bytes());
         let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
         DirectoryKey::parse(&hex).expect("64 lowercase hex digits")
     }
@@ -122,17 +132,25 @@ impl Geo {
 
     /// Claims `user`'s id for `region`; the answer is the region that holds it.
     pub async fn claim(&self, user: &UserId, region: &RegionCode) -> Result<RegionCode, ApiError> {
-        let key = self.directory_key(user);
+        self.claim_key(self.directory_key(user), region).await
+    }
+
+    /// Claims `group`'s id for `region` (where it is created); the region that holds it.
+    pub async fn claim_group(&self, group: &GroupId, region: &RegionCode) -> Result<RegionCode, ApiError> {
+        self.claim_key(self.group_key(group), region).await
+    }
+
+    async fn claim_key(&self, key: DirectoryKey, region: &RegionCode) -> Result<RegionCode, ApiError> {
         let owner = self.owner(&key)?;
         let holder = if owner == self.region {
-            self.claim_here(key, region.clone()).await?
+            self.claim_here(key.clone(), region.clone()).await?
         } else {
             let mut client = self.client(&owner)?;
             let call = client.claim(wire::ClaimRequest { key: key.to_string(), region: region.to_string() });
             let answer = self.call(&owner, LINK_CALL_TIMEOUT, call).await?;
             RegionCode::parse(&answer.region)?
         };
-        self.remember(user, &holder);
+        self.remember(&key, &holder);
         Ok(holder)
     }
 
@@ -156,10 +174,19 @@ impl Geo {
 
     /// The home region of `user` by the directory alone (cached once known).
     pub async fn directory_home(&self, user: &UserId) -> Result<Option<RegionCode>, ApiError> {
-        if let Some(home) = self.cached(user) {
+        self.lookup(self.directory_key(user)).await
+    }
+
+    /// The home region of `group` by the directory (cached once known). `None`: no such
+    /// group anywhere.
+    pub async fn group_home(&self, group: &GroupId) -> Result<Option<RegionCode>, ApiError> {
+        self.lookup(self.group_key(group)).await
+    }
+
+    async fn lookup(&self, key: DirectoryKey) -> Result<Option<RegionCode>, ApiError> {
+        if let Some(home) = self.cached(&key) {
             return Ok(Some(home));
         }
-        let key = self.directory_key(user);
         let owner = self.owner(&key)?;
         let home = if owner == self.region {
             self.lookup_here(&key).await?
@@ -175,7 +202,7 @@ impl Geo {
             }
         };
         if let Some(home) = &home {
-            self.remember(user, home);
+            self.remember(&key, home);
         }
         Ok(home)
     }
@@ -207,12 +234,12 @@ impl Geo {
         Ok(residency::conversation_home(&self.file, a, b)?)
     }
 
-    fn cached(&self, user: &UserId) -> Option<RegionCode> {
-        self.homes.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
+    fn cached(&self, key: &DirectoryKey) -> Option<RegionCode> {
+        self.homes.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn remember(&self, user: &UserId, home: &RegionCode) {
-        self.homes.lock().unwrap_or_else(|p| p.into_inner()).insert(user.clone(), home.clone());
+    fn remember(&self, key: &DirectoryKey, home: &RegionCode) {
+        self.homes.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), home.clone());
     }
 
     /// The client of the node `region`'s link is up to; `REGION_UNAVAILABLE` at once when the

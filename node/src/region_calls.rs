@@ -92,6 +92,26 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Chat/CheckFriends" => call!(chat, Chat::check_friends, api::CheckFriendsRequest),
         "Chat/SetProfile" => call!(chat, Chat::set_profile, api::SetProfileRequest),
         "Chat/GetProfile" => call!(chat, Chat::get_profile, api::GetProfileRequest),
+        "Chat/AddGroupMembers" => call!(chat, Chat::add_group_members, api::AddGroupMembersRequest),
+        "Chat/RemoveGroupMember" => call!(chat, Chat::remove_group_member, api::RemoveGroupMemberRequest),
+        "Chat/MuteGroupMember" => call!(chat, Chat::mute_group_member, api::MuteGroupMemberRequest),
+        "Chat/DismissGroup" => call!(chat, Chat::dismiss_group, api::DismissGroupRequest),
+        "Chat/GetGroup" => call!(chat, Chat::get_group, api::GetGroupRequest),
+        "Chat/SetGroupMemberRole" => call!(chat, Chat::set_group_member_role, api::SetGroupMemberRoleRequest),
+        "Chat/TransferGroup" => call!(chat, Chat::transfer_group, api::TransferGroupRequest),
+        "Chat/SetGroupProfile" => call!(chat, Chat::set_group_profile, api::SetGroupProfileRequest),
+        "Chat/SetGroupMemberInfo" => call!(chat, Chat::set_group_member_info, api::SetGroupMemberInfoRequest),
+        "Chat/ApplyToJoinGroup" => call!(chat, Chat::apply_to_join_group, api::ApplyToJoinGroupRequest),
+        "Chat/RespondJoinRequest" => call!(chat, Chat::respond_join_request, api::RespondJoinRequestRequest),
+        "Chat/ListJoinRequests" => call!(chat, Chat::list_join_requests, api::ListJoinRequestsRequest),
+        "Chat/MuteAllGroup" => call!(chat, Chat::mute_all_group, api::MuteAllGroupRequest),
+        "Chat/BanGroupMember" => call!(chat, Chat::ban_group_member, api::BanGroupMemberRequest),
+        "Chat/GetReadReceipts" => call!(chat, Chat::get_read_receipts, api::GetReadReceiptsRequest),
+        "Chat/LikeGroup" => call!(chat, Chat::like_group, api::LikeGroupRequest),
+        "Chat/CreateTopic" => call!(chat, Chat::create_topic, api::CreateTopicRequest),
+        "Chat/ListTopics" => call!(chat, Chat::list_topics, api::ListTopicsRequest),
+        "Chat/CreateGroup" => call!(chat, Chat::create_group, api::CreateGroupRequest),
+        "Chat/ListJoinedGroups" => call!(chat, Chat::list_joined_groups, api::ListJoinedGroupsRequest),
         other => return Err(malformed(format!("{other} is not a method that is forwarded"))),
     };
     Ok(wire::ForwardResponse { body })
@@ -144,6 +164,12 @@ pub async fn heads(ctx: &Context, r: wire::HeadsRequest) -> Result<wire::HeadsRe
     }
     let mut rows = Vec::with_capacity(conversations.len());
     for conversation in conversations {
+        if let Some(group) = conversation.group_id() {
+            // A group's row: the caller's cursor is on the group's shard (the time of joining
+            // is not known here; a group without messages sorts as of the epoch).
+            rows.extend(crate::api::groups::group_row(ctx, &user, &group, meridian_domain::TimeMs(0))?);
+            continue;
+        }
         let store = ctx.node.store(ctx.topology.conversation_shard(&conversation))?;
         let Some(head) = store.conversation(&conversation)? else { continue };
         let Some(member) = head.member(&user) else { continue };

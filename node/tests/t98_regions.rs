@@ -231,6 +231,72 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     let profile = client(&dev, &kr, Some("amy")).get_profile("hans", &["location"]).await.unwrap();
     assert_eq!(profile.fields.get("location").map(String::as_str), Some("Berlin"));
 
+    // Groups span regions: gia (sg) creates one through kr's endpoint (it lives in sg, her
+    // home); kai and kit (kr) are members; hana (de, strict) may not join a group abroad.
+    for (endpoint, user) in [(&sg, "gia"), (&kr, "kai"), (&kr, "kit"), (&de, "hana")] {
+        client(&dev, endpoint, None).create_user(user, None).await.unwrap();
+    }
+    let refused = client(&dev, &kr, Some("gia")).create_group(Some("world"), "work", "", &["kai", "hana"]).await;
+    assert_eq!(refused.map_err(|e| reason(&e)).err().as_deref(), Some("RESIDENCY_VIOLATION"));
+    let made = client(&dev, &kr, Some("gia")).create_group(Some("world"), "work", "", &["kai", "kit"]).await.unwrap();
+    assert_eq!((made.member_count, made.created), (3, true));
+    let taken = client(&dev, &de, Some("hana")).create_group(Some("world"), "work", "", &[]).await.unwrap_err();
+    assert_eq!(reason(&taken), "GROUP_EXISTS", "{taken}");
+    for i in 1..=3 {
+        let sent = client(&dev, &kr, Some("kai")).send_group_text("world", &format!("kai {i}"), None).await.unwrap();
+        assert_eq!(sent.seq, i);
+        assert!(sent.message_id.starts_with("sg."), "{}", sent.message_id);
+    }
+    client(&dev, &sg, Some("gia")).send_group_text("world", "gia 4", None).await.unwrap();
+    let stream = meridian_client::Stream::Group("world".into());
+    let seen = client(&dev, &de, Some("kai")).stream_history_all(&stream, ReadConsistency::Linearizable).await.unwrap();
+    let seen: Vec<(u64, String)> = seen.iter().map(|m| (m.seq, meridian_client::message_text(m))).collect();
+    assert_eq!(seen, [(1, "kai 1"), (2, "kai 2"), (3, "kai 3"), (4, "gia 4")].map(|(s, t)| (s, t.to_owned())));
+    // kai's list (in kr) shows the group's row, read in sg: 4 messages, 1 unread (gia's).
+    let group_row = |list: &ListConversationsResponse| {
+        list.conversations
+            .iter()
+            .find(|c| c.group_id == "world")
+            .map(|c| (c.last_seq, c.unread, c.home_region.clone(), c.home_unavailable))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = client(&dev, &kr, Some("kai")).conversations_all(ReadConsistency::Linearizable).await.unwrap();
+        if group_row(&list) == Some((4, 1, "sg".to_owned(), false)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kai's row of world: {:?}", group_row(&list));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined = client(&dev, &kr, Some("kai")).list_joined_groups().await.unwrap().groups;
+    assert_eq!(
+        joined.iter().map(|g| (g.group_id.as_str(), g.home_region.as_str())).collect::<Vec<_>>(),
+        [("world", "sg")]
+    );
+    let read = client(&dev, &kr, Some("kai")).mark_group_read("world", None).await.unwrap();
+    assert_eq!((read.read_seq, read.unread), (4, 0));
+    // kit befriends gia across regions, then kit's account is deleted (asked in sg, done in
+    // kr): gia's list in sg and the group in sg drop kit through the outbox lanes.
+    client(&dev, &kr, Some("kit")).add_friend("gia", "", "").await.unwrap();
+    let gia_friends = || async {
+        let friends = client(&dev, &sg, Some("gia")).list_friends().await.unwrap().friends;
+        friends.into_iter().map(|f| f.user).collect::<Vec<_>>()
+    };
+    assert_eq!(gia_friends().await, ["kit"]);
+    assert!(client(&dev, &sg, None).delete_user("kit").await.unwrap().deleted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = client(&dev, &sg, Some("gia")).group_all_members("world").await.unwrap().members;
+        let members: Vec<String> = members.into_iter().map(|m| m.user).collect();
+        if members == ["gia", "kai"] && gia_friends().await.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "world still lists {members:?}, gia's friends {:?}", gia_friends().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = client(&dev, &sg, Some("kit")).send_group_text("world", "back?", None).await.unwrap_err();
+    assert_eq!(reason(&gone), "NOT_GROUP_MEMBER", "{gone}");
+
     // kr goes down. What lives there fails at once with REGION_UNAVAILABLE; the rest works.
     kill(dev.pid_of("kr-node-1"));
     tokio::time::sleep(Duration::from_millis(300)).await;

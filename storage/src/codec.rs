@@ -168,8 +168,9 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Command::ClaimId { key, region } => {
             Kind::ClaimId(pb::ClaimId { key: key.to_string(), region: region.to_string() })
         }
-        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history } => {
+        Command::CreateGroup { group, kind, owner, name, max_members, members, hide_history, homes } => {
             Kind::CreateGroup(pb::CreateGroup {
+                homes: homes_to_pb(homes),
                 group_id: group.to_string(),
                 kind: kind.name().to_owned(),
                 owner: owner.to_string(),
@@ -179,7 +180,8 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 hide_history: *hide_history,
             })
         }
-        Command::AddGroupMembers { actor, group, users, hidden } => Kind::AddGroupMembers(pb::AddGroupMembers {
+        Command::AddGroupMembers { actor, group, users, hidden, homes } => Kind::AddGroupMembers(pb::AddGroupMembers {
+            homes: homes_to_pb(homes),
             actor: actor.to_string(),
             group_id: group.to_string(),
             users: users.iter().map(ToString::to_string).collect(),
@@ -304,14 +306,16 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 fields: fields_to_pb(fields),
             })
         }
-        Command::ApplyToJoinGroup { user, group, message } => Kind::ApplyToJoinGroup(pb::ApplyToJoinGroup {
+        Command::ApplyToJoinGroup { user, group, message, homes } => Kind::ApplyToJoinGroup(pb::ApplyToJoinGroup {
             user: user.to_string(),
             group_id: group.to_string(),
             message: message.clone(),
             time_ms: 0,
+            homes: homes_to_pb(homes),
         }),
-        Command::RespondJoinRequest { actor, group, user, approve } => {
+        Command::RespondJoinRequest { actor, group, user, approve, homes } => {
             Kind::RespondJoinRequest(pb::RespondJoinRequest {
+                homes: homes_to_pb(homes),
                 actor: actor.to_string(),
                 group_id: group.to_string(),
                 user: user.to_string(),
@@ -421,12 +425,14 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             max_members: c.max_members,
             members: c.members.iter().map(|m| user_id(W, m)).collect::<Result<_, _>>()?,
             hide_history: c.hide_history,
+            homes: homes_from_pb(&c.homes)?,
         },
         Kind::AddGroupMembers(a) => Command::AddGroupMembers {
             actor: user_id(W, &a.actor)?,
             group: group_id(W, &a.group_id)?,
             users: a.users.iter().map(|u| user_id(W, u)).collect::<Result<_, _>>()?,
             hidden: a.hidden,
+            homes: homes_from_pb(&a.homes)?,
         },
         Kind::RemoveGroupMember(r) => Command::RemoveGroupMember {
             actor: user_id(W, &r.actor)?,
@@ -529,12 +535,14 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             user: user_id(W, &a.user)?,
             group: group_id(W, &a.group_id)?,
             message: a.message,
+            homes: homes_from_pb(&a.homes)?,
         },
         Kind::RespondJoinRequest(r) => Command::RespondJoinRequest {
             actor: user_id(W, &r.actor)?,
             group: group_id(W, &r.group_id)?,
             user: user_id(W, &r.user)?,
             approve: r.approve,
+            homes: homes_from_pb(&r.homes)?,
         },
         Kind::CreateTopic(t) => Command::CreateTopic {
             actor: user_id(W, &t.actor)?,
@@ -618,6 +626,15 @@ fn optional_request_id(what: &'static str, s: &str) -> Result<Option<RequestId>,
 
 fn region_or_empty(region: Option<&RegionCode>) -> String {
     region.map(ToString::to_string).unwrap_or_default()
+}
+
+fn homes_to_pb(homes: &[(UserId, RegionCode)]) -> Vec<pb::MemberHome> {
+    homes.iter().map(|(u, r)| pb::MemberHome { user: u.to_string(), region: r.to_string() }).collect()
+}
+
+fn homes_from_pb(homes: &[pb::MemberHome]) -> Result<Vec<(UserId, RegionCode)>, StorageError> {
+    const W: &str = "member home";
+    homes.iter().map(|h| Ok((user_id(W, &h.user)?, RegionCode::parse(&h.region).map_err(corrupt(W))?))).collect()
 }
 
 fn optional_region(what: &'static str, s: &str) -> Result<Option<RegionCode>, StorageError> {
@@ -860,8 +877,9 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
                 time_ms: at.0,
             })
         }
-        Event::GroupMemberAdded { group, user, role, by, hidden, at } => {
+        Event::GroupMemberAdded { group, user, role, by, hidden, at, home } => {
             Kind::GroupMemberAdded(pb::GroupMemberAddedEvent {
+                home: home.as_ref().map(ToString::to_string).unwrap_or_default(),
                 group_id: group.to_string(),
                 user: user.to_string(),
                 role: role.name().to_owned(),
@@ -925,12 +943,14 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             group_id: group.to_string(),
             message: message.clone(),
             time_ms: at.0,
+            homes: vec![],
         }),
         Event::GroupJoinResolved { group, user, approved, by } => Kind::GroupJoinResolved(pb::RespondJoinRequest {
             actor: by.to_string(),
             group_id: group.to_string(),
             user: user.to_string(),
             approve: *approved,
+            homes: vec![],
         }),
         Event::TopicCreated { group, topic, name, by, at } => Kind::TopicCreated(pb::CreateTopic {
             actor: by.to_string(),
@@ -1095,6 +1115,7 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             by: user_id(W, &m.by)?,
             hidden: m.hidden,
             at: TimeMs(m.time_ms),
+            home: optional_region(W, &m.home)?,
         },
         Kind::GroupMemberRemoved(m) => Event::GroupMemberRemoved {
             group: group_id(W, &m.group_id)?,
@@ -1368,6 +1389,7 @@ pub fn group_member_to_pb(m: &GroupMember) -> pb::GroupMemberRecord {
         mention_seq: m.mention_seq.0,
         visible_from: m.visible_from.0,
         info: m.info.clone().into_iter().collect(),
+        home: m.home.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }
 
@@ -1383,6 +1405,7 @@ pub fn group_member_from_pb(m: pb::GroupMemberRecord) -> Result<GroupMember, Sto
         mention_seq: Seq(m.mention_seq),
         visible_from: Seq(m.visible_from),
         info: m.info.into_iter().collect(),
+        home: optional_region(W, &m.home)?,
     })
 }
 

@@ -327,12 +327,14 @@ mod tests {
                 max_members: 10,
                 members: vec![user("bob")],
                 hide_history: false,
+                homes: vec![],
             },
             Command::AddGroupMembers {
                 actor: user("bob"),
                 group: g.clone(),
                 users: vec![user("carol")],
                 hidden: false,
+                homes: vec![],
             },
             Command::SendGroupMessage {
                 sender: user("carol"),

@@ -313,12 +313,20 @@ impl ChatService {
         let all_refs = self.ctx.node.store(user_shard)?.conversation_refs(&me)?;
         // Conversations homed in other regions: their heads are read through the region link.
         let here = self.ctx.topology.region();
-        let mut abroad: std::collections::BTreeMap<RegionCode, Vec<meridian_domain::ConversationRef>> =
-            Default::default();
+        // Per region, the rows of conversations and groups homed there, as the list shows them
+        // when the region cannot be read.
+        let mut abroad: std::collections::BTreeMap<RegionCode, Vec<api::Conversation>> = Default::default();
         let mut refs = Vec::with_capacity(all_refs.len());
         for r in all_refs {
             match r.home.clone().filter(|h| h != here) {
-                Some(home) => abroad.entry(home).or_default().push(r),
+                Some(home) => abroad.entry(home.clone()).or_default().push(api::Conversation {
+                    conversation_id: r.conversation.to_string(),
+                    peer: r.peer.to_string(),
+                    last_time_ms: r.joined.0,
+                    home_region: home.to_string(),
+                    home_unavailable: true,
+                    ..Default::default()
+                }),
                 None => refs.push(r),
             }
         }
@@ -359,7 +367,7 @@ impl ChatService {
                 ..Default::default()
             });
         }
-        for row in self.group_rows(&me, user_shard).await? {
+        for row in self.group_rows(&me, user_shard, &mut abroad)? {
             total_unread += row.unread;
             rows.push(row);
         }
@@ -367,14 +375,20 @@ impl ChatService {
         if let Some(geo) = &self.ctx.geo {
             let me = &me;
             let reads = abroad.iter().map(|(region, refs)| {
-                let ids = refs.iter().map(|r| r.conversation.to_string()).collect();
+                let ids = refs.iter().map(|r| r.conversation_id.clone()).collect();
                 async move { (region, refs, geo.heads(region, me, ids).await) }
             });
             for (region, refs, heads) in futures::future::join_all(reads).await {
                 match heads {
                     Ok(heads) => {
-                        for head in heads {
+                        for mut head in heads {
                             total_unread += head.unread;
+                            // A group without messages yet sorts as of the caller's joining.
+                            if head.last_time_ms == 0 {
+                                if let Some(listed) = refs.iter().find(|r| r.conversation_id == head.conversation_id) {
+                                    head.last_time_ms = listed.last_time_ms;
+                                }
+                            }
                             rows.push(head);
                         }
                     }
@@ -382,14 +396,7 @@ impl ChatService {
                     Err(ApiError::RegionUnavailable(why)) => {
                         tracing::debug!(%region, %why, "conversation heads unavailable");
                         unavailable_regions.push(region.to_string());
-                        rows.extend(refs.iter().map(|r| api::Conversation {
-                            conversation_id: r.conversation.to_string(),
-                            peer: r.peer.to_string(),
-                            last_time_ms: r.joined.0,
-                            home_region: region.to_string(),
-                            home_unavailable: true,
-                            ..Default::default()
-                        }));
+                        rows.extend(refs.iter().cloned());
                     }
                     Err(e) => return Err(e),
                 }
@@ -580,6 +587,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SendMessageRequest>,
     ) -> Result<Response<api::SendMessageResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/SendMessage", &req).await?, Some(home))));
+        }
         Ok(homed(self.send(req).await?))
     }
 
@@ -587,6 +597,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::GetHistoryRequest>,
     ) -> Result<Response<api::GetHistoryResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/GetHistory", &req).await?, Some(home))));
+        }
         Ok(homed(self.history(req).await?))
     }
 
@@ -594,6 +607,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::RecallMessageRequest>,
     ) -> Result<Response<api::RecallMessageResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/RecallMessage", &req).await?, Some(home))));
+        }
         Ok(homed(self.recall(req).await?))
     }
 
@@ -605,6 +621,9 @@ impl Chat for ChatService {
     }
 
     async fn mark_read(&self, req: Request<api::MarkReadRequest>) -> Result<Response<api::MarkReadResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/MarkRead", &req).await?, Some(home))));
+        }
         Ok(homed(ChatService::mark_read(self, req).await?))
     }
 
@@ -619,6 +638,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::AddGroupMembersRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/AddGroupMembers", &req).await?));
+        }
         Ok(Response::new(self.add_group_members_(req).await?))
     }
 
@@ -626,6 +648,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::RemoveGroupMemberRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/RemoveGroupMember", &req).await?));
+        }
         Ok(Response::new(self.remove_group_member_(req).await?))
     }
 
@@ -633,6 +658,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::MuteGroupMemberRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/MuteGroupMember", &req).await?));
+        }
         Ok(Response::new(self.mute_group_member_(req).await?))
     }
 
@@ -640,10 +668,16 @@ impl Chat for ChatService {
         &self,
         req: Request<api::DismissGroupRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/DismissGroup", &req).await?));
+        }
         Ok(Response::new(self.dismiss_group_(req).await?))
     }
 
     async fn get_group(&self, req: Request<api::GetGroupRequest>) -> Result<Response<api::GetGroupResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/GetGroup", &req).await?));
+        }
         Ok(Response::new(self.get_group_(req).await?))
     }
 
@@ -651,6 +685,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SetGroupMemberRoleRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/SetGroupMemberRole", &req).await?));
+        }
         Ok(Response::new(self.set_group_member_role_(req).await?))
     }
 
@@ -658,6 +695,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::TransferGroupRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/TransferGroup", &req).await?));
+        }
         Ok(Response::new(self.transfer_group_(req).await?))
     }
 
@@ -700,6 +740,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SetGroupProfileRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/SetGroupProfile", &req).await?));
+        }
         Ok(Response::new(self.set_group_profile_(req).await?))
     }
 
@@ -707,6 +750,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SetGroupMemberInfoRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/SetGroupMemberInfo", &req).await?));
+        }
         Ok(Response::new(self.set_group_member_info_(req).await?))
     }
 
@@ -714,6 +760,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::ApplyToJoinGroupRequest>,
     ) -> Result<Response<api::ApplyToJoinGroupResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/ApplyToJoinGroup", &req).await?));
+        }
         Ok(Response::new(self.apply_to_join_group_(req).await?))
     }
 
@@ -721,6 +770,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::RespondJoinRequestRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/RespondJoinRequest", &req).await?));
+        }
         Ok(Response::new(self.respond_join_request_(req).await?))
     }
 
@@ -728,6 +780,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::ListJoinRequestsRequest>,
     ) -> Result<Response<api::ListJoinRequestsResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/ListJoinRequests", &req).await?));
+        }
         Ok(Response::new(self.list_join_requests_(req).await?))
     }
 
@@ -735,6 +790,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::MuteAllGroupRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/MuteAllGroup", &req).await?));
+        }
         Ok(Response::new(self.mute_all_group_(req).await?))
     }
 
@@ -742,6 +800,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::BanGroupMemberRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/BanGroupMember", &req).await?));
+        }
         Ok(Response::new(self.ban_group_member_(req).await?))
     }
 
@@ -756,6 +817,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::GetReadReceiptsRequest>,
     ) -> Result<Response<api::GetReadReceiptsResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/GetReadReceipts", &req).await?));
+        }
         Ok(Response::new(self.get_read_receipts_(req).await?))
     }
 
@@ -777,6 +841,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::ClearHistoryRequest>,
     ) -> Result<Response<api::ClearHistoryResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/ClearHistory", &req).await?));
+        }
         Ok(homed(self.clear_history_(req).await?))
     }
 
@@ -784,6 +851,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::DeleteMessagesRequest>,
     ) -> Result<Response<api::ClearHistoryResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/DeleteMessages", &req).await?));
+        }
         Ok(homed(self.delete_messages_(req).await?))
     }
 
@@ -791,6 +861,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::LikeGroupRequest>,
     ) -> Result<Response<api::LikeGroupResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/LikeGroup", &req).await?));
+        }
         Ok(Response::new(self.like_group_(req).await?))
     }
 
@@ -798,6 +871,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::CreateTopicRequest>,
     ) -> Result<Response<api::GroupChangeResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/CreateTopic", &req).await?));
+        }
         Ok(Response::new(self.create_topic_(req).await?))
     }
 
@@ -805,6 +881,9 @@ impl Chat for ChatService {
         &self,
         req: Request<api::ListTopicsRequest>,
     ) -> Result<Response<api::ListTopicsResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/ListTopics", &req).await?));
+        }
         Ok(Response::new(self.list_topics_(req).await?))
     }
 

@@ -98,7 +98,10 @@ impl ChatService {
         let here = self.ctx.topology.region().clone();
         let home = match conversation.peer_of(me) {
             Some(peer) => self.c2c_homes(me, &peer).await?.map(|h| h.conversation).unwrap_or(here.clone()),
-            None => here.clone(),
+            None => match conversation.group_id() {
+                Some(group) => self.group_elsewhere(group.as_str()).await?.unwrap_or(here.clone()),
+                None => here.clone(),
+            },
         };
         if home == here {
             let shard = self.ctx.topology.conversation_shard(conversation);

@@ -67,9 +67,9 @@ impl ChatService {
             )
             .into());
         }
-        self.require_local_member(&me).await?;
+        let homes = self.member_homes([&me]).await?;
         self.require_room_for_a_group([&me], &group)?;
-        let command = Command::ApplyToJoinGroup { user: me, group: group.clone(), message: body.message };
+        let command = Command::ApplyToJoinGroup { user: me, group: group.clone(), message: body.message, homes };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::GroupApplication { group, pending, member_count } => {
                 Ok(api::ApplyToJoinGroupResponse { group_id: group.to_string(), pending, member_count })
@@ -86,7 +86,9 @@ impl ChatService {
         let body = req.into_inner();
         let group = GroupId::parse(&body.group_id)?;
         let user = UserId::parse(&body.user)?;
-        let command = Command::RespondJoinRequest { actor: me, group: group.clone(), user, approve: body.approve };
+        let homes = if body.approve { self.member_homes([&user]).await? } else { vec![] };
+        let command =
+            Command::RespondJoinRequest { actor: me, group: group.clone(), user, approve: body.approve, homes };
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 
@@ -210,12 +212,24 @@ impl ChatService {
         req: Request<api::ListJoinedGroupsRequest>,
     ) -> Result<api::ListJoinedGroupsResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
-        self.require_local_member(&me).await?;
+        if let Some(home) = self.home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/ListJoinedGroups", &req).await;
+        }
+        self.ctx.require_user(&me).await?;
         let shard = self.ctx.topology.user_shard(&me);
         self.ctx.node.read_barrier(shard).await?;
         let refs = self.ctx.node.store(shard)?.group_refs(&me)?;
         let mut groups = Vec::with_capacity(refs.len());
         for r in refs {
+            if let Some(home) = r.home.filter(|h| h != self.ctx.topology.region()) {
+                groups.push(api::JoinedGroup {
+                    group_id: r.group.to_string(),
+                    joined_ms: r.joined.0,
+                    home_region: home.to_string(),
+                    ..Default::default()
+                });
+                continue;
+            }
             let Some(g) = self.ctx.node.store(self.shard_of(&r.group))?.group(&r.group)? else { continue };
             if g.dismissed {
                 continue;
@@ -226,6 +240,7 @@ impl ChatService {
                 name: g.name,
                 joined_ms: r.joined.0,
                 member_count: g.member_count,
+                home_region: String::new(),
             });
         }
         Ok(api::ListJoinedGroupsResponse { groups })

@@ -4,14 +4,20 @@
 //! this is the boundary: parsing, the caps from the configuration, and routing to the group's
 //! shard.
 //!
-//! A group lives in the region that created it, with every member homed there: a member
-//! homed in another region is refused (`REGION_NOT_SERVED`) until groups span regions.
+//! A group lives in the home region of the user who created it (a create asked elsewhere is
+//! forwarded there), its id claimed in the directory like a user's, so that ids are unique
+//! across regions. Its stream, members and cursors stay there; any call about the group,
+//! asked in any region, is forwarded to it. Members may live in other regions: their lists
+//! of groups are in their home regions, kept by the outbox across the region link, and their
+//! conversation lists read the group's head through the link. A resident of a strict region
+//! joins only groups of their own region (`RESIDENCY_VIOLATION`): the group's messages,
+//! theirs among them, are stored where the group lives.
 
 use meridian_domain::apply::Reply;
 use meridian_domain::element::validate_body;
 use meridian_domain::shard::shard_for;
 use meridian_domain::{
-    Command, ConversationId, GroupId, GroupKind, Reason, Rejection, RequestId, Seq, ShardId, UserId,
+    Command, ConversationId, GroupId, GroupKind, Reason, RegionCode, Rejection, RequestId, Seq, ShardId, UserId,
 };
 use meridian_proto::api;
 use meridian_storage::codec::encoded_body_len;
@@ -43,23 +49,50 @@ impl ChatService {
         group_shard(group, self.ctx.node.shard_count())
     }
 
-    /// Requires `user` to have an account homed in this region.
-    pub(super) async fn require_local_member(&self, user: &UserId) -> Result<(), ApiError> {
-        if let Some(geo) = &self.ctx.geo {
+    /// The home regions of those of `users` who live in another region (the rest must have
+    /// accounts here): what a command that adds members carries. A resident of a strict
+    /// region other than this one may not join a group of this region.
+    pub(super) async fn member_homes<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+    ) -> Result<Vec<(UserId, RegionCode)>, ApiError> {
+        let here = self.ctx.topology.region();
+        let mut homes = vec![];
+        for user in users {
+            let Some(geo) = &self.ctx.geo else {
+                self.ctx.require_user(user).await?;
+                continue;
+            };
             let home = geo.require_home(user).await?;
-            if &home != self.ctx.topology.region() {
+            if &home == here {
+                self.ctx.require_user(user).await?;
+                continue;
+            }
+            if geo.policy(&home)? == meridian_regions::Residency::Strict {
                 return Err(Rejection::new(
-                    Reason::RegionNotServed,
+                    Reason::ResidencyViolation,
                     format!(
-                        "{user} lives in region {home}: a group of region {} takes members of its own region only, \
-                         for now",
-                        self.ctx.topology.region()
+                        "{user} lives in region {home}, whose residents' messages stay there: they cannot join a \
+                         group of region {here}"
                     ),
                 )
                 .into());
             }
+            homes.push((user.clone(), home));
         }
-        self.ctx.require_user(user).await
+        Ok(homes)
+    }
+
+    /// The region of the group `group_id` names when it is another one (a call about it is
+    /// forwarded there); `None` when it lives here, is unknown, or the id is malformed (the
+    /// call then answers for itself).
+    pub(super) async fn group_elsewhere(&self, group_id: &str) -> Result<Option<RegionCode>, ApiError> {
+        let Some(geo) = &self.ctx.geo else { return Ok(None) };
+        let Ok(group) = GroupId::parse(group_id) else { return Ok(None) };
+        if self.ctx.node.store(self.shard_of(&group))?.group(&group)?.is_some() {
+            return Ok(None);
+        }
+        Ok(geo.group_home(&group).await?.filter(|home| home != self.ctx.topology.region()))
     }
 
     /// Refuses to add any of `users` to `group` when they are in `[limits] max-joined-groups`
@@ -106,6 +139,10 @@ impl ChatService {
         req: Request<api::CreateGroupRequest>,
     ) -> Result<api::CreateGroupResponse, ApiError> {
         let me = self.ctx.caller(&req)?;
+        // A group is created in its creator's home region.
+        if let Some(home) = self.home_elsewhere(&me).await? {
+            return self.ctx.geo()?.forward(&home, "Chat/CreateGroup", &req).await;
+        }
         let body = req.into_inner();
         let kind = GroupKind::from_name(&body.r#type).ok_or_else(|| {
             Rejection::new(
@@ -125,12 +162,22 @@ impl ChatService {
                 members.push(user);
             }
         }
-        self.require_local_member(&me).await?;
-        for user in &members {
-            self.require_local_member(user).await?;
-        }
+        self.ctx.require_user(&me).await?;
+        let homes = self.member_homes(&members).await?;
         if kind.keeps_members() {
             self.require_room_for_a_group(std::iter::once(&me).chain(&members), &group)?;
+        }
+        // The id is claimed in the directory first, so that no other region creates it too.
+        if let Some(geo) = &self.ctx.geo {
+            let here = self.ctx.topology.region();
+            let holder = geo.claim_group(&group, here).await?;
+            if &holder != here {
+                return Err(Rejection::new(
+                    Reason::GroupExists,
+                    format!("group {group} already exists, in region {holder}: group ids are unique across regions"),
+                )
+                .into());
+            }
         }
         let command = Command::CreateGroup {
             group: group.clone(),
@@ -140,6 +187,7 @@ impl ChatService {
             max_members: self.cap(kind),
             members,
             hide_history: body.hide_history_from_new_members,
+            homes,
         };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::GroupChanged { group, member_count, changed } => Ok(api::CreateGroupResponse {
@@ -160,11 +208,9 @@ impl ChatService {
         let body = req.into_inner();
         let group = GroupId::parse(&body.group_id)?;
         let users = body.users.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
-        for user in &users {
-            self.require_local_member(user).await?;
-        }
+        let homes = self.member_homes(&users).await?;
         self.require_room_for_a_group(&users, &group)?;
-        let command = Command::AddGroupMembers { actor: me, group: group.clone(), users, hidden: body.hidden };
+        let command = Command::AddGroupMembers { actor: me, group: group.clone(), users, hidden: body.hidden, homes };
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
 
@@ -472,36 +518,60 @@ impl ChatService {
 
     /// `me`'s groups as conversation rows: the stream's head and last message, and the unread
     /// count from `me`'s cursor (read from the group's shard; `user_shard` holds the list).
-    pub(super) async fn group_rows(
+    /// The group rows of `me`'s list for groups homed here; the rows of groups homed in other
+    /// regions go into `abroad` (read there through the link).
+    pub(super) fn group_rows(
         &self,
         me: &UserId,
         user_shard: ShardId,
+        abroad: &mut std::collections::BTreeMap<RegionCode, Vec<api::Conversation>>,
     ) -> Result<Vec<api::Conversation>, ApiError> {
+        let here = self.ctx.topology.region();
         let refs = self.ctx.node.store(user_shard)?.group_refs(me)?;
         let mut rows = Vec::with_capacity(refs.len());
         for r in refs {
-            let store = self.ctx.node.store(self.shard_of(&r.group))?;
-            let Some(member) = store.group_member(&r.group, me)? else { continue };
-            let at_all_seq = store.group(&r.group)?.map_or(Seq::ZERO, |g| g.at_all_seq);
-            let mentioned = member.mention_seq.max(at_all_seq) > member.read_seq;
-            let stream = ConversationId::group(&r.group);
-            let head = store.conversation(&stream)?;
-            let last_seq = head.as_ref().map_or(Seq::ZERO, |h| h.last_seq);
-            let hidden = last_seq == Seq::ZERO || store.history_view(&stream, me)?.hides(last_seq);
-            let last = if hidden { None } else { store.message(&stream, last_seq)? };
-            rows.push(api::Conversation {
-                conversation_id: stream.to_string(),
-                group_id: r.group.to_string(),
-                last_seq: last_seq.0,
-                read_seq: member.read_seq.0,
-                unread: last_seq.0.saturating_sub(member.read_seq.0),
-                last_time_ms: head.as_ref().map_or(r.joined.0, |h| h.last_time.0),
-                last_message: last.as_ref().map(message_to_wire),
-                home_region: self.ctx.topology.region().to_string(),
-                mentioned,
-                ..Default::default()
-            });
+            match r.home.filter(|h| h != here) {
+                Some(home) => abroad.entry(home.clone()).or_default().push(api::Conversation {
+                    conversation_id: ConversationId::group(&r.group).to_string(),
+                    group_id: r.group.to_string(),
+                    last_time_ms: r.joined.0,
+                    home_region: home.to_string(),
+                    home_unavailable: true,
+                    ..Default::default()
+                }),
+                None => rows.extend(group_row(&self.ctx, me, &r.group, r.joined)?),
+            }
         }
         Ok(rows)
     }
+}
+
+/// `me`'s row for a group homed in this region (on this node's replica), if a member.
+pub(crate) fn group_row(
+    ctx: &super::Context,
+    me: &UserId,
+    group: &GroupId,
+    joined: meridian_domain::TimeMs,
+) -> Result<Option<api::Conversation>, ApiError> {
+    let store = ctx.node.store(group_shard(group, ctx.node.shard_count()))?;
+    let Some(member) = store.group_member(group, me)? else { return Ok(None) };
+    let at_all_seq = store.group(group)?.map_or(Seq::ZERO, |g| g.at_all_seq);
+    let mentioned = member.mention_seq.max(at_all_seq) > member.read_seq;
+    let stream = ConversationId::group(group);
+    let head = store.conversation(&stream)?;
+    let last_seq = head.as_ref().map_or(Seq::ZERO, |h| h.last_seq);
+    let hidden = last_seq == Seq::ZERO || store.history_view(&stream, me)?.hides(last_seq);
+    let last = if hidden { None } else { store.message(&stream, last_seq)? };
+    Ok(Some(api::Conversation {
+        conversation_id: stream.to_string(),
+        group_id: group.to_string(),
+        last_seq: last_seq.0,
+        read_seq: member.read_seq.0,
+        unread: last_seq.0.saturating_sub(member.read_seq.0),
+        last_time_ms: head.as_ref().map_or(joined.0, |h| h.last_time.0),
+        last_message: last.as_ref().map(message_to_wire),
+        home_region: ctx.topology.region().to_string(),
+        mentioned,
+        ..Default::default()
+    }))
 }
