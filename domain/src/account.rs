@@ -114,22 +114,63 @@ pub(crate) fn is_deleted(state: &impl ShardState, user: &UserId) -> Result<bool,
     Ok(state.user(user)?.is_some_and(|u| u.is_deleted()))
 }
 
+/// What earlier effects of one batch did to groups, not yet in the state they read.
+#[derive(Debug, Default)]
+pub(crate) struct GoneSoFar {
+    /// Members taken out.
+    members: BTreeSet<(GroupId, UserId)>,
+    /// The owner each group passed to.
+    owners: std::collections::BTreeMap<GroupId, UserId>,
+    dismissed: BTreeSet<GroupId>,
+}
+
 /// The events that take a deleted account's `user` out of `group`, on the group's shard.
-/// `gone`: members taken out earlier in the same command (not yet in `state`).
 pub(crate) fn member_gone(
     state: &impl ShardState,
     ctx: &ApplyContext,
     group: &GroupId,
     user: &UserId,
-    gone: &BTreeSet<(GroupId, UserId)>,
+    so_far: &mut GoneSoFar,
 ) -> Result<Vec<Event>, StateError> {
+    let events = member_gone_events(state, ctx, group, user, so_far)?;
+    so_far.members.insert((group.clone(), user.clone()));
+    for event in &events {
+        match event {
+            Event::GroupRoleSet { user: heir, .. } => {
+                so_far.owners.insert(group.clone(), heir.clone());
+            }
+            Event::GroupDismissed { .. } => {
+                so_far.dismissed.insert(group.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(events)
+}
+
+fn member_gone_events(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    group: &GroupId,
+    user: &UserId,
+    so_far: &GoneSoFar,
+) -> Result<Vec<Event>, StateError> {
+    let gone = &so_far.members;
     let Some(g) = state.group(group)? else { return Ok(vec![]) };
-    if g.dismissed || g.kind == GroupKind::AvChatRoom || gone.contains(&(group.clone(), user.clone())) {
+    if g.dismissed
+        || so_far.dismissed.contains(group)
+        || g.kind == GroupKind::AvChatRoom
+        || gone.contains(&(group.clone(), user.clone()))
+    {
         return Ok(vec![]);
     }
     let Some(member) = state.group_member(group, user)? else { return Ok(vec![]) };
+    let owner = match so_far.owners.get(group) {
+        Some(heir) => heir == user,
+        None => member.role == GroupRole::Owner,
+    };
     let mut events = Vec::new();
-    if member.role == GroupRole::Owner {
+    if owner {
         // The first admin in user id order, else the first member, past the members this
         // command already took out; the scan stops at [`HEIR_SCAN`] members.
         let staying: Vec<_> = state

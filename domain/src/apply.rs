@@ -588,7 +588,7 @@ fn apply_effects(
     let mut friends = std::collections::BTreeMap::new();
     let mut requests = std::collections::BTreeMap::new();
     // Members of this shard's groups taken out by deleted accounts, earlier in the batch.
-    let mut gone = std::collections::BTreeSet::new();
+    let mut gone = crate::account::GoneSoFar::default();
     for effect in effects {
         // Already applied (a redelivery), or misrouted: skip. Effects arrive in id order. The
         // receiving side decides where an effect belongs: with the entity it is addressed to.
@@ -669,8 +669,7 @@ fn apply_effects(
                 requests.insert((user, gone), false);
             }
             EffectKind::MemberGone { group, user } => {
-                events.extend(crate::account::member_gone(state, ctx, group, user, &gone)?);
-                gone.insert((group.clone(), user.clone()));
+                events.extend(crate::account::member_gone(state, ctx, group, user, &mut gone)?);
             }
             EffectKind::FriendListed { user, friend, remark, at, conversation_home } => {
                 let listed = match friends.get(&(user, friend)) {

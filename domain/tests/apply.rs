@@ -1677,4 +1677,32 @@ fn deleting_an_account_clears_its_records_and_its_groups_and_friends_drop_it() {
     run(&mut s, &ctx(15, 15), Command::DeleteAccount { user: user("eve") }).unwrap_or_else(|r| panic!("{r}"));
     deliver_all(&mut s, 15, &mut ids);
     assert!(s.groups[&gid("g2")].dismissed);
+
+    // An owner and the admin who would inherit deleted together: their removals reach the
+    // group in one batch, and the group passes to the member who stays.
+    for name in ["fay", "gus", "hal"] {
+        new_user(&mut s, name, None);
+    }
+    let g3 = Command::CreateGroup {
+        group: gid("g3"),
+        kind: GroupKind::Work,
+        owner: user("fay"),
+        name: "three".into(),
+        max_members: 10,
+        members: vec![user("gus"), user("hal")],
+        hide_history: false,
+        homes: vec![],
+    };
+    run(&mut s, &ctx(16, 16), g3).unwrap_or_else(|r| panic!("{r}"));
+    let promote =
+        Command::SetGroupRole { actor: user("fay"), group: gid("g3"), user: user("gus"), role: GroupRole::Admin };
+    run(&mut s, &ctx(16, 16), promote).unwrap_or_else(|r| panic!("{r}"));
+    deliver_all(&mut s, 16, &mut ids);
+    for name in ["fay", "gus"] {
+        run(&mut s, &ctx(17, 17), Command::DeleteAccount { user: user(name) }).unwrap_or_else(|r| panic!("{r}"));
+    }
+    deliver_all(&mut s, 18, &mut ids);
+    let g = &s.groups[&gid("g3")];
+    assert_eq!((g.owner.as_str(), g.member_count, g.dismissed), ("hal", 1, false));
+    assert_eq!(s.members[&(gid("g3"), user("hal"))].role, GroupRole::Owner);
 }
