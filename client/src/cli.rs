@@ -15,7 +15,8 @@ pub mod render;
 
 pub use args::{
     ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationCommand, ConversationsArgs, EventsArgs, FriendCommand,
-    GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, TokenArgs, UserCommand,
+    GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, SubscribeArgs, TokenArgs,
+    UserCommand,
 };
 
 use std::io::Write as _;
@@ -46,6 +47,8 @@ pub enum ClientCommand {
     Conversations(ConversationsArgs),
     /// Mark a conversation read, up to a seq or to its end.
     Read(ReadArgs),
+    /// Print your live events as they arrive (catch-up first), resuming across node failures.
+    Subscribe(SubscribeArgs),
     /// Recall one of your messages.
     Recall(RecallArgs),
     /// Show the Raft state of every shard as one node sees it (admin token).
@@ -224,6 +227,23 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
         (request.from_index, request.from_command, request.from_event) =
             (page.next_index, page.next_command, page.next_event);
     }
+}
+
+/// `meridian subscribe`: the caller's live stream, one line per event (with `--json`, one
+/// JSON object per line), flushed as each arrives, until interrupted or `--limit` events.
+async fn subscribe(client: &Client, args: &SubscribeArgs) -> Result<Output, ClientError> {
+    let mut subscription = client.subscribe(args.token.as_deref()).await?;
+    let mut printed = 0usize;
+    while args.limit.is_none_or(|limit| printed < limit) {
+        let event = subscription.next().await?;
+        let line = if args.json { render::subscribe_json(&event).to_string() } else { render::subscribe_line(&event) };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
+        printed += 1;
+    }
+    Ok(Output::Lines(vec![]))
 }
 
 /// `meridian group …`.
@@ -573,6 +593,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::History(a) => Identity::user(&a.act_as),
         ClientCommand::Conversations(a) => Identity::user(&a.act_as),
         ClientCommand::Read(a) => Identity::user(&a.act_as),
+        ClientCommand::Subscribe(a) => Identity::user(&a.act_as),
         ClientCommand::Recall(a) => Identity::user(&a.act_as),
         ClientCommand::Group { command } => Identity::user(command.act_as()),
         ClientCommand::Block { command } => Identity::user(command.act_as()),
@@ -683,6 +704,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             Output::json_or_lines(args.json, || render::status_json(&status), || render::status_lines(&status))
         }
         ClientCommand::Events(args) if args.follow => follow_events(&client, &args).await?,
+        ClientCommand::Subscribe(args) => subscribe(&client, &args).await?,
         ClientCommand::Events(args) => {
             let mut events = client.read_all_events(args.shard, args.from).await?;
             if let Some(limit) = args.limit {

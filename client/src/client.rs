@@ -1363,3 +1363,183 @@ mod tests {
         assert_eq!(metadata.get(ACT_AS_METADATA_KEY).and_then(|v| v.to_str().ok()), Some("bob"));
     }
 }
+
+/// A device's live stream (`Chat/Subscribe`, DLV-01/02) that outlives the node serving it:
+/// it keeps the device's sync token up to date from the events it hands out, and when the
+/// stream breaks (the node died, the network dropped) it subscribes again, at the next
+/// endpoint, with that token. The server then sends only what the token lacks, so every
+/// message of a conversation reaches the caller once, in seq order, across reconnects.
+#[derive(Debug)]
+pub struct Subscription {
+    client: Client,
+    /// Per conversation, the newest seq handed out (what the token encodes).
+    known: std::collections::BTreeMap<String, u64>,
+    stream: Option<tonic::Streaming<crate::api::SubscribeEvent>>,
+    index: usize,
+    /// Streams opened so far (1 + reconnects).
+    connects: u64,
+}
+
+impl Client {
+    /// Opens the caller's live stream, resuming from `token` (from [`Subscription::token`]
+    /// of an earlier one on this device) when given.
+    pub async fn subscribe(&self, token: Option<&str>) -> Result<Subscription, ClientError> {
+        let known = match token {
+            Some(t) if !t.is_empty() => decode_sync_token(t)?,
+            _ => Default::default(),
+        };
+        let index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+        let mut subscription = Subscription { client: self.clone(), known, stream: None, index, connects: 0 };
+        subscription.connect().await?;
+        Ok(subscription)
+    }
+}
+
+impl Subscription {
+    /// The next event, reconnecting (with the token) as often as it takes within the
+    /// client's retry budget per outage.
+    pub async fn next(&mut self) -> Result<crate::api::SubscribeEvent, ClientError> {
+        loop {
+            if self.stream.is_none() {
+                self.connect().await?;
+            }
+            let Some(stream) = self.stream.as_mut() else { continue };
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    self.learn(&event);
+                    return Ok(event);
+                }
+                Ok(None) => {
+                    tracing::debug!("subscription ended by the server: resubscribing");
+                    self.stream = None;
+                }
+                Err(status) => {
+                    let err = ClientError::from_status(status, self.client.nodes[self.index].uri());
+                    if !(err.is_unreachable() || err.is_retryable_refusal() || err.is_node_fault()) {
+                        return Err(err);
+                    }
+                    tracing::debug!(error = %err, "subscription broke: resubscribing");
+                    self.client.nodes[self.index].forget().await;
+                    self.stream = None;
+                    self.index = (self.index + 1) % self.client.nodes.len();
+                }
+            }
+        }
+    }
+
+    /// The device's sync token as of the last event handed out.
+    pub fn token(&self) -> String {
+        encode_sync_token(&self.known)
+    }
+
+    /// The newest seq handed out of `conversation_id`.
+    pub fn seq_of(&self, conversation_id: &str) -> u64 {
+        self.known.get(conversation_id).copied().unwrap_or(0)
+    }
+
+    /// How many streams were opened (1 + reconnects).
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    /// The endpoint the stream is (or was last) open on.
+    pub fn endpoint(&self) -> &str {
+        self.client.nodes[self.index].uri()
+    }
+
+    fn learn(&mut self, event: &crate::api::SubscribeEvent) {
+        let seq = match event.r#type.as_str() {
+            "message" => event.seq,
+            "fetch" => event.fetch_to,
+            "caught_up" => {
+                if let Ok(server) = decode_sync_token(&event.sync_token) {
+                    for (conversation, seq) in server {
+                        let entry = self.known.entry(conversation).or_default();
+                        *entry = (*entry).max(seq);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        let entry = self.known.entry(event.conversation_id.clone()).or_default();
+        *entry = (*entry).max(seq);
+    }
+
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        let client = &self.client;
+        let started = Instant::now();
+        let count = client.nodes.len();
+        let mut backoff = Backoff::new(client.timing.initial_backoff, client.timing.max_backoff);
+        let mut failed_in_a_row = 0;
+        loop {
+            let node = &client.nodes[self.index];
+            let attempt = async {
+                let channel = node.channel().await?;
+                let mut request =
+                    tonic::Request::new(crate::api::SubscribeRequest { sync_token: encode_sync_token(&self.known) });
+                // No grpc-timeout: the stream lives on; only opening it is bounded.
+                client.authenticate(request.metadata_mut());
+                match tokio::time::timeout(client.timing.request_timeout, ChatClient::new(channel).subscribe(request))
+                    .await
+                {
+                    Ok(Ok(response)) => Ok(response.into_inner()),
+                    Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
+                    Err(_) => Err(ClientError::Timeout {
+                        endpoint: node.uri().to_owned(),
+                        timeout: client.timing.request_timeout,
+                    }),
+                }
+            };
+            let err = match attempt.await {
+                Ok(stream) => {
+                    self.stream = Some(stream);
+                    self.connects += 1;
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            if !(err.is_unreachable() || err.is_retryable_refusal() || err.is_node_fault()) {
+                return Err(err);
+            }
+            node.forget().await;
+            self.index = (self.index + 1) % count;
+            failed_in_a_row += 1;
+            let pause = if failed_in_a_row >= count { backoff.next_pause() } else { Duration::ZERO };
+            if failed_in_a_row >= count {
+                failed_in_a_row = 0;
+            }
+            if started.elapsed() + pause >= client.timing.retry_budget {
+                return Err(err);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Decodes a sync token (URL-safe base64 of [`crate::api::SyncToken`]).
+pub fn decode_sync_token(token: &str) -> Result<std::collections::BTreeMap<String, u64>, ClientError> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let invalid =
+        |detail: String| ClientError::InvalidConfig { detail: format!("the sync token does not decode: {detail}") };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| invalid(e.to_string()))?;
+    let decoded = crate::api::SyncToken::decode(bytes.as_slice()).map_err(|e| invalid(e.to_string()))?;
+    Ok(decoded.entries.into_iter().map(|e| (e.conversation_id, e.seq)).collect())
+}
+
+/// Encodes per-conversation seqs as a sync token.
+pub fn encode_sync_token(known: &std::collections::BTreeMap<String, u64>) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let token = crate::api::SyncToken {
+        entries: known
+            .iter()
+            .map(|(conversation_id, seq)| crate::api::SyncTokenEntry {
+                conversation_id: conversation_id.clone(),
+                seq: *seq,
+            })
+            .collect(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec())
+}

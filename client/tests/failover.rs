@@ -370,6 +370,15 @@ impl Chat for ScriptedChat {
     ) -> Result<Response<meridian_client::api::DeleteUserResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<meridian_client::api::SubscribeEvent, Status>>;
+
+    async fn subscribe(
+        &self,
+        _: Request<meridian_client::api::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Serves `chat` on a fresh loopback port.

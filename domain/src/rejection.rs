@@ -110,6 +110,7 @@ reasons! {
     TopicNotFound => "TOPIC_NOT_FOUND", NotFound;
     JoinedGroupsLimit => "JOINED_GROUPS_LIMIT", FailedPrecondition;
     UserDeleted => "USER_DELETED", NotFound;
+    SyncTokenInvalid => "SYNC_TOKEN_INVALID", InvalidArgument;
 }
 
 impl fmt::Display for Reason {

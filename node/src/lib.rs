@@ -19,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod dev;
 pub mod geo;
 pub mod http;

@@ -61,6 +61,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         geo: None,
         snapshot_dir: config.data_dir.join("snapshots"),
         likes: Default::default(),
+        delivery: crate::delivery::Hub::start(node.clone()),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -81,6 +81,8 @@ pub const TOPIC_NOT_FOUND: &str = "TOPIC_NOT_FOUND";
 pub const JOINED_GROUPS_LIMIT: &str = "JOINED_GROUPS_LIMIT";
 /// The account was deleted (REL-01); its id is never given to another account.
 pub const USER_DELETED: &str = "USER_DELETED";
+/// A Subscribe token that does not decode: subscribe without one (a full catch-up).
+pub const SYNC_TOKEN_INVALID: &str = "SYNC_TOKEN_INVALID";
 pub const BLOCKLIST_LIMIT: &str = "BLOCKLIST_LIMIT";
 pub const PROFILE_FIELD_INVALID: &str = "PROFILE_FIELD_INVALID";
 pub const GROUP_NOT_FOUND: &str = "GROUP_NOT_FOUND";
@@ -162,6 +164,7 @@ pub const ALL: &[&str] = &[
     TOPIC_NOT_FOUND,
     JOINED_GROUPS_LIMIT,
     USER_DELETED,
+    SYNC_TOKEN_INVALID,
     BLOCKLIST_LIMIT,
     PROFILE_FIELD_INVALID,
     GROUP_NOT_FOUND,

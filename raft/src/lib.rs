@@ -38,4 +38,4 @@ pub use node::{
     ShardVersion,
 };
 pub use service::PeerService;
-pub use types::Member;
+pub use types::{Member, RaftMetrics};

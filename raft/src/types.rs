@@ -54,4 +54,6 @@ pub type Membership = openraft::Membership<NodeId, Node>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
 pub type Raft = openraft::Raft<TypeConfig>;
+/// What a shard's Raft reports as it goes (its applied index among it).
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 pub type RaftStorageError = openraft::StorageError<NodeId>;

@@ -170,6 +170,22 @@ pub struct ConversationsArgs {
     pub json: bool,
 }
 
+/// `meridian subscribe`
+#[derive(Debug, clap::Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    /// Resume from this sync token (printed with `caught_up`); default: everything.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// One JSON object per line, flushed as each event arrives.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
 /// `meridian read`
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {

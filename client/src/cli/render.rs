@@ -189,6 +189,65 @@ pub fn status_json(status: &ClusterStatusResponse) -> Value {
 // ------------------------------------------------------------------------------ text lines
 
 /// `SEQ  TIME  SENDER: CONTENT`.
+/// One Subscribe event as JSON (`type`, `conversation_id`, `peer`/`group_id`/`topic`, and
+/// what the type has: `seq` and `message`, `read_seq`, `by`, `fetch_from`/`fetch_to`,
+/// `sync_token`).
+pub fn subscribe_json(event: &crate::api::SubscribeEvent) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("type".into(), json!(event.r#type));
+    for (key, value) in [
+        ("conversation_id", &event.conversation_id),
+        ("peer", &event.peer),
+        ("group_id", &event.group_id),
+        ("topic", &event.topic),
+        ("by", &event.by),
+        ("home_region", &event.home_region),
+        ("sync_token", &event.sync_token),
+    ] {
+        if !value.is_empty() {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    for (key, value) in [
+        ("seq", event.seq),
+        ("read_seq", event.read_seq),
+        ("fetch_from", event.fetch_from),
+        ("fetch_to", event.fetch_to),
+    ] {
+        if value != 0 {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(message) = &event.message {
+        out.insert("message".into(), message_json(message));
+    }
+    Value::Object(out)
+}
+
+/// One Subscribe event as a line.
+pub fn subscribe_line(event: &crate::api::SubscribeEvent) -> String {
+    let place = if !event.group_id.is_empty() {
+        if event.topic.is_empty() {
+            format!("group:{}", event.group_id)
+        } else {
+            format!("group:{}/{}", event.group_id, event.topic)
+        }
+    } else {
+        event.peer.clone()
+    };
+    match event.r#type.as_str() {
+        "message" => match &event.message {
+            Some(m) => format!("{place} {}", history_line(m)),
+            None => format!("{place} #{}", event.seq),
+        },
+        "recalled" => format!("{place} #{} recalled by {}", event.seq, event.by),
+        "read" => format!("{place} read up to #{}", event.read_seq),
+        "fetch" => format!("{place} fetch #{}..#{}", event.fetch_from, event.fetch_to),
+        "caught_up" => format!("caught up (token {})", event.sync_token),
+        other => format!("{other} {place}"),
+    }
+}
+
 pub fn history_line(message: &Message) -> String {
     let content = if message.recalled {
         format!("(recalled by {} at {})", message.recalled_by, format_time_ms(message.recalled_at_ms))

@@ -281,7 +281,7 @@ impl ChatService {
         }
     }
 
-    async fn conversations(
+    pub(super) async fn conversations(
         &self,
         req: Request<api::ListConversationsRequest>,
     ) -> Result<Homed<api::ListConversationsResponse>, ApiError> {
@@ -583,6 +583,12 @@ fn parse_page_token(token: &str) -> Result<Option<(i64, String)>, ApiError> {
 
 #[tonic::async_trait]
 impl Chat for ChatService {
+    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<api::SubscribeEvent, Status>>;
+
+    async fn subscribe(&self, req: Request<api::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        Ok(Response::new(self.subscribe_(req).await?))
+    }
+
     async fn send_message(
         &self,
         req: Request<api::SendMessageRequest>,

@@ -9,6 +9,7 @@ pub mod friends;
 pub mod group_admin;
 pub mod groups;
 pub mod likes;
+pub mod subscribe;
 pub mod wire;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct Context {
     pub snapshot_dir: std::path::PathBuf,
     /// Likes being gathered into one command per group and window (GRP-07).
     pub likes: Arc<likes::LikeGatherer>,
+    /// The live streams this node serves (DLV-01/02).
+    pub delivery: Arc<crate::delivery::Hub>,
 }
 
 pub(crate) fn now_unix() -> i64 {

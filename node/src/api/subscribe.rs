@@ -1,0 +1,234 @@
+//! `Chat/Subscribe`: a device's live stream (see [`crate::delivery`] for how events reach it).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use meridian_domain::{ConversationId, Reason, Rejection, UserId};
+use meridian_proto::api;
+use tokio::sync::mpsc;
+use tonic::{Request, Status};
+
+use super::chat::ChatService;
+use super::error::ApiError;
+use crate::delivery::{decode_token, encode_token, event_for, Item, Known, CATCH_UP_MESSAGES};
+
+/// Events queued towards one client connection.
+const OUTGOING: usize = 256;
+
+type Outgoing = mpsc::Sender<Result<api::SubscribeEvent, Status>>;
+
+/// Why a stream stopped: the client left, or something failed (sent to the client).
+enum Stop {
+    Gone,
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl ChatService {
+    pub(super) async fn subscribe_(
+        &self,
+        req: Request<api::SubscribeRequest>,
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<api::SubscribeEvent, Status>>, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        if let Some(home) = self.home_elsewhere(&me).await? {
+            return Err(Rejection::new(
+                Reason::RegionNotServed,
+                format!("{me} lives in region {home}: subscribe at a node of region {home}"),
+            )
+            .into());
+        }
+        self.ctx.require_user(&me).await?;
+        let known = decode_token(&req.get_ref().sync_token)?;
+        // Registered before the catch-up reads anything: what is applied meanwhile is queued,
+        // and the seqs kept per conversation drop what the catch-up already sent.
+        let registration = self.ctx.delivery.register(&me);
+        let (tx, rx) = mpsc::channel(OUTGOING);
+        let service = self.clone();
+        let metadata = req.metadata().clone();
+        tokio::spawn(async move {
+            let mut stream = Stream { service, me, known, metadata, tx };
+            match stream.run(registration).await {
+                Stop::Gone => {}
+                Stop::Failed(e) => {
+                    let _ = stream.tx.send(Err(e.into())).await;
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+struct Stream {
+    service: ChatService,
+    me: UserId,
+    /// Per conversation, the newest seq sent (or known to the device from its token).
+    known: Known,
+    /// The subscribe request's metadata (its credentials), for the reads made on its behalf.
+    metadata: tonic::metadata::MetadataMap,
+    tx: Outgoing,
+}
+
+impl Stream {
+    async fn run(&mut self, mut registration: crate::delivery::Registration) -> Stop {
+        if let Err(stop) = self.catch_up().await {
+            return stop;
+        }
+        let caught_up = api::SubscribeEvent {
+            r#type: "caught_up".into(),
+            sync_token: encode_token(&self.known),
+            ..Default::default()
+        };
+        if let Err(stop) = self.emit(caught_up).await {
+            return stop;
+        }
+        loop {
+            tokio::select! {
+                item = registration.rx.recv() => match item {
+                    Some(item) => {
+                        if let Err(stop) = self.deliver(&item).await {
+                            return stop;
+                        }
+                    }
+                    None => return Stop::Gone,
+                },
+                _ = registration.wake.notified() => {}
+                _ = self.tx.closed() => return Stop::Gone,
+            }
+            if registration.behind.swap(false, Ordering::AcqRel) {
+                // The queue overflowed: what is still in it is older than what a catch-up
+                // reads now, and the seqs drop whatever repeats.
+                tracing::debug!(user = %self.me, "a stream fell behind: catching up");
+                if let Err(stop) = self.catch_up().await {
+                    return stop;
+                }
+            }
+        }
+    }
+
+    async fn emit(&self, event: api::SubscribeEvent) -> Result<(), Stop> {
+        self.tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
+    }
+
+    /// Every conversation of the caller's list with messages past what the device has: those
+    /// messages (at most [`CATCH_UP_MESSAGES`] a conversation, a `fetch` hint for older ones).
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let here = self.service.ctx.topology.region().to_string();
+        let mut page_token = String::new();
+        loop {
+            let mut request = Request::new(api::ListConversationsRequest {
+                limit: 200,
+                page_token: page_token.clone(),
+                consistency: api::ReadConsistency::Linearizable.into(),
+            });
+            *request.metadata_mut() = self.metadata.clone();
+            let (page, _) = self.service.conversations(request).await?;
+            for row in page.conversations {
+                let have = self.known.get(&row.conversation_id).copied().unwrap_or(0);
+                if row.home_unavailable || row.last_seq <= have {
+                    continue;
+                }
+                let conversation = ConversationId::parse(&row.conversation_id).map_err(ApiError::from)?;
+                if !row.home_region.is_empty() && row.home_region != here {
+                    let mut hint = event_for("fetch", &self.me, &conversation);
+                    (hint.fetch_from, hint.fetch_to, hint.home_region) = (have + 1, row.last_seq, row.home_region);
+                    self.emit(hint).await?;
+                    self.known.insert(row.conversation_id, row.last_seq);
+                    continue;
+                }
+                self.send_range(&conversation, have, row.last_seq).await?;
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(());
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Sends messages `have+1..=upto` of a conversation homed here (a `fetch` hint for all
+    /// but the newest [`CATCH_UP_MESSAGES`]), read from this node's replica as the caller
+    /// sees them.
+    async fn send_range(&mut self, conversation: &ConversationId, have: u64, upto: u64) -> Result<(), Stop> {
+        // A member of a group that hides earlier history from newcomers reads from their
+        // joining on.
+        let mut from = (have + 1).max(self.first_visible(conversation)?);
+        if from > upto {
+            self.known.insert(conversation.to_string(), upto);
+            return Ok(());
+        }
+        let have = from - 1;
+        if upto - have > CATCH_UP_MESSAGES {
+            let mut hint = event_for("fetch", &self.me, conversation);
+            (hint.fetch_from, hint.fetch_to) = (from, upto - CATCH_UP_MESSAGES);
+            self.emit(hint).await?;
+            from = upto - CATCH_UP_MESSAGES + 1;
+        }
+        let shard = self.service.ctx.topology.conversation_shard(conversation);
+        while from <= upto {
+            let body = api::GetHistoryRequest {
+                start_seq: from,
+                limit: (upto - from + 1).min(100) as u32,
+                direction: api::Direction::Forward.into(),
+                consistency: api::ReadConsistency::Local.into(),
+                ..Default::default()
+            };
+            let page = self.service.read_page(conversation, shard, &self.me, body).await?;
+            for message in page.messages.into_iter().filter(|m| m.seq <= upto) {
+                let seq = message.seq;
+                let mut event = event_for("message", &self.me, conversation);
+                (event.seq, event.message) = (seq, Some(message));
+                self.emit(event).await?;
+            }
+            // Seqs the caller removed from their view are skipped, not waited for.
+            if page.next_seq == 0 || page.next_seq > upto {
+                break;
+            }
+            from = page.next_seq;
+        }
+        self.known.insert(conversation.to_string(), upto);
+        Ok(())
+    }
+
+    /// The first seq of `conversation` the caller may read (1 but in a group that hides its
+    /// history from members who joined later).
+    fn first_visible(&self, conversation: &ConversationId) -> Result<u64, ApiError> {
+        let Some(group) = conversation.group_id() else { return Ok(1) };
+        let store = self.service.ctx.node.store(self.service.ctx.topology.conversation_shard(conversation))?;
+        Ok(store.group_member(&group, &self.me)?.map_or(1, |m| m.visible_from.0.max(1)))
+    }
+
+    async fn deliver(&mut self, item: &Arc<Item>) -> Result<(), Stop> {
+        match item.as_ref() {
+            Item::Message { conversation, message } => {
+                let have = self.known.get(conversation.as_str()).copied().unwrap_or(0);
+                if message.seq <= have {
+                    return Ok(());
+                }
+                if message.seq > have + 1 {
+                    // A gap (a stream that caught up before these were listed, or a
+                    // conversation new to this device): sent from this node's replica first.
+                    self.send_range(conversation, have, message.seq - 1).await?;
+                }
+                let mut event = event_for("message", &self.me, conversation);
+                (event.seq, event.message) = (message.seq, Some(message.clone()));
+                self.emit(event).await?;
+                self.known.insert(conversation.to_string(), message.seq);
+            }
+            Item::Recalled { conversation, seq, by } => {
+                let mut event = event_for("recalled", &self.me, conversation);
+                (event.seq, event.by) = (seq.0, by.to_string());
+                self.emit(event).await?;
+            }
+            Item::Read { conversation, read_seq } => {
+                let mut event = event_for("read", &self.me, conversation);
+                event.read_seq = read_seq.0;
+                self.emit(event).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! Realtime delivery (DLV-01/02): the `Subscribe` streams a node serves.
+//!
+//! Every node applies every shard of its region, so it delivers from what it applies. One
+//! tailer per shard waits for the shard's applied index to move (openraft's metrics), reads
+//! the new events from the shard's event log, and hands each event to the streams of the
+//! users it concerns that are connected to this node: a one-to-one message to its two
+//! members, a group or topic message to the connected members (a membership read on this
+//! node's replica, per connected user: the group's size does not matter), a recall to the
+//! conversation's members, a read cursor to its owner's other devices.
+//!
+//! A stream keeps, per conversation, the newest seq it has sent (seeded from the device's
+//! sync token). A message at or below it is not sent again; one past a gap first sends the
+//! gap, read from this node's replica (which has applied it: it precedes the message in the
+//! same shard's log). So a device gets each message of a conversation once and in seq order
+//! however the stream was fed — catch-up, live, or a catch-up again after the stream fell
+//! behind (its queue full: it is marked and catches up from its seqs, never silently skips).
+//!
+//! Conversations and groups homed in another region are covered by the catch-up (a `fetch`
+//! hint naming the region) but not yet live: their events are applied in their region.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use base64::Engine as _;
+use meridian_domain::{ConversationId, Event, EventOffset, GroupId, Reason, Rejection, Seq, ShardId, UserId};
+use meridian_proto::api;
+use meridian_raft::RaftNode;
+use prost::Message as _;
+use tokio::sync::{mpsc, Notify};
+
+use crate::api::error::ApiError;
+use crate::api::wire::message_to_wire;
+
+/// Events a stream may have queued before it is marked behind (and catches up instead).
+const QUEUE: usize = 1024;
+/// Events read from a shard's log at a time.
+const READ_BATCH: usize = 256;
+/// Messages of one conversation a catch-up (or a gap) sends; older ones get a `fetch` hint.
+pub const CATCH_UP_MESSAGES: u64 = 100;
+
+/// Something to deliver, shared by every stream it goes to.
+#[derive(Debug)]
+pub enum Item {
+    Message { conversation: ConversationId, message: api::Message },
+    Recalled { conversation: ConversationId, seq: Seq, by: UserId },
+    Read { conversation: ConversationId, read_seq: Seq },
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Arc<Item>>,
+    behind: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+/// The node's connected streams, by user, and the tailers that feed them.
+pub struct Hub {
+    node: Arc<RaftNode>,
+    streams: Mutex<HashMap<UserId, Vec<Slot>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("users", &self.lock().len()).finish()
+    }
+}
+
+/// A stream's place in the hub; dropping it takes the stream out.
+pub struct Registration {
+    hub: Weak<Hub>,
+    user: UserId,
+    id: u64,
+    pub rx: mpsc::Receiver<Arc<Item>>,
+    pub behind: Arc<AtomicBool>,
+    pub wake: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let mut streams = hub.lock();
+            if let Some(slots) = streams.get_mut(&self.user) {
+                slots.retain(|s| s.id != self.id);
+                if slots.is_empty() {
+                    streams.remove(&self.user);
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A hub for `node`, with a tailer on each of its shards.
+    pub fn start(node: Arc<RaftNode>) -> Arc<Hub> {
+        let hub = Arc::new(Hub { node: node.clone(), streams: Mutex::default(), next_id: AtomicU64::new(1) });
+        for shard in node.shards() {
+            let metrics = shard.raft.metrics();
+            tokio::spawn(tail(Arc::downgrade(&hub), shard.id, metrics));
+        }
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Slot>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connects a stream of `user`.
+    pub fn register(self: &Arc<Self>, user: &UserId) -> Registration {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (behind, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
+        let slot = Slot { id, tx, behind: behind.clone(), wake: wake.clone() };
+        self.lock().entry(user.clone()).or_default().push(slot);
+        Registration { hub: Arc::downgrade(self), user: user.clone(), id, rx, behind, wake }
+    }
+
+    /// How many streams are connected, and for how many users.
+    pub fn connected(&self) -> (usize, usize) {
+        let streams = self.lock();
+        (streams.values().map(Vec::len).sum(), streams.len())
+    }
+
+    fn idle(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn users(&self) -> Vec<UserId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn send(&self, users: &[UserId], item: Item) {
+        let item = Arc::new(item);
+        let streams = self.lock();
+        for user in users {
+            for slot in streams.get(user).into_iter().flatten() {
+                if slot.tx.try_send(item.clone()).is_err() {
+                    // Full (or closing): the stream catches up from its seqs instead.
+                    slot.behind.store(true, Ordering::Release);
+                    slot.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Hands one applied event of `shard` to the streams it concerns.
+    fn handle(&self, shard: ShardId, event: &Event) -> Result<(), ApiError> {
+        let store = self.node.store(shard)?;
+        let members_of = |group: &GroupId| -> Result<Vec<UserId>, ApiError> {
+            let mut users = vec![];
+            for user in self.users() {
+                if store.group_member(group, &user)?.is_some() {
+                    users.push(user);
+                }
+            }
+            Ok(users)
+        };
+        let (users, item) = match event {
+            Event::MessageSent { conversation, seq, sender, recipient, .. } => {
+                let Some(message) = store.message(conversation, *seq)? else { return Ok(()) };
+                let users = vec![sender.clone(), recipient.clone()];
+                (users, Item::Message { conversation: conversation.clone(), message: message_to_wire(&message) })
+            }
+            Event::GroupMessageSent { group, seq, .. } | Event::TopicMessageSent { group, seq, .. } => {
+                let conversation = match event {
+                    Event::TopicMessageSent { topic, .. } => ConversationId::topic_stream(group, topic),
+                    _ => ConversationId::group(group),
+                };
+                let users = members_of(group)?;
+                if users.is_empty() {
+                    return Ok(());
+                }
+                let Some(message) = store.message(&conversation, *seq)? else { return Ok(()) };
+                (users, Item::Message { conversation, message: message_to_wire(&message) })
+            }
+            Event::MessageRecalled { conversation, seq, by, .. } => {
+                let users = match (conversation.c2c_members(), conversation.group_id()) {
+                    (Some((a, b)), _) => vec![a, b],
+                    (None, Some(group)) => members_of(&group)?,
+                    (None, None) => return Ok(()),
+                };
+                (users, Item::Recalled { conversation: conversation.clone(), seq: *seq, by: by.clone() })
+            }
+            Event::ReadMarked { conversation, user, read_seq } => {
+                (vec![user.clone()], Item::Read { conversation: conversation.clone(), read_seq: *read_seq })
+            }
+            _ => return Ok(()),
+        };
+        self.send(&users, item);
+        Ok(())
+    }
+}
+
+/// Feeds the hub from one shard: after each apply, the events past the last one handed on.
+async fn tail(hub: Weak<Hub>, shard: ShardId, mut metrics: tokio::sync::watch::Receiver<meridian_raft::RaftMetrics>) {
+    let applied = |m: &tokio::sync::watch::Receiver<meridian_raft::RaftMetrics>| {
+        m.borrow().last_applied.as_ref().map_or(0, |l| l.index)
+    };
+    let start = |index: u64| EventOffset { log_index: index, command: 0, event: 0 };
+    let mut next = start(applied(&metrics) + 1);
+    while metrics.changed().await.is_ok() {
+        let Some(hub) = hub.upgrade() else { return };
+        let upto = applied(&metrics);
+        if next.log_index > upto {
+            continue;
+        }
+        if hub.idle() {
+            next = start(upto + 1);
+            continue;
+        }
+        loop {
+            let events =
+                match hub.node.store(shard).map_err(ApiError::from).and_then(|s| Ok(s.events(next, READ_BATCH)?)) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(shard = shard.0, error = %e, "delivery: the event log could not be read");
+                        break;
+                    }
+                };
+            let read = events.len();
+            for logged in events.into_iter().take_while(|e| e.offset.log_index <= upto) {
+                if let Err(e) = hub.handle(shard, &logged.event) {
+                    tracing::warn!(shard = shard.0, error = %e, "delivery: an event could not be handed on");
+                }
+                let o = logged.offset;
+                next = EventOffset { log_index: o.log_index, command: o.command, event: o.event.saturating_add(1) };
+            }
+            if read < READ_BATCH || next.log_index > upto {
+                break;
+            }
+        }
+        // Every event up to `upto` is handed on (entries without events included).
+        if next.log_index <= upto {
+            next = start(upto + 1);
+        }
+    }
+}
+
+/// A device's knowledge: per conversation, the newest seq it has.
+pub type Known = BTreeMap<String, u64>;
+
+/// Decodes a sync token (empty: nothing known).
+pub fn decode_token(token: &str) -> Result<Known, ApiError> {
+    if token.is_empty() {
+        return Ok(Known::new());
+    }
+    let bad = |why: String| {
+        ApiError::from(Rejection::new(
+            Reason::SyncTokenInvalid,
+            format!("the sync token does not decode ({why}): subscribe without one for a full catch-up"),
+        ))
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| bad(e.to_string()))?;
+    let decoded = api::SyncToken::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
+    let mut known = Known::new();
+    for entry in decoded.entries {
+        ConversationId::parse(&entry.conversation_id).map_err(|e| bad(e.to_string()))?;
+        known.insert(entry.conversation_id, entry.seq);
+    }
+    Ok(known)
+}
+
+pub fn encode_token(known: &Known) -> String {
+    let token = api::SyncToken {
+        entries: known
+            .iter()
+            .map(|(conversation_id, seq)| api::SyncTokenEntry { conversation_id: conversation_id.clone(), seq: *seq })
+            .collect(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec())
+}
+
+/// The event that says where `conversation` belongs: its peer (seen from `me`), or its
+/// group and topic.
+pub fn event_for(kind: &str, me: &UserId, conversation: &ConversationId) -> api::SubscribeEvent {
+    api::SubscribeEvent {
+        r#type: kind.to_owned(),
+        conversation_id: conversation.to_string(),
+        peer: conversation.peer_of(me).map(|p| p.to_string()).unwrap_or_default(),
+        group_id: conversation.group_id().map(|g| g.to_string()).unwrap_or_default(),
+        topic: conversation.topic().map(|t| t.to_string()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
