@@ -14,9 +14,9 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, BlockCommand, ConversationCommand, ConversationsArgs, EventsArgs, FriendCommand,
-    GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs, SubscribeArgs, TokenArgs,
-    UserCommand,
+    ActAs, AdminCommand, AuditCommand, BlockCommand, ChangesArgs, ConversationCommand, ConversationsArgs, EventsArgs,
+    FriendCommand, GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs,
+    SubscribeArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -55,6 +55,8 @@ pub enum ClientCommand {
     Status(StatusArgs),
     /// Show a shard's event log in log order, with each event's offset (admin token).
     Events(EventsArgs),
+    /// The change stream: every shard's events, resumable from printed offsets (admin token).
+    Changes(ChangesArgs),
     /// Change cluster membership (admin token).
     Admin {
         #[command(subcommand)]
@@ -237,6 +239,56 @@ async fn subscribe(client: &Client, args: &SubscribeArgs) -> Result<Output, Clie
     while args.limit.is_none_or(|limit| printed < limit) {
         let event = subscription.next().await?;
         let line = if args.json { render::subscribe_json(&event).to_string() } else { render::subscribe_line(&event) };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
+        printed += 1;
+    }
+    Ok(Output::Lines(vec![]))
+}
+
+/// `SHARD:INDEX.COMMAND.EVENT`.
+fn parse_offset(text: &str) -> Result<crate::api::ShardOffset, ClientError> {
+    let bad =
+        || ClientError::InvalidConfig { detail: format!("{text:?}: write an offset as SHARD:INDEX.COMMAND.EVENT") };
+    let (shard, rest) = text.split_once(':').ok_or_else(bad)?;
+    let mut parts = rest.split('.').map(|p| p.parse::<u64>().map_err(|_| bad()));
+    let (Some(index), Some(command), Some(event), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok(crate::api::ShardOffset {
+        shard: shard.parse().map_err(|_| bad())?,
+        log_index: index?,
+        command: u32::try_from(command?).map_err(|_| bad())?,
+        event: u32::try_from(event?).map_err(|_| bad())?,
+    })
+}
+
+/// `meridian changes`: the change stream, one line (or JSON object) per event with the
+/// offset to resume its shard from, flushed as each arrives.
+async fn changes(client: &Client, args: &ChangesArgs) -> Result<Output, ClientError> {
+    let from = args.from.iter().map(|f| parse_offset(f)).collect::<Result<Vec<_>, _>>()?;
+    let mut stream = client.changes(from, args.follow).await?;
+    let mut printed = 0usize;
+    while args.limit.is_none_or(|limit| printed < limit) {
+        let change = match stream.message().await {
+            Ok(Some(change)) => change,
+            Ok(None) => break,
+            Err(status) => return Err(ClientError::from_status(status, "the change stream")),
+        };
+        let (Some(event), Some(next)) = (change.event, change.next) else { continue };
+        let next = format!("{}:{}.{}.{}", next.shard, next.log_index, next.command, next.event);
+        let line = if args.json {
+            let mut json = render::event_json(&event);
+            if let Value::Object(map) = &mut json {
+                map.insert("next".into(), Value::String(next));
+            }
+            json.to_string()
+        } else {
+            format!("{}  next={next}", render::event_line(&event))
+        };
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
             break;
@@ -587,6 +639,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         | ClientCommand::Token(_)
         | ClientCommand::Status(_)
         | ClientCommand::Events(_)
+        | ClientCommand::Changes(_)
         | ClientCommand::Admin { .. }
         | ClientCommand::Audit { .. } => Identity::Admin,
         ClientCommand::Send(a) => Identity::user(&a.act_as),
@@ -705,6 +758,7 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         }
         ClientCommand::Events(args) if args.follow => follow_events(&client, &args).await?,
         ClientCommand::Subscribe(args) => subscribe(&client, &args).await?,
+        ClientCommand::Changes(args) => changes(&client, &args).await?,
         ClientCommand::Events(args) => {
             let mut events = client.read_all_events(args.shard, args.from).await?;
             if let Some(limit) = args.limit {

@@ -968,6 +968,47 @@ impl Client {
         .await
     }
 
+    /// The change stream (DLV-05, admin): every shard's events from the offsets in `from` on
+    /// (a shard not named: from its start), then, with `follow`, each event as it is
+    /// applied. Resume from the `next` offsets of the last events handled.
+    pub async fn changes(
+        &self,
+        from: Vec<crate::api::ShardOffset>,
+        follow: bool,
+    ) -> Result<tonic::Streaming<crate::api::ChangeEvent>, ClientError> {
+        let count = self.nodes.len();
+        let mut index = self.preferred.load(Ordering::Relaxed) % count;
+        let mut last = None;
+        for _ in 0..count {
+            let node = &self.nodes[index];
+            let attempt = async {
+                let channel = node.channel().await?;
+                let mut request = tonic::Request::new(crate::api::ChangesRequest { from: from.clone(), follow });
+                self.authenticate(request.metadata_mut());
+                match tokio::time::timeout(self.timing.request_timeout, AdminClient::new(channel).changes(request))
+                    .await
+                {
+                    Ok(Ok(response)) => Ok(response.into_inner()),
+                    Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
+                    Err(_) => Err(ClientError::Timeout {
+                        endpoint: node.uri().to_owned(),
+                        timeout: self.timing.request_timeout,
+                    }),
+                }
+            };
+            match attempt.await {
+                Ok(stream) => return Ok(stream),
+                Err(err) if err.is_unreachable() || err.is_node_fault() => {
+                    node.forget().await;
+                    last = Some(err);
+                    index = (index + 1) % count;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or(ClientError::InvalidConfig { detail: "no endpoint".into() }))
+    }
+
     /// Every event of `shard`'s log from `from_index` on, page by page.
     pub async fn read_all_events(&self, shard: u32, from_index: u64) -> Result<Vec<LoggedEvent>, ClientError> {
         let mut request = ReadEventsRequest { shard, from_index, limit: 1000, ..Default::default() };

@@ -195,3 +195,83 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(stdout.lines().filter(|l| l.contains(": equal (")).count(), SHARDS as usize, "{stdout}");
 }
+
+/// Runs `meridian changes ARGS --json` to its end; the JSON lines it printed.
+fn changes(cluster: &Cluster, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("changes")
+        .args(args)
+        .arg("--json")
+        .env("MERIDIAN_ENDPOINT", cluster.endpoints().join(","))
+        .env("MERIDIAN_ADMIN_TOKEN", cluster.admin_token())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The seqs of the `MessageSent` events among `lines`, in order.
+fn sent_seqs(lines: &[serde_json::Value]) -> Vec<u64> {
+    lines.iter().filter(|l| l["type"] == "MessageSent").filter_map(|l| l["seq"].as_u64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_change_stream_shows_every_event_and_resumes_from_an_offset_after_a_restart() {
+    let mut cluster = Cluster::start(1, Tuning { shards: SHARDS, ..Tuning::default() }).await;
+    cluster.create_users(&["ann".to_owned(), "bob".to_owned()]).await;
+    for i in 1..=5 {
+        cluster.user("ann").send_text("bob", &format!("m{i}"), None).await.unwrap();
+    }
+
+    cluster.phase("meridian changes: every shard's events, each with the offset to resume from");
+    let all = changes(&cluster, &[]);
+    assert_eq!(sent_seqs(&all), [1, 2, 3, 4, 5]);
+    let users: Vec<&str> =
+        all.iter().filter(|l| l["type"] == "UserCreated").filter_map(|l| l["user_id"].as_str()).collect();
+    assert_eq!(users.len(), 2, "{all:?}");
+    let resume = all.iter().rev().find(|l| l["type"] == "MessageSent").unwrap()["next"].as_str().unwrap().to_owned();
+
+    cluster.phase("--follow prints what is applied after it started");
+    // The conversation's shard from just past its last message; the others from their ends.
+    let mut from = vec![resume.clone()];
+    let shard_of_resume: u32 = resume.split(':').next().unwrap().parse().unwrap();
+    for shard in (0..SHARDS).filter(|s| *s != shard_of_resume) {
+        if let Some(last) = all.iter().rev().find(|l| l["shard"].as_u64() == Some(u64::from(shard))) {
+            from.push(last["next"].as_str().unwrap().to_owned());
+        }
+    }
+    let from_args: Vec<String> = from.iter().flat_map(|f| ["--from".to_owned(), f.clone()]).collect();
+    let mut follow_args: Vec<&str> = vec!["changes", "--follow", "--json", "--limit", "1"];
+    follow_args.extend(from_args.iter().map(String::as_str));
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(&follow_args)
+        .env("MERIDIAN_ENDPOINT", cluster.endpoints().join(","))
+        .env("MERIDIAN_ADMIN_TOKEN", cluster.admin_token())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cluster.user("bob").send_text("ann", "m6", None).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while follower.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("the follower did not print the new event");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let output = follower.wait_with_output().unwrap();
+    let followed: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(followed.len(), 1, "{followed:?}");
+    assert_eq!(sent_seqs(&followed), [6], "the first new event of the conversation's shard: {followed:?}");
+
+    cluster.phase("a restart of the node: resumed from the offset, nothing lost, nothing before it");
+    cluster.kill9(0);
+    cluster.restart(0).await;
+    cluster.user("ann").send_text("bob", "m7", None).await.unwrap();
+    let after_restart = changes(&cluster, &["--from", &resume]);
+    let shard = |l: &serde_json::Value| l["shard"].as_u64() == Some(u64::from(shard_of_resume));
+    let resumed: Vec<serde_json::Value> = after_restart.into_iter().filter(shard).collect();
+    assert_eq!(sent_seqs(&resumed), [6, 7]);
+}

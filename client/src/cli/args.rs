@@ -241,6 +241,24 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
+/// `meridian changes`
+#[derive(Debug, clap::Args)]
+pub struct ChangesArgs {
+    /// Where to start a shard: `SHARD:INDEX.COMMAND.EVENT`, as a printed `next` (repeat for
+    /// several shards; a shard not named starts at its first event).
+    #[arg(long, value_name = "OFFSET")]
+    pub from: Vec<String>,
+    /// Keep going: print each new event as it is applied, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// One JSON object per line, flushed as each event arrives.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
 /// `meridian status`
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

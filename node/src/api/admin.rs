@@ -130,13 +130,7 @@ impl AdminService {
         };
         let events = self.ctx.node.store(shard)?.events(from, limit as usize)?;
         // Just past the last event: the next event of its command, wherever that is.
-        let next = events.last().map_or(from, |last| {
-            let last = last.offset;
-            match last.event.checked_add(1) {
-                Some(event) => EventOffset { event, ..last },
-                None => EventOffset { command: last.command.saturating_add(1), event: 0, ..last },
-            }
-        });
+        let next = events.last().map_or(from, |last| after(last.offset));
         let region = self.ctx.node.region();
         Ok(api::ReadEventsResponse {
             events: events.iter().map(|logged| logged_event_to_wire(region, shard, logged)).collect(),
@@ -264,8 +258,97 @@ impl AdminService {
     }
 }
 
+/// The offset just past `offset`: the next event of its command, wherever that is.
+fn after(offset: EventOffset) -> EventOffset {
+    match offset.event.checked_add(1) {
+        Some(event) => EventOffset { event, ..offset },
+        None => EventOffset { command: offset.command.saturating_add(1), event: 0, ..offset },
+    }
+}
+
+/// How long a following change stream waits before looking again when it has sent all.
+const CHANGES_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl AdminService {
+    fn changes_(
+        &self,
+        req: Request<api::ChangesRequest>,
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<api::ChangeEvent, Status>>, ApiError> {
+        self.ctx.require_admin(&req)?;
+        let body = req.into_inner();
+        let shards = self.ctx.node.shard_count();
+        let mut next: Vec<EventOffset> =
+            (0..shards).map(|_| EventOffset { log_index: 1, command: 0, event: 0 }).collect();
+        for from in &body.from {
+            let Some(slot) = next.get_mut(from.shard as usize) else {
+                return Err(Rejection::new(
+                    Reason::ShardOutOfRange,
+                    format!("shard {} does not exist: the region has shards 0..{shards}", from.shard),
+                )
+                .into());
+            };
+            *slot = EventOffset {
+                log_index: from.log_index.max(1),
+                command: from.command,
+                event: u16::try_from(from.event).unwrap_or(u16::MAX),
+            };
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let node = self.ctx.node.clone();
+        tokio::spawn(async move {
+            let region = node.region().clone();
+            loop {
+                let mut sent = 0usize;
+                for (i, offset) in next.iter_mut().enumerate() {
+                    let shard = ShardId(i as u32);
+                    let events =
+                        match node.store(shard).map_err(ApiError::from).and_then(|s| Ok(s.events(*offset, 256)?)) {
+                            Ok(events) => events,
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::from(e))).await;
+                                return;
+                            }
+                        };
+                    for logged in &events {
+                        *offset = after(logged.offset);
+                        let event = api::ChangeEvent {
+                            event: Some(logged_event_to_wire(&region, shard, logged)),
+                            next: Some(api::ShardOffset {
+                                shard: shard.0,
+                                log_index: offset.log_index,
+                                command: offset.command,
+                                event: u32::from(offset.event),
+                            }),
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    sent += events.len();
+                }
+                if sent == 0 {
+                    if !body.follow {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(CHANGES_POLL) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type ChangesStream = tokio_stream::wrappers::ReceiverStream<Result<api::ChangeEvent, Status>>;
+
+    async fn changes(&self, req: Request<api::ChangesRequest>) -> Result<Response<Self::ChangesStream>, Status> {
+        Ok(Response::new(self.changes_(req)?))
+    }
+
     async fn audit_residency(
         &self,
         req: Request<api::AuditResidencyRequest>,
