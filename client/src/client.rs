@@ -1436,6 +1436,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// An online-only signal (MSG-07) to `to`'s connected devices, e.g. kind `typing`:
+    /// never stored. See [`Client::group_signal`] for a group's.
+    pub async fn signal(&self, to: &str, kind: &str, payload: &str) -> Result<(), ClientError> {
+        let request = crate::api::SignalRequest {
+            to: to.to_owned(),
+            kind: kind.to_owned(),
+            payload: payload.to_owned(),
+            ..Default::default()
+        };
+        self.call("Signal", request, |channel, request| async move { ChatClient::new(channel).signal(request).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// An online-only signal to the connected devices of a group's other members.
+    pub async fn group_signal(&self, group: &str, kind: &str, payload: &str) -> Result<(), ClientError> {
+        let request = crate::api::SignalRequest {
+            group_id: group.to_owned(),
+            kind: kind.to_owned(),
+            payload: payload.to_owned(),
+            ..Default::default()
+        };
+        self.call("Signal", request, |channel, request| async move { ChatClient::new(channel).signal(request).await })
+            .await
+            .map(|_| ())
+    }
+}
+
 impl Subscription {
     /// The next event, reconnecting (with the token) as often as it takes within the
     /// client's retry budget per outage.

@@ -371,6 +371,13 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn signal(
+        &self,
+        _: Request<meridian_client::api::SignalRequest>,
+    ) -> Result<Response<meridian_client::api::SignalResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<meridian_client::api::SubscribeEvent, Status>>;
 
     async fn subscribe(

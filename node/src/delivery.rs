@@ -45,6 +45,7 @@ pub enum Item {
     Message { conversation: ConversationId, message: api::Message },
     Recalled { conversation: ConversationId, seq: Seq, by: UserId },
     Read { conversation: ConversationId, read_seq: Seq },
+    Signal { conversation: ConversationId, sender: UserId, kind: String, payload: String },
 }
 
 struct Slot {
@@ -92,9 +93,11 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// A hub for `node`, with a tailer on each of its shards.
+    /// A hub for `node`, with a tailer on each of its shards, taking the signals the
+    /// region's other nodes relay.
     pub fn start(node: Arc<RaftNode>) -> Arc<Hub> {
         let hub = Arc::new(Hub { node: node.clone(), streams: Mutex::default(), next_id: AtomicU64::new(1) });
+        node.set_signal_sink(Arc::new(SignalsTo(Arc::downgrade(&hub))));
         for shard in node.shards() {
             let metrics = shard.raft.metrics();
             tokio::spawn(tail(Arc::downgrade(&hub), shard.id, metrics));
@@ -144,6 +147,29 @@ impl Hub {
         }
     }
 
+    /// Hands a signal to this node's streams of the conversation's other members (connected
+    /// group members by a read of this node's replica).
+    pub fn signal(&self, conversation: ConversationId, sender: UserId, kind: String, payload: String) {
+        let users = match (conversation.peer_of(&sender), conversation.group_id()) {
+            (Some(peer), _) => vec![peer],
+            (None, Some(group)) => {
+                let Ok(store) =
+                    self.node.store(meridian_domain::shard::shard_for(conversation.as_str(), self.node.shard_count()))
+                else {
+                    return;
+                };
+                self.users()
+                    .into_iter()
+                    .filter(|u| u != &sender && matches!(store.group_member(&group, u), Ok(Some(_))))
+                    .collect()
+            }
+            (None, None) => return,
+        };
+        if !users.is_empty() {
+            self.send(&users, Item::Signal { conversation, sender, kind, payload });
+        }
+    }
+
     /// Hands one applied event of `shard` to the streams it concerns.
     fn handle(&self, shard: ShardId, event: &Event) -> Result<(), ApiError> {
         let store = self.node.store(shard)?;
@@ -189,6 +215,21 @@ impl Hub {
         };
         self.send(&users, item);
         Ok(())
+    }
+}
+
+/// The hub as the Raft node's sink of relayed signals (weak: the node outlives no hub).
+#[derive(Debug)]
+struct SignalsTo(Weak<Hub>);
+
+impl meridian_raft::SignalSink for SignalsTo {
+    fn signal(&self, signal: meridian_proto::peer::SignalRequest) {
+        let (Some(hub), Ok(conversation), Ok(sender)) =
+            (self.0.upgrade(), ConversationId::parse(&signal.conversation_id), UserId::parse(&signal.sender))
+        else {
+            return;
+        };
+        hub.signal(conversation, sender, signal.kind, signal.payload);
     }
 }
 

@@ -111,6 +111,7 @@ pub async fn forward(ctx: &Context, r: wire::ForwardRequest) -> Result<wire::For
         "Chat/CreateTopic" => call!(chat, Chat::create_topic, api::CreateTopicRequest),
         "Chat/ListTopics" => call!(chat, Chat::list_topics, api::ListTopicsRequest),
         "Chat/CreateGroup" => call!(chat, Chat::create_group, api::CreateGroupRequest),
+        "Chat/Signal" => call!(chat, Chat::signal, api::SignalRequest),
         "Chat/ListJoinedGroups" => call!(chat, Chat::list_joined_groups, api::ListJoinedGroupsRequest),
         other => return Err(malformed(format!("{other} is not a method that is forwarded"))),
     };

@@ -178,3 +178,47 @@ async fn fifty_devices_get_every_message_once_in_order_across_a_node_kill() {
     cluster.restart(0).await;
     cluster.wait_converged().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_signals_reach_the_other_members_live_devices_and_are_not_stored() {
+    let cluster = Cluster::start(3, Tuning::default()).await;
+    let names = ["ann", "bob", "cid"].map(String::from);
+    cluster.create_users(&names).await;
+    cluster.user("ann").create_group(Some("trio"), "work", "trio", &["bob", "cid"]).await.unwrap();
+    // bob's device on node 2, cid's on node 3, ann's on node 1; signals sent through node 1.
+    let mut bob = device_client(&cluster, 1, "bob").subscribe(None).await.unwrap();
+    let mut cid = device_client(&cluster, 2, "cid").subscribe(None).await.unwrap();
+    let mut ann = device_client(&cluster, 0, "ann").subscribe(None).await.unwrap();
+    for s in [&mut bob, &mut cid, &mut ann] {
+        assert_eq!(s.next().await.unwrap().r#type, "caught_up");
+    }
+    let sender = cluster.user_on(0, "ann");
+    sender.signal("bob", "typing", "").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), bob.next()).await.unwrap().unwrap();
+    assert_eq!(
+        (got.r#type.as_str(), got.by.as_str(), got.signal_kind.as_str(), got.peer.as_str()),
+        ("signal", "ann", "typing", "ann")
+    );
+    sender.group_signal("trio", "typing", "{\"draft\":true}").await.unwrap();
+    for s in [&mut bob, &mut cid] {
+        let got = tokio::time::timeout(Duration::from_secs(10), s.next()).await.unwrap().unwrap();
+        assert_eq!(
+            (got.r#type.as_str(), got.group_id.as_str(), got.signal_payload.as_str()),
+            ("signal", "trio", "{\"draft\":true}")
+        );
+    }
+    // The sender's own device gets nothing; the signals are not history.
+    cluster.user("bob").send_text("ann", "a real message", None).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), ann.next()).await.unwrap().unwrap();
+    assert_eq!((next.r#type.as_str(), next.seq), ("message", 1), "{next:?}");
+    let history = cluster.user("ann").history_all("bob", ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let room = cluster
+        .user("bob")
+        .stream_history_all(&Stream::Group("trio".into()), ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert!(room.is_empty(), "{room:?}");
+    let refused = cluster.user("ann").signal("bob", "", "").await.unwrap_err();
+    assert_eq!(refused.reason(), Some("ELEMENT_INVALID"));
+}

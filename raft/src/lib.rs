@@ -35,7 +35,7 @@ pub use credential::ClusterCredential;
 pub use network::PeerDialing;
 pub use node::{
     LeaderHint, LogicVersionReport, NodeSupport, RaftNode, RaftNodeError, RaftSettings, RaiseError, ShardStatus,
-    ShardVersion,
+    ShardVersion, SignalSink,
 };
 pub use service::PeerService;
 pub use types::{Member, RaftMetrics};

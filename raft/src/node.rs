@@ -114,6 +114,11 @@ pub struct Shard {
     leader_reads: ReadIndexRounds,
 }
 
+/// Takes the signals other nodes of the region relay to this one (the node's live streams).
+pub trait SignalSink: std::fmt::Debug + Send + Sync {
+    fn signal(&self, signal: peer::SignalRequest);
+}
+
 /// A node's replicas of every shard.
 #[derive(Debug)]
 pub struct RaftNode {
@@ -131,6 +136,8 @@ pub struct RaftNode {
     me: Weak<RaftNode>,
     /// Delivery of effects to other regions, once the region links are set up.
     remote: std::sync::OnceLock<Arc<dyn crate::outbox::RemoteEffects>>,
+    /// Where signals relayed by the region's other nodes go (the node's live streams).
+    signals: std::sync::OnceLock<Arc<dyn SignalSink>>,
 }
 
 /// The Raft state of one shard as this node sees it.
@@ -222,6 +229,7 @@ impl RaftNode {
             db,
             me: me.clone(),
             remote: std::sync::OnceLock::new(),
+            signals: std::sync::OnceLock::new(),
         });
         for (i, signal) in signals.into_iter().enumerate() {
             crate::outbox::spawn_pump(Arc::downgrade(&node), ShardId(i as u32), signal);
@@ -231,6 +239,37 @@ impl RaftNode {
 
     pub fn shard_count(&self) -> u32 {
         self.shard_count
+    }
+
+    /// Hands signals relayed by other nodes to `sink` (once; later calls are ignored).
+    pub fn set_signal_sink(&self, sink: Arc<dyn SignalSink>) {
+        let _ = self.signals.set(sink);
+    }
+
+    /// A signal relayed to this node by another of the region.
+    pub(crate) fn signal_here(&self, signal: peer::SignalRequest) {
+        if let Some(sink) = self.signals.get() {
+            sink.signal(signal);
+        }
+    }
+
+    /// Relays `signal` to every other member of the region, without waiting (online-only:
+    /// a node that is down or slow misses it).
+    pub fn relay_signal(&self, signal: peer::SignalRequest) {
+        for (node_id, addr) in self.all_members() {
+            if node_id == self.node_id {
+                continue;
+            }
+            let Ok(mut client) = self.connections.client(&addr) else { continue };
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(signal);
+                request.set_timeout(std::time::Duration::from_secs(2));
+                if let Err(e) = client.signal(request).await {
+                    tracing::debug!(node_id, error = %e, "a signal was not relayed");
+                }
+            });
+        }
     }
 
     /// Hands the outbox pumps their way to other regions (once; later calls are ignored).

@@ -187,6 +187,11 @@ impl Peer for PeerService {
         Ok(Response::new(self.node.read_index_local(ShardId(request.into_inner().shard)).await))
     }
 
+    async fn signal(&self, request: Request<peer::SignalRequest>) -> Result<Response<peer::SignalResponse>, Status> {
+        self.node.signal_here(request.into_inner());
+        Ok(Response::new(peer::SignalResponse {}))
+    }
+
     async fn node_info(
         &self,
         _request: Request<peer::NodeInfoRequest>,

@@ -589,6 +589,13 @@ impl Chat for ChatService {
         Ok(Response::new(self.subscribe_(req).await?))
     }
 
+    async fn signal(&self, req: Request<api::SignalRequest>) -> Result<Response<api::SignalResponse>, Status> {
+        if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
+            return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/Signal", &req).await?));
+        }
+        Ok(Response::new(self.signal_(req).await?))
+    }
+
     async fn send_message(
         &self,
         req: Request<api::SendMessageRequest>,

@@ -63,6 +63,61 @@ impl ChatService {
     }
 }
 
+/// Longest signal kind and payload, in bytes.
+const MAX_SIGNAL_KIND: usize = 32;
+const MAX_SIGNAL_PAYLOAD: usize = 1024;
+
+impl ChatService {
+    /// An online-only signal (MSG-07) to the other members' connected devices: this node's
+    /// streams, and every other node of the region by relay. Nothing is stored.
+    pub(super) async fn signal_(&self, req: Request<api::SignalRequest>) -> Result<api::SignalResponse, ApiError> {
+        let me = self.ctx.caller(&req)?;
+        let body = req.get_ref();
+        if body.kind.is_empty() || body.kind.len() > MAX_SIGNAL_KIND || body.payload.len() > MAX_SIGNAL_PAYLOAD {
+            return Err(Rejection::new(
+                Reason::ElementInvalid,
+                format!("a signal has a kind of 1..={MAX_SIGNAL_KIND} bytes and at most {MAX_SIGNAL_PAYLOAD} bytes of payload"),
+            )
+            .into());
+        }
+        let conversation = if body.group_id.is_empty() {
+            let peer = UserId::parse(&body.to)?;
+            if peer == me {
+                return Err(Rejection::new(Reason::PeerIsSelf, "a signal goes to someone else").into());
+            }
+            // The peer's streams are served in the peer's region.
+            if let Some(home) = self.home_elsewhere(&peer).await? {
+                return self.ctx.geo()?.forward(&home, "Chat/Signal", &req).await;
+            }
+            self.ctx.require_user(&peer).await?;
+            ConversationId::c2c(&me, &peer)
+        } else {
+            let group = meridian_domain::GroupId::parse(&body.group_id)?;
+            let stream = if body.topic.is_empty() {
+                ConversationId::group(&group)
+            } else {
+                ConversationId::topic_stream(&group, &meridian_domain::TopicId::parse(&body.topic)?)
+            };
+            let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&stream))?;
+            if store.group_member(&group, &me)?.is_none() {
+                return Err(
+                    Rejection::new(Reason::NotGroupMember, format!("{me} is not a member of group {group}")).into()
+                );
+            }
+            stream
+        };
+        let (kind, payload) = (body.kind.clone(), body.payload.clone());
+        self.ctx.node.relay_signal(meridian_proto::peer::SignalRequest {
+            conversation_id: conversation.to_string(),
+            sender: me.to_string(),
+            kind: kind.clone(),
+            payload: payload.clone(),
+        });
+        self.ctx.delivery.signal(conversation, me, kind, payload);
+        Ok(api::SignalResponse {})
+    }
+}
+
 struct Stream {
     service: ChatService,
     me: UserId,
@@ -221,6 +276,12 @@ impl Stream {
             Item::Recalled { conversation, seq, by } => {
                 let mut event = event_for("recalled", &self.me, conversation);
                 (event.seq, event.by) = (seq.0, by.to_string());
+                self.emit(event).await?;
+            }
+            Item::Signal { conversation, sender, kind, payload } => {
+                let mut event = event_for("signal", &self.me, conversation);
+                (event.by, event.signal_kind, event.signal_payload) =
+                    (sender.to_string(), kind.clone(), payload.clone());
                 self.emit(event).await?;
             }
             Item::Read { conversation, read_seq } => {

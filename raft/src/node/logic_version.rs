@@ -53,7 +53,7 @@ impl RaftNode {
     }
 
     /// Every member of every shard (voters and learners), with its peer address.
-    fn all_members(&self) -> BTreeMap<NodeId, String> {
+    pub(crate) fn all_members(&self) -> BTreeMap<NodeId, String> {
         let mut members = BTreeMap::new();
         for s in &self.shards {
             let metrics = s.raft.metrics();
