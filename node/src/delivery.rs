@@ -42,10 +42,31 @@ pub const CATCH_UP_MESSAGES: u64 = 100;
 /// Something to deliver, shared by every stream it goes to.
 #[derive(Debug)]
 pub enum Item {
-    Message { conversation: ConversationId, message: api::Message },
-    Recalled { conversation: ConversationId, seq: Seq, by: UserId },
-    Read { conversation: ConversationId, read_seq: Seq },
-    Signal { conversation: ConversationId, sender: UserId, kind: String, payload: String },
+    Message {
+        conversation: ConversationId,
+        message: api::Message,
+    },
+    Recalled {
+        conversation: ConversationId,
+        seq: Seq,
+        by: UserId,
+    },
+    Read {
+        conversation: ConversationId,
+        read_seq: Seq,
+    },
+    Signal {
+        conversation: ConversationId,
+        sender: UserId,
+        kind: String,
+        payload: String,
+    },
+    /// A conversation or group entered the user's list: what it holds past the stream's seq
+    /// is sent (it may have been applied before the stream connected, and not yet listed
+    /// when the stream caught up).
+    Listed {
+        conversation: ConversationId,
+    },
 }
 
 struct Slot {
@@ -207,6 +228,12 @@ impl Hub {
                     (None, None) => return Ok(()),
                 };
                 (users, Item::Recalled { conversation: conversation.clone(), seq: *seq, by: by.clone() })
+            }
+            Event::ConversationJoined { user, conversation, home: None, .. } => {
+                (vec![user.clone()], Item::Listed { conversation: conversation.clone() })
+            }
+            Event::GroupListed { user, group, home: None, .. } => {
+                (vec![user.clone()], Item::Listed { conversation: ConversationId::group(group) })
             }
             Event::ReadMarked { conversation, user, read_seq } => {
                 (vec![user.clone()], Item::Read { conversation: conversation.clone(), read_seq: *read_seq })

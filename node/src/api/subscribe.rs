@@ -210,7 +210,9 @@ impl Stream {
     async fn send_range(&mut self, conversation: &ConversationId, have: u64, upto: u64) -> Result<(), Stop> {
         // A member of a group that hides earlier history from newcomers reads from their
         // joining on.
-        let mut from = (have + 1).max(self.first_visible(conversation)?);
+        // Not (yet, on this replica) a member: nothing to send, nothing learnt.
+        let Some(first_visible) = self.first_visible(conversation)? else { return Ok(()) };
+        let mut from = (have + 1).max(first_visible);
         if from > upto {
             self.known.insert(conversation.to_string(), upto);
             return Ok(());
@@ -249,11 +251,12 @@ impl Stream {
     }
 
     /// The first seq of `conversation` the caller may read (1 but in a group that hides its
-    /// history from members who joined later).
-    fn first_visible(&self, conversation: &ConversationId) -> Result<u64, ApiError> {
-        let Some(group) = conversation.group_id() else { return Ok(1) };
+    /// history from members who joined later); `None` in a group this node's replica does
+    /// not (yet) list the caller in.
+    fn first_visible(&self, conversation: &ConversationId) -> Result<Option<u64>, ApiError> {
+        let Some(group) = conversation.group_id() else { return Ok(Some(1)) };
         let store = self.service.ctx.node.store(self.service.ctx.topology.conversation_shard(conversation))?;
-        Ok(store.group_member(&group, &self.me)?.map_or(1, |m| m.visible_from.0.max(1)))
+        Ok(store.group_member(&group, &self.me)?.map(|m| m.visible_from.0.max(1)))
     }
 
     async fn deliver(&mut self, item: &Arc<Item>) -> Result<(), Stop> {
@@ -277,6 +280,22 @@ impl Stream {
                 let mut event = event_for("recalled", &self.me, conversation);
                 (event.seq, event.by) = (seq.0, by.to_string());
                 self.emit(event).await?;
+            }
+            Item::Listed { conversation } => {
+                let have = self.known.get(conversation.as_str()).copied().unwrap_or(0);
+                let shard = self.service.ctx.topology.conversation_shard(conversation);
+                let last = self
+                    .service
+                    .ctx
+                    .node
+                    .store(shard)
+                    .map_err(ApiError::from)?
+                    .conversation(conversation)
+                    .map_err(ApiError::from)?;
+                let last_seq = last.map_or(0, |h| h.last_seq.0);
+                if last_seq > have {
+                    self.send_range(conversation, have, last_seq).await?;
+                }
             }
             Item::Signal { conversation, sender, kind, payload } => {
                 let mut event = event_for("signal", &self.me, conversation);
