@@ -1451,6 +1451,15 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Presence (REL-06): whether each of `users` has a live stream in the region now.
+    pub async fn get_presence(&self, users: &[&str]) -> Result<crate::api::GetPresenceResponse, ClientError> {
+        let request = crate::api::GetPresenceRequest { users: users.iter().map(|u| (*u).to_owned()).collect() };
+        self.call("GetPresence", request, |channel, request| async move {
+            ChatClient::new(channel).get_presence(request).await
+        })
+        .await
+    }
+
     /// An online-only signal to the connected devices of a group's other members.
     pub async fn group_signal(&self, group: &str, kind: &str, payload: &str) -> Result<(), ClientError> {
         let request = crate::api::SignalRequest {

@@ -371,6 +371,13 @@ impl Chat for ScriptedChat {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn get_presence(
+        &self,
+        _: Request<meridian_client::api::GetPresenceRequest>,
+    ) -> Result<Response<meridian_client::api::GetPresenceResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn signal(
         &self,
         _: Request<meridian_client::api::SignalRequest>,

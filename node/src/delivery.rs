@@ -67,6 +67,11 @@ pub enum Item {
     Listed {
         conversation: ConversationId,
     },
+    /// `user`, on the stream owner's friend list, came online or went offline.
+    Presence {
+        user: UserId,
+        online: bool,
+    },
 }
 
 struct Slot {
@@ -107,6 +112,8 @@ impl Drop for Registration {
                 slots.retain(|s| s.id != self.id);
                 if slots.is_empty() {
                     streams.remove(&self.user);
+                    drop(streams);
+                    hub.announce(self.user.clone(), false);
                 }
             }
         }
@@ -136,7 +143,15 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (behind, wake) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
         let slot = Slot { id, tx, behind: behind.clone(), wake: wake.clone() };
-        self.lock().entry(user.clone()).or_default().push(slot);
+        let first = {
+            let mut streams = self.lock();
+            let slots = streams.entry(user.clone()).or_default();
+            slots.push(slot);
+            slots.len() == 1
+        };
+        if first {
+            self.announce(user.clone(), true);
+        }
         Registration { hub: Arc::downgrade(self), user: user.clone(), id, rx, behind, wake }
     }
 
@@ -166,6 +181,50 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Tells the region that `user`'s first stream on this node connected (`online`), or
+    /// that their last one here closed and none is left on another node.
+    fn announce(self: &Arc<Self>, user: UserId, online: bool) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if !online && !hub.node.presence_elsewhere(&[user.to_string()]).await.is_empty() {
+                return;
+            }
+            let kind = if online { "presence:online" } else { "presence:offline" };
+            hub.node.relay_signal(meridian_proto::peer::SignalRequest {
+                conversation_id: String::new(),
+                sender: user.to_string(),
+                kind: kind.into(),
+                payload: String::new(),
+            });
+            hub.presence_changed(&user, online);
+        });
+    }
+
+    /// Hands a presence change to this node's streams of users who list `user` as a friend.
+    pub fn presence_changed(&self, user: &UserId, online: bool) {
+        let shards = self.node.shard_count();
+        let watchers: Vec<UserId> = self
+            .users()
+            .into_iter()
+            .filter(|w| {
+                w != user
+                    && self
+                        .node
+                        .store(meridian_domain::shard::shard_for(w.as_str(), shards))
+                        .is_ok_and(|s| s.friends_entry(w, user).unwrap_or(false))
+            })
+            .collect();
+        if !watchers.is_empty() {
+            self.send(&watchers, Item::Presence { user: user.clone(), online });
+        }
+    }
+
+    /// Which of `users` have a stream connected to this node.
+    pub fn online_of(&self, users: Vec<String>) -> Vec<String> {
+        let streams = self.lock();
+        users.into_iter().filter(|u| UserId::parse(u).is_ok_and(|id| streams.contains_key(&id))).collect()
     }
 
     /// Hands a signal to this node's streams of the conversation's other members (connected
@@ -250,7 +309,17 @@ impl Hub {
 struct SignalsTo(Weak<Hub>);
 
 impl meridian_raft::SignalSink for SignalsTo {
+    fn online_of(&self, users: Vec<String>) -> Vec<String> {
+        self.0.upgrade().map(|hub| hub.online_of(users)).unwrap_or_default()
+    }
+
     fn signal(&self, signal: meridian_proto::peer::SignalRequest) {
+        if let Some(state) = signal.kind.strip_prefix("presence:") {
+            if let (Some(hub), Ok(user)) = (self.0.upgrade(), UserId::parse(&signal.sender)) {
+                hub.presence_changed(&user, state == "online");
+            }
+            return;
+        }
         let (Some(hub), Ok(conversation), Ok(sender)) =
             (self.0.upgrade(), ConversationId::parse(&signal.conversation_id), UserId::parse(&signal.sender))
         else {

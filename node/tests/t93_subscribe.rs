@@ -222,3 +222,31 @@ async fn typing_signals_reach_the_other_members_live_devices_and_are_not_stored(
     let refused = cluster.user("ann").signal("bob", "", "").await.unwrap_err();
     assert_eq!(refused.reason(), Some("ELEMENT_INVALID"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_follows_live_streams_across_nodes_and_reaches_friends() {
+    let cluster = Cluster::start(3, Tuning::default()).await;
+    cluster.create_users(&["ann".to_owned(), "bob".to_owned(), "cid".to_owned()]).await;
+    cluster.user("bob").add_friend("ann", "", "").await.unwrap();
+    let mut ann = device_client(&cluster, 2, "ann").subscribe(None).await.unwrap();
+    assert_eq!(ann.next().await.unwrap().r#type, "caught_up");
+    let online = |answer: meridian_client::api::GetPresenceResponse| -> Vec<(String, bool)> {
+        answer.users.into_iter().map(|u| (u.user, u.online)).collect()
+    };
+    let asker = cluster.user_on(0, "cid");
+    let presence = |want: [(&str, bool); 2]| want.map(|(u, o)| (u.to_owned(), o)).to_vec();
+    assert_eq!(online(asker.get_presence(&["bob", "cid"]).await.unwrap()), presence([("bob", false), ("cid", false)]));
+
+    // bob connects on node 2: ann (on node 3, bob on her list) hears of it; node 1 sees it.
+    let mut bob = device_client(&cluster, 1, "bob").subscribe(None).await.unwrap();
+    assert_eq!(bob.next().await.unwrap().r#type, "caught_up");
+    let heard = tokio::time::timeout(Duration::from_secs(10), ann.next()).await.unwrap().unwrap();
+    assert_eq!((heard.r#type.as_str(), heard.by.as_str(), heard.signal_kind.as_str()), ("presence", "bob", "online"));
+    assert_eq!(online(asker.get_presence(&["bob", "cid"]).await.unwrap()), presence([("bob", true), ("cid", false)]));
+
+    // bob's only stream closes: offline, for ann and for anyone who asks.
+    drop(bob);
+    let heard = tokio::time::timeout(Duration::from_secs(10), ann.next()).await.unwrap().unwrap();
+    assert_eq!((heard.r#type.as_str(), heard.by.as_str(), heard.signal_kind.as_str()), ("presence", "bob", "offline"));
+    assert_eq!(online(asker.get_presence(&["bob", "cid"]).await.unwrap()), presence([("bob", false), ("cid", false)]));
+}

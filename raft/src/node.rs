@@ -117,6 +117,8 @@ pub struct Shard {
 /// Takes the signals other nodes of the region relay to this one (the node's live streams).
 pub trait SignalSink: std::fmt::Debug + Send + Sync {
     fn signal(&self, signal: peer::SignalRequest);
+    /// Which of `users` have a live stream on this node.
+    fn online_of(&self, users: Vec<String>) -> Vec<String>;
 }
 
 /// A node's replicas of every shard.
@@ -251,6 +253,32 @@ impl RaftNode {
         if let Some(sink) = self.signals.get() {
             sink.signal(signal);
         }
+    }
+
+    /// Which of `users` have a live stream on this node.
+    pub(crate) fn presence_here(&self, users: Vec<String>) -> Vec<String> {
+        self.signals.get().map(|sink| sink.online_of(users)).unwrap_or_default()
+    }
+
+    /// Which of `users` have a live stream on another node of the region (a node that does
+    /// not answer within 2 s counts as having none).
+    pub async fn presence_elsewhere(&self, users: &[String]) -> std::collections::BTreeSet<String> {
+        let asks = self.all_members().into_iter().filter(|(id, _)| *id != self.node_id).map(|(node_id, addr)| {
+            let users = users.to_vec();
+            async move {
+                let mut client = self.connections.client(&addr).ok()?;
+                let mut request = tonic::Request::new(peer::PresenceRequest { users });
+                request.set_timeout(std::time::Duration::from_secs(2));
+                match tokio::time::timeout(std::time::Duration::from_secs(2), client.presence(request)).await {
+                    Ok(Ok(answer)) => Some(answer.into_inner().online),
+                    other => {
+                        tracing::debug!(node_id, ?other, "presence not answered");
+                        None
+                    }
+                }
+            }
+        });
+        futures::future::join_all(asks).await.into_iter().flatten().flatten().collect()
     }
 
     /// Relays `signal` to every other member of the region, without waiting (online-only:

@@ -192,6 +192,17 @@ impl Peer for PeerService {
         Ok(Response::new(peer::SignalResponse {}))
     }
 
+    async fn presence(
+        &self,
+        request: Request<peer::PresenceRequest>,
+    ) -> Result<Response<peer::PresenceResponse>, Status> {
+        let users = request.into_inner().users;
+        if users.len() > 1000 {
+            return Err(Status::invalid_argument("at most 1000 users a presence call"));
+        }
+        Ok(Response::new(peer::PresenceResponse { online: self.node.presence_here(users) }))
+    }
+
     async fn node_info(
         &self,
         _request: Request<peer::NodeInfoRequest>,

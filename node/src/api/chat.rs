@@ -589,6 +589,13 @@ impl Chat for ChatService {
         Ok(Response::new(self.subscribe_(req).await?))
     }
 
+    async fn get_presence(
+        &self,
+        req: Request<api::GetPresenceRequest>,
+    ) -> Result<Response<api::GetPresenceResponse>, Status> {
+        Ok(Response::new(self.get_presence_(req).await?))
+    }
+
     async fn signal(&self, req: Request<api::SignalRequest>) -> Result<Response<api::SignalResponse>, Status> {
         if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
             return Ok(Response::new(self.ctx.geo()?.forward(&home, "Chat/Signal", &req).await?));

@@ -118,6 +118,35 @@ impl ChatService {
     }
 }
 
+/// Most users one presence call asks about.
+const MAX_PRESENCE_USERS: usize = 100;
+
+impl ChatService {
+    /// Presence (REL-06): whether each of the users has a live stream on any node of the
+    /// region (this node's streams, and every other node asked).
+    pub(super) async fn get_presence_(
+        &self,
+        req: Request<api::GetPresenceRequest>,
+    ) -> Result<api::GetPresenceResponse, ApiError> {
+        self.ctx.caller(&req)?;
+        let asked = &req.get_ref().users;
+        if asked.len() > MAX_PRESENCE_USERS {
+            return Err(Rejection::new(
+                Reason::PageLimitInvalid,
+                format!("at most {MAX_PRESENCE_USERS} users a presence call"),
+            )
+            .into());
+        }
+        let users = asked.iter().map(|u| UserId::parse(u).map(|u| u.to_string())).collect::<Result<Vec<_>, _>>()?;
+        let mut online: std::collections::BTreeSet<String> =
+            self.ctx.delivery.online_of(users.clone()).into_iter().collect();
+        online.extend(self.ctx.node.presence_elsewhere(&users).await);
+        Ok(api::GetPresenceResponse {
+            users: users.into_iter().map(|u| api::UserPresence { online: online.contains(&u), user: u }).collect(),
+        })
+    }
+}
+
 struct Stream {
     service: ChatService,
     me: UserId,
@@ -296,6 +325,15 @@ impl Stream {
                 if last_seq > have {
                     self.send_range(conversation, have, last_seq).await?;
                 }
+            }
+            Item::Presence { user, online } => {
+                let event = api::SubscribeEvent {
+                    r#type: "presence".into(),
+                    by: user.to_string(),
+                    signal_kind: if *online { "online" } else { "offline" }.into(),
+                    ..Default::default()
+                };
+                self.emit(event).await?;
             }
             Item::Signal { conversation, sender, kind, payload } => {
                 let mut event = event_for("signal", &self.me, conversation);
