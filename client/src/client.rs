@@ -981,23 +981,10 @@ impl Client {
         let mut last = None;
         for _ in 0..count {
             let node = &self.nodes[index];
-            let attempt = async {
-                let channel = node.channel().await?;
-                let mut request = tonic::Request::new(crate::api::ChangesRequest { from: from.clone(), follow });
-                self.authenticate(request.metadata_mut());
-                match tokio::time::timeout(self.timing.request_timeout, AdminClient::new(channel).changes(request))
-                    .await
-                {
-                    Ok(Ok(response)) => Ok(response.into_inner()),
-                    Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
-                    Err(_) => Err(ClientError::Timeout {
-                        endpoint: node.uri().to_owned(),
-                        timeout: self.timing.request_timeout,
-                    }),
-                }
-            };
-            match attempt.await {
-                Ok(stream) => return Ok(stream),
+            let request = crate::api::ChangesRequest { from: from.clone(), follow };
+            let mut open = |channel, request| async move { AdminClient::new(channel).changes(request).await };
+            match self.attempt_on(node, request, &mut open, false).await {
+                Ok((stream, _)) => return Ok(stream),
                 Err(err) if err.is_unreachable() || err.is_node_fault() => {
                     node.forget().await;
                     last = Some(err);
@@ -1237,11 +1224,29 @@ impl Client {
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        self.attempt_on(node, request, rpc_fn, true).await
+    }
+
+    /// [`Client::attempt`]; `server_deadline` false for a server stream, which lives on past
+    /// the request timeout (only opening it is bounded).
+    async fn attempt_on<Req, Resp, F, Fut>(
+        &self,
+        node: &NodeEndpoint,
+        request: Req,
+        rpc_fn: &mut F,
+        server_deadline: bool,
+    ) -> Result<(Resp, Option<String>), ClientError>
+    where
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
         let channel = node.channel().await?;
         let mut request = tonic::Request::new(request);
         self.authenticate(request.metadata_mut());
         // Tells the server the deadline (grpc-timeout) so that it can stop early.
-        request.set_timeout(self.timing.request_timeout);
+        if server_deadline {
+            request.set_timeout(self.timing.request_timeout);
+        }
         match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
             Ok(Ok(response)) => {
                 let home = response
@@ -1440,15 +1445,7 @@ impl Client {
     /// An online-only signal (MSG-07) to `to`'s connected devices, e.g. kind `typing`:
     /// never stored. See [`Client::group_signal`] for a group's.
     pub async fn signal(&self, to: &str, kind: &str, payload: &str) -> Result<(), ClientError> {
-        let request = crate::api::SignalRequest {
-            to: to.to_owned(),
-            kind: kind.to_owned(),
-            payload: payload.to_owned(),
-            ..Default::default()
-        };
-        self.call("Signal", request, |channel, request| async move { ChatClient::new(channel).signal(request).await })
-            .await
-            .map(|_| ())
+        self.send_signal(crate::api::SignalRequest { to: to.to_owned(), ..signal_of(kind, payload) }).await
     }
 
     /// Presence (REL-06): whether each of `users` has a live stream in the region now.
@@ -1462,16 +1459,19 @@ impl Client {
 
     /// An online-only signal to the connected devices of a group's other members.
     pub async fn group_signal(&self, group: &str, kind: &str, payload: &str) -> Result<(), ClientError> {
-        let request = crate::api::SignalRequest {
-            group_id: group.to_owned(),
-            kind: kind.to_owned(),
-            payload: payload.to_owned(),
-            ..Default::default()
-        };
+        self.send_signal(crate::api::SignalRequest { group_id: group.to_owned(), ..signal_of(kind, payload) }).await
+    }
+
+    async fn send_signal(&self, request: crate::api::SignalRequest) -> Result<(), ClientError> {
         self.call("Signal", request, |channel, request| async move { ChatClient::new(channel).signal(request).await })
             .await
             .map(|_| ())
     }
+}
+
+/// A signal of `kind` with `payload`, to no one yet.
+fn signal_of(kind: &str, payload: &str) -> crate::api::SignalRequest {
+    crate::api::SignalRequest { kind: kind.to_owned(), payload: payload.to_owned(), ..Default::default() }
 }
 
 impl Subscription {
@@ -1553,25 +1553,10 @@ impl Subscription {
         let mut failed_in_a_row = 0;
         loop {
             let node = &client.nodes[self.index];
-            let attempt = async {
-                let channel = node.channel().await?;
-                let mut request =
-                    tonic::Request::new(crate::api::SubscribeRequest { sync_token: encode_sync_token(&self.known) });
-                // No grpc-timeout: the stream lives on; only opening it is bounded.
-                client.authenticate(request.metadata_mut());
-                match tokio::time::timeout(client.timing.request_timeout, ChatClient::new(channel).subscribe(request))
-                    .await
-                {
-                    Ok(Ok(response)) => Ok(response.into_inner()),
-                    Ok(Err(status)) => Err(ClientError::from_status(status, node.uri())),
-                    Err(_) => Err(ClientError::Timeout {
-                        endpoint: node.uri().to_owned(),
-                        timeout: client.timing.request_timeout,
-                    }),
-                }
-            };
-            let err = match attempt.await {
-                Ok(stream) => {
+            let request = crate::api::SubscribeRequest { sync_token: encode_sync_token(&self.known) };
+            let mut open = |channel, request| async move { ChatClient::new(channel).subscribe(request).await };
+            let err = match client.attempt_on(node, request, &mut open, false).await {
+                Ok((stream, _)) => {
                     self.stream = Some(stream);
                     self.connects += 1;
                     return Ok(());
@@ -1598,27 +1583,9 @@ impl Subscription {
 
 /// Decodes a sync token (URL-safe base64 of [`crate::api::SyncToken`]).
 pub fn decode_sync_token(token: &str) -> Result<std::collections::BTreeMap<String, u64>, ClientError> {
-    use base64::Engine as _;
-    use prost::Message as _;
-    let invalid =
-        |detail: String| ClientError::InvalidConfig { detail: format!("the sync token does not decode: {detail}") };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| invalid(e.to_string()))?;
-    let decoded = crate::api::SyncToken::decode(bytes.as_slice()).map_err(|e| invalid(e.to_string()))?;
-    Ok(decoded.entries.into_iter().map(|e| (e.conversation_id, e.seq)).collect())
+    meridian_proto::sync_token::decode(token)
+        .map_err(|detail| ClientError::InvalidConfig { detail: format!("the sync token does not decode: {detail}") })
 }
 
 /// Encodes per-conversation seqs as a sync token.
-pub fn encode_sync_token(known: &std::collections::BTreeMap<String, u64>) -> String {
-    use base64::Engine as _;
-    use prost::Message as _;
-    let token = crate::api::SyncToken {
-        entries: known
-            .iter()
-            .map(|(conversation_id, seq)| crate::api::SyncTokenEntry {
-                conversation_id: conversation_id.clone(),
-                seq: *seq,
-            })
-            .collect(),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec())
-}
+pub use meridian_proto::sync_token::encode as encode_sync_token;

@@ -565,6 +565,11 @@ fn mark_read(
     }))
 }
 
+/// What earlier effects of a batch left for a key (`seen`), else what `state` says.
+fn seen_or(seen: Option<&bool>, read: impl FnOnce() -> Result<bool, StateError>) -> Result<bool, StateError> {
+    seen.map_or_else(read, |seen| Ok(*seen))
+}
+
 fn apply_effects(
     state: &impl ShardState,
     ctx: &ApplyContext,
@@ -611,10 +616,7 @@ fn apply_effects(
                 changes.push(crate::account::gone_from_group(ctx, group, from_region, user));
             }
             EffectKind::GroupListed { user, group, at } => {
-                let listed = match group_refs.get(&(user, group)) {
-                    Some(listed) => *listed,
-                    None => state.has_group_ref(user, group)?,
-                };
+                let listed = seen_or(group_refs.get(&(user, group)), || state.has_group_ref(user, group))?;
                 if !listed {
                     events.push(Event::GroupListed {
                         user: user.clone(),
@@ -626,10 +628,7 @@ fn apply_effects(
                 group_refs.insert((user, group), true);
             }
             EffectKind::GroupUnlisted { user, group } => {
-                let listed = match group_refs.get(&(user, group)) {
-                    Some(listed) => *listed,
-                    None => state.has_group_ref(user, group)?,
-                };
+                let listed = seen_or(group_refs.get(&(user, group)), || state.has_group_ref(user, group))?;
                 if listed {
                     events.push(Event::GroupUnlisted { user: user.clone(), group: group.clone() });
                 }
@@ -647,17 +646,11 @@ fn apply_effects(
                 changes.push(crate::account::gone_from_friend(ctx, friend, from_region, user));
             }
             EffectKind::FriendGone { user, gone } => {
-                let listed = match friends.get(&(user, gone)) {
-                    Some(listed) => *listed,
-                    None => state.friend(user, gone)?.is_some(),
-                };
+                let listed = seen_or(friends.get(&(user, gone)), || Ok(state.friend(user, gone)?.is_some()))?;
                 if listed {
                     events.push(Event::FriendRemoved { user: user.clone(), friend: gone.clone() });
                 }
-                let waiting = match requests.get(&(user, gone)) {
-                    Some(waiting) => *waiting,
-                    None => state.friend_request(user, gone)?.is_some(),
-                };
+                let waiting = seen_or(requests.get(&(user, gone)), || Ok(state.friend_request(user, gone)?.is_some()))?;
                 if waiting {
                     events.push(Event::FriendRequestResolved {
                         user: user.clone(),
@@ -672,14 +665,9 @@ fn apply_effects(
                 events.extend(crate::account::member_gone(state, ctx, group, user, &mut gone)?);
             }
             EffectKind::FriendListed { user, friend, remark, at, conversation_home } => {
-                let listed = match friends.get(&(user, friend)) {
-                    Some(listed) => *listed,
-                    None => state.friend(user, friend)?.is_some(),
-                };
-                let waiting = match requests.get(&(user, friend)) {
-                    Some(waiting) => *waiting,
-                    None => state.friend_request(user, friend)?.is_some(),
-                };
+                let listed = seen_or(friends.get(&(user, friend)), || Ok(state.friend(user, friend)?.is_some()))?;
+                let waiting =
+                    seen_or(requests.get(&(user, friend)), || Ok(state.friend_request(user, friend)?.is_some()))?;
                 // The other side accepted: a request of theirs waiting here is settled too.
                 if waiting {
                     events.push(Event::FriendRequestResolved {
@@ -702,10 +690,7 @@ fn apply_effects(
                 requests.insert((user, friend), false);
             }
             EffectKind::FriendUnlisted { user, friend, conversation_home } => {
-                let listed = match friends.get(&(user, friend)) {
-                    Some(listed) => *listed,
-                    None => state.friend(user, friend)?.is_some(),
-                };
+                let listed = seen_or(friends.get(&(user, friend)), || Ok(state.friend(user, friend)?.is_some()))?;
                 if listed {
                     events.push(Event::FriendRemoved { user: user.clone(), friend: friend.clone() });
                     changes.push(crate::friend::tell_pair(ctx, user, friend, false, Some(conversation_home)));

@@ -18,15 +18,13 @@
 //! Conversations and groups homed in another region are covered by the catch-up (a `fetch`
 //! hint naming the region) but not yet live: their events are applied in their region.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use base64::Engine as _;
 use meridian_domain::{ConversationId, Event, EventOffset, GroupId, Reason, Rejection, Seq, ShardId, UserId};
 use meridian_proto::api;
 use meridian_raft::RaftNode;
-use prost::Message as _;
 use tokio::sync::{mpsc, Notify};
 
 use crate::api::error::ApiError;
@@ -169,6 +167,35 @@ impl Hub {
         self.lock().keys().cloned().collect()
     }
 
+    /// Those of `users` with a stream connected here.
+    fn connected_of<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) -> Vec<UserId> {
+        let streams = self.lock();
+        users.into_iter().filter(|u| streams.contains_key(*u)).cloned().collect()
+    }
+
+    /// The members of `group` (on `store`, its shard) with a stream connected here, found
+    /// from the smaller side: the group's members when they are fewer than the connected
+    /// users, else each connected user's membership.
+    fn connected_members(
+        &self,
+        store: &meridian_storage::ShardStore,
+        group: &GroupId,
+    ) -> Result<Vec<UserId>, ApiError> {
+        let connected = self.users();
+        let member_count = store.group(group)?.map_or(0, |g| g.member_count);
+        if member_count as usize <= connected.len() {
+            let members = store.group_members(group, None, member_count as usize)?;
+            return Ok(self.connected_of(members.iter().map(|m| &m.user)));
+        }
+        let mut users = vec![];
+        for user in connected {
+            if store.group_member(group, &user)?.is_some() {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
     fn send(&self, users: &[UserId], item: Item) {
         let item = Arc::new(item);
         let streams = self.lock();
@@ -233,15 +260,10 @@ impl Hub {
         let users = match (conversation.peer_of(&sender), conversation.group_id()) {
             (Some(peer), _) => vec![peer],
             (None, Some(group)) => {
-                let Ok(store) =
-                    self.node.store(meridian_domain::shard::shard_for(conversation.as_str(), self.node.shard_count()))
-                else {
-                    return;
-                };
-                self.users()
-                    .into_iter()
-                    .filter(|u| u != &sender && matches!(store.group_member(&group, u), Ok(Some(_))))
-                    .collect()
+                let shard = meridian_domain::shard::shard_for(conversation.as_str(), self.node.shard_count());
+                let Ok(store) = self.node.store(shard) else { return };
+                let Ok(members) = self.connected_members(store, &group) else { return };
+                members.into_iter().filter(|u| u != &sender).collect()
             }
             (None, None) => return,
         };
@@ -253,19 +275,14 @@ impl Hub {
     /// Hands one applied event of `shard` to the streams it concerns.
     fn handle(&self, shard: ShardId, event: &Event) -> Result<(), ApiError> {
         let store = self.node.store(shard)?;
-        let members_of = |group: &GroupId| -> Result<Vec<UserId>, ApiError> {
-            let mut users = vec![];
-            for user in self.users() {
-                if store.group_member(group, &user)?.is_some() {
-                    users.push(user);
-                }
-            }
-            Ok(users)
-        };
         let (users, item) = match event {
             Event::MessageSent { conversation, seq, sender, recipient, .. } => {
+                // Nothing is read for a conversation no one connected here is in.
+                let users = self.connected_of([sender, recipient]);
+                if users.is_empty() {
+                    return Ok(());
+                }
                 let Some(message) = store.message(conversation, *seq)? else { return Ok(()) };
-                let users = vec![sender.clone(), recipient.clone()];
                 (users, Item::Message { conversation: conversation.clone(), message: message_to_wire(&message) })
             }
             Event::GroupMessageSent { group, seq, .. } | Event::TopicMessageSent { group, seq, .. } => {
@@ -273,7 +290,7 @@ impl Hub {
                     Event::TopicMessageSent { topic, .. } => ConversationId::topic_stream(group, topic),
                     _ => ConversationId::group(group),
                 };
-                let users = members_of(group)?;
+                let users = self.connected_members(store, group)?;
                 if users.is_empty() {
                     return Ok(());
                 }
@@ -283,7 +300,7 @@ impl Hub {
             Event::MessageRecalled { conversation, seq, by, .. } => {
                 let users = match (conversation.c2c_members(), conversation.group_id()) {
                     (Some((a, b)), _) => vec![a, b],
-                    (None, Some(group)) => members_of(&group)?,
+                    (None, Some(group)) => self.connected_members(store, &group)?,
                     (None, None) => return Ok(()),
                 };
                 (users, Item::Recalled { conversation: conversation.clone(), seq: *seq, by: by.clone() })
@@ -374,38 +391,21 @@ async fn tail(hub: Weak<Hub>, shard: ShardId, mut metrics: tokio::sync::watch::R
     }
 }
 
-/// A device's knowledge: per conversation, the newest seq it has.
-pub type Known = BTreeMap<String, u64>;
+pub use meridian_proto::sync_token::Known;
 
-/// Decodes a sync token (empty: nothing known).
+/// Decodes a sync token (empty: nothing known), its conversation ids checked.
 pub fn decode_token(token: &str) -> Result<Known, ApiError> {
-    if token.is_empty() {
-        return Ok(Known::new());
-    }
     let bad = |why: String| {
         ApiError::from(Rejection::new(
             Reason::SyncTokenInvalid,
             format!("the sync token does not decode ({why}): subscribe without one for a full catch-up"),
         ))
     };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| bad(e.to_string()))?;
-    let decoded = api::SyncToken::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
-    let mut known = Known::new();
-    for entry in decoded.entries {
-        ConversationId::parse(&entry.conversation_id).map_err(|e| bad(e.to_string()))?;
-        known.insert(entry.conversation_id, entry.seq);
+    let known = meridian_proto::sync_token::decode(token).map_err(bad)?;
+    for conversation in known.keys() {
+        ConversationId::parse(conversation).map_err(|e| bad(e.to_string()))?;
     }
     Ok(known)
-}
-
-pub fn encode_token(known: &Known) -> String {
-    let token = api::SyncToken {
-        entries: known
-            .iter()
-            .map(|(conversation_id, seq)| api::SyncTokenEntry { conversation_id: conversation_id.clone(), seq: *seq })
-            .collect(),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.encode_to_vec())
 }
 
 /// The event that says where `conversation` belongs: its peer (seen from `me`), or its

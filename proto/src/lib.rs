@@ -8,13 +8,16 @@
 //! - [`link`]: region-to-region RPCs, the region link (`meridian.link.v1`).
 //! - [`codec`]: the gRPC codec of every service (prost, with typed decode errors).
 //! - [`reasons`]: every reason code the server sends, shared with the SDK.
+//! - [`sync_token`]: the encoding of a `Subscribe` sync token, shared with the SDK.
 //!
-//! This crate holds no logic and depends on nothing of Meridian's.
+//! This crate holds no logic beyond those shared encodings and depends on nothing of
+//! Meridian's.
 
 #![allow(clippy::all, missing_docs)]
 
 pub mod codec;
 pub mod reasons;
+pub mod sync_token;
 
 /// Generated modules, nested as the protobuf packages are (cross-package references rely on it).
 pub mod meridian {

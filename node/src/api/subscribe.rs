@@ -10,7 +10,7 @@ use tonic::{Request, Status};
 
 use super::chat::ChatService;
 use super::error::ApiError;
-use crate::delivery::{decode_token, encode_token, event_for, Item, Known, CATCH_UP_MESSAGES};
+use crate::delivery::{decode_token, event_for, Item, Known, CATCH_UP_MESSAGES};
 
 /// Events queued towards one client connection.
 const OUTGOING: usize = 256;
@@ -164,7 +164,7 @@ impl Stream {
         }
         let caught_up = api::SubscribeEvent {
             r#type: "caught_up".into(),
-            sync_token: encode_token(&self.known),
+            sync_token: meridian_proto::sync_token::encode(&self.known),
             ..Default::default()
         };
         if let Err(stop) = self.emit(caught_up).await {
