@@ -317,6 +317,11 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
             set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref(), *max_blocked))
         }
+        Command::HooksSent { up_to } => Ok(Ok(Applied {
+            events: vec![],
+            changes: vec![Change::SetHooksCursor { up_to: *up_to }],
+            reply: Reply::Done,
+        })),
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }

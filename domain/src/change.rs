@@ -45,6 +45,10 @@ pub enum Change {
         target: Lane,
         up_to: EffectId,
     },
+    /// Where the shard's webhooks resume (see `Command::HooksSent`).
+    SetHooksCursor {
+        up_to: crate::EventOffset,
+    },
     /// From the next entry on, the shard applies the rules of logic version `version`.
     SetLogicVersion {
         version: u32,

@@ -171,6 +171,9 @@ pub enum Command {
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },
+    /// The shard's webhooks (after-callbacks and offline pushes, DLV-03/04) were sent for
+    /// every event before `up_to`: the next sender resumes there (at least once).
+    HooksSent { up_to: crate::EventOffset },
 }
 
 /// The queue of a shard's outbox an effect waits in: a shard of this region, or another

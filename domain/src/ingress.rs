@@ -265,6 +265,7 @@ pub fn check(
             }
             to.owns(crate::ConversationId::group(group).as_str())
         }
+        Command::HooksSent { .. } => Ok(()),
         Command::SetLogicVersion { version } => {
             if (1..=crate::apply::LOGIC_VERSION).contains(version) {
                 Ok(())

@@ -111,6 +111,8 @@ reasons! {
     JoinedGroupsLimit => "JOINED_GROUPS_LIMIT", FailedPrecondition;
     UserDeleted => "USER_DELETED", NotFound;
     SyncTokenInvalid => "SYNC_TOKEN_INVALID", InvalidArgument;
+    CallbackRejected => "CALLBACK_REJECTED", PermissionDenied;
+    CallbackFailed => "CALLBACK_FAILED", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -240,7 +240,7 @@ impl MemState {
                 Change::DeleteConversationPrefs { user, conversation } => {
                     self.prefs.remove(&(user, conversation));
                 }
-                Change::AckOutbox { .. } | Change::SetLogicVersion { .. } => {}
+                Change::AckOutbox { .. } | Change::SetLogicVersion { .. } | Change::SetHooksCursor { .. } => {}
             }
         }
     }

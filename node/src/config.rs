@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::DEFAULT_TOKEN_TTL_SECONDS;
 
+mod hooks;
+pub use hooks::{BeforeMode, CallbacksConfig, PreviewMode, PushConfig, MAX_HOOK_TIMEOUT_MS};
+
 /// Shortest accepted auth secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Most shards a region may have.
@@ -95,6 +98,10 @@ pub struct NodeConfig {
     /// third of the cores (at least one), which on a 2-core machine made sends 40–50 % faster
     /// at 64–256 clients than three runtimes of two threads each competing for the cores.
     pub worker_threads: Option<usize>,
+    /// The app's callbacks (`[callbacks]`, DLV-04); none by default.
+    pub callbacks: CallbacksConfig,
+    /// Offline push (`[push]`, DLV-03); none by default.
+    pub push: PushConfig,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +131,8 @@ impl Default for NodeConfig {
             topology: None,
             regions: None,
             worker_threads: None,
+            callbacks: CallbacksConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -522,6 +531,8 @@ impl NodeConfig {
         self.validate_link(&mut p);
         self.limits.validate(&mut p);
         self.raft.validate(&mut p);
+        self.callbacks.validate(&mut p);
+        self.push.validate(&mut p);
         if p.0.is_empty() {
             Ok(())
         } else {

@@ -239,6 +239,8 @@ fn node_config(
         worker_threads: Some(
             std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(NODES as usize).max(1),
         ),
+        callbacks: Default::default(),
+        push: Default::default(),
     };
     config.validate().with_context(|| format!("generate the config of node-{n}"))?;
     Ok(config)

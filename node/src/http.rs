@@ -81,6 +81,17 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_link_calls_refused_total {}", node.door.link_calls_refused.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_proposals_refused_total counter");
     let _ = writeln!(out, "meridian_proposals_refused_total {}", node.door.proposals_refused.load(Ordering::Relaxed));
+    let hooks = &crate::hooks::METRICS;
+    for (name, value) in [
+        ("meridian_callbacks_sent_total", &hooks.callbacks_sent),
+        ("meridian_callbacks_failed_total", &hooks.callbacks_failed),
+        ("meridian_callbacks_rejected_total", &hooks.callbacks_rejected),
+        ("meridian_pushes_sent_total", &hooks.pushes_sent),
+        ("meridian_webhook_dropped_total", &hooks.dropped),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
     let _ = writeln!(out, "# TYPE meridian_shard_applied_index gauge");
     for s in node.status(false) {
         let _ = writeln!(out, "meridian_shard_applied_index{{shard=\"{}\"}} {}", s.shard, s.applied_index);

@@ -22,6 +22,7 @@ pub mod config;
 pub mod delivery;
 pub mod dev;
 pub mod geo;
+pub mod hooks;
 pub mod http;
 pub mod link;
 pub mod region_calls;

@@ -62,7 +62,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         snapshot_dir: config.data_dir.join("snapshots"),
         likes: Default::default(),
         delivery: crate::delivery::Hub::start(node.clone()),
+        hooks: Arc::new(crate::hooks::Hooks::new(&config)),
     };
+    crate::hooks::sender::start(ctx.hooks.clone(), node.clone(), ctx.delivery.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 

@@ -83,6 +83,10 @@ pub const JOINED_GROUPS_LIMIT: &str = "JOINED_GROUPS_LIMIT";
 pub const USER_DELETED: &str = "USER_DELETED";
 /// A Subscribe token that does not decode: subscribe without one (a full catch-up).
 pub const SYNC_TOKEN_INVALID: &str = "SYNC_TOKEN_INVALID";
+/// The app's before-callback (DLV-04) refused the request; the message carries its reason.
+pub const CALLBACK_REJECTED: &str = "CALLBACK_REJECTED";
+/// A fail-closed before-callback did not answer in time or answered nonsense: nothing was done.
+pub const CALLBACK_FAILED: &str = "CALLBACK_FAILED";
 pub const BLOCKLIST_LIMIT: &str = "BLOCKLIST_LIMIT";
 pub const PROFILE_FIELD_INVALID: &str = "PROFILE_FIELD_INVALID";
 pub const GROUP_NOT_FOUND: &str = "GROUP_NOT_FOUND";
@@ -165,6 +169,8 @@ pub const ALL: &[&str] = &[
     JOINED_GROUPS_LIMIT,
     USER_DELETED,
     SYNC_TOKEN_INVALID,
+    CALLBACK_REJECTED,
+    CALLBACK_FAILED,
     BLOCKLIST_LIMIT,
     PROFILE_FIELD_INVALID,
     GROUP_NOT_FOUND,

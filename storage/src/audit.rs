@@ -237,6 +237,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         Command::SendGroupMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendGroupMessage command")],
         Command::AckEffects { .. }
         | Command::SetLogicVersion { .. }
+        | Command::HooksSent { .. }
         | Command::ClaimId { .. }
         | Command::CreateGroup { .. }
         | Command::AddGroupMembers { .. }

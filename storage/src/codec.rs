@@ -360,6 +360,11 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             to: to.to_string(),
         }),
         Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
+        Command::HooksSent { up_to } => Kind::HooksSent(pb::HooksSent {
+            log_index: up_to.log_index,
+            command: up_to.command,
+            event: u32::from(up_to.event),
+        }),
     };
     pb::Command { kind: Some(kind) }
 }
@@ -573,6 +578,14 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             to: user_id(W, &t.to)?,
         },
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
+        Kind::HooksSent(h) => Command::HooksSent {
+            up_to: EventOffset {
+                log_index: h.log_index,
+                command: h.command,
+                event: u16::try_from(h.event)
+                    .map_err(|_| StorageError::corrupt(W, format!("event position {} is out of range", h.event)))?,
+            },
+        },
     })
 }
 

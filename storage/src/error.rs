@@ -54,6 +54,7 @@ versioned!(
     pb::ConversationRef,
     pb::DedupRecord,
     pb::EffectWatermark,
+    pb::HooksCursorRecord,
     pb::DirectoryClaimRecord,
     pb::GroupRecord,
     pb::GroupMemberRecord,

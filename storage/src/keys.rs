@@ -123,6 +123,7 @@ pub const PROJ_CONVERSATION_PREFS: u8 = b'P';
 pub const PROJ_HISTORY_VIEW: u8 = b'v';
 pub const PROJ_TOPIC: u8 = b'y';
 pub const PROJ_TOPIC_CURSOR: u8 = b'Y';
+pub const PROJ_HOOKS_CURSOR: u8 = b'h';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -166,6 +167,13 @@ pub fn outbox_acked(shard: ShardId, target: ShardId) -> Vec<u8> {
     let mut k = with_shard(shard, 5);
     k.push(PROJ_OUTBOX_ACKED);
     k.extend_from_slice(&target.0.to_be_bytes());
+    k
+}
+
+/// Where the shard's webhooks resume.
+pub fn hooks_cursor(shard: ShardId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1);
+    k.push(PROJ_HOOKS_CURSOR);
     k
 }
 

@@ -407,6 +407,18 @@ impl ShardStore {
             .transpose()
     }
 
+    /// Where the shard's webhooks resume: the first event not yet sent (the log's start
+    /// when none was).
+    pub fn hooks_cursor(&self) -> Result<EventOffset, StorageError> {
+        let r: Option<pb::HooksCursorRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::hooks_cursor(self.shard), "webhook cursor")?;
+        Ok(r.map_or(EventOffset { log_index: 1, command: 0, event: 0 }, |c| EventOffset {
+            log_index: c.log_index,
+            command: c.command,
+            event: u16::try_from(c.event).unwrap_or(u16::MAX),
+        }))
+    }
+
     /// Every effect for `target` below the returned id has been acknowledged (and deleted).
     pub fn outbox_acked_below(&self, target: ShardId) -> Result<EffectId, StorageError> {
         let mark: Option<pb::EffectWatermark> =
@@ -736,7 +748,8 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
         Change::Emit { .. }
         | Change::SetWatermark { .. }
         | Change::AckOutbox { .. }
-        | Change::SetLogicVersion { .. } => return None,
+        | Change::SetLogicVersion { .. }
+        | Change::SetHooksCursor { .. } => return None,
     })
 }
 
@@ -921,6 +934,17 @@ impl ApplyTxn<'_> {
                 };
                 self.put(keys::CF_OUTBOX, key, codec::effect_to_pb(&effect).encode_to_vec())
             }
+            Change::SetHooksCursor { up_to } => self.put(
+                keys::CF_PROJECTIONS,
+                keys::hooks_cursor(shard),
+                pb::HooksCursorRecord {
+                    version: codec::RECORD_VERSION,
+                    log_index: up_to.log_index,
+                    command: up_to.command,
+                    event: u32::from(up_to.event),
+                }
+                .encode_to_vec(),
+            ),
             Change::SetLogicVersion { version } => {
                 if version > self.store.max_logic_version {
                     return Err(StorageError::Halted(format!(

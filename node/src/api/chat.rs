@@ -112,6 +112,15 @@ impl ChatService {
             self.ctx.require_user(&peer).await?;
         }
         let friends_only = self.friends_only(&peer, recipient_home.is_none())?;
+        let elements = self
+            .ctx
+            .hooks
+            .before_send(
+                serde_json::json!({"from": me.as_str(), "to": peer.as_str(), "conversation_id": conversation.as_str()}),
+                elements,
+            )
+            .await?;
+        validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
         let shard = self.ctx.topology.conversation_shard(&conversation);
         let command = Command::SendMessage {
             sender: me,

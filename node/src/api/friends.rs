@@ -65,6 +65,13 @@ impl ChatService {
             }
         }
         let body = req.into_inner();
+        self.ctx
+            .hooks
+            .before(
+                crate::hooks::Before::AddFriend,
+                serde_json::json!({"user": me.as_str(), "friend": target.as_str(), "message": body.message}),
+            )
+            .await?;
         let command = Command::AddFriend {
             user: me,
             target: target.clone(),

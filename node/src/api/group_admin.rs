@@ -69,6 +69,13 @@ impl ChatService {
         }
         let homes = self.member_homes([&me]).await?;
         self.require_room_for_a_group([&me], &group)?;
+        self.ctx
+            .hooks
+            .before(
+                crate::hooks::Before::JoinGroup,
+                serde_json::json!({"group_id": group.as_str(), "by": me.as_str(), "users": [me.as_str()], "message": body.message}),
+            )
+            .await?;
         let command = Command::ApplyToJoinGroup { user: me, group: group.clone(), message: body.message, homes };
         match self.propose_one(self.shard_of(&group), command).await? {
             Reply::GroupApplication { group, pending, member_count } => {

@@ -26,6 +26,7 @@ use tonic::Request;
 use super::chat::{ChatService, Homed};
 use super::error::ApiError;
 use super::wire::{element_from_wire, message_to_wire};
+use crate::hooks::Before;
 
 /// Members a `GetGroup` page lists when the request gives no limit, and at most.
 const DEFAULT_MEMBER_PAGE: u32 = 100;
@@ -167,6 +168,16 @@ impl ChatService {
         if kind.keeps_members() {
             self.require_room_for_a_group(std::iter::once(&me).chain(&members), &group)?;
         }
+        self.ctx
+            .hooks
+            .before(
+                Before::CreateGroup,
+                serde_json::json!({
+                    "group_id": group.as_str(), "kind": format!("{kind:?}"), "owner": me.as_str(),
+                    "name": body.name, "members": members.iter().map(UserId::as_str).collect::<Vec<_>>(),
+                }),
+            )
+            .await?;
         // The id is claimed in the directory first, so that no other region creates it too.
         if let Some(geo) = &self.ctx.geo {
             let here = self.ctx.topology.region();
@@ -210,6 +221,16 @@ impl ChatService {
         let users = body.users.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
         let homes = self.member_homes(&users).await?;
         self.require_room_for_a_group(&users, &group)?;
+        self.ctx
+            .hooks
+            .before(
+                Before::JoinGroup,
+                serde_json::json!({
+                    "group_id": group.as_str(), "by": me.as_str(),
+                    "users": users.iter().map(UserId::as_str).collect::<Vec<_>>(),
+                }),
+            )
+            .await?;
         let command = Command::AddGroupMembers { actor: me, group: group.clone(), users, hidden: body.hidden, homes };
         changed(self.propose_one(self.shard_of(&group), command).await?)
     }
@@ -385,6 +406,15 @@ impl ChatService {
             RequestId::parse(&body.request_id)?
         };
         let mentions = body.mentions.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        let elements = self
+            .ctx
+            .hooks
+            .before_send(
+                serde_json::json!({"from": me.as_str(), "group_id": group.as_str(), "topic": body.topic}),
+                elements,
+            )
+            .await?;
+        validate_body(&elements, encoded_body_len(&elements), self.ctx.limits.max_message_bytes)?;
         let command = if body.topic.is_empty() {
             Command::SendGroupMessage {
                 sender: me,

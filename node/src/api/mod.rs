@@ -42,6 +42,8 @@ pub struct Context {
     pub likes: Arc<likes::LikeGatherer>,
     /// The live streams this node serves (DLV-01/02).
     pub delivery: Arc<crate::delivery::Hub>,
+    /// The app's webhooks: before-callbacks here, the rest from the log (DLV-03/04).
+    pub hooks: Arc<crate::hooks::Hooks>,
 }
 
 pub(crate) fn now_unix() -> i64 {

@@ -104,6 +104,12 @@ fn docs_describe_every_key_and_their_example_parses() {
             ca: "ca.crt".into(),
             require_client_cert: true,
         }),
+        callbacks: CallbacksConfig {
+            url: Some("http://127.0.0.1:8080/cb".into()),
+            secret: Some("s".into()),
+            ..CallbacksConfig::default()
+        },
+        push: PushConfig { url: Some("http://127.0.0.1:8080/push".into()), ..PushConfig::default() },
         ..valid()
     };
     let text = full.to_toml().expect("serializes");
@@ -349,4 +355,31 @@ fn a_topology_that_breaks_its_policy_or_does_not_name_the_node_is_refused() {
     assert!(err.contains("leave [[peers]] out"), "{err}");
     let err = load(topology, &node.replace("127.0.0.1:7121", "127.0.0.1:7999")).expect_err("wrong address");
     assert!(err.contains("the topology file says 127.0.0.1:7121"), "{err}");
+}
+
+#[test]
+fn webhooks_need_a_plain_http_url_when_switched_on() {
+    let fields = |c: NodeConfig| -> Vec<String> {
+        c.validate().err().map(|e| e.problems.into_iter().map(|p| p.field).collect()).unwrap_or_default()
+    };
+    let on_without_url =
+        NodeConfig { callbacks: CallbacksConfig { after_send: true, ..CallbacksConfig::default() }, ..valid() };
+    assert_eq!(fields(on_without_url), ["callbacks.url"]);
+    let https = NodeConfig {
+        push: PushConfig { url: Some("https://push.example/x".into()), batch: 0, ..PushConfig::default() },
+        ..valid()
+    };
+    assert_eq!(fields(https), ["push.url", "push.batch"]);
+    let ok = NodeConfig {
+        callbacks: CallbacksConfig {
+            url: Some("http://hooks.internal:8080/im".into()),
+            before_send: BeforeMode::FailClosed,
+            ..CallbacksConfig::default()
+        },
+        ..valid()
+    };
+    assert_eq!(fields(ok), Vec::<String>::new());
+    let text = "[callbacks]\nurl = \"http://h/x\"\nbefore-send = \"fail-closed\"\n[push]\npreview = \"hidden\"\n";
+    let parsed: NodeConfig = toml::from_str(text).expect("parses");
+    assert_eq!((parsed.callbacks.before_send, parsed.push.preview), (BeforeMode::FailClosed, PreviewMode::Hidden));
 }

@@ -51,6 +51,9 @@ pub struct Tuning {
     pub c2c_friends_only: bool,
     /// `limits.max-joined-groups` (0: the default).
     pub max_joined_groups: u64,
+    /// `[callbacks]` and `[push]`: the app's webhooks.
+    pub callbacks: meridian_node::config::CallbacksConfig,
+    pub push: meridian_node::config::PushConfig,
 }
 
 impl Default for Tuning {
@@ -65,6 +68,8 @@ impl Default for Tuning {
             held_back: None,
             c2c_friends_only: false,
             max_joined_groups: 0,
+            callbacks: Default::default(),
+            push: Default::default(),
         }
     }
 }
@@ -175,6 +180,8 @@ impl Cluster {
                     max_in_snapshot_log_to_keep: tuning.max_in_snapshot_log_to_keep,
                     ..RaftTuning::default()
                 },
+                callbacks: tuning.callbacks.clone(),
+                push: tuning.push.clone(),
                 ..NodeConfig::default()
             };
             config.validate().expect("the harness writes valid node configs");
