@@ -1,6 +1,7 @@
 //! A campaign: start a region, run the workload through a seeded fault schedule, heal,
 //! let it settle, read everything back from every replica, and judge the history.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use meridian_client::Client;
 
 use crate::checker::{check, Report};
 use crate::cluster::{is_root, ChaosCluster, ClusterOptions};
+use crate::devices::Devices;
 use crate::faults::{self, FaultKind};
 use crate::firewall::Firewall;
 use crate::history::{
@@ -70,6 +72,9 @@ impl CampaignResult {
         let _ = writeln!(s, "{:<28}{:>10}", "group/friend/block ops", r.socials);
         let _ = writeln!(s, "{:<28}{:>10}", "member/friend lists recounted", r.social_lists_checked);
         let _ = writeln!(s, "{:<28}{:>10}", "sends judged in log order", r.sends_judged_in_log);
+        let _ = writeln!(s, "{:<28}{:>10}", "device streams judged", r.deliveries_checked);
+        let _ = writeln!(s, "{:<28}{:>10}", "messages delivered live", r.messages_delivered);
+        let _ = writeln!(s, "{:<28}{:>10}", "undelivered", r.count(crate::ViolationKind::Undelivered));
         let _ = writeln!(s, "{:<28}{:>10}", "shard hashes compared", r.hashes_compared);
         let _ = writeln!(s, "{:<28}{:>10}", "projection replays checked", r.projections_verified);
         let _ = writeln!(s, "recovery after each fault:");
@@ -127,6 +132,12 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
     workload.create_users(&admin).await.context("create the workload's users")?;
     workload.create_groups(&admin).await.context("create the workload's groups")?;
     let history = Arc::new(HistoryWriter::create(dir.join("history.jsonl"))?);
+    let device_users = workload.device_users();
+    let mut device_clients = vec![];
+    for (i, user) in device_users.iter().enumerate() {
+        device_clients.push((user.clone(), cluster.device_client(i, user)?));
+    }
+    let devices = Devices::start(device_clients).await.context("subscribe the devices")?;
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let t0 = Instant::now();
@@ -182,6 +193,7 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
     cluster.wait_for_leaders(Duration::from_secs(60)).await?;
     settle(&mut cluster).await?;
     final_reads(&mut cluster, &workload, &history).await?;
+    deliveries(devices, &workload, &history, dir.join("history.jsonl")).await?;
     let elections = terms(&mut cluster).await.iter().zip(&terms_before).map(|(a, b)| a.saturating_sub(*b)).sum();
     drop(history);
 
@@ -194,6 +206,30 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(CampaignResult { seed: opts.seed, report, faults: fault_log, skipped, elections, dir, kept, network })
+}
+
+/// Stops the devices once they have every one-to-one message the final reads found (or a
+/// minute has passed) and records what each received.
+async fn deliveries(devices: Devices, w: &Workload, history: &HistoryWriter, path: PathBuf) -> anyhow::Result<()> {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for record in read_history(path)? {
+        if let Record::Final(f) = record {
+            let last = f.messages.iter().map(|m| m.seq).max().unwrap_or(0);
+            let slot = expected.entry(f.conversation).or_default();
+            *slot = (*slot).max(last);
+        }
+    }
+    let conversations_of = |user: &str| -> Vec<String> {
+        w.pairs
+            .iter()
+            .filter(|(a, b)| a == user || b == user)
+            .map(|(a, b)| crate::workload::conversation_id(a, b))
+            .collect()
+    };
+    for record in devices.finish(&expected, conversations_of, Duration::from_secs(60)).await {
+        history.append(&Record::Delivered(record))?;
+    }
+    Ok(())
 }
 
 /// Per shard, the highest term any node reports.

@@ -20,6 +20,10 @@
 //!   non-member or a muted member, and no one-to-one message from a sender the recipient had
 //!   blocked, judged in log order. (Group streams are judged by rules 1, 2 and 5 like
 //!   one-to-one conversations: their sends, final histories and list rows.)
+//! - `delivery.rs` — DLV-01/02: every subscribed device received each message of a
+//!   conversation at most once and in seq order, each the final history's message at its
+//!   seq; and every message of its user's one-to-one conversations (so every acknowledged
+//!   send reached every device of both members exactly once, across faults).
 //! - `projections.rs` — invariant 4: every node's projections of every shard equal a replay
 //!   of the shard's event log (`Admin/VerifyProjections`, run by each node after healing).
 //!
@@ -28,6 +32,7 @@
 //! with a typed error says only that *that* attempt was not applied; a request is "rejected"
 //! only when every attempt was.
 
+mod delivery;
 mod finals;
 mod hashes;
 mod lists;
@@ -44,8 +49,9 @@ pub use report::Report;
 pub use violation::{Note, NoteKind, OpKind, OpRef, Violation, ViolationKind};
 
 use crate::history::{
-    FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord, LogEventRecord, MarkReadRecord,
-    Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord, ShardHashRecord, SocialRecord,
+    DeliveredRecord, FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord, LogEventRecord,
+    MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord, ShardHashRecord,
+    SocialRecord,
 };
 
 /// Judges a history. Never fails: whatever cannot be judged is a violation (e.g. an
@@ -62,6 +68,7 @@ pub fn check(records: &[Record]) -> Report {
     hashes::check(&history, &mut report);
     projections::check(&history, &mut report);
     social::check(&history, &mut report);
+    delivery::check(&history, &finals, &mut report);
     report
 }
 
@@ -81,6 +88,7 @@ struct History<'a> {
     members: Vec<&'a FinalMembersRecord>,
     friends: Vec<&'a FinalFriendsRecord>,
     events: Vec<&'a LogEventRecord>,
+    delivered: Vec<&'a DeliveredRecord>,
     faults: u64,
     heals: u64,
     slowest_recovery_ms: Option<u64>,
@@ -108,6 +116,7 @@ impl<'a> History<'a> {
             members: Vec::new(),
             friends: Vec::new(),
             events: Vec::new(),
+            delivered: Vec::new(),
             faults: 0,
             heals: 0,
             slowest_recovery_ms: None,
@@ -138,6 +147,7 @@ impl<'a> History<'a> {
                 Record::FinalMembers(members) => history.members.push(members),
                 Record::FinalFriends(friends) => history.friends.push(friends),
                 Record::LogEvent(event) => history.events.push(event),
+                Record::Delivered(delivered) => history.delivered.push(delivered),
                 Record::Fault(_) => history.faults += 1,
                 Record::Healed(healed) => {
                     history.heals += 1;

@@ -272,6 +272,18 @@ impl ChaosCluster {
         Ok(Client::with_config(config)?)
     }
 
+    /// A device's client acting as `user`: every node, node `first` tried first, with a
+    /// retry budget that outlasts a fault (its stream resubscribes within it).
+    pub fn device_client(&self, first: usize, user: &str) -> anyhow::Result<Client> {
+        let mut endpoints: Vec<String> = self.nodes.iter().map(|n| n.client_addr.clone()).collect();
+        let n = endpoints.len().max(1);
+        endpoints.rotate_left(first % n);
+        let mut config = ClientConfig::new(endpoints, self.admin_token.clone()).with_act_as(user);
+        config.request_timeout = Duration::from_secs(3);
+        config.retry_budget = Duration::from_secs(30);
+        Ok(Client::with_config(config)?)
+    }
+
     /// An admin client that talks to node `i` only, without retries.
     pub fn admin_at(&self, i: usize) -> anyhow::Result<Client> {
         let mut config = ClientConfig::new([self.nodes[i].client_addr.clone()], self.admin_token.clone());

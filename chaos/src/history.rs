@@ -45,6 +45,8 @@ pub enum Record {
     FinalFriends(FinalFriendsRecord),
     /// One event of a shard's event log (those the social rules judge), read after healing.
     LogEvent(LogEventRecord),
+    /// What one subscribed device received of one conversation, after healing.
+    Delivered(DeliveredRecord),
     /// A fault was injected.
     Fault(FaultRecord),
     /// A fault was healed.
@@ -222,6 +224,23 @@ pub struct ProjectionsRecord {
     pub equal: bool,
     /// The first differing key and how it differs (empty when equal).
     pub difference: String,
+}
+
+/// A `Delivered` line: the messages one device's live stream (with the history reads its
+/// `fetch` hints asked for) handed it for one conversation, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredRecord {
+    /// The device (`d3`); one user may have several.
+    pub device: String,
+    pub user: String,
+    pub conversation: String,
+    /// (seq, message id), in the order they arrived.
+    pub messages: Vec<(u64, String)>,
+    /// Streams the device opened (1 + reconnects), over its whole run.
+    pub connects: u64,
+    /// Whether the device saw, before it stopped, every seq the node it asked last reported
+    /// for its one-to-one conversations (false: it gave up waiting).
+    pub caught_up: bool,
 }
 
 /// A `Fault` line.

@@ -29,6 +29,7 @@
 pub mod campaign;
 pub mod checker;
 pub mod cluster;
+pub mod devices;
 pub mod faults;
 pub mod firewall;
 pub mod history;
@@ -38,7 +39,7 @@ pub mod workload;
 
 pub use checker::{check, Note, NoteKind, OpKind, OpRef, Report, Violation, ViolationKind};
 pub use history::{
-    read_history, ConvRow, FaultRecord, FinalConversationsRecord, FinalFriendsRecord, FinalMembersRecord, FinalRecord,
-    HealedRecord, HistoryError, HistoryWriter, LogEventRecord, MarkReadRecord, Outcome, ProjectionsRecord, ReadMessage,
-    ReadRecord, Record, SendRecord, ShardHashRecord, SocialRecord,
+    read_history, ConvRow, DeliveredRecord, FaultRecord, FinalConversationsRecord, FinalFriendsRecord,
+    FinalMembersRecord, FinalRecord, HealedRecord, HistoryError, HistoryWriter, LogEventRecord, MarkReadRecord,
+    Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, SendRecord, ShardHashRecord, SocialRecord,
 };

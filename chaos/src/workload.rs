@@ -100,6 +100,25 @@ impl Workload {
         Self { users, pairs, clients, seed, groups }
     }
 
+    /// The users who hold subscribed devices: both members of the first four conversations,
+    /// and a second device for the groups' owner and for the first conversation's first
+    /// member (several devices of one user).
+    pub fn device_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = vec![];
+        for (a, b) in self.pairs.iter().take(4) {
+            for u in [a, b] {
+                if !users.contains(u) {
+                    users.push(u.clone());
+                }
+            }
+        }
+        users.push(self.owner().to_owned());
+        if let Some((a, _)) = self.pairs.first() {
+            users.push(a.clone());
+        }
+        users
+    }
+
     /// The owner of every group.
     pub fn owner(&self) -> &str {
         &self.users[0]

@@ -10,7 +10,7 @@ use meridian_chaos::{
     MarkReadRecord, NoteKind, OpKind, Outcome, ProjectionsRecord, ReadMessage, ReadRecord, Record, Report, SendRecord,
     ShardHashRecord, Violation, ViolationKind,
 };
-use meridian_chaos::{FinalFriendsRecord, FinalMembersRecord, LogEventRecord};
+use meridian_chaos::{DeliveredRecord, FinalFriendsRecord, FinalMembersRecord, LogEventRecord};
 
 const AB: &str = "c2c:alice:bob";
 const ALL_NODES: [u32; 3] = [1, 2, 3];
@@ -121,6 +121,17 @@ impl Story {
 
     fn hash(&mut self, node: u32, shard: u32, index: u64, hash: &str) {
         self.records.push(Record::ShardHash(ShardHashRecord { node, shard, index, hash: hash.into() }));
+    }
+
+    fn delivered(&mut self, device: &str, user: &str, conversation: &str, messages: &[(u64, &str)]) {
+        self.records.push(Record::Delivered(DeliveredRecord {
+            device: device.into(),
+            user: user.into(),
+            conversation: conversation.into(),
+            messages: messages.iter().map(|(seq, id)| (*seq, format!("m-{id}"))).collect(),
+            connects: 2,
+            caught_up: true,
+        }));
     }
 
     fn check(&self) -> Report {
@@ -823,4 +834,51 @@ fn friend_lists_equal_a_recount_of_the_event_log() {
     let report = check(&wrong);
     let v = only_violation(&report, ViolationKind::FriendListMismatch);
     assert_eq!((v.user.as_deref(), v.nodes.clone()), (Some("ann"), vec![3]));
+}
+
+/// Both acknowledged sends in every final history: the delivery rules judge what devices got.
+fn two_sends_delivered() -> Story {
+    let mut story = two_acknowledged_sends();
+    story.final_on(&ALL_NODES, AB, &[msg(1, "r1", "alice"), msg(2, "r2", "alice")]);
+    story
+}
+
+#[test]
+fn devices_that_got_every_message_once_in_order_are_clean() {
+    let mut story = two_sends_delivered();
+    story.delivered("d0", "alice", AB, &[(1, "r1"), (2, "r2")]);
+    story.delivered("d1", "bob", AB, &[(1, "r1"), (2, "r2")]);
+    let report = story.check();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    assert_eq!((report.deliveries_checked, report.messages_delivered), (2, 4));
+}
+
+#[test]
+fn a_device_that_missed_an_acknowledged_message_is_undelivered() {
+    let mut story = two_sends_delivered();
+    story.delivered("d0", "alice", AB, &[(1, "r1"), (2, "r2")]);
+    story.delivered("d1", "bob", AB, &[(1, "r1")]);
+    let report = story.check();
+    let v = only_violation(&report, ViolationKind::Undelivered);
+    assert_eq!((v.user.as_deref(), v.seqs.as_slice()), (Some("bob"), &[2][..]), "{v}");
+}
+
+#[test]
+fn a_message_delivered_twice_or_out_of_order_is_reported() {
+    let mut story = two_sends_delivered();
+    story.delivered("d1", "bob", AB, &[(1, "r1"), (2, "r2"), (2, "r2")]);
+    let v = only_violation(&story.check(), ViolationKind::DeliveredTwice).clone();
+    assert_eq!(v.seqs, [2], "{v}");
+    let mut story = two_sends_delivered();
+    story.delivered("d1", "bob", AB, &[(2, "r2"), (1, "r1")]);
+    let v = only_violation(&story.check(), ViolationKind::DeliveredTwice).clone();
+    assert_eq!(v.seqs, [1], "{v}");
+}
+
+#[test]
+fn a_device_that_got_another_message_at_a_seq_is_delivered_wrong() {
+    let mut story = two_sends_delivered();
+    story.delivered("d1", "bob", AB, &[(1, "r1"), (2, "r9")]);
+    let v = only_violation(&story.check(), ViolationKind::DeliveredWrong).clone();
+    assert!(v.detail.contains("m-r9") && v.detail.contains("m-r2"), "{v}");
 }

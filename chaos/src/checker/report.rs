@@ -35,6 +35,10 @@ pub struct Report {
     pub social_lists_checked: u64,
     /// Messages judged against membership, mutes and blocks in log order.
     pub sends_judged_in_log: u64,
+    /// (device, conversation) streams judged by the delivery rules.
+    pub deliveries_checked: u64,
+    /// Messages those devices received.
+    pub messages_delivered: u64,
     /// Conversations with a final history.
     pub conversations: u64,
     /// Messages in the final histories (one replica's count per conversation).

@@ -58,6 +58,13 @@ pub enum ViolationKind {
     /// a muted member, or one-to-one from a user the recipient had blocked (judged in log
     /// order).
     IllegalSend,
+    /// A subscribed device did not receive a message of one of its one-to-one conversations
+    /// (every message of the final history must reach every device of both members).
+    Undelivered,
+    /// A device received a message of a conversation twice, or after a later one.
+    DeliveredTwice,
+    /// A device received, at a seq, another message than the final history has there.
+    DeliveredWrong,
     /// A record lacks what its outcome requires (an acknowledged send without its seq) or a
     /// read page is not sorted by seq: the harness, not the cluster, is at fault.
     Malformed,
@@ -65,7 +72,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// Every kind, in the order of the summary table.
-    pub const ALL: [ViolationKind; 21] = [
+    pub const ALL: [ViolationKind; 24] = [
         ViolationKind::Lost,
         ViolationKind::Duplicated,
         ViolationKind::Misplaced,
@@ -86,6 +93,9 @@ impl ViolationKind {
         ViolationKind::MemberListMismatch,
         ViolationKind::FriendListMismatch,
         ViolationKind::IllegalSend,
+        ViolationKind::Undelivered,
+        ViolationKind::DeliveredTwice,
+        ViolationKind::DeliveredWrong,
         ViolationKind::Malformed,
     ];
 
@@ -112,6 +122,9 @@ impl ViolationKind {
             ViolationKind::MemberListMismatch => "member_list_mismatch",
             ViolationKind::FriendListMismatch => "friend_list_mismatch",
             ViolationKind::IllegalSend => "illegal_send",
+            ViolationKind::Undelivered => "undelivered",
+            ViolationKind::DeliveredTwice => "delivered_twice",
+            ViolationKind::DeliveredWrong => "delivered_wrong",
             ViolationKind::Malformed => "malformed",
         }
     }
