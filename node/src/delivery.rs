@@ -15,8 +15,9 @@
 //! however the stream was fed — catch-up, live, or a catch-up again after the stream fell
 //! behind (its queue full: it is marked and catches up from its seqs, never silently skips).
 //!
-//! Conversations and groups homed in another region are covered by the catch-up (a `fetch`
-//! hint naming the region) but not yet live: their events are applied in their region.
+//! Conversations and groups homed in another region are applied there: a stream watches
+//! each such region of its user (`Link/Watch`, one per region), whose nodes serve the user's
+//! events there as they would a local stream's and send them back over the region link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +65,12 @@ pub enum Item {
     /// when the stream caught up).
     Listed {
         conversation: ConversationId,
+    },
+    /// A conversation or group homed in `region` entered the user's list: the stream watches
+    /// that region (`Link/Watch`) if it does not yet.
+    ListedAbroad {
+        conversation: ConversationId,
+        region: meridian_domain::RegionCode,
     },
     /// `user`, on the stream owner's friend list, came online or went offline.
     Presence {
@@ -311,6 +318,13 @@ impl Hub {
             Event::GroupListed { user, group, home: None, .. } => {
                 (vec![user.clone()], Item::Listed { conversation: ConversationId::group(group) })
             }
+            Event::ConversationJoined { user, conversation, home: Some(region), .. } => {
+                (vec![user.clone()], Item::ListedAbroad { conversation: conversation.clone(), region: region.clone() })
+            }
+            Event::GroupListed { user, group, home: Some(region), .. } => (
+                vec![user.clone()],
+                Item::ListedAbroad { conversation: ConversationId::group(group), region: region.clone() },
+            ),
             Event::ReadMarked { conversation, user, read_seq } => {
                 (vec![user.clone()], Item::Read { conversation: conversation.clone(), read_seq: *read_seq })
             }

@@ -315,6 +315,16 @@ impl Geo {
         Ok(response)
     }
 
+    /// Opens a watch of `user`'s live events in `region` (`Link/Watch`).
+    pub async fn watch(
+        &self,
+        region: &RegionCode,
+        request: wire::WatchRequest,
+    ) -> Result<tonic::Streaming<api::SubscribeEvent>, ApiError> {
+        let mut client = self.client(region)?;
+        self.call(region, LINK_CALL_TIMEOUT, client.watch(request)).await
+    }
+
     /// The heads of `conversations` (homed in `region`) as `user`'s list shows them.
     pub async fn heads(
         &self,

@@ -18,7 +18,7 @@ use meridian_proto::link::link_server::{Link, LinkServer};
 use meridian_proto::link::{
     AuditRequest, AuditResponse, ClaimRequest, ClaimResponse, DeliverEffectsRequest, DeliverEffectsResponse,
     ForwardRequest, ForwardResponse, HeadsRequest, HeadsResponse, HelloRequest, HelloResponse, LookupRequest,
-    LookupResponse,
+    LookupResponse, WatchRequest,
 };
 use meridian_raft::credential::{AttachCredential, ClusterCredential, DoorStats, RequireCredential};
 use meridian_regions::RegionsFile;
@@ -190,6 +190,12 @@ impl Link for LinkService {
         request: Request<DeliverEffectsRequest>,
     ) -> Result<Response<DeliverEffectsResponse>, Status> {
         Ok(Response::new(crate::region_calls::deliver_effects(&self.ctx, request.into_inner()).await?))
+    }
+
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<meridian_proto::api::SubscribeEvent, Status>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(crate::api::subscribe::watch(&self.ctx, request.into_inner())?))
     }
 
     async fn audit(&self, _request: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {

@@ -227,7 +227,10 @@ async fn a_link_over_tls_with_client_certificates_comes_up_and_refuses_plaintext
 /// keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_link_calls_are_refused_with_a_reason_and_change_nothing() {
-    use meridian_proto::link::{ClaimRequest, DeliverEffectsRequest, ForwardRequest, HeadsRequest, LookupRequest};
+    use meridian_proto::link::{
+        ClaimRequest, DeliverEffectsRequest, ForwardRequest, HeadsRequest, LookupRequest, WatchRequest,
+        WatchedConversation,
+    };
     let dir = tempfile::tempdir().unwrap();
     let ports = free_loopback_addrs(6);
     let (sg, kr) = ([ports[0], ports[1], ports[2]], [ports[3], ports[4], ports[5]]);
@@ -319,6 +322,26 @@ async fn malformed_link_calls_are_refused_with_a_reason_and_change_nothing() {
             "heads of a conversation id that is not one",
             link.heads(with_key(
                 HeadsRequest { user: "kim".into(), conversation_ids: vec!["not a conversation".into()] },
+                Some(right.clone()),
+            ))
+            .await
+            .map(|_| ()),
+            "CONVERSATION_ID_INVALID",
+        ),
+        (
+            "a watch of a user id that does not parse",
+            link.watch(with_key(WatchRequest { user: "no spaces".into(), known: vec![] }, Some(right.clone())))
+                .await
+                .map(|_| ()),
+            "USER_ID_INVALID",
+        ),
+        (
+            "a watch of a conversation id that does not parse",
+            link.watch(with_key(
+                WatchRequest {
+                    user: "amy".into(),
+                    known: vec![WatchedConversation { conversation_id: "c2c:x".into(), seq: 1 }],
+                },
                 Some(right.clone()),
             ))
             .await

@@ -54,6 +54,22 @@ fn cli(region: &DevRegion, endpoint: &str, args: &[&str]) -> (bool, String, Stri
     )
 }
 
+/// The next event of `kind` (of `conversation`, unless empty) on a stream, within 30 s.
+async fn next_of(
+    stream: &mut meridian_client::Subscription,
+    kind: &str,
+    conversation: &str,
+) -> meridian_client::api::SubscribeEvent {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, stream.next()).await.expect("in time").unwrap();
+        if event.r#type == kind && (conversation.is_empty() || event.conversation_id == conversation) {
+            return event;
+        }
+    }
+}
+
 fn reason(e: &ClientError) -> String {
     e.reason().unwrap_or_default().to_owned()
 }
@@ -275,6 +291,26 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     );
     let read = client(&dev, &kr, Some("kai")).mark_group_read("world", None).await.unwrap();
     assert_eq!((read.read_seq, read.unread), (4, 0));
+    // Live across regions: kai's stream at kr watches sg (Link/Watch), which homes the group:
+    // a new group message arrives live, and so do both ways of a new one-to-one conversation
+    // with gia, wherever it is homed.
+    let mut kai_stream = client(&dev, &kr, Some("kai")).subscribe(None).await.unwrap();
+    let hint = next_of(&mut kai_stream, "fetch", "grp:world").await;
+    assert_eq!((hint.fetch_from, hint.fetch_to, hint.home_region.as_str()), (1, 4, "sg"), "{hint:?}");
+    next_of(&mut kai_stream, "caught_up", "").await;
+    let live = client(&dev, &sg, Some("gia")).send_group_text("world", "gia live", None).await.unwrap();
+    let event = next_of(&mut kai_stream, "message", "grp:world").await;
+    assert_eq!(
+        (event.seq, event.message.map(|m| meridian_client::message_text(&m))),
+        (live.seq, Some("gia live".into()))
+    );
+    let first = client(&dev, &sg, Some("gia")).send_text("kai", "hello kai", None).await.unwrap();
+    let event = next_of(&mut kai_stream, "message", &first.conversation_id).await;
+    assert_eq!((event.seq, event.peer.as_str()), (1, "gia"), "{event:?}");
+    let reply = client(&dev, &kr, Some("kai")).send_text("gia", "hello gia", None).await.unwrap();
+    let event = next_of(&mut kai_stream, "message", &first.conversation_id).await;
+    assert_eq!(event.seq, reply.seq);
+    drop(kai_stream);
     // kit befriends gia across regions, then kit's account is deleted (asked in sg, done in
     // kr): gia's list in sg and the group in sg drop kit through the outbox lanes.
     client(&dev, &kr, Some("kit")).add_friend("gia", "", "").await.unwrap();

@@ -51,7 +51,7 @@ impl ChatService {
         let service = self.clone();
         let metadata = req.metadata().clone();
         tokio::spawn(async move {
-            let mut stream = Stream { service, me, known, metadata, tx };
+            let mut stream = Stream { service, me, known, metadata, tx, watch: false, abroad: Abroad::new() };
             match stream.run(registration).await {
                 Stop::Gone => {}
                 Stop::Failed(e) => {
@@ -60,6 +60,120 @@ impl ChatService {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Most conversations one `Link/Watch` names.
+const MAX_WATCHED: usize = 10_000;
+
+/// `Link/Watch` (called by the user's home region): the live events of `user` that this
+/// region applies, for the user's streams at home. The stream is registered in this node's
+/// hub under the user, so it gets what a local stream of theirs would: messages, recalls and
+/// signals of conversations and groups homed here.
+pub fn watch(
+    ctx: &crate::api::Context,
+    req: meridian_proto::link::WatchRequest,
+) -> Result<tokio_stream::wrappers::ReceiverStream<Result<api::SubscribeEvent, Status>>, ApiError> {
+    let me = UserId::parse(&req.user)?;
+    if req.known.len() > MAX_WATCHED {
+        return Err(Rejection::new(
+            Reason::PageLimitInvalid,
+            format!("a watch names at most {MAX_WATCHED} conversations, not {}", req.known.len()),
+        )
+        .into());
+    }
+    let mut known = Known::new();
+    for w in req.known {
+        // One not homed here has no head here: nothing is sent for it.
+        let conversation = ConversationId::parse(&w.conversation_id)?;
+        known.insert(conversation.to_string(), w.seq);
+    }
+    let registration = ctx.delivery.register(&me);
+    let (tx, rx) = mpsc::channel(OUTGOING);
+    let service = ChatService::new(ctx.clone());
+    tokio::spawn(async move {
+        let metadata = tonic::metadata::MetadataMap::new();
+        let mut stream = Stream { service, me, known, metadata, tx, watch: true, abroad: Abroad::new() };
+        if let Stop::Failed(e) = stream.run(registration).await {
+            let _ = stream.tx.send(Err(e.into())).await;
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A home stream's watches of the other regions that hold conversations or groups of its
+/// user (`Link/Watch`, one per region), and the events they bring.
+struct Abroad {
+    events: mpsc::Receiver<api::SubscribeEvent>,
+    sender: mpsc::Sender<api::SubscribeEvent>,
+    watching: std::collections::BTreeSet<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Abroad {
+    fn new() -> Abroad {
+        let (sender, events) = mpsc::channel(OUTGOING);
+        Abroad { events, sender, watching: Default::default(), tasks: vec![] }
+    }
+}
+
+impl Drop for Abroad {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps a watch of `user`'s events in `region` open, from the seqs in `known` on, handing
+/// each event to `sender`, until the home stream is gone; reopens it (with the seqs it has
+/// handed on) when the link breaks.
+async fn keep_watching(
+    geo: Arc<crate::geo::Geo>,
+    region: meridian_domain::RegionCode,
+    user: UserId,
+    mut known: Known,
+    sender: mpsc::Sender<api::SubscribeEvent>,
+) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let request = meridian_proto::link::WatchRequest {
+            user: user.to_string(),
+            known: known
+                .iter()
+                .map(|(c, s)| meridian_proto::link::WatchedConversation { conversation_id: c.clone(), seq: *s })
+                .collect(),
+        };
+        match geo.watch(&region, request).await {
+            Ok(mut events) => loop {
+                match events.message().await {
+                    Ok(Some(event)) => {
+                        backoff = std::time::Duration::from_millis(200);
+                        if event.r#type == "message" {
+                            let slot = known.entry(event.conversation_id.clone()).or_default();
+                            *slot = (*slot).max(event.seq);
+                        } else if event.r#type == "fetch" {
+                            let slot = known.entry(event.conversation_id.clone()).or_default();
+                            *slot = (*slot).max(event.fetch_to);
+                        }
+                        if sender.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%region, error = %status, "a watch of another region broke: reopening");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(%region, error = %e, "a watch of another region failed: retrying"),
+        }
+        if sender.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }
 
@@ -155,6 +269,11 @@ struct Stream {
     /// The subscribe request's metadata (its credentials), for the reads made on its behalf.
     metadata: tonic::metadata::MetadataMap,
     tx: Outgoing,
+    /// A `Link/Watch` stream: serves a user homed in another region, for the conversations
+    /// and groups homed here (its catch-up reads their heads here, not the user's list).
+    watch: bool,
+    /// Watches of the other regions that home conversations of the user (home streams).
+    abroad: Abroad,
 }
 
 impl Stream {
@@ -172,6 +291,11 @@ impl Stream {
         }
         loop {
             tokio::select! {
+                Some(event) = self.abroad.events.recv() => {
+                    if let Err(stop) = self.pass_on_abroad(event).await {
+                        return stop;
+                    }
+                }
                 item = registration.rx.recv() => match item {
                     Some(item) => {
                         if let Err(stop) = self.deliver(&item).await {
@@ -194,6 +318,62 @@ impl Stream {
         }
     }
 
+    /// An event a watch of another region brought: a message once, past what the device
+    /// has (the watch sends a conversation's messages in seq order from the seqs it was given).
+    async fn pass_on_abroad(&mut self, event: api::SubscribeEvent) -> Result<(), Stop> {
+        match event.r#type.as_str() {
+            "caught_up" => Ok(()),
+            "message" => {
+                let have = self.known.get(&event.conversation_id).copied().unwrap_or(0);
+                if event.seq <= have {
+                    return Ok(());
+                }
+                self.known.insert(event.conversation_id.clone(), event.seq);
+                self.emit(event).await
+            }
+            "fetch" => {
+                let have = self.known.get(&event.conversation_id).copied().unwrap_or(0);
+                if event.fetch_to <= have {
+                    return Ok(());
+                }
+                self.known.insert(event.conversation_id.clone(), event.fetch_to);
+                self.emit(event).await
+            }
+            _ => self.emit(event).await,
+        }
+    }
+
+    /// Opens a watch of `region` for the user's conversations homed there (home streams of
+    /// a deployment of several regions), unless one is open.
+    fn watch_abroad(&mut self, region: &str, conversations: &[String]) {
+        if self.watch || self.abroad.watching.contains(region) {
+            return;
+        }
+        let (Some(geo), Ok(code)) = (self.service.ctx.geo.clone(), meridian_domain::RegionCode::parse(region)) else {
+            return;
+        };
+        let known: Known = conversations.iter().map(|c| (c.clone(), self.known.get(c).copied().unwrap_or(0))).collect();
+        self.abroad.watching.insert(region.to_owned());
+        let task = tokio::spawn(keep_watching(geo, code, self.me.clone(), known, self.abroad.sender.clone()));
+        self.abroad.tasks.push(task);
+    }
+
+    /// The catch-up of a watch: the messages of its conversations past the seqs it was
+    /// given, from this node's replica.
+    async fn catch_up_watched(&mut self) -> Result<(), Stop> {
+        let conversations: Vec<String> = self.known.keys().cloned().collect();
+        for id in conversations {
+            let conversation = ConversationId::parse(&id).map_err(ApiError::from)?;
+            let store = self.service.ctx.node.store(self.service.ctx.topology.conversation_shard(&conversation));
+            let head = store.map_err(ApiError::from)?.conversation(&conversation).map_err(ApiError::from)?;
+            let (have, upto) = (self.known.get(&id).copied().unwrap_or(0), head.map_or(0, |h| h.last_seq.0));
+            if upto > have {
+                self.send_range(&conversation, have, upto).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn emit(&self, event: api::SubscribeEvent) -> Result<(), Stop> {
         self.tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
     }
@@ -201,7 +381,11 @@ impl Stream {
     /// Every conversation of the caller's list with messages past what the device has: those
     /// messages (at most [`CATCH_UP_MESSAGES`] a conversation, a `fetch` hint for older ones).
     async fn catch_up(&mut self) -> Result<(), Stop> {
+        if self.watch {
+            return self.catch_up_watched().await;
+        }
         let here = self.service.ctx.topology.region().to_string();
+        let mut abroad: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         let mut page_token = String::new();
         loop {
             let mut request = Request::new(api::ListConversationsRequest {
@@ -212,6 +396,9 @@ impl Stream {
             *request.metadata_mut() = self.metadata.clone();
             let (page, _) = self.service.conversations(request).await?;
             for row in page.conversations {
+                if !row.home_region.is_empty() && row.home_region != here {
+                    abroad.entry(row.home_region.clone()).or_default().push(row.conversation_id.clone());
+                }
                 let have = self.known.get(&row.conversation_id).copied().unwrap_or(0);
                 if row.home_unavailable || row.last_seq <= have {
                     continue;
@@ -227,10 +414,15 @@ impl Stream {
                 self.send_range(&conversation, have, row.last_seq).await?;
             }
             if page.next_page_token.is_empty() {
-                return Ok(());
+                break;
             }
             page_token = page.next_page_token;
         }
+        // Live from here on: what the other regions apply comes through their watches.
+        for (region, conversations) in abroad {
+            self.watch_abroad(&region, &conversations);
+        }
+        Ok(())
     }
 
     /// Sends messages `have+1..=upto` of a conversation homed here (a `fetch` hint for all
@@ -325,6 +517,9 @@ impl Stream {
                 if last_seq > have {
                     self.send_range(conversation, have, last_seq).await?;
                 }
+            }
+            Item::ListedAbroad { conversation, region } => {
+                self.watch_abroad(region.as_str(), std::slice::from_ref(&conversation.to_string()));
             }
             Item::Presence { user, online } => {
                 let event = api::SubscribeEvent {
