@@ -234,7 +234,8 @@ async fn follow_events(client: &Client, args: &EventsArgs) -> Result<Output, Cli
 /// `meridian subscribe`: the caller's live stream, one line per event (with `--json`, one
 /// JSON object per line), flushed as each arrives, until interrupted or `--limit` events.
 async fn subscribe(client: &Client, args: &SubscribeArgs) -> Result<Output, ClientError> {
-    let mut subscription = client.subscribe(args.token.as_deref()).await?;
+    let rooms: Vec<&str> = args.rooms.iter().map(String::as_str).collect();
+    let mut subscription = client.subscribe_in_rooms(args.token.as_deref(), &rooms).await?;
     let mut printed = 0usize;
     while args.limit.is_none_or(|limit| printed < limit) {
         let event = subscription.next().await?;

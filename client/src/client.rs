@@ -1424,18 +1424,29 @@ pub struct Subscription {
     index: usize,
     /// Streams opened so far (1 + reconnects).
     connects: u64,
+    /// The live rooms the stream listens to (asked again at every reconnect).
+    rooms: Vec<String>,
 }
 
 impl Client {
     /// Opens the caller's live stream, resuming from `token` (from [`Subscription::token`]
     /// of an earlier one on this device) when given.
     pub async fn subscribe(&self, token: Option<&str>) -> Result<Subscription, ClientError> {
+        self.subscribe_in_rooms(token, &[]).await
+    }
+
+    /// Opens the caller's live stream as [`Client::subscribe`] does, also listening to the
+    /// live rooms `rooms` (AVChatRoom groups, at most 10): their messages, recalls and like
+    /// totals from the room's newest message on, while the stream lasts. A live room keeps no
+    /// members; a device is in it while it listens.
+    pub async fn subscribe_in_rooms(&self, token: Option<&str>, rooms: &[&str]) -> Result<Subscription, ClientError> {
         let known = match token {
             Some(t) if !t.is_empty() => decode_sync_token(t)?,
             _ => Default::default(),
         };
         let index = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
-        let mut subscription = Subscription { client: self.clone(), known, stream: None, index, connects: 0 };
+        let rooms = rooms.iter().map(|r| (*r).to_owned()).collect();
+        let mut subscription = Subscription { client: self.clone(), known, stream: None, index, connects: 0, rooms };
         subscription.connect().await?;
         Ok(subscription)
     }
@@ -1553,7 +1564,8 @@ impl Subscription {
         let mut failed_in_a_row = 0;
         loop {
             let node = &client.nodes[self.index];
-            let request = crate::api::SubscribeRequest { sync_token: encode_sync_token(&self.known) };
+            let request =
+                crate::api::SubscribeRequest { sync_token: encode_sync_token(&self.known), rooms: self.rooms.clone() };
             let mut open = |channel, request| async move { ChatClient::new(channel).subscribe(request).await };
             let err = match client.attempt_on(node, request, &mut open, false).await {
                 Ok((stream, _)) => {

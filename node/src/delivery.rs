@@ -72,6 +72,11 @@ pub enum Item {
         conversation: ConversationId,
         region: meridian_domain::RegionCode,
     },
+    /// A group's like total changed (GRP-07).
+    Likes {
+        group: GroupId,
+        total: u64,
+    },
     /// `user`, on the stream owner's friend list, came online or went offline.
     Presence {
         user: UserId,
@@ -86,10 +91,23 @@ struct Slot {
     wake: Arc<Notify>,
 }
 
+impl Slot {
+    fn offer(&self, item: &Arc<Item>) {
+        if self.tx.try_send(item.clone()).is_err() {
+            // Full (or closing): the stream catches up from its seqs instead.
+            self.behind.store(true, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// The node's connected streams, by user, and the tailers that feed them.
 pub struct Hub {
     node: Arc<RaftNode>,
     streams: Mutex<HashMap<UserId, Vec<Slot>>>,
+    /// The streams in each live room, by (user, stream id): a live room keeps no members, so
+    /// its messages go to the streams that asked for it.
+    rooms: Mutex<HashMap<GroupId, Vec<(UserId, u64)>>>,
     next_id: AtomicU64,
 }
 
@@ -107,11 +125,36 @@ pub struct Registration {
     pub rx: mpsc::Receiver<Arc<Item>>,
     pub behind: Arc<AtomicBool>,
     pub wake: Arc<Notify>,
+    rooms: Vec<GroupId>,
+}
+
+impl Registration {
+    /// Puts the stream in `rooms` (live rooms) while it lasts.
+    pub fn enter_rooms(&mut self, rooms: Vec<GroupId>) {
+        if let Some(hub) = self.hub.upgrade() {
+            let mut map = hub.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            for room in &rooms {
+                map.entry(room.clone()).or_default().push((self.user.clone(), self.id));
+            }
+        }
+        self.rooms.extend(rooms);
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
+            if !self.rooms.is_empty() {
+                let mut map = hub.rooms.lock().unwrap_or_else(|p| p.into_inner());
+                for room in &self.rooms {
+                    if let Some(list) = map.get_mut(room) {
+                        list.retain(|(_, id)| *id != self.id);
+                        if list.is_empty() {
+                            map.remove(room);
+                        }
+                    }
+                }
+            }
             let mut streams = hub.lock();
             if let Some(slots) = streams.get_mut(&self.user) {
                 slots.retain(|s| s.id != self.id);
@@ -129,7 +172,12 @@ impl Hub {
     /// A hub for `node`, with a tailer on each of its shards, taking the signals the
     /// region's other nodes relay.
     pub fn start(node: Arc<RaftNode>) -> Arc<Hub> {
-        let hub = Arc::new(Hub { node: node.clone(), streams: Mutex::default(), next_id: AtomicU64::new(1) });
+        let hub = Arc::new(Hub {
+            node: node.clone(),
+            streams: Mutex::default(),
+            rooms: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        });
         node.set_signal_sink(Arc::new(SignalsTo(Arc::downgrade(&hub))));
         for shard in node.shards() {
             let metrics = shard.raft.metrics();
@@ -157,7 +205,7 @@ impl Hub {
         if first {
             self.announce(user.clone(), true);
         }
-        Registration { hub: Arc::downgrade(self), user: user.clone(), id, rx, behind, wake }
+        Registration { hub: Arc::downgrade(self), user: user.clone(), id, rx, behind, wake, rooms: vec![] }
     }
 
     /// How many streams are connected, and for how many users.
@@ -208,13 +256,25 @@ impl Hub {
         let streams = self.lock();
         for user in users {
             for slot in streams.get(user).into_iter().flatten() {
-                if slot.tx.try_send(item.clone()).is_err() {
-                    // Full (or closing): the stream catches up from its seqs instead.
-                    slot.behind.store(true, Ordering::Release);
-                    slot.wake.notify_one();
-                }
+                slot.offer(&item);
             }
         }
+    }
+
+    /// Hands `item` to the streams in live room `room`; false when there are none.
+    fn send_to_room(&self, room: &GroupId, item: Item) -> bool {
+        let listeners = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).get(room).cloned().unwrap_or_default();
+        if listeners.is_empty() {
+            return false;
+        }
+        let item = Arc::new(item);
+        let streams = self.lock();
+        for (user, id) in &listeners {
+            for slot in streams.get(user).into_iter().flatten().filter(|s| s.id == *id) {
+                slot.offer(&item);
+            }
+        }
+        true
     }
 
     /// Tells the region that `user`'s first stream on this node connected (`online`), or
@@ -298,19 +358,36 @@ impl Hub {
                     _ => ConversationId::group(group),
                 };
                 let users = self.connected_members(store, group)?;
-                if users.is_empty() {
+                let in_room = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).contains_key(group);
+                if users.is_empty() && !in_room {
                     return Ok(());
                 }
                 let Some(message) = store.message(&conversation, *seq)? else { return Ok(()) };
-                (users, Item::Message { conversation, message: message_to_wire(&message) })
+                let message = message_to_wire(&message);
+                if in_room {
+                    self.send_to_room(
+                        group,
+                        Item::Message { conversation: conversation.clone(), message: message.clone() },
+                    );
+                }
+                (users, Item::Message { conversation, message })
             }
             Event::MessageRecalled { conversation, seq, by, .. } => {
                 let users = match (conversation.c2c_members(), conversation.group_id()) {
                     (Some((a, b)), _) => vec![a, b],
-                    (None, Some(group)) => self.connected_members(store, &group)?,
+                    (None, Some(group)) => {
+                        let item = Item::Recalled { conversation: conversation.clone(), seq: *seq, by: by.clone() };
+                        self.send_to_room(&group, item);
+                        self.connected_members(store, &group)?
+                    }
                     (None, None) => return Ok(()),
                 };
                 (users, Item::Recalled { conversation: conversation.clone(), seq: *seq, by: by.clone() })
+            }
+            Event::GroupLiked { group, .. } => {
+                let total = store.group(group)?.map_or(0, |g| g.likes);
+                self.send_to_room(group, Item::Likes { group: group.clone(), total });
+                (self.connected_members(store, group)?, Item::Likes { group: group.clone(), total })
             }
             Event::ConversationJoined { user, conversation, home: None, .. } => {
                 (vec![user.clone()], Item::Listed { conversation: conversation.clone() })

@@ -179,6 +179,11 @@ async fn fifty_devices_get_every_message_once_in_order_across_a_node_kill() {
     cluster.wait_converged().await;
 }
 
+/// The next event of a stream, within 10 s.
+async fn next_on(s: &mut meridian_client::Subscription) -> meridian_client::api::SubscribeEvent {
+    tokio::time::timeout(Duration::from_secs(10), s.next()).await.unwrap().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn typing_signals_reach_the_other_members_live_devices_and_are_not_stored() {
     let cluster = Cluster::start(3, Tuning::default()).await;
@@ -221,6 +226,40 @@ async fn typing_signals_reach_the_other_members_live_devices_and_are_not_stored(
     assert!(room.is_empty(), "{room:?}");
     let refused = cluster.user("ann").signal("bob", "", "").await.unwrap_err();
     assert_eq!(refused.reason(), Some("ELEMENT_INVALID"));
+
+    // A live room keeps no members: a stream that listens to it gets its messages (from its
+    // newest on), recalls and like totals; one that does not gets none of them.
+    cluster.user("ann").create_group(Some("stage"), "avchatroom", "stage", &[]).await.unwrap();
+    cluster.user("ann").send_group_text("stage", "before anyone listens", None).await.unwrap();
+    let mut fan = device_client(&cluster, 2, "bob").subscribe_in_rooms(None, &["stage"]).await.unwrap();
+    let first = next_on(&mut fan).await;
+    assert!(first.r#type == "message" || first.r#type == "caught_up", "{first:?}");
+    let mut got = vec![];
+    for i in 2..=4 {
+        cluster.user_on(0, "ann").send_group_text("stage", &format!("live {i}"), None).await.unwrap();
+    }
+    cluster.user("cid").like_group("stage", 5).await.unwrap();
+    while got.len() < 4 {
+        let event = next_on(&mut fan).await;
+        match event.r#type.as_str() {
+            "message" if event.group_id == "stage" => {
+                got.push(format!("{} {}", event.seq, meridian_client::message_text(event.message.as_ref().unwrap())))
+            }
+            "likes" => got.push(format!("likes {}", event.likes)),
+            _ => {}
+        }
+    }
+    assert_eq!(got, ["2 live 2", "3 live 3", "4 live 4", "likes 5"]);
+    // cid's stream did not ask for the room: its next event is bob's message to it.
+    cluster.user("bob").send_text("cid", "only this", None).await.unwrap();
+    let next = next_on(&mut cid).await;
+    assert_eq!((next.r#type.as_str(), next.peer.as_str()), ("message", "bob"), "{next:?}");
+    // Only live rooms, and not for a user the room banned.
+    let not_live = device_client(&cluster, 0, "bob").subscribe_in_rooms(None, &["trio"]).await.unwrap_err();
+    assert_eq!(not_live.reason(), Some("PERMISSION_DENIED"), "{not_live}");
+    cluster.user("ann").ban_group_member("stage", "cid", 60).await.unwrap();
+    let banned = device_client(&cluster, 0, "cid").subscribe_in_rooms(None, &["stage"]).await.unwrap_err();
+    assert_eq!(banned.reason(), Some("MEMBER_BANNED"), "{banned}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -204,6 +204,13 @@ impl ShardStore {
             .transpose()
     }
 
+    /// Until when `user` is banned from `group`, if a ban was recorded.
+    pub fn group_ban(&self, group: &GroupId, user: &UserId) -> Result<Option<TimeMs>, StorageError> {
+        let r: Option<pb::GroupBanRecord> =
+            self.get(keys::CF_PROJECTIONS, &keys::group_ban(self.shard, group, user), "group ban")?;
+        Ok(r.map(|b| TimeMs(b.until_ms)))
+    }
+
     /// A page of a group's members in user id order, after `after` (exclusive), at most `limit`.
     pub fn group_members(
         &self,

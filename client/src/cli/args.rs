@@ -178,6 +178,10 @@ pub struct SubscribeArgs {
     /// Resume from this sync token (printed with `caught_up`); default: everything.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Also listen to this live room (AVChatRoom group) while the stream is open; repeat for
+    /// several (at most 10).
+    #[arg(long = "room", value_name = "GROUP")]
+    pub rooms: Vec<String>,
     /// One JSON object per line, flushed as each event arrives.
     #[arg(long)]
     pub json: bool,

@@ -203,6 +203,8 @@ pub fn subscribe_json(event: &crate::api::SubscribeEvent) -> Value {
         ("by", &event.by),
         ("home_region", &event.home_region),
         ("sync_token", &event.sync_token),
+        ("signal_kind", &event.signal_kind),
+        ("signal_payload", &event.signal_payload),
     ] {
         if !value.is_empty() {
             out.insert(key.into(), json!(value));
@@ -213,6 +215,7 @@ pub fn subscribe_json(event: &crate::api::SubscribeEvent) -> Value {
         ("read_seq", event.read_seq),
         ("fetch_from", event.fetch_from),
         ("fetch_to", event.fetch_to),
+        ("likes", event.likes),
     ] {
         if value != 0 {
             out.insert(key.into(), json!(value));
@@ -244,6 +247,9 @@ pub fn subscribe_line(event: &crate::api::SubscribeEvent) -> String {
         "read" => format!("{place} read up to #{}", event.read_seq),
         "fetch" => format!("{place} fetch #{}..#{}", event.fetch_from, event.fetch_to),
         "caught_up" => format!("caught up (token {})", event.sync_token),
+        "likes" => format!("{place} likes {}", event.likes),
+        "signal" => format!("{place} signal {} from {}: {}", event.signal_kind, event.by, event.signal_payload),
+        "presence" => format!("{} is {}", event.by, event.signal_kind),
         other => format!("{other} {place}"),
     }
 }

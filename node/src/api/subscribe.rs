@@ -43,10 +43,21 @@ impl ChatService {
             .into());
         }
         self.ctx.require_user(&me).await?;
-        let known = decode_token(&req.get_ref().sync_token)?;
+        let mut known = decode_token(&req.get_ref().sync_token)?;
+        let rooms = self.live_rooms(&me, &req.get_ref().rooms)?;
         // Registered before the catch-up reads anything: what is applied meanwhile is queued,
         // and the seqs kept per conversation drop what the catch-up already sent.
-        let registration = self.ctx.delivery.register(&me);
+        let mut registration = self.ctx.delivery.register(&me);
+        if !rooms.is_empty() {
+            registration.enter_rooms(rooms.iter().map(|(room, _)| room.clone()).collect());
+            // A room is followed from its newest message on (after the registration, so that
+            // nothing applied in between is missed).
+            for (room, _) in &rooms {
+                let stream = ConversationId::group(room);
+                let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&stream))?;
+                known.insert(stream.to_string(), store.conversation(&stream)?.map_or(0, |h| h.last_seq.0));
+            }
+        }
         let (tx, rx) = mpsc::channel(OUTGOING);
         let service = self.clone();
         let metadata = req.metadata().clone();
@@ -60,6 +71,53 @@ impl ChatService {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Most live rooms one stream listens to.
+const MAX_ROOMS: usize = 10;
+
+impl ChatService {
+    /// The live rooms a stream asks for, checked: at most [`MAX_ROOMS`], each a live room of
+    /// this region that has not banned the caller.
+    fn live_rooms(&self, me: &UserId, rooms: &[String]) -> Result<Vec<(meridian_domain::GroupId, ())>, ApiError> {
+        if rooms.len() > MAX_ROOMS {
+            return Err(Rejection::new(
+                Reason::PageLimitInvalid,
+                format!("a stream listens to at most {MAX_ROOMS} live rooms, not {}", rooms.len()),
+            )
+            .into());
+        }
+        let mut out = vec![];
+        for room in rooms {
+            let group = meridian_domain::GroupId::parse(room)?;
+            let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&ConversationId::group(&group)))?;
+            let record = store.group(&group)?.filter(|g| !g.dismissed).ok_or_else(|| {
+                ApiError::from(Rejection::new(
+                    Reason::GroupNotFound,
+                    format!("no live room {group} in this region (a room is listened to in its own region)"),
+                ))
+            })?;
+            if record.kind.keeps_members() {
+                return Err(Rejection::new(
+                    Reason::PermissionDenied,
+                    format!(
+                        "{group} is a {:?} group, not a live room: its members get its messages anyway",
+                        record.kind
+                    ),
+                )
+                .into());
+            }
+            if store.group_ban(&group, me)?.is_some_and(|until| until.0 > crate::api::now_unix() * 1000) {
+                return Err(
+                    Rejection::new(Reason::MemberBanned, format!("{me} is banned from live room {group}")).into()
+                );
+            }
+            if !out.iter().any(|(g, _)| g == &group) {
+                out.push((group, ()));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -520,6 +578,11 @@ impl Stream {
             }
             Item::ListedAbroad { conversation, region } => {
                 self.watch_abroad(region.as_str(), std::slice::from_ref(&conversation.to_string()));
+            }
+            Item::Likes { group, total } => {
+                let mut event = event_for("likes", &self.me, &ConversationId::group(group));
+                event.likes = *total;
+                self.emit(event).await?;
             }
             Item::Presence { user, online } => {
                 let event = api::SubscribeEvent {
