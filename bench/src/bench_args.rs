@@ -7,6 +7,8 @@ use meridian_client::api::ReadConsistency;
 
 /// The largest history page the server serves.
 const MAX_HISTORY_PAGE: u32 = 100;
+/// Largest group `fanout` makes: the cap of a `public` group (docs/groups.md).
+pub(crate) const MAX_FANOUT_MEMBERS: usize = 2000;
 /// Longest run accepted, in seconds: every load loop must stop by itself.
 const MAX_DURATION_S: f64 = 3600.0;
 
@@ -51,6 +53,23 @@ pub struct BenchArgs {
     /// `conversations`: users whose conversation lists are read.
     #[arg(long, default_value_t = 20)]
     pub owners: usize,
+    /// `fanout`: members of the group, every one with a live stream.
+    #[arg(long, default_value_t = 500)]
+    pub members: usize,
+    /// `fanout`: members that send, each keeping `--window` messages in flight.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// `fanout`: messages each sender keeps in flight; it sends the next when one of its
+    /// earlier ones has reached every member's stream.
+    #[arg(long, default_value_t = 2)]
+    pub window: usize,
+    /// `fanout`: member streams sharing one client (one gRPC connection per node).
+    #[arg(long, default_value_t = 32)]
+    pub streams_per_conn: usize,
+    /// `fanout`: seconds after which a message that has not reached every member counts as
+    /// an error and frees its sender's slot.
+    #[arg(long, default_value_t = 10.0)]
+    pub fanout_timeout: f64,
     /// Consistency of the reads (`history`, `conversations`).
     #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
     pub consistency: Consistency,
@@ -72,6 +91,9 @@ pub enum WorkloadKind {
     History,
     /// A user's conversation list (100 per page) with last messages and unread counts.
     Conversations,
+    /// Group messages to `--members` members, each with a live stream: messages/s and
+    /// deliveries/s, and the latency until every member's stream has a message.
+    Fanout,
 }
 
 impl fmt::Display for WorkloadKind {
@@ -80,6 +102,7 @@ impl fmt::Display for WorkloadKind {
             WorkloadKind::Send => "send",
             WorkloadKind::History => "history",
             WorkloadKind::Conversations => "conversations",
+            WorkloadKind::Fanout => "fanout",
         })
     }
 }
@@ -137,6 +160,24 @@ impl BenchArgs {
                 ensure!(self.convs >= 1, "--convs must be at least 1");
                 ensure!(self.owners >= 1, "--owners must be at least 1");
             }
+            WorkloadKind::Fanout => {
+                ensure!(
+                    (2..=MAX_FANOUT_MEMBERS).contains(&self.members),
+                    "--members must be 2 to {MAX_FANOUT_MEMBERS} (a public group's cap), got {}",
+                    self.members
+                );
+                ensure!(
+                    (1..=self.members).contains(&self.senders),
+                    "--senders must be 1 to --members ({}), got {}",
+                    self.members,
+                    self.senders
+                );
+                ensure!(self.window >= 1, "--window must be at least 1");
+                ensure!(self.streams_per_conn >= 1, "--streams-per-conn must be at least 1");
+                if !(self.fanout_timeout.is_finite() && self.fanout_timeout > 0.0) {
+                    bail!("--fanout-timeout must be more than 0 seconds, got {}", self.fanout_timeout);
+                }
+            }
         }
         Ok(())
     }
@@ -182,6 +223,29 @@ mod tests {
     }
 
     #[test]
+    fn the_fanout_command_line_parses() {
+        let args = parse(&[
+            "fanout",
+            "--endpoint",
+            "n1:1,n2:2,n3:3",
+            "--admin-token",
+            "t",
+            "--members",
+            "500",
+            "--senders",
+            "1",
+            "--window",
+            "2",
+            "--duration",
+            "20",
+        ]);
+        assert_eq!(args.workload, WorkloadKind::Fanout);
+        assert_eq!((args.members, args.senders, args.window, args.streams_per_conn), (500, 1, 2, 32));
+        assert_eq!(args.label(), "meridian-fanout");
+        args.validate().expect("valid");
+    }
+
+    #[test]
     fn arguments_that_cannot_make_a_run_are_refused() {
         let base = ["send", "--endpoint", "n1:1", "--admin-token", "t"];
         for extra in
@@ -189,6 +253,13 @@ mod tests {
         {
             let args: Vec<&str> = base.iter().chain(extra).copied().collect();
             assert!(parse(&args).validate().is_err(), "{extra:?} must be refused");
+        }
+        for extra in
+            [&["--members", "1"][..], &["--senders", "0"], &["--members", "3", "--senders", "4"], &["--window", "0"]]
+        {
+            let args: Vec<&str> =
+                ["fanout", "--endpoint", "n1:1", "--admin-token", "t"].iter().chain(extra).copied().collect();
+            assert!(parse(&args).validate().is_err(), "fanout {extra:?} must be refused");
         }
         let too_long_page = parse(&["history", "--endpoint", "n1:1", "--admin-token", "t", "--limit", "101"]);
         assert!(too_long_page.validate().is_err());

@@ -21,6 +21,11 @@
 //! - [`CpuMeter`] (`cpu_meter.rs`): CPU seconds of this process and of the server nodes,
 //!   from `/proc/<pid>/stat`.
 //! - [`Report`] (`report.rs`): the summary line and the JSON line.
+//! - `fanout.rs`: the `fanout` workload, which is not a loop of requests but group messages
+//!   to members that all hold a live stream; [`FanoutTracker`] (`fanout_tracker.rs`) matches
+//!   the members' receipts to the messages in flight, [`FanoutReport`] (`fanout_report.rs`)
+//!   prints the result.
+//! - [`Outcome`]: either report.
 //!
 //! Depends on `meridian-client` only, never on the server crates: it sees Meridian through
 //! its API. Nothing depends on it.
@@ -30,6 +35,9 @@ mod client_pool;
 mod closed_loop;
 mod conversations;
 mod cpu_meter;
+mod fanout;
+mod fanout_report;
+mod fanout_tracker;
 mod history;
 mod latency_stats;
 mod report;
@@ -43,13 +51,48 @@ use anyhow::Context as _;
 pub use bench_args::{BenchArgs, Consistency, WorkloadKind};
 pub use client_pool::ClientPool;
 pub use cpu_meter::CpuMeter;
+pub use fanout_report::FanoutReport;
+pub use fanout_tracker::FanoutTracker;
 pub use latency_stats::LatencyStats;
 pub use report::Report;
 pub use workload::Workload;
 
+/// What a run prints: a closed-loop workload's report, or a fan-out run's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Load(Report),
+    Fanout(FanoutReport),
+}
+
+impl Outcome {
+    /// The line for a person.
+    pub fn summary_line(&self) -> String {
+        match self {
+            Outcome::Load(r) => r.summary_line(),
+            Outcome::Fanout(r) => r.summary_line(),
+        }
+    }
+
+    /// The line for a program: one JSON object.
+    pub fn json_line(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Outcome::Load(r) => r.json_line(),
+            Outcome::Fanout(r) => r.json_line(),
+        }
+    }
+}
+
 /// Runs one benchmark: setup, warm-up, measured window. Returns the report to print.
-pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     args.validate()?;
+    if args.workload == WorkloadKind::Fanout {
+        return Ok(Outcome::Fanout(fanout::run(&args).await?));
+    }
+    run_closed_loop(args).await.map(Outcome::Load)
+}
+
+/// Runs a closed-loop workload (every one but `fanout`).
+async fn run_closed_loop(args: BenchArgs) -> anyhow::Result<Report> {
     let pool = ClientPool::connect(&args.endpoint, &args.admin_token, args.conns).context("build the clients")?;
 
     let setup_started = std::time::Instant::now();

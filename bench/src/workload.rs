@@ -47,6 +47,7 @@ impl Workload {
             WorkloadKind::Send => Workload::Send(SendWorkload::prepare(args, pool).await?),
             WorkloadKind::History => Workload::History(HistoryWorkload::prepare(args, pool).await?),
             WorkloadKind::Conversations => Workload::Conversations(ConversationsWorkload::prepare(args, pool).await?),
+            WorkloadKind::Fanout => anyhow::bail!("fanout is not a closed loop of requests: see fanout.rs"),
         };
         Ok(Arc::new(workload))
     }

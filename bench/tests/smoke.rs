@@ -83,6 +83,25 @@ fn read(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// A fan-out report's numbers agree with each other: every completed message was a receipt
+/// of every member, and the latencies are ordered.
+fn assert_fanout_consistent(report: &Value) {
+    let num = |field: &str| report[field].as_f64().unwrap_or_else(|| panic!("{field} is not a number: {report}"));
+    assert_eq!(report["workload"], "fanout", "{report}");
+    assert_eq!(report["durable"], true, "{report}");
+    assert_eq!(report["members"].as_u64(), Some(12), "{report}");
+    assert_eq!(report["conns"].as_u64(), Some(3), "12 streams, 4 to a client, on 3 nodes: {report}");
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    let (messages, deliveries) = (report["messages"].as_u64().unwrap(), report["deliveries"].as_u64().unwrap());
+    assert!(messages > 0, "no message reached every member: {report}");
+    // Receipts of messages completed in the window, plus some of those that straddle it.
+    assert!(deliveries >= messages * 12 - 2 * 12, "{report}");
+    assert!(num("delivery_p50_ms") <= num("fanout_done_p50_ms"), "{report}");
+    assert!(num("fanout_done_p50_ms") <= num("fanout_done_p99_ms"), "{report}");
+    assert!(num("fanout_done_p99_ms") <= num("fanout_done_max_ms"), "{report}");
+    assert!(num("server_cpu_s") > 0.0, "{report}");
+}
+
 /// The report's numbers agree with each other; none is about speed.
 fn assert_consistent(workload: &str, report: &Value) {
     let object = report.as_object().unwrap();
@@ -141,6 +160,10 @@ fn every_workload_reports_consistent_numbers_against_a_dev_region() {
     let (history_again, rerun_log) = bench(&region, "history", &[]);
     assert_consistent("history", &history_again);
     assert!(rerun_log.contains("sent=0"), "the rerun should preload nothing:\n{rerun_log}");
+
+    let (fanout, _) =
+        bench(&region, "fanout", &["--members".into(), "12".into(), "--streams-per-conn".into(), "4".into()]);
+    assert_fanout_consistent(&fanout);
 
     drop(region);
     eprintln!("smoke test took {:?}", started.elapsed());
