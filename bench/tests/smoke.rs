@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../node/tests/common/dev_region.rs"]
+#[path = "../../node/tests/cluster/common/dev_region.rs"]
 mod dev_region;
 use dev_region::DevRegion;
 

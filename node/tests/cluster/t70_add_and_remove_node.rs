@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{assert_gapless, conversation_id, local_history, user_ids, Cluster, Tuning};
 

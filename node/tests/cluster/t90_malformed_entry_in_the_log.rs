@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use meridian_client::api::ReadConsistency;
 use meridian_proto::durable as pb;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{conversation_id, shard_of, user_ids, Cluster, Tuning};
 

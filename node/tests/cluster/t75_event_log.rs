@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use meridian_client::api::logged_event::Kind;
 use meridian_client::api::{LoggedEvent, ReadEventsRequest};
