@@ -2,7 +2,8 @@
 # Group fan-out: Meridian side by side with Prosody MUC, on this machine, in one run
 # (docs/BENCHMARKS.md, "Group fan-out against Prosody MUC").
 #
-#   bench/fanout.sh [--duration S] [--rounds N] [--members "100 500"] [--out DIR] [--no-build]
+#   bench/fanout.sh [--duration S] [--rounds N] [--members "100 500"] [--windows "2 4"]
+#                   [--out DIR] [--no-build]
 #
 # Sets everything up (system packages, Prosody from ../shared/peer-bench's setup.sh, a
 # release build of `meridian` and `meridian-bench`), starts Prosody (one process, in memory)
@@ -20,6 +21,9 @@ PEER=${PEER_BENCH:-$ROOT/../shared/peer-bench}
 DUR=15
 ROUNDS=2
 MEMBERS="100 500"
+# Messages each sender keeps in flight; empty: 4 at 100 members or fewer, 2 above (as the
+# peer's suite runs them). With --windows, every group size runs every window listed.
+WINDOWS=""
 OUT=""
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
     --duration) DUR=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --members) MEMBERS=$2; shift 2 ;;
+    --windows) WINDOWS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
@@ -90,7 +95,7 @@ trap 'exit 130' INT TERM
 {
   echo "host: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, kernel $(uname -r), $(date -u)"
   echo "prosody: $(dpkg-query -W -f='${Version}' prosody 2>/dev/null); meridian: $("$MERIDIAN" --version)"
-  echo "duration ${DUR}s per run, ${ROUNDS} rounds, members: $MEMBERS, 1 sender, window 4 (<= 100 members) or 2"
+  echo "duration ${DUR}s per run, ${ROUNDS} rounds, members: $MEMBERS, 1 sender, window ${WINDOWS:-4 (<= 100 members) or 2}"
   echo "prosody settle after the joins: $SETTLE_FACTOR x (1 + M^2/20000) s"
 } | tee -a "$LOG" > "$OUT/host.txt"
 
@@ -175,10 +180,11 @@ for m in $MEMBERS; do
 done
 for r in $(seq 1 "$ROUNDS"); do
   for m in $MEMBERS; do
-    w=$(window_for "$m")
-    say "round $r, $m members, window $w: Prosody MUC, then Meridian"
-    prosody_run "muc-m$m-r$r" "$m" "$w"
-    meridian_run "fanout-m$m-r$r" "$m" "$w"
+    for w in ${WINDOWS:-$(window_for "$m")}; do
+      say "round $r, $m members, window $w: Prosody MUC, then Meridian"
+      prosody_run "muc-m$m-w$w-r$r" "$m" "$w"
+      meridian_run "fanout-m$m-w$w-r$r" "$m" "$w"
+    done
   done
 done
 

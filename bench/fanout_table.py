@@ -30,8 +30,9 @@ ROWS = [
 
 
 def members_of(label):
+    """The group size of a run label: `<kind>-m<members>[-w<window>]-r<round>`."""
     head, _, _round = label.rpartition("-r")
-    return int(head.rpartition("-m")[2])
+    return int(head.rpartition("-m")[2].split("-w")[0])
 
 
 def main():
@@ -44,7 +45,7 @@ def main():
             if not line:
                 continue
             r = json.loads(line)
-            runs.setdefault((r["system"], members_of(r["label"])), []).append(r)
+            runs.setdefault((r["system"], members_of(r["label"]), r.get("window")), []).append(r)
 
     def med(rs, field):
         values = [r[field] for r in rs if r.get(field) is not None]
@@ -53,9 +54,12 @@ def main():
     def fmt(v, digits):
         return "–" if v is None else f"{v:,.{digits}f}"
 
-    for members in sorted({m for (_, m) in runs}):
-        p, m = runs.get(("prosody", members), []), runs.get(("meridian", members), [])
-        print(f"**{members} members, 1 sender** (medians of {len(p)} Prosody / {len(m)} Meridian runs)")
+    for members, window in sorted({(m, w) for (_, m, w) in runs}, key=lambda k: (k[0], k[1] or 0)):
+        p, m = runs.get(("prosody", members, window), []), runs.get(("meridian", members, window), [])
+        print(
+            f"**{members} members, 1 sender, window {window}** "
+            f"(medians of {len(p)} Prosody / {len(m)} Meridian runs)"
+        )
         print()
         print("| | Prosody MUC | Meridian | Meridian / Prosody |")
         print("|---|---:|---:|---:|")

@@ -3,6 +3,8 @@
 //! and the CLI, one file per subject. `cargo test -p meridian-node --test cluster NAME`
 //! runs the tests whose path contains NAME (e.g. `t94_webhooks`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod t05_api_decode_props;
 mod t10_api_rejections;
