@@ -200,7 +200,15 @@ async fn fetch(
                     return true;
                 }
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            // Retried while the region is unreachable or the node refuses for now; any other
+            // refusal (say, a group the user has since left) ends the hint.
+            Err(e) if e.is_unreachable() || e.is_retryable_refusal() || e.is_node_fault() => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "device: a fetch hint could not be read; moving on");
+                return true;
+            }
         }
     }
     true

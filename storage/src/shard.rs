@@ -414,12 +414,12 @@ impl ShardStore {
             .transpose()
     }
 
-    /// Where the shard's webhooks resume: the first event not yet sent (the log's start
-    /// when none was).
-    pub fn hooks_cursor(&self) -> Result<EventOffset, StorageError> {
+    /// Where the shard's webhooks resume: the first event not yet sent; `None` while no
+    /// cursor was ever recorded.
+    pub fn hooks_cursor(&self) -> Result<Option<EventOffset>, StorageError> {
         let r: Option<pb::HooksCursorRecord> =
             self.get(keys::CF_PROJECTIONS, &keys::hooks_cursor(self.shard), "webhook cursor")?;
-        Ok(r.map_or(EventOffset { log_index: 1, command: 0, event: 0 }, |c| EventOffset {
+        Ok(r.map(|c| EventOffset {
             log_index: c.log_index,
             command: c.command,
             event: u16::try_from(c.event).unwrap_or(u16::MAX),

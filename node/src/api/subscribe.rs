@@ -51,10 +51,13 @@ impl ChatService {
         if !rooms.is_empty() {
             registration.enter_rooms(rooms.iter().map(|(room, _)| room.clone()).collect());
             // A room is followed from its newest message on (after the registration, so that
-            // nothing applied in between is missed).
+            // nothing applied in between is missed; after a read barrier, so that a message
+            // acknowledged before the call is not new to a replica still applying it).
             for (room, _) in &rooms {
                 let stream = ConversationId::group(room);
-                let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&stream))?;
+                let shard = self.ctx.topology.conversation_shard(&stream);
+                self.ctx.node.read_barrier(shard).await?;
+                let store = self.ctx.node.store(shard)?;
                 known.insert(stream.to_string(), store.conversation(&stream)?.map_or(0, |h| h.last_seq.0));
             }
         }
@@ -142,8 +145,12 @@ pub fn watch(
     }
     let mut known = Known::new();
     for w in req.known {
-        // One not homed here has no head here: nothing is sent for it.
+        // One not homed here has no head here: nothing is sent for it. A one-to-one
+        // conversation of two other users is not the user's to watch: dropped.
         let conversation = ConversationId::parse(&w.conversation_id)?;
+        if conversation.c2c_members().is_some_and(|(a, b)| a != me && b != me) {
+            continue;
+        }
         known.insert(conversation.to_string(), w.seq);
     }
     let registration = ctx.delivery.register(&me);
@@ -195,10 +202,14 @@ async fn keep_watching(
 ) {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
+        // At most MAX_WATCHED conversations are named (the region refuses more); the others
+        // still come live (the watch is routed by user) and their gaps are filled by the
+        // watched region from its replica when their next message arrives.
         let request = meridian_proto::link::WatchRequest {
             user: user.to_string(),
             known: known
                 .iter()
+                .take(MAX_WATCHED)
                 .map(|(c, s)| meridian_proto::link::WatchedConversation { conversation_id: c.clone(), seq: *s })
                 .collect(),
         };

@@ -7,7 +7,11 @@
 //! region becomes a push, gathered into batches. Once everything up to an offset has been
 //! sent, the leader records it (`HooksSent`, at most once a second, and only when something
 //! was sent or much of the log went by); a new leader resumes from the recorded offset, so a
-//! callback or push may repeat after a leader change (at least once) but is never skipped.
+//! callback or push may repeat after a leader change (at least once) but a leader change never
+//! skips one. A request whose attempts all fail is given up (logged, counted in
+//! `meridian_webhook_dropped_total`) so that one dead endpoint cannot stall the shard's
+//! webhooks forever. When webhooks are first switched on, sending starts at the log's end
+//! (recorded at once), not at its beginning.
 //! Every request carries the event's offset (`event`) for the receiver to drop repeats.
 
 use std::sync::Arc;
@@ -55,14 +59,26 @@ async fn run(hooks: Arc<Hooks>, node: Arc<RaftNode>, hub: Arc<Hub>, shard: Shard
     loop {
         if node.is_leader(shard) {
             let mut leader = Leader { hooks: &hooks, node: &node, hub: &hub, shard, pushes: Vec::new() };
-            if let Err(e) = leader.lead(&mut metrics).await {
-                tracing::warn!(shard = shard.0, error = %e, "webhooks: sending from the log stopped; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            match leader.lead(&mut metrics).await {
+                Ok(Lead::MetricsClosed) => return,
+                Ok(Lead::NotLeader) => {}
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, error = %e, "webhooks: sending from the log stopped; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         } else if metrics.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Why [`Leader::lead`] returned.
+enum Lead {
+    /// This node no longer leads the shard (or lost it while sending).
+    NotLeader,
+    /// The shard's Raft metrics ended: the node is shutting down.
+    MetricsClosed,
 }
 
 struct Leader<'a> {
@@ -75,10 +91,21 @@ struct Leader<'a> {
 }
 
 impl Leader<'_> {
-    /// Sends from the log while this node leads the shard.
-    async fn lead(&mut self, metrics: &mut Metrics) -> Result<(), ApiError> {
+    /// Sends from the log while this node leads the shard. The cursor is only ever recorded
+    /// at an offset everything before which this node sent (or gave up after its attempts):
+    /// on losing the lead mid-way it returns before moving past the event it was sending.
+    async fn lead(&mut self, metrics: &mut Metrics) -> Result<Lead, ApiError> {
         let store = self.node.store(self.shard)?;
-        let mut next = store.hooks_cursor()?;
+        let mut next = match store.hooks_cursor()? {
+            Some(cursor) => cursor,
+            None => {
+                // Webhooks newly switched on: from now on, not the whole history. Recorded
+                // first, so that a next leader starts from the same place.
+                let start = EventOffset { log_index: applied(metrics) + 1, command: 0, event: 0 };
+                self.node.propose(self.shard, &[Command::HooksSent { up_to: start }]).await?;
+                start
+            }
+        };
         let mut recorded = next;
         let mut sent_since_record = false;
         let mut last_record = Instant::now();
@@ -92,16 +119,21 @@ impl Leader<'_> {
                 let read = events.len();
                 for logged in events.into_iter().take_while(|e| e.offset.log_index <= upto) {
                     let before = self.pushes.len();
-                    if self.handle(&logged.offset, &logged.event).await? {
-                        sent_since_record = true;
+                    match self.handle(&logged.offset, &logged.event).await? {
+                        None => return Ok(Lead::NotLeader),
+                        Some(sent) => sent_since_record |= sent,
                     }
                     if self.pushes.len() > before && first_push.is_none() {
                         first_push = Some(Instant::now());
                     }
                     let o = logged.offset;
                     next = EventOffset { log_index: o.log_index, command: o.command, event: o.event.saturating_add(1) };
-                    if self.pushes.len() >= self.hooks.push_config.batch && !self.flush().await {
-                        return Ok(());
+                    if self.pushes.len() >= self.hooks.push_config.batch {
+                        if !self.flush().await {
+                            return Ok(Lead::NotLeader);
+                        }
+                        first_push = None;
+                        sent_since_record = true;
                     }
                 }
                 if read == READ_BATCH && next.log_index <= upto {
@@ -112,7 +144,7 @@ impl Leader<'_> {
             }
             if !self.pushes.is_empty() && first_push.is_some_and(|t| t.elapsed() >= linger) {
                 if !self.flush().await {
-                    return Ok(());
+                    return Ok(Lead::NotLeader);
                 }
                 first_push = None;
                 sent_since_record = true;
@@ -122,6 +154,7 @@ impl Leader<'_> {
                 && next > recorded
                 && (sent_since_record || far)
                 && last_record.elapsed() >= RECORD_EVERY
+                && self.node.is_leader(self.shard)
             {
                 self.node.propose(self.shard, &[Command::HooksSent { up_to: next }]).await?;
                 recorded = next;
@@ -135,16 +168,17 @@ impl Leader<'_> {
                     None => Duration::from_secs(3600),
                 };
                 tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() { return Ok(()) },
+                    changed = metrics.changed() => if changed.is_err() { return Ok(Lead::MetricsClosed) },
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
-        Ok(())
+        Ok(Lead::NotLeader)
     }
 
-    /// Acts on one event; true when a callback was sent for it.
-    async fn handle(&mut self, offset: &EventOffset, event: &Event) -> Result<bool, ApiError> {
+    /// Acts on one event: `Some(true)` when a callback was sent for it, `None` when this node
+    /// stopped leading before it was sent (the next leader sends it).
+    async fn handle(&mut self, offset: &EventOffset, event: &Event) -> Result<Option<bool>, ApiError> {
         let cfg = &self.hooks.config;
         let id = format!("{}:{offset}", self.shard.0);
         let callback = match event {
@@ -196,15 +230,17 @@ impl Leader<'_> {
             })),
             _ => None,
         };
-        let (Some(mut body), Some(client)) = (callback, self.hooks.callbacks.as_ref()) else { return Ok(false) };
+        let (Some(mut body), Some(client)) = (callback, self.hooks.callbacks.as_ref()) else { return Ok(Some(false)) };
         if let Some(o) = body.as_object_mut() {
             o.insert("app_id".into(), json!(self.hooks.app_id));
             o.insert("region".into(), json!(self.hooks.region));
             o.insert("event".into(), json!(id));
         }
         let command = body.get("command").and_then(Value::as_str).unwrap_or("after").to_owned();
-        self.deliver(client, &command, &body, self.hooks.config.max_attempts).await;
-        Ok(true)
+        if !self.deliver(client, &command, &body, self.hooks.config.max_attempts).await {
+            return Ok(None);
+        }
+        Ok(Some(true))
     }
 
     /// Posts until answered 2xx, the attempts run out, or this node stops leading; false
