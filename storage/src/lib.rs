@@ -35,6 +35,7 @@ pub mod error;
 pub mod keys;
 pub mod log;
 pub mod replay;
+pub mod segment;
 pub mod shard;
 
 pub use db::{Db, SyncStats};
