@@ -60,20 +60,11 @@ MERIDIAN=$ROOT/target/release/meridian
 BENCH=$ROOT/target/release/meridian-bench
 for f in "$ETCD_LOAD" "$MERIDIAN" "$BENCH"; do [ -x "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 
-DEV_PID=""
+# shellcheck source=bench/dev_region.sh
+source "$ROOT/bench/dev_region.sh"
 cleanup() {
   set +e
-  if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
-    kill -TERM "$DEV_PID"
-    for _ in $(seq 1 40); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$DEV_PID" 2>/dev/null
-  fi
-  if [ -f "$MERIDIAN_DIR/dev.env" ]; then
-    for f in "$MERIDIAN_DIR"/node-*.pid; do
-      [ -f "$f" ] || continue
-      p=$(cat "$f"); [ "$(cat /proc/"$p"/comm 2>/dev/null)" = meridian ] && kill -9 "$p"
-    done
-  fi
+  stop_dev_region
   [ -f "$ETCD_BASE/pids" ] && BASE=$ETCD_BASE "$PEER/stop_etcd_cluster.sh" >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -93,17 +84,7 @@ python3 "$PEER/fsync_timeline.py" "$OUT/tmp" 5 200 | tee -a "$LOG" > "$OUT/fsync
 say "starting etcd (3 members) and Meridian (3 nodes) on loopback"
 BASE=$ETCD_BASE "$PEER/start_etcd_cluster.sh" >>"$LOG" 2>&1
 ETCD_PIDS=$(tr '\n' ',' < "$ETCD_BASE/pids" | sed 's/,$//')
-"$MERIDIAN" dev --dir "$MERIDIAN_DIR" --base-port "$MERIDIAN_BASE_PORT" >>"$OUT/meridian-dev.log" 2>&1 &
-DEV_PID=$!
-for _ in $(seq 1 240); do
-  [ -f "$MERIDIAN_DIR/dev.env" ] && break
-  kill -0 "$DEV_PID" 2>/dev/null || { echo "meridian dev exited; see $OUT/meridian-dev.log" >&2; exit 1; }
-  sleep 0.5
-done
-[ -f "$MERIDIAN_DIR/dev.env" ] || { echo "Meridian did not become ready; see $OUT/meridian-dev.log" >&2; exit 1; }
-# shellcheck disable=SC1091
-source "$MERIDIAN_DIR/dev.env"
-export MERIDIAN_ENDPOINT MERIDIAN_ADMIN_TOKEN
+start_dev_region
 
 cpu_ticks() { local s=0 p; for p in ${1//,/ }; do set -- $(awk '{print $14, $15}' "/proc/$p/stat"); s=$((s + $1 + $2)); done; echo "$s"; }
 TCK=$(getconf CLK_TCK)

@@ -71,22 +71,13 @@ BENCH=$ROOT/target/release/meridian-bench
 for f in "$MERIDIAN" "$BENCH"; do [ -x "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 command -v prosody >/dev/null || { echo "prosody is not installed" >&2; exit 1; }
 
-DEV_PID=""
+# shellcheck source=bench/dev_region.sh
+source "$ROOT/bench/dev_region.sh"
 SAMPLER_PID=""
 cleanup() {
   set +e
   [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null
-  if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
-    kill -TERM "$DEV_PID"
-    for _ in $(seq 1 40); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$DEV_PID" 2>/dev/null
-  fi
-  if [ -f "$MERIDIAN_DIR/dev.env" ]; then
-    for f in "$MERIDIAN_DIR"/node-*.pid; do
-      [ -f "$f" ] || continue
-      p=$(cat "$f"); [ "$(cat /proc/"$p"/comm 2>/dev/null)" = meridian ] && kill -9 "$p"
-    done
-  fi
+  stop_dev_region
   [ -f "$PROSODY_BASE/pid" ] && BASE=$PROSODY_BASE "$PEER/xmpp/stop_prosody.sh" >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -103,17 +94,7 @@ trap 'exit 130' INT TERM
 say "starting Prosody and Meridian (3 nodes) on loopback"
 NUSERS=600 BASE=$PROSODY_BASE "$PEER/xmpp/start_prosody.sh" >>"$LOG" 2>&1
 PROSODY_PID=$(cat "$PROSODY_BASE/pid")
-"$MERIDIAN" dev --dir "$MERIDIAN_DIR" --base-port "$MERIDIAN_BASE_PORT" >>"$OUT/meridian-dev.log" 2>&1 &
-DEV_PID=$!
-for _ in $(seq 1 240); do
-  [ -f "$MERIDIAN_DIR/dev.env" ] && break
-  kill -0 "$DEV_PID" 2>/dev/null || { echo "meridian dev exited; see $OUT/meridian-dev.log" >&2; exit 1; }
-  sleep 0.5
-done
-[ -f "$MERIDIAN_DIR/dev.env" ] || { echo "Meridian did not become ready; see $OUT/meridian-dev.log" >&2; exit 1; }
-# shellcheck disable=SC1091
-source "$MERIDIAN_DIR/dev.env"
-export MERIDIAN_ENDPOINT MERIDIAN_ADMIN_TOKEN
+start_dev_region
 
 TCK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::latency_stats::LatencyStats;
+use crate::report::{cpu_seconds, round};
 
 /// One fan-out run's result. The JSON line carries the fields of the peer's MUC run
 /// (`xmpp_load.py muc`: `members`, `senders`, `window`, `body_bytes`, `sent_per_s`,
@@ -102,7 +103,6 @@ impl FanoutReport {
 
     /// The line for a person.
     pub fn summary_line(&self) -> String {
-        let cpu = |s: Option<f64>| s.map_or_else(|| "?".to_owned(), |s| format!("{s:.2}s"));
         format!(
             "{}: workload=fanout members={} senders={} window={} conns={} msgs/s={:.0} deliveries/s={:.0} \
              sent/s={:.0} done_p50={:.2}ms done_p99={:.2}ms done_max={:.2}ms delivery_p50={:.2}ms \
@@ -122,8 +122,8 @@ impl FanoutReport {
             self.delivery_p99_ms,
             self.elapsed_s,
             self.errors,
-            cpu(self.loadgen_cpu_s),
-            cpu(self.server_cpu_s),
+            cpu_seconds(self.loadgen_cpu_s),
+            cpu_seconds(self.server_cpu_s),
             self.durable,
         )
     }
@@ -132,11 +132,6 @@ impl FanoutReport {
     pub fn json_line(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
     }
-}
-
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (value * scale).round() / scale
 }
 
 #[cfg(test)]

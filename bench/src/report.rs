@@ -66,7 +66,6 @@ impl Report {
 
     /// The line for a person, in the peer's format.
     pub fn summary_line(&self) -> String {
-        let cpu = |s: Option<f64>| s.map_or_else(|| "?".to_owned(), |s| format!("{s:.2}s"));
         format!(
             "{}: workload={} clients={} conns={} ops={} elapsed={:.2}s ops/s={:.0} mean={:.2}ms p50={:.2}ms \
              p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms errors={} loadgen_cpu={} server_cpu={}",
@@ -84,8 +83,8 @@ impl Report {
             self.p999_ms,
             self.max_ms,
             self.errors,
-            cpu(self.loadgen_cpu_s),
-            cpu(self.server_cpu_s),
+            cpu_seconds(self.loadgen_cpu_s),
+            cpu_seconds(self.server_cpu_s),
         )
     }
 
@@ -95,7 +94,13 @@ impl Report {
     }
 }
 
-fn round(value: f64, decimals: i32) -> f64 {
+/// CPU seconds as a summary line shows them (`?` when not measured).
+pub(crate) fn cpu_seconds(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.2}s"))
+}
+
+/// `value` rounded to `decimals` decimal places, as the peer's load generator reports figures.
+pub(crate) fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
 }

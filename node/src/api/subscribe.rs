@@ -49,11 +49,11 @@ impl ChatService {
         // and the seqs kept per conversation drop what the catch-up already sent.
         let mut registration = self.ctx.delivery.register(&me);
         if !rooms.is_empty() {
-            registration.enter_rooms(rooms.iter().map(|(room, _)| room.clone()).collect());
+            registration.enter_rooms(rooms.clone());
             // A room is followed from its newest message on (after the registration, so that
             // nothing applied in between is missed; after a read barrier, so that a message
             // acknowledged before the call is not new to a replica still applying it).
-            for (room, _) in &rooms {
+            for room in &rooms {
                 let stream = ConversationId::group(room);
                 let shard = self.ctx.topology.conversation_shard(&stream);
                 self.ctx.node.read_barrier(shard).await?;
@@ -83,7 +83,7 @@ const MAX_ROOMS: usize = 10;
 impl ChatService {
     /// The live rooms a stream asks for, checked: at most [`MAX_ROOMS`], each a live room of
     /// this region that has not banned the caller.
-    fn live_rooms(&self, me: &UserId, rooms: &[String]) -> Result<Vec<(meridian_domain::GroupId, ())>, ApiError> {
+    fn live_rooms(&self, me: &UserId, rooms: &[String]) -> Result<Vec<meridian_domain::GroupId>, ApiError> {
         if rooms.len() > MAX_ROOMS {
             return Err(Rejection::new(
                 Reason::PageLimitInvalid,
@@ -116,8 +116,8 @@ impl ChatService {
                     Rejection::new(Reason::MemberBanned, format!("{me} is banned from live room {group}")).into()
                 );
             }
-            if !out.iter().any(|(g, _)| g == &group) {
-                out.push((group, ()));
+            if !out.contains(&group) {
+                out.push(group);
             }
         }
         Ok(out)

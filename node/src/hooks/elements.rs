@@ -67,8 +67,24 @@ pub fn preview(elements: &[Element]) -> String {
         }
         Some(text) => text.clone(),
         None => {
-            format!("[{}]", to_json(first).get("type").and_then(Value::as_str).unwrap_or("message").replace('_', " "))
+            format!("[{}]", kind_name(first).replace('_', " "))
         }
+    }
+}
+
+/// An element's `type` as the JSON shows it.
+fn kind_name(element: &Element) -> &'static str {
+    match element {
+        Element::Text { .. } => "text",
+        Element::Image { .. } => "image",
+        Element::Voice { .. } => "voice",
+        Element::Video { .. } => "video",
+        Element::File { .. } => "file",
+        Element::Face { .. } => "face",
+        Element::Location { .. } => "location",
+        Element::Custom { .. } => "custom",
+        Element::MergedForward { .. } => "merged_forward",
+        Element::GroupTip { .. } => "group_tip",
     }
 }
 

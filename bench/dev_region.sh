@@ -1,0 +1,36 @@
+# Sourced by bench/compare.sh and bench/fanout.sh: the 3-node `meridian dev` region a
+# benchmark runs against. Uses MERIDIAN (the binary), MERIDIAN_DIR, MERIDIAN_BASE_PORT and OUT.
+# shellcheck shell=bash
+
+DEV_PID=""
+
+# Starts the region and waits until it is ready; exports MERIDIAN_ENDPOINT and
+# MERIDIAN_ADMIN_TOKEN (and the rest of its dev.env).
+start_dev_region() {
+  "$MERIDIAN" dev --dir "$MERIDIAN_DIR" --base-port "$MERIDIAN_BASE_PORT" >>"$OUT/meridian-dev.log" 2>&1 &
+  DEV_PID=$!
+  for _ in $(seq 1 240); do
+    [ -f "$MERIDIAN_DIR/dev.env" ] && break
+    kill -0 "$DEV_PID" 2>/dev/null || { echo "meridian dev exited; see $OUT/meridian-dev.log" >&2; exit 1; }
+    sleep 0.5
+  done
+  [ -f "$MERIDIAN_DIR/dev.env" ] || { echo "Meridian did not become ready; see $OUT/meridian-dev.log" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  source "$MERIDIAN_DIR/dev.env"
+  export MERIDIAN_ENDPOINT MERIDIAN_ADMIN_TOKEN
+}
+
+# Stops the region (gently, then by force) and any node it left behind.
+stop_dev_region() {
+  if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
+    kill -TERM "$DEV_PID"
+    for _ in $(seq 1 40); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$DEV_PID" 2>/dev/null
+  fi
+  if [ -f "$MERIDIAN_DIR/dev.env" ]; then
+    for f in "$MERIDIAN_DIR"/node-*.pid; do
+      [ -f "$f" ] || continue
+      p=$(cat "$f"); [ "$(cat /proc/"$p"/comm 2>/dev/null)" = meridian ] && kill -9 "$p"
+    done
+  fi
+}
