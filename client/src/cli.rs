@@ -14,9 +14,9 @@ mod args;
 pub mod render;
 
 pub use args::{
-    ActAs, AdminCommand, AuditCommand, BlockCommand, ChangesArgs, ConversationCommand, ConversationsArgs, EventsArgs,
-    FriendCommand, GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs, SendArgs, StatusArgs,
-    SubscribeArgs, TokenArgs, UserCommand,
+    ActAs, AdminCommand, ArchiveCommand, AuditCommand, BlockCommand, ChangesArgs, ConversationCommand,
+    ConversationsArgs, EventsArgs, FriendCommand, GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs,
+    SendArgs, StatusArgs, SubscribeArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -92,6 +92,11 @@ pub enum ClientCommand {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The cold archive: status, verify, gc (admin token).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
     },
 }
 
@@ -642,7 +647,8 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         | ClientCommand::Events(_)
         | ClientCommand::Changes(_)
         | ClientCommand::Admin { .. }
-        | ClientCommand::Audit { .. } => Identity::Admin,
+        | ClientCommand::Audit { .. }
+        | ClientCommand::Archive { .. } => Identity::Admin,
         ClientCommand::Send(a) => Identity::user(&a.act_as),
         ClientCommand::History(a) => Identity::user(&a.act_as),
         ClientCommand::Conversations(a) => Identity::user(&a.act_as),
@@ -821,6 +827,26 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
                 || serde_json::json!({ "user": profile.user, "fields": profile.fields }),
                 || profile.fields.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             )
+        }
+        ClientCommand::Archive { command } => {
+            use meridian_proto::api::ArchiveAction;
+            let (action, grace, json) = match command {
+                ArchiveCommand::Status { json } => (ArchiveAction::ArchiveStatus, 0, json),
+                ArchiveCommand::Verify { json } => (ArchiveAction::ArchiveVerify, 0, json),
+                ArchiveCommand::Gc { grace_seconds, json } => (ArchiveAction::ArchiveGc, grace_seconds, json),
+            };
+            let report = client.archive(action, grace).await?;
+            let lines = render::archive_lines(&report, action);
+            if !report.problems.is_empty() {
+                return Err(ClientError::Verification {
+                    detail: format!(
+                        "archive verify: {} damaged segment(s)\n{}",
+                        report.problems.len(),
+                        lines.join("\n")
+                    ),
+                });
+            }
+            Output::json_or_lines(json, || render::archive_json(&report), || lines)
         }
         ClientCommand::Audit { command: AuditCommand::Residency { this_node, json } } => {
             let report = client.audit_residency(this_node).await?;

@@ -1011,6 +1011,22 @@ impl Client {
         }
     }
 
+    /// The archive as the answering node sees it, verified or collected as `action` says
+    /// (admin).
+    pub async fn archive(
+        &self,
+        action: meridian_proto::api::ArchiveAction,
+        gc_grace_seconds: u64,
+    ) -> Result<meridian_proto::api::ArchiveResponse, ClientError> {
+        let request = meridian_proto::api::ArchiveRequest { action: action as i32, gc_grace_seconds };
+        self.call(
+            "Archive",
+            request,
+            |channel, request| async move { AdminClient::new(channel).archive(request).await },
+        )
+        .await
+    }
+
     /// Rebuilds every shard's projections from its event log on the answering node and
     /// compares them with the live ones (admin).
     pub async fn verify_projections(&self) -> Result<VerifyProjectionsResponse, ClientError> {

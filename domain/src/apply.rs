@@ -317,6 +317,11 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
         Command::SetBlocked { user, target, blocked, conversation_home, max_blocked } => {
             set_blocked(state, ctx, (user, target, *blocked, conversation_home.as_ref(), *max_blocked))
         }
+        // Storage applies it (it reads and checks the log range); a state without a log to
+        // read refuses it alike on every replica.
+        Command::ArchiveSegment { .. } => {
+            reject(Reason::ArchiveRangeMismatch, "an archive command needs the event log")
+        }
         Command::HooksSent { up_to } => Ok(Ok(Applied {
             events: vec![],
             changes: vec![Change::SetHooksCursor { up_to: *up_to }],
@@ -493,6 +498,20 @@ fn recall_message(
         );
     }
     let Some(message) = state.message(conversation, seq)? else {
+        if state.cold_range(conversation, seq)?.is_some() {
+            // Archived: older than the hot window, which is never shorter than the recall
+            // window (the node's configuration holds to that).
+            if let Some(recall) = state.recall_overlay(conversation, seq)? {
+                if &recall.by == actor {
+                    return Ok(Applied::unchanged(Reply::MessageRecalled { seq, at: recall.at }));
+                }
+                return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by));
+            }
+            return reject(
+                Reason::RecallWindowExpired,
+                format!("seq {seq} is archived: older than the hot window, so past the recall window"),
+            );
+        }
         return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {conversation}"));
     };
     if &message.sender != actor {

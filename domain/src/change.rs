@@ -45,6 +45,21 @@ pub enum Change {
         target: Lane,
         up_to: EffectId,
     },
+    /// A segment entered the shard's archive manifest.
+    PutArchivedSegment(crate::records::ArchivedSegment),
+    /// Where a conversation's archived seqs are.
+    PutColdRange(crate::records::ColdRange),
+    /// The hot copy of an archived message is dropped (the segment holds it).
+    DeleteMessage {
+        conversation: ConversationId,
+        seq: crate::ids::Seq,
+    },
+    /// A recall of an archived message: the overlay cold reads lay over the segment's copy.
+    PutRecallOverlay {
+        conversation: ConversationId,
+        seq: crate::ids::Seq,
+        recall: crate::records::Recall,
+    },
     /// Where the shard's webhooks resume (see `Command::HooksSent`).
     SetHooksCursor {
         up_to: crate::EventOffset,

@@ -174,6 +174,11 @@ pub enum Command {
     /// The shard's webhooks (after-callbacks and offline pushes, DLV-03/04) were sent for
     /// every event before `up_to`: the next sender resumes there (at least once).
     HooksSent { up_to: crate::EventOffset },
+    /// The shard's leader wrote the log range `segment.first..=segment.last` to the archive:
+    /// every replica checks that its own events of the range hash to `events_digest` and that
+    /// the range is the shard's oldest hot one, then records the segment and drops the range
+    /// (applied by storage, which reads the log; see `SegmentArchived`).
+    ArchiveSegment { segment: crate::records::ArchivedSegment, events_digest: Vec<u8> },
 }
 
 /// The queue of a shard's outbox an effect waits in: a shard of this region, or another

@@ -143,9 +143,39 @@ pub enum Event {
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
+    /// A range of this shard's event log went to the archive as one segment (ADR 0004). The
+    /// replica dropped the range's event-log keys and the hot copies of the messages it holds
+    /// (each conversation's latest message and recall tombstones stay hot); `ranges` say
+    /// which conversation seqs the segment holds.
+    SegmentArchived { segment: crate::records::ArchivedSegment, ranges: Vec<crate::records::ColdRange> },
 }
 
 impl Event {
+    /// The server time the event carries, if its kind records one (the apply time of its
+    /// command: server time never goes backwards within a shard).
+    pub fn time(&self) -> Option<TimeMs> {
+        match self {
+            Event::UserCreated { at, .. }
+            | Event::AccountDeleted { at, .. }
+            | Event::MessageSent { at, .. }
+            | Event::MessageRecalled { at, .. }
+            | Event::ConversationJoined { at, .. }
+            | Event::GroupCreated { at, .. }
+            | Event::GroupMemberAdded { at, .. }
+            | Event::GroupMemberRemoved { at, .. }
+            | Event::GroupMessageSent { at, .. }
+            | Event::GroupDismissed { at, .. }
+            | Event::GroupListed { at, .. }
+            | Event::UserBlocked { at, .. }
+            | Event::GroupJoinRequested { at, .. }
+            | Event::TopicCreated { at, .. }
+            | Event::TopicMessageSent { at, .. }
+            | Event::FriendRequested { at, .. }
+            | Event::FriendAdded { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+
     /// The event's type name, as logs and the event API show it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -186,6 +216,7 @@ impl Event {
             Event::FriendRemoved { .. } => "FriendRemoved",
             Event::FriendRemarked { .. } => "FriendRemarked",
             Event::ConversationFriended { .. } => "ConversationFriended",
+            Event::SegmentArchived { .. } => "SegmentArchived",
         }
     }
 }

@@ -630,7 +630,7 @@ pub(crate) fn recall(
         None
     };
     let Some(message) = state.message(stream, seq)? else {
-        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {stream}"));
+        return recall_archived(state, ctx, (actor, seq, role), stream);
     };
     if let Some(done) = &message.recalled {
         if &done.by == actor {
@@ -657,6 +657,41 @@ pub(crate) fn recall(
                 format!("seq {seq} was sent {age_ms} ms ago; messages can be recalled within {window_ms} ms"),
             );
         }
+    }
+    Ok(Ok(Applied {
+        events: vec![Event::MessageRecalled { conversation: stream.clone(), seq, by: actor.clone(), at: ctx.time }],
+        changes: vec![],
+        reply: Reply::MessageRecalled { seq, at: ctx.time },
+    }))
+}
+
+/// A recall of a message the stream no longer holds hot. An archived message is older than
+/// the hot window, which is never shorter than the recall window: only the owner or an admin
+/// may still recall it, as an overlay on the segment's copy.
+fn recall_archived(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    (actor, seq, role): (&UserId, Seq, Option<GroupRole>),
+    stream: &ConversationId,
+) -> Decided {
+    if state.cold_range(stream, seq)?.is_none() {
+        return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {stream}"));
+    }
+    if let Some(done) = state.recall_overlay(stream, seq)? {
+        if &done.by == actor {
+            return Ok(Ok(Applied {
+                events: vec![],
+                changes: vec![],
+                reply: Reply::MessageRecalled { seq, at: done.at },
+            }));
+        }
+        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", done.by));
+    }
+    if !role.is_some_and(GroupRole::manages) {
+        return reject(
+            Reason::RecallWindowExpired,
+            format!("seq {seq} is archived: past the recall window (the owner or an admin may still recall it)"),
+        );
     }
     Ok(Ok(Applied {
         events: vec![Event::MessageRecalled { conversation: stream.clone(), seq, by: actor.clone(), at: ctx.time }],

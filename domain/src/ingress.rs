@@ -266,6 +266,22 @@ pub fn check(
             to.owns(crate::ConversationId::group(group).as_str())
         }
         Command::HooksSent { .. } => Ok(()),
+        Command::ArchiveSegment { segment, events_digest } => {
+            let bad = |what: &str| Err(Rejection::new(Reason::MalformedCommand, format!("archive segment: {what}")));
+            if segment.key.is_empty() || segment.key.len() > 1024 {
+                return bad("the key must be 1 to 1024 bytes");
+            }
+            if segment.first > segment.last {
+                return bad("the first offset is past the last");
+            }
+            if segment.digest.len() != 32 || events_digest.len() != 32 {
+                return bad("digests are SHA-256 (32 bytes)");
+            }
+            if segment.events == 0 {
+                return bad("a segment holds at least one event");
+            }
+            Ok(())
+        }
         Command::SetLogicVersion { version } => {
             if (1..=crate::apply::LOGIC_VERSION).contains(version) {
                 Ok(())

@@ -96,8 +96,34 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 message.recalled = Some(Recall { by: by.clone(), at: *at });
                 vec![Change::PutMessage { conversation: conversation.clone(), message }]
             }
+            // An archived message: the recall is an overlay that cold reads lay over the
+            // segment's copy.
+            None if state.cold_range(conversation, *seq)?.is_some() => vec![Change::PutRecallOverlay {
+                conversation: conversation.clone(),
+                seq: *seq,
+                recall: Recall { by: by.clone(), at: *at },
+            }],
             None => vec![],
         },
+        Event::SegmentArchived { segment, ranges } => {
+            let mut changes = vec![Change::PutArchivedSegment(segment.clone())];
+            for range in ranges {
+                changes.push(Change::PutColdRange(range.clone()));
+                // The latest message stays hot (conversation lists never read the archive),
+                // and so do recall tombstones (the segment holds the message as sent).
+                let latest = state.conversation(&range.conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
+                for seq in range.from.0..=range.to.0 {
+                    let seq = Seq(seq);
+                    if seq == latest {
+                        continue;
+                    }
+                    if state.message(&range.conversation, seq)?.is_some_and(|m| m.recalled.is_none()) {
+                        changes.push(Change::DeleteMessage { conversation: range.conversation.clone(), seq });
+                    }
+                }
+            }
+            changes
+        }
         Event::ReadMarked { conversation, user, read_seq } if conversation.topic().is_some() => {
             vec![Change::PutTopicCursor { stream: conversation.clone(), user: user.clone(), read_seq: *read_seq }]
         }
@@ -422,6 +448,32 @@ struct Sent<'a> {
     elements: &'a [crate::element::Element],
     request_id: Option<&'a crate::ids::RequestId>,
     at: crate::ids::TimeMs,
+}
+
+/// The message an event put into a stream's history, as the history projection first wrote
+/// it (before any recall): what cold reads rebuild from an archived segment's events.
+pub fn sent_message(event: &Event) -> Option<(crate::ids::ConversationId, Message)> {
+    let (conversation, seq, id, sender, elements, at) = match event {
+        Event::MessageSent { conversation, seq, message_id, sender, elements, at, .. } => {
+            (conversation.clone(), seq, message_id, sender, elements, at)
+        }
+        Event::GroupMessageSent { group, seq, message_id, sender, elements, at, .. } => {
+            (crate::ids::ConversationId::group(group), seq, message_id, sender, elements, at)
+        }
+        Event::TopicMessageSent { group, topic, seq, message_id, sender, elements, at, .. } => {
+            (crate::ids::ConversationId::topic_stream(group, topic), seq, message_id, sender, elements, at)
+        }
+        _ => return None,
+    };
+    let message = Message {
+        id: id.clone(),
+        seq: *seq,
+        sender: sender.clone(),
+        time: *at,
+        elements: elements.clone(),
+        recalled: None,
+    };
+    Some((conversation, message))
 }
 
 /// The records a message writes to a group's or a topic's stream: the message, the stream's

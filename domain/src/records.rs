@@ -70,6 +70,32 @@ pub struct Recall {
     pub at: TimeMs,
 }
 
+/// One segment of a shard's event log in the archive (ADR 0004): the shard's manifest holds
+/// one per archived range, keyed by its first offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedSegment {
+    /// The object's key in the archive's store.
+    pub key: String,
+    pub first: crate::EventOffset,
+    pub last: crate::EventOffset,
+    /// SHA-256 of the whole object.
+    pub digest: Vec<u8>,
+    pub bytes: u64,
+    pub events: u64,
+    /// The sealing leader's clock (informational).
+    pub sealed_at: TimeMs,
+}
+
+/// A conversation's seqs `from..=to` that an archived segment holds (the one whose first
+/// offset is `segment`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColdRange {
+    pub conversation: ConversationId,
+    pub from: Seq,
+    pub to: Seq,
+    pub segment: crate::EventOffset,
+}
+
 /// One entry of a user's conversation index (on the user's shard).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationRef {

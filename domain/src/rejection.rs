@@ -113,6 +113,7 @@ reasons! {
     SyncTokenInvalid => "SYNC_TOKEN_INVALID", InvalidArgument;
     CallbackRejected => "CALLBACK_REJECTED", PermissionDenied;
     CallbackFailed => "CALLBACK_FAILED", FailedPrecondition;
+    ArchiveRangeMismatch => "ARCHIVE_RANGE_MISMATCH", FailedPrecondition;
 }
 
 impl fmt::Display for Reason {

@@ -14,6 +14,18 @@ pub trait ShardState {
     fn user(&self, id: &UserId) -> Result<Option<User>, StateError>;
     fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StateError>;
     fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError>;
+    /// The archived range of `conversation` that holds `seq`, if that seq is archived.
+    fn cold_range(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<crate::records::ColdRange>, StateError>;
+    /// The recall of an archived message, if it was recalled after it was archived.
+    fn recall_overlay(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<crate::records::Recall>, StateError>;
     fn dedup(
         &self,
         conversation: &ConversationId,
@@ -117,12 +129,47 @@ impl<S: ShardState> ShardState for Pending<'_, S> {
         use crate::change::Change;
         match self.newest(|c| match c {
             Change::PutMessage { conversation: cv, message } if cv == conversation && message.seq == seq => {
-                Some(message.clone())
+                Some(Some(message.clone()))
+            }
+            Change::DeleteMessage { conversation: cv, seq: s } if cv == conversation && *s == seq => Some(None),
+            _ => None,
+        }) {
+            Some(m) => Ok(m),
+            None => self.base.message(conversation, seq),
+        }
+    }
+
+    fn cold_range(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<crate::records::ColdRange>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutColdRange(r) if &r.conversation == conversation && r.from <= seq && seq <= r.to => {
+                Some(r.clone())
             }
             _ => None,
         }) {
-            Some(m) => Ok(Some(m)),
-            None => self.base.message(conversation, seq),
+            Some(r) => Ok(Some(r)),
+            None => self.base.cold_range(conversation, seq),
+        }
+    }
+
+    fn recall_overlay(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<crate::records::Recall>, StateError> {
+        use crate::change::Change;
+        match self.newest(|c| match c {
+            Change::PutRecallOverlay { conversation: cv, seq: s, recall } if cv == conversation && *s == seq => {
+                Some(recall.clone())
+            }
+            _ => None,
+        }) {
+            Some(r) => Ok(Some(r)),
+            None => self.base.recall_overlay(conversation, seq),
         }
     }
 

@@ -36,6 +36,9 @@ struct MemState {
     views: BTreeMap<(ConversationId, UserId), HistoryView>,
     topics: BTreeMap<(GroupId, TopicId), meridian_domain::records::Topic>,
     topic_cursors: BTreeMap<(ConversationId, UserId), Seq>,
+    segments: Vec<meridian_domain::records::ArchivedSegment>,
+    cold: Vec<meridian_domain::records::ColdRange>,
+    overlays: BTreeMap<(ConversationId, Seq), meridian_domain::records::Recall>,
 }
 
 impl ShardState for MemState {
@@ -47,6 +50,20 @@ impl ShardState for MemState {
     }
     fn message(&self, c: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
         Ok(self.messages.get(&(c.clone(), seq)).cloned())
+    }
+    fn cold_range(
+        &self,
+        c: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<meridian_domain::records::ColdRange>, StateError> {
+        Ok(self.cold.iter().find(|r| &r.conversation == c && r.from <= seq && seq <= r.to).cloned())
+    }
+    fn recall_overlay(
+        &self,
+        c: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<meridian_domain::records::Recall>, StateError> {
+        Ok(self.overlays.get(&(c.clone(), seq)).cloned())
     }
     fn dedup(&self, c: &ConversationId, s: &UserId, r: &RequestId) -> Result<Option<DedupEntry>, StateError> {
         Ok(self.dedup.get(&(c.clone(), s.clone(), r.clone())).cloned())
@@ -241,6 +258,14 @@ impl MemState {
                     self.prefs.remove(&(user, conversation));
                 }
                 Change::AckOutbox { .. } | Change::SetLogicVersion { .. } | Change::SetHooksCursor { .. } => {}
+                Change::PutArchivedSegment(s) => self.segments.push(s),
+                Change::PutColdRange(r) => self.cold.push(r),
+                Change::DeleteMessage { conversation, seq } => {
+                    self.messages.remove(&(conversation, seq));
+                }
+                Change::PutRecallOverlay { conversation, seq, recall } => {
+                    self.overlays.insert((conversation, seq), recall);
+                }
             }
         }
     }
@@ -387,6 +412,56 @@ fn recall_rules() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s, before);
+}
+
+/// An archived range drops the hot copies of its messages but the conversation's latest and
+/// recall tombstones; a recall of an archived message is past the window for its sender, and
+/// an overlay when it does happen (here, projected directly).
+#[test]
+fn archiving_keeps_the_latest_message_and_tombstones_hot() {
+    use meridian_domain::records::{ArchivedSegment, ColdRange};
+    let mut s = MemState::default();
+    for (i, body) in ["one", "two", "three", "four"].iter().enumerate() {
+        send(&mut s, 1_000 + i as i64, "alice", "bob", body, None).unwrap_or_else(|r| panic!("{r}"));
+    }
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let recall = |seq: u64| Command::RecallMessage {
+        actor: user("alice"),
+        conversation: c.clone(),
+        seq: Seq(seq),
+        window_ms: 120_000,
+    };
+    assert!(run(&mut s, &ctx(2_000, 10), recall(2)).is_ok());
+    let first = EventOffset { log_index: 1, command: 0, event: 0 };
+    let segment = ArchivedSegment {
+        key: "meridian/sg/1/0/x.seg".into(),
+        first,
+        last: EventOffset { log_index: 9, command: 0, event: 0 },
+        digest: vec![0; 32],
+        bytes: 100,
+        events: 8,
+        sealed_at: TimeMs(5_000),
+    };
+    let event = Event::SegmentArchived {
+        segment: segment.clone(),
+        ranges: vec![ColdRange { conversation: c.clone(), from: Seq(1), to: Seq(4), segment: first }],
+    };
+    let changes = meridian_domain::projector::project(&s, &event).unwrap_or_else(|e| panic!("{e}"));
+    s.write(changes);
+    let hot: Vec<u64> = s.messages.keys().filter(|(cv, _)| cv == &c).map(|(_, q)| q.0).collect();
+    assert_eq!(hot, vec![2, 4], "the recalled message and the latest stay hot");
+    assert_eq!(s.segments, vec![segment]);
+    // The sender's own recall of an archived message: past the window.
+    assert_rejected(&mut s, &ctx(3_000, 11), recall(1), Reason::RecallWindowExpired);
+    // A recall of an archived message becomes an overlay.
+    let recalled =
+        Event::MessageRecalled { conversation: c.clone(), seq: Seq(3), by: user("alice"), at: TimeMs(6_000) };
+    let changes = meridian_domain::projector::project(&s, &recalled).unwrap_or_else(|e| panic!("{e}"));
+    s.write(changes);
+    assert_eq!(s.overlays[&(c.clone(), Seq(3))].by, user("alice"));
+    // Repeated by the one who recalled it: the first result; by anyone else: refused.
+    assert!(run(&mut s, &ctx(7_000, 12), recall(3)).is_ok());
+    assert_rejected(&mut s, &ctx(7_000, 13), recall(5), Reason::SeqOutOfRange);
 }
 
 #[test]

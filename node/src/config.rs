@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::DEFAULT_TOKEN_TTL_SECONDS;
 
+mod archive;
 mod hooks;
+pub use archive::{ArchiveConfig, ArchiveStoreKind};
 pub use hooks::{BeforeMode, CallbacksConfig, PreviewMode, PushConfig, MAX_HOOK_TIMEOUT_MS};
 
 /// Shortest accepted auth secret, in bytes.
@@ -102,6 +104,8 @@ pub struct NodeConfig {
     pub callbacks: CallbacksConfig,
     /// Offline push (`[push]`, DLV-03); none by default.
     pub push: PushConfig,
+    /// The cold archive (`[archive]`, GEO-04); off by default.
+    pub archive: ArchiveConfig,
 }
 
 impl Default for NodeConfig {
@@ -133,6 +137,7 @@ impl Default for NodeConfig {
             worker_threads: None,
             callbacks: CallbacksConfig::default(),
             push: PushConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }
@@ -533,6 +538,7 @@ impl NodeConfig {
         self.raft.validate(&mut p);
         self.callbacks.validate(&mut p);
         self.push.validate(&mut p);
+        self.archive.validate(&mut p, self.limits.recall_window_seconds);
         if p.0.is_empty() {
             Ok(())
         } else {

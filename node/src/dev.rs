@@ -86,6 +86,42 @@ pub struct DevArgs {
     /// Nodes per region with `--regions`: 1 (the default, which fits two cores) or 3.
     #[arg(long, default_value_t = 1)]
     pub nodes_per_region: u64,
+    /// Switch the cold archive on: events older than this (`90s`, `10m`, `2h`, or seconds)
+    /// move to segment objects in `DIR/archive` (shared by the nodes), sealed every tenth of
+    /// the window (at least 1 s, at most 10 s). The recall window is cut to it when longer.
+    /// Applies to new and reused configs alike (they are rewritten).
+    #[arg(long, value_parser = parse_window)]
+    pub archive_hot_window: Option<u64>,
+}
+
+/// `90s`, `10m`, `2h`, `1d` or plain seconds, as seconds (at least 1).
+fn parse_window(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 90s, 10m or 2h"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    let seconds = n.saturating_mul(scale);
+    if seconds == 0 {
+        return Err("the hot window must be at least 1 s".into());
+    }
+    Ok(seconds)
+}
+
+/// Turns the archive on in a dev node's config (see `--archive-hot-window`).
+pub fn apply_dev_archive(config: &mut NodeConfig, dir: &Path, hot_window_seconds: u64) {
+    config.archive.hot_window_seconds = hot_window_seconds;
+    config.archive.path = Some(dir.join("archive"));
+    config.archive.seal_interval_ms = (hot_window_seconds * 100).clamp(1000, 10_000);
+    config.limits.recall_window_seconds = config.limits.recall_window_seconds.min(hot_window_seconds);
 }
 
 /// One node of the dev deployment: its name (`node-2`, `sg-node-1`), files and config.
@@ -179,6 +215,12 @@ fn prepare_configs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<NodeConfig>
         };
         configs.push(config);
     }
+    if let Some(window) = args.archive_hot_window {
+        for config in &mut configs {
+            apply_dev_archive(config, dir, window);
+            write_config(&config_path(dir, config.node_id), config)?;
+        }
+    }
     check_consistent(dir, &configs)?;
     Ok(configs)
 }
@@ -241,6 +283,7 @@ fn node_config(
         ),
         callbacks: Default::default(),
         push: Default::default(),
+        archive: Default::default(),
     };
     config.validate().with_context(|| format!("generate the config of node-{n}"))?;
     Ok(config)
@@ -788,7 +831,29 @@ mod tests {
             regions: vec![],
             strict: vec![],
             nodes_per_region: 1,
+            archive_hot_window: None,
         }
+    }
+
+    #[test]
+    fn archive_windows_parse_with_units_and_cut_the_recall_window() {
+        assert_eq!(parse_window("10s"), Ok(10));
+        assert_eq!(parse_window("90"), Ok(90));
+        assert_eq!(parse_window("10m"), Ok(600));
+        assert_eq!(parse_window("2h"), Ok(7200));
+        for bad in ["", "0s", "s", "10x", "-1s", "1.5m"] {
+            assert!(parse_window(bad).is_err(), "{bad:?} should be refused");
+        }
+        let dir = Path::new("/tmp/dev");
+        let mut config = NodeConfig::default();
+        apply_dev_archive(&mut config, dir, 10);
+        assert_eq!(config.archive.hot_window_seconds, 10);
+        assert_eq!(config.archive.path.as_deref(), Some(dir.join("archive").as_path()));
+        assert_eq!(config.archive.seal_interval_ms, 1000);
+        assert_eq!(config.limits.recall_window_seconds, 10);
+        let mut config = NodeConfig::default();
+        apply_dev_archive(&mut config, dir, 3600);
+        assert_eq!((config.archive.seal_interval_ms, config.limits.recall_window_seconds), (10_000, 120));
     }
 
     #[test]

@@ -92,6 +92,23 @@ fn metrics(node: &RaftNode) -> String {
         let _ = writeln!(out, "# TYPE {name} counter");
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
+    let archive = &crate::archive::METRICS;
+    for (name, value) in [
+        ("meridian_archive_segments_sealed_total", &archive.segments_sealed),
+        ("meridian_archive_bytes_sealed_total", &archive.bytes_sealed),
+        ("meridian_archive_seal_failures_total", &archive.seal_failures),
+        ("meridian_archive_cold_reads_total", &archive.cold_reads),
+        ("meridian_archive_cold_read_failures_total", &archive.cold_read_failures),
+        ("meridian_archive_cache_hits_total", &archive.cache_hits),
+        ("meridian_archive_cache_misses_total", &archive.cache_misses),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# TYPE meridian_archive_lag_seconds gauge");
+    for (shard, lag) in archive.lag_seconds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "meridian_archive_lag_seconds{{shard=\"{shard}\"}} {lag}");
+    }
     let _ = writeln!(out, "# TYPE meridian_shard_applied_index gauge");
     for s in node.status(false) {
         let _ = writeln!(out, "meridian_shard_applied_index{{shard=\"{}\"}} {}", s.shard, s.applied_index);

@@ -8,6 +8,7 @@
 //! - [`server`]: `meridian node`: storage, Raft and the doors (client and peer listeners).
 //! - [`tls`]: rustls configuration of the listeners and of peer calls.
 //! - [`api`]: the client-facing gRPC services and the one error → status mapping.
+//! - [`archive`]: the cold archive: sealing segments, reading them back (ADR 0004).
 //! - [`http`]: plain-HTTP health, readiness and metrics.
 //! - [`link`]: the region link (handshake, link states); [`region_calls`]: what a node does
 //!   for other regions behind it; [`geo`]: the directory, the residency rule and calls to
@@ -16,6 +17,7 @@
 //! Must never depend on: RocksDB or openraft directly (storage and raft crates own those).
 
 pub mod api;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod config;

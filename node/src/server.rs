@@ -51,6 +51,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
     let links = Arc::new(RegionLinks::default());
+    let archive = crate::archive::Archive::open(&config.archive, &config.data_dir, region.as_str())
+        .context("open the archive")?;
     let mut ctx = Context {
         node: node.clone(),
         topology: Topology::new(region.clone(), config.shards),
@@ -63,7 +65,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         likes: Default::default(),
         delivery: crate::delivery::Hub::start(node.clone()),
         hooks: Arc::new(crate::hooks::Hooks::new(&config)),
+        archive: archive.clone(),
     };
+    if let Some(archive) = archive {
+        tracing::info!(root = archive.root(), hot_window_seconds = config.archive.hot_window_seconds, "archive on");
+        crate::archive::sealer::start(archive, node.clone());
+    }
     crate::hooks::sender::start(ctx.hooks.clone(), node.clone(), ctx.delivery.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -87,6 +87,14 @@ pub const SYNC_TOKEN_INVALID: &str = "SYNC_TOKEN_INVALID";
 pub const CALLBACK_REJECTED: &str = "CALLBACK_REJECTED";
 /// A fail-closed before-callback did not answer in time or answered nonsense: nothing was done.
 pub const CALLBACK_FAILED: &str = "CALLBACK_FAILED";
+/// An archive command named a range that is not the shard's next hot range, or whose events
+/// differ from this replica's (a stale or repeated seal): nothing was archived.
+pub const ARCHIVE_RANGE_MISMATCH: &str = "ARCHIVE_RANGE_MISMATCH";
+/// Cold history (in the archive's object store) could not be read right now: the store is
+/// unreachable or timed out. Hot data is unaffected; retry later.
+pub const ARCHIVE_UNAVAILABLE: &str = "ARCHIVE_UNAVAILABLE";
+/// An archived segment failed its checksums: the object was damaged or replaced.
+pub const ARCHIVE_CORRUPT: &str = "ARCHIVE_CORRUPT";
 pub const BLOCKLIST_LIMIT: &str = "BLOCKLIST_LIMIT";
 pub const PROFILE_FIELD_INVALID: &str = "PROFILE_FIELD_INVALID";
 pub const GROUP_NOT_FOUND: &str = "GROUP_NOT_FOUND";
@@ -98,7 +106,7 @@ pub const MEMBER_MUTED: &str = "MEMBER_MUTED";
 pub const GROUP_DISMISSED: &str = "GROUP_DISMISSED";
 
 /// The codes whose request may be retried as it is: nothing took effect.
-pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE];
+pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE, ARCHIVE_UNAVAILABLE];
 
 /// Every code, in the order above.
 pub const ALL: &[&str] = &[
@@ -171,6 +179,9 @@ pub const ALL: &[&str] = &[
     SYNC_TOKEN_INVALID,
     CALLBACK_REJECTED,
     CALLBACK_FAILED,
+    ARCHIVE_RANGE_MISMATCH,
+    ARCHIVE_UNAVAILABLE,
+    ARCHIVE_CORRUPT,
     BLOCKLIST_LIMIT,
     PROFILE_FIELD_INVALID,
     GROUP_NOT_FOUND,

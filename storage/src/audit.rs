@@ -174,6 +174,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
             vec![(Subject::User(user.clone()), "group list event")]
         }
         Event::LogicVersionRaised { .. }
+        | Event::SegmentArchived { .. }
         | Event::IdClaimed { .. }
         | Event::GroupCreated { .. }
         | Event::GroupMemberMuted { .. }
@@ -238,6 +239,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         Command::AckEffects { .. }
         | Command::SetLogicVersion { .. }
         | Command::HooksSent { .. }
+        | Command::ArchiveSegment { .. }
         | Command::ClaimId { .. }
         | Command::CreateGroup { .. }
         | Command::AddGroupMembers { .. }

@@ -4,7 +4,7 @@
 //! is corruption, reported as a [`StorageError`] (the replica stops rather than guess).
 
 use meridian_domain::element::{Element, Forwarded};
-use meridian_domain::records::Recall;
+use meridian_domain::records::{ArchivedSegment, ColdRange, Recall};
 use meridian_domain::*;
 use meridian_proto::durable as pb;
 
@@ -365,6 +365,16 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             command: up_to.command,
             event: u32::from(up_to.event),
         }),
+        Command::ArchiveSegment { segment, events_digest } => Kind::ArchiveSegment(pb::ArchiveSegment {
+            key: segment.key.clone(),
+            first: Some(offset_to_pb(segment.first)),
+            last: Some(offset_to_pb(segment.last)),
+            digest: segment.digest.clone(),
+            bytes: segment.bytes,
+            events_digest: events_digest.clone(),
+            events: segment.events,
+            sealed_at_ms: segment.sealed_at.0,
+        }),
     };
     pb::Command { kind: Some(kind) }
 }
@@ -586,6 +596,76 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
                     .map_err(|_| StorageError::corrupt(W, format!("event position {} is out of range", h.event)))?,
             },
         },
+        Kind::ArchiveSegment(a) => Command::ArchiveSegment {
+            segment: ArchivedSegment {
+                key: a.key,
+                first: offset_from_pb(W, a.first)?,
+                last: offset_from_pb(W, a.last)?,
+                digest: a.digest,
+                bytes: a.bytes,
+                events: a.events,
+                sealed_at: TimeMs(a.sealed_at_ms),
+            },
+            events_digest: a.events_digest,
+        },
+    })
+}
+
+pub fn offset_to_pb(o: EventOffset) -> pb::EventOffsetRecord {
+    pb::EventOffsetRecord { log_index: o.log_index, command: o.command, event: u32::from(o.event) }
+}
+
+pub fn offset_from_pb(what: &'static str, o: Option<pb::EventOffsetRecord>) -> Result<EventOffset, StorageError> {
+    let o = o.ok_or_else(|| StorageError::corrupt(what, "no offset"))?;
+    Ok(EventOffset {
+        log_index: o.log_index,
+        command: o.command,
+        event: u16::try_from(o.event)
+            .map_err(|_| StorageError::corrupt(what, format!("event position {} is out of range", o.event)))?,
+    })
+}
+
+pub fn archived_segment_to_pb(s: &ArchivedSegment) -> pb::ArchivedSegmentRecord {
+    pb::ArchivedSegmentRecord {
+        version: RECORD_VERSION,
+        key: s.key.clone(),
+        first: Some(offset_to_pb(s.first)),
+        last: Some(offset_to_pb(s.last)),
+        digest: s.digest.clone(),
+        bytes: s.bytes,
+        events: s.events,
+        sealed_at_ms: s.sealed_at.0,
+    }
+}
+
+pub fn archived_segment_from_pb(s: pb::ArchivedSegmentRecord) -> Result<ArchivedSegment, StorageError> {
+    const W: &str = "archived segment";
+    Ok(ArchivedSegment {
+        key: s.key,
+        first: offset_from_pb(W, s.first)?,
+        last: offset_from_pb(W, s.last)?,
+        digest: s.digest,
+        bytes: s.bytes,
+        events: s.events,
+        sealed_at: TimeMs(s.sealed_at_ms),
+    })
+}
+
+pub fn cold_range_to_pb(r: &ColdRange) -> pb::ColdRangeRecord {
+    pb::ColdRangeRecord {
+        version: RECORD_VERSION,
+        seq_from: r.from.0,
+        seq_to: r.to.0,
+        segment: Some(offset_to_pb(r.segment)),
+    }
+}
+
+pub fn cold_range_from_pb(conversation: ConversationId, r: pb::ColdRangeRecord) -> Result<ColdRange, StorageError> {
+    Ok(ColdRange {
+        conversation,
+        from: Seq(r.seq_from),
+        to: Seq(r.seq_to),
+        segment: offset_from_pb("cold range", r.segment)?,
     })
 }
 
@@ -873,6 +953,23 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
                 home: region_or_empty(home.as_ref()),
             })
         }
+        Event::SegmentArchived { segment, ranges } => Kind::SegmentArchived(pb::SegmentArchivedEvent {
+            key: segment.key.clone(),
+            first: Some(offset_to_pb(segment.first)),
+            last: Some(offset_to_pb(segment.last)),
+            digest: segment.digest.clone(),
+            bytes: segment.bytes,
+            events: segment.events,
+            sealed_at_ms: segment.sealed_at.0,
+            ranges: ranges
+                .iter()
+                .map(|r| pb::ColdSeqRange {
+                    conversation_id: r.conversation.to_string(),
+                    seq_from: r.from.0,
+                    seq_to: r.to.0,
+                })
+                .collect(),
+        }),
         Event::LogicVersionRaised { from, to } => {
             Kind::LogicVersionRaised(pb::LogicVersionRaisedEvent { from: *from, to: *to })
         }
@@ -1108,6 +1205,31 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             home: optional_region(W, &j.home)?,
         },
         Kind::LogicVersionRaised(v) => Event::LogicVersionRaised { from: v.from, to: v.to },
+        Kind::SegmentArchived(a) => Event::SegmentArchived {
+            segment: ArchivedSegment {
+                key: a.key,
+                first: offset_from_pb(W, a.first)?,
+                last: offset_from_pb(W, a.last)?,
+                digest: a.digest,
+                bytes: a.bytes,
+                events: a.events,
+                sealed_at: TimeMs(a.sealed_at_ms),
+            },
+            ranges: {
+                let first = offset_from_pb(W, a.first)?;
+                a.ranges
+                    .into_iter()
+                    .map(|r| {
+                        Ok(ColdRange {
+                            conversation: conversation_id(W, &r.conversation_id)?,
+                            from: Seq(r.seq_from),
+                            to: Seq(r.seq_to),
+                            segment: first,
+                        })
+                    })
+                    .collect::<Result<_, StorageError>>()?
+            },
+        },
         Kind::IdClaimed(c) => Event::IdClaimed {
             key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
             region: RegionCode::parse(&c.region).map_err(corrupt(W))?,

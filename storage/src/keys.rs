@@ -124,6 +124,12 @@ pub const PROJ_HISTORY_VIEW: u8 = b'v';
 pub const PROJ_TOPIC: u8 = b'y';
 pub const PROJ_TOPIC_CURSOR: u8 = b'Y';
 pub const PROJ_HOOKS_CURSOR: u8 = b'h';
+/// The archive manifest: one record per archived segment, by its first offset.
+pub const PROJ_ARCHIVED_SEGMENT: u8 = b's';
+/// Where a conversation's archived seqs are, by conversation and last seq.
+pub const PROJ_COLD_RANGE: u8 = b'z';
+/// Recalls of archived messages, by conversation and seq.
+pub const PROJ_RECALL_OVERLAY: u8 = b'R';
 /// The first byte of an outbox key's lane for another region (a shard lane's first byte is
 /// 0: shard ids stay below 4096).
 pub const OUTBOX_REGION_LANE: u8 = 0xff;
@@ -171,6 +177,42 @@ pub fn outbox_acked(shard: ShardId, target: ShardId) -> Vec<u8> {
 }
 
 /// Where the shard's webhooks resume.
+pub fn archived_segment(shard: ShardId, first: EventOffset) -> Vec<u8> {
+    let mut k = with_shard(shard, 15);
+    k.push(PROJ_ARCHIVED_SEGMENT);
+    k.extend_from_slice(&first.log_index.to_be_bytes());
+    k.extend_from_slice(&first.command.to_be_bytes());
+    k.extend_from_slice(&first.event.to_be_bytes());
+    k
+}
+
+pub fn archived_segments(shard: ShardId) -> Vec<u8> {
+    let mut k = with_shard(shard, 1);
+    k.push(PROJ_ARCHIVED_SEGMENT);
+    k
+}
+
+pub fn cold_ranges(shard: ShardId, conversation: &ConversationId) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + conversation.as_str().len() + 8);
+    k.push(PROJ_COLD_RANGE);
+    push_str(&mut k, conversation.as_str());
+    k
+}
+
+pub fn cold_range(shard: ShardId, conversation: &ConversationId, seq_to: Seq) -> Vec<u8> {
+    let mut k = cold_ranges(shard, conversation);
+    k.extend_from_slice(&seq_to.0.to_be_bytes());
+    k
+}
+
+pub fn recall_overlay(shard: ShardId, conversation: &ConversationId, seq: Seq) -> Vec<u8> {
+    let mut k = with_shard(shard, 2 + conversation.as_str().len() + 8);
+    k.push(PROJ_RECALL_OVERLAY);
+    push_str(&mut k, conversation.as_str());
+    k.extend_from_slice(&seq.0.to_be_bytes());
+    k
+}
+
 pub fn hooks_cursor(shard: ShardId) -> Vec<u8> {
     let mut k = with_shard(shard, 1);
     k.push(PROJ_HOOKS_CURSOR);

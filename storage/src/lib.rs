@@ -28,6 +28,7 @@
 //!
 //! Must never depend on: openraft, tonic, or the client API types.
 
+pub mod archive;
 pub mod audit;
 pub mod codec;
 pub mod db;

@@ -132,6 +132,9 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
                         | &keys::PROJ_HISTORY_VIEW
                         | &keys::PROJ_TOPIC
                         | &keys::PROJ_TOPIC_CURSOR
+                        | &keys::PROJ_ARCHIVED_SEGMENT
+                        | &keys::PROJ_COLD_RANGE
+                        | &keys::PROJ_RECALL_OVERLAY
                 )
             )
         }
@@ -141,8 +144,19 @@ fn is_projection(cf: &str, key: &[u8]) -> bool {
 
 impl ShardStore {
     /// Rebuilds this shard's projections from its event log into scratch memory and compares
-    /// them with the live ones, both read from one RocksDB snapshot.
+    /// them with the live ones, both read from one RocksDB snapshot. A shard with archived
+    /// segments needs [`ShardStore::verify_projections_with`].
     pub fn verify_projections(&self) -> Result<ProjectionCheck, StorageError> {
+        self.verify_projections_with(&|_| None)
+    }
+
+    /// As [`ShardStore::verify_projections`], replaying the archived segments the manifest
+    /// names first: `cold` gives each segment's events in log order (fetched beforehand). A
+    /// segment it has no events for is an error naming it (the caller fetches and retries).
+    pub fn verify_projections_with(
+        &self,
+        cold: &dyn Fn(&meridian_domain::records::ArchivedSegment) -> Option<Vec<Event>>,
+    ) -> Result<ProjectionCheck, StorageError> {
         let db = self.db();
         let shard = self.shard();
         let snap = db.rocks().snapshot();
@@ -164,15 +178,8 @@ impl ShardStore {
 
         let mut scratch = Scratch { shard, records: Records::new() };
         let mut events = 0u64;
-        let log = db.rocks().iterator_cf_opt(
-            db.cf(keys::CF_EVENT_LOG)?,
-            read_options(),
-            IteratorMode::From(&from, Direction::Forward),
-        );
-        for item in log {
-            let (_, value) = item?;
-            let event = codec::event_from_pb(decode_record("event", &value)?)?;
-            let changes = project(&StateView(&scratch), &event).map_err(|e| StorageError::corrupt("replay", e.0))?;
+        let mut fold = |scratch: &mut Scratch, event: &Event| -> Result<(), StorageError> {
+            let changes = project(&StateView(&*scratch), event).map_err(|e| StorageError::corrupt("replay", e.0))?;
             for change in changes {
                 if let Some((cf, key, value)) = projection_record(shard, &change) {
                     scratch.records.insert((cf, key), value);
@@ -181,6 +188,39 @@ impl ShardStore {
                 }
             }
             events += 1;
+            Ok(())
+        };
+        let manifest_prefix = keys::archived_segments(shard);
+        let manifest = db.rocks().iterator_cf_opt(
+            db.cf(keys::CF_PROJECTIONS)?,
+            read_options(),
+            IteratorMode::From(&manifest_prefix, Direction::Forward),
+        );
+        for item in manifest {
+            let (key, value) = item?;
+            if !key.starts_with(&manifest_prefix) {
+                break;
+            }
+            let segment = codec::archived_segment_from_pb(decode_record("archived segment", &value)?)?;
+            let Some(cold_events) = cold(&segment) else {
+                return Err(StorageError::corrupt(
+                    "replay",
+                    format!("no events given for archived segment {}", segment.key),
+                ));
+            };
+            for event in &cold_events {
+                fold(&mut scratch, event)?;
+            }
+        }
+        let log = db.rocks().iterator_cf_opt(
+            db.cf(keys::CF_EVENT_LOG)?,
+            read_options(),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in log {
+            let (_, value) = item?;
+            let event = codec::event_from_pb(decode_record("event", &value)?)?;
+            fold(&mut scratch, &event)?;
         }
 
         let mut live = Records::new();

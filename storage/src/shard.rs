@@ -746,7 +746,24 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
         | Change::DeletePairBlock { .. }
         | Change::DeleteFriend { .. }
         | Change::DeleteFriendRequest { .. }
-        | Change::DeletePairFriend { .. } => return None,
+        | Change::DeletePairFriend { .. }
+        | Change::DeleteMessage { .. } => return None,
+        Change::PutArchivedSegment(s) => (
+            keys::CF_PROJECTIONS,
+            keys::archived_segment(shard, s.first),
+            codec::archived_segment_to_pb(s).encode_to_vec(),
+        ),
+        Change::PutColdRange(r) => (
+            keys::CF_PROJECTIONS,
+            keys::cold_range(shard, &r.conversation, r.to),
+            codec::cold_range_to_pb(r).encode_to_vec(),
+        ),
+        Change::PutRecallOverlay { conversation, seq, recall } => (
+            keys::CF_PROJECTIONS,
+            keys::recall_overlay(shard, conversation, *seq),
+            pb::RecallOverlayRecord { version: codec::RECORD_VERSION, by: recall.by.to_string(), at_ms: recall.at.0 }
+                .encode_to_vec(),
+        ),
         Change::PutClaim { key, region } => (
             keys::CF_PROJECTIONS,
             keys::directory(shard, key),
@@ -788,6 +805,9 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
         }
         Change::DeletePairFriend { conversation, lister } => {
             Some((keys::CF_PROJECTIONS, keys::pair_friend(shard, conversation, lister)))
+        }
+        Change::DeleteMessage { conversation, seq } => {
+            Some((keys::CF_EVENTS, keys::message(shard, conversation, *seq)))
         }
         _ => None,
     }
@@ -882,7 +902,10 @@ impl ApplyTxn<'_> {
                 }
             };
             ctx.position = position;
-            let outcome = apply(&StateView(&*self), &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?;
+            let outcome = match &command {
+                Command::ArchiveSegment { segment, events_digest } => self.archive_segment(segment, events_digest)?,
+                _ => apply(&StateView(&*self), &ctx, &command).map_err(|e| StorageError::corrupt("state", e.0))?,
+            };
             match outcome {
                 Ok(applied) => {
                     let command = u32::try_from(position).unwrap_or(u32::MAX);
@@ -904,6 +927,97 @@ impl ApplyTxn<'_> {
             self.applied.region = region_name;
         }
         Ok(results)
+    }
+
+    /// Applies `ArchiveSegment`: the range must be the shard's oldest hot events, exactly, and
+    /// hash to `events_digest` here too; then the segment enters the manifest, the range's
+    /// event-log keys and the hot copies of its messages are dropped (point deletes: range
+    /// tombstones slow every later iterator), all in this transaction. Reads see this
+    /// transaction's earlier writes (a follower catching up applies many entries at once).
+    fn archive_segment(
+        &mut self,
+        segment: &records::ArchivedSegment,
+        events_digest: &[u8],
+    ) -> Result<meridian_domain::apply::Outcome, StorageError> {
+        let shard = self.store.shard;
+        let mismatch = |what: String| Ok(Err(Rejection::new(Reason::ArchiveRangeMismatch, what)));
+        let boundary = match self.store.last_archived_segment()? {
+            Some(s) => crate::archive::key_after(shard, s.last),
+            None => keys::shard_prefix(shard),
+        };
+        let before = self.merged_range(keys::CF_EVENT_LOG, boundary, keys::event(shard, segment.first), 1)?;
+        if let Some((k, _)) = before.first() {
+            let at = keys::event_offset_of(k).map_or_else(String::new, |o| o.to_string());
+            return mismatch(format!(
+                "the shard's oldest hot event is {at}, before the segment's first {}",
+                segment.first
+            ));
+        }
+        let limit = usize::try_from(segment.events).unwrap_or(usize::MAX).saturating_add(1);
+        let range = self.merged_range(
+            keys::CF_EVENT_LOG,
+            keys::event(shard, segment.first),
+            crate::archive::key_after(shard, segment.last),
+            limit,
+        )?;
+        let first = range.first().and_then(|(k, _)| keys::event_offset_of(k));
+        let last = range.last().and_then(|(k, _)| keys::event_offset_of(k));
+        if first != Some(segment.first) || last != Some(segment.last) || range.len() as u64 != segment.events {
+            return mismatch(format!(
+                "the segment names {}..={} ({} events); this replica holds {} events there",
+                segment.first,
+                segment.last,
+                segment.events,
+                range.len()
+            ));
+        }
+        if crate::archive::events_digest(range.iter().map(|(_, v)| v.as_slice())) != events_digest {
+            return mismatch(format!("the events of {}..={} differ from the segment's", segment.first, segment.last));
+        }
+        let mut events = Vec::with_capacity(range.len());
+        for (_, v) in &range {
+            events.push(codec::event_from_pb(decode_record("event", v)?)?);
+        }
+        let ranges = crate::archive::seq_ranges(&events, segment.first);
+        let event = Event::SegmentArchived { segment: segment.clone(), ranges };
+        let changes = meridian_domain::projector::project(&StateView(&*self), &event)
+            .map_err(|e| StorageError::corrupt("state", e.0))?;
+        for (k, _) in range {
+            self.delete(keys::CF_EVENT_LOG, k)?;
+        }
+        Ok(Ok(meridian_domain::apply::Applied { events: vec![event], changes, reply: Reply::Done }))
+    }
+
+    /// Up to `limit` records of `cf` in `[from, upper)`, this transaction's writes laid over
+    /// the database's.
+    fn merged_range(
+        &self,
+        cf: &'static str,
+        from: Vec<u8>,
+        upper: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let mut found: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = std::collections::BTreeMap::new();
+        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .overlay
+            .iter()
+            .filter(|((c, k), _)| *c == cf && k.as_slice() >= from.as_slice() && k.as_slice() < upper.as_slice())
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        let deleted = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(upper.clone());
+        let iter = self.store.db.rocks().iterator_cf_opt(
+            self.store.db.cf(cf)?,
+            ro,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in iter.take(limit.saturating_add(deleted)) {
+            let (k, v) = item?;
+            found.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        found.extend(pending);
+        Ok(found.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
     }
 
     /// Writes the batch (unsynced; see the crate docs for why that is safe).
@@ -1122,6 +1236,32 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
     fn message(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<Message>, StateError> {
         let r = self.0.read_record(keys::CF_EVENTS, keys::message(self.0.shard_id(), conversation, seq), "message")?;
         r.map(codec::message_from_pb).transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    fn cold_range(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<records::ColdRange>, StateError> {
+        let fail = |e: StorageError| StateError(e.to_string());
+        let prefix = keys::cold_ranges(self.0.shard_id(), conversation);
+        for (key, value) in self.0.scan_records(keys::CF_PROJECTIONS, &prefix)? {
+            if key.len() != prefix.len() + 8 {
+                continue;
+            }
+            let record: pb::ColdRangeRecord = decode_record("cold range", &value).map_err(fail)?;
+            if record.seq_from <= seq.0 && seq.0 <= record.seq_to {
+                return codec::cold_range_from_pb(conversation.clone(), record).map(Some).map_err(fail);
+            }
+        }
+        Ok(None)
+    }
+
+    fn recall_overlay(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<records::Recall>, StateError> {
+        let key = keys::recall_overlay(self.0.shard_id(), conversation, seq);
+        match self.0.read_record::<pb::RecallOverlayRecord>(keys::CF_PROJECTIONS, key, "recall overlay")? {
+            Some(r) => Ok(Some(records::Recall {
+                by: UserId::parse(&r.by).map_err(|e| StateError(format!("recall overlay: {e}")))?,
+                at: TimeMs(r.at_ms),
+            })),
+            None => Ok(None),
+        }
     }
 
     fn dedup(

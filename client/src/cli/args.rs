@@ -19,6 +19,34 @@ pub enum UserCommand {
     },
 }
 
+/// `meridian archive ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ArchiveCommand {
+    /// Segments per shard, their bytes and events, and the hot/cold boundary.
+    Status {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read every segment the manifests name (digest, index, every block's checksum);
+    /// exits non-zero on any damaged segment.
+    Verify {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete objects under the region's root that no manifest names and that are older than
+    /// the grace period (a seal in flight writes its object before the manifest names it).
+    Gc {
+        /// Only objects older than this, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `meridian audit ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {

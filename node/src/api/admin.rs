@@ -1,5 +1,7 @@
 //! The `Admin` service: accounts, tokens, cluster status and membership. Admin tokens only.
 
+use std::collections::HashMap;
+
 use meridian_domain::apply::Reply;
 use meridian_domain::{Command, EventOffset, Reason, RegionCode, Rejection, ShardId, UserId};
 use meridian_proto::api::{self, admin_server::Admin};
@@ -128,7 +130,8 @@ impl AdminService {
             command: body.from_command,
             event: u16::try_from(body.from_event).unwrap_or(u16::MAX),
         };
-        let events = self.ctx.node.store(shard)?.events(from, limit as usize)?;
+        let store = self.ctx.node.store(shard)?;
+        let events = crate::archive::events_from(self.ctx.archive.as_deref(), &store, from, limit as usize).await?;
         // Just past the last event: the next event of its command, wherever that is.
         let next = events.last().map_or(from, |last| after(last.offset));
         let region = self.ctx.node.region();
@@ -146,9 +149,19 @@ impl AdminService {
     ) -> Result<api::VerifyProjectionsResponse, ApiError> {
         self.ctx.require_admin(&req)?;
         let node = self.ctx.node.clone();
+        // Archived segments are replayed first: fetched here, then handed to the replay.
+        let mut cold: HashMap<String, Vec<meridian_domain::Event>> = HashMap::new();
+        for shard in node.shards() {
+            for segment in shard.store.archived_segments()? {
+                let archive = self.ctx.archive.as_deref().ok_or(crate::archive::ArchiveError::NotConfigured)?;
+                let events = archive.segment_events(&segment, segment.first, usize::MAX).await?;
+                cold.insert(segment.key.clone(), events.into_iter().map(|e| e.event).collect());
+            }
+        }
         // Reads every shard's whole state: off the async workers.
         let checks = tokio::task::spawn_blocking(move || {
-            node.shards().iter().map(|s| s.store.verify_projections()).collect::<Result<Vec<_>, _>>()
+            let cold = |s: &meridian_domain::records::ArchivedSegment| cold.get(&s.key).cloned();
+            node.shards().iter().map(|s| s.store.verify_projections_with(&cold)).collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| ApiError::Internal(format!("verification task: {e}")))??;
@@ -295,20 +308,26 @@ impl AdminService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let node = self.ctx.node.clone();
+        let archive = self.ctx.archive.clone();
         tokio::spawn(async move {
             let region = node.region().clone();
             loop {
                 let mut sent = 0usize;
                 for (i, offset) in next.iter_mut().enumerate() {
                     let shard = ShardId(i as u32);
-                    let events =
-                        match node.store(shard).map_err(ApiError::from).and_then(|s| Ok(s.events(*offset, 256)?)) {
-                            Ok(events) => events,
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::from(e))).await;
-                                return;
-                            }
-                        };
+                    let events = match node.store(shard).map_err(ApiError::from) {
+                        Ok(store) => crate::archive::events_from(archive.as_deref(), &store, *offset, 256)
+                            .await
+                            .map_err(ApiError::from),
+                        Err(e) => Err(e),
+                    };
+                    let events = match events {
+                        Ok(events) => events,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    };
                     for logged in &events {
                         *offset = after(logged.offset);
                         let event = api::ChangeEvent {
@@ -347,6 +366,11 @@ impl Admin for AdminService {
 
     async fn changes(&self, req: Request<api::ChangesRequest>) -> Result<Response<Self::ChangesStream>, Status> {
         Ok(Response::new(self.changes_(req)?))
+    }
+
+    async fn archive(&self, req: Request<api::ArchiveRequest>) -> Result<Response<api::ArchiveResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        Ok(Response::new(crate::archive::admin::answer(&self.ctx, req.get_ref()).await?))
     }
 
     async fn audit_residency(

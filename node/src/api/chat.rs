@@ -219,7 +219,9 @@ impl ChatService {
         let messages = if last_seq == Seq::ZERO {
             vec![]
         } else {
-            store.messages(conversation, start, limit as usize, forward)?
+            let hot = store.messages(conversation, start, limit as usize, forward)?;
+            let page = (start, limit as usize, forward);
+            crate::archive::history_page(self.ctx.archive.as_deref(), &store, conversation, page, hot).await?
         };
         let next_seq = match messages.last() {
             Some(m) if messages.len() == limit as usize => {

@@ -33,6 +33,25 @@ pub enum ApiError {
     /// The answer of the home region a request was forwarded to, passed on as it came.
     #[error("{}", .0.message())]
     Remote(Status),
+    /// Retryable: cold history could not be read from the archive's store.
+    #[error("{0}")]
+    ArchiveUnavailable(String),
+    /// An archived segment failed its checksums.
+    #[error("{0}")]
+    ArchiveCorrupt(String),
+}
+
+impl From<crate::archive::ArchiveError> for ApiError {
+    fn from(e: crate::archive::ArchiveError) -> Self {
+        use crate::archive::ArchiveError as E;
+        match e {
+            E::Unavailable(_) | E::NotConfigured => ApiError::ArchiveUnavailable(e.to_string()),
+            E::Corrupt(_) => {
+                tracing::error!(error = %e, "a cold read found a damaged segment");
+                ApiError::ArchiveCorrupt(e.to_string())
+            }
+        }
+    }
 }
 
 impl From<meridian_raft::RaftNodeError> for ApiError {
@@ -69,6 +88,8 @@ impl ApiError {
             ApiError::Halted(_) => reasons::SHARD_HALTED,
             ApiError::Internal(_) => reasons::INTERNAL,
             ApiError::RegionUnavailable(_) => reasons::REGION_UNAVAILABLE,
+            ApiError::ArchiveUnavailable(_) => reasons::ARCHIVE_UNAVAILABLE,
+            ApiError::ArchiveCorrupt(_) => reasons::ARCHIVE_CORRUPT,
             ApiError::Remote(status) => status
                 .metadata()
                 .get(meridian_proto::REASON_METADATA_KEY)
@@ -90,7 +111,11 @@ impl ApiError {
             },
             ApiError::Auth(AuthError::Forbidden { .. } | AuthError::ActAsRequired) => Code::PermissionDenied,
             ApiError::Auth(_) => Code::Unauthenticated,
-            ApiError::Unavailable(_) | ApiError::NotLeader { .. } | ApiError::RegionUnavailable(_) => Code::Unavailable,
+            ApiError::Unavailable(_)
+            | ApiError::NotLeader { .. }
+            | ApiError::RegionUnavailable(_)
+            | ApiError::ArchiveUnavailable(_) => Code::Unavailable,
+            ApiError::ArchiveCorrupt(_) => Code::DataLoss,
             ApiError::Remote(status) => status.code(),
             ApiError::Halted(_) | ApiError::Internal(_) => Code::Internal,
         }
@@ -151,6 +176,8 @@ mod tests {
             ApiError::NotLeader { message: String::new(), leader_hint: String::new() }.reason(),
             ApiError::Halted(String::new()).reason(),
             ApiError::Internal(String::new()).reason(),
+            ApiError::ArchiveUnavailable(String::new()).reason(),
+            ApiError::ArchiveCorrupt(String::new()).reason(),
         ]);
         sent.extend([meridian_proto::codec::MALFORMED_REQUEST, meridian_raft::credential::PEER_UNAUTHENTICATED]);
         for code in sent {

@@ -44,6 +44,8 @@ pub struct Context {
     pub delivery: Arc<crate::delivery::Hub>,
     /// The app's webhooks: before-callbacks here, the rest from the log (DLV-03/04).
     pub hooks: Arc<crate::hooks::Hooks>,
+    /// The cold archive (GEO-04), when `[archive]` is on.
+    pub archive: Option<Arc<crate::archive::Archive>>,
 }
 
 pub(crate) fn now_unix() -> i64 {

@@ -29,6 +29,17 @@ fn node_name(region: &str, n: u64) -> String {
 
 /// The nodes of every region: reused from `dir` when its topology exists, else written.
 pub(super) fn prepare(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<DevSpec>> {
+    let mut specs = prepare_specs(dir, args)?;
+    if let Some(window) = args.archive_hot_window {
+        for spec in &mut specs {
+            super::apply_dev_archive(&mut spec.config, dir, window);
+            super::write_config(&spec.config_path, &spec.config)?;
+        }
+    }
+    Ok(specs)
+}
+
+fn prepare_specs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<DevSpec>> {
     let topology_path = dir.join(TOPOLOGY);
     if topology_path.exists() {
         return reuse(dir, &topology_path, args);
@@ -196,6 +207,7 @@ mod tests {
             regions: ["sg", "kr", "de", "in"].map(String::from).to_vec(),
             strict: ["de", "in"].map(String::from).to_vec(),
             nodes_per_region: 1,
+            archive_hot_window: None,
         };
         let specs = prepare(tmp.path(), &args).expect("specs");
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();

@@ -1,0 +1,133 @@
+//! `[archive]`: the cold archive (GEO-04, ADR 0004). See docs/archive.md.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+
+/// Where segments are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveStoreKind {
+    /// A directory of the local file system (`path`).
+    #[default]
+    Fs,
+    /// An S3-compatible object store (`endpoint`, `bucket`, credentials).
+    S3,
+}
+
+/// The cold archive (`[archive]`): a shard's leader seals the oldest stretch of its event log
+/// into a segment object once it is older than `hot-window-seconds`, and every replica then
+/// drops that stretch from RocksDB; history and event reads fetch it back on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ArchiveConfig {
+    /// How long events stay hot, in seconds; 0 (the default) keeps everything hot (no
+    /// archive). Never shorter than `limits.recall-window-seconds`: a message stays hot as
+    /// long as its sender may recall it.
+    pub hot_window_seconds: u64,
+    /// Hot events a shard keeps at most, past which the oldest are sealed whatever their age;
+    /// 0 (the default) = no size rule.
+    pub hot_max_events: u64,
+    /// `fs` (default) or `s3`.
+    pub store: ArchiveStoreKind,
+    /// `fs`: the directory; default `archive` under `data-dir`. Every node of the region must
+    /// see the same directory (one machine, or a shared file system) for cold reads to work on
+    /// every node.
+    pub path: Option<PathBuf>,
+    /// `s3`: the endpoint, `http://host:port` (an https store is reached through a local
+    /// TLS-originating proxy; the node carries no public CA roots).
+    pub endpoint: Option<String>,
+    /// `s3`: the bucket.
+    pub bucket: Option<String>,
+    /// `s3`: the signing region. Default `us-east-1`.
+    pub s3_region: String,
+    /// `s3`: credentials.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// The first part of every object key. Default `meridian`.
+    pub prefix: String,
+    /// Most events in one segment. Default 10000.
+    pub segment_max_events: u64,
+    /// How often a shard's leader looks for events to seal, in milliseconds. Default 10000.
+    pub seal_interval_ms: u64,
+    /// Memory for decoded cold blocks and segment indexes, in MiB. Default 64.
+    pub cache_mib: u64,
+    /// How long one request to the store may take, in milliseconds. Default 10000.
+    pub timeout_ms: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            hot_window_seconds: 0,
+            hot_max_events: 0,
+            store: ArchiveStoreKind::Fs,
+            path: None,
+            endpoint: None,
+            bucket: None,
+            s3_region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: "meridian".into(),
+            segment_max_events: 10_000,
+            seal_interval_ms: 10_000,
+            cache_mib: 64,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// Whether the archive is on.
+    pub fn enabled(&self) -> bool {
+        self.hot_window_seconds > 0
+    }
+
+    pub(super) fn validate(&self, p: &mut Problems, recall_window_seconds: u64) {
+        p.check(
+            !self.enabled() || self.hot_window_seconds >= recall_window_seconds,
+            "archive.hot-window-seconds",
+            || {
+                format!(
+                    "{} is shorter than limits.recall-window-seconds ({recall_window_seconds}): a message must stay hot \
+                     while its sender may recall it",
+                    self.hot_window_seconds
+                )
+            },
+        );
+        p.check((1..=1_000_000).contains(&self.segment_max_events), "archive.segment-max-events", || {
+            format!("{} is out of range: use 1..=1000000 (default 10000)", self.segment_max_events)
+        });
+        p.check((100..=3_600_000).contains(&self.seal_interval_ms), "archive.seal-interval-ms", || {
+            format!("{} is out of range: use 100..=3600000 ms (default 10000)", self.seal_interval_ms)
+        });
+        p.check((1..=65_536).contains(&self.cache_mib), "archive.cache-mib", || {
+            format!("{} is out of range: use 1..=65536 MiB (default 64)", self.cache_mib)
+        });
+        p.check((100..=600_000).contains(&self.timeout_ms), "archive.timeout-ms", || {
+            format!("{} is out of range: use 100..=600000 ms (default 10000)", self.timeout_ms)
+        });
+        p.check(!self.prefix.is_empty() && !self.prefix.contains("//"), "archive.prefix", || {
+            "must be a non-empty key prefix without empty parts".into()
+        });
+        if self.store == ArchiveStoreKind::S3 {
+            p.check(self.bucket.as_deref().is_some_and(|b| !b.is_empty()), "archive.bucket", || {
+                "missing: the s3 store needs a bucket".into()
+            });
+            let endpoint_ok = self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.contains('@')));
+            p.check(endpoint_ok, "archive.endpoint", || {
+                "the s3 store needs an endpoint http://host:port (https through a local TLS proxy)".into()
+            });
+            p.check(
+                self.access_key_id.is_some() == self.secret_access_key.is_some(),
+                "archive.secret-access-key",
+                || "set both access-key-id and secret-access-key, or neither".into(),
+            );
+        }
+    }
+}
