@@ -110,18 +110,20 @@ impl ShardStore {
         let prefix = keys::archived_segments(self.shard());
         let mut from = keys::archived_segment(self.shard(), offset);
         from.push(0);
-        for item in self
+        let mut iter = self
             .db()
             .rocks()
-            .iterator_cf(self.db().cf(keys::CF_PROJECTIONS)?, IteratorMode::From(&from, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
+            .iterator_cf(self.db().cf(keys::CF_PROJECTIONS)?, IteratorMode::From(&from, Direction::Forward));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if !k.starts_with(&prefix) {
+                    return Ok(None);
+                }
+                Ok(Some(codec::archived_segment_from_pb(decode_record("archived segment", &v)?)?))
             }
-            return Ok(Some(codec::archived_segment_from_pb(decode_record("archived segment", &v)?)?));
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// The archived ranges of `conversation` that overlap `from..=to`, in seq order.

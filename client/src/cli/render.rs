@@ -768,6 +768,64 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The archive's root and window, one line per shard (segments, bytes, events, boundary),
+/// then what verify or gc did.
+pub fn archive_lines(report: &crate::api::ArchiveResponse, action: crate::api::ArchiveAction) -> Vec<String> {
+    use crate::api::ArchiveAction;
+    let mut lines = vec![if report.enabled {
+        format!("node {}: archive {} (hot window {} s)", report.node_id, report.root, report.hot_window_seconds)
+    } else {
+        format!("node {}: no [archive] configured", report.node_id)
+    }];
+    for s in &report.shards {
+        lines.push(format!(
+            "shard {}: {} segment(s), {} bytes, {} events archived; cold up to {}, first hot {}",
+            s.shard,
+            s.segments,
+            s.bytes,
+            s.events,
+            if s.cold_up_to.is_empty() { "-" } else { &s.cold_up_to },
+            if s.first_hot.is_empty() { "-" } else { &s.first_hot },
+        ));
+    }
+    match action {
+        ArchiveAction::ArchiveVerify => {
+            lines.push(format!("verified {} segment(s), {} damaged", report.verified_segments, report.problems.len()));
+            lines.extend(report.problems.iter().map(|p| format!("  {p}")));
+        }
+        ArchiveAction::ArchiveGc => {
+            lines.push(format!("{} object(s) listed, {} removed", report.objects_listed, report.removed.len()));
+            lines.extend(report.removed.iter().map(|k| format!("  removed {k}")));
+        }
+        ArchiveAction::ArchiveStatus => {}
+    }
+    lines
+}
+
+/// `{"node_id", "enabled", "root", "hot_window_seconds", "shards": [{"shard", "segments",
+/// "bytes", "events", "cold_up_to", "first_hot", "last_sealed_ms", "keys"}], "segments",
+/// "verified_segments", "problems", "objects_listed", "removed"}`.
+pub fn archive_json(report: &crate::api::ArchiveResponse) -> Value {
+    let shards: Vec<Value> = report
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard, "segments": s.segments, "bytes": s.bytes, "events": s.events,
+                "cold_up_to": s.cold_up_to, "first_hot": s.first_hot, "last_sealed_ms": s.last_sealed_ms,
+                "keys": s.keys,
+            })
+        })
+        .collect();
+    json!({
+        "node_id": report.node_id, "enabled": report.enabled, "root": report.root,
+        "hot_window_seconds": report.hot_window_seconds, "shards": shards,
+        "segments": report.shards.iter().map(|s| s.segments).sum::<u64>(),
+        "verified_segments": report.verified_segments, "problems": report.problems,
+        "objects_listed": report.objects_listed, "removed": report.removed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::api::{CustomElement, ForwardedMessage, ImageElement, MergedForwardElement, TextElement};
@@ -1000,62 +1058,4 @@ mod tests {
         assert_eq!(format_time_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(format_time_ms(-1), "1969-12-31T23:59:59.999Z");
     }
-}
-
-/// The archive's root and window, one line per shard (segments, bytes, events, boundary),
-/// then what verify or gc did.
-pub fn archive_lines(report: &crate::api::ArchiveResponse, action: crate::api::ArchiveAction) -> Vec<String> {
-    use crate::api::ArchiveAction;
-    let mut lines = vec![if report.enabled {
-        format!("node {}: archive {} (hot window {} s)", report.node_id, report.root, report.hot_window_seconds)
-    } else {
-        format!("node {}: no [archive] configured", report.node_id)
-    }];
-    for s in &report.shards {
-        lines.push(format!(
-            "shard {}: {} segment(s), {} bytes, {} events archived; cold up to {}, first hot {}",
-            s.shard,
-            s.segments,
-            s.bytes,
-            s.events,
-            if s.cold_up_to.is_empty() { "-" } else { &s.cold_up_to },
-            if s.first_hot.is_empty() { "-" } else { &s.first_hot },
-        ));
-    }
-    match action {
-        ArchiveAction::ArchiveVerify => {
-            lines.push(format!("verified {} segment(s), {} damaged", report.verified_segments, report.problems.len()));
-            lines.extend(report.problems.iter().map(|p| format!("  {p}")));
-        }
-        ArchiveAction::ArchiveGc => {
-            lines.push(format!("{} object(s) listed, {} removed", report.objects_listed, report.removed.len()));
-            lines.extend(report.removed.iter().map(|k| format!("  removed {k}")));
-        }
-        ArchiveAction::ArchiveStatus => {}
-    }
-    lines
-}
-
-/// `{"node_id", "enabled", "root", "hot_window_seconds", "shards": [{"shard", "segments",
-/// "bytes", "events", "cold_up_to", "first_hot", "last_sealed_ms", "keys"}], "segments",
-/// "verified_segments", "problems", "objects_listed", "removed"}`.
-pub fn archive_json(report: &crate::api::ArchiveResponse) -> Value {
-    let shards: Vec<Value> = report
-        .shards
-        .iter()
-        .map(|s| {
-            json!({
-                "shard": s.shard, "segments": s.segments, "bytes": s.bytes, "events": s.events,
-                "cold_up_to": s.cold_up_to, "first_hot": s.first_hot, "last_sealed_ms": s.last_sealed_ms,
-                "keys": s.keys,
-            })
-        })
-        .collect();
-    json!({
-        "node_id": report.node_id, "enabled": report.enabled, "root": report.root,
-        "hot_window_seconds": report.hot_window_seconds, "shards": shards,
-        "segments": report.shards.iter().map(|s| s.segments).sum::<u64>(),
-        "verified_segments": report.verified_segments, "problems": report.problems,
-        "objects_listed": report.objects_listed, "removed": report.removed,
-    })
 }

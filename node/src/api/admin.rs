@@ -131,7 +131,7 @@ impl AdminService {
             event: u16::try_from(body.from_event).unwrap_or(u16::MAX),
         };
         let store = self.ctx.node.store(shard)?;
-        let events = crate::archive::events_from(self.ctx.archive.as_deref(), &store, from, limit as usize).await?;
+        let events = crate::archive::events_from(self.ctx.archive.as_deref(), store, from, limit as usize).await?;
         // Just past the last event: the next event of its command, wherever that is.
         let next = events.last().map_or(from, |last| after(last.offset));
         let region = self.ctx.node.region();
@@ -316,7 +316,7 @@ impl AdminService {
                 for (i, offset) in next.iter_mut().enumerate() {
                     let shard = ShardId(i as u32);
                     let events = match node.store(shard).map_err(ApiError::from) {
-                        Ok(store) => crate::archive::events_from(archive.as_deref(), &store, *offset, 256)
+                        Ok(store) => crate::archive::events_from(archive.as_deref(), store, *offset, 256)
                             .await
                             .map_err(ApiError::from),
                         Err(e) => Err(e),

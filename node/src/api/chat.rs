@@ -221,7 +221,7 @@ impl ChatService {
         } else {
             let hot = store.messages(conversation, start, limit as usize, forward)?;
             let page = (start, limit as usize, forward);
-            crate::archive::history_page(self.ctx.archive.as_deref(), &store, conversation, page, hot).await?
+            crate::archive::history_page(self.ctx.archive.as_deref(), store, conversation, page, hot).await?
         };
         let next_seq = match messages.last() {
             Some(m) if messages.len() == limit as usize => {

@@ -22,6 +22,7 @@ mod t90_malformed_entry_in_the_log;
 mod t92_logic_version;
 mod t93_subscribe;
 mod t94_webhooks;
+mod t95_archive;
 mod t96_dev_region_survives_a_kill;
 mod t97_region_link;
 mod t98_regions;

@@ -54,6 +54,10 @@ pub struct Tuning {
     /// `[callbacks]` and `[push]`: the app's webhooks.
     pub callbacks: meridian_node::config::CallbacksConfig,
     pub push: meridian_node::config::PushConfig,
+    /// `[archive]`: the cold archive (off by default).
+    pub archive: meridian_node::config::ArchiveConfig,
+    /// `limits.recall-window-seconds` (0: the default).
+    pub recall_window_seconds: u64,
 }
 
 impl Default for Tuning {
@@ -70,6 +74,8 @@ impl Default for Tuning {
             max_joined_groups: 0,
             callbacks: Default::default(),
             push: Default::default(),
+            archive: Default::default(),
+            recall_window_seconds: 0,
         }
     }
 }
@@ -170,6 +176,11 @@ impl Cluster {
                     } else {
                         tuning.max_joined_groups
                     },
+                    recall_window_seconds: if tuning.recall_window_seconds == 0 {
+                        LimitsConfig::default().recall_window_seconds
+                    } else {
+                        tuning.recall_window_seconds
+                    },
                     ..LimitsConfig::default()
                 },
                 raft: RaftTuning {
@@ -182,6 +193,7 @@ impl Cluster {
                 },
                 callbacks: tuning.callbacks.clone(),
                 push: tuning.push.clone(),
+                archive: tuning.archive.clone(),
                 ..NodeConfig::default()
             };
             config.validate().expect("the harness writes valid node configs");
