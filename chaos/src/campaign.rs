@@ -38,6 +38,8 @@ pub struct CampaignOptions {
     pub users: usize,
     pub conversations: usize,
     pub base_port: u16,
+    /// The cold archive's hot window in seconds (`None`: no archive).
+    pub archive_hot_window: Option<u64>,
 }
 
 /// What a campaign found.
@@ -122,6 +124,7 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
         tmpfs_mb: 512,
         snapshot_logs_since_last: 500,
         netns: crate::cluster::netns_available(),
+        archive_hot_window: opts.archive_hot_window,
     };
     let mut cluster = ChaosCluster::start(cluster_opts, firewall).await?;
     let network = cluster.network_name();

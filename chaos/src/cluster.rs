@@ -46,6 +46,8 @@ pub struct ClusterOptions {
     pub snapshot_logs_since_last: u64,
     /// Run each node in its own network namespace (root only).
     pub netns: bool,
+    /// The cold archive's hot window in seconds, archiving to `dir/archive` (`None`: off).
+    pub archive_hot_window: Option<u64>,
 }
 
 /// The network layout in use.
@@ -501,7 +503,7 @@ election-timeout-min-ms = 500
 election-timeout-max-ms = 1000
 snapshot-logs-since-last = {snap}
 max-in-snapshot-log-to-keep = 50
-"#,
+{archive}"#,
         id = n.id,
         client = n.client_addr,
         peer = n.peer_addr,
@@ -511,6 +513,14 @@ max-in-snapshot-log-to-keep = 50
         data = n.data_dir.display(),
         shards = o.shards,
         snap = o.snapshot_logs_since_last,
+        archive = match o.archive_hot_window {
+            // Small segments, sealed often: faults land on every step of sealing.
+            Some(window) => format!(
+                "\n[limits]\nrecall-window-seconds = {window}\n\n[archive]\nhot-window-seconds = {window}\npath = \"{}\"\nseal-interval-ms = 500\nsegment-max-events = 400\ntimeout-ms = 2000\n",
+                o.dir.join("archive").display()
+            ),
+            None => String::new(),
+        },
     )
 }
 

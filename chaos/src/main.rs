@@ -50,6 +50,11 @@ enum Command {
         /// gRPC port on each node's loopback address (proxy +1, HTTP +2).
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+        /// Switch the cold archive on with this hot window (`2s`), in a directory of the run,
+        /// so that faults hit sealing and cold reads: the final history is read across the
+        /// archive and the replay reads its segments.
+        #[arg(long, value_parser = parse_duration)]
+        archive_hot_window: Option<Duration>,
     },
     /// Runs a campaign across three regions (sg, kr open; de strict; one node each): kills
     /// whole regions, cuts and delays the links between them; exits non-zero on any
@@ -162,9 +167,9 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let (seed, duration, faults, nodes, binary, dir, keep, clients, base_port) = match Cli::parse().command {
-        Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port } => {
-            (seed, duration, faults, nodes, binary, dir, keep, clients, base_port)
+    let (seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive) = match Cli::parse().command {
+        Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive_hot_window } => {
+            (seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive_hot_window)
         }
         Command::Regions { seed, duration, binary, dir, keep, clients, base_port } => {
             return run_regions(seed, duration, binary, dir, keep, clients, base_port)
@@ -193,6 +198,7 @@ fn main() -> ExitCode {
         users: 40,
         conversations: 30,
         base_port,
+        archive_hot_window: archive.map(|d| d.as_secs().max(1)),
     };
     let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("error: start the async runtime");

@@ -112,6 +112,16 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 // The latest message stays hot (conversation lists never read the archive),
                 // and so do recall tombstones (the segment holds the message as sent).
                 let latest = state.conversation(&range.conversation)?.map_or(Seq::ZERO, |h| h.last_seq);
+                // The message an earlier segment left hot as the latest then is no longer the
+                // latest: its copy is in that segment.
+                let before = Seq(range.from.0.saturating_sub(1));
+                if before > Seq::ZERO
+                    && before != latest
+                    && state.cold_range(&range.conversation, before)?.is_some()
+                    && state.message(&range.conversation, before)?.is_some_and(|m| m.recalled.is_none())
+                {
+                    changes.push(Change::DeleteMessage { conversation: range.conversation.clone(), seq: before });
+                }
                 for seq in range.from.0..=range.to.0 {
                     let seq = Seq(seq);
                     if seq == latest {

@@ -24,9 +24,17 @@ pub async fn this_node(ctx: &Context) -> Result<api::NodeAudit, ApiError> {
     let db = ctx.node.db().clone();
     let snapshot_dir = ctx.snapshot_dir.clone();
     let region = ctx.topology.region().clone();
-    let scan = tokio::task::spawn_blocking(move || meridian_storage::audit::scan(&db, &snapshot_dir, &region))
+    let mut scan = tokio::task::spawn_blocking(move || meridian_storage::audit::scan(&db, &snapshot_dir, &region))
         .await
         .map_err(|e| ApiError::Internal(format!("audit task: {e}")))??;
+    // The archive's segments: what the manifests name, read back from the store.
+    for shard in ctx.node.shards() {
+        for segment in shard.store.archived_segments()? {
+            let archive = ctx.archive.as_deref().ok_or(crate::archive::ArchiveError::NotConfigured)?;
+            let events = archive.segment_events(&segment, segment.first, usize::MAX).await?;
+            scan.see_archived(&format!("archive {}", segment.key), &events);
+        }
+    }
     let region = ctx.topology.region();
     let mut audit = api::NodeAudit {
         region: region.to_string(),

@@ -463,6 +463,7 @@ impl NodeConfig {
         p.check(self.peers.is_empty(), "peers", || {
             "the topology file lists the region's nodes: leave [[peers]] out when `topology` is set".into()
         });
+        self.archive.validate_place(&mut p, region);
         p.check(self.shards == 8 || self.shards == region.shards, "shards", || {
             format!(
                 "{} differs from region {}'s {} in the topology file: leave `shards` out",

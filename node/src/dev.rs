@@ -121,6 +121,8 @@ pub fn apply_dev_archive(config: &mut NodeConfig, dir: &Path, hot_window_seconds
     config.archive.hot_window_seconds = hot_window_seconds;
     config.archive.path = Some(dir.join("archive"));
     config.archive.seal_interval_ms = (hot_window_seconds * 100).clamp(1000, 10_000);
+    // On this machine: in the region's own jurisdiction (the dev topology lists it).
+    config.archive.place = Some(config.region.clone());
     config.limits.recall_window_seconds = config.limits.recall_window_seconds.min(hot_window_seconds);
 }
 

@@ -69,7 +69,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     if let Some(archive) = archive {
         tracing::info!(root = archive.root(), hot_window_seconds = config.archive.hot_window_seconds, "archive on");
-        crate::archive::sealer::start(archive, node.clone());
+        let bounds = crate::archive::sealer::Bounds {
+            recall_window_ms: i64::try_from(config.limits.recall_window_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            hooks_read_the_log: ctx.hooks.sends_from_log(),
+        };
+        crate::archive::sealer::start(archive, node.clone(), bounds);
     }
     crate::hooks::sender::start(ctx.hooks.clone(), node.clone(), ctx.delivery.clone());
 

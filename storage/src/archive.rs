@@ -154,11 +154,6 @@ impl ShardStore {
         Ok(out)
     }
 
-    /// Whether any of `conversation`'s history is archived (one seek).
-    pub fn has_cold_history(&self, conversation: &ConversationId) -> Result<bool, StorageError> {
-        Ok(!self.cold_ranges(conversation, Seq::ZERO, Seq(u64::MAX))?.is_empty())
-    }
-
     /// Recalls of archived messages of `conversation` in `from..=to`, by seq.
     pub fn recall_overlays(
         &self,

@@ -58,6 +58,18 @@ impl Scan {
         });
     }
 
+    /// The events of an archived segment, read back from the archive (`location` names the
+    /// object): each one's subjects, as the hot event log's are.
+    pub fn see_archived(&mut self, location: &str, events: &[crate::LoggedEvent]) {
+        for logged in events {
+            self.records += 1;
+            let key = logged.offset.to_string();
+            for (subject, what) in event_subjects(&logged.event) {
+                self.see(subject, location, key.as_bytes(), what);
+            }
+        }
+    }
+
     fn classify(&mut self, cf: &str, location: &str, key: &[u8], value: &[u8], region: &RegionCode) {
         self.records += 1;
         let body = key.get(4..).unwrap_or_default();
@@ -90,6 +102,12 @@ impl Scan {
                 Some((&keys::PROJ_CONVERSATION_REF, rest)) => {
                     prefixed(rest).and_then(|(u, _)| user(u)).map(|u| (Subject::User(u), "conversation list entry"))
                 }
+                Some((&keys::PROJ_COLD_RANGE, rest)) => prefixed(rest)
+                    .and_then(|(c, _)| conversation(c))
+                    .map(|c| (Subject::Conversation(c), "archived seq range")),
+                Some((&keys::PROJ_RECALL_OVERLAY, rest)) => prefixed(rest)
+                    .and_then(|(c, _)| conversation(c))
+                    .map(|c| (Subject::Conversation(c), "recall of an archived message")),
                 _ => return,
             },
             keys::CF_EVENTS => {

@@ -1,6 +1,7 @@
 //! The `Admin` service: accounts, tokens, cluster status and membership. Admin tokens only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use meridian_domain::apply::Reply;
 use meridian_domain::{Command, EventOffset, Reason, RegionCode, Rejection, ShardId, UserId};
@@ -149,22 +150,43 @@ impl AdminService {
     ) -> Result<api::VerifyProjectionsResponse, ApiError> {
         self.ctx.require_admin(&req)?;
         let node = self.ctx.node.clone();
-        // Archived segments are replayed first: fetched here, then handed to the replay.
-        let mut cold: HashMap<String, Vec<meridian_domain::Event>> = HashMap::new();
-        for shard in node.shards() {
-            for segment in shard.store.archived_segments()? {
-                let archive = self.ctx.archive.as_deref().ok_or(crate::archive::ArchiveError::NotConfigured)?;
-                let events = archive.segment_events(&segment, segment.first, usize::MAX).await?;
-                cold.insert(segment.key.clone(), events.into_iter().map(|e| e.event).collect());
+        // Archived segments are replayed first: fetched here, then handed to the replay. A
+        // segment sealed meanwhile is fetched on a next attempt.
+        let mut cold: Arc<HashMap<String, Vec<meridian_domain::Event>>> = Arc::default();
+        let mut attempts = 0;
+        let checks = loop {
+            attempts += 1;
+            for shard in node.shards() {
+                for segment in shard.store.archived_segments()? {
+                    if cold.contains_key(&segment.key) {
+                        continue;
+                    }
+                    let archive = self.ctx.archive.as_deref().ok_or(crate::archive::ArchiveError::NotConfigured)?;
+                    let events = archive.segment_events(&segment, segment.first, usize::MAX).await?;
+                    Arc::make_mut(&mut cold).insert(segment.key.clone(), events.into_iter().map(|e| e.event).collect());
+                }
             }
-        }
-        // Reads every shard's whole state: off the async workers.
-        let checks = tokio::task::spawn_blocking(move || {
-            let cold = |s: &meridian_domain::records::ArchivedSegment| cold.get(&s.key).cloned();
-            node.shards().iter().map(|s| s.store.verify_projections_with(&cold)).collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("verification task: {e}")))??;
+            let (replica, segments) = (node.clone(), cold.clone());
+            // Reads every shard's whole state: off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || {
+                let cold = |s: &meridian_domain::records::ArchivedSegment| segments.get(&s.key).cloned();
+                replica.shards().iter().map(|s| s.store.verify_projections_with(&cold)).collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("verification task: {e}")))?;
+            let sealed_meanwhile = node
+                .shards()
+                .iter()
+                .map(|s| s.store.archived_segments())
+                .collect::<Result<Vec<_>, _>>()?
+                .iter()
+                .flatten()
+                .any(|s| !cold.contains_key(&s.key));
+            match outcome {
+                Err(_) if sealed_meanwhile && attempts < 5 => continue,
+                outcome => break outcome?,
+            }
+        };
         let shards = checks
             .into_iter()
             .map(|c| {

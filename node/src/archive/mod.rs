@@ -42,7 +42,7 @@ pub struct ArchiveMetrics {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     /// Per shard led here: seconds by which the oldest hot event is past the hot window (0:
-    /// sealing keeps up), and the events sealed into the archive so far.
+    /// sealing keeps up).
     pub lag_seconds: Mutex<BTreeMap<u32, u64>>,
 }
 

@@ -21,14 +21,25 @@ use prost::Message as _;
 
 use super::{Archive, ArchiveError, METRICS};
 
+/// What sealing must leave hot besides the window.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// `limits.recall-window-seconds`: the size rule never seals a message its sender may
+    /// still recall.
+    pub recall_window_ms: i64,
+    /// The webhooks send from the hot log (after-callbacks or push are on): never seal past
+    /// their cursor.
+    pub hooks_read_the_log: bool,
+}
+
 /// Starts one sealer per shard when the archive is on.
-pub fn start(archive: Arc<Archive>, node: Arc<RaftNode>) {
+pub fn start(archive: Arc<Archive>, node: Arc<RaftNode>, bounds: Bounds) {
     for shard in node.shards() {
-        tokio::spawn(run(archive.clone(), node.clone(), shard.id));
+        tokio::spawn(run(archive.clone(), node.clone(), shard.id, bounds));
     }
 }
 
-async fn run(archive: Arc<Archive>, node: Arc<RaftNode>, shard: ShardId) {
+async fn run(archive: Arc<Archive>, node: Arc<RaftNode>, shard: ShardId, bounds: Bounds) {
     let interval = Duration::from_millis(archive.config.seal_interval_ms);
     loop {
         tokio::time::sleep(interval).await;
@@ -38,7 +49,7 @@ async fn run(archive: Arc<Archive>, node: Arc<RaftNode>, shard: ShardId) {
         }
         // Seal as long as there is a full window's worth, then wait for the next interval.
         loop {
-            match seal_once(&archive, &node, shard).await {
+            match seal_once(&archive, &node, shard, bounds).await {
                 Ok(Sealed::Segment { full: true }) => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -72,22 +83,35 @@ fn other(e: impl std::fmt::Display) -> SealError {
     SealError::Other(e.to_string())
 }
 
-async fn seal_once(archive: &Archive, node: &RaftNode, shard: ShardId) -> Result<Sealed, SealError> {
+async fn seal_once(archive: &Archive, node: &RaftNode, shard: ShardId, bounds: Bounds) -> Result<Sealed, SealError> {
+    // Everything committed is applied here first: a new leader does not seal again what its
+    // predecessor's last segment already took.
+    node.read_barrier(shard).await.map_err(other)?;
     let store = node.store(shard).map_err(other)?;
     let max = usize::try_from(archive.config.segment_max_events).unwrap_or(usize::MAX);
     let candidates = store.oldest_hot_events(max).map_err(other)?;
+    let set_lag = |lag: u64| {
+        METRICS.lag_seconds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(shard.0, lag);
+    };
     if candidates.is_empty() {
+        set_lag(0);
         return Ok(Sealed::Nothing);
     }
     let now = chrono::Utc::now().timestamp_millis();
     let window_ms = i64::try_from(archive.config.hot_window_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
     let cutoff = TimeMs(now.saturating_sub(window_ms));
-    let hooks_cursor = store.hooks_cursor().map_err(other)?;
+    let hooks_cursor = if bounds.hooks_read_the_log { store.hooks_cursor().map_err(other)? } else { None };
+    let recall_cutoff = TimeMs(now.saturating_sub(bounds.recall_window_ms));
+    // The size rule: past `hot-max-entries` entries of hot history, age does not matter.
+    let applied = store.applied_state().map_err(other)?.last_applied.map_or(0, |l| l.index);
+    let max_entries = archive.config.hot_max_entries;
+    let oversized = |offset: meridian_domain::EventOffset| {
+        max_entries > 0 && applied.saturating_sub(offset.log_index) > max_entries
+    };
     let mut decoded = Vec::with_capacity(candidates.len());
     // The range ends at the last event known to be older than the window: events that carry
     // no time of their own go with the timed ones around them.
     let mut end = None;
-    let mut oldest_hot = None;
     for (i, raw) in candidates.iter().enumerate() {
         if hooks_cursor.is_some_and(|c| raw.offset >= c) {
             break;
@@ -95,23 +119,22 @@ async fn seal_once(archive: &Archive, node: &RaftNode, shard: ShardId) -> Result
         let record = pb::EventRecord::decode(raw.record.as_slice()).map_err(other)?;
         let epoch = record.epoch.max(1);
         let event = codec::event_from_pb(record).map_err(other)?;
-        if let Some(t) = event.time() {
+        if oversized(raw.offset) && event.time().is_none_or(|t| t <= recall_cutoff) {
+            end = Some(i);
+        } else if let Some(t) = event.time() {
             if t > cutoff {
-                oldest_hot = Some(t);
                 break;
             }
             end = Some(i);
         }
         decoded.push((epoch, event));
     }
-    let lag = match (end, oldest_hot) {
-        (Some(_), _) => candidates
-            .first()
-            .and_then(|_| decoded.iter().find_map(|(_, e)| e.time()))
-            .map_or(0, |t| u64::try_from((cutoff.0 - t.0) / 1000).unwrap_or(0)),
-        _ => 0,
-    };
-    METRICS.lag_seconds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(shard.0, lag);
+    // How far the oldest hot event is past the window (0: sealing keeps up).
+    let oldest = candidates.iter().find_map(|raw| {
+        let record = pb::EventRecord::decode(raw.record.as_slice()).ok()?;
+        codec::event_from_pb(record).ok()?.time()
+    });
+    set_lag(oldest.map_or(0, |t| u64::try_from((cutoff.0 - t.0) / 1000).unwrap_or(0)));
     let Some(end) = end else { return Ok(Sealed::Nothing) };
     let range: &[RawEvent] = &candidates[..=end];
     let (Some(first), Some(last)) = (range.first(), range.last()) else { return Ok(Sealed::Nothing) };

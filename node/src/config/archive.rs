@@ -27,11 +27,16 @@ pub struct ArchiveConfig {
     /// archive). Never shorter than `limits.recall-window-seconds`: a message stays hot as
     /// long as its sender may recall it.
     pub hot_window_seconds: u64,
-    /// Hot events a shard keeps at most, past which the oldest are sealed whatever their age;
-    /// 0 (the default) = no size rule.
-    pub hot_max_events: u64,
+    /// Raft log entries of hot history a shard keeps at most: when the oldest hot event is
+    /// more entries than this behind the newest applied one, the oldest are sealed whatever
+    /// their age. 0 (the default) = age only.
+    pub hot_max_entries: u64,
     /// `fs` (default) or `s3`.
     pub store: ArchiveStoreKind,
+    /// Where the store keeps its data, `JURISDICTION[/SITE]` (e.g. `de` or `de/fra-1`). With a
+    /// topology file whose region lists `archive` places, it must be one of them (the node
+    /// refuses to start otherwise); a strict region's archive stays in its jurisdiction.
+    pub place: Option<String>,
     /// `fs`: the directory; default `archive` under `data-dir`. Every node of the region must
     /// see the same directory (one machine, or a shared file system) for cold reads to work on
     /// every node.
@@ -62,8 +67,9 @@ impl Default for ArchiveConfig {
     fn default() -> Self {
         Self {
             hot_window_seconds: 0,
-            hot_max_events: 0,
+            hot_max_entries: 0,
             store: ArchiveStoreKind::Fs,
+            place: None,
             path: None,
             endpoint: None,
             bucket: None,
@@ -83,6 +89,47 @@ impl ArchiveConfig {
     /// Whether the archive is on.
     pub fn enabled(&self) -> bool {
         self.hot_window_seconds > 0
+    }
+
+    /// Checks `place` against the region's `archive` places of the topology file.
+    pub(super) fn validate_place(&self, p: &mut Problems, region: &meridian_regions::RegionSpec) {
+        if !self.enabled() {
+            return;
+        }
+        let strict = region.residency == meridian_regions::Residency::Strict;
+        match &self.place {
+            Some(place) if !region.archive.is_empty() => {
+                p.check(region.archive.contains(place), "archive.place", || {
+                    format!(
+                        "{place} is not one of region {}'s archive places {:?} (regions.toml)",
+                        region.code, region.archive
+                    )
+                })
+            }
+            Some(place) => {
+                let jurisdiction = meridian_regions::file::place_jurisdiction(place);
+                p.check(jurisdiction.is_ok(), "archive.place", || {
+                    jurisdiction.as_ref().err().cloned().unwrap_or_default()
+                });
+                p.check(
+                    !strict || jurisdiction.as_ref().is_ok_and(|j| j.as_str() == region.code),
+                    "archive.place",
+                    || {
+                        format!(
+                            "region {} is strict: its archive must stay in its jurisdiction, not {place}",
+                            region.code
+                        )
+                    },
+                );
+            }
+            None => p.check(region.archive.is_empty() && !strict, "archive.place", || {
+                format!(
+                    "missing: say where the archive's store is (one of region {}'s archive places {:?}; a strict \
+                     region's archive must stay in its jurisdiction)",
+                    region.code, region.archive
+                )
+            }),
+        }
     }
 
     pub(super) fn validate(&self, p: &mut Problems, recall_window_seconds: u64) {
