@@ -1,5 +1,6 @@
 # Sourced by bench/compare.sh and bench/fanout.sh: the 3-node `meridian dev` region a
-# benchmark runs against. Uses MERIDIAN (the binary), MERIDIAN_DIR, MERIDIAN_BASE_PORT and OUT.
+# benchmark runs against. Uses MERIDIAN (the binary), MERIDIAN_DIR, MERIDIAN_BASE_PORT, OUT and
+# DEV_ARGS (extra `meridian dev` flags, optional).
 # shellcheck shell=bash
 
 DEV_PID=""
@@ -7,7 +8,8 @@ DEV_PID=""
 # Starts the region and waits until it is ready; exports MERIDIAN_ENDPOINT and
 # MERIDIAN_ADMIN_TOKEN (and the rest of its dev.env).
 start_dev_region() {
-  "$MERIDIAN" dev --dir "$MERIDIAN_DIR" --base-port "$MERIDIAN_BASE_PORT" >>"$OUT/meridian-dev.log" 2>&1 &
+  # shellcheck disable=SC2086 # DEV_ARGS: extra `meridian dev` flags, split on spaces.
+  "$MERIDIAN" dev --dir "$MERIDIAN_DIR" --base-port "$MERIDIAN_BASE_PORT" ${DEV_ARGS:-} >>"$OUT/meridian-dev.log" 2>&1 &
   DEV_PID=$!
   for _ in $(seq 1 240); do
     [ -f "$MERIDIAN_DIR/dev.env" ] && break
@@ -25,12 +27,15 @@ stop_dev_region() {
   if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
     kill -TERM "$DEV_PID"
     for _ in $(seq 1 40); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$DEV_PID" 2>/dev/null
+    kill -9 "$DEV_PID" 2>/dev/null || true
   fi
   if [ -f "$MERIDIAN_DIR/dev.env" ]; then
     for f in "$MERIDIAN_DIR"/node-*.pid; do
       [ -f "$f" ] || continue
-      p=$(cat "$f"); [ "$(cat /proc/"$p"/comm 2>/dev/null)" = meridian ] && kill -9 "$p"
+      p=$(cat "$f")
+      if [ "$(cat /proc/"$p"/comm 2>/dev/null)" = meridian ]; then kill -9 "$p" 2>/dev/null || true; fi
     done
   fi
+  DEV_PID=""
+  return 0
 }

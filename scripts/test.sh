@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
+# A clean checkout (as CI has) compiles everything once: incremental compilation only adds
+# work there. A tree that has built before keeps it, for quick reruns.
+if [ ! -d target/debug ]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 ./scripts/setup.sh
 

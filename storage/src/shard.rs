@@ -1240,6 +1240,12 @@ impl<R: RecordReader> ShardState for StateView<'_, R> {
 
     fn cold_range(&self, conversation: &ConversationId, seq: Seq) -> Result<Option<records::ColdRange>, StateError> {
         let fail = |e: StorageError| StateError(e.to_string());
+        // A range is keyed by its last seq: one that ends at `seq` (what sealing asks about
+        // the message an earlier segment kept hot) is a point read.
+        let exact = keys::cold_range(self.0.shard_id(), conversation, seq);
+        if let Some(record) = self.0.read_record::<pb::ColdRangeRecord>(keys::CF_PROJECTIONS, exact, "cold range")? {
+            return codec::cold_range_from_pb(conversation.clone(), record).map(Some).map_err(fail);
+        }
         let prefix = keys::cold_ranges(self.0.shard_id(), conversation);
         for (key, value) in self.0.scan_records(keys::CF_PROJECTIONS, &prefix)? {
             if key.len() != prefix.len() + 8 {
