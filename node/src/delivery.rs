@@ -341,6 +341,7 @@ impl Hub {
 
     /// Hands one applied event of `shard` to the streams it concerns.
     fn handle(&self, shard: ShardId, event: &Event) -> Result<(), ApiError> {
+        let sent = |event: &Event| meridian_domain::projector::sent_message(event).map(|(_, m)| m);
         let store = self.node.store(shard)?;
         let (users, item) = match event {
             Event::MessageSent { conversation, seq, sender, recipient, .. } => {
@@ -349,7 +350,8 @@ impl Hub {
                 if users.is_empty() {
                     return Ok(());
                 }
-                let Some(message) = store.message(conversation, *seq)? else { return Ok(()) };
+                // Archived already (a tail far behind): the event holds the message as sent.
+                let Some(message) = store.message(conversation, *seq)?.or_else(|| sent(event)) else { return Ok(()) };
                 (users, Item::Message { conversation: conversation.clone(), message: message_to_wire(&message) })
             }
             Event::GroupMessageSent { group, seq, .. } | Event::TopicMessageSent { group, seq, .. } => {
@@ -362,7 +364,7 @@ impl Hub {
                 if users.is_empty() && !in_room {
                     return Ok(());
                 }
-                let Some(message) = store.message(&conversation, *seq)? else { return Ok(()) };
+                let Some(message) = store.message(&conversation, *seq)?.or_else(|| sent(event)) else { return Ok(()) };
                 let message = message_to_wire(&message);
                 if in_room {
                     self.send_to_room(
