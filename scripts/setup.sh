@@ -35,7 +35,16 @@ fi
 MOTO_VERSION=5.2.1
 if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
   echo "setup: installing moto[server]==$MOTO_VERSION (S3-compatible server for the archive tests)"
-  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "setup: python3 has no pip and this is not root: install python3-pip" >&2
+      exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pip
+  fi
+  # A Debian-managed python3 refuses plain pip installs (PEP 668); moto goes in beside it.
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "moto[server]==$MOTO_VERSION"
 else
   echo "setup: moto's S3 server present"
 fi
