@@ -75,9 +75,19 @@ pub struct Applied {
 
 impl Applied {
     /// An accepted command that changed nothing (a repeat, a no-op).
-    fn unchanged(reply: Reply) -> Outcome {
+    pub(crate) fn unchanged(reply: Reply) -> Outcome {
         Ok(Applied { events: vec![], changes: vec![], reply })
     }
+}
+
+/// A recall of a message already recalled: a repeat by the same actor (a retry whose first
+/// attempt did commit) gets the first result, so recall is idempotent like every other
+/// command; anyone else is refused.
+pub(crate) fn recalled_already(recall: &crate::records::Recall, actor: &UserId, seq: Seq) -> Outcome {
+    if &recall.by == actor {
+        return Applied::unchanged(Reply::MessageRecalled { seq, at: recall.at });
+    }
+    Err(Rejection::new(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by)))
 }
 
 /// What the caller of an accepted command is told.
@@ -502,10 +512,7 @@ fn recall_message(
             // Archived: older than the hot window, which is never shorter than the recall
             // window (the node's configuration holds to that).
             if let Some(recall) = state.recall_overlay(conversation, seq)? {
-                if &recall.by == actor {
-                    return Ok(Applied::unchanged(Reply::MessageRecalled { seq, at: recall.at }));
-                }
-                return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by));
+                return Ok(recalled_already(&recall, actor, seq));
             }
             return reject(
                 Reason::RecallWindowExpired,
@@ -518,12 +525,7 @@ fn recall_message(
         return reject(Reason::NotMessageSender, "only the sender may recall a message");
     }
     if let Some(recall) = &message.recalled {
-        // A repeat by the same actor (a retry whose first attempt did commit) gets the first
-        // result, so recall is idempotent like every other command.
-        if &recall.by == actor {
-            return Ok(Applied::unchanged(Reply::MessageRecalled { seq, at: recall.at }));
-        }
-        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", recall.by));
+        return Ok(recalled_already(recall, actor, seq));
     }
     let age_ms = ctx.time.0.saturating_sub(message.time.0);
     if u64::try_from(age_ms).unwrap_or(0) > window_ms {

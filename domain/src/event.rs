@@ -230,6 +230,16 @@ pub struct EventOffset {
     pub event: u16,
 }
 
+impl EventOffset {
+    /// The offset just past this one: the next event of its command, wherever that is.
+    pub fn next(self) -> EventOffset {
+        match self.event.checked_add(1) {
+            Some(event) => EventOffset { event, ..self },
+            None => EventOffset { command: self.command.saturating_add(1), event: 0, ..self },
+        }
+    }
+}
+
 impl std::fmt::Display for EventOffset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}.{}", self.log_index, self.command, self.event)

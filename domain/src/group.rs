@@ -633,14 +633,7 @@ pub(crate) fn recall(
         return recall_archived(state, ctx, (actor, seq, role), stream);
     };
     if let Some(done) = &message.recalled {
-        if &done.by == actor {
-            return Ok(Ok(Applied {
-                events: vec![],
-                changes: vec![],
-                reply: Reply::MessageRecalled { seq, at: done.at },
-            }));
-        }
-        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", done.by));
+        return Ok(crate::apply::recalled_already(done, actor, seq));
     }
     let manager = role.is_some_and(GroupRole::manages);
     if !manager {
@@ -678,14 +671,7 @@ fn recall_archived(
         return reject(Reason::MessageNotFound, format!("no message at seq {seq} of {stream}"));
     }
     if let Some(done) = state.recall_overlay(stream, seq)? {
-        if &done.by == actor {
-            return Ok(Ok(Applied {
-                events: vec![],
-                changes: vec![],
-                reply: Reply::MessageRecalled { seq, at: done.at },
-            }));
-        }
-        return reject(Reason::AlreadyRecalled, format!("seq {seq} was already recalled by {}", done.by));
+        return Ok(crate::apply::recalled_already(&done, actor, seq));
     }
     if !role.is_some_and(GroupRole::manages) {
         return reject(

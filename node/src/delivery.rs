@@ -470,8 +470,7 @@ async fn tail(hub: Weak<Hub>, shard: ShardId, mut metrics: tokio::sync::watch::R
                 if let Err(e) = hub.handle(shard, &logged.event) {
                     tracing::warn!(shard = shard.0, error = %e, "delivery: an event could not be handed on");
                 }
-                let o = logged.offset;
-                next = EventOffset { log_index: o.log_index, command: o.command, event: o.event.saturating_add(1) };
+                next = logged.offset.next();
             }
             if read < READ_BATCH || next.log_index > upto {
                 break;

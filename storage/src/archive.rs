@@ -59,61 +59,35 @@ impl ShardStore {
 
     /// The newest archived segment, if any: its last offset is the hot/cold boundary.
     pub fn last_archived_segment(&self) -> Result<Option<ArchivedSegment>, StorageError> {
-        let prefix = keys::archived_segments(self.shard());
-        let mut upper = prefix.clone();
-        upper.extend_from_slice(&[0xff; 16]);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(prefix.clone());
-        let mut iter = self.db().rocks().iterator_cf_opt(
-            self.db().cf(keys::CF_PROJECTIONS)?,
-            ro,
-            IteratorMode::From(&upper, Direction::Reverse),
-        );
-        match iter.next() {
-            Some(item) => {
-                let (k, v) = item?;
-                if !k.starts_with(&prefix) {
-                    return Ok(None);
-                }
-                Ok(Some(codec::archived_segment_from_pb(decode_record("archived segment", &v)?)?))
-            }
-            None => Ok(None),
-        }
+        let mut from = keys::archived_segments(self.shard());
+        from.extend_from_slice(&[0xff; 16]);
+        self.manifest_seek(&from, Direction::Reverse)
     }
 
     /// The archived segment that holds `offset`, if one does.
     pub fn segment_holding(&self, offset: EventOffset) -> Result<Option<ArchivedSegment>, StorageError> {
-        let prefix = keys::archived_segments(self.shard());
         let from = keys::archived_segment(self.shard(), offset);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(prefix.clone());
-        let mut iter = self.db().rocks().iterator_cf_opt(
-            self.db().cf(keys::CF_PROJECTIONS)?,
-            ro,
-            IteratorMode::From(&from, Direction::Reverse),
-        );
-        if let Some(item) = iter.next() {
-            let (k, v) = item?;
-            if k.starts_with(&prefix) {
-                let s = codec::archived_segment_from_pb(decode_record("archived segment", &v)?)?;
-                if s.first <= offset && offset <= s.last {
-                    return Ok(Some(s));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self.manifest_seek(&from, Direction::Reverse)?.filter(|s| s.first <= offset && offset <= s.last))
     }
 
     /// The first archived segment that starts after `offset` (for event reads that go on
     /// from one segment to the next).
     pub fn segment_after(&self, offset: EventOffset) -> Result<Option<ArchivedSegment>, StorageError> {
-        let prefix = keys::archived_segments(self.shard());
         let mut from = keys::archived_segment(self.shard(), offset);
         from.push(0);
-        let mut iter = self
-            .db()
-            .rocks()
-            .iterator_cf(self.db().cf(keys::CF_PROJECTIONS)?, IteratorMode::From(&from, Direction::Forward));
+        self.manifest_seek(&from, Direction::Forward)
+    }
+
+    /// The first manifest record from `from` on in `direction`, if the manifest has one there.
+    fn manifest_seek(&self, from: &[u8], direction: Direction) -> Result<Option<ArchivedSegment>, StorageError> {
+        let prefix = keys::archived_segments(self.shard());
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(prefix.clone());
+        let mut iter = self.db().rocks().iterator_cf_opt(
+            self.db().cf(keys::CF_PROJECTIONS)?,
+            ro,
+            IteratorMode::From(from, direction),
+        );
         match iter.next() {
             Some(item) => {
                 let (k, v) = item?;

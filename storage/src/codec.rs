@@ -366,14 +366,8 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             event: u32::from(up_to.event),
         }),
         Command::ArchiveSegment { segment, events_digest } => Kind::ArchiveSegment(pb::ArchiveSegment {
-            key: segment.key.clone(),
-            first: Some(offset_to_pb(segment.first)),
-            last: Some(offset_to_pb(segment.last)),
-            digest: segment.digest.clone(),
-            bytes: segment.bytes,
+            segment: Some(archived_segment_to_pb(segment)),
             events_digest: events_digest.clone(),
-            events: segment.events,
-            sealed_at_ms: segment.sealed_at.0,
         }),
     };
     pb::Command { kind: Some(kind) }
@@ -597,15 +591,7 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             },
         },
         Kind::ArchiveSegment(a) => Command::ArchiveSegment {
-            segment: ArchivedSegment {
-                key: a.key,
-                first: offset_from_pb(W, a.first)?,
-                last: offset_from_pb(W, a.last)?,
-                digest: a.digest,
-                bytes: a.bytes,
-                events: a.events,
-                sealed_at: TimeMs(a.sealed_at_ms),
-            },
+            segment: archived_segment_from_pb(a.segment.ok_or_else(|| StorageError::corrupt(W, "no segment"))?)?,
             events_digest: a.events_digest,
         },
     })
@@ -954,13 +940,7 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
             })
         }
         Event::SegmentArchived { segment, ranges } => Kind::SegmentArchived(pb::SegmentArchivedEvent {
-            key: segment.key.clone(),
-            first: Some(offset_to_pb(segment.first)),
-            last: Some(offset_to_pb(segment.last)),
-            digest: segment.digest.clone(),
-            bytes: segment.bytes,
-            events: segment.events,
-            sealed_at_ms: segment.sealed_at.0,
+            segment: Some(archived_segment_to_pb(segment)),
             ranges: ranges
                 .iter()
                 .map(|r| pb::ColdSeqRange {
@@ -1205,31 +1185,22 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             home: optional_region(W, &j.home)?,
         },
         Kind::LogicVersionRaised(v) => Event::LogicVersionRaised { from: v.from, to: v.to },
-        Kind::SegmentArchived(a) => Event::SegmentArchived {
-            segment: ArchivedSegment {
-                key: a.key,
-                first: offset_from_pb(W, a.first)?,
-                last: offset_from_pb(W, a.last)?,
-                digest: a.digest,
-                bytes: a.bytes,
-                events: a.events,
-                sealed_at: TimeMs(a.sealed_at_ms),
-            },
-            ranges: {
-                let first = offset_from_pb(W, a.first)?;
-                a.ranges
-                    .into_iter()
-                    .map(|r| {
-                        Ok(ColdRange {
-                            conversation: conversation_id(W, &r.conversation_id)?,
-                            from: Seq(r.seq_from),
-                            to: Seq(r.seq_to),
-                            segment: first,
-                        })
+        Kind::SegmentArchived(a) => {
+            let segment = archived_segment_from_pb(a.segment.ok_or_else(|| StorageError::corrupt(W, "no segment"))?)?;
+            let ranges = a
+                .ranges
+                .into_iter()
+                .map(|r| {
+                    Ok(ColdRange {
+                        conversation: conversation_id(W, &r.conversation_id)?,
+                        from: Seq(r.seq_from),
+                        to: Seq(r.seq_to),
+                        segment: segment.first,
                     })
-                    .collect::<Result<_, StorageError>>()?
-            },
-        },
+                })
+                .collect::<Result<_, StorageError>>()?;
+            Event::SegmentArchived { segment, ranges }
+        }
         Kind::IdClaimed(c) => Event::IdClaimed {
             key: DirectoryKey::parse(&c.key).map_err(corrupt(W))?,
             region: RegionCode::parse(&c.region).map_err(corrupt(W))?,

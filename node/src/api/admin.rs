@@ -134,7 +134,7 @@ impl AdminService {
         let store = self.ctx.node.store(shard)?;
         let events = crate::archive::events_from(self.ctx.archive.as_deref(), store, from, limit as usize).await?;
         // Just past the last event: the next event of its command, wherever that is.
-        let next = events.last().map_or(from, |last| after(last.offset));
+        let next = events.last().map_or(from, |last| last.offset.next());
         let region = self.ctx.node.region();
         Ok(api::ReadEventsResponse {
             events: events.iter().map(|logged| logged_event_to_wire(region, shard, logged)).collect(),
@@ -293,14 +293,6 @@ impl AdminService {
     }
 }
 
-/// The offset just past `offset`: the next event of its command, wherever that is.
-fn after(offset: EventOffset) -> EventOffset {
-    match offset.event.checked_add(1) {
-        Some(event) => EventOffset { event, ..offset },
-        None => EventOffset { command: offset.command.saturating_add(1), event: 0, ..offset },
-    }
-}
-
 /// How long a following change stream waits before looking again when it has sent all.
 const CHANGES_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -351,7 +343,7 @@ impl AdminService {
                         }
                     };
                     for logged in &events {
-                        *offset = after(logged.offset);
+                        *offset = logged.offset.next();
                         let event = api::ChangeEvent {
                             event: Some(logged_event_to_wire(&region, shard, logged)),
                             next: Some(api::ShardOffset {

@@ -498,7 +498,7 @@ pub async fn events_from(
                     METRICS.cold_read_failures.fetch_add(1, Ordering::Relaxed);
                 })?;
                 out.extend(events);
-                from = after(segment.last);
+                from = segment.last.next();
             }
             None => {
                 let hot = store.events(from, limit - out.len()).map_err(unavailable)?;
@@ -513,11 +513,6 @@ pub async fn events_from(
         }
     }
     Ok(out)
-}
-
-/// The offset just past `o` (the next event of its command, wherever that is).
-pub fn after(o: EventOffset) -> EventOffset {
-    EventOffset { log_index: o.log_index, command: o.command, event: o.event.saturating_add(1) }
 }
 
 #[cfg(test)]

@@ -108,20 +108,26 @@ async fn seal_once(archive: &Archive, node: &RaftNode, shard: ShardId, bounds: B
     let oversized = |offset: meridian_domain::EventOffset| {
         max_entries > 0 && applied.saturating_sub(offset.log_index) > max_entries
     };
+    let decode = |raw: &RawEvent| -> Result<(u32, meridian_domain::Event), SealError> {
+        let record = pb::EventRecord::decode(raw.record.as_slice()).map_err(other)?;
+        let epoch = record.epoch.max(1);
+        Ok((epoch, codec::event_from_pb(record).map_err(other)?))
+    };
     let mut decoded = Vec::with_capacity(candidates.len());
     // The range ends at the last event known to be older than the window: events that carry
     // no time of their own go with the timed ones around them.
     let mut end = None;
+    let mut oldest = None;
     for (i, raw) in candidates.iter().enumerate() {
         if hooks_cursor.is_some_and(|c| raw.offset >= c) {
             break;
         }
-        let record = pb::EventRecord::decode(raw.record.as_slice()).map_err(other)?;
-        let epoch = record.epoch.max(1);
-        let event = codec::event_from_pb(record).map_err(other)?;
-        if oversized(raw.offset) && event.time().is_none_or(|t| t <= recall_cutoff) {
+        let (epoch, event) = decode(raw)?;
+        let time = event.time();
+        oldest = oldest.or(time);
+        if oversized(raw.offset) && time.is_none_or(|t| t <= recall_cutoff) {
             end = Some(i);
-        } else if let Some(t) = event.time() {
+        } else if let Some(t) = time {
             if t > cutoff {
                 break;
             }
@@ -129,11 +135,11 @@ async fn seal_once(archive: &Archive, node: &RaftNode, shard: ShardId, bounds: B
         }
         decoded.push((epoch, event));
     }
-    // How far the oldest hot event is past the window (0: sealing keeps up).
-    let oldest = candidates.iter().find_map(|raw| {
-        let record = pb::EventRecord::decode(raw.record.as_slice()).ok()?;
-        codec::event_from_pb(record).ok()?.time()
-    });
+    // How far the oldest hot event is past the window (0: sealing keeps up). Read on past
+    // where the range stopped only when nothing before it carried a time.
+    if oldest.is_none() {
+        oldest = candidates[decoded.len()..].iter().find_map(|raw| decode(raw).ok()?.1.time());
+    }
     set_lag(oldest.map_or(0, |t| u64::try_from((cutoff.0 - t.0) / 1000).unwrap_or(0)));
     let Some(end) = end else { return Ok(Sealed::Nothing) };
     let range: &[RawEvent] = &candidates[..=end];

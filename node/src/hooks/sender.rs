@@ -126,8 +126,7 @@ impl Leader<'_> {
                     if self.pushes.len() > before && first_push.is_none() {
                         first_push = Some(Instant::now());
                     }
-                    let o = logged.offset;
-                    next = EventOffset { log_index: o.log_index, command: o.command, event: o.event.saturating_add(1) };
+                    next = logged.offset.next();
                     if self.pushes.len() >= self.hooks.push_config.batch {
                         if !self.flush().await {
                             return Ok(Lead::NotLeader);
