@@ -44,7 +44,7 @@ impl ChatService {
         }
         self.ctx.require_user(&me).await?;
         let mut known = decode_token(&req.get_ref().sync_token)?;
-        let rooms = self.live_rooms(&me, &req.get_ref().rooms)?;
+        let rooms = self.live_rooms(&me, &req.get_ref().rooms).await?;
         // Registered before the catch-up reads anything: what is applied meanwhile is queued,
         // and the seqs kept per conversation drop what the catch-up already sent.
         let mut registration = self.ctx.delivery.register(&me);
@@ -82,8 +82,9 @@ const MAX_ROOMS: usize = 10;
 
 impl ChatService {
     /// The live rooms a stream asks for, checked: at most [`MAX_ROOMS`], each a live room of
-    /// this region that has not banned the caller.
-    fn live_rooms(&self, me: &UserId, rooms: &[String]) -> Result<Vec<meridian_domain::GroupId>, ApiError> {
+    /// this region that has not banned the caller (read after a barrier: a ban acknowledged
+    /// before the call holds on every node).
+    async fn live_rooms(&self, me: &UserId, rooms: &[String]) -> Result<Vec<meridian_domain::GroupId>, ApiError> {
         if rooms.len() > MAX_ROOMS {
             return Err(Rejection::new(
                 Reason::PageLimitInvalid,
@@ -94,7 +95,9 @@ impl ChatService {
         let mut out = vec![];
         for room in rooms {
             let group = meridian_domain::GroupId::parse(room)?;
-            let store = self.ctx.node.store(self.ctx.topology.conversation_shard(&ConversationId::group(&group)))?;
+            let shard = self.ctx.topology.conversation_shard(&ConversationId::group(&group));
+            self.ctx.node.read_barrier(shard).await?;
+            let store = self.ctx.node.store(shard)?;
             let record = store.group(&group)?.filter(|g| !g.dismissed).ok_or_else(|| {
                 ApiError::from(Rejection::new(
                     Reason::GroupNotFound,
