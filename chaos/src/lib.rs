@@ -30,6 +30,7 @@ pub mod campaign;
 pub mod checker;
 pub mod cluster;
 pub mod devices;
+pub mod drill;
 pub mod faults;
 pub mod firewall;
 pub mod history;

@@ -82,6 +82,72 @@ enum Command {
         #[arg(long, default_value_t = 7600)]
         base_port: u16,
     },
+    /// The disaster-recovery drill: the regions deployment with a standby for `--region`;
+    /// kills the region's primary mid-load, promotes the standby, fails back, and reports RPO,
+    /// RTO and the checker's verdict; exits non-zero on any violation other than the
+    /// reported RPO (docs/dr.md).
+    Drill {
+        /// The region whose primary is lost: sg, kr or de.
+        #[arg(long, default_value = "de")]
+        region: String,
+        /// Seed of the workload (random when absent; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long the workload runs: the kill is at a third, the failback at two thirds.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Freeze the standby this long before the kill (its link cut): the RPO is then the
+        /// sends acknowledged meanwhile.
+        #[arg(long, value_parser = parse_duration)]
+        cut_standby: Option<Duration>,
+        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where run directories are made.
+        #[arg(long, default_value = "/tmp/meridian-chaos")]
+        dir: PathBuf,
+        /// Keep the run directory even when the drill passes.
+        #[arg(long)]
+        keep: bool,
+        /// Concurrent workload clients.
+        #[arg(long, default_value_t = 6)]
+        clients: u32,
+        /// First port; each region takes 20 from there.
+        #[arg(long, default_value_t = 7700)]
+        base_port: u16,
+    },
+}
+
+/// `meridian-chaos drill`.
+fn run_drill(options: meridian_chaos::drill::DrillOptions, keep: bool) -> ExitCode {
+    let (seed, run_dir) = (options.seed, options.dir.clone());
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("error: start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async move {
+        tokio::select! {
+            r = meridian_chaos::drill::run(options) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    match outcome {
+        Ok(true) => {
+            println!("PASS: no violation besides the reported RPO (drill, seed {seed})");
+            if !keep {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("VIOLATIONS (drill, seed {seed}); logs kept in {}", run_dir.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("FAILED (drill, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `meridian-chaos regions`.
@@ -173,6 +239,21 @@ fn main() -> ExitCode {
         }
         Command::Regions { seed, duration, binary, dir, keep, clients, base_port } => {
             return run_regions(seed, duration, binary, dir, keep, clients, base_port)
+        }
+        Command::Drill { region, seed, duration, cut_standby, binary, dir, keep, clients, base_port } => {
+            let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let options = meridian_chaos::drill::DrillOptions {
+                seed,
+                duration,
+                binary: binary.unwrap_or_else(default_binary),
+                dir: dir.join(format!("drill-{region}-seed-{seed}-{stamp}")),
+                clients,
+                base_port,
+                region,
+                cut_standby,
+            };
+            return run_drill(options, keep);
         }
     };
     let faults = match FaultKind::parse_list(&faults) {

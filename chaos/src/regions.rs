@@ -40,9 +40,9 @@ use rand::{Rng, SeedableRng};
 use crate::proxy::Proxy;
 
 /// The deployment: (code, strict).
-const REGIONS: [(&str, bool); 3] = [("sg", false), ("kr", false), ("de", true)];
+pub(crate) const REGIONS: [(&str, bool); 3] = [("sg", false), ("kr", false), ("de", true)];
 const USERS_PER_REGION: usize = 4;
-const SHARDS: u32 = 4;
+pub(crate) const SHARDS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct RegionsOptions {
@@ -55,12 +55,12 @@ pub struct RegionsOptions {
 }
 
 /// One region's single node and the proxy in front of its link listener.
-struct RegionNode {
-    code: &'static str,
-    client_addr: SocketAddr,
+pub(crate) struct RegionNode {
+    pub(crate) code: &'static str,
+    pub(crate) client_addr: SocketAddr,
     config: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     proxy: Proxy,
 }
 
@@ -74,7 +74,7 @@ impl Drop for RegionNode {
 }
 
 impl RegionNode {
-    fn spawn(&mut self, binary: &Path) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self, binary: &Path) -> anyhow::Result<()> {
         let log = std::fs::File::options().create(true).append(true).open(&self.log)?;
         let child = Command::new(binary)
             .args(["node", "--config"])
@@ -89,7 +89,7 @@ impl RegionNode {
         Ok(())
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -107,10 +107,24 @@ fn hex_secret() -> String {
 
 /// Writes the topology and the node configs and starts every region.
 async fn start(options: &RegionsOptions) -> anyhow::Result<(Vec<RegionNode>, String)> {
+    let (nodes, _, token) = start_with_standby(options, None).await?;
+    Ok((nodes, token))
+}
+
+/// [`start`], with a one-node standby for region `standby` (node 11, in its `CODE/backup`
+/// place, its ports from the region's base + 5) when named.
+pub(crate) async fn start_with_standby(
+    options: &RegionsOptions,
+    standby: Option<&'static str>,
+) -> anyhow::Result<(Vec<RegionNode>, Option<RegionNode>, String)> {
     std::fs::create_dir_all(&options.dir)?;
     let (auth, cluster, link) = (hex_secret(), hex_secret(), hex_secret());
     let ports = |i: usize| {
         let base = options.base_port + 20 * u16::try_from(i).unwrap_or(0);
+        (base, base + 1, base + 2, base + 3, base + 4)
+    };
+    let ports_standby = |i: usize| {
+        let base = options.base_port + 20 * u16::try_from(i).unwrap_or(0) + 5;
         (base, base + 1, base + 2, base + 3, base + 4)
     };
     let mut topology = String::from("app = \"meridian-chaos\"\n");
@@ -125,6 +139,16 @@ async fn start(options: &RegionsOptions) -> anyhow::Result<(Vec<RegionNode>, Str
             addr(peer),
             addr(proxy),
         ));
+        if standby == Some(*code) {
+            let (client, peer, _, proxy, _) = ports_standby(i);
+            topology.push_str(&format!(
+                "[[region.standby]]\nid = 11\naddr = \"{}\"\npeer-addr = \"{}\"\nlink-addr = \"{}\"\n\
+                 zone = \"{code}-backup\"\nplace = \"{code}/backup\"\n",
+                addr(client),
+                addr(peer),
+                addr(proxy),
+            ));
+        }
     }
     std::fs::write(options.dir.join("regions.toml"), topology)?;
     let mut nodes = Vec::new();
@@ -156,16 +180,50 @@ async fn start(options: &RegionsOptions) -> anyhow::Result<(Vec<RegionNode>, Str
         node.spawn(&options.binary)?;
         nodes.push(node);
     }
+    let mut standby_node = None;
+    if let Some((i, (code, _))) = REGIONS.iter().enumerate().find(|(_, (c, _))| Some(*c) == standby) {
+        let (client, peer, link_listen, proxy, http) = ports_standby(i);
+        let data = options.dir.join(format!("{code}-standby-data"));
+        let config = format!(
+            "node-id = 11\nregion = \"{code}\"\nlisten = \"{}\"\npeer-listen = \"{}\"\nhttp-listen = \"{}\"\n\
+             data-dir = \"{}\"\nshards = {SHARDS}\npeers = []\nbootstrap = false\nlink-listen = \"{}\"\n\
+             topology = \"regions.toml\"\nworker-threads = 1\n\n[auth]\nsecret = \"{auth}\"\n\n\
+             [cluster]\nsecret = \"{cluster}\"\n\n[link]\nsecret = \"{link}\"\n",
+            addr(client),
+            addr(peer),
+            addr(http),
+            data.display(),
+            addr(link_listen),
+        );
+        let config_path = options.dir.join(format!("{code}-standby.toml"));
+        std::fs::write(&config_path, config)?;
+        let proxy = Proxy::start(addr(proxy), addr(link_listen)).await.context("start a link proxy")?;
+        let mut node = RegionNode {
+            code,
+            client_addr: addr(client),
+            config: config_path,
+            log: options.dir.join(format!("{code}-standby.log")),
+            child: None,
+            proxy,
+        };
+        node.spawn(&options.binary)?;
+        standby_node = Some(node);
+    }
     let out = Command::new(&options.binary)
         .args(["admin-token", "--config"])
         .arg(&nodes[0].config)
         .output()
         .context("mint an admin token")?;
     anyhow::ensure!(out.status.success(), "admin-token: {}", String::from_utf8_lossy(&out.stderr));
-    Ok((nodes, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    Ok((nodes, standby_node, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
-fn client(endpoint: SocketAddr, token: &str, user: Option<&str>, budget: Duration) -> anyhow::Result<Client> {
+pub(crate) fn client(
+    endpoint: SocketAddr,
+    token: &str,
+    user: Option<&str>,
+    budget: Duration,
+) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new([endpoint.to_string()], token.to_owned());
     if let Some(user) = user {
         config = config.with_act_as(user);
@@ -176,7 +234,7 @@ fn client(endpoint: SocketAddr, token: &str, user: Option<&str>, budget: Duratio
 }
 
 /// Waits until every region reports every link up.
-async fn wait_linked(nodes: &[RegionNode], token: &str, within: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_linked(nodes: &[RegionNode], token: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let mut all = true;
@@ -196,7 +254,7 @@ async fn wait_linked(nodes: &[RegionNode], token: &str, within: Duration) -> any
 }
 
 /// The users: `s0..`, `k0..`, `d0..`, homed in sg, kr, de.
-fn users() -> Vec<(String, &'static str)> {
+pub(crate) fn users() -> Vec<(String, &'static str)> {
     REGIONS
         .iter()
         .flat_map(|(code, _)| (0..USERS_PER_REGION).map(move |i| (format!("{}{i}", &code[..1]), *code)))
@@ -205,7 +263,7 @@ fn users() -> Vec<(String, &'static str)> {
 
 /// The conversation's home region by the residency rule (one strict member: its region;
 /// both open: the first id's region).
-fn home_of(a: (&str, &str), b: (&str, &str)) -> String {
+pub(crate) fn home_of(a: (&str, &str), b: (&str, &str)) -> String {
     let strict = |r: &str| REGIONS.iter().any(|(c, s)| *c == r && *s);
     let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
     if first.1 == second.1 || strict(first.1) {
@@ -218,7 +276,7 @@ fn home_of(a: (&str, &str), b: (&str, &str)) -> String {
 }
 
 /// A conversation of the workload: its two members with their home regions.
-type Pair = ((String, &'static str), (String, &'static str));
+pub(crate) type Pair = ((String, &'static str), (String, &'static str));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum FaultKind {
@@ -229,18 +287,18 @@ enum FaultKind {
 
 /// What the workload saw.
 #[derive(Debug, Default)]
-struct Record {
+pub(crate) struct Record {
     /// (conversation pair) → request ids acknowledged with their seq.
-    acked: BTreeMap<(String, String), Vec<(String, u64)>>,
+    pub(crate) acked: BTreeMap<(String, String), Vec<(String, u64)>>,
     /// Every request id sent, per pair (acknowledged or not).
-    sent: BTreeMap<(String, String), BTreeSet<String>>,
-    ops: u64,
-    unknown: u64,
-    errors: BTreeMap<String, u64>,
-    region_unavailable_max: Duration,
+    pub(crate) sent: BTreeMap<(String, String), BTreeSet<String>>,
+    pub(crate) ops: u64,
+    pub(crate) unknown: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) region_unavailable_max: Duration,
 }
 
-fn pair(a: &str, b: &str) -> (String, String) {
+pub(crate) fn pair(a: &str, b: &str) -> (String, String) {
     if a <= b {
         (a.to_owned(), b.to_owned())
     } else {
@@ -312,7 +370,7 @@ pub async fn run(options: RegionsOptions) -> anyhow::Result<bool> {
                     match outcome {
                         Ok(Some(seq)) => r.acked.entry(key).or_default().push((rid.unwrap_or_default(), seq)),
                         Ok(None) => {}
-                        Err(e) => classify(&mut r, &e, started.elapsed()),
+                        Err(e) => classify_into(&mut r, &e, started.elapsed()),
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(5..40))).await;
@@ -359,7 +417,7 @@ pub async fn run(options: RegionsOptions) -> anyhow::Result<bool> {
     wait_linked(&nodes, &token, Duration::from_secs(90)).await?;
 
     let record = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
-    let violations = check(&nodes, &token, &pairs, &record).await?;
+    let violations = check(&nodes, &token, &pairs, &record, &Lost::default()).await?.violations;
     let acked: usize = record.acked.values().map(Vec::len).sum();
     println!("regions campaign, seed {}: 3 regions (sg open, kr open, de strict), 1 node each", options.seed);
     println!("  operations: {}  sends acknowledged: {acked}  unknown outcome: {}", record.ops, record.unknown);
@@ -373,7 +431,7 @@ pub async fn run(options: RegionsOptions) -> anyhow::Result<bool> {
     Ok(violations.is_empty())
 }
 
-fn classify(r: &mut Record, e: &ClientError, took: Duration) {
+pub(crate) fn classify_into(r: &mut Record, e: &ClientError, took: Duration) {
     match e.reason() {
         Some(reason) => {
             if reason == "REGION_UNAVAILABLE" {
@@ -390,8 +448,32 @@ fn classify(r: &mut Record, e: &ClientError, took: Duration) {
     }
 }
 
-/// The checker: see the module documentation.
-async fn check(nodes: &[RegionNode], token: &str, pairs: &[Pair], record: &Record) -> anyhow::Result<Vec<String>> {
+/// Acknowledged sends a failover may have lost (the drill's RPO): per conversation, request
+/// id → the seq it was acknowledged with.
+pub(crate) type Lost = BTreeMap<(String, String), BTreeMap<String, u64>>;
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    pub(crate) violations: Vec<String>,
+    /// Acknowledged sends of `lost` that are not in their history.
+    pub(crate) missing: BTreeSet<(String, String, String)>,
+    /// Of those, the ones whose seq now holds another message.
+    pub(crate) rewritten: usize,
+    /// List rows ahead of their history by at most the seqs that were lost.
+    pub(crate) rows_ahead: usize,
+}
+
+/// The checker: see the module documentation. An acknowledged send missing from its history
+/// is a violation unless `lost` names it (then it is counted in `missing`).
+pub(crate) async fn check(
+    nodes: &[RegionNode],
+    token: &str,
+    pairs: &[Pair],
+    record: &Record,
+    lost: &Lost,
+) -> anyhow::Result<Checked> {
+    let mut checked = Checked::default();
     let mut violations = Vec::new();
     let endpoint = |region: &str| nodes.iter().find(|n| n.code == region).map(|n| n.client_addr);
     let budget = Duration::from_secs(30);
@@ -417,7 +499,13 @@ async fn check(nodes: &[RegionNode], token: &str, pairs: &[Pair], record: &Recor
         }
         for (rid, seq) in record.acked.get(&key).into_iter().flatten() {
             let at_seq = usize::try_from(*seq).ok().and_then(|s| texts.get(s.wrapping_sub(1)));
-            if at_seq != Some(rid) {
+            if at_seq == Some(rid) {
+                continue;
+            }
+            if lost.get(&key).is_some_and(|l| l.get(rid) == Some(seq)) {
+                checked.missing.insert((key.0.clone(), key.1.clone(), rid.clone()));
+                checked.rewritten += usize::from(at_seq.is_some());
+            } else {
                 violations.push(format!("{a}/{b}: acknowledged {rid} at seq {seq} is not there (found {at_seq:?})"));
             }
         }
@@ -440,7 +528,17 @@ async fn check(nodes: &[RegionNode], token: &str, pairs: &[Pair], record: &Recor
         let seen: BTreeMap<String, (u64, String)> =
             list.conversations.iter().map(|c| (c.peer.clone(), (c.last_seq, c.home_region.clone()))).collect();
         let want = expected.get(&user).cloned().unwrap_or_default();
-        if seen != want || list.conversations.len() != want.len() {
+        // A row may stay ahead of its history by seqs a failover lost (their effects reached
+        // the row before the cut); never by more.
+        let ahead_by_loss = |peer: &String, (seq, home): &(u64, String)| {
+            let lost_max = lost.get(&pair(&user, peer)).and_then(|l| l.values().max().copied()).unwrap_or(0);
+            want.get(peer).is_some_and(|(len, h)| h == home && *seq > *len && *seq <= lost_max)
+        };
+        let ahead = seen.iter().filter(|(p, v)| ahead_by_loss(p, v)).count();
+        checked.rows_ahead += ahead;
+        let matches =
+            seen.len() == want.len() && seen.iter().all(|(p, v)| want.get(p) == Some(v) || ahead_by_loss(p, v));
+        if !matches || list.conversations.len() != want.len() {
             violations.push(format!("{user}'s list: expected {want:?}, got {seen:?}"));
         }
         for c in &list.conversations {
@@ -486,5 +584,6 @@ async fn check(nodes: &[RegionNode], token: &str, pairs: &[Pair], record: &Recor
             ));
         }
     }
-    Ok(violations)
+    checked.violations = violations;
+    Ok(checked)
 }

@@ -15,8 +15,8 @@ pub mod render;
 
 pub use args::{
     ActAs, AdminCommand, ArchiveCommand, AuditCommand, BlockCommand, ChangesArgs, ConversationCommand,
-    ConversationsArgs, EventsArgs, FriendCommand, GroupCommand, HistoryArgs, ProfileCommand, ReadArgs, RecallArgs,
-    SendArgs, StatusArgs, SubscribeArgs, TokenArgs, UserCommand,
+    ConversationsArgs, DrCommand, EventsArgs, FriendCommand, GroupCommand, HistoryArgs, ProfileCommand, ReadArgs,
+    RecallArgs, SendArgs, StatusArgs, SubscribeArgs, TokenArgs, UserCommand,
 };
 
 use std::io::Write as _;
@@ -97,6 +97,11 @@ pub enum ClientCommand {
     Archive {
         #[command(subcommand)]
         command: ArchiveCommand,
+    },
+    /// Region disaster recovery: status, promote, failback (admin token).
+    Dr {
+        #[command(subcommand)]
+        command: DrCommand,
     },
 }
 
@@ -199,6 +204,57 @@ fn config_for(identity: &Identity, lookup: &impl Fn(&str) -> Option<String>) -> 
         }
     };
     ca_from_lookup(config, lookup)
+}
+
+/// RFC 3339, or milliseconds since the Unix epoch.
+fn parse_time_ms(at: &str) -> Result<i64, ClientError> {
+    if let Ok(ms) = at.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(at).map(|t| t.timestamp_millis()).map_err(|e| ClientError::InvalidConfig {
+        detail: format!("--at {at:?}: not RFC 3339 (2026-11-30T21:00:00Z) nor milliseconds ({e})"),
+    })
+}
+
+async fn dr_command(client: &Client, config: &ClientConfig, command: DrCommand) -> Result<Output, ClientError> {
+    Ok(match command {
+        DrCommand::Status { region } => Output::Lines(crate::dr::status(client, config, &region).await?.lines()),
+        DrCommand::Promote { region } => {
+            let p = crate::dr::promote(client, config, &region).await?;
+            let mut lines = vec![format!(
+                "promoted region {region}'s standby: epoch {} in {:.1} s; the cut (last entry the standby had):",
+                p.epoch,
+                p.took.as_secs_f64()
+            )];
+            for c in &p.cut {
+                lines.push(format!(
+                    "  shard {}: index {} (term {}), data up to {}",
+                    c.shard,
+                    c.index,
+                    c.term,
+                    render::format_time_ms(c.time_ms)
+                ));
+            }
+            lines.extend(p.status.lines());
+            Output::Lines(lines)
+        }
+        DrCommand::Failback { region } => {
+            let f = crate::dr::failback(client, config, &region).await?;
+            let mut lines = vec![format!(
+                "failed region {region} back to its primary: epoch {} in {:.1} s (writes paused {:.2} s)",
+                f.epoch,
+                f.took.as_secs_f64(),
+                f.paused.as_secs_f64()
+            )];
+            for (id, events, messages, file) in &f.quarantined {
+                lines.push(format!(
+                    "  node {id} quarantined {events} event(s), {messages} message(s) after the cut: {file}"
+                ));
+            }
+            lines.extend(f.status.lines());
+            Output::Lines(lines)
+        }
+    })
 }
 
 /// How often `meridian events --follow` asks for new events when it has seen them all.
@@ -648,7 +704,8 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         | ClientCommand::Changes(_)
         | ClientCommand::Admin { .. }
         | ClientCommand::Audit { .. }
-        | ClientCommand::Archive { .. } => Identity::Admin,
+        | ClientCommand::Archive { .. }
+        | ClientCommand::Dr { .. } => Identity::Admin,
         ClientCommand::Send(a) => Identity::user(&a.act_as),
         ClientCommand::History(a) => Identity::user(&a.act_as),
         ClientCommand::Conversations(a) => Identity::user(&a.act_as),
@@ -661,7 +718,8 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
         ClientCommand::Conversation { command } => Identity::user(&command.row().act_as),
         ClientCommand::Profile { command } => Identity::user(command.act_as()),
     };
-    let client = Client::with_config(config_for(&identity, lookup)?)?;
+    let config = config_for(&identity, lookup)?;
+    let client = Client::with_config(config.clone())?;
     let output = match cmd {
         ClientCommand::User { command: UserCommand::Create { user, home_region } } => {
             let created = client.create_user(&user, home_region.as_deref()).await?;
@@ -796,6 +854,15 @@ async fn execute(cmd: ClientCommand, lookup: &impl Fn(&str) -> Option<String>) -
             let members = client.add_node(id, &addr, &peer_addr, learner_only).await?;
             Output::line(render::add_node_line(&members))
         }
+        ClientCommand::Admin { command: AdminCommand::Restore { user, peer, at } } => {
+            let at_ms = parse_time_ms(&at)?;
+            let r = client.restore_conversation(&user, &peer, at_ms).await?;
+            Output::line(format!(
+                "{}: kept up to seq {}, withdrew {} later message(s)",
+                r.conversation_id, r.kept_up_to_seq, r.withdrawn
+            ))
+        }
+        ClientCommand::Dr { command } => dr_command(&client, &config, command).await?,
         ClientCommand::Admin { command: AdminCommand::RemoveNode { id } } => {
             let members = client.remove_node(id).await?;
             Output::line(render::remove_node_line(&members))

@@ -1027,6 +1027,30 @@ impl Client {
         .await
     }
 
+    /// One disaster-recovery step on the answering node (admin; see [`crate::dr`]).
+    pub async fn dr(
+        &self,
+        request: meridian_proto::api::DrRequest,
+    ) -> Result<meridian_proto::api::DrResponse, ClientError> {
+        self.call("Dr", request, |channel, request| async move { AdminClient::new(channel).dr(request).await }).await
+    }
+
+    /// Point-in-time restore of `user`'s conversation with `peer` (admin): the messages sent
+    /// after `at_ms` are withdrawn.
+    pub async fn restore_conversation(
+        &self,
+        user: &str,
+        peer: &str,
+        at_ms: i64,
+    ) -> Result<meridian_proto::api::RestoreConversationResponse, ClientError> {
+        let request =
+            meridian_proto::api::RestoreConversationRequest { user: user.to_owned(), peer: peer.to_owned(), at_ms };
+        self.call("RestoreConversation", request, |channel, request| async move {
+            AdminClient::new(channel).restore_conversation(request).await
+        })
+        .await
+    }
+
     /// Rebuilds every shard's projections from its event log on the answering node and
     /// compares them with the live ones (admin).
     pub async fn verify_projections(&self) -> Result<VerifyProjectionsResponse, ClientError> {

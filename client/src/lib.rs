@@ -21,6 +21,7 @@ mod backoff;
 pub mod cli;
 mod client;
 mod config;
+pub mod dr;
 mod endpoint;
 mod error;
 mod routes;

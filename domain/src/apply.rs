@@ -114,6 +114,10 @@ pub enum Reply {
         read_seq: Seq,
         unread: u64,
     },
+    /// How many messages a restore withdrew.
+    Withdrawn {
+        withdrawn: u64,
+    },
     /// The logic version in force after the command.
     LogicVersion {
         version: u32,
@@ -337,6 +341,15 @@ fn decide(state: &impl ShardState, ctx: &ApplyContext, command: &Command) -> Res
             changes: vec![Change::SetHooksCursor { up_to: *up_to }],
             reply: Reply::Done,
         })),
+        Command::RestoreConversation { conversation, kept_up_to_seq, through } => {
+            restore_conversation(state, ctx, conversation, *kept_up_to_seq, *through)
+        }
+        Command::RaiseEpoch { epoch } if *epoch <= ctx.epoch => Ok(Applied::unchanged(Reply::Done)),
+        Command::RaiseEpoch { epoch } => Ok(Ok(Applied {
+            events: vec![Event::EpochRaised { from: ctx.epoch, to: *epoch }],
+            changes: vec![Change::SetEpoch { epoch: *epoch }],
+            reply: Reply::Done,
+        })),
         Command::SetLogicVersion { version } if *version <= ctx.logic_version => {
             Ok(Applied::unchanged(Reply::LogicVersion { version: ctx.logic_version }))
         }
@@ -544,6 +557,55 @@ fn recall_message(
         changes: vec![],
         reply: Reply::MessageRecalled { seq, at: ctx.time },
     }))
+}
+
+/// Withdraws `kept+1..=through` of a conversation: each message not recalled yet (hot, or
+/// archived without an overlay) gets a `MessageRecalled` by [`crate::command::RESTORE_ACTOR`].
+fn restore_conversation(
+    state: &impl ShardState,
+    ctx: &ApplyContext,
+    conversation: &ConversationId,
+    kept: Seq,
+    through: Seq,
+) -> Result<Outcome, StateError> {
+    let Some(head) = state.conversation(conversation)? else {
+        return reject(Reason::ConversationNotFound, format!("no conversation {conversation}"));
+    };
+    if through > head.last_seq || through <= kept {
+        return reject(
+            Reason::SeqOutOfRange,
+            format!(
+                "seqs {}..={through} are not in {conversation}, whose messages are 1..={}",
+                kept.0 + 1,
+                head.last_seq
+            ),
+        );
+    }
+    let by = UserId::parse(crate::command::RESTORE_ACTOR).map_err(|r| StateError(r.to_string()))?;
+    let mut events = vec![Event::ConversationRestored {
+        conversation: conversation.clone(),
+        kept_up_to_seq: kept,
+        through,
+        at: ctx.time,
+    }];
+    for seq in (kept.0 + 1..=through.0).map(Seq) {
+        let withdraw = match state.message(conversation, seq)? {
+            Some(message) => message.recalled.is_none(),
+            None => {
+                state.cold_range(conversation, seq)?.is_some() && state.recall_overlay(conversation, seq)?.is_none()
+            }
+        };
+        if withdraw {
+            events.push(Event::MessageRecalled {
+                conversation: conversation.clone(),
+                seq,
+                by: by.clone(),
+                at: ctx.time,
+            });
+        }
+    }
+    let withdrawn = events.len() as u64 - 1;
+    Ok(Ok(Applied { events, changes: vec![], reply: Reply::Withdrawn { withdrawn } }))
 }
 
 fn mark_read(

@@ -68,6 +68,10 @@ pub enum Change {
     SetLogicVersion {
         version: u32,
     },
+    /// The shard's region epoch from the next entry on.
+    SetEpoch {
+        epoch: u32,
+    },
     PutGroup(Group),
     PutGroupMember {
         group: GroupId,

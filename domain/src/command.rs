@@ -171,6 +171,14 @@ pub enum Command {
     /// Apply the rules of cluster logic version `version` from this entry on (admin; never
     /// lowers it). Proposed only once every member reports support for it.
     SetLogicVersion { version: u32 },
+    /// The shard serves in region epoch `epoch` from this entry on: proposed by a promoted
+    /// standby before it takes writes (ADR 0005), so nothing it mints can collide with what
+    /// the fenced primary minted after the cut. Never lowers the epoch.
+    RaiseEpoch { epoch: u32 },
+    /// Point-in-time restore (admin): withdraw the messages `kept_up_to_seq+1..=through` of
+    /// a one-to-one conversation (each is recalled by [`RESTORE_ACTOR`]); at most
+    /// [`MAX_RESTORE_BATCH`] seqs a command.
+    RestoreConversation { conversation: ConversationId, kept_up_to_seq: Seq, through: Seq },
     /// The shard's webhooks (after-callbacks and offline pushes, DLV-03/04) were sent for
     /// every event before `up_to`: the next sender resumes there (at least once).
     HooksSent { up_to: crate::EventOffset },
@@ -270,3 +278,8 @@ impl EffectKind {
         }
     }
 }
+
+/// Who a point-in-time restore's withdrawals are recalled by.
+pub const RESTORE_ACTOR: &str = "@restore";
+/// Most seqs one `RestoreConversation` command withdraws.
+pub const MAX_RESTORE_BATCH: u64 = 1000;

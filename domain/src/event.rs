@@ -143,6 +143,11 @@ pub enum Event {
     /// The shard's logic version moved from `from` to `to` (admin, once every member
     /// supported it). No projection changes; apply reads it from then on.
     LogicVersionRaised { from: u32, to: u32 },
+    /// The shard's region epoch moved from `from` to `to` (a promoted standby, ADR 0005).
+    EpochRaised { from: u32, to: u32 },
+    /// A point-in-time restore withdrew `kept_up_to_seq+1..=through` of `conversation` (the
+    /// `MessageRecalled` events after it in the same command do it).
+    ConversationRestored { conversation: ConversationId, kept_up_to_seq: Seq, through: Seq, at: TimeMs },
     /// A range of this shard's event log went to the archive as one segment (ADR 0004). The
     /// replica dropped the range's event-log keys and the hot copies of the messages it holds
     /// (each conversation's latest message and recall tombstones stay hot); `ranges` say
@@ -159,6 +164,7 @@ impl Event {
             | Event::AccountDeleted { at, .. }
             | Event::MessageSent { at, .. }
             | Event::MessageRecalled { at, .. }
+            | Event::ConversationRestored { at, .. }
             | Event::ConversationJoined { at, .. }
             | Event::GroupCreated { at, .. }
             | Event::GroupMemberAdded { at, .. }
@@ -186,6 +192,8 @@ impl Event {
             Event::ReadMarked { .. } => "ReadMarked",
             Event::ConversationJoined { .. } => "ConversationJoined",
             Event::LogicVersionRaised { .. } => "LogicVersionRaised",
+            Event::EpochRaised { .. } => "EpochRaised",
+            Event::ConversationRestored { .. } => "ConversationRestored",
             Event::IdClaimed { .. } => "IdClaimed",
             Event::GroupCreated { .. } => "GroupCreated",
             Event::GroupMemberAdded { .. } => "GroupMemberAdded",

@@ -99,6 +99,23 @@ pub fn check(
             validate_body(elements, encoded_body_len(elements), limits.max_message_bytes)?;
             to.owns(crate::ConversationId::c2c(sender, recipient).as_str())
         }
+        Command::RestoreConversation { conversation, kept_up_to_seq, through } => {
+            if conversation.group_id().is_some() {
+                return Err(Rejection::new(Reason::ConversationIdInvalid, "a restore takes a one-to-one conversation"));
+            }
+            if *through <= *kept_up_to_seq || through.0 - kept_up_to_seq.0 > crate::command::MAX_RESTORE_BATCH {
+                return Err(Rejection::new(
+                    Reason::BadSeqRange,
+                    format!(
+                        "a restore withdraws 1..={} seqs after the kept one, got {}..={}",
+                        crate::command::MAX_RESTORE_BATCH,
+                        kept_up_to_seq.0 + 1,
+                        through.0
+                    ),
+                ));
+            }
+            to.owns(conversation.as_str())
+        }
         Command::RecallMessage { conversation, .. } | Command::MarkRead { conversation, .. } => {
             to.owns(conversation.as_str())
         }
@@ -281,6 +298,13 @@ pub fn check(
                 return bad("a segment holds at least one event");
             }
             Ok(())
+        }
+        Command::RaiseEpoch { epoch } => {
+            if *epoch >= 2 {
+                Ok(())
+            } else {
+                Err(Rejection::new(Reason::MalformedCommand, format!("epoch {epoch}: a raised epoch is at least 2")))
+            }
         }
         Command::SetLogicVersion { version } => {
             if (1..=crate::apply::LOGIC_VERSION).contains(version) {

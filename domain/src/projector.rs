@@ -166,7 +166,7 @@ pub fn project(state: &impl ShardState, event: &Event) -> Result<Vec<Change>, St
                 home: home.clone(),
             },
         }],
-        Event::LogicVersionRaised { .. } => vec![],
+        Event::LogicVersionRaised { .. } | Event::EpochRaised { .. } | Event::ConversationRestored { .. } => vec![],
         Event::IdClaimed { key, region } => vec![Change::PutClaim { key: key.clone(), region: region.clone() }],
         Event::GroupCreated { group, kind, owner, name, max_members, hide_history, at } => {
             vec![Change::PutGroup(Group {

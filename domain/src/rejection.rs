@@ -12,6 +12,8 @@ pub enum RejectionClass {
     FailedPrecondition,
     OutOfRange,
     AlreadyExists,
+    /// Retryable elsewhere or later: this node cannot serve the call now.
+    Unavailable,
 }
 
 macro_rules! reasons {
@@ -114,6 +116,9 @@ reasons! {
     CallbackRejected => "CALLBACK_REJECTED", PermissionDenied;
     CallbackFailed => "CALLBACK_FAILED", FailedPrecondition;
     ArchiveRangeMismatch => "ARCHIVE_RANGE_MISMATCH", FailedPrecondition;
+    RegionStandby => "REGION_STANDBY", Unavailable;
+    RegionFenced => "REGION_FENCED", Unavailable;
+    RegionSwitching => "REGION_SWITCHING", Unavailable;
 }
 
 impl fmt::Display for Reason {

@@ -257,7 +257,10 @@ impl MemState {
                 Change::DeleteConversationPrefs { user, conversation } => {
                     self.prefs.remove(&(user, conversation));
                 }
-                Change::AckOutbox { .. } | Change::SetLogicVersion { .. } | Change::SetHooksCursor { .. } => {}
+                Change::AckOutbox { .. }
+                | Change::SetLogicVersion { .. }
+                | Change::SetEpoch { .. }
+                | Change::SetHooksCursor { .. } => {}
                 Change::PutArchivedSegment(s) => self.segments.push(s),
                 Change::PutColdRange(r) => self.cold.push(r),
                 Change::DeleteMessage { conversation, seq } => {

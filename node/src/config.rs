@@ -470,7 +470,7 @@ impl NodeConfig {
                 self.shards, region.code, region.shards
             )
         });
-        match region.nodes.iter().find(|n| n.id == self.node_id) {
+        match region.all_nodes().find(|n| n.id == self.node_id) {
             None => p.check(false, "node-id", || {
                 format!("node {} is not one of region {}'s nodes in the topology file", self.node_id, region.code)
             }),
@@ -627,7 +627,7 @@ impl NodeConfig {
     fn validate_link(&self, p: &mut Problems) {
         let own_link = self.regions.as_ref().and_then(|file| {
             let region = file.region(&self.region)?;
-            let me = region.nodes.iter().find(|n| n.id == self.node_id)?;
+            let me = region.all_nodes().find(|n| n.id == self.node_id)?;
             Some((file.regions.len(), me.link_addr.clone()))
         });
         if let Some((regions, Some(link_addr))) = &own_link {

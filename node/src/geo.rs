@@ -72,8 +72,7 @@ impl Geo {
         let mut remotes = BTreeMap::new();
         for spec in &file.regions {
             let clients = spec
-                .nodes
-                .iter()
+                .all_nodes()
                 .filter_map(|n| {
                     let addr = n.link_addr.clone()?;
                     let client = dialing.remote(&addr).ok()?;
@@ -273,6 +272,12 @@ impl Geo {
         };
         match outcome {
             Ok(response) => Ok(response.into_inner()),
+            // The node the link reached no longer serves its region (a standby, or fenced by
+            // a promotion): look for the one that does.
+            Err(status) if is_not_serving(&status) => {
+                self.links.mark_down(region.as_str(), format!("the linked node does not serve: {}", status.message()));
+                Err(ApiError::RegionUnavailable(format!("region {region} is moving: {}", status.message())))
+            }
             Err(status) if status.metadata().get(meridian_proto::REASON_METADATA_KEY).is_some() => {
                 Err(ApiError::Remote(status))
             }
@@ -342,7 +347,7 @@ impl Geo {
         let mut out = Vec::new();
         for spec in &self.file.regions {
             let Ok(region) = RegionCode::parse(&spec.code) else { continue };
-            for n in &spec.nodes {
+            for n in spec.all_nodes() {
                 let client = self
                     .remotes
                     .get(&spec.code)
@@ -395,6 +400,19 @@ impl RemoteEffects for LinkEffects {
         effects: Vec<Effect>,
     ) -> BoxFuture<'static, Result<(), String>> {
         let geo = self.0.clone();
-        Box::pin(async move { geo.deliver_effects(region, source, effects).await })
+        Box::pin(async move {
+            // A fenced node's outbox holds what it did after the cut: it never leaves.
+            let (epoch, role) = geo.node.region_role();
+            if role == "fenced" {
+                return Err(format!("this node is fenced (its region serves epoch {epoch} elsewhere)"));
+            }
+            geo.deliver_effects(region, source, effects).await
+        })
     }
+}
+
+/// A refusal that says the answering node does not serve its region now.
+fn is_not_serving(status: &Status) -> bool {
+    let reason = status.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok());
+    matches!(reason, Some(meridian_proto::reasons::REGION_FENCED | meridian_proto::reasons::REGION_STANDBY))
 }

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod dev;
+pub mod dr;
 pub mod geo;
 pub mod hooks;
 pub mod http;

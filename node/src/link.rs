@@ -166,6 +166,7 @@ impl Link for LinkService {
             region: self.me.region.clone(),
             node_id: self.me.node_id,
             topology_digest: self.me.digest.clone(),
+            not_serving: !crate::dr::serving(self.ctx.dr.as_deref()),
         }))
     }
 
@@ -239,6 +240,11 @@ async fn hello(client: &mut RemoteLink, addr: &str, me: &LinkIdentity, region: &
                 LinkState::Down(format!("{addr} answered as region {}, the topology says {region}", r.region))
             } else if r.topology_digest != me.digest {
                 LinkState::Mismatch(format!("{addr} runs on topology {}", short(&r.topology_digest)))
+            } else if r.not_serving {
+                LinkState::Down(format!(
+                    "{addr} (node {}) does not serve region {region} now (standby or fenced)",
+                    r.node_id
+                ))
             } else {
                 LinkState::Up { node_id: r.node_id, addr: addr.to_owned() }
             }
@@ -258,7 +264,8 @@ async fn hello(client: &mut RemoteLink, addr: &str, me: &LinkIdentity, region: &
 /// process runs: each region's nodes are tried in turn until one answers.
 pub fn spawn_dialer(links: Arc<RegionLinks>, file: &RegionsFile, me: LinkIdentity, dialing: LinkDialing) {
     for region in file.regions.iter().filter(|r| r.code != me.region) {
-        let addrs: Vec<String> = region.nodes.iter().filter_map(|n| n.link_addr.clone()).collect();
+        // The standby's nodes last: they answer as serving only after a promotion.
+        let addrs: Vec<String> = region.all_nodes().filter_map(|n| n.link_addr.clone()).collect();
         let code = region.code.clone();
         if addrs.is_empty() {
             links.set(&code, LinkState::Down("the topology gives its nodes no link-addr".into()));

@@ -33,7 +33,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let client_tls = config.tls.as_ref().map(tls::server_config).transpose().context("client listener TLS")?;
     let peer_tls = config.peer_tls.as_ref().map(tls::peer_server_config).transpose().context("peer listener TLS")?;
     let peer_dial_tls = config.peer_tls.as_ref().map(tls::peer_client_config).transpose().context("peer TLS")?;
+    // A restart asked for by disaster recovery runs first: a reseed wipes the replicas, a
+    // promotion rewrites them (docs/dr.md).
+    let mut dr_file = crate::dr::before_open(&config.data_dir)?;
     let db = Db::open(&config.data_dir.join("db")).context("open the database")?;
+    crate::dr::after_open(&mut dr_file, &config.data_dir, &db, config.shards, config.node_id).await?;
     let settings = RaftSettings {
         node_id: config.node_id,
         region: region.clone(),
@@ -50,6 +54,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ingress: IngressLimits { max_message_bytes: config.limits.max_message_bytes },
     };
     let node = RaftNode::start(settings, db).await.context("start raft")?;
+    let own_region = config.regions.as_ref().and_then(|f| f.region(region.as_str())).cloned();
+    let standby_node = own_region.as_ref().is_some_and(|r| r.is_standby(config.node_id));
+    let no_bootstrap = dr_file.no_bootstrap || standby_node;
+    let dr = match own_region.filter(|r| !r.standby.is_empty()) {
+        Some(spec) => {
+            let dr = crate::dr::Dr::start(node.clone(), spec, config.data_dir.clone(), dr_file);
+            // Before any client call: a primary node that comes back after its region was
+            // promoted elsewhere learns it here and refuses to serve.
+            dr.check_fence().await;
+            Some(dr)
+        }
+        None => None,
+    };
     let links = Arc::new(RegionLinks::default());
     let archive = crate::archive::Archive::open(&config.archive, &config.data_dir, region.as_str())
         .context("open the archive")?;
@@ -66,6 +83,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         delivery: crate::delivery::Hub::start(node.clone()),
         hooks: Arc::new(crate::hooks::Hooks::new(&config)),
         archive: archive.clone(),
+        dr: dr.clone(),
     };
     if let Some(archive) = archive {
         tracing::info!(root = archive.root(), hot_window_seconds = config.archive.hot_window_seconds, "archive on");
@@ -169,7 +187,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(http);
     }
 
-    if config.bootstrap {
+    if config.bootstrap && !no_bootstrap {
         let members: BTreeMap<u64, Member> =
             config.peers.iter().map(|p| (p.id, Member::new(p.peer_addr.clone(), p.addr.clone()))).collect();
         node.bootstrap(members).await?;

@@ -90,6 +90,14 @@ pub const CALLBACK_FAILED: &str = "CALLBACK_FAILED";
 /// An archive command named a range that is not the shard's next hot range, or whose events
 /// differ from this replica's (a stale or repeated seal): nothing was archived.
 pub const ARCHIVE_RANGE_MISMATCH: &str = "ARCHIVE_RANGE_MISMATCH";
+/// This node is its region's standby (disaster recovery): it takes no writes until the
+/// region is promoted to it. Retry through another endpoint.
+pub const REGION_STANDBY: &str = "REGION_STANDBY";
+/// This node's side of its region was fenced: the region was promoted to its standby, which
+/// serves it now. Nothing was done; retry through another endpoint.
+pub const REGION_FENCED: &str = "REGION_FENCED";
+/// The region is switching back to its primary (a failback): writes pause for a moment.
+pub const REGION_SWITCHING: &str = "REGION_SWITCHING";
 /// Cold history (in the archive's object store) could not be read right now: the store is
 /// unreachable or timed out. Hot data is unaffected; retry later.
 pub const ARCHIVE_UNAVAILABLE: &str = "ARCHIVE_UNAVAILABLE";
@@ -106,7 +114,15 @@ pub const MEMBER_MUTED: &str = "MEMBER_MUTED";
 pub const GROUP_DISMISSED: &str = "GROUP_DISMISSED";
 
 /// The codes whose request may be retried as it is: nothing took effect.
-pub const RETRYABLE: &[&str] = &[SHARD_UNAVAILABLE, NOT_LEADER, REGION_UNAVAILABLE, ARCHIVE_UNAVAILABLE];
+pub const RETRYABLE: &[&str] = &[
+    SHARD_UNAVAILABLE,
+    NOT_LEADER,
+    REGION_UNAVAILABLE,
+    ARCHIVE_UNAVAILABLE,
+    REGION_STANDBY,
+    REGION_FENCED,
+    REGION_SWITCHING,
+];
 
 /// Every code, in the order above.
 pub const ALL: &[&str] = &[
@@ -180,6 +196,9 @@ pub const ALL: &[&str] = &[
     CALLBACK_REJECTED,
     CALLBACK_FAILED,
     ARCHIVE_RANGE_MISMATCH,
+    REGION_STANDBY,
+    REGION_FENCED,
+    REGION_SWITCHING,
     ARCHIVE_UNAVAILABLE,
     ARCHIVE_CORRUPT,
     BLOCKLIST_LIMIT,

@@ -143,6 +143,7 @@ pub fn outcome_to_pb(r: &CommandResult) -> peer::CommandOutcome {
                     Kind::ReadMarked(peer::ReadMarked { read_seq: read_seq.0, unread: *unread })
                 }
                 Reply::LogicVersion { version } => Kind::LogicVersion(peer::LogicVersionSet { version: *version }),
+                Reply::Withdrawn { withdrawn } => Kind::Withdrawn(peer::Withdrawn { withdrawn: *withdrawn }),
                 Reply::Claimed { region } => Kind::Claimed(peer::Claimed { region: region.to_string() }),
                 Reply::GroupChanged { group, member_count, changed } => Kind::GroupChanged(peer::GroupChanged {
                     group_id: group.to_string(),
@@ -194,6 +195,7 @@ pub fn outcome_from_pb(o: peer::CommandOutcome) -> Result<CommandResult, String>
             Kind::MessageRecalled(r) => Reply::MessageRecalled { seq: Seq(r.seq), at: TimeMs(r.recalled_ms) },
             Kind::ReadMarked(r) => Reply::ReadMarked { read_seq: Seq(r.read_seq), unread: r.unread },
             Kind::LogicVersion(v) => Reply::LogicVersion { version: v.version },
+            Kind::Withdrawn(w) => Reply::Withdrawn { withdrawn: w.withdrawn },
             Kind::Claimed(c) => {
                 Reply::Claimed { region: RegionCode::parse(&c.region).map_err(|e| bad(&e.to_string()))? }
             }

@@ -26,8 +26,10 @@ use crate::types::*;
 
 mod logic_version;
 mod membership;
+mod standby;
 
 pub use logic_version::{LogicVersionReport, NodeSupport, RaiseError, ShardVersion};
+pub use standby::{rewrite_for_promotion, CutPoint, RegionRole};
 
 /// How long an operation keeps looking for a shard leader before giving up.
 const LEADER_DEADLINE: Duration = Duration::from_secs(10);
@@ -78,6 +80,10 @@ pub enum RaftNodeError {
     Fatal { shard: u32, detail: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// This node does not serve its region now (a standby, a fenced primary, a switchover):
+    /// the rejection says which; nothing was proposed.
+    #[error("{0}")]
+    Refused(Rejection),
 }
 
 /// A shard leader as a caller can reach it.
@@ -140,6 +146,10 @@ pub struct RaftNode {
     remote: std::sync::OnceLock<Arc<dyn crate::outbox::RemoteEffects>>,
     /// Where signals relayed by the region's other nodes go (the node's live streams).
     signals: std::sync::OnceLock<Arc<dyn SignalSink>>,
+    /// Whether this node serves its region now (disaster recovery; absent: always).
+    role: std::sync::OnceLock<Arc<dyn standby::RegionRole>>,
+    /// Refuse Raft calls from non-members (a promoted standby).
+    members_only: std::sync::atomic::AtomicBool,
 }
 
 /// The Raft state of one shard as this node sees it.
@@ -232,6 +242,8 @@ impl RaftNode {
             me: me.clone(),
             remote: std::sync::OnceLock::new(),
             signals: std::sync::OnceLock::new(),
+            role: std::sync::OnceLock::new(),
+            members_only: std::sync::atomic::AtomicBool::new(false),
         });
         for (i, signal) in signals.into_iter().enumerate() {
             crate::outbox::spawn_pump(Arc::downgrade(&node), ShardId(i as u32), signal);
@@ -488,6 +500,7 @@ impl RaftNode {
     /// result. A command that breaks an ingress rule ([`meridian_domain::ingress`]) is not
     /// proposed: its result is the rejection.
     pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
+        self.gate(shard, Some(commands))?;
         let mut results: Vec<Option<CommandResult>> = vec![None; commands.len()];
         let mut admitted = Vec::with_capacity(commands.len());
         let mut positions = Vec::with_capacity(commands.len());
@@ -596,6 +609,15 @@ impl RaftNode {
         if !self.is_leader(shard) {
             return self.not_leader_response(shard);
         }
+        // A forwarded raise of the epoch passes the gate; anything else is checked.
+        let raise_only = commands.iter().all(|c| matches!(&c.kind, Some(pb::command::Kind::RaiseEpoch(_))));
+        if !raise_only {
+            if let Some(role) = self.role.get() {
+                if let Err(r) = role.check(shard, true) {
+                    return peer::ProposeResponse { error: r.to_string(), ..Default::default() };
+                }
+            }
+        }
         match s.batcher.submit(commands).await {
             Ok(results) => peer::ProposeResponse {
                 outcomes: results.iter().map(crate::convert::outcome_to_pb).collect(),
@@ -615,6 +637,7 @@ impl RaftNode {
     /// call (leader read-index), so a read that follows is linearizable. Concurrent calls share
     /// read-index rounds ([`crate::read_index`]).
     pub async fn read_barrier(&self, shard: ShardId) -> Result<(), RaftNodeError> {
+        self.gate(shard, None)?;
         let s = self.shard(shard)?;
         let me = self.me.clone();
         let index = s

@@ -42,6 +42,24 @@ impl PeerService {
         InterceptedService::new(server, credential.require(stats))
     }
 
+    /// A promoted standby takes Raft calls only from its members (ADR 0005): the old
+    /// primary's nodes, should they come back, cannot lead or vote in it.
+    fn members_only(&self, shard: u32, vote: Option<&peer::Vote>) -> Result<(), Status> {
+        let sender = vote.map_or(0, |v| v.node_id);
+        if self.node.refuses_raft_from(shard, sender) {
+            let mut status = Status::failed_precondition(format!(
+                "node {} serves this region from a promotion: node {sender} is not a member of shard {shard}",
+                self.node.node_id
+            ));
+            status.metadata_mut().insert(
+                meridian_proto::REASON_METADATA_KEY,
+                MetadataValue::from_static(meridian_proto::reasons::REGION_FENCED),
+            );
+            return Err(status);
+        }
+        Ok(())
+    }
+
     fn raft(&self, shard: u32) -> Result<&Raft, Status> {
         self.node.shard(ShardId(shard)).map(|s| &s.raft).map_err(|e| Status::invalid_argument(e.to_string()))
     }
@@ -60,12 +78,15 @@ fn refused(rejection: &Rejection) -> Status {
 fn check_membership_change(req: &peer::ChangeMembershipRequest) -> Result<(), Rejection> {
     use peer::change_membership_request::Op;
     let invalid = |m: String| Err(Rejection::new(Reason::NodeInvalid, m));
-    if req.node_id == 0 {
+    if req.node_id == 0 && req.op != peer::change_membership_request::Op::SwitchVoters as i32 {
         return invalid("node ids start at 1".into());
     }
     match Op::try_from(req.op) {
         Ok(Op::AddLearner) if !is_host_port(&req.addr) || !is_host_port(&req.client_addr) => {
             invalid(format!("a new member needs host:port addresses, got {:?} and {:?}", req.addr, req.client_addr))
+        }
+        Ok(Op::SwitchVoters) if req.voters.is_empty() || req.voters.contains(&0) || req.voters.len() > 16 => {
+            invalid(format!("a switch names 1..=16 voters with ids from 1, got {:?}", req.voters))
         }
         Ok(_) => Ok(()),
         Err(_) => invalid(format!("unknown membership operation {}", req.op)),
@@ -90,6 +111,7 @@ impl Peer for PeerService {
         request: Request<peer::AppendEntriesRequest>,
     ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
         let req = request.into_inner();
+        self.members_only(req.shard, req.vote.as_ref())?;
         let raft = self.raft(req.shard)?;
         let entries = req
             .entries
@@ -128,6 +150,7 @@ impl Peer for PeerService {
         request: Request<peer::InstallSnapshotRequest>,
     ) -> Result<Response<peer::InstallSnapshotResponse>, Status> {
         let req = request.into_inner();
+        self.members_only(req.shard, req.vote.as_ref())?;
         let raft = self.raft(req.shard)?;
         let meta = req.meta.as_ref().ok_or_else(|| Status::invalid_argument("snapshot chunk without meta"))?;
         let rpc = InstallSnapshotRequest {
@@ -150,6 +173,7 @@ impl Peer for PeerService {
 
     async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
         let req = request.into_inner();
+        self.members_only(req.shard, req.vote.as_ref())?;
         let raft = self.raft(req.shard)?;
         let rpc = VoteRequest {
             vote: vote_from_pb(req.vote.as_ref()),

@@ -63,6 +63,23 @@ pub struct RegionSpec {
     /// The region's initial nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSpec>,
+    /// The region's standby (ADR 0005): nodes in one of its `dr` places that follow every
+    /// shard as non-voting members and take over when the region is promoted there. Their
+    /// ids are distinct from the nodes' ids. None: the region has no standby.
+    #[serde(default, rename = "standby", skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<NodeSpec>,
+}
+
+impl RegionSpec {
+    /// Every node of the region, the standby's included.
+    pub fn all_nodes(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.nodes.iter().chain(&self.standby)
+    }
+
+    /// Whether node `id` is one of the region's standby nodes.
+    pub fn is_standby(&self, id: u64) -> bool {
+        self.standby.iter().any(|n| n.id == id)
+    }
 }
 
 fn default_shards() -> u32 {
@@ -84,6 +101,10 @@ pub struct NodeSpec {
     /// The availability zone the node runs in (free-form, e.g. `de-fra-a`).
     #[serde(default)]
     pub zone: String,
+    /// Where a standby node runs: one of the region's `dr` places (required on a standby
+    /// node, not allowed on the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 /// One thing wrong with a topology file: where, and what to do.
@@ -169,8 +190,33 @@ impl RegionsFile {
                 problem(format!("{at}.node"), "no node: add at least one [[region.node]] table".into());
             }
             let mut ids = BTreeSet::new();
-            for n in &r.nodes {
-                let node = format!("{at}.node[id {}]", n.id);
+            for (n, standby) in r.nodes.iter().map(|n| (n, false)).chain(r.standby.iter().map(|n| (n, true))) {
+                let node = format!("{at}.{}[id {}]", if standby { "standby" } else { "node" }, n.id);
+                match (&n.place, standby) {
+                    (Some(_), false) => problem(format!("{node}.place"), "only a standby node names a place".into()),
+                    (None, true) => problem(
+                        format!("{node}.place"),
+                        format!("missing: a standby node names its place, one of the region's dr places {:?}", r.dr),
+                    ),
+                    (Some(place), true) => {
+                        let allowed = if r.dr.is_empty() {
+                            place_jurisdiction(place).is_ok_and(|j| j.as_str() == r.code)
+                        } else {
+                            r.dr.contains(place)
+                        };
+                        if !allowed {
+                            problem(
+                                format!("{node}.place"),
+                                format!(
+                                    "{place} is not one of region {}'s dr places {:?} (none listed: its own \
+                                     jurisdiction only)",
+                                    r.code, r.dr
+                                ),
+                            );
+                        }
+                    }
+                    (None, false) => {}
+                }
                 if n.id == 0 {
                     problem(format!("{node}.id"), "node ids start at 1".into());
                 } else if !ids.insert(n.id) {
@@ -291,6 +337,23 @@ peer-addr = "10.0.2.1:7101"
         }
         assert!(!problems("app = \"x\"\n").is_empty(), "no region at all");
         assert!(!problems("app = \"x\"\nbogus = 1\n").is_empty(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn a_standby_runs_in_a_dr_place_with_its_own_ids() {
+        let standby = format!(
+            "{FOUR}[[region.standby]]\nid = 11\naddr = \"10.0.3.1:7001\"\npeer-addr = \"10.0.3.1:7101\"\nplace = \"de/fra-2\"\n"
+        );
+        let file = RegionsFile::from_toml(&standby).unwrap_or_else(|e| panic!("{e}"));
+        let de = file.region("de").unwrap_or_else(|| panic!("de"));
+        assert!(de.is_standby(11) && !de.is_standby(1));
+        assert_eq!(de.all_nodes().map(|n| n.id).collect::<Vec<_>>(), vec![1, 11]);
+        let elsewhere = problems(&standby.replace(r#"place = "de/fra-2""#, r#"place = "de/ber-1""#));
+        assert!(elsewhere.len() == 1 && elsewhere[0].contains("not one of region de's dr places"), "{elsewhere:?}");
+        let same_id = problems(&standby.replace("id = 11", "id = 1"));
+        assert!(same_id.iter().any(|p| p.contains("used twice")), "{same_id:?}");
+        let no_place = problems(&standby.replace("place = \"de/fra-2\"\n", ""));
+        assert!(no_place.iter().any(|p| p.contains("names its place")), "{no_place:?}");
     }
 
     #[test]

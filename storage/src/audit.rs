@@ -176,7 +176,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
         Event::MessageSent { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "MessageSent event")]
         }
-        Event::MessageRecalled { conversation, .. } => {
+        Event::MessageRecalled { conversation, .. } | Event::ConversationRestored { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "MessageRecalled event")]
         }
         Event::ReadMarked { conversation, .. } => {
@@ -192,6 +192,7 @@ fn event_subjects(event: &Event) -> Vec<(Subject, &'static str)> {
             vec![(Subject::User(user.clone()), "group list event")]
         }
         Event::LogicVersionRaised { .. }
+        | Event::EpochRaised { .. }
         | Event::SegmentArchived { .. }
         | Event::IdClaimed { .. }
         | Event::GroupCreated { .. }
@@ -234,7 +235,9 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         Command::SendMessage { sender, recipient, .. } => {
             vec![(Subject::Conversation(ConversationId::c2c(sender, recipient)), "SendMessage command")]
         }
-        Command::RecallMessage { conversation, .. } | Command::MarkRead { conversation, .. } => {
+        Command::RecallMessage { conversation, .. }
+        | Command::MarkRead { conversation, .. }
+        | Command::RestoreConversation { conversation, .. } => {
             vec![(Subject::Conversation(conversation.clone()), "conversation command")]
         }
         Command::ApplyEffects { effects, .. } => effects
@@ -256,6 +259,7 @@ fn command_subjects(command: &Command) -> Vec<(Subject, &'static str)> {
         Command::SendGroupMessage { sender, .. } => vec![(Subject::User(sender.clone()), "SendGroupMessage command")],
         Command::AckEffects { .. }
         | Command::SetLogicVersion { .. }
+        | Command::RaiseEpoch { .. }
         | Command::HooksSent { .. }
         | Command::ArchiveSegment { .. }
         | Command::ClaimId { .. }

@@ -360,6 +360,15 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             to: to.to_string(),
         }),
         Command::SetLogicVersion { version } => Kind::SetLogicVersion(pb::SetLogicVersion { version: *version }),
+        Command::RaiseEpoch { epoch } => Kind::RaiseEpoch(pb::RaiseEpoch { epoch: *epoch }),
+        Command::RestoreConversation { conversation, kept_up_to_seq, through } => {
+            Kind::RestoreConversation(pb::RestoreConversation {
+                conversation_id: conversation.to_string(),
+                kept_up_to_seq: kept_up_to_seq.0,
+                through: through.0,
+                time_ms: 0,
+            })
+        }
         Command::HooksSent { up_to } => Kind::HooksSent(pb::HooksSent {
             log_index: up_to.log_index,
             command: up_to.command,
@@ -582,6 +591,12 @@ pub fn command_from_pb(c: pb::Command, region: &RegionCode) -> Result<Command, S
             to: user_id(W, &t.to)?,
         },
         Kind::SetLogicVersion(v) => Command::SetLogicVersion { version: v.version },
+        Kind::RaiseEpoch(e) => Command::RaiseEpoch { epoch: e.epoch },
+        Kind::RestoreConversation(r) => Command::RestoreConversation {
+            conversation: conversation_id(W, &r.conversation_id)?,
+            kept_up_to_seq: Seq(r.kept_up_to_seq),
+            through: Seq(r.through),
+        },
         Kind::HooksSent(h) => Command::HooksSent {
             up_to: EventOffset {
                 log_index: h.log_index,
@@ -953,6 +968,15 @@ pub fn event_to_pb(e: &Event, epoch: u32) -> pb::EventRecord {
         Event::LogicVersionRaised { from, to } => {
             Kind::LogicVersionRaised(pb::LogicVersionRaisedEvent { from: *from, to: *to })
         }
+        Event::EpochRaised { from, to } => Kind::EpochRaised(pb::EpochRaisedEvent { from: *from, to: *to }),
+        Event::ConversationRestored { conversation, kept_up_to_seq, through, at } => {
+            Kind::ConversationRestored(pb::RestoreConversation {
+                conversation_id: conversation.to_string(),
+                kept_up_to_seq: kept_up_to_seq.0,
+                through: through.0,
+                time_ms: at.0,
+            })
+        }
         Event::IdClaimed { key, region } => {
             Kind::IdClaimed(pb::IdClaimedEvent { key: key.to_string(), region: region.to_string() })
         }
@@ -1185,6 +1209,13 @@ pub fn event_from_pb(e: pb::EventRecord) -> Result<Event, StorageError> {
             home: optional_region(W, &j.home)?,
         },
         Kind::LogicVersionRaised(v) => Event::LogicVersionRaised { from: v.from, to: v.to },
+        Kind::EpochRaised(v) => Event::EpochRaised { from: v.from, to: v.to },
+        Kind::ConversationRestored(r) => Event::ConversationRestored {
+            conversation: conversation_id(W, &r.conversation_id)?,
+            kept_up_to_seq: Seq(r.kept_up_to_seq),
+            through: Seq(r.through),
+            at: TimeMs(r.time_ms),
+        },
         Kind::SegmentArchived(a) => {
             let segment = archived_segment_from_pb(a.segment.ok_or_else(|| StorageError::corrupt(W, "no segment"))?)?;
             let ranges = a

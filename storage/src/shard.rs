@@ -81,6 +81,20 @@ impl ShardStore {
             .unwrap_or_default())
     }
 
+    /// Replaces the membership the applied state records (a standby's promotion, ADR 0005:
+    /// the surviving nodes become the voters), as of the last applied entry. Synced.
+    pub fn rewrite_membership(&self, membership: pb::MembershipConfig) -> Result<pb::AppliedState, StorageError> {
+        let mut applied = self.applied_state()?;
+        applied.membership = Some(membership);
+        applied.membership_log_id = applied.last_applied;
+        self.db.put_unchecked(
+            keys::CF_RAFT_META,
+            &keys::meta(self.shard, keys::META_APPLIED),
+            &applied.encode_to_vec(),
+        )?;
+        Ok(applied)
+    }
+
     /// Starts applying: reads see the shard's state plus this transaction's own writes.
     pub fn begin(&self) -> Result<ApplyTxn<'_>, StorageError> {
         Ok(ApplyTxn {
@@ -773,6 +787,7 @@ pub(crate) fn projection_record(shard: ShardId, change: &Change) -> Option<(&'st
         | Change::SetWatermark { .. }
         | Change::AckOutbox { .. }
         | Change::SetLogicVersion { .. }
+        | Change::SetEpoch { .. }
         | Change::SetHooksCursor { .. } => return None,
     })
 }
@@ -1066,6 +1081,15 @@ impl ApplyTxn<'_> {
                 }
                 .encode_to_vec(),
             ),
+            Change::SetEpoch { epoch } => {
+                self.applied.epoch = epoch.max(self.applied.epoch);
+                // Effect ids of a new epoch start above every id the shard could have minted
+                // before (ADR 0005): a promoted standby's shard restarts from its cut, and the
+                // targets' watermarks may be past it.
+                let floor = u64::from(self.applied.epoch) << 40;
+                self.applied.next_effect_id = self.applied.next_effect_id.max(floor);
+                Ok(())
+            }
             Change::SetLogicVersion { version } => {
                 if version > self.store.max_logic_version {
                     return Err(StorageError::Halted(format!(

@@ -104,6 +104,46 @@ pub enum AdminCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Point-in-time restore of a one-to-one conversation: every message sent after `--at`
+    /// is withdrawn (recalled by `@restore`), through the log. Run it against a node of the
+    /// conversation's home region.
+    Restore {
+        /// One member of the conversation.
+        #[arg(long)]
+        user: String,
+        /// The other member.
+        #[arg(long)]
+        peer: String,
+        /// Keep what was sent at or before this time: RFC 3339 (`2026-11-30T21:00:00Z`) or
+        /// milliseconds since the Unix epoch.
+        #[arg(long, value_name = "TIME")]
+        at: String,
+    },
+}
+
+/// `meridian dr ...`: region disaster recovery (docs/dr.md).
+#[derive(Debug, clap::Subcommand)]
+pub enum DrCommand {
+    /// Every node of the region, primary and standby: role, epoch, and per shard how far
+    /// each replica is behind the serving one (entries, seconds) and whether the state
+    /// hashes match at the same index.
+    Status {
+        #[arg(long)]
+        region: String,
+    },
+    /// Promote the region's standby: it serves the region in a new epoch; the old primary's
+    /// nodes are fenced. Prints the cut (per shard, the last entry the standby had).
+    Promote {
+        #[arg(long)]
+        region: String,
+    },
+    /// Fail the region back to its primary: its nodes (running, fenced) write what they
+    /// acknowledged after the cut to a quarantine file, are reseeded from the standby, catch
+    /// up, and take over again after a short pause of writes (RPO 0).
+    Failback {
+        #[arg(long)]
+        region: String,
+    },
 }
 
 /// Whom a user command acts as.

@@ -387,6 +387,36 @@ impl Admin for AdminService {
         Ok(Response::new(crate::archive::admin::answer(&self.ctx, req.get_ref()).await?))
     }
 
+    async fn dr(&self, req: Request<api::DrRequest>) -> Result<Response<api::DrResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        let req = req.into_inner();
+        let Some(dr) = self.ctx.dr.as_ref() else {
+            // Without a standby in the topology a node still says what it is, and which nodes
+            // the asked region has.
+            if api::DrOp::try_from(req.op) != Ok(api::DrOp::DrStatus) {
+                return Err(ApiError::from(Rejection::new(
+                    Reason::NodeInvalid,
+                    format!("region {} lists no standby in the topology file", self.ctx.topology.region()),
+                ))
+                .into());
+            }
+            return Ok(Response::new(self.dr_status_without_standby(&req.region)));
+        };
+        let mut answer = dr.answer(&self.ctx, &req).await.map_err(ApiError::from)?;
+        if !req.region.is_empty() && req.region != answer.region {
+            answer.nodes = self.region_nodes(&req.region)?;
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn restore_conversation(
+        &self,
+        req: Request<api::RestoreConversationRequest>,
+    ) -> Result<Response<api::RestoreConversationResponse>, Status> {
+        self.ctx.require_admin(&req)?;
+        Ok(Response::new(crate::dr::restore_conversation(&self.ctx, req.get_ref()).await?))
+    }
+
     async fn audit_residency(
         &self,
         req: Request<api::AuditResidencyRequest>,
@@ -472,5 +502,33 @@ impl Admin for AdminService {
         self.ctx.require_admin(&req)?;
         let (voters, learners) = self.ctx.node.remove_node(req.into_inner().node_id).await.map_err(ApiError::from)?;
         Ok(Response::new(api::RemoveNodeResponse { voters, learners }))
+    }
+}
+
+impl AdminService {
+    /// The nodes of `region` in the topology file (empty `region`: none).
+    fn region_nodes(&self, region: &str) -> Result<Vec<api::DrNode>, ApiError> {
+        if region.is_empty() {
+            return Ok(vec![]);
+        }
+        let spec =
+            self.ctx.geo.as_ref().and_then(|g| g.file().region(region).cloned()).ok_or_else(|| {
+                Rejection::new(Reason::RegionInvalid, format!("region {region} is not in the topology"))
+            })?;
+        Ok(crate::dr::region_nodes(&spec))
+    }
+
+    fn dr_status_without_standby(&self, region: &str) -> api::DrResponse {
+        let node = &self.ctx.node;
+        let (epoch, role) = node.region_role();
+        api::DrResponse {
+            node_id: node.node_id,
+            region: self.ctx.topology.region().to_string(),
+            role,
+            epoch,
+            nodes: self.region_nodes(region).unwrap_or_default(),
+            detail: "this node's region lists no standby".into(),
+            ..Default::default()
+        }
     }
 }

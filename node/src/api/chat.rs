@@ -986,7 +986,7 @@ impl Chat for ChatService {
                     .iter()
                     .map(|r| api::RegionRoute {
                         region: r.code.clone(),
-                        endpoints: r.nodes.iter().map(|n| n.addr.clone()).collect(),
+                        endpoints: r.all_nodes().map(|n| n.addr.clone()).collect(),
                     })
                     .collect()
             })

@@ -67,6 +67,7 @@ impl From<meridian_raft::RaftNodeError> for ApiError {
                 ApiError::Halted(e.to_string())
             }
             E::BadRequest(m) => ApiError::Internal(m),
+            E::Refused(r) => ApiError::Rejected(r),
         }
     }
 }
@@ -108,6 +109,7 @@ impl ApiError {
                 RejectionClass::FailedPrecondition => Code::FailedPrecondition,
                 RejectionClass::OutOfRange => Code::OutOfRange,
                 RejectionClass::AlreadyExists => Code::AlreadyExists,
+                RejectionClass::Unavailable => Code::Unavailable,
             },
             ApiError::Auth(AuthError::Forbidden { .. } | AuthError::ActAsRequired) => Code::PermissionDenied,
             ApiError::Auth(_) => Code::Unauthenticated,

@@ -46,6 +46,8 @@ pub struct Context {
     pub hooks: Arc<crate::hooks::Hooks>,
     /// The cold archive (GEO-04), when `[archive]` is on.
     pub archive: Option<Arc<crate::archive::Archive>>,
+    /// Disaster recovery, when the region lists a standby (ADR 0005).
+    pub dr: Option<Arc<crate::dr::Dr>>,
 }
 
 pub(crate) fn now_unix() -> i64 {

@@ -71,6 +71,7 @@ fn prepare_specs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<DevSpec>> {
                 peer_addr: loopback(port(grpc + usize::from(PEER_PORT_OFFSET))?).to_string(),
                 link_addr: Some(loopback(port(grpc + usize::from(LINK_PORT_OFFSET))?).to_string()),
                 zone: format!("{code}-{n}"),
+                place: None,
             });
         }
         let strict = args.strict.contains(code);
@@ -81,6 +82,7 @@ fn prepare_specs(dir: &Path, args: &DevArgs) -> anyhow::Result<Vec<DevSpec>> {
             archive: vec![code.clone()],
             dr: vec![format!("{code}/backup")],
             nodes,
+            standby: vec![],
         });
     }
     let file = RegionsFile { app: AuthConfig::default().app_id, regions };

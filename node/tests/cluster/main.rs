@@ -23,6 +23,7 @@ mod t92_logic_version;
 mod t93_subscribe;
 mod t94_webhooks;
 mod t95_archive;
+mod t95b_restore;
 mod t96_dev_region_survives_a_kill;
 mod t97_region_link;
 mod t98_regions;

@@ -45,10 +45,13 @@ pub enum RaiseError {
 impl RaftNode {
     /// What this node is and supports (the peer `NodeInfo` answer).
     pub fn node_info(&self) -> peer::NodeInfoResponse {
+        let (epoch, role) = self.region_role();
         peer::NodeInfoResponse {
             node_id: self.node_id,
             max_logic_version: self.max_logic_version,
             region: self.region.to_string(),
+            epoch,
+            role,
         }
     }
 

@@ -53,6 +53,7 @@ impl RaftNode {
             node_id,
             addr: member.addr.clone(),
             client_addr: member.client_addr.clone(),
+            voters: vec![],
         };
         self.with_leader(shard, Duration::from_secs(60), |leader| {
             let req = req.clone();
@@ -93,6 +94,10 @@ impl RaftNode {
                 s.raft.add_learner(req.node_id, member, true).await.map(|_| ())
             }
             Ok(Op::Promote) => s.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map(|_| ()),
+            Ok(Op::SwitchVoters) => {
+                let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
+                s.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true).await.map(|_| ())
+            }
             Ok(Op::Remove) => {
                 let m = s.raft.metrics().borrow().membership_config.clone();
                 let is_voter = m.membership().voter_ids().any(|v| v == req.node_id);
