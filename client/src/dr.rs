@@ -121,9 +121,10 @@ impl RegionDr {
 fn node_client(template: &ClientConfig, addr: &str) -> Result<Client, ClientError> {
     let mut config = template.clone();
     config.endpoints = vec![addr.to_owned()];
-    config.retry_budget = Duration::from_secs(3);
+    // One node, asked directly: a dead one must not hold a status round up.
+    config.retry_budget = Duration::from_millis(500);
     config.request_timeout = Duration::from_secs(10);
-    config.connect_timeout = Duration::from_secs(1);
+    config.connect_timeout = Duration::from_millis(500);
     Client::with_config(config)
 }
 

@@ -225,7 +225,9 @@ impl Dr {
     /// higher epoch fences this node.
     pub async fn check_fence(&self) {
         let state = self.state();
-        if state.fenced_by_epoch > 0 {
+        // Only a node that believes it serves can be wrong about it: a learner or a node
+        // that belongs to no membership yet (a reseeded one) takes no writes anyway.
+        if state.fenced_by_epoch > 0 || !self.is_voter() {
             return;
         }
         let (mine, _) = self.info();
@@ -513,14 +515,14 @@ impl Dr {
         Ok(())
     }
 
-    /// Shuts the replicas down and starts this binary again in place, with the same
-    /// arguments (same process id): the start does what `dr.json` says is pending.
+    /// Starts this binary again in place, with the same arguments (same process id), once
+    /// the answer is on its way: the start does what `dr.json` says is pending. Nothing is
+    /// shut down first — to the replicas this is a crash, which they survive by design (every
+    /// acknowledged write is synced; the database's files close on exec).
     fn restart_soon(&self, why: &'static str) {
-        let node = self.node.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
             tracing::warn!(why, "restarting in place");
-            node.shutdown().await;
             reexec();
         });
     }
