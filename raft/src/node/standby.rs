@@ -151,7 +151,8 @@ impl RaftNode {
 /// Turns this node's replicas of every shard into members of a cluster whose voters are
 /// `voters` (a standby's promotion, ADR 0005), before the shards' Rafts start: the log
 /// after the last applied entry is dropped (it was never applied here, so nothing of it was
-/// acknowledged through this node), the applied state records the new membership, the vote
+/// acknowledged through this node) and the log up to it is purged (its membership entries
+/// name the old voters), the applied state records the new membership, the vote
 /// moves to a new term, and the snapshot file (with the old membership) is removed so the
 /// next one is built from the new state. Returns each shard's cut. Safe to run again.
 pub async fn rewrite_for_promotion(
@@ -172,6 +173,12 @@ pub async fn rewrite_for_promotion(
         let applied = store.applied_state()?;
         let last = applied.last_applied;
         log.truncate_from(last.as_ref().map_or(0, |l| l.index.saturating_add(1)))?;
+        // The log up to the cut goes too: its membership entries name the old voters, and a
+        // node that joins later (a reseeded primary node) must not replay them — it starts
+        // from a snapshot that carries the new membership.
+        if let Some(last) = last.as_ref() {
+            log.purge_to(last)?;
+        }
         log.save_committed(last.as_ref())?;
         let vote = log.vote()?.unwrap_or_default();
         log.save_vote(&pb::VoteRecord { version: 1, term: vote.term.saturating_add(1), node_id, committed: false })
