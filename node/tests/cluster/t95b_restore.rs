@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use meridian_client::api::{logged_event, ArchiveAction, ReadConsistency, ReadEventsRequest};
+use meridian_client::api::{logged_event, ArchiveAction, ReadConsistency};
 use meridian_node::config::ArchiveConfig;
 
 use common::{conversation_id, shard_of, Cluster, Tuning};
@@ -25,8 +25,15 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_restored_to_before_a_burst_shows_exactly_what_came_before() {
-    let archive =
-        ArchiveConfig { hot_window_seconds: 1, seal_interval_ms: 300, segment_max_events: 50, ..Default::default() };
+    let store = tempfile::tempdir().unwrap();
+    let archive = ArchiveConfig {
+        hot_window_seconds: 1,
+        seal_interval_ms: 300,
+        segment_max_events: 50,
+        // One store every node reads, as in a real region.
+        path: Some(store.path().to_path_buf()),
+        ..Default::default()
+    };
     let mut cluster =
         Cluster::start(3, Tuning { shards: SHARDS, recall_window_seconds: 1, archive, ..Default::default() }).await;
     cluster.create_users(&["alice".to_owned(), "bob".to_owned(), "carol".to_owned()]).await;
@@ -79,13 +86,8 @@ async fn a_conversation_restored_to_before_a_burst_shows_exactly_what_came_befor
     assert_eq!(carol.iter().map(meridian_client::message_text).collect::<Vec<_>>(), vec!["unrelated".to_owned()]);
 
     cluster.phase("the restore is an event; a repeat changes nothing; later messages stay");
-    let events = cluster
-        .admin()
-        .read_events(ReadEventsRequest { shard, from_index: 0, limit: 10_000, ..Default::default() })
-        .await
-        .unwrap();
+    let events = cluster.admin().read_all_events(shard, 0).await.unwrap();
     let restores = events
-        .events
         .iter()
         .filter(|e| matches!(&e.kind, Some(logged_event::Kind::GroupEvent(g)) if g.r#type == "ConversationRestored"))
         .count();
