@@ -111,7 +111,8 @@ impl RegionDr {
                     format!("node {id} ({role}) at {index}, {behind} behind ({seconds:.1} s){hash}")
                 })
                 .collect();
-            out.push(format!("  shard {}: {lead}; {}", s.shard, rest.join("; ")));
+            let rest = if rest.is_empty() { "no other replica answers".to_owned() } else { rest.join("; ") };
+            out.push(format!("  shard {}: {lead}; {rest}", s.shard));
         }
         out
     }
@@ -204,6 +205,7 @@ pub async fn promote(entry: &Client, template: &ClientConfig, region: &str) -> R
                 r.as_ref().is_ok_and(|r| r.role == "serving" && r.shards.iter().all(|s| s.epoch >= epoch))
             });
             if done {
+                wait_linked(entry, region, &voters).await;
                 let mut cut: BTreeMap<u32, DrCut> = BTreeMap::new();
                 for (_, r) in now.answered().filter(|(n, _)| n.standby) {
                     for c in &r.cut {
@@ -334,6 +336,25 @@ pub async fn failback(entry: &Client, template: &ClientConfig, region: &str) -> 
     })
     .await?;
     Ok(FailedBack { epoch, quarantined, paused, took: started.elapsed(), status })
+}
+
+/// Waits (at most 10 s) until the entry node's link to `region` reaches one of `serving`,
+/// so that the promotion's report means calls through it reach the new serving side. A node
+/// of the region itself has no such link: nothing to wait for.
+async fn wait_linked(entry: &Client, region: &str, serving: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(s) = entry.cluster_status(false).await {
+            let linked =
+                s.region_links.iter().filter(|l| l.region == region).all(|l| {
+                    l.state == "up" && serving.iter().any(|id| l.detail.starts_with(&format!("node {id} at ")))
+                });
+            if linked {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for(

@@ -28,7 +28,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How often a link is checked again once it is up.
-const RECHECK: Duration = Duration::from_secs(10);
+const RECHECK: Duration = Duration::from_secs(2);
 /// Longest pause between attempts on a link that is down.
 const MAX_RETRY: Duration = Duration::from_secs(2);
 

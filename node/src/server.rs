@@ -61,7 +61,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Some(spec) => {
             let dr = crate::dr::Dr::start(node.clone(), spec, config.data_dir.clone(), dr_file);
             // Before any client call: a primary node that comes back after its region was
-            // promoted elsewhere learns it here and refuses to serve.
+            // promoted elsewhere learns it here and refuses to serve. (Its replicas' membership
+            // loads in the background: a node that has one is given a second to show it.)
+            let loaded = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            while node.members(meridian_domain::ShardId(0)).0.is_empty() && tokio::time::Instant::now() < loaded {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             dr.check_fence().await;
             Some(dr)
         }
