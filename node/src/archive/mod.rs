@@ -107,6 +107,9 @@ struct CacheInner {
 #[derive(Debug)]
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
+    /// The disaster-recovery copy (`replica-*`): every sealed segment is written here too
+    /// before the manifest names it; reads fall back to it.
+    replica: Option<Arc<dyn ObjectStore>>,
     /// `{prefix}/{region}`: every key of this region starts with it.
     root: String,
     region: String,
@@ -123,12 +126,55 @@ impl Archive {
         if !config.enabled() {
             return Ok(None);
         }
-        let store: Arc<dyn ObjectStore> = match config.store {
+        let main = StoreSpec {
+            kind: config.store,
+            dir: config.path.clone().unwrap_or_else(|| data_dir.join("archive")),
+            endpoint: config.endpoint.clone().unwrap_or_default(),
+            bucket: config.bucket.clone().unwrap_or_default(),
+        };
+        let store = build_store(&main, config)?;
+        let replica = match config.replica_store {
+            Some(kind) => Some(build_store(
+                &StoreSpec {
+                    kind,
+                    dir: config.replica_path.clone().unwrap_or_else(|| data_dir.join("archive-replica")),
+                    endpoint: config.replica_endpoint.clone().unwrap_or_default(),
+                    bucket: config.replica_bucket.clone().unwrap_or_default(),
+                },
+                config,
+            )?),
+            None => None,
+        };
+        Ok(Some(Arc::new(Archive {
+            store,
+            replica,
+            root: format!("{}/{region}", config.prefix.trim_matches('/')),
+            region: region.to_owned(),
+            config: config.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            cache: Mutex::new(CacheInner::default()),
+            capacity: config.cache_mib.saturating_mul(1024 * 1024),
+            flights: Mutex::new(HashMap::new()),
+        })))
+    }
+}
+
+/// One object store as the config names it.
+struct StoreSpec {
+    kind: ArchiveStoreKind,
+    dir: std::path::PathBuf,
+    endpoint: String,
+    bucket: String,
+}
+
+fn build_store(spec: &StoreSpec, config: &ArchiveConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    {
+        let store: Arc<dyn ObjectStore> = match spec.kind {
             ArchiveStoreKind::Fs => {
-                let dir = config.path.clone().unwrap_or_else(|| data_dir.join("archive"));
-                std::fs::create_dir_all(&dir)
+                let dir = &spec.dir;
+                std::fs::create_dir_all(dir)
                     .map_err(|e| anyhow::anyhow!("archive: cannot create {}: {e}", dir.display()))?;
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?)
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?)
             }
             ArchiveStoreKind::S3 => {
                 let retry = object_store::RetryConfig {
@@ -137,8 +183,8 @@ impl Archive {
                     ..Default::default()
                 };
                 let mut b = object_store::aws::AmazonS3Builder::new()
-                    .with_endpoint(config.endpoint.clone().unwrap_or_default())
-                    .with_bucket_name(config.bucket.clone().unwrap_or_default())
+                    .with_endpoint(spec.endpoint.clone())
+                    .with_bucket_name(spec.bucket.clone())
                     .with_region(config.s3_region.clone())
                     .with_allow_http(true)
                     .with_virtual_hosted_style_request(false)
@@ -153,18 +199,11 @@ impl Archive {
                 Arc::new(b.build()?)
             }
         };
-        Ok(Some(Arc::new(Archive {
-            store,
-            root: format!("{}/{region}", config.prefix.trim_matches('/')),
-            region: region.to_owned(),
-            config: config.clone(),
-            timeout: Duration::from_millis(config.timeout_ms),
-            cache: Mutex::new(CacheInner::default()),
-            capacity: config.cache_mib.saturating_mul(1024 * 1024),
-            flights: Mutex::new(HashMap::new()),
-        })))
+        Ok(store)
     }
+}
 
+impl Archive {
     pub fn region(&self) -> &str {
         &self.region
     }
@@ -198,31 +237,74 @@ impl Archive {
         let path = ObjectPath::from(key);
         let digest = Sha256::digest(&bytes).to_vec();
         let size = bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        let put = tokio::time::timeout(self.timeout, self.store.put_opts(&path, PutPayload::from(bytes), opts)).await;
-        match put {
-            Ok(Ok(_)) => Ok((digest, size)),
+        let put =
+            tokio::time::timeout(self.timeout, self.store.put_opts(&path, PutPayload::from(bytes.clone()), opts)).await;
+        let (stored, digest, size) = match put {
+            Ok(Ok(_)) => (bytes, digest, size),
             Ok(Err(object_store::Error::AlreadyExists { .. })) => {
                 let existing = self
                     .timed("read an existing segment", async { self.store.get(&path).await?.bytes().await })
                     .await?;
                 segment::read_header(&existing)?;
-                Ok((Sha256::digest(&existing).to_vec(), existing.len() as u64))
+                let (digest, size) = (Sha256::digest(&existing).to_vec(), existing.len() as u64);
+                (existing, digest, size)
             }
-            Ok(Err(e)) => Err(unavailable(format!("write {key}: {e}"))),
-            Err(_) => Err(unavailable(format!("write {key}: no answer within {} ms", self.timeout.as_millis()))),
+            Ok(Err(e)) => return Err(unavailable(format!("write {key}: {e}"))),
+            Err(_) => {
+                return Err(unavailable(format!("write {key}: no answer within {} ms", self.timeout.as_millis())))
+            }
+        };
+        // The disaster-recovery copy first, the manifest after: a segment the manifest names
+        // is in both stores.
+        if let Some(replica) = &self.replica {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match tokio::time::timeout(self.timeout, replica.put_opts(&path, PutPayload::from(stored), opts)).await {
+                Ok(Ok(_)) | Ok(Err(object_store::Error::AlreadyExists { .. })) => {}
+                Ok(Err(e)) => return Err(unavailable(format!("copy {key} to the replica: {e}"))),
+                Err(_) => return Err(unavailable(format!("copy {key} to the replica: no answer in time"))),
+            }
+        }
+        Ok((digest, size))
+    }
+
+    /// Reads from the main store, else from the replica when there is one.
+    async fn read_either(
+        &self,
+        what: &str,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, ArchiveError> {
+        let path = ObjectPath::from(key);
+        let read = |store: Arc<dyn ObjectStore>| {
+            let (path, range) = (path.clone(), range.clone());
+            async move {
+                match range {
+                    Some(r) => store.get_range(&path, r).await,
+                    None => store.get(&path).await?.bytes().await,
+                }
+            }
+        };
+        match self.timed(what, read(self.store.clone())).await {
+            Ok(bytes) => Ok(bytes),
+            Err(main) => match &self.replica {
+                Some(replica) => {
+                    tracing::warn!(key, error = %main, "the archive's main store failed; reading its replica");
+                    self.timed(what, read(replica.clone())).await.map_err(|_| main)
+                }
+                None => Err(main),
+            },
         }
     }
 
     async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, ArchiveError> {
-        let path = ObjectPath::from(key);
-        self.timed("read a segment", self.store.get_range(&path, range)).await
+        self.read_either("read a segment", key, Some(range)).await
     }
 
     /// The whole object.
     pub async fn get_object(&self, key: &str) -> Result<Bytes, ArchiveError> {
-        let path = ObjectPath::from(key);
-        self.timed("read a segment", async { self.store.get(&path).await?.bytes().await }).await
+        self.read_either("read a segment", key, None).await
     }
 
     /// Every object under this region's root: (key, last modified).

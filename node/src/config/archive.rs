@@ -61,6 +61,20 @@ pub struct ArchiveConfig {
     pub cache_mib: u64,
     /// How long one request to the store may take, in milliseconds. Default 10000.
     pub timeout_ms: u64,
+    /// A second store that receives a copy of every sealed segment before the manifest names
+    /// it: the region's disaster-recovery copy (docs/dr.md), in one of its `dr` places. Cold
+    /// reads fall back to it when the main store fails. `fs` or `s3`; unset: no copy.
+    pub replica_store: Option<ArchiveStoreKind>,
+    /// `fs` replica: its directory.
+    pub replica_path: Option<PathBuf>,
+    /// `s3` replica: `http://host:port` (the credentials, signing region and prefix are the
+    /// main store's).
+    pub replica_endpoint: Option<String>,
+    /// `s3` replica: the bucket.
+    pub replica_bucket: Option<String>,
+    /// Where the replica keeps its data: one of the region's `dr` places (required with a
+    /// topology file).
+    pub replica_place: Option<String>,
 }
 
 impl Default for ArchiveConfig {
@@ -81,6 +95,11 @@ impl Default for ArchiveConfig {
             seal_interval_ms: 10_000,
             cache_mib: 64,
             timeout_ms: 10_000,
+            replica_store: None,
+            replica_path: None,
+            replica_endpoint: None,
+            replica_bucket: None,
+            replica_place: None,
         }
     }
 }
@@ -97,6 +116,21 @@ impl ArchiveConfig {
             return;
         }
         let strict = region.residency == meridian_regions::Residency::Strict;
+        if self.replica_store.is_some() {
+            let allowed = |place: &String| {
+                if region.dr.is_empty() {
+                    meridian_regions::file::place_jurisdiction(place).is_ok_and(|j| j.as_str() == region.code)
+                } else {
+                    region.dr.contains(place)
+                }
+            };
+            p.check(self.replica_place.as_ref().is_some_and(allowed), "archive.replica-place", || {
+                format!(
+                    "{:?}: the replica goes to one of region {}'s dr places {:?} (none listed: its own jurisdiction)",
+                    self.replica_place, region.code, region.dr
+                )
+            });
+        }
         match &self.place {
             Some(place) if !region.archive.is_empty() => {
                 p.check(region.archive.contains(place), "archive.place", || {
@@ -159,6 +193,26 @@ impl ArchiveConfig {
         p.check(!self.prefix.is_empty() && !self.prefix.contains("//"), "archive.prefix", || {
             "must be a non-empty key prefix without empty parts".into()
         });
+        match self.replica_store {
+            Some(ArchiveStoreKind::Fs) => p.check(self.replica_path.is_some(), "archive.replica-path", || {
+                "missing: an fs replica needs its directory".into()
+            }),
+            Some(ArchiveStoreKind::S3) => {
+                p.check(
+                    self.replica_bucket.as_deref().is_some_and(|b| !b.is_empty()),
+                    "archive.replica-bucket",
+                    || "missing: an s3 replica needs a bucket".into(),
+                );
+                p.check(
+                    self.replica_endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.strip_prefix("http://").is_some_and(|r| !r.is_empty())),
+                    "archive.replica-endpoint",
+                    || "an s3 replica needs an endpoint http://host:port".into(),
+                );
+            }
+            None => {}
+        }
         if self.store == ArchiveStoreKind::S3 {
             p.check(self.bucket.as_deref().is_some_and(|b| !b.is_empty()), "archive.bucket", || {
                 "missing: the s3 store needs a bucket".into()

@@ -358,6 +358,29 @@ fn a_topology_that_breaks_its_policy_or_does_not_name_the_node_is_refused() {
 }
 
 #[test]
+fn an_archive_replica_goes_to_one_of_the_regions_dr_places() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topology = include_str!("../../../config/regions-4/regions.toml");
+    let node = include_str!("../../../config/regions-4/de-node-1.toml");
+    let load = |archive: &str| {
+        std::fs::write(dir.path().join("regions.toml"), topology).expect("write");
+        std::fs::write(dir.path().join("node.toml"), format!("{node}\n[archive]\n{archive}")).expect("write");
+        NodeConfig::load(dir.path().join("node.toml")).map_err(|e| format!("{e:#}"))
+    };
+    let base = "hot-window-seconds = 86400\nplace = \"de\"\nreplica-store = \"fs\"\nreplica-path = \"/srv/dr\"\n";
+    let config = load(&format!("{base}replica-place = \"de/backup\"\n")).expect("a replica in the dr place");
+    assert_eq!(config.archive.replica_place.as_deref(), Some("de/backup"));
+    let err = load(&format!("{base}replica-place = \"sg\"\n")).expect_err("a replica abroad");
+    assert!(err.contains("archive.replica-place"), "{err}");
+    let err = load(base).expect_err("a replica without its place");
+    assert!(err.contains("archive.replica-place"), "{err}");
+    let err =
+        load("hot-window-seconds = 86400\nplace = \"de\"\nreplica-store = \"fs\"\nreplica-place = \"de/backup\"\n")
+            .expect_err("an fs replica without its directory");
+    assert!(err.contains("archive.replica-path"), "{err}");
+}
+
+#[test]
 fn webhooks_need_a_plain_http_url_when_switched_on() {
     let fields = |c: NodeConfig| -> Vec<String> {
         c.validate().err().map(|e| e.problems.into_iter().map(|p| p.field).collect()).unwrap_or_default()

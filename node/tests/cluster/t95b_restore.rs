@@ -11,7 +11,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use meridian_client::api::{logged_event, ArchiveAction, ReadConsistency};
-use meridian_node::config::ArchiveConfig;
+use meridian_node::config::{ArchiveConfig, ArchiveStoreKind};
 
 use common::{conversation_id, shard_of, Cluster, Tuning};
 
@@ -26,12 +26,15 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_restored_to_before_a_burst_shows_exactly_what_came_before() {
     let store = tempfile::tempdir().unwrap();
+    let replica = tempfile::tempdir().unwrap();
     let archive = ArchiveConfig {
         hot_window_seconds: 1,
         seal_interval_ms: 300,
         segment_max_events: 50,
-        // One store every node reads, as in a real region.
+        // One store every node reads, as in a real region, and its disaster-recovery copy.
         path: Some(store.path().to_path_buf()),
+        replica_store: Some(ArchiveStoreKind::Fs),
+        replica_path: Some(replica.path().to_path_buf()),
         ..Default::default()
     };
     let mut cluster =
@@ -101,4 +104,39 @@ async fn a_conversation_restored_to_before_a_burst_shows_exactly_what_came_befor
 
     cluster.phase("replicas converge and every projection equals a replay of the log");
     cluster.wait_converged().await;
+
+    cluster.phase("every sealed segment has its copy in the replica; cold reads fall back to it");
+    let main_objects = segment_files(store.path());
+    assert!(!main_objects.is_empty(), "segments were sealed");
+    let copies = segment_files(replica.path());
+    for (key, bytes) in &main_objects {
+        assert_eq!(copies.get(key), Some(bytes), "{key} is copied to the replica byte for byte");
+    }
+    let lost = tempfile::tempdir().unwrap();
+    std::fs::rename(store.path(), lost.path().join("main")).unwrap();
+    cluster.stop(2).await;
+    cluster.restart(2).await;
+    let history = cluster.user_on(2, "bob").history_all("alice", ReadConsistency::Linearizable).await.unwrap();
+    let shown: Vec<String> = history.iter().filter(|m| !m.recalled).map(meridian_client::message_text).collect();
+    let mut expected_now = expected.clone();
+    expected_now.push("after the restore".to_owned());
+    assert_eq!(shown, expected_now, "the history read through a restarted node, with the main store gone");
+}
+
+/// Every `.seg` file under `dir`: (path relative to `dir`, bytes).
+fn segment_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "seg") {
+                let key = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(key, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }
