@@ -10,6 +10,10 @@ use crate::ids::{RegionCode, ShardId};
 use crate::rejection::{Reason, Rejection};
 use crate::shard::shard_for;
 
+/// The highest region epoch (each promotion or failback adds one). Effect ids of epoch `e`
+/// start at `e << 40`, which stays far inside `u64` below this.
+pub const MAX_EPOCH: u32 = 1 << 20;
+
 /// Longest nickname, in bytes.
 pub const MAX_NICKNAME_BYTES: usize = 64;
 
@@ -300,10 +304,13 @@ pub fn check(
             Ok(())
         }
         Command::RaiseEpoch { epoch } => {
-            if *epoch >= 2 {
+            if (2..=MAX_EPOCH).contains(epoch) {
                 Ok(())
             } else {
-                Err(Rejection::new(Reason::MalformedCommand, format!("epoch {epoch}: a raised epoch is at least 2")))
+                Err(Rejection::new(
+                    Reason::MalformedCommand,
+                    format!("epoch {epoch}: a raised epoch is in 2..={MAX_EPOCH}"),
+                ))
             }
         }
         Command::SetLogicVersion { version } => {

@@ -1784,3 +1784,48 @@ fn deleting_an_account_clears_its_records_and_its_groups_and_friends_drop_it() {
     assert_eq!((g.owner.as_str(), g.member_count, g.dismissed), ("hal", 1, false));
     assert_eq!(s.members[&(gid("g3"), user("hal"))].role, GroupRole::Owner);
 }
+
+#[test]
+fn a_restore_withdraws_what_came_after_and_a_repeat_changes_nothing() {
+    let mut s = MemState::default();
+    for (i, time) in [1_000, 2_000, 3_000, 4_000, 5_000].into_iter().enumerate() {
+        send(&mut s, time, "alice", "bob", &format!("m{}", i + 1), None).unwrap_or_else(|r| panic!("{r}"));
+    }
+    let c = ConversationId::c2c(&user("alice"), &user("bob"));
+    let restore = |kept: u64, through: u64| Command::RestoreConversation {
+        conversation: c.clone(),
+        kept_up_to_seq: Seq(kept),
+        through: Seq(through),
+    };
+    assert_rejected(&mut s, &ctx(6_000, 6), restore(2, 6), Reason::SeqOutOfRange);
+    assert_rejected(&mut s, &ctx(6_000, 6), restore(3, 3), Reason::SeqOutOfRange);
+    // Seq 4 was recalled by its sender before the restore: it stays as it is.
+    let recall =
+        Command::RecallMessage { actor: user("alice"), conversation: c.clone(), seq: Seq(4), window_ms: 120_000 };
+    assert!(run(&mut s, &ctx(5_500, 7), recall).is_ok());
+
+    let outcome = run(&mut s, &ctx(6_000, 8), restore(2, 5));
+    assert_eq!(event_names(&outcome), ["ConversationRestored", "MessageRecalled", "MessageRecalled"]);
+    assert!(matches!(outcome, Ok(Applied { reply: Reply::Withdrawn { withdrawn: 2 }, .. })), "{outcome:?}");
+    let by = |seq: u64| s.messages[&(c.clone(), Seq(seq))].recalled.as_ref().map(|r| r.by.to_string());
+    assert_eq!(
+        (1..=5).map(by).collect::<Vec<_>>(),
+        [None, None, Some("@restore".to_owned()), Some("alice".to_owned()), Some("@restore".to_owned())]
+    );
+    let again = run(&mut s, &ctx(7_000, 9), restore(2, 5));
+    assert_eq!(event_names(&again), ["ConversationRestored"]);
+    assert!(matches!(again, Ok(Applied { reply: Reply::Withdrawn { withdrawn: 0 }, .. })), "{again:?}");
+}
+
+#[test]
+fn an_epoch_is_raised_once_and_never_lowered() {
+    let mut s = MemState::default();
+    let raised = run(&mut s, &ctx(1_000, 1), Command::RaiseEpoch { epoch: 2 });
+    assert_eq!(event_names(&raised), ["EpochRaised"]);
+    let mut at_two = ctx(2_000, 2);
+    at_two.epoch = 2;
+    for epoch in [1, 2] {
+        let repeat = run(&mut s, &at_two, Command::RaiseEpoch { epoch });
+        assert!(matches!(&repeat, Ok(a) if a.events.is_empty() && a.changes.is_empty()), "{repeat:?}");
+    }
+}

@@ -408,6 +408,7 @@ impl Dr {
             self.region.code
         );
         anyhow::ensure!(req.epoch > epoch, "epoch {} is not above this node's {epoch}", req.epoch);
+        anyhow::ensure!(req.epoch <= meridian_domain::ingress::MAX_EPOCH, "epoch {} is too high", req.epoch);
         let voters: Vec<(u64, String, String)> =
             req.voters
                 .iter()
@@ -502,7 +503,7 @@ impl Dr {
         if voters.is_empty() || !voters.iter().all(|id| self.region.all_nodes().any(|n| n.id == *id)) {
             return Err(invalid(format!("voters {voters:?}: name nodes of region {}", self.region.code)));
         }
-        if req.epoch <= self.info().0 {
+        if req.epoch <= self.info().0 || req.epoch > meridian_domain::ingress::MAX_EPOCH {
             return Err(invalid(format!("epoch {} is not above {}", req.epoch, self.info().0)));
         }
         self.node.switch_voters(&voters).await.map_err(|e| invalid(format!("switch the voters: {e}")))?;
