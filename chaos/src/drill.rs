@@ -96,15 +96,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<bool> {
             .await
             .with_context(|| format!("create {user} in {home} through {via}"))?;
     }
-    let mut pairs: Vec<Pair> = Vec::new();
-    for (i, a) in users.iter().enumerate() {
-        for b in users.iter().skip(i + 1) {
-            let low = |u: &str| u.ends_with('0') || u.ends_with('1');
-            if (a.1 != b.1 && low(&a.0) && low(&b.0)) || (a.1 == b.1 && a.0.ends_with('2') && b.0.ends_with('3')) {
-                pairs.push((a.clone(), b.clone()));
-            }
-        }
-    }
+    let pairs: Vec<Pair> = regions::conversations(&users);
 
     let record = Arc::new(Mutex::new(Record::default()));
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));

@@ -121,33 +121,8 @@ enum Command {
 /// `meridian-chaos drill`.
 fn run_drill(options: meridian_chaos::drill::DrillOptions, keep: bool) -> ExitCode {
     let (seed, run_dir) = (options.seed, options.dir.clone());
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
-        eprintln!("error: start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async move {
-        tokio::select! {
-            r = meridian_chaos::drill::run(options) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        }
-    });
-    match outcome {
-        Ok(true) => {
-            println!("PASS: no violation besides the reported RPO (drill, seed {seed})");
-            if !keep {
-                let _ = std::fs::remove_dir_all(&run_dir);
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            println!("VIOLATIONS (drill, seed {seed}); logs kept in {}", run_dir.display());
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            println!("FAILED (drill, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = block_on_interruptible(meridian_chaos::drill::run(options));
+    verdict(outcome, "drill", seed, &run_dir, keep)
 }
 
 /// `meridian-chaos regions`.
@@ -171,30 +146,42 @@ fn run_regions(
         clients,
         base_port,
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
-        eprintln!("error: start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async move {
+    let outcome = block_on_interruptible(meridian_chaos::regions::run(options));
+    verdict(outcome, "regions", seed, &run_dir, keep)
+}
+
+/// Runs `run` on a multi-threaded runtime until it ends or Ctrl-C.
+fn block_on_interruptible(run: impl std::future::Future<Output = anyhow::Result<bool>>) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("start the async runtime: {e}"))?;
+    runtime.block_on(async move {
         tokio::select! {
-            r = meridian_chaos::regions::run(options) => r,
+            r = run => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         }
-    });
+    })
+}
+
+/// Prints a run's verdict, removes its directory when it passed (unless `keep`), and gives
+/// the exit code.
+fn verdict(outcome: anyhow::Result<bool>, kind: &str, seed: u64, run_dir: &std::path::Path, keep: bool) -> ExitCode {
     match outcome {
         Ok(true) => {
-            println!("PASS: no violation (regions, seed {seed})");
+            let besides = if kind == "drill" { " besides the reported RPO" } else { "" };
+            println!("PASS: no violation{besides} ({kind}, seed {seed})");
             if !keep {
-                let _ = std::fs::remove_dir_all(&run_dir);
+                let _ = std::fs::remove_dir_all(run_dir);
             }
             ExitCode::SUCCESS
         }
         Ok(false) => {
-            println!("VIOLATIONS (regions, seed {seed}); logs kept in {}", run_dir.display());
+            println!("VIOLATIONS ({kind}, seed {seed}); logs kept in {}", run_dir.display());
             ExitCode::FAILURE
         }
         Err(e) => {
-            println!("FAILED (regions, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
+            println!("FAILED ({kind}, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
             ExitCode::FAILURE
         }
     }

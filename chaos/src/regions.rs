@@ -151,63 +151,14 @@ pub(crate) async fn start_with_standby(
         }
     }
     std::fs::write(options.dir.join("regions.toml"), topology)?;
+    let secrets = Secrets { auth, cluster, link };
     let mut nodes = Vec::new();
     for (i, (code, _)) in REGIONS.iter().enumerate() {
-        let (client, peer, link_listen, proxy, http) = ports(i);
-        let data = options.dir.join(format!("{code}-data"));
-        let config = format!(
-            "node-id = 1\nregion = \"{code}\"\nlisten = \"{}\"\npeer-listen = \"{}\"\nhttp-listen = \"{}\"\n\
-             data-dir = \"{}\"\nshards = {SHARDS}\npeers = []\nbootstrap = true\nlink-listen = \"{}\"\n\
-             topology = \"regions.toml\"\nworker-threads = 1\n\n[auth]\nsecret = \"{auth}\"\n\n\
-             [cluster]\nsecret = \"{cluster}\"\n\n[link]\nsecret = \"{link}\"\n",
-            addr(client),
-            addr(peer),
-            addr(http),
-            data.display(),
-            addr(link_listen),
-        );
-        let config_path = options.dir.join(format!("{code}.toml"));
-        std::fs::write(&config_path, config)?;
-        let proxy = Proxy::start(addr(proxy), addr(link_listen)).await.context("start a link proxy")?;
-        let mut node = RegionNode {
-            code,
-            client_addr: addr(client),
-            config: config_path,
-            log: options.dir.join(format!("{code}.log")),
-            child: None,
-            proxy,
-        };
-        node.spawn(&options.binary)?;
-        nodes.push(node);
+        nodes.push(spawn_node(options, &secrets, code, 1, ports(i), "").await?);
     }
     let mut standby_node = None;
     if let Some((i, (code, _))) = REGIONS.iter().enumerate().find(|(_, (c, _))| Some(*c) == standby) {
-        let (client, peer, link_listen, proxy, http) = ports_standby(i);
-        let data = options.dir.join(format!("{code}-standby-data"));
-        let config = format!(
-            "node-id = 11\nregion = \"{code}\"\nlisten = \"{}\"\npeer-listen = \"{}\"\nhttp-listen = \"{}\"\n\
-             data-dir = \"{}\"\nshards = {SHARDS}\npeers = []\nbootstrap = false\nlink-listen = \"{}\"\n\
-             topology = \"regions.toml\"\nworker-threads = 1\n\n[auth]\nsecret = \"{auth}\"\n\n\
-             [cluster]\nsecret = \"{cluster}\"\n\n[link]\nsecret = \"{link}\"\n",
-            addr(client),
-            addr(peer),
-            addr(http),
-            data.display(),
-            addr(link_listen),
-        );
-        let config_path = options.dir.join(format!("{code}-standby.toml"));
-        std::fs::write(&config_path, config)?;
-        let proxy = Proxy::start(addr(proxy), addr(link_listen)).await.context("start a link proxy")?;
-        let mut node = RegionNode {
-            code,
-            client_addr: addr(client),
-            config: config_path,
-            log: options.dir.join(format!("{code}-standby.log")),
-            child: None,
-            proxy,
-        };
-        node.spawn(&options.binary)?;
-        standby_node = Some(node);
+        standby_node = Some(spawn_node(options, &secrets, code, 11, ports_standby(i), "-standby").await?);
     }
     let out = Command::new(&options.binary)
         .args(["admin-token", "--config"])
@@ -216,6 +167,52 @@ pub(crate) async fn start_with_standby(
         .context("mint an admin token")?;
     anyhow::ensure!(out.status.success(), "admin-token: {}", String::from_utf8_lossy(&out.stderr));
     Ok((nodes, standby_node, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// The secrets every node of the deployment shares.
+struct Secrets {
+    auth: String,
+    cluster: String,
+    link: String,
+}
+
+/// Writes node `id`'s config for region `code` and starts it, with a fault proxy in front of
+/// its link listener. Node 1 bootstraps its region; another id (the standby's) never does.
+async fn spawn_node(
+    options: &RegionsOptions,
+    secrets: &Secrets,
+    code: &'static str,
+    id: u64,
+    (client, peer, link_listen, proxy, http): (u16, u16, u16, u16, u16),
+    suffix: &str,
+) -> anyhow::Result<RegionNode> {
+    let Secrets { auth, cluster, link } = secrets;
+    let data = options.dir.join(format!("{code}{suffix}-data"));
+    let config = format!(
+        "node-id = {id}\nregion = \"{code}\"\nlisten = \"{}\"\npeer-listen = \"{}\"\nhttp-listen = \"{}\"\n\
+         data-dir = \"{}\"\nshards = {SHARDS}\npeers = []\nbootstrap = {}\nlink-listen = \"{}\"\n\
+         topology = \"regions.toml\"\nworker-threads = 1\n\n[auth]\nsecret = \"{auth}\"\n\n\
+         [cluster]\nsecret = \"{cluster}\"\n\n[link]\nsecret = \"{link}\"\n",
+        addr(client),
+        addr(peer),
+        addr(http),
+        data.display(),
+        id == 1,
+        addr(link_listen),
+    );
+    let config_path = options.dir.join(format!("{code}{suffix}.toml"));
+    std::fs::write(&config_path, config)?;
+    let proxy = Proxy::start(addr(proxy), addr(link_listen)).await.context("start a link proxy")?;
+    let mut node = RegionNode {
+        code,
+        client_addr: addr(client),
+        config: config_path,
+        log: options.dir.join(format!("{code}{suffix}.log")),
+        child: None,
+        proxy,
+    };
+    node.spawn(&options.binary)?;
+    Ok(node)
 }
 
 pub(crate) fn client(
@@ -275,6 +272,21 @@ pub(crate) fn home_of(a: (&str, &str), b: (&str, &str)) -> String {
     }
 }
 
+/// The workload's conversations: every cross-region pair of the users 0 and 1 of each
+/// region, and one same-region pair per region.
+pub(crate) fn conversations(users: &[(String, &'static str)]) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = Vec::new();
+    for (i, a) in users.iter().enumerate() {
+        for b in users.iter().skip(i + 1) {
+            let low = |u: &str| u.ends_with('0') || u.ends_with('1');
+            if (a.1 != b.1 && low(&a.0) && low(&b.0)) || (a.1 == b.1 && a.0.ends_with('2') && b.0.ends_with('3')) {
+                pairs.push((a.clone(), b.clone()));
+            }
+        }
+    }
+    pairs
+}
+
 /// A conversation of the workload: its two members with their home regions.
 pub(crate) type Pair = ((String, &'static str), (String, &'static str));
 
@@ -324,15 +336,7 @@ pub async fn run(options: RegionsOptions) -> anyhow::Result<bool> {
     }
     // Conversations: every cross-region pair of the users 0 and 1 of each region, and one
     // same-region pair per region.
-    let mut pairs: Vec<Pair> = Vec::new();
-    for (i, a) in users.iter().enumerate() {
-        for b in users.iter().skip(i + 1) {
-            let low = |u: &str| u.ends_with('0') || u.ends_with('1');
-            if (a.1 != b.1 && low(&a.0) && low(&b.0)) || (a.1 == b.1 && a.0.ends_with('2') && b.0.ends_with('3')) {
-                pairs.push((a.clone(), b.clone()));
-            }
-        }
-    }
+    let pairs = conversations(&users);
     tracing::info!(users = users.len(), conversations = pairs.len(), seed = options.seed, "regions campaign starts");
 
     let record = Arc::new(Mutex::new(Record::default()));

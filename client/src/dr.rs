@@ -37,6 +37,20 @@ impl RegionDr {
         self.nodes.iter().filter_map(|(n, r)| r.as_ref().ok().map(|r| (n, r)))
     }
 
+    /// The promotion's cut: per shard, the most advanced standby node's.
+    pub fn cut(&self) -> Vec<DrCut> {
+        let mut best: BTreeMap<u32, DrCut> = BTreeMap::new();
+        for (_, r) in self.answered().filter(|(n, _)| n.standby) {
+            for c in &r.cut {
+                let e = best.entry(c.shard).or_insert(*c);
+                if c.index > e.index {
+                    *e = *c;
+                }
+            }
+        }
+        best.into_values().collect()
+    }
+
     /// The highest epoch any node reports.
     pub fn epoch(&self) -> u32 {
         self.answered().map(|(_, r)| r.epoch).max().unwrap_or(1)
@@ -206,16 +220,7 @@ pub async fn promote(entry: &Client, template: &ClientConfig, region: &str) -> R
             });
             if done {
                 wait_linked(entry, region, &voters).await;
-                let mut cut: BTreeMap<u32, DrCut> = BTreeMap::new();
-                for (_, r) in now.answered().filter(|(n, _)| n.standby) {
-                    for c in &r.cut {
-                        let e = cut.entry(c.shard).or_insert(*c);
-                        if c.index > e.index {
-                            *e = *c;
-                        }
-                    }
-                }
-                return Ok(Promoted { epoch, cut: cut.into_values().collect(), took: started.elapsed(), status: now });
+                return Ok(Promoted { epoch, cut: now.cut(), took: started.elapsed(), status: now });
             }
         }
         if Instant::now() > deadline {
@@ -256,18 +261,7 @@ pub async fn failback(entry: &Client, template: &ClientConfig, region: &str) -> 
     if serving.len() != standby_ids.len() {
         return Err(fail(format!("region {region} is not served by its whole standby: nothing to fail back")));
     }
-    let cut: Vec<DrCut> = {
-        let mut best: BTreeMap<u32, DrCut> = BTreeMap::new();
-        for (_, r) in before.answered().filter(|(n, _)| n.standby) {
-            for c in &r.cut {
-                let e = best.entry(c.shard).or_insert(*c);
-                if c.index > e.index {
-                    *e = *c;
-                }
-            }
-        }
-        best.into_values().collect()
-    };
+    let cut = before.cut();
     // 1. Quarantine, then reseed, every node of the old primary.
     let mut quarantined = Vec::new();
     for n in &primary {

@@ -55,7 +55,16 @@ impl RaftNode {
             client_addr: member.client_addr.clone(),
             voters: vec![],
         };
-        self.with_leader(shard, Duration::from_secs(60), |leader| {
+        self.membership_change_through_leader(req).await
+    }
+
+    /// Runs a membership change through the shard's leader, wherever it is; the members
+    /// after it.
+    pub(super) async fn membership_change_through_leader(
+        &self,
+        req: peer::ChangeMembershipRequest,
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>), RaftNodeError> {
+        self.with_leader(ShardId(req.shard), Duration::from_secs(60), |leader| {
             let req = req.clone();
             async move {
                 let resp = match leader {

@@ -13,7 +13,7 @@ use meridian_proto::durable as pb;
 use meridian_proto::peer;
 use meridian_storage::{Db, LogStore, ShardStore};
 
-use super::{Leader, RaftNode, RaftNodeError};
+use super::{RaftNode, RaftNodeError};
 use crate::convert::membership_to_pb;
 use crate::types::*;
 
@@ -115,24 +115,7 @@ impl RaftNode {
                 voters: voters.iter().copied().collect(),
                 ..Default::default()
             };
-            self.with_leader(s.id, Duration::from_secs(60), |leader| {
-                let req = req.clone();
-                async move {
-                    let resp = match leader {
-                        Leader::Local => self.change_membership_local(req).await,
-                        Leader::Remote { addr, .. } => {
-                            let mut client = self.connections.client(&addr).map_err(|e| e.to_string())?;
-                            client.change_membership(req).await.map_err(|e| e.to_string())?.into_inner()
-                        }
-                    };
-                    match resp {
-                        r if r.not_leader => Err("leadership moved".to_owned()),
-                        r if !r.error.is_empty() => Err(r.error),
-                        _ => Ok(()),
-                    }
-                }
-            })
-            .await?;
+            self.membership_change_through_leader(req).await?;
         }
         Ok(())
     }
