@@ -131,7 +131,9 @@ for r in $(seq 1 "$ROUNDS"); do
     n=$(conns_for "$c")
     say "round $r, $c clients: etcd puts, Meridian sends"
     etcd_run "put-c$c-r$r" --op put --clients "$c" --conns "$n" --duration "$DUR" --warmup 1 --val-size 200
-    meridian_run "send-c$c-r$r" send --clients "$c" --conns "$n" --duration "$DUR" --warmup 1
+    # Sends to conversations that exist (most real traffic), then first contacts.
+    meridian_run "send-c$c-r$r" send --clients "$c" --conns "$n" --duration "$DUR" --warmup 1 --pairs existing
+    meridian_run "sendnew-c$c-r$r" send --clients "$c" --conns "$n" --duration "$DUR" --warmup 1 --pairs new
   done
 done
 

@@ -15,7 +15,8 @@ import sys
 
 # (etcd kind, Meridian kind, row title)
 PAIRS = [
-    ("put", "send", "durable write: etcd put / Meridian send (200 B)"),
+    ("put", "send", "durable write: etcd put / Meridian send (200 B) to an existing conversation"),
+    ("put", "sendnew", "durable write: etcd put / Meridian send (200 B), every send a first contact"),
     ("range-lin", "history-lin", "50-item read, linearizable: etcd range / Meridian history page"),
     ("range-ser", "history-local", "50-item read, serializable / local replica"),
 ]

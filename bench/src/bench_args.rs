@@ -37,9 +37,14 @@ pub struct BenchArgs {
     /// Load before the measured window, not measured, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// `send`: users the random sender/recipient pairs are drawn from.
+    /// `send`: users the sender/recipient pairs are made of.
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
+    /// `send`: `existing` — every send goes to a conversation set up before the run (users
+    /// paired two by two, one message each, as most real traffic is); `new` — every send is
+    /// a first contact between two users who never spoke (fresh users each run).
+    #[arg(long, value_enum, default_value_t = Pairs::Existing)]
+    pub pairs: Pairs,
     /// `history`: conversations preloaded and read. `conversations`: conversations (peers)
     /// each listing user has.
     #[arg(long, default_value_t = 100)]
@@ -80,6 +85,15 @@ pub struct BenchArgs {
     /// Name of the run in the output; default: `meridian-WORKLOAD`.
     #[arg(long)]
     pub label: Option<String>,
+}
+
+/// Which conversations `send` writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pairs {
+    /// Conversations that exist before the measured run.
+    Existing,
+    /// A new conversation with every send.
+    New,
 }
 
 /// The workloads.

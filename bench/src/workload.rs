@@ -38,6 +38,9 @@ pub enum OpError {
     /// A conversation list came back shorter than the setup made it.
     #[error("short conversation list: {got} conversations, expected at least {want}")]
     ShortList { got: usize, want: usize },
+    /// `send --pairs new` used every pair of its users.
+    #[error("every pair of the {users} users has spoken: raise --users")]
+    PairsExhausted { users: usize },
 }
 
 impl Workload {

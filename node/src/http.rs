@@ -71,6 +71,29 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_bytes_written_total counter");
     let _ = writeln!(out, "meridian_bytes_written_total {}", stats.bytes_written.load(Ordering::Relaxed));
+    let (mut entries, mut commands) = (0, 0);
+    for s in node.shards() {
+        entries += s.stats.entries_applied.load(Ordering::Relaxed);
+        commands += s.stats.commands_applied.load(Ordering::Relaxed);
+    }
+    let _ = writeln!(out, "# TYPE meridian_raft_entries_applied_total counter");
+    let _ = writeln!(out, "meridian_raft_entries_applied_total {entries}");
+    let _ = writeln!(out, "# TYPE meridian_commands_applied_total counter");
+    let _ = writeln!(out, "meridian_commands_applied_total {commands}");
+    let rpc = node.peer_rpc_stats();
+    let _ = writeln!(out, "# TYPE meridian_peer_rpcs_total counter");
+    for (kind, n) in [
+        ("append_entries", &rpc.append_entries),
+        ("heartbeat", &rpc.heartbeats),
+        ("vote", &rpc.votes),
+        ("install_snapshot", &rpc.snapshot_chunks),
+        ("propose", &rpc.proposes),
+        ("read_index", &rpc.read_indexes),
+    ] {
+        let _ = writeln!(out, "meridian_peer_rpcs_total{{kind=\"{kind}\"}} {}", n.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# TYPE meridian_peer_entries_sent_total counter");
+    let _ = writeln!(out, "meridian_peer_entries_sent_total {}", rpc.entries_sent.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_write_batches_total counter");
     let _ = writeln!(out, "meridian_write_batches_total {}", stats.batches_written.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_peer_calls_refused_total counter");

@@ -2,6 +2,7 @@
 //! every call carries the cluster credential.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,16 +38,32 @@ pub struct PeerDialing {
     pub source_ip: Option<std::net::IpAddr>,
 }
 
+/// Peer calls this node made, by kind (`/metrics`: what one write costs in RPCs).
+#[derive(Debug, Default)]
+pub struct PeerRpcStats {
+    /// AppendEntries calls that carried entries, and the entries in them.
+    pub append_entries: AtomicU64,
+    pub entries_sent: AtomicU64,
+    /// AppendEntries calls without entries (heartbeats, commit-index updates).
+    pub heartbeats: AtomicU64,
+    pub votes: AtomicU64,
+    pub snapshot_chunks: AtomicU64,
+    /// Proposals and read-index rounds forwarded to another node's leader.
+    pub proposes: AtomicU64,
+    pub read_indexes: AtomicU64,
+}
+
 /// The node's connections to its peers, shared by every shard.
 #[derive(Debug, Clone)]
 pub struct Connections {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     dialing: Arc<PeerDialing>,
+    pub stats: Arc<PeerRpcStats>,
 }
 
 impl Connections {
     pub fn new(dialing: PeerDialing) -> Self {
-        Self { channels: Arc::default(), dialing: Arc::new(dialing) }
+        Self { channels: Arc::default(), dialing: Arc::new(dialing), stats: Arc::default() }
     }
 
     /// The client for `addr`, connecting lazily on first use and reconnecting after failures.
@@ -141,6 +158,13 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let stats = &self.connections.stats;
+        if rpc.entries.is_empty() {
+            stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.append_entries.fetch_add(1, Ordering::Relaxed);
+            stats.entries_sent.fetch_add(rpc.entries.len() as u64, Ordering::Relaxed);
+        }
         let msg = peer::AppendEntriesRequest {
             shard: self.shard,
             vote: Some(vote_to_pb(&rpc.vote)),
@@ -169,6 +193,7 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.connections.stats.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
         let msg = peer::InstallSnapshotRequest {
             shard: self.shard,
             vote: Some(vote_to_pb(&rpc.vote)),
@@ -195,6 +220,7 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.connections.stats.votes.fetch_add(1, Ordering::Relaxed);
         let msg = peer::VoteRequest {
             shard: self.shard,
             vote: Some(vote_to_pb(&rpc.vote)),

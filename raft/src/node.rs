@@ -251,6 +251,11 @@ impl RaftNode {
         Ok(node)
     }
 
+    /// The peer calls this node made, by kind.
+    pub fn peer_rpc_stats(&self) -> &crate::network::PeerRpcStats {
+        &self.connections.stats
+    }
+
     pub fn shard_count(&self) -> u32 {
         self.shard_count
     }
@@ -586,6 +591,7 @@ impl RaftNode {
         addr: &str,
         req: peer::ProposeRequest,
     ) -> Result<Option<Vec<CommandResult>>, String> {
+        self.connections.stats.proposes.fetch_add(1, Ordering::Relaxed);
         let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(req);
         request.set_timeout(Duration::from_secs(5));
@@ -680,6 +686,7 @@ impl RaftNode {
     }
 
     async fn remote_read_index(&self, addr: &str, shard: ShardId) -> Result<Option<u64>, String> {
+        self.connections.stats.read_indexes.fetch_add(1, Ordering::Relaxed);
         let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(peer::ReadIndexRequest { shard: shard.0 });
         request.set_timeout(Duration::from_secs(5));

@@ -30,6 +30,10 @@ pub struct MachineStats {
     pub logic_version: AtomicU32,
     /// Why this replica halted the shard (an entry it must not apply), once it has.
     pub halted: Mutex<Option<String>>,
+    /// Entries with commands applied, and the commands in them (commands per entry is what
+    /// batching achieves).
+    pub entries_applied: AtomicU64,
+    pub commands_applied: AtomicU64,
 }
 
 impl MachineStats {
@@ -172,6 +176,8 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             match entry.payload {
                 EntryPayload::Blank => responses.push(ShardResponse::default()),
                 EntryPayload::Normal(batch) => {
+                    stats.entries_applied.fetch_add(1, Ordering::Relaxed);
+                    stats.commands_applied.fetch_add(batch.commands.len() as u64, Ordering::Relaxed);
                     let results =
                         txn.apply_batch(entry.log_id.index, &batch).map_err(|e| apply_failed(stats, shard, e))?;
                     responses.push(ShardResponse { results });
