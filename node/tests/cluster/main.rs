@@ -9,6 +9,7 @@ mod common;
 mod t05_api_decode_props;
 mod t10_api_rejections;
 mod t20_concurrent_sends;
+mod t21_write_counters;
 mod t30_leader_kill;
 mod t40_snapshot_catch_up;
 mod t45_state_hash_ignores_map_order;

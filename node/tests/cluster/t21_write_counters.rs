@@ -1,0 +1,60 @@
+//! The write-cost counters of `/metrics` (docs/BENCHMARKS.md, "What one send costs") follow
+//! what the region did: 40 sends one after another in one conversation are at least 40 Raft
+//! entries applied on every replica, with at least as many commands, each entry sent to both
+//! followers, and a WAL sync behind every acknowledged send.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use common::{Cluster, Tuning};
+
+const SENDS: u64 = 40;
+
+async fn counter(cluster: &Cluster, node: usize, line: &str) -> u64 {
+    let (_, body) = cluster.http_get(node, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{line} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in node {}'s /metrics", node + 1))
+}
+
+async fn counters(cluster: &Cluster) -> Vec<[u64; 5]> {
+    let mut out = Vec::new();
+    for node in 0..3 {
+        out.push([
+            counter(cluster, node, "meridian_raft_entries_applied_total").await,
+            counter(cluster, node, "meridian_commands_applied_total").await,
+            counter(cluster, node, "meridian_peer_entries_sent_total").await,
+            counter(cluster, node, "meridian_peer_rpcs_total{kind=\"append_entries\"}").await,
+            counter(cluster, node, "meridian_wal_syncs_total").await,
+        ]);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_cost_counters_follow_the_sends() {
+    let mut cluster = Cluster::start(3, Tuning { shards: 2, ..Default::default() }).await;
+    cluster.create_users(&["alice".to_owned(), "bob".to_owned()]).await;
+    let alice = cluster.user("alice");
+    alice.send_text("bob", "first", Some("w-0".into())).await.unwrap();
+    cluster.wait_converged().await;
+    let before = counters(&cluster).await;
+    for i in 1..=SENDS {
+        alice.send_text("bob", &format!("m{i}"), Some(format!("w-{i}"))).await.unwrap();
+    }
+    cluster.wait_converged().await;
+    let after = counters(&cluster).await;
+    let delta: Vec<[u64; 5]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
+    for (node, [entries, commands, ..]) in delta.iter().enumerate() {
+        assert!(*entries >= SENDS, "node {}: {entries} entries applied for {SENDS} sends", node + 1);
+        assert!(commands >= entries, "node {}: {commands} commands in {entries} entries", node + 1);
+    }
+    let sent: u64 = delta.iter().map(|d| d[2]).sum();
+    let rpcs: u64 = delta.iter().map(|d| d[3]).sum();
+    let syncs: u64 = delta.iter().map(|d| d[4]).sum();
+    assert!(sent >= 2 * SENDS, "{sent} entries sent to followers for {SENDS} sends");
+    assert!(rpcs >= SENDS && rpcs <= sent, "{rpcs} AppendEntries calls carrying {sent} entries");
+    assert!(syncs >= SENDS, "{syncs} WAL syncs for {SENDS} acknowledged sends");
+}
