@@ -144,5 +144,23 @@ fn metrics(node: &RaftNode) -> String {
         let _ = writeln!(out, "meridian_shard_term{{shard=\"{}\"}} {}", s.shard, s.term);
         let _ = writeln!(out, "meridian_shard_halted{{shard=\"{}\"}} {}", s.shard, u8::from(s.role == "halted"));
     }
+    // On each shard this node leads: how many entries each other member (followers, and the
+    // standby's learners: disaster recovery's RPO) has yet to receive.
+    let _ = writeln!(out, "# TYPE meridian_replica_lag_entries gauge");
+    for s in node.shards() {
+        let metrics = s.raft.metrics().borrow().clone();
+        let (Some(replication), Some(last)) = (metrics.replication, metrics.last_log_index) else { continue };
+        for (member, matched) in replication.iter().filter(|(id, _)| **id != node.node_id) {
+            let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+            let _ = writeln!(out, "meridian_replica_lag_entries{{shard=\"{}\",node=\"{member}\"}} {lag}", s.id.0);
+        }
+    }
+    let (epoch, role) = node.region_role();
+    let _ = writeln!(out, "# TYPE meridian_region_epoch gauge");
+    let _ = writeln!(out, "meridian_region_epoch {epoch}");
+    let _ = writeln!(out, "# TYPE meridian_region_role gauge");
+    for r in ["serving", "standby", "fenced", "promoting"] {
+        let _ = writeln!(out, "meridian_region_role{{role=\"{r}\"}} {}", u8::from(role == r));
+    }
     out
 }

@@ -1,7 +1,8 @@
 //! The write-cost counters of `/metrics` (docs/BENCHMARKS.md, "What one send costs") follow
 //! what the region did: 40 sends one after another in one conversation are at least 40 Raft
 //! entries applied on every replica, with at least as many commands, each entry sent to both
-//! followers, and a WAL sync behind every acknowledged send.
+//! followers, and a WAL sync behind every acknowledged send; and each shard's leader reports
+//! its followers' lag (0 once the region converged).
 
 #![allow(clippy::unwrap_used)]
 
@@ -57,4 +58,22 @@ async fn the_write_cost_counters_follow_the_sends() {
     assert!(sent >= 2 * SENDS, "{sent} entries sent to followers for {SENDS} sends");
     assert!(rpcs >= SENDS && rpcs <= sent, "{rpcs} AppendEntries calls carrying {sent} entries");
     assert!(syncs >= SENDS, "{syncs} WAL syncs for {SENDS} acknowledged sends");
+
+    // Each shard's leader reports every other member's lag: none once the region settled
+    // (asked again for a while: an internal entry may land just after the convergence).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut lags = Vec::new();
+        for node in 0..3 {
+            let (_, body) = cluster.http_get(node, "/metrics").await;
+            lags.extend(body.lines().filter(|l| l.starts_with("meridian_replica_lag_entries{")).map(str::to_owned));
+            assert!(body.contains("meridian_region_epoch 1\n"), "{body}");
+            assert!(body.contains("meridian_region_role{role=\"serving\"} 1\n"), "{body}");
+        }
+        if lags.len() == 2 * 2 && lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "two shards, two other members each, all caught up: {lags:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
