@@ -306,7 +306,7 @@ async fn wait_standby_follows(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(status) = meridian_client::dr::status(entry, template, region).await {
+        if let Ok(status) = meridian_client::dr::status(entry, template, region, false).await {
             let lag = status.lag();
             let follows = !lag.is_empty()
                 && lag.iter().all(|s| {
@@ -331,7 +331,7 @@ async fn wait_role(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(status) = meridian_client::dr::status(entry, template, region).await {
+        if let Ok(status) = meridian_client::dr::status(entry, template, region, false).await {
             if status.nodes.iter().any(|(n, r)| n.node_id == id && r.as_ref().is_ok_and(|r| r.role == role)) {
                 return Ok(());
             }
@@ -351,7 +351,7 @@ async fn wait_hashes_equal(
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last: String;
     loop {
-        match meridian_client::dr::status(entry, template, region).await {
+        match meridian_client::dr::status(entry, template, region, true).await {
             Ok(status) => {
                 let lag = status.lag();
                 let equal = !lag.is_empty()

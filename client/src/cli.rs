@@ -218,7 +218,7 @@ fn parse_time_ms(at: &str) -> Result<i64, ClientError> {
 
 async fn dr_command(client: &Client, config: &ClientConfig, command: DrCommand) -> Result<Output, ClientError> {
     Ok(match command {
-        DrCommand::Status { region } => Output::Lines(crate::dr::status(client, config, &region).await?.lines()),
+        DrCommand::Status { region } => Output::Lines(crate::dr::status(client, config, &region, true).await?.lines()),
         DrCommand::Promote { region } => {
             let p = crate::dr::promote(client, config, &region).await?;
             let mut lines = vec![format!(

@@ -147,15 +147,21 @@ async fn step(template: &ClientConfig, addr: &str, request: DrRequest) -> Result
     node_client(template, addr)?.dr(request).await
 }
 
-/// Asks every node of `region` (found through `entry`) for its disaster-recovery status.
-pub async fn status(entry: &Client, template: &ClientConfig, region: &str) -> Result<RegionDr, ClientError> {
+/// Asks every node of `region` (found through `entry`) for its disaster-recovery status;
+/// with `hashes`, each replica's state hash too (every replica read whole: not for polls).
+pub async fn status(
+    entry: &Client,
+    template: &ClientConfig,
+    region: &str,
+    hashes: bool,
+) -> Result<RegionDr, ClientError> {
     let answer =
         entry.dr(DrRequest { op: DrOp::DrStatus as i32, region: region.to_owned(), ..Default::default() }).await?;
     if answer.nodes.is_empty() {
         return Err(ClientError::Verification { detail: format!("region {region} is not in the topology") });
     }
     let asks = answer.nodes.iter().map(|n| async move {
-        let request = DrRequest { op: DrOp::DrStatus as i32, ..Default::default() };
+        let request = DrRequest { op: DrOp::DrStatus as i32, include_state_hash: hashes, ..Default::default() };
         (n.clone(), step(template, &n.addr, request).await.map_err(|e| e.to_string()))
     });
     let nodes = futures::future::join_all(asks).await;
@@ -176,7 +182,7 @@ pub struct Promoted {
 /// epoch; the old primary's nodes are fenced as soon as they can see it.
 pub async fn promote(entry: &Client, template: &ClientConfig, region: &str) -> Result<Promoted, ClientError> {
     let started = Instant::now();
-    let before = status(entry, template, region).await?;
+    let before = status(entry, template, region, false).await?;
     let standby: Vec<&DrNode> = before.nodes.iter().map(|(n, _)| n).filter(|n| n.standby).collect();
     if standby.is_empty() {
         return Err(ClientError::Verification { detail: format!("region {region} lists no standby") });
@@ -213,14 +219,16 @@ pub async fn promote(entry: &Client, template: &ClientConfig, region: &str) -> R
     let deadline = Instant::now() + STEP_DEADLINE;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = status(entry, template, region).await;
+        let now = status(entry, template, region, false).await;
         if let Ok(now) = now {
             let done = now.nodes.iter().filter(|(n, _)| n.standby).all(|(_, r)| {
                 r.as_ref().is_ok_and(|r| r.role == "serving" && r.shards.iter().all(|s| s.epoch >= epoch))
             });
             if done {
                 wait_linked(entry, region, &voters).await;
-                return Ok(Promoted { epoch, cut: now.cut(), took: started.elapsed(), status: now });
+                let took = started.elapsed();
+                let status = self::status(entry, template, region, true).await.unwrap_or_else(|_| now.clone());
+                return Ok(Promoted { epoch, cut: now.cut(), took, status });
             }
         }
         if Instant::now() > deadline {
@@ -249,7 +257,7 @@ pub struct FailedBack {
 pub async fn failback(entry: &Client, template: &ClientConfig, region: &str) -> Result<FailedBack, ClientError> {
     let started = Instant::now();
     let fail = |detail: String| ClientError::Verification { detail };
-    let before = status(entry, template, region).await?;
+    let before = status(entry, template, region, false).await?;
     let primary: Vec<DrNode> = before.nodes.iter().map(|(n, _)| n.clone()).filter(|n| !n.standby).collect();
     let serving: Vec<DrNode> = before
         .nodes
@@ -306,7 +314,7 @@ pub async fn failback(entry: &Client, template: &ClientConfig, region: &str) -> 
         unpause().await;
         return Err(e);
     }
-    let epoch = status(entry, template, region).await?.epoch() + 1;
+    let epoch = status(entry, template, region, false).await?.epoch() + 1;
     let request = DrRequest {
         op: DrOp::DrSwitch as i32,
         region: region.to_owned(),
@@ -329,7 +337,9 @@ pub async fn failback(entry: &Client, template: &ClientConfig, region: &str) -> 
         })
     })
     .await?;
-    Ok(FailedBack { epoch, quarantined, paused, took: started.elapsed(), status })
+    let took = started.elapsed();
+    let status = self::status(entry, template, region, true).await.unwrap_or(status);
+    Ok(FailedBack { epoch, quarantined, paused, took, status })
 }
 
 /// Waits (at most 10 s) until the entry node's link to `region` reaches one of `serving`,
@@ -360,7 +370,7 @@ async fn wait_for(
 ) -> Result<RegionDr, ClientError> {
     let deadline = Instant::now() + STEP_DEADLINE;
     loop {
-        if let Ok(now) = status(entry, template, region).await {
+        if let Ok(now) = status(entry, template, region, false).await {
             if done(&now) {
                 return Ok(now);
             }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use meridian_domain::{Command, EventOffset, Reason, Rejection, ShardId};
 use meridian_proto::api;
-use meridian_raft::{CutPoint, Member, RaftNode, RegionRole};
+use meridian_raft::{Access, CutPoint, Member, RaftNode, RegionRole, Role};
 use meridian_regions::RegionSpec;
 use serde::{Deserialize, Serialize};
 
@@ -201,7 +201,7 @@ impl Dr {
     }
 
     fn is_voter(&self) -> bool {
-        self.node.members(ShardId(0)).0.contains(&self.me())
+        self.node.is_voter(ShardId(0), self.me()).unwrap_or(false)
     }
 
     /// The highest epoch this node's replicas have applied.
@@ -230,14 +230,14 @@ impl Dr {
         if state.fenced_by_epoch > 0 || !self.is_voter() {
             return;
         }
-        let (mine, _) = self.info();
+        let mine = self.epoch();
         let voters = self.node.members(ShardId(0)).0;
         let others: Vec<_> =
             self.region.all_nodes().filter(|n| n.id != self.me() && !voters.contains(&n.id)).cloned().collect();
         let asks = others.iter().map(|n| async move { (n.id, self.node.node_info_at(&n.peer_addr).await) });
         for (id, answer) in futures::future::join_all(asks).await {
             let Ok(info) = answer else { continue };
-            let serving = matches!(info.role.as_str(), "serving" | "promoting");
+            let serving = info.role == Role::Serving.as_str() || info.role == Role::Promoting.as_str();
             if serving && info.region == self.region.code && info.epoch > mine {
                 tracing::error!(
                     node = id,
@@ -347,16 +347,16 @@ impl Dr {
             }
             Err(_) => return Err(invalid(format!("unknown dr op {}", req.op))),
         }
-        Ok(self.status())
+        Ok(self.status(req.include_state_hash))
     }
 
     /// This node's role, epoch and shards.
-    pub fn status(&self) -> api::DrResponse {
-        let (epoch, role) = self.info();
+    pub fn status(&self, include_state_hash: bool) -> api::DrResponse {
+        let (epoch, role) = (self.epoch(), self.role().as_str().to_owned());
         let state = self.state();
         let shards = self
             .node
-            .status(true)
+            .status(include_state_hash)
             .into_iter()
             .map(|s| {
                 let shard = ShardId(s.shard);
@@ -399,8 +399,13 @@ impl Dr {
     }
 
     fn promote(&self, req: &api::DrRequest) -> anyhow::Result<()> {
-        let (epoch, role) = self.info();
-        anyhow::ensure!(role == "standby", "node {} is {role}: only a standby node is promoted", self.me());
+        let (epoch, role) = (self.epoch(), self.role());
+        anyhow::ensure!(
+            role == Role::Standby,
+            "node {} is {}: only a standby node is promoted",
+            self.me(),
+            role.as_str()
+        );
         anyhow::ensure!(
             self.region.is_standby(self.me()),
             "node {} is not in region {}'s standby",
@@ -493,7 +498,7 @@ impl Dr {
             quarantined_events: events,
             quarantined_messages: messages,
             quarantine_file: path.display().to_string(),
-            ..self.status()
+            ..self.status(false)
         })
     }
 
@@ -503,8 +508,9 @@ impl Dr {
         if voters.is_empty() || !voters.iter().all(|id| self.region.all_nodes().any(|n| n.id == *id)) {
             return Err(invalid(format!("voters {voters:?}: name nodes of region {}", self.region.code)));
         }
-        if req.epoch <= self.info().0 || req.epoch > meridian_domain::ingress::MAX_EPOCH {
-            return Err(invalid(format!("epoch {} is not above {}", req.epoch, self.info().0)));
+        let epoch = self.epoch();
+        if req.epoch <= epoch || req.epoch > meridian_domain::ingress::MAX_EPOCH {
+            return Err(invalid(format!("epoch {} is not above {epoch}", req.epoch)));
         }
         self.node.switch_voters(&voters).await.map_err(|e| invalid(format!("switch the voters: {e}")))?;
         for s in self.node.shards() {
@@ -562,20 +568,23 @@ pub fn region_nodes(region: &RegionSpec) -> Vec<api::DrNode> {
 }
 
 impl RegionRole for Dr {
-    fn check(&self, shard: ShardId, write: bool) -> Result<(), Rejection> {
-        let state = self.state();
-        if state.fenced_by_epoch > 0 {
+    fn check(&self, shard: ShardId, access: Access) -> Result<(), Rejection> {
+        // Read under the lock, not cloned: this runs on every proposal.
+        let (fenced_by, promoting_to) = {
+            let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            (file.fenced_by_epoch, file.promotion.as_ref().filter(|p| !p.raised).map(|p| p.epoch))
+        };
+        if fenced_by > 0 {
             return Err(Rejection::new(
                 Reason::RegionFenced,
                 format!(
-                    "region {} was promoted to its standby (epoch {}); node {} is fenced: use another endpoint",
+                    "region {} was promoted to its standby (epoch {fenced_by}); node {} is fenced: use another endpoint",
                     self.region.code,
-                    state.fenced_by_epoch,
                     self.me()
                 ),
             ));
         }
-        if !write {
+        if access == Access::Read {
             return Ok(());
         }
         if self.paused() {
@@ -584,21 +593,18 @@ impl RegionRole for Dr {
                 format!("region {} is switching back to its primary: retry in a moment", self.region.code),
             ));
         }
-        if let Some(p) = state.promotion.as_ref().filter(|p| !p.raised) {
+        if let Some(target) = promoting_to {
             let epoch = self.node.shard(shard).ok().and_then(|s| s.store.applied_state().ok()).map_or(1, |a| a.epoch);
-            if epoch < p.epoch {
+            if epoch < target {
                 return Err(Rejection::new(
                     Reason::RegionSwitching,
-                    format!(
-                        "region {} is being promoted here (epoch {}): retry in a moment",
-                        self.region.code, p.epoch
-                    ),
+                    format!("region {} is being promoted here (epoch {target}): retry in a moment", self.region.code),
                 ));
             }
         }
-        let (voters, _) = self.node.members(shard);
-        if !voters.is_empty() && !voters.contains(&self.me()) || voters.is_empty() && self.region.is_standby(self.me())
-        {
+        // No membership yet (a node that never joined): only a standby node is refused.
+        let voter = self.node.is_voter(shard, self.me()).unwrap_or(!self.region.is_standby(self.me()));
+        if !voter {
             return Err(Rejection::new(
                 Reason::RegionStandby,
                 format!(
@@ -611,27 +617,29 @@ impl RegionRole for Dr {
         Ok(())
     }
 
-    fn info(&self) -> (u32, String) {
-        let state = self.state();
-        let promoted = state.promotion.as_ref().map_or(0, |p| p.epoch);
-        let epoch = self.applied_epoch().max(promoted);
-        let role = if state.fenced_by_epoch > 0 {
-            "fenced"
-        } else if state.promotion.as_ref().is_some_and(|p| !p.raised) {
-            "promoting"
+    fn role(&self) -> Role {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.fenced_by_epoch > 0 {
+            Role::Fenced
+        } else if file.promotion.as_ref().is_some_and(|p| !p.raised) {
+            Role::Promoting
         } else if self.is_voter() {
-            "serving"
+            Role::Serving
         } else {
-            "standby"
-        };
-        (epoch, role.to_owned())
+            Role::Standby
+        }
+    }
+
+    fn epoch(&self) -> u32 {
+        let promoted = self.state().promotion.as_ref().map_or(0, |p| p.epoch);
+        self.applied_epoch().max(promoted)
     }
 }
 
 /// Whether this node may take part in the region as the link layer sees it: a standby or
 /// fenced node answers `Hello` but is not where other regions send their calls.
 pub fn serving(dr: Option<&Dr>) -> bool {
-    dr.is_none_or(|d| d.info().1 == "serving")
+    dr.is_none_or(|d| d.role() == Role::Serving)
 }
 
 /// Point-in-time restore of one one-to-one conversation (`Admin/RestoreConversation`): the

@@ -402,9 +402,8 @@ impl RemoteEffects for LinkEffects {
         let geo = self.0.clone();
         Box::pin(async move {
             // A fenced node's outbox holds what it did after the cut: it never leaves.
-            let (epoch, role) = geo.node.region_role();
-            if role == "fenced" {
-                return Err(format!("this node is fenced (its region serves epoch {epoch} elsewhere)"));
+            if geo.node.region_role() == meridian_raft::Role::Fenced {
+                return Err("this node is fenced (its region is served elsewhere in a later epoch)".to_owned());
             }
             geo.deliver_effects(region, source, effects).await
         })

@@ -155,12 +155,12 @@ fn metrics(node: &RaftNode) -> String {
             let _ = writeln!(out, "meridian_replica_lag_entries{{shard=\"{}\",node=\"{member}\"}} {lag}", s.id.0);
         }
     }
-    let (epoch, role) = node.region_role();
+    let role = node.region_role();
     let _ = writeln!(out, "# TYPE meridian_region_epoch gauge");
-    let _ = writeln!(out, "meridian_region_epoch {epoch}");
+    let _ = writeln!(out, "meridian_region_epoch {}", node.region_epoch());
     let _ = writeln!(out, "# TYPE meridian_region_role gauge");
-    for r in ["serving", "standby", "fenced", "promoting"] {
-        let _ = writeln!(out, "meridian_region_role{{role=\"{r}\"}} {}", u8::from(role == r));
+    for r in meridian_raft::Role::ALL {
+        let _ = writeln!(out, "meridian_region_role{{role=\"{}\"}} {}", r.as_str(), u8::from(role == r));
     }
     out
 }

@@ -34,8 +34,8 @@ pub mod types;
 pub use credential::ClusterCredential;
 pub use network::PeerDialing;
 pub use node::{
-    rewrite_for_promotion, CutPoint, LeaderHint, LogicVersionReport, NodeSupport, RaftNode, RaftNodeError,
-    RaftSettings, RaiseError, RegionRole, ShardStatus, ShardVersion, SignalSink,
+    rewrite_for_promotion, Access, CutPoint, LeaderHint, LogicVersionReport, NodeSupport, RaftNode, RaftNodeError,
+    RaftSettings, RaiseError, RegionRole, Role, ShardStatus, ShardVersion, SignalSink,
 };
 pub use service::PeerService;
 pub use types::{Member, RaftMetrics};

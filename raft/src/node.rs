@@ -29,7 +29,7 @@ mod membership;
 mod standby;
 
 pub use logic_version::{LogicVersionReport, NodeSupport, RaiseError, ShardVersion};
-pub use standby::{rewrite_for_promotion, CutPoint, RegionRole};
+pub use standby::{rewrite_for_promotion, Access, CutPoint, RegionRole, Role};
 
 /// How long an operation keeps looking for a shard leader before giving up.
 const LEADER_DEADLINE: Duration = Duration::from_secs(10);
@@ -505,7 +505,7 @@ impl RaftNode {
     /// result. A command that breaks an ingress rule ([`meridian_domain::ingress`]) is not
     /// proposed: its result is the rejection.
     pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
-        self.gate(shard, Some(commands))?;
+        self.gate(shard, Self::write_access(commands))?;
         let mut results: Vec<Option<CommandResult>> = vec![None; commands.len()];
         let mut admitted = Vec::with_capacity(commands.len());
         let mut positions = Vec::with_capacity(commands.len());
@@ -616,13 +616,9 @@ impl RaftNode {
             return self.not_leader_response(shard);
         }
         // A forwarded raise of the epoch passes the gate; anything else is checked.
-        let raise_only = commands.iter().all(|c| matches!(&c.kind, Some(pb::command::Kind::RaiseEpoch(_))));
-        if !raise_only {
-            if let Some(role) = self.role.get() {
-                if let Err(r) = role.check(shard, true) {
-                    return peer::ProposeResponse { error: r.to_string(), ..Default::default() };
-                }
-            }
+        let raise = commands.iter().all(|c| matches!(&c.kind, Some(pb::command::Kind::RaiseEpoch(_))));
+        if let Err(e) = self.gate(shard, if raise { standby::Access::RaiseEpoch } else { standby::Access::Write }) {
+            return peer::ProposeResponse { error: e.to_string(), ..Default::default() };
         }
         match s.batcher.submit(commands).await {
             Ok(results) => peer::ProposeResponse {
@@ -643,7 +639,7 @@ impl RaftNode {
     /// call (leader read-index), so a read that follows is linearizable. Concurrent calls share
     /// read-index rounds ([`crate::read_index`]).
     pub async fn read_barrier(&self, shard: ShardId) -> Result<(), RaftNodeError> {
-        self.gate(shard, None)?;
+        self.gate(shard, standby::Access::Read)?;
         let s = self.shard(shard)?;
         let me = self.me.clone();
         let index = s

@@ -520,12 +520,11 @@ impl AdminService {
 
     fn dr_status_without_standby(&self, region: &str) -> api::DrResponse {
         let node = &self.ctx.node;
-        let (epoch, role) = node.region_role();
         api::DrResponse {
             node_id: node.node_id,
             region: self.ctx.topology.region().to_string(),
-            role,
-            epoch,
+            role: node.region_role().as_str().to_owned(),
+            epoch: node.region_epoch(),
             nodes: self.region_nodes(region).unwrap_or_default(),
             detail: "this node's region lists no standby".into(),
             ..Default::default()

@@ -58,7 +58,7 @@ fn applied(metrics: &Metrics) -> u64 {
 async fn run(hooks: Arc<Hooks>, node: Arc<RaftNode>, hub: Arc<Hub>, shard: ShardId, mut metrics: Metrics) {
     loop {
         // A fenced node sends nothing of what it did after its region's cut (ADR 0005).
-        if node.region_role().1 == "fenced" {
+        if node.region_role() == meridian_raft::Role::Fenced {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }

@@ -45,13 +45,12 @@ pub enum RaiseError {
 impl RaftNode {
     /// What this node is and supports (the peer `NodeInfo` answer).
     pub fn node_info(&self) -> peer::NodeInfoResponse {
-        let (epoch, role) = self.region_role();
         peer::NodeInfoResponse {
             node_id: self.node_id,
             max_logic_version: self.max_logic_version,
             region: self.region.to_string(),
-            epoch,
-            role,
+            epoch: self.region_epoch(),
+            role: self.region_role().as_str().to_owned(),
         }
     }
 

@@ -17,13 +17,51 @@ use super::{RaftNode, RaftNodeError};
 use crate::convert::membership_to_pb;
 use crate::types::*;
 
+/// What a node is to its region (disaster recovery, ADR 0005).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A voter: it takes reads and writes.
+    Serving,
+    /// Not a voter (the standby, or a node still joining): reads only.
+    Standby,
+    /// Its region was promoted elsewhere: neither.
+    Fenced,
+    /// Promoted, raising its shards to the new epoch before it takes writes.
+    Promoting,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Serving, Role::Standby, Role::Fenced, Role::Promoting];
+
+    /// The name `NodeInfo`, `Admin/Dr` and `/metrics` carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Serving => "serving",
+            Role::Standby => "standby",
+            Role::Fenced => "fenced",
+            Role::Promoting => "promoting",
+        }
+    }
+}
+
 /// Whether this node serves its region right now (set by the node's disaster-recovery
 /// state; absent: always).
 pub trait RegionRole: std::fmt::Debug + Send + Sync {
-    /// `Err` when this node must not take a write (`write`) or a read for `shard`.
-    fn check(&self, shard: ShardId, write: bool) -> Result<(), Rejection>;
-    /// (the region epoch this node serves or expects, its role name) for `NodeInfo`.
-    fn info(&self) -> (u32, String);
+    /// `Err` when this node must not take `access` for `shard`.
+    fn check(&self, shard: ShardId, access: Access) -> Result<(), Rejection>;
+    /// This node's role (cheap: no storage read).
+    fn role(&self) -> Role;
+    /// The region epoch this node serves or expects (reads every shard's applied state).
+    fn epoch(&self) -> u32;
+}
+
+/// What a call asks of a shard, for the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    /// The epoch raise of a promotion: it is what opens the gate, so it always passes.
+    RaiseEpoch,
 }
 
 /// Where a shard's replica stood when its node was promoted: the cut of the failover.
@@ -62,18 +100,43 @@ impl RaftNode {
         m.membership_config.membership().get_node(&sender).is_none()
     }
 
-    pub(super) fn gate(&self, shard: ShardId, commands: Option<&[Command]>) -> Result<(), RaftNodeError> {
-        let Some(role) = self.role.get() else { return Ok(()) };
-        // The promoted standby's own epoch raise passes: it is what opens the gate.
-        if commands.is_some_and(|c| !c.is_empty() && c.iter().all(|c| matches!(c, Command::RaiseEpoch { .. }))) {
-            return Ok(());
+    pub(super) fn gate(&self, shard: ShardId, access: Access) -> Result<(), RaftNodeError> {
+        match self.role.get() {
+            Some(role) if access != Access::RaiseEpoch => role.check(shard, access).map_err(RaftNodeError::Refused),
+            _ => Ok(()),
         }
-        role.check(shard, commands.is_some()).map_err(RaftNodeError::Refused)
     }
 
-    /// (epoch, role) as the region-role gate reports them; (1, "serving") without one.
-    pub fn region_role(&self) -> (u32, String) {
-        self.role.get().map_or((1, "serving".to_owned()), |r| r.info())
+    /// The access a proposal of `commands` asks for.
+    pub(super) fn write_access(commands: &[Command]) -> Access {
+        let raise = !commands.is_empty() && commands.iter().all(|c| matches!(c, Command::RaiseEpoch { .. }));
+        if raise {
+            Access::RaiseEpoch
+        } else {
+            Access::Write
+        }
+    }
+
+    /// This node's role as the region-role gate reports it; serving without one.
+    pub fn region_role(&self) -> Role {
+        self.role.get().map_or(Role::Serving, |r| r.role())
+    }
+
+    /// The region epoch this node serves or expects; 1 without a region-role gate.
+    pub fn region_epoch(&self) -> u32 {
+        self.role.get().map_or(1, |r| r.epoch())
+    }
+
+    /// Whether `node` is a voter of `shard` as this node knows it; `None` while this node
+    /// knows no membership of the shard. Allocates nothing (the gate asks on every write).
+    pub fn is_voter(&self, shard: ShardId, node: NodeId) -> Option<bool> {
+        let s = self.shards.get(shard.0 as usize)?;
+        let metrics = s.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let mut voters = membership.voter_ids().peekable();
+        voters.peek()?;
+        Some(voters.any(|v| v == node))
     }
 
     /// The voters and learners of `shard` as this node knows them.
