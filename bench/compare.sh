@@ -3,6 +3,7 @@
 #
 #   bench/compare.sh [--duration S] [--rounds N] [--clients "1 16 64 256"]
 #                    [--read-clients "1 16 64"] [--out DIR] [--no-build]
+#   MERIDIAN_BIN=/path/to/meridian bench/compare.sh --no-build   # another build of Meridian
 #
 # Sets everything up (system packages, etcd and its load generator from ../shared/peer-bench,
 # a release build of `meridian` and `meridian-bench`), starts a 3-member etcd cluster and a
@@ -56,7 +57,8 @@ ETCD_LOAD=$PEER_BENCH_WORK/target/release/etcd-load
 if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && cargo build --release --locked -p meridian-node -p meridian-bench) >>"$LOG" 2>&1
 fi
-MERIDIAN=$ROOT/target/release/meridian
+# MERIDIAN_BIN: another `meridian` binary to measure (an earlier commit's, for a before/after).
+MERIDIAN=${MERIDIAN_BIN:-$ROOT/target/release/meridian}
 BENCH=$ROOT/target/release/meridian-bench
 for f in "$ETCD_LOAD" "$MERIDIAN" "$BENCH"; do [ -x "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 

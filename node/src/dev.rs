@@ -70,8 +70,10 @@ pub struct DevArgs {
     /// are first written.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
-    /// Shards of the region (a power of two). Used when the configs are first written.
-    #[arg(long, default_value_t = 8)]
+    /// Shards of the region (a power of two). Used when the configs are first written. Two
+    /// by default: on one machine, where the three nodes share its cores, fewer and fuller
+    /// batches beat spreading the leaders (docs/BENCHMARKS.md, "Shards per region").
+    #[arg(long, default_value_t = 2)]
     pub shards: u32,
     /// Leave a node that dies down instead of starting it again.
     #[arg(long)]

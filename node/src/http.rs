@@ -92,6 +92,14 @@ fn metrics(node: &RaftNode) -> String {
     ] {
         let _ = writeln!(out, "meridian_peer_rpcs_total{{kind=\"{kind}\"}} {}", n.load(Ordering::Relaxed));
     }
+    for (name, n) in [
+        ("meridian_peer_streams_opened_total", &rpc.stream_opens),
+        ("meridian_peer_stream_frames_total", &rpc.stream_frames),
+        ("meridian_peer_stream_messages_total", &rpc.stream_batches),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+    }
     let _ = writeln!(out, "# TYPE meridian_peer_entries_sent_total counter");
     let _ = writeln!(out, "meridian_peer_entries_sent_total {}", rpc.entries_sent.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_write_batches_total counter");

@@ -139,12 +139,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     // The peer door: the peer service alone, behind the cluster credential.
-    let mut peer_server = tonic::transport::Server::builder();
+    // One stream per node pair carries every shard's frames: it gets the windows that many
+    // unary streams would have shared.
+    let mut peer_server = tonic::transport::Server::builder()
+        .initial_stream_window_size(meridian_raft::network::PEER_STREAM_WINDOW)
+        .initial_connection_window_size(meridian_raft::network::PEER_CONNECTION_WINDOW);
     if let Some(tls) = peer_tls {
         peer_server = peer_server.tls_config(tls).context("peer listener TLS")?;
     }
     let peer_grpc = peer_server
-        .add_service(PeerService::new(node.clone()).into_server(&credential))
+        .add_service(PeerService::new(node.clone(), stop_rx.clone()).into_server(&credential))
         .serve_with_incoming_shutdown(incoming(peer_listen).await?, wait_stop(stop_rx.clone()));
     let peer_grpc = tokio::spawn(peer_grpc);
 

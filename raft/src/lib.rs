@@ -7,6 +7,7 @@
 //! - [`state_machine`]: openraft's state machine over a shard's RocksDB data; snapshots.
 //! - [`credential`]: the cluster credential peer calls carry, and its check.
 //! - [`network`]: Raft RPCs over tonic, one connection per peer for all shards.
+//! - [`mux`]: one stream per node pair carries every shard's Raft frames, batched.
 //! - [`service`]: the peer gRPC service (Raft RPCs, forwarded proposals and reads).
 //! - [`batcher`]: a shard leader's batching of concurrent commands into one entry.
 //! - [`outbox`]: delivery of cross-shard effects.
@@ -23,6 +24,7 @@ pub mod batcher;
 pub mod convert;
 pub mod credential;
 pub mod log_store;
+pub mod mux;
 pub mod network;
 pub mod node;
 pub mod outbox;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use meridian_domain::ingress::{self, Destination, IngressLimits};
 use meridian_domain::{Command, Reason, RegionCode, Rejection, ShardId};
 use meridian_proto::durable as pb;
-use meridian_proto::peer;
+use meridian_proto::peer::{self, frame::Body};
 use meridian_storage::shard::CommandResult;
 use meridian_storage::{codec, Db, LogStore, ShardStore};
 use openraft::{Config, ServerState, SnapshotPolicy};
@@ -33,6 +33,10 @@ pub use standby::{rewrite_for_promotion, Access, CutPoint, RegionRole, Role};
 
 /// How long an operation keeps looking for a shard leader before giving up.
 const LEADER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a proposal or read-index round forwarded to a shard's leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a non-preferred member waits before initializing a shard that still has no
 /// leader at bootstrap (see [`RaftNode::bootstrap`]).
 const BOOTSTRAP_FALLBACK: Duration = Duration::from_secs(3);
@@ -592,10 +596,10 @@ impl RaftNode {
         req: peer::ProposeRequest,
     ) -> Result<Option<Vec<CommandResult>>, String> {
         self.connections.stats.proposes.fetch_add(1, Ordering::Relaxed);
-        let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(req);
-        request.set_timeout(Duration::from_secs(5));
-        let resp = client.propose(request).await.map_err(|e| e.to_string())?.into_inner();
+        let reply = self.connections.call(addr, Body::Propose(req), FORWARD_TIMEOUT).await;
+        let Body::ProposeReply(resp) = reply.map_err(|e| e.to_string())? else {
+            return Err("the peer answered a proposal with another kind of frame".into());
+        };
         if resp.not_leader {
             return Ok(None);
         }
@@ -683,10 +687,11 @@ impl RaftNode {
 
     async fn remote_read_index(&self, addr: &str, shard: ShardId) -> Result<Option<u64>, String> {
         self.connections.stats.read_indexes.fetch_add(1, Ordering::Relaxed);
-        let mut client = self.connections.client(addr).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(peer::ReadIndexRequest { shard: shard.0 });
-        request.set_timeout(Duration::from_secs(5));
-        let resp = client.read_index(request).await.map_err(|e| e.to_string())?.into_inner();
+        let request = Body::ReadIndex(peer::ReadIndexRequest { shard: shard.0 });
+        let reply = self.connections.call(addr, request, FORWARD_TIMEOUT).await;
+        let Body::ReadIndexReply(resp) = reply.map_err(|e| e.to_string())? else {
+            return Err("the peer answered a read index with another kind of frame".into());
+        };
         if resp.not_leader {
             return Ok(None);
         }

@@ -2,30 +2,40 @@
 //! dispatched to the right shard. Served on the peer listener only, behind the cluster
 //! credential ([`crate::credential`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use meridian_domain::{Reason, Rejection, ShardId};
-use meridian_proto::peer::{self, peer_server::Peer, peer_server::PeerServer};
+use meridian_proto::peer::{self, frame::Body, peer_server::Peer, peer_server::PeerServer};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::*;
 use crate::credential::{ClusterCredential, RequireCredential};
+use crate::mux;
 use crate::network::MAX_PEER_MESSAGE_BYTES;
 use crate::node::RaftNode;
 use crate::types::*;
 
+/// Frames of one peer stream handled at once; the stream's reader waits beyond that.
+pub const STREAM_FRAMES_IN_FLIGHT: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct PeerService {
     node: Arc<RaftNode>,
+    /// Set when the node stops: open peer streams end, so the server's graceful shutdown
+    /// does not wait on them (a peer's stream never ends by itself).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(node: Arc<RaftNode>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<RaftNode>, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { node, stop }
     }
 
     /// The tonic server for this service, with message limits sized for snapshot chunks,
@@ -104,13 +114,11 @@ fn remote_error<E: std::error::Error>(e: &RaftError<NodeId, E>) -> peer::RemoteE
     peer::RemoteError { message: e.to_string(), fatal: matches!(e, RaftError::Fatal(_)), snapshot_mismatch: false }
 }
 
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn append_entries(
+impl PeerService {
+    async fn append_entries_here(
         &self,
-        request: Request<peer::AppendEntriesRequest>,
-    ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
-        let req = request.into_inner();
+        req: peer::AppendEntriesRequest,
+    ) -> Result<peer::AppendEntriesResponse, Status> {
         self.members_only(req.shard, req.vote.as_ref())?;
         let raft = self.raft(req.shard)?;
         let entries = req
@@ -126,7 +134,7 @@ impl Peer for PeerService {
             leader_commit: opt_log_id_from_pb(req.leader_commit.as_ref()),
         };
         use peer::append_entries_response::Result as R;
-        let resp = match raft.append_entries(rpc).await {
+        Ok(match raft.append_entries(rpc).await {
             Ok(AppendEntriesResponse::Success) => {
                 peer::AppendEntriesResponse { result: Some(R::Success(Default::default())), error: None }
             }
@@ -141,8 +149,64 @@ impl Peer for PeerService {
                 peer::AppendEntriesResponse { result: Some(R::HigherVote(vote_to_pb(&v))), error: None }
             }
             Err(e) => peer::AppendEntriesResponse { result: None, error: Some(remote_error(&e)) },
+        })
+    }
+
+    async fn vote_here(&self, req: peer::VoteRequest) -> Result<peer::VoteResponse, Status> {
+        self.members_only(req.shard, req.vote.as_ref())?;
+        let raft = self.raft(req.shard)?;
+        let rpc = VoteRequest {
+            vote: vote_from_pb(req.vote.as_ref()),
+            last_log_id: opt_log_id_from_pb(req.last_log_id.as_ref()),
         };
-        Ok(Response::new(resp))
+        Ok(match raft.vote(rpc).await {
+            Ok(r) => peer::VoteResponse {
+                vote: Some(vote_to_pb(&r.vote)),
+                vote_granted: r.vote_granted,
+                last_log_id: opt_log_id_to_pb(r.last_log_id.as_ref()),
+                error: None,
+            },
+            Err(e) => peer::VoteResponse { error: Some(remote_error(&e)), ..Default::default() },
+        })
+    }
+
+    async fn propose_here(&self, req: peer::ProposeRequest) -> Result<peer::ProposeResponse, Status> {
+        let shard = ShardId(req.shard);
+        // Decoded and checked into domain commands before anything is proposed; what is
+        // proposed is their canonical encoding, not the bytes that came in.
+        let commands = self.node.admit(shard, req.commands).map_err(|r| {
+            self.node.door.proposals_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(shard = shard.0, rejection = %r, "refused a forwarded proposal");
+            refused(&r)
+        })?;
+        Ok(self.node.propose_local(shard, commands).await)
+    }
+
+    /// One frame of the stream, answered: the reply the unary call would have returned, or
+    /// its refusal. A frame that is not a request is refused, never fatal.
+    async fn answer(&self, frame: peer::Frame) -> peer::Frame {
+        let id = frame.id;
+        let reply = match frame.body {
+            Some(Body::AppendEntries(r)) => self.append_entries_here(r).await.map(Body::AppendEntriesReply),
+            Some(Body::Vote(r)) => self.vote_here(r).await.map(Body::VoteReply),
+            Some(Body::Propose(r)) => self.propose_here(r).await.map(Body::ProposeReply),
+            Some(Body::ReadIndex(r)) => Ok(Body::ReadIndexReply(self.node.read_index_local(ShardId(r.shard)).await)),
+            _ => Err(Status::invalid_argument("not a request frame")),
+        };
+        match reply {
+            Ok(body) => peer::Frame { id, body: Some(body) },
+            Err(status) => mux::status_frame(id, &status),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<peer::AppendEntriesRequest>,
+    ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+        self.append_entries_here(request.into_inner()).await.map(Response::new)
     }
 
     async fn install_snapshot(
@@ -172,36 +236,11 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
-        let req = request.into_inner();
-        self.members_only(req.shard, req.vote.as_ref())?;
-        let raft = self.raft(req.shard)?;
-        let rpc = VoteRequest {
-            vote: vote_from_pb(req.vote.as_ref()),
-            last_log_id: opt_log_id_from_pb(req.last_log_id.as_ref()),
-        };
-        let resp = match raft.vote(rpc).await {
-            Ok(r) => peer::VoteResponse {
-                vote: Some(vote_to_pb(&r.vote)),
-                vote_granted: r.vote_granted,
-                last_log_id: opt_log_id_to_pb(r.last_log_id.as_ref()),
-                error: None,
-            },
-            Err(e) => peer::VoteResponse { error: Some(remote_error(&e)), ..Default::default() },
-        };
-        Ok(Response::new(resp))
+        self.vote_here(request.into_inner()).await.map(Response::new)
     }
 
     async fn propose(&self, request: Request<peer::ProposeRequest>) -> Result<Response<peer::ProposeResponse>, Status> {
-        let req = request.into_inner();
-        let shard = ShardId(req.shard);
-        // Decoded and checked into domain commands before anything is proposed; what is
-        // proposed is their canonical encoding, not the bytes that came in.
-        let commands = self.node.admit(shard, req.commands).map_err(|r| {
-            self.node.door.proposals_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(shard = shard.0, rejection = %r, "refused a forwarded proposal");
-            refused(&r)
-        })?;
-        Ok(Response::new(self.node.propose_local(shard, commands).await))
+        self.propose_here(request.into_inner()).await.map(Response::new)
     }
 
     async fn read_index(
@@ -209,6 +248,39 @@ impl Peer for PeerService {
         request: Request<peer::ReadIndexRequest>,
     ) -> Result<Response<peer::ReadIndexResponse>, Status> {
         Ok(Response::new(self.node.read_index_local(ShardId(request.into_inner().shard)).await))
+    }
+
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<peer::Frames, Status>> + Send>>;
+
+    /// The node pair's stream ([`crate::mux`]): each frame is handled as it arrives (at most
+    /// [`STREAM_FRAMES_IN_FLIGHT`] at once) and answered with a frame of the same id.
+    async fn stream(&self, request: Request<Streaming<peer::Frames>>) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let service = self.clone();
+        let limit = Arc::new(Semaphore::new(STREAM_FRAMES_IN_FLIGHT));
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(batch)) => batch,
+                        _ => break,
+                    },
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                for frame in batch.frames {
+                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                    let (service, tx) = (service.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let reply = service.answer(frame).await;
+                        let _ = tx.send(reply);
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(mux::batches(rx, None).map(Ok))))
     }
 
     async fn signal(&self, request: Request<peer::SignalRequest>) -> Result<Response<peer::SignalResponse>, Status> {

@@ -1,8 +1,8 @@
 //! The write-cost counters of `/metrics` (docs/BENCHMARKS.md, "What one send costs") follow
 //! what the region did: 40 sends one after another in one conversation are at least 40 Raft
 //! entries applied on every replica, with at least as many commands, each entry sent to both
-//! followers, and a WAL sync behind every acknowledged send; and each shard's leader reports
-//! its followers' lag (0 once the region converged).
+//! followers (as frames on the node pairs' streams), and a WAL sync behind every acknowledged
+//! send; and each shard's leader reports its followers' lag (0 once the region converged).
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,7 +20,7 @@ async fn counter(cluster: &Cluster, node: usize, line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line} in node {}'s /metrics", node + 1))
 }
 
-async fn counters(cluster: &Cluster) -> Vec<[u64; 5]> {
+async fn counters(cluster: &Cluster) -> Vec<[u64; 7]> {
     let mut out = Vec::new();
     for node in 0..3 {
         out.push([
@@ -29,6 +29,8 @@ async fn counters(cluster: &Cluster) -> Vec<[u64; 5]> {
             counter(cluster, node, "meridian_peer_entries_sent_total").await,
             counter(cluster, node, "meridian_peer_rpcs_total{kind=\"append_entries\"}").await,
             counter(cluster, node, "meridian_wal_syncs_total").await,
+            counter(cluster, node, "meridian_peer_stream_frames_total").await,
+            counter(cluster, node, "meridian_peer_stream_messages_total").await,
         ]);
     }
     out
@@ -47,7 +49,7 @@ async fn the_write_cost_counters_follow_the_sends() {
     }
     cluster.wait_converged().await;
     let after = counters(&cluster).await;
-    let delta: Vec<[u64; 5]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
+    let delta: Vec<[u64; 7]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
     for (node, [entries, commands, ..]) in delta.iter().enumerate() {
         assert!(*entries >= SENDS, "node {}: {entries} entries applied for {SENDS} sends", node + 1);
         assert!(commands >= entries, "node {}: {commands} commands in {entries} entries", node + 1);
@@ -58,6 +60,12 @@ async fn the_write_cost_counters_follow_the_sends() {
     assert!(sent >= 2 * SENDS, "{sent} entries sent to followers for {SENDS} sends");
     assert!(rpcs >= SENDS && rpcs <= sent, "{rpcs} AppendEntries calls carrying {sent} entries");
     assert!(syncs >= SENDS, "{syncs} WAL syncs for {SENDS} acknowledged sends");
+    // Every AppendEntries went as a frame on a node pair's stream, in no more messages
+    // than frames.
+    let frames: u64 = delta.iter().map(|d| d[5]).sum();
+    let messages: u64 = delta.iter().map(|d| d[6]).sum();
+    assert!(frames >= rpcs, "{frames} stream frames for {rpcs} AppendEntries calls");
+    assert!(messages >= 1 && messages <= frames, "{frames} frames in {messages} stream messages");
 
     // Each shard's leader reports every other member's lag: none once the region settled
     // (asked again for a while: an internal entry may land just after the convergence).

@@ -1,0 +1,308 @@
+//! One long-lived stream per node pair for every shard's Raft traffic.
+//!
+//! AppendEntries, votes, forwarded proposals and read-index rounds of all shards travel as
+//! [`peer::Frame`]s on one `Peer/Stream` call per peer address instead of one unary call
+//! (one HTTP/2 stream, its headers and its tasks on both sides) each. A writer sends every
+//! frame that queued while it was busy as one [`peer::Frames`] message (flushing when the
+//! queue is empty or at [`FLUSH_BYTES`]); the other side answers each frame as soon as it is
+//! handled and batches its replies the same way. A reply carries its request's id.
+//!
+//! The stream is opened lazily and reopened after it fails; calls in flight on a failed
+//! stream fail `UNAVAILABLE` (openraft retries them), and a call that outlives its timeout
+//! fails `CANCELLED` ("Timeout expired", what tonic returns for a unary deadline). Against a
+//! peer that does not serve `Peer/Stream` (an older version during a rolling upgrade) the
+//! same calls go unary, and the stream is tried again after [`UNARY_RECHECK`]. Snapshot
+//! chunks stay unary: a large transfer must not hold up the other shards' frames.
+//!
+//! The credential is checked once, when the stream opens ([`crate::credential`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use meridian_proto::peer::{self, frame::Body};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::MetadataValue;
+use tonic::Status;
+
+use crate::network::{PeerClientT, PeerRpcStats};
+
+/// A batch is flushed once it reaches this size even if more frames are queued.
+pub const FLUSH_BYTES: usize = 1 << 20;
+
+/// How long a node keeps calling a peer without `Peer/Stream` unary before trying again.
+pub const UNARY_RECHECK: Duration = Duration::from_secs(30);
+
+type Reply = Result<Body, Status>;
+
+/// Every frame queued on `rx`, in batches: what queued while the consumer was busy goes out
+/// together, up to [`FLUSH_BYTES`]. `stats`: counts the frames and batches (a caller's side).
+pub(crate) fn batches(
+    rx: mpsc::UnboundedReceiver<peer::Frame>,
+    stats: Option<Arc<PeerRpcStats>>,
+) -> impl Stream<Item = peer::Frames> + Send {
+    futures::stream::unfold((rx, stats), |(mut rx, stats)| async move {
+        let first = rx.recv().await?;
+        let mut bytes = first.encoded_len();
+        let mut frames = vec![first];
+        while bytes < FLUSH_BYTES {
+            match rx.try_recv() {
+                Ok(f) => {
+                    bytes += f.encoded_len();
+                    frames.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(stats) = &stats {
+            stats.stream_batches.fetch_add(1, Ordering::Relaxed);
+            stats.stream_frames.fetch_add(frames.len() as u64, Ordering::Relaxed);
+        }
+        Some((peer::Frames { frames }, (rx, stats)))
+    })
+}
+
+/// A refusal as a frame: the status code, message and reason code of a unary call.
+pub(crate) fn status_frame(id: u64, status: &Status) -> peer::Frame {
+    let reason = status
+        .metadata()
+        .get(meridian_proto::REASON_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    peer::Frame {
+        id,
+        body: Some(Body::Status(peer::FrameStatus {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            reason,
+        })),
+    }
+}
+
+fn status_from_frame(s: peer::FrameStatus) -> Status {
+    let mut status = Status::new(tonic::Code::from_i32(s.code), s.message);
+    if let Ok(v) = MetadataValue::try_from(s.reason.as_str()) {
+        if !s.reason.is_empty() {
+            status.metadata_mut().insert(meridian_proto::REASON_METADATA_KEY, v);
+        }
+    }
+    status
+}
+
+/// One open stream to one peer address: the writer's queue and the calls awaiting replies.
+#[derive(Debug)]
+struct Mux {
+    out: mpsc::UnboundedSender<peer::Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Mux {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, frame: peer::Frame) {
+        let Some(waiter) = self.pending().remove(&frame.id) else { return };
+        let reply = match frame.body {
+            Some(Body::Status(s)) => Err(status_from_frame(s)),
+            Some(body) => Ok(body),
+            None => Err(Status::internal("peer sent an empty reply frame")),
+        };
+        let _ = waiter.send(reply);
+    }
+
+    /// Marks the stream closed, then fails every call still waiting on it. A call registered
+    /// after the drain sees `closed` and fails itself (both under the `pending` lock).
+    fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::SeqCst);
+        let waiters: Vec<_> = self.pending().drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            let _ = w.send(Err(Status::unavailable(format!("peer stream closed: {why}"))));
+        }
+    }
+}
+
+/// The streams of one node to its peers, by address.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    open: Mutex<HashMap<String, Arc<Mux>>>,
+    /// Peers that answered `UNIMPLEMENTED` to `Peer/Stream`, and since when.
+    unary: Mutex<HashMap<String, Instant>>,
+    stats: Arc<PeerRpcStats>,
+}
+
+/// What became of a call on the stream.
+pub(crate) enum Sent {
+    Reply(Reply),
+    /// The peer has no `Peer/Stream`: call it unary (the request, not sent).
+    Unary(Body),
+}
+
+impl Streams {
+    pub(crate) fn new(stats: Arc<PeerRpcStats>) -> Self {
+        Self { open: Mutex::default(), unary: Mutex::default(), stats }
+    }
+
+    /// Sends `body` on the stream to `addr` (opening it with `client` if need be) and waits
+    /// up to `timeout` for the reply.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        addr: &str,
+        client: impl FnOnce() -> Result<PeerClientT, Status>,
+        body: Body,
+        timeout: Duration,
+    ) -> Sent {
+        if self.is_unary(addr) {
+            return Sent::Unary(body);
+        }
+        let mux = match self.mux(addr, client) {
+            Ok(m) => m,
+            Err(s) => return Sent::Reply(Err(s)),
+        };
+        let id = mux.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = mux.pending();
+            if mux.closed.load(Ordering::SeqCst) {
+                drop(pending);
+                return Sent::Reply(Err(Status::unavailable("peer stream closed")));
+            }
+            pending.insert(id, tx);
+        }
+        // Calls in flight when the stream fails (the first ones against a peer without it
+        // included) fail UNAVAILABLE; their callers retry, and the next call picks the way.
+        if mux.out.send(peer::Frame { id, body: Some(body) }).is_err() {
+            mux.pending().remove(&id);
+            return Sent::Reply(Err(Status::unavailable("peer stream closed")));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Sent::Reply(reply),
+            Ok(Err(_)) => Sent::Reply(Err(Status::unavailable("peer stream closed"))),
+            Err(_) => {
+                mux.pending().remove(&id);
+                Sent::Reply(Err(Status::cancelled("Timeout expired")))
+            }
+        }
+    }
+
+    fn is_unary(&self, addr: &str) -> bool {
+        let mut unary = self.unary.lock().unwrap_or_else(|p| p.into_inner());
+        match unary.get(addr) {
+            Some(since) if since.elapsed() < UNARY_RECHECK => true,
+            Some(_) => {
+                unary.remove(addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The open stream to `addr`, or a new one.
+    fn mux(
+        self: &Arc<Self>,
+        addr: &str,
+        client: impl FnOnce() -> Result<PeerClientT, Status>,
+    ) -> Result<Arc<Mux>, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = open.get(addr) {
+            if !m.closed.load(Ordering::SeqCst) {
+                return Ok(m.clone());
+            }
+        }
+        let client = client()?;
+        let (out, rx) = mpsc::unbounded_channel();
+        let mux = Arc::new(Mux {
+            out,
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        });
+        open.insert(addr.to_owned(), mux.clone());
+        self.stats.stream_opens.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(run(self.clone(), addr.to_owned(), mux.clone(), client, rx));
+        Ok(mux)
+    }
+}
+
+/// Opens the stream and hands every reply to its caller until the stream ends.
+async fn run(
+    streams: Arc<Streams>,
+    addr: String,
+    mux: Arc<Mux>,
+    mut client: PeerClientT,
+    rx: mpsc::UnboundedReceiver<peer::Frame>,
+) {
+    let why = match client.stream(batches(rx, Some(streams.stats.clone()))).await {
+        Ok(response) => {
+            let mut inbound = response.into_inner();
+            loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => batch.frames.into_iter().for_each(|f| mux.complete(f)),
+                    Ok(None) => break "ended by the peer".to_owned(),
+                    Err(s) => break s.to_string(),
+                }
+            }
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            tracing::info!(peer = %addr, "peer has no Peer/Stream: calling it unary");
+            streams.unary.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.clone(), Instant::now());
+            "the peer has no Peer/Stream".to_owned()
+        }
+        Err(s) => s.to_string(),
+    };
+    tracing::debug!(peer = %addr, reason = %why, "peer stream closed");
+    mux.close(&why);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn frame(id: u64, bytes: usize) -> peer::Frame {
+        let status = peer::FrameStatus { code: 0, message: "x".repeat(bytes), reason: String::new() };
+        peer::Frame { id, body: Some(Body::Status(status)) }
+    }
+
+    #[tokio::test]
+    async fn what_queued_goes_out_together_up_to_the_flush_size() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for id in 0..5 {
+            tx.send(frame(id, 10)).unwrap();
+        }
+        let big = FLUSH_BYTES / 2 + 1;
+        for id in 5..8 {
+            tx.send(frame(id, big)).unwrap();
+        }
+        drop(tx);
+        let sizes: Vec<Vec<u64>> =
+            batches(rx, None).map(|b| b.frames.iter().map(|f| f.id).collect()).collect::<Vec<_>>().await;
+        // A batch takes frames until it reaches the cap: the five small ones and two big
+        // ones (the second passes it), then the last alone.
+        assert_eq!(sizes, vec![vec![0, 1, 2, 3, 4, 5, 6], vec![7]]);
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_code_and_reason_across_the_stream() {
+        let mut status = Status::failed_precondition("fenced");
+        status.metadata_mut().insert(
+            meridian_proto::REASON_METADATA_KEY,
+            MetadataValue::from_static(meridian_proto::reasons::REGION_FENCED),
+        );
+        let Some(Body::Status(s)) = status_frame(7, &status).body else { panic!("not a status frame") };
+        let back = status_from_frame(s);
+        assert_eq!(back.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(back.message(), "fenced");
+        assert_eq!(
+            back.metadata().get(meridian_proto::REASON_METADATA_KEY).and_then(|v| v.to_str().ok()),
+            Some(meridian_proto::reasons::REGION_FENCED)
+        );
+    }
+}
