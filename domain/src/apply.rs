@@ -24,7 +24,9 @@ use crate::state::{ShardState, StateError};
 ///
 /// - 1: message ids `{shard}-{index}-{position}`, unique within a region.
 /// - 2: message ids carry the region and its epoch ([`MessageId::new`]).
-pub const LOGIC_VERSION: u32 = 2;
+/// - 3: a pair's first message lists the conversation for a member whose index is on the
+///   conversation's own shard in the same apply, instead of through the outbox.
+pub const LOGIC_VERSION: u32 = 3;
 
 /// Where and when a command is applied.
 #[derive(Debug, Clone)]
@@ -445,6 +447,7 @@ fn send_message(
         );
     }
     let mut changes = Vec::with_capacity(2);
+    let mut joins = Vec::new();
     let last_seq = match state.conversation(&conversation)? {
         Some(head) => head.last_seq,
         None => {
@@ -452,6 +455,24 @@ fn send_message(
             // shards, in their home regions) learns of the conversation through the outbox.
             for ((user, peer), home) in [(sender, recipient), (recipient, sender)].into_iter().zip(homes) {
                 let lane = ctx.lane_to(user.as_str(), home);
+                if ctx.logic_version >= 3 && lane == Lane::Shard(ctx.shard) {
+                    // Logic version 3: an index on this very shard is written with the
+                    // message, as the effect would have written it, not sent round the
+                    // outbox (two Raft entries fewer: the delivery and its acknowledgement).
+                    let listed =
+                        joins.iter().any(|j| matches!(j, Event::ConversationJoined { user: u, .. } if u == user))
+                            || state.has_conversation_ref(user, &conversation)?;
+                    if !listed {
+                        joins.push(Event::ConversationJoined {
+                            user: user.clone(),
+                            conversation: conversation.clone(),
+                            peer: peer.clone(),
+                            at: ctx.time,
+                            home: None,
+                        });
+                    }
+                    continue;
+                }
                 changes.push(Change::Emit {
                     lane,
                     kind: EffectKind::ConversationJoined {
@@ -478,7 +499,7 @@ fn send_message(
         at: ctx.time,
     };
     Ok(Ok(Applied {
-        events: vec![event],
+        events: std::iter::once(event).chain(joins).collect(),
         changes,
         reply: Reply::MessageAccepted { message_id, seq, time: ctx.time, conversation, duplicate: false },
     }))

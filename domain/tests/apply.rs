@@ -360,7 +360,80 @@ fn sends_get_gapless_seqs_and_first_message_emits_joins() {
     // Bob sent seq 4, Alice seq 5: Alice has read everything, Bob is one behind.
     assert_eq!(head.unread(&user("alice")), 0);
     assert_eq!(head.unread(&user("bob")), 1);
-    assert_eq!(s.outbox.len(), 2, "one join per member, only for the first message");
+    // One shard: both members' indexes are here, listed with the first message itself.
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+}
+
+fn joins_of(outcome: &Outcome) -> Vec<String> {
+    let applied = outcome.as_ref().unwrap_or_else(|r| panic!("{r}"));
+    applied
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConversationJoined { user, home: None, .. } => Some(user.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_message_lists_the_conversation_on_its_own_shard_inline_from_logic_version_3() {
+    let first = |logic_version: u32| {
+        let mut s = MemState::default();
+        let c = ApplyContext { logic_version, ..ctx(7, 7) };
+        let outcome = run(
+            &mut s,
+            &c,
+            Command::SendMessage {
+                sender: user("alice"),
+                recipient: user("bob"),
+                elements: text("hi"),
+                request_id: None,
+                sender_home: None,
+                recipient_home: None,
+                friends_only: false,
+            },
+        );
+        (joins_of(&outcome), s.outbox.len())
+    };
+    // Version 3: both joins in the send's own events, nothing queued.
+    assert_eq!(first(3), (vec!["alice".to_owned(), "bob".to_owned()], 0));
+    // Version 2 (a region not raised yet): through the outbox, as before.
+    assert_eq!(first(2), (vec![], 2));
+    // A second message joins nobody.
+    let mut s = MemState::default();
+    send(&mut s, 1, "alice", "bob", "one", None);
+    assert!(joins_of(&send(&mut s, 2, "bob", "alice", "two", None)).is_empty());
+}
+
+#[test]
+fn with_many_shards_only_the_members_on_the_conversation_s_shard_are_listed_inline() {
+    let shards = 8;
+    let (a, b) = (user("alice"), user("bob"));
+    let conversation = ConversationId::c2c(&a, &b);
+    let here = meridian_domain::shard::shard_for(conversation.as_str(), shards);
+    let c = ApplyContext { shard: here, shards, ..ctx(9, 9) };
+    let mut s = MemState::default();
+    let outcome = run(
+        &mut s,
+        &c,
+        Command::SendMessage {
+            sender: a.clone(),
+            recipient: b.clone(),
+            elements: text("hi"),
+            request_id: None,
+            sender_home: None,
+            recipient_home: None,
+            friends_only: false,
+        },
+    );
+    let inline = joins_of(&outcome);
+    let queued: Vec<String> = s.outbox.iter().map(|(_, kind)| kind.target_entity().into_owned()).collect();
+    for u in [&a, &b] {
+        let on_this_shard = meridian_domain::shard::shard_for(u.as_str(), shards) == here;
+        assert_eq!(inline.contains(&u.to_string()), on_this_shard, "{u}: inline {inline:?}");
+        assert_eq!(queued.contains(&u.to_string()), !on_this_shard, "{u}: queued {queued:?}");
+    }
 }
 
 #[test]
@@ -594,7 +667,8 @@ fn accepted_commands_emit_their_events_and_repeats_emit_none() {
     assert_eq!(event_names(&run(&mut s, &ctx(2, 2), create("alice"))), Vec::<&str>::new(), "an import re-run");
 
     let first = send(&mut s, 10, "alice", "bob", "hello", Some("r-1"));
-    assert_eq!(event_names(&first), vec!["MessageSent"]);
+    // One shard: the pair's first message lists it for both members too (logic version 3).
+    assert_eq!(event_names(&first), vec!["MessageSent", "ConversationJoined", "ConversationJoined"]);
     let Ok(Applied { events, .. }) = &first else { unreachable!() };
     let Event::MessageSent { seq, elements, request_id, .. } = &events[0] else { panic!("{events:?}") };
     assert_eq!(
@@ -636,13 +710,12 @@ fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region
     assert_eq!(seq_of(&outcome), 1);
     let lanes: Vec<(Lane, String)> =
         s.outbox.iter().map(|(lane, kind)| (lane.clone(), kind.target_entity().into_owned())).collect();
-    assert_eq!(
-        lanes,
-        vec![(Lane::Shard(ShardId(0)), "alice".to_owned()), (Lane::Region(region("de")), "hans".to_owned())]
-    );
-    // A member whose home is named as this very region stays in a shard lane.
+    // Alice's index is on this (the only) shard: listed inline; Hans's goes to his region.
+    assert_eq!(lanes, vec![(Lane::Region(region("de")), "hans".to_owned())]);
+    assert_eq!(joins_of(&outcome), vec!["alice".to_owned()]);
+    // A member whose home is named as this very region is listed like one without a home.
     let mut t = MemState::default();
-    run(
+    let outcome = run(
         &mut t,
         &ctx(5, 5),
         Command::SendMessage {
@@ -654,9 +727,9 @@ fn a_first_message_with_a_member_abroad_queues_that_join_for_the_member_s_region
             recipient_home: None,
             friends_only: false,
         },
-    )
-    .unwrap_or_else(|r| panic!("{r}"));
-    assert!(t.outbox.iter().all(|(lane, _)| matches!(lane, Lane::Shard(_))));
+    );
+    assert!(t.outbox.is_empty(), "{:?}", t.outbox);
+    assert_eq!(joins_of(&outcome), vec!["alice".to_owned(), "bob".to_owned()]);
 }
 
 #[test]

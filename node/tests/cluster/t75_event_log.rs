@@ -84,7 +84,7 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
     );
     assert_eq!(text_of(ours[1]).as_deref(), Some("message 2"), "the recalled message's MessageSent kept its content");
     // Outside its shard an event is named by region, epoch, shard and offset; message ids
-    // carry the region and epoch too (logic version 2, which a new region starts on).
+    // carry the region and epoch too (logic version 2 on; a new region starts on the newest).
     assert!(events.iter().all(|e| e.region == common::REGION && e.epoch == 1), "{events:?}");
     for e in &ours[..3] {
         let Some(Kind::MessageSent(m)) = &e.kind else { unreachable!() };
@@ -92,7 +92,9 @@ async fn every_accepted_command_leaves_its_events_in_log_order() {
         assert!(m.message_id.starts_with(&prefix), "message id {} does not start with {prefix}", m.message_id);
     }
     assert!(
-        events.iter().any(|e| matches!(&e.kind, Some(Kind::LogicVersionRaised(v)) if v.to == 2)),
+        events.iter().any(
+            |e| matches!(&e.kind, Some(Kind::LogicVersionRaised(v)) if v.to == meridian_domain::apply::LOGIC_VERSION)
+        ),
         "the new region raised its logic version: {events:?}"
     );
     let offsets: Vec<(u64, u32, u32)> = events.iter().map(|e| (e.log_index, e.command, e.event)).collect();

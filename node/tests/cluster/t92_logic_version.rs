@@ -31,7 +31,8 @@ async fn the_logic_version_rises_only_once_every_member_supports_it() {
     cluster.phase("node 3 applies up to version 1: the region stayed on 1");
     let report = cluster.admin().logic_version(0).await.unwrap();
     let support: Vec<(u64, u32)> = report.nodes.iter().map(|n| (n.node_id, n.max_logic_version)).collect();
-    assert_eq!(support, vec![(1, 2), (2, 2), (3, 1)]);
+    let newest = meridian_domain::apply::LOGIC_VERSION;
+    assert_eq!(support, vec![(1, newest), (2, newest), (3, 1)]);
     assert!(report.shards.iter().all(|s| s.logic_version == 1 && s.epoch == 1), "{report:?}");
     let before = cluster.user("alice").send_text("bob", "under version 1", Some("v1".into())).await.unwrap();
     assert!(is_v1_id(&before.message_id), "{}", before.message_id);
@@ -42,7 +43,7 @@ async fn the_logic_version_rises_only_once_every_member_supports_it() {
     assert!(refused.message().contains("node 3 supports up to 1"), "{refused}");
     let report = cluster.admin().logic_version(0).await.unwrap();
     assert!(report.shards.iter().all(|s| s.logic_version == 1), "{report:?}");
-    let beyond = cluster.admin().logic_version(3).await.unwrap_err();
+    let beyond = cluster.admin().logic_version(newest + 1).await.unwrap_err();
     assert_eq!(beyond.reason(), Some("LOGIC_VERSION_UNSUPPORTED"));
 
     cluster.phase("node 3 is upgraded; now the raise goes through");
