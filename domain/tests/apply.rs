@@ -402,7 +402,7 @@ fn a_first_message_lists_the_conversation_on_its_own_shard_inline_from_logic_ver
     assert_eq!(first(2), (vec![], 2));
     // A second message joins nobody.
     let mut s = MemState::default();
-    send(&mut s, 1, "alice", "bob", "one", None);
+    assert_eq!(seq_of(&send(&mut s, 1, "alice", "bob", "one", None)), 1);
     assert!(joins_of(&send(&mut s, 2, "bob", "alice", "two", None)).is_empty());
 }
 

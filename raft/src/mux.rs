@@ -289,6 +289,115 @@ mod tests {
         assert_eq!(sizes, vec![vec![0, 1, 2, 3, 4, 5, 6], vec![7]]);
     }
 
+    /// A peer of an earlier version: the unary calls, and no `Peer/Stream` (what its router
+    /// answers for a method it does not know: `UNIMPLEMENTED`).
+    struct EarlierPeer;
+
+    #[tonic::async_trait]
+    impl peer::peer_server::Peer for EarlierPeer {
+        async fn append_entries(
+            &self,
+            _: tonic::Request<peer::AppendEntriesRequest>,
+        ) -> Result<tonic::Response<peer::AppendEntriesResponse>, Status> {
+            use peer::append_entries_response::Result as R;
+            Ok(tonic::Response::new(peer::AppendEntriesResponse {
+                result: Some(R::Conflict(Default::default())),
+                error: None,
+            }))
+        }
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<peer::InstallSnapshotRequest>,
+        ) -> Result<tonic::Response<peer::InstallSnapshotResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn vote(
+            &self,
+            _: tonic::Request<peer::VoteRequest>,
+        ) -> Result<tonic::Response<peer::VoteResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn propose(
+            &self,
+            _: tonic::Request<peer::ProposeRequest>,
+        ) -> Result<tonic::Response<peer::ProposeResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn read_index(
+            &self,
+            _: tonic::Request<peer::ReadIndexRequest>,
+        ) -> Result<tonic::Response<peer::ReadIndexResponse>, Status> {
+            Ok(tonic::Response::new(peer::ReadIndexResponse { read_index: 42, ..Default::default() }))
+        }
+        async fn change_membership(
+            &self,
+            _: tonic::Request<peer::ChangeMembershipRequest>,
+        ) -> Result<tonic::Response<peer::ChangeMembershipResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn node_info(
+            &self,
+            _: tonic::Request<peer::NodeInfoRequest>,
+        ) -> Result<tonic::Response<peer::NodeInfoResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn signal(
+            &self,
+            _: tonic::Request<peer::SignalRequest>,
+        ) -> Result<tonic::Response<peer::SignalResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn presence(
+            &self,
+            _: tonic::Request<peer::PresenceRequest>,
+        ) -> Result<tonic::Response<peer::PresenceResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        type StreamStream = std::pin::Pin<Box<dyn Stream<Item = Result<peer::Frames, Status>> + Send>>;
+        async fn stream(
+            &self,
+            _: tonic::Request<tonic::Streaming<peer::Frames>>,
+        ) -> Result<tonic::Response<Self::StreamStream>, Status> {
+            Err(Status::unimplemented("Peer/Stream is not a method of this version"))
+        }
+    }
+
+    #[tokio::test]
+    async fn against_a_peer_without_the_stream_the_calls_go_unary() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(peer::peer_server::PeerServer::new(EarlierPeer))
+            .serve_with_incoming(incoming);
+        tokio::spawn(server);
+        let connections = crate::network::Connections::new(crate::network::PeerDialing {
+            credential: crate::credential::ClusterCredential::from_secret(b"test"),
+            tls: None,
+            source_ip: None,
+        });
+        let append = || Body::AppendEntries(peer::AppendEntriesRequest { shard: 1, ..Default::default() });
+        let timeout = Duration::from_secs(5);
+
+        // The first call went out on a stream the peer refused: it fails UNAVAILABLE (Raft
+        // retries), and the peer is remembered as one without the stream.
+        let first = connections.call(&addr, append(), timeout).await.unwrap_err();
+        assert_eq!(first.code(), tonic::Code::Unavailable, "{first}");
+        // Every call after it goes unary, and gets the peer's own reply.
+        for _ in 0..3 {
+            let reply = connections.call(&addr, append(), timeout).await.unwrap();
+            let Body::AppendEntriesReply(r) = reply else { panic!("{reply:?}") };
+            assert!(matches!(r.result, Some(peer::append_entries_response::Result::Conflict(_))), "{r:?}");
+        }
+        let reply = connections.call(&addr, Body::ReadIndex(peer::ReadIndexRequest { shard: 1 }), timeout).await;
+        assert!(matches!(reply, Ok(Body::ReadIndexReply(r)) if r.read_index == 42));
+        assert_eq!(
+            connections.stats.stream_opens.load(Ordering::Relaxed),
+            1,
+            "no stream tried again within the recheck"
+        );
+    }
+
     #[test]
     fn a_refusal_keeps_its_code_and_reason_across_the_stream() {
         let mut status = Status::failed_precondition("fenced");
