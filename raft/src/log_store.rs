@@ -107,28 +107,12 @@ impl ShardLog {
     }
 }
 
-/// `range` as `start..end` (`end` `None`: unbounded).
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
-    use std::ops::Bound;
-    let start = match range.start_bound() {
-        Bound::Included(&s) => s,
-        Bound::Excluded(&s) => s.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(&e) => Some(e.saturating_add(1)),
-        Bound::Excluded(&e) => Some(e),
-        Bound::Unbounded => None,
-    };
-    (start, end)
-}
-
 impl RaftLogReader<TypeConfig> for ShardLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        if let (start, Some(end)) = bounds(&range) {
+        if let (start, Some(end)) = meridian_storage::log::index_bounds(&range) {
             if end <= start {
                 return Ok(Vec::new());
             }

@@ -21,6 +21,22 @@ pub struct LogStore {
     shard: ShardId,
 }
 
+/// `range` of log indexes as `start..end` (`end` `None`: unbounded).
+pub fn index_bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
+    use std::ops::Bound;
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => Some(e.saturating_add(1)),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
 impl LogStore {
     pub fn new(db: Db, shard: ShardId) -> Self {
         Self { db, shard }
@@ -47,17 +63,7 @@ impl LogStore {
 
     /// Entries with index in `range`, in order.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<pb::LogEntryRecord>, StorageError> {
-        use std::ops::Bound;
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => Some(e.saturating_add(1)),
-            Bound::Excluded(&e) => Some(e),
-            Bound::Unbounded => None,
-        };
+        let (start, end) = index_bounds(&range);
         if end.is_some_and(|e| e <= start) {
             return Ok(vec![]);
         }
