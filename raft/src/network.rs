@@ -82,7 +82,9 @@ impl Connections {
 
     /// One Raft request to the peer at `addr` on the node pair's stream ([`crate::mux`]),
     /// or unary against a peer without it; its reply, or the status it was refused with.
+    /// Every request is counted here, by kind (`/metrics`).
     pub async fn call(&self, addr: &str, body: Body, timeout: Duration) -> Result<Body, tonic::Status> {
+        self.count(&body);
         let client = || self.client(addr).map_err(|e| tonic::Status::unavailable(e.to_string()));
         match self.streams.call(addr, client, body, timeout).await {
             Sent::Reply(reply) => reply,
@@ -90,20 +92,30 @@ impl Connections {
         }
     }
 
+    fn count(&self, body: &Body) {
+        let stats = &self.stats;
+        match body {
+            Body::AppendEntries(m) if m.entries.is_empty() => stats.heartbeats.fetch_add(1, Ordering::Relaxed),
+            Body::AppendEntries(m) => {
+                stats.entries_sent.fetch_add(m.entries.len() as u64, Ordering::Relaxed);
+                stats.append_entries.fetch_add(1, Ordering::Relaxed)
+            }
+            Body::Vote(_) => stats.votes.fetch_add(1, Ordering::Relaxed),
+            Body::Propose(_) => stats.proposes.fetch_add(1, Ordering::Relaxed),
+            Body::ReadIndex(_) => stats.read_indexes.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
     async fn unary(&self, addr: &str, body: Body, timeout: Duration) -> Result<Body, tonic::Status> {
         let mut client = self.client(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        fn req<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-            let mut req = tonic::Request::new(msg);
-            req.set_timeout(timeout);
-            req
-        }
         Ok(match body {
             Body::AppendEntries(m) => {
-                Body::AppendEntriesReply(client.append_entries(req(m, timeout)).await?.into_inner())
+                Body::AppendEntriesReply(client.append_entries(with_timeout(m, timeout)).await?.into_inner())
             }
-            Body::Vote(m) => Body::VoteReply(client.vote(req(m, timeout)).await?.into_inner()),
-            Body::Propose(m) => Body::ProposeReply(client.propose(req(m, timeout)).await?.into_inner()),
-            Body::ReadIndex(m) => Body::ReadIndexReply(client.read_index(req(m, timeout)).await?.into_inner()),
+            Body::Vote(m) => Body::VoteReply(client.vote(with_timeout(m, timeout)).await?.into_inner()),
+            Body::Propose(m) => Body::ProposeReply(client.propose(with_timeout(m, timeout)).await?.into_inner()),
+            Body::ReadIndex(m) => Body::ReadIndexReply(client.read_index(with_timeout(m, timeout)).await?.into_inner()),
             _ => return Err(tonic::Status::internal("not a request frame")),
         })
     }
@@ -136,6 +148,13 @@ impl Connections {
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
+}
+
+/// `msg` as a request that gives up after `timeout`.
+fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    req
 }
 
 /// Creates one shard's Raft clients.
@@ -184,12 +203,6 @@ impl ShardPeer {
         self.connections.client(&self.addr).map_err(|e| unreachable(&e))
     }
 
-    fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(msg);
-        req.set_timeout(option.hard_ttl());
-        req
-    }
-
     fn remote<E: std::error::Error>(&self, e: &peer::RemoteError) -> RpcErr<E> {
         let err = AnyError::error(format!("node {}: {}", self.target, e.message));
         if e.fatal {
@@ -206,13 +219,6 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let stats = &self.connections.stats;
-        if rpc.entries.is_empty() {
-            stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-        } else {
-            stats.append_entries.fetch_add(1, Ordering::Relaxed);
-            stats.entries_sent.fetch_add(rpc.entries.len() as u64, Ordering::Relaxed);
-        }
         let msg = peer::AppendEntriesRequest {
             shard: self.shard,
             vote: Some(vote_to_pb(&rpc.vote)),
@@ -251,7 +257,12 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
             data: rpc.data,
             done: rpc.done,
         };
-        let resp = self.client()?.install_snapshot(self.request(msg, &option)).await.map_err(status_err)?.into_inner();
+        let resp = self
+            .client()?
+            .install_snapshot(with_timeout(msg, option.hard_ttl()))
+            .await
+            .map_err(status_err)?
+            .into_inner();
         if let Some(e) = &resp.error {
             if e.snapshot_mismatch {
                 // The follower lost track of the transfer (e.g. it restarted): openraft resends
@@ -269,7 +280,6 @@ impl RaftNetwork<TypeConfig> for ShardPeer {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.connections.stats.votes.fetch_add(1, Ordering::Relaxed);
         let msg = peer::VoteRequest {
             shard: self.shard,
             vote: Some(vote_to_pb(&rpc.vote)),

@@ -595,7 +595,6 @@ impl RaftNode {
         addr: &str,
         req: peer::ProposeRequest,
     ) -> Result<Option<Vec<CommandResult>>, String> {
-        self.connections.stats.proposes.fetch_add(1, Ordering::Relaxed);
         let reply = self.connections.call(addr, Body::Propose(req), FORWARD_TIMEOUT).await;
         let Body::ProposeReply(resp) = reply.map_err(|e| e.to_string())? else {
             return Err("the peer answered a proposal with another kind of frame".into());
@@ -686,7 +685,6 @@ impl RaftNode {
     }
 
     async fn remote_read_index(&self, addr: &str, shard: ShardId) -> Result<Option<u64>, String> {
-        self.connections.stats.read_indexes.fetch_add(1, Ordering::Relaxed);
         let request = Body::ReadIndex(peer::ReadIndexRequest { shard: shard.0 });
         let reply = self.connections.call(addr, request, FORWARD_TIMEOUT).await;
         let Body::ReadIndexReply(resp) = reply.map_err(|e| e.to_string())? else {
