@@ -30,6 +30,7 @@ pub mod node;
 pub mod outbox;
 pub mod read_index;
 pub mod service;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod types;
 

@@ -213,7 +213,7 @@ impl RaftNode {
                     settings.region.as_str()
                 );
             }
-            let machine = ShardMachine::new(store.clone(), settings.snapshot_dir.clone());
+            let machine = ShardMachine::open(store.clone(), settings.snapshot_dir.clone())?;
             let stats = machine.stats();
             signals.push(machine.outbox_signal());
             let log = ShardLog::new(LogStore::new(db.clone(), id));
@@ -373,6 +373,10 @@ impl RaftNode {
         let s = self.shard(shard)?;
         if let Some(detail) = self.local_fault(shard) {
             return Err(RaftNodeError::Fatal { shard: shard.0, detail });
+        }
+        if s.stats.installing.load(Ordering::SeqCst) {
+            // The shard's state is being replaced by a snapshot, in batches: not readable here.
+            return Err(RaftNodeError::Unavailable { shard: shard.0, detail: "installing a snapshot".into() });
         }
         Ok(&s.store)
     }

@@ -1,22 +1,31 @@
 //! openraft's `RaftStateMachine` over one shard's [`meridian_storage::ShardStore`].
 //!
-//! Snapshots are built from the shard's RocksDB data ([`ShardStore::export_snapshot`]) and
-//! the newest one is kept in a file beside the database, so that a restarted node can serve
-//! it to a follower that fell behind a log purge. openraft streams it in chunks.
+//! Snapshots are streamed: built from a RocksDB snapshot into a file beside the database
+//! ([`meridian_storage::snapshot`]), sent by openraft in chunks read from that file, received
+//! chunk by chunk into a file, checked, kept as the shard's snapshot file and installed in
+//! batches — memory stays bounded whatever a shard holds. The file is replaced only by a newer
+//! snapshot, atomically (temp file, fsync, rename, fsync the directory), so a restarted node
+//! serves the newest to a follower that fell behind a log purge. Building, checking and
+//! installing run on blocking threads, not on the runtime's workers.
+//!
+//! An install first keeps the received snapshot as the shard's file, then writes it into the
+//! state. A node stopped in between finds its snapshot file ahead of its applied state when it
+//! opens the shard, and finishes the install before Raft starts ([`ShardMachine::open`]).
 
-use std::io::Cursor;
+use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use meridian_proto::durable as pb;
+use meridian_storage::snapshot::{self, SnapshotFileHeader};
 use meridian_storage::ShardStore;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot};
-use prost::Message as _;
 
 use crate::convert::*;
 use crate::log_store::io_err;
+use crate::snapshot_file::SnapshotFile;
 use crate::types::*;
 
 /// Counters a shard's state machine keeps for status and tests.
@@ -34,6 +43,8 @@ pub struct MachineStats {
     /// batching achieves).
     pub entries_applied: AtomicU64,
     pub commands_applied: AtomicU64,
+    /// A snapshot install is writing the shard's state: local reads are refused meanwhile.
+    pub installing: std::sync::atomic::AtomicBool,
 }
 
 impl MachineStats {
@@ -61,20 +72,110 @@ fn apply_failed(stats: &MachineStats, shard: u32, e: meridian_storage::StorageEr
 #[derive(Debug, Clone)]
 pub struct ShardMachine {
     store: ShardStore,
-    snapshot_path: PathBuf,
+    files: SnapshotFiles,
     stats: Arc<MachineStats>,
     /// Wakes the outbox pump when an apply emitted effects.
     outbox_signal: Arc<tokio::sync::Notify>,
 }
 
-impl ShardMachine {
-    pub fn new(store: ShardStore, snapshot_dir: PathBuf) -> Self {
-        let snapshot_path = snapshot_dir.join(format!("shard-{}.snap", store.shard().0));
-        let stats = Arc::new(MachineStats::default());
-        if let Ok(applied) = store.applied_state() {
-            stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
+/// Where a shard keeps its snapshot, and the one lock under which the file is replaced.
+#[derive(Debug, Clone)]
+struct SnapshotFiles {
+    dir: PathBuf,
+    shard: u32,
+    /// The last log id of the snapshot in the file: a build that finishes after a newer
+    /// install must not put its older snapshot back.
+    current: Arc<Mutex<Option<LogId>>>,
+}
+
+impl SnapshotFiles {
+    fn path(&self, kind: &str) -> PathBuf {
+        self.dir.join(format!("shard-{}.{kind}", self.shard))
+    }
+
+    /// The shard's snapshot file (`shard-N.snap`).
+    fn current(&self) -> PathBuf {
+        self.path("snap")
+    }
+
+    /// Opens the snapshot file: its snapshot's meta, the file, and where the snapshot starts.
+    fn open(&self) -> Result<Option<(SnapshotMeta, std::fs::File, u64)>, meridian_storage::StorageError> {
+        let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(self.current()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (meta, start) = SnapshotFileHeader::read(&mut std::io::BufReader::new(&mut file))?;
+        if meta.version > meridian_storage::codec::RECORD_VERSION {
+            return Err(meridian_storage::StorageError::corrupt(
+                "snapshot file",
+                format!("written by a newer version (record version {}): upgrade this node", meta.version),
+            ));
         }
-        Self { store, snapshot_path, stats, outbox_signal: Arc::default() }
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Some((snapshot_meta_from_pb(&meta), file, start)))
+    }
+
+    /// Writes `meta`'s header and then the snapshot `body` writes into the temp file `kind`,
+    /// syncs it and makes it the shard's snapshot file unless that holds a newer one. Returns
+    /// the file (still open, so a later replacement does not disturb a reader) and where the
+    /// snapshot starts in it.
+    fn replace(
+        &self,
+        kind: &str,
+        meta: &SnapshotMeta,
+        body: impl FnOnce(&mut std::fs::File) -> Result<(), meridian_storage::StorageError>,
+    ) -> Result<(std::fs::File, u64), meridian_storage::StorageError> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.path(kind);
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        let header = SnapshotFileHeader::encode(&snapshot_meta_to_pb(meta));
+        file.write_all(&header)?;
+        body(&mut file)?;
+        file.sync_all()?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if *current > meta.last_log_id {
+            std::fs::remove_file(&tmp)?;
+        } else {
+            std::fs::rename(&tmp, self.current())?;
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            *current = meta.last_log_id;
+        }
+        Ok((file, header.len() as u64))
+    }
+}
+
+/// Runs blocking storage work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, meridian_storage::StorageError> + Send + 'static,
+) -> Result<T, meridian_storage::StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| meridian_storage::StorageError::from(std::io::Error::other(e.to_string())))?
+}
+
+impl ShardMachine {
+    /// The shard's state machine. Finishes a snapshot install a stop interrupted (the snapshot
+    /// file ahead of the applied state) before anything reads the shard.
+    pub fn open(store: ShardStore, snapshot_dir: PathBuf) -> Result<Self, meridian_storage::StorageError> {
+        let files = SnapshotFiles { dir: snapshot_dir, shard: store.shard().0, current: Arc::default() };
+        let stats = Arc::new(MachineStats::default());
+        let mut applied = store.applied_state()?;
+        if let Some((meta, mut file, start)) = files.open()? {
+            *files.current.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
+            let (last_applied, _) = Self::applied_of(&applied);
+            if meta.last_log_id > last_applied {
+                tracing::warn!(
+                    shard = files.shard,
+                    snapshot = %meta.snapshot_id,
+                    applied = last_applied.map_or(0, |l| l.index),
+                    "the snapshot file is ahead of the applied state: finishing its install"
+                );
+                applied = store.import_snapshot_from(&mut file, start)?;
+            }
+        }
+        stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
+        Ok(Self { store, files, stats, outbox_signal: Arc::default() })
     }
 
     pub fn stats(&self) -> Arc<MachineStats> {
@@ -92,63 +193,42 @@ impl ShardMachine {
             StoredMembership::new(opt_log_id_from_pb(state.membership_log_id.as_ref()), membership),
         )
     }
+}
 
-    /// Writes the snapshot file atomically: temp file, fsync, rename, fsync the directory.
-    fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), std::io::Error> {
-        use std::io::Write;
-        let dir = self.snapshot_path.parent().unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        let meta = snapshot_meta_to_pb(meta).encode_to_vec();
-        f.write_all(&u32::try_from(meta.len()).unwrap_or(u32::MAX).to_be_bytes())?;
-        f.write_all(&meta)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.snapshot_path)?;
-        std::fs::File::open(dir)?.sync_all()
-    }
+fn snapshot_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: meridian_storage::StorageError) -> RaftStorageError {
+    io_err(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, e)
+}
 
-    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, std::io::Error> {
-        let bytes = match std::fs::read(&self.snapshot_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt snapshot file");
-        let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
-        let meta_bytes = bytes.get(4..4 + len).ok_or_else(bad)?;
-        let meta = pb::SnapshotMetaRecord::decode(meta_bytes).map_err(|_| bad())?;
-        if meta.version > meridian_storage::codec::RECORD_VERSION {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "snapshot file written by a newer version (record version {}): upgrade this node",
-                    meta.version
-                ),
-            ));
-        }
-        Ok(Some((snapshot_meta_from_pb(&meta), bytes[4 + len..].to_vec())))
-    }
+async fn tokio_file(file: std::fs::File, start: u64) -> Result<SnapshotFile, meridian_storage::StorageError> {
+    Ok(SnapshotFile::at(tokio::fs::File::from_std(file), start).await?)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (applied, data) =
-            self.store.export_snapshot().map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-        let (last_log_id, last_membership) = Self::applied_of(&applied);
-        let n = self.stats.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = format!("{}-{}-{n}", self.store.shard().0, last_log_id.map_or(0, |l| l.index));
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        self.persist_snapshot(&meta, &data)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        let (store, files, stats) = (self.store.clone(), self.files.clone(), self.stats.clone());
+        let built = blocking(move || {
+            let view = store.snapshot_view()?;
+            let (last_log_id, last_membership) = Self::applied_of(view.applied());
+            let n = stats.snapshots_built.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = format!("{}-{}-{n}", files.shard, last_log_id.map_or(0, |l| l.index));
+            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+            let mut bytes = 0;
+            let (file, start) = files.replace("build", &meta, |f| {
+                bytes = view.write_to(f)?;
+                Ok(())
+            })?;
+            Ok((meta, file, start, bytes))
+        })
+        .await;
+        let (meta, file, start, bytes) = built.map_err(|e| snapshot_err(None, ErrorVerb::Write, e))?;
         tracing::info!(
-            shard = self.store.shard().0,
-            index = last_log_id.map_or(0, |l| l.index),
-            bytes = data.len(),
+            shard = self.files.shard,
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes,
             "built snapshot"
         );
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let data = tokio_file(file, start).await.map_err(|e| snapshot_err(Some(&meta), ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(data) })
     }
 }
 
@@ -204,28 +284,62 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
+        let path = self.files.path("recv");
+        let dir = self.files.dir.clone();
+        let file = blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            Ok(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?)
+        })
+        .await;
+        let file = match file {
+            Ok(f) => tokio_file(f, 0).await,
+            Err(e) => Err(e),
+        };
+        Ok(Box::new(file.map_err(|e| snapshot_err(None, ErrorVerb::Write, e))?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let data = snapshot.into_inner();
-        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let applied = self.store.import_snapshot(&data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+        let fail = |e| snapshot_err(Some(meta), ErrorVerb::Write, e);
+        let (mut received, from) = snapshot.into_std().await.map_err(|e| fail(e.into()))?;
+        let (store, files, stats, owned_meta) =
+            (self.store.clone(), self.files.clone(), self.stats.clone(), meta.clone());
+        let installed = blocking(move || {
+            // A corrupt snapshot is refused here, before it replaces anything.
+            let bytes = snapshot::verify(&mut received, from)?;
+            let (mut file, start) = files.replace("install", &owned_meta, |f| {
+                received.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut received, f)?;
+                Ok(())
+            })?;
+            drop(received);
+            match std::fs::remove_file(files.path("recv")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            stats.installing.store(true, Ordering::SeqCst);
+            let applied = store.import_snapshot_from(&mut file, start);
+            stats.installing.store(false, Ordering::SeqCst);
+            Ok((applied?, bytes))
+        })
+        .await;
+        let (applied, bytes) = installed.map_err(fail)?;
         self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
-        self.persist_snapshot(meta, &data).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.outbox_signal.notify_one();
-        tracing::info!(shard = self.store.shard().0, snapshot = %meta.snapshot_id, bytes = data.len(), "installed snapshot");
+        tracing::info!(shard = self.files.shard, snapshot = %meta.snapshot_id, bytes, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let loaded = self.load_snapshot().map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(loaded.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let files = self.files.clone();
+        let opened = blocking(move || files.open()).await.map_err(|e| snapshot_err(None, ErrorVerb::Read, e))?;
+        let Some((meta, file, start)) = opened else { return Ok(None) };
+        let data = tokio_file(file, start).await.map_err(|e| snapshot_err(Some(&meta), ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
 }

@@ -1,7 +1,5 @@
 //! The openraft type configuration shared by every shard.
 
-use std::io::Cursor;
-
 use meridian_proto::durable as pb;
 use meridian_storage::shard::CommandResult;
 
@@ -41,7 +39,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot_file::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

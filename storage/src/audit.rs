@@ -10,6 +10,7 @@
 //! allows the record to be here.
 
 use std::collections::BTreeMap;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use meridian_domain::{Command, ConversationId, EffectKind, Event, RegionCode, UserId};
@@ -21,7 +22,7 @@ use crate::codec;
 use crate::db::Db;
 use crate::error::StorageError;
 use crate::keys;
-use crate::shard::{Reader, FRAME_END, SNAPSHOT_MAGIC};
+use crate::snapshot::{Records, SnapshotFileHeader, SNAPSHOT_MAGIC};
 
 /// Whose data a record is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -309,35 +310,33 @@ pub fn scan(db: &Db, snapshot_dir: &Path, region: &RegionCode) -> Result<Scan, S
         Err(e) => return Err(e.into()),
     };
     for path in files {
-        let Ok(data) = std::fs::read(&path) else { continue };
         let location = format!("snapshot {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-        scan_snapshot(&mut scan, &data, &location, region);
+        scan_snapshot(&mut scan, &path, &location, region);
     }
     Ok(scan)
 }
 
-/// The records of one snapshot file (the shard snapshot format of `ShardStore`).
-fn scan_snapshot(scan: &mut Scan, data: &[u8], location: &str, region: &RegionCode) {
-    if data.len() < 8 + 32 || &data[..4] != SNAPSHOT_MAGIC {
-        scan.unreadable += 1;
-        return;
-    }
-    let mut r = Reader { buf: &data[..data.len() - 32], pos: 8 };
-    if r.frame().is_none() {
-        scan.unreadable += 1;
-        return;
-    }
-    while let Some(tag) = r.byte() {
-        if tag == FRAME_END {
-            break;
+/// The records of one snapshot file: a node's (a header, then the snapshot) or a bare
+/// snapshot, read as a stream.
+fn scan_snapshot(scan: &mut Scan, path: &Path, location: &str, region: &RegionCode) {
+    let mut read = || -> Result<(), StorageError> {
+        let mut file = std::fs::File::open(path)?;
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic)?;
+        file.rewind()?;
+        let start = if &magic == SNAPSHOT_MAGIC { 0 } else { SnapshotFileHeader::read(&mut file)?.1 };
+        crate::snapshot::verify(&mut file, start)?;
+        file.seek(SeekFrom::Start(start))?;
+        let (_, mut records) = Records::open(BufReader::new(file))?;
+        while let Some((cf, k, v)) = records.next_record()? {
+            // Snapshot keys are stored without their shard prefix.
+            let mut key = vec![0u8; 4];
+            key.extend_from_slice(&k);
+            scan.classify(cf, &format!("{location} ({cf})"), &key, &v, region);
         }
-        let (Some(cf), Some(k), Some(v)) = (keys::STATE_CFS.get(usize::from(tag)), r.frame(), r.frame()) else {
-            scan.unreadable += 1;
-            return;
-        };
-        // Snapshot keys are stored without their shard prefix.
-        let mut key = vec![0u8; 4];
-        key.extend_from_slice(k);
-        scan.classify(cf, &format!("{location} ({cf})"), &key, v, region);
+        Ok(())
+    };
+    if read().is_err() {
+        scan.unreadable += 1;
     }
 }

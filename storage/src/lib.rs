@@ -14,8 +14,9 @@
 //! Module map:
 //! - [`db`]: opening the database; group-synced writes ([`db::Db::sync`]).
 //! - [`log`]: the raw per-shard Raft log (encoded records), vote, committed, purge.
-//! - [`shard`]: one shard's state machine data: apply in one WriteBatch, reads, snapshot
-//!   export and import, state hash.
+//! - [`shard`]: one shard's state machine data: apply in one WriteBatch, reads, state hash.
+//! - [`snapshot`]: shard snapshots as streams (build, check, install) and the node's
+//!   snapshot file.
 //! - [`replay`]: rebuilding a shard's projections from its event log and comparing them.
 //! - [`codec`]: domain types ↔ the durable protobuf schema.
 //! - [`keys`]: key layouts.
@@ -38,6 +39,7 @@ pub mod log;
 pub mod replay;
 pub mod segment;
 pub mod shard;
+pub mod snapshot;
 
 pub use db::{Db, SyncStats};
 pub use error::StorageError;

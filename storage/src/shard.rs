@@ -17,10 +17,6 @@ use crate::keys::{self, STATE_CFS};
 /// The outcome of one command as the proposer sees it.
 pub type CommandResult = Result<Reply, Rejection>;
 
-pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"MRSN";
-const SNAPSHOT_VERSION: u32 = 1;
-pub(crate) const FRAME_END: u8 = 0xff;
-
 /// A shard's state machine data on this node.
 #[derive(Debug, Clone)]
 pub struct ShardStore {
@@ -473,92 +469,6 @@ impl ShardStore {
         Ok(out)
     }
 
-    // ------------------------------------------------------------ snapshots
-
-    /// Serializes the shard's state at one point in time: the applied state and every key of
-    /// the state column families. Syncs the WAL first, so that the state a snapshot describes
-    /// is on disk before Raft purges the log it replaces.
-    pub fn export_snapshot(&self) -> Result<(pb::AppliedState, Vec<u8>), StorageError> {
-        self.db.sync_now()?;
-        let snap = self.db.rocks().snapshot();
-        let mut ro = ReadOptions::default();
-        ro.set_snapshot(&snap);
-        let applied: pb::AppliedState = match self.db.rocks().get_cf_opt(
-            self.db.cf(keys::CF_RAFT_META)?,
-            keys::meta(self.shard, keys::META_APPLIED),
-            &ro,
-        )? {
-            Some(v) => decode_record("applied state", &v)?,
-            None => pb::AppliedState::default(),
-        };
-        let mut out = Vec::new();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        let applied_bytes = applied.encode_to_vec();
-        put_frame(&mut out, &applied_bytes);
-        for (i, cf) in STATE_CFS.iter().enumerate() {
-            let mut ro = ReadOptions::default();
-            ro.set_snapshot(&snap);
-            ro.set_iterate_upper_bound(keys::shard_end(self.shard));
-            let from = keys::shard_prefix(self.shard);
-            for item in
-                self.db.rocks().iterator_cf_opt(self.db.cf(cf)?, ro, IteratorMode::From(&from, Direction::Forward))
-            {
-                let (k, v) = item?;
-                out.push(u8::try_from(i).unwrap_or(FRAME_END));
-                // Keys are stored without the shard prefix; the importer adds its own.
-                put_frame(&mut out, &k[4..]);
-                put_frame(&mut out, &v);
-            }
-        }
-        out.push(FRAME_END);
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
-        Ok((applied, out))
-    }
-
-    /// Replaces the shard's state with a snapshot's, atomically and durably.
-    pub fn import_snapshot(&self, data: &[u8]) -> Result<pb::AppliedState, StorageError> {
-        let bad = |d: &str| StorageError::corrupt("snapshot", d.to_owned());
-        if data.len() < 4 + 4 + 32 || &data[..4] != SNAPSHOT_MAGIC {
-            return Err(bad("not a Meridian shard snapshot"));
-        }
-        let (body, digest) = data.split_at(data.len() - 32);
-        if Sha256::digest(body).as_slice() != digest {
-            return Err(bad("checksum mismatch"));
-        }
-        let version = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-        if version != SNAPSHOT_VERSION {
-            return Err(bad(&format!("unsupported snapshot version {version}")));
-        }
-        let mut r = Reader { buf: body, pos: 8 };
-        let applied: pb::AppliedState =
-            decode_record("snapshot applied state", r.frame().ok_or_else(|| bad("truncated"))?)?;
-        let mut batch = WriteBatch::default();
-        for cf in STATE_CFS {
-            batch.delete_range_cf(self.db.cf(cf)?, keys::shard_prefix(self.shard), keys::shard_end(self.shard));
-        }
-        loop {
-            let tag = r.byte().ok_or_else(|| bad("truncated"))?;
-            if tag == FRAME_END {
-                break;
-            }
-            let cf = STATE_CFS.get(usize::from(tag)).ok_or_else(|| bad("unknown column family"))?;
-            let k = r.frame().ok_or_else(|| bad("truncated key"))?;
-            let v = r.frame().ok_or_else(|| bad("truncated value"))?;
-            let mut key = keys::shard_prefix(self.shard);
-            key.extend_from_slice(k);
-            batch.put_cf(self.db.cf(cf)?, key, v);
-        }
-        batch.put_cf(
-            self.db.cf(keys::CF_RAFT_META)?,
-            keys::meta(self.shard, keys::META_APPLIED),
-            applied.encode_to_vec(),
-        );
-        self.db.write_synced(batch)?;
-        Ok(applied)
-    }
-
     /// SHA-256 over the applied state and every key and value of the shard's state, read at
     /// one point in time. Replicas at the same applied index must agree.
     pub fn state_hash(&self) -> Result<(u64, String), StorageError> {
@@ -595,35 +505,9 @@ impl ShardStore {
     }
 }
 
-fn put_frame(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
 fn hash_frame(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_be_bytes());
     h.update(bytes);
-}
-
-pub(crate) struct Reader<'a> {
-    pub(crate) buf: &'a [u8],
-    pub(crate) pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn byte(&mut self) -> Option<u8> {
-        let b = *self.buf.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    pub(crate) fn frame(&mut self) -> Option<&'a [u8]> {
-        let len = u32::from_be_bytes(self.buf.get(self.pos..self.pos + 4)?.try_into().ok()?) as usize;
-        let start = self.pos + 4;
-        let bytes = self.buf.get(start..start.checked_add(len)?)?;
-        self.pos = start + len;
-        Some(bytes)
-    }
 }
 
 // ---------------------------------------------------------------- apply

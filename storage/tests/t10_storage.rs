@@ -11,6 +11,7 @@ use meridian_domain::element::Element;
 use meridian_domain::shard::shard_for;
 use meridian_domain::*;
 use meridian_proto::durable as pb;
+use meridian_storage::snapshot::ImportLimits;
 use meridian_storage::{codec, Db, LogStore, ShardStore};
 
 const SHARDS: u32 = 4;
@@ -183,6 +184,21 @@ fn a_snapshot_moves_exactly_one_shard() {
             assert_eq!(tgt[s], other_before[s], "shard {s} is untouched");
         }
     }
+
+    // The same snapshot installed in batches (as a large one is) lands the same state.
+    let batched = Db::open(&dir.path().join("batched")).unwrap();
+    apply_all(&batched, &workload()[..3], 100);
+    let limits = ImportLimits { atomic_bytes: 0, batch_bytes: 64 };
+    let writes_before = batched.stats().batches_written.load(Ordering::Relaxed);
+    let installed = ShardStore::new(batched.clone(), shard, SHARDS)
+        .import_snapshot_with(&mut std::io::Cursor::new(&data), 0, limits)
+        .unwrap();
+    assert_eq!(installed, applied);
+    assert!(
+        batched.stats().batches_written.load(Ordering::Relaxed) - writes_before > 2,
+        "the batched install wrote in several batches"
+    );
+    assert_eq!(hashes(&batched)[shard.0 as usize], src[shard.0 as usize], "and its state equals the source's");
 
     let mut corrupt = data.clone();
     let mid = corrupt.len() / 2;

@@ -1,0 +1,121 @@
+//! Snapshots stream through files: one replica builds, another receives chunk by chunk and
+//! installs; a corrupt one changes nothing; a node stopped mid-install finishes it on open.
+
+#![allow(clippy::unwrap_used)]
+
+use meridian_domain::{Command, RegionCode, ShardId, UserId};
+use meridian_proto::durable as pb;
+use meridian_raft::state_machine::ShardMachine;
+use meridian_raft::types::TypeConfig;
+use meridian_storage::{codec, Db, ShardStore};
+use openraft::storage::{RaftSnapshotBuilder as _, RaftStateMachine as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+
+const SHARD: ShardId = ShardId(0);
+
+/// A replica of shard 0 (of 1) with `users` users created at indexes 1..=users.
+fn replica(dir: &std::path::Path, users: usize) -> ShardStore {
+    let db = Db::open(&dir.join("db")).unwrap();
+    let store = ShardStore::new(db, SHARD, 1);
+    let region = RegionCode::parse("sg").unwrap();
+    for i in 1..=users as u64 {
+        let command = Command::CreateUser {
+            user: UserId::parse(&format!("user-{i}")).unwrap(),
+            home_region: region.clone(),
+            nickname: format!("nickname of user {i} {}", "x".repeat(200)),
+        };
+        let batch = pb::CommandBatch {
+            version: 1,
+            time_ms: 1_000 + i as i64,
+            logic_version: 1,
+            commands: vec![codec::command_to_pb(&command)],
+            region: String::new(),
+        };
+        let mut txn = store.begin().unwrap();
+        txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index: i });
+        txn.apply_batch(i, &batch).unwrap();
+        txn.commit().unwrap();
+    }
+    store
+}
+
+async fn snapshot_bytes(
+    machine: &mut ShardMachine,
+) -> (openraft::SnapshotMeta<u64, meridian_raft::types::Node>, Vec<u8>) {
+    let snapshot = machine.get_current_snapshot().await.unwrap().expect("a snapshot");
+    let mut data = snapshot.snapshot;
+    data.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.unwrap();
+    (snapshot.meta, bytes)
+}
+
+/// Sends `bytes` to `machine` as openraft does: chunk by chunk into what it receives into.
+async fn receive(
+    machine: &mut ShardMachine,
+    bytes: &[u8],
+) -> Box<<TypeConfig as openraft::RaftTypeConfig>::SnapshotData> {
+    let mut data = machine.begin_receiving_snapshot().await.unwrap();
+    for (i, chunk) in bytes.chunks(64 << 10).enumerate() {
+        data.seek(std::io::SeekFrom::Start((i * (64 << 10)) as u64)).await.unwrap();
+        data.write_all(chunk).await.unwrap();
+    }
+    data
+}
+
+#[tokio::test]
+async fn a_snapshot_goes_from_one_replica_to_another_through_files_and_a_corrupt_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = replica(&dir.path().join("a"), 2_000);
+    let mut a = ShardMachine::open(source.clone(), dir.path().join("a/snapshots")).unwrap();
+    let built = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2_000));
+    let (meta, bytes) = snapshot_bytes(&mut a).await;
+    assert_eq!(meta, built.meta, "the snapshot file holds what was built");
+    assert!(bytes.len() > 400_000, "a snapshot of several chunks: {} bytes", bytes.len());
+
+    let target = replica(&dir.path().join("b"), 10);
+    let mut b = ShardMachine::open(target.clone(), dir.path().join("b/snapshots")).unwrap();
+    let before = target.state_hash().unwrap();
+
+    let mut corrupt = bytes.clone();
+    corrupt[bytes.len() / 2] ^= 0xff;
+    let data = receive(&mut b, &corrupt).await;
+    assert!(b.install_snapshot(&meta, data).await.is_err(), "a corrupt snapshot is refused");
+    assert_eq!(target.state_hash().unwrap(), before, "and changes nothing");
+    assert!(b.get_current_snapshot().await.unwrap().is_none(), "nor becomes the shard's snapshot");
+
+    let data = receive(&mut b, &bytes).await;
+    b.install_snapshot(&meta, data).await.unwrap();
+    assert_eq!(target.state_hash().unwrap(), source.state_hash().unwrap(), "the replicas agree");
+    assert_eq!(b.applied_state().await.unwrap().0, meta.last_log_id);
+    let (kept_meta, kept) = snapshot_bytes(&mut b).await;
+    assert_eq!((kept_meta, kept), (meta, bytes), "the installed snapshot is the one it serves");
+}
+
+#[tokio::test]
+async fn a_node_stopped_mid_install_finishes_the_install_when_it_opens_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = replica(&dir.path().join("a"), 500);
+    let mut a = ShardMachine::open(source.clone(), dir.path().join("a/snapshots")).unwrap();
+    a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+    // The node stopped after keeping the received snapshot as its file and before (or while)
+    // writing it into its state, which holds something else.
+    let target = replica(&dir.path().join("b"), 20);
+    std::fs::create_dir_all(dir.path().join("b/snapshots")).unwrap();
+    std::fs::copy(dir.path().join("a/snapshots/shard-0.snap"), dir.path().join("b/snapshots/shard-0.snap")).unwrap();
+    assert_ne!(target.state_hash().unwrap(), source.state_hash().unwrap());
+
+    let mut b = ShardMachine::open(target.clone(), dir.path().join("b/snapshots")).unwrap();
+    assert_eq!(target.state_hash().unwrap(), source.state_hash().unwrap(), "the install was finished");
+    assert_eq!(b.applied_state().await.unwrap().0.map(|l| l.index), Some(500));
+
+    // A snapshot file behind the applied state is left alone.
+    let newer = replica(&dir.path().join("c"), 600);
+    std::fs::create_dir_all(dir.path().join("c/snapshots")).unwrap();
+    std::fs::copy(dir.path().join("a/snapshots/shard-0.snap"), dir.path().join("c/snapshots/shard-0.snap")).unwrap();
+    let hash = newer.state_hash().unwrap();
+    ShardMachine::open(newer.clone(), dir.path().join("c/snapshots")).unwrap();
+    assert_eq!(newer.state_hash().unwrap(), hash);
+}
