@@ -26,7 +26,13 @@ use crate::state::{ShardState, StateError};
 /// - 2: message ids carry the region and its epoch ([`MessageId::new`]).
 /// - 3: a pair's first message lists the conversation for a member whose index is on the
 ///   conversation's own shard in the same apply, instead of through the outbox.
-pub const LOGIC_VERSION: u32 = 3;
+/// - 4: request-id records are indexed by time and expire as entries say
+///   ([`REQUEST_ID_EXPIRY_FROM`]).
+pub const LOGIC_VERSION: u32 = 4;
+
+/// The logic version from which request-id records are kept in a time index and expired by
+/// the cutoff each entry carries (`CommandBatch.request_ids_expire_before_ms`).
+pub const REQUEST_ID_EXPIRY_FROM: u32 = 4;
 
 /// Where and when a command is applied.
 #[derive(Debug, Clone)]

@@ -296,6 +296,11 @@ pub struct LimitsConfig {
     /// the sender on their friend list. Default false (a user can still ask for it with the
     /// profile field `c2c_from = friends`).
     pub c2c_friends_only: bool,
+    /// How long a send's request id is remembered, in seconds: a retry within the window
+    /// returns the first send's result, a retry after it is a new message. Default 604800
+    /// (7 days); 0 keeps every request id for ever. Records written before the region moved to
+    /// logic version 4 are kept for ever.
+    pub request_id_window_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -313,6 +318,7 @@ impl Default for LimitsConfig {
             max_friend_requests: 100,
             max_joined_groups: 5000,
             c2c_friends_only: false,
+            request_id_window_seconds: 7 * 24 * 3600,
         }
     }
 }
@@ -788,6 +794,17 @@ impl LimitsConfig {
         p.check(self.recall_window_seconds >= 1, "limits.recall-window-seconds", || {
             "0 is not allowed: use at least 1 second (default 120)".into()
         });
+        p.check(
+            self.request_id_window_seconds == 0 || self.request_id_window_seconds >= 60,
+            "limits.request-id-window-seconds",
+            || {
+                format!(
+                    "{} is too short: a client retrying a send would make a second message; use 0 (for ever) or at \
+                     least 60 seconds (default 604800)",
+                    self.request_id_window_seconds
+                )
+            },
+        );
         for (value, key) in [
             (self.max_group_members_work, "limits.max-group-members-work"),
             (self.max_group_members_public, "limits.max-group-members-public"),

@@ -50,6 +50,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
         max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
         max_batch_commands: config.raft.max_batch_commands,
+        request_id_window_ms: config.limits.request_id_window_seconds.saturating_mul(1000),
         dialing: PeerDialing { credential: credential.clone(), tls: peer_dial_tls, source_ip: config.peer_source_ip },
         ingress: IngressLimits { max_message_bytes: config.limits.max_message_bytes },
     };

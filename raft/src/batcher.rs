@@ -40,6 +40,8 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Pending>,
+    /// The request-id window (ms, 0: for ever), shared with the task that stamps entries.
+    request_id_window_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -53,8 +55,18 @@ impl Batcher {
     /// with the logic version the shard applies).
     pub fn start(raft: Raft, max_batch_commands: usize, stats: Arc<MachineStats>, region: String) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, rx, max_batch_commands.max(1), stats, region));
-        Self { tx }
+        let request_id_window_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stamp = Stamp { stats, region, request_id_window_ms: request_id_window_ms.clone() };
+        tokio::spawn(run(raft, rx, max_batch_commands.max(1), stamp));
+        Self { tx, request_id_window_ms }
+    }
+
+    /// Entries proposed from now on tell apply to expire request-id records older than
+    /// `window_ms` (0: keep them for ever). Effective once the shard applies logic version
+    /// [`meridian_domain::apply::REQUEST_ID_EXPIRY_FROM`].
+    pub fn keeping_request_ids_for(self, window_ms: u64) -> Self {
+        self.request_id_window_ms.store(window_ms, Ordering::Relaxed);
+        self
     }
 
     /// Proposes commands through this node's Raft, which must be the shard's leader.
@@ -73,7 +85,40 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stats: Arc<MachineStats>, region: String) {
+/// What a leader stamps on each entry besides its commands.
+struct Stamp {
+    stats: Arc<MachineStats>,
+    region: String,
+    request_id_window_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Stamp {
+    /// The entry for `commands`, stamped now: server time, logic version, region, and the
+    /// request-id cutoff.
+    fn entry(&self, commands: Vec<pb::Command>) -> pb::CommandBatch {
+        // The shard's active version; apply uses the newer of it and the stamp, so an entry
+        // stamped before a raise was applied here still follows the raised rules.
+        let logic_version = self.stats.logic_version.load(Ordering::Relaxed).max(1);
+        let time_ms = now_ms();
+        let window = i64::try_from(self.request_id_window_ms.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let request_ids_expire_before_ms =
+            if window > 0 && logic_version >= meridian_domain::apply::REQUEST_ID_EXPIRY_FROM {
+                time_ms.saturating_sub(window).max(0)
+            } else {
+                0
+            };
+        pb::CommandBatch {
+            version: meridian_storage::codec::RECORD_VERSION,
+            time_ms,
+            logic_version,
+            commands,
+            region: self.region.clone(),
+            request_ids_expire_before_ms,
+        }
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stamp: Stamp) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot first lets the queue fill: that is where batches come from.
@@ -89,27 +134,18 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stat
                 Err(_) => break,
             }
         }
-        let (raft, region) = (raft.clone(), region.clone());
-        // The shard's active version; apply uses the newer of it and the stamp, so an entry
-        // stamped before a raise was applied here still follows the raised rules.
-        let logic_version = stats.logic_version.load(Ordering::Relaxed).max(1);
+        let raft = raft.clone();
+        let mut counts = Vec::with_capacity(group.len());
+        let mut commands = Vec::with_capacity(n);
+        let mut waiters = Vec::with_capacity(group.len());
+        for p in group {
+            counts.push(p.commands.len());
+            commands.extend(p.commands);
+            waiters.push(p.done);
+        }
+        let batch = stamp.entry(commands);
         tokio::spawn(async move {
             let _permit = permit;
-            let mut counts = Vec::with_capacity(group.len());
-            let mut commands = Vec::with_capacity(n);
-            let mut waiters = Vec::with_capacity(group.len());
-            for p in group {
-                counts.push(p.commands.len());
-                commands.extend(p.commands);
-                waiters.push(p.done);
-            }
-            let batch = pb::CommandBatch {
-                version: meridian_storage::codec::RECORD_VERSION,
-                time_ms: now_ms(),
-                logic_version,
-                commands,
-                region,
-            };
             match raft.client_write(batch).await {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
@@ -130,5 +166,29 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stat
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(logic_version: u32, window_ms: u64) -> Stamp {
+        let stats = Arc::new(MachineStats::default());
+        stats.logic_version.store(logic_version, Ordering::Relaxed);
+        Stamp {
+            stats,
+            region: "sg".into(),
+            request_id_window_ms: Arc::new(std::sync::atomic::AtomicU64::new(window_ms)),
+        }
+    }
+
+    #[test]
+    fn entries_carry_the_request_id_cutoff_only_under_the_version_that_applies_it() {
+        let entry = stamp(4, 60_000).entry(vec![]);
+        assert_eq!(entry.request_ids_expire_before_ms, entry.time_ms - 60_000);
+        assert_eq!((entry.logic_version, entry.region.as_str()), (4, "sg"));
+        assert_eq!(stamp(3, 60_000).entry(vec![]).request_ids_expire_before_ms, 0, "version 3 ignores it");
+        assert_eq!(stamp(4, 0).entry(vec![]).request_ids_expire_before_ms, 0, "a window of 0 keeps all");
     }
 }

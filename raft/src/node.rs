@@ -62,6 +62,9 @@ pub struct RaftSettings {
     pub max_in_snapshot_log_to_keep: u64,
     /// Most commands per Raft entry.
     pub max_batch_commands: usize,
+    /// How long request-id records are kept, in milliseconds (0: for ever). Entries this node
+    /// proposes as leader carry the cutoff it implies.
+    pub request_id_window_ms: u64,
     /// How this node dials its peers (credential, TLS, source address).
     pub dialing: PeerDialing,
     /// The limits every proposed command is checked against.
@@ -220,7 +223,8 @@ impl RaftNode {
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
             let batcher =
-                Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone(), settings.region.to_string());
+                Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone(), settings.region.to_string())
+                    .keeping_request_ids_for(settings.request_id_window_ms);
             shards.push(Shard {
                 id,
                 raft,

@@ -206,6 +206,7 @@ async fn tokio_file(file: std::fs::File, start: u64) -> Result<SnapshotFile, mer
 impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let (store, files, stats) = (self.store.clone(), self.files.clone(), self.stats.clone());
+        let started = std::time::Instant::now();
         let built = blocking(move || {
             let view = store.snapshot_view()?;
             let (last_log_id, last_membership) = Self::applied_of(view.applied());
@@ -225,6 +226,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
             shard = self.files.shard,
             index = meta.last_log_id.map_or(0, |l| l.index),
             bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "built snapshot"
         );
         let data = tokio_file(file, start).await.map_err(|e| snapshot_err(Some(&meta), ErrorVerb::Read, e))?;
@@ -305,6 +307,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
         let fail = |e| snapshot_err(Some(meta), ErrorVerb::Write, e);
+        let started = std::time::Instant::now();
         let (mut received, from) = snapshot.into_std().await.map_err(|e| fail(e.into()))?;
         let (store, files, stats, owned_meta) =
             (self.store.clone(), self.files.clone(), self.stats.clone(), meta.clone());
@@ -331,7 +334,13 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.outbox_signal.notify_one();
-        tracing::info!(shard = self.files.shard, snapshot = %meta.snapshot_id, bytes, "installed snapshot");
+        tracing::info!(
+            shard = self.files.shard,
+            snapshot = %meta.snapshot_id,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed snapshot"
+        );
         Ok(())
     }
 

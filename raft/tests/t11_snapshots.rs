@@ -30,6 +30,7 @@ fn replica(dir: &std::path::Path, users: usize) -> ShardStore {
             logic_version: 1,
             commands: vec![codec::command_to_pb(&command)],
             region: String::new(),
+            request_ids_expire_before_ms: 0,
         };
         let mut txn = store.begin().unwrap();
         txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index: i });

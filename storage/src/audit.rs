@@ -114,6 +114,9 @@ impl Scan {
             keys::CF_EVENTS => {
                 prefixed(body).and_then(|(c, _)| conversation(c)).map(|c| (Subject::Conversation(c), "message"))
             }
+            keys::CF_DEDUP if keys::is_dedup_by_time(key) => prefixed(body.get(9..).unwrap_or_default())
+                .and_then(|(c, _)| conversation(c))
+                .map(|c| (Subject::Conversation(c), "request-id time index entry")),
             keys::CF_DEDUP => prefixed(body)
                 .and_then(|(c, _)| conversation(c))
                 .map(|c| (Subject::Conversation(c), "request-id record")),

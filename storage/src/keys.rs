@@ -471,6 +471,44 @@ pub fn dedup(shard: ShardId, conversation: &ConversationId, sender: &UserId, req
     k
 }
 
+/// The byte after the shard prefix that marks the request-id time index inside `dedup`: a
+/// dedup key starts there with a conversation id's length, which is at most 68.
+pub const DEDUP_BY_TIME: u8 = 0xff;
+
+/// The time index entry of the dedup record at `dedup_key` (its full key), written at
+/// `time_ms`: shard, [`DEDUP_BY_TIME`], time (u64 BE), then the dedup key after its shard.
+pub fn dedup_by_time(time_ms: i64, dedup_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(dedup_key.len() + 9);
+    k.extend_from_slice(dedup_key.get(..4).unwrap_or_default());
+    k.push(DEDUP_BY_TIME);
+    k.extend_from_slice(&u64::try_from(time_ms).unwrap_or(0).to_be_bytes());
+    k.extend_from_slice(dedup_key.get(4..).unwrap_or_default());
+    k
+}
+
+/// The first time index key at or after `time_ms` (a bound for ranges).
+pub fn dedup_by_time_from(shard: ShardId, time_ms: i64) -> Vec<u8> {
+    let mut k = with_shard(shard, 9);
+    k.push(DEDUP_BY_TIME);
+    k.extend_from_slice(&u64::try_from(time_ms).unwrap_or(0).to_be_bytes());
+    k
+}
+
+/// Whether a `dedup` key is a time index entry rather than a record.
+pub fn is_dedup_by_time(key: &[u8]) -> bool {
+    key.get(4) == Some(&DEDUP_BY_TIME)
+}
+
+/// The dedup record a time index entry points at.
+pub fn dedup_of_time_entry(index_key: &[u8]) -> Option<Vec<u8>> {
+    if !is_dedup_by_time(index_key) || index_key.len() < 13 {
+        return None;
+    }
+    let mut k = index_key[..4].to_vec();
+    k.extend_from_slice(&index_key[13..]);
+    Some(k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //! Projections here are the records events add up to: accounts, conversation heads and
 //! cursors and users' conversation lists (`projections`, tags `u`, `c`, `r`), the history
 //! (`events`) and request-id records (`dedup`). Effect watermarks and the outbox are delivery
-//! bookkeeping, not projections, and are left out.
+//! bookkeeping, not projections, and are left out; so are the request-id time index and the
+//! request-id records at or before the shard's expiry mark (expired live, kept by a replay).
 
 use std::collections::BTreeMap;
 
@@ -106,7 +107,9 @@ impl RecordReader for Scratch {
 /// Whether a key of `cf` belongs to the projections events rebuild.
 fn is_projection(cf: &str, key: &[u8]) -> bool {
     match cf {
-        keys::CF_EVENTS | keys::CF_DEDUP => true,
+        keys::CF_EVENTS => true,
+        // The request-id time index is expiry's bookkeeping, not a projection.
+        keys::CF_DEDUP => !keys::is_dedup_by_time(key),
         keys::CF_PROJECTIONS => {
             matches!(
                 key.get(4),
@@ -235,6 +238,19 @@ impl ShardStore {
             }
         }
 
+        // Request-id records expire (logic version 4) where the event log knows nothing of it:
+        // those at or before the shard's expiry mark are left out on both sides.
+        if !applied.request_ids_expired_through.is_empty() {
+            let mut mark = keys::shard_prefix(shard);
+            mark.extend_from_slice(&applied.request_ids_expired_through);
+            let expired = |(cf, key): &(&'static str, Vec<u8>), value: &Vec<u8>| {
+                *cf == keys::CF_DEDUP
+                    && decode_record::<pb::DedupRecord>("dedup", value)
+                        .is_ok_and(|r| keys::dedup_by_time(r.time_ms, key) <= mark)
+            };
+            live.retain(|k, v| !expired(k, v));
+            scratch.records.retain(|k, v| !expired(k, v));
+        }
         let keys = live.len().max(scratch.records.len()) as u64;
         let difference = first_difference(&live, &scratch.records);
         Ok(ProjectionCheck {
@@ -313,6 +329,7 @@ mod tests {
             logic_version: 1,
             commands: vec![codec::command_to_pb(&command)],
             region: String::new(),
+            request_ids_expire_before_ms: 0,
         };
         let mut results = txn.apply_batch(index, &batch).unwrap();
         txn.commit().unwrap();
@@ -428,6 +445,7 @@ mod tests {
                         effects,
                     })],
                     region: String::new(),
+                    request_ids_expire_before_ms: 0,
                 };
                 let index = next();
                 txn.apply_batch(index, &batch).unwrap();

@@ -98,6 +98,8 @@ impl ShardStore {
             store: self,
             batch: WriteBatch::default(),
             overlay: HashMap::new(),
+            index_request_ids: false,
+            request_id_index: std::collections::BTreeMap::new(),
             batch_region: None,
         })
     }
@@ -723,7 +725,17 @@ pub struct ApplyTxn<'a> {
     applied: pb::AppliedState,
     /// The region of the batch being applied (effects emitted name it as their source).
     batch_region: Option<RegionCode>,
+    /// Whether the entry being applied indexes its request-id records by time (logic
+    /// version [`meridian_domain::apply::REQUEST_ID_EXPIRY_FROM`]).
+    index_request_ids: bool,
+    /// This transaction's writes to the request-id time index (`false`: deleted), so that
+    /// expiry sees the same index however entries are grouped into transactions.
+    request_id_index: std::collections::BTreeMap<Vec<u8>, bool>,
 }
+
+/// Most request-id records one entry expires: an entry's work stays bounded, and a backlog
+/// (a window shortened, a shard idle for long) drains over the entries that follow.
+pub const REQUEST_IDS_EXPIRED_PER_ENTRY: usize = 256;
 
 impl std::fmt::Debug for ApplyTxn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -787,6 +799,7 @@ impl ApplyTxn<'_> {
             position: 0,
             time: TimeMs(time),
         };
+        self.index_request_ids = logic_version >= meridian_domain::apply::REQUEST_ID_EXPIRY_FROM;
         let mut results = Vec::with_capacity(batch.commands.len());
         for (position, command) in batch.commands.iter().enumerate() {
             // A command that does not decode into the domain (written by a faulty or older
@@ -825,7 +838,60 @@ impl ApplyTxn<'_> {
         if adopting && results.iter().any(Result::is_ok) {
             self.applied.region = region_name;
         }
+        if self.index_request_ids && batch.request_ids_expire_before_ms > 0 {
+            self.expire_request_ids(batch.request_ids_expire_before_ms)?;
+        }
         Ok(results)
+    }
+
+    /// Deletes the oldest request-id records written before `before_ms`, at most
+    /// [`REQUEST_IDS_EXPIRED_PER_ENTRY`], through the time index, and moves the shard's
+    /// expiry mark to the last one. The index is read from the mark on (the keys before it are
+    /// deleted: starting there skips their tombstones), with this transaction's own index
+    /// writes laid over the database's, so every replica expires the same records whatever
+    /// entries it applies together. Records written later always sort after the mark: a
+    /// shard's server time never goes backwards and the cutoff is behind it.
+    fn expire_request_ids(&mut self, before_ms: i64) -> Result<(), StorageError> {
+        let shard = self.store.shard;
+        let from = if self.applied.request_ids_expired_through.is_empty() {
+            keys::dedup_by_time_from(shard, 0)
+        } else {
+            let mut mark = keys::shard_prefix(shard);
+            mark.extend_from_slice(&self.applied.request_ids_expired_through);
+            mark.push(0); // the first key after the mark
+            mark
+        };
+        let upper = keys::dedup_by_time_from(shard, before_ms);
+        if from >= upper {
+            return Ok(());
+        }
+        let pending: Vec<(Vec<u8>, bool)> =
+            self.request_id_index.range(from.clone()..upper.clone()).map(|(k, p)| (k.clone(), *p)).collect();
+        let deleted = pending.iter().filter(|(_, present)| !present).count();
+        let mut found = std::collections::BTreeMap::new();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(upper);
+        let cf = self.store.db.cf(keys::CF_DEDUP)?;
+        let iter = self.store.db.rocks().iterator_cf_opt(cf, ro, IteratorMode::From(&from, Direction::Forward));
+        for item in iter.take(REQUEST_IDS_EXPIRED_PER_ENTRY + deleted) {
+            let (k, _) = item?;
+            found.insert(k.to_vec(), true);
+        }
+        found.extend(pending);
+        let expired: Vec<Vec<u8>> = found
+            .into_iter()
+            .filter_map(|(k, present)| present.then_some(k))
+            .take(REQUEST_IDS_EXPIRED_PER_ENTRY)
+            .collect();
+        let Some(last) = expired.last().cloned() else { return Ok(()) };
+        for index_key in expired {
+            if let Some(record) = keys::dedup_of_time_entry(&index_key) {
+                self.delete(keys::CF_DEDUP, record)?;
+            }
+            self.delete(keys::CF_DEDUP, index_key)?;
+        }
+        self.applied.request_ids_expired_through = last[4..].to_vec();
+        Ok(())
     }
 
     /// Applies `ArchiveSegment`: the range must be the shard's oldest hot events, exactly, and
@@ -928,12 +994,18 @@ impl ApplyTxn<'_> {
 
     fn put(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) -> Result<(), StorageError> {
         self.batch.put_cf(self.store.db.cf(cf)?, &key, &value);
+        if cf == keys::CF_DEDUP && keys::is_dedup_by_time(&key) {
+            self.request_id_index.insert(key.clone(), true);
+        }
         self.overlay.insert((cf, key), Some(value));
         Ok(())
     }
 
     fn delete(&mut self, cf: &'static str, key: Vec<u8>) -> Result<(), StorageError> {
         self.batch.delete_cf(self.store.db.cf(cf)?, &key);
+        if cf == keys::CF_DEDUP && keys::is_dedup_by_time(&key) {
+            self.request_id_index.insert(key.clone(), false);
+        }
         self.overlay.insert((cf, key), None);
         Ok(())
     }
@@ -1044,6 +1116,11 @@ impl ApplyTxn<'_> {
                 }
                 let mark = pb::EffectWatermark { version: codec::RECORD_VERSION, applied_up_to: end };
                 self.put(keys::CF_PROJECTIONS, mark_key, mark.encode_to_vec())
+            }
+            Change::PutDedup { conversation, sender, request_id, entry } if self.index_request_ids => {
+                let key = keys::dedup(shard, &conversation, &sender, &request_id);
+                self.put(keys::CF_DEDUP, keys::dedup_by_time(entry.time.0, &key), Vec::new())?;
+                self.put(keys::CF_DEDUP, key, codec::dedup_to_pb(&entry).encode_to_vec())
             }
             projection => match (projection_record(shard, &projection), projection_delete(shard, &projection)) {
                 (Some((cf, key, value)), _) => self.put(cf, key, value),

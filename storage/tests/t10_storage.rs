@@ -11,7 +11,8 @@ use meridian_domain::element::Element;
 use meridian_domain::shard::shard_for;
 use meridian_domain::*;
 use meridian_proto::durable as pb;
-use meridian_storage::snapshot::ImportLimits;
+use meridian_storage::shard::{CommandResult, REQUEST_IDS_EXPIRED_PER_ENTRY};
+use meridian_storage::snapshot::{ImportLimits, Records};
 use meridian_storage::{codec, Db, LogStore, ShardStore};
 
 const SHARDS: u32 = 4;
@@ -28,6 +29,7 @@ fn entry(index: u64, command: &Command) -> pb::CommandBatch {
         logic_version: 1,
         commands: vec![codec::command_to_pb(command)],
         region: String::new(),
+        request_ids_expire_before_ms: 0,
     }
 }
 
@@ -303,4 +305,140 @@ fn an_account_deleted_in_the_batch_that_lists_its_group_leaves_that_group_too() 
         assert_eq!(check.difference, None, "projections equal the replay of the event log");
     }
     assert_eq!(hashes(&a), hashes(&b));
+}
+
+/// Entries of a request-id expiry story on a one-shard region, under logic version 4: two
+/// users; one send per entry a second apart with request id `r{i}`, each entry expiring what
+/// is older than ten seconds; then 600 sends in one entry; then entries with the cutoff past
+/// all of them (each expires at most the per-entry cap).
+fn expiry_entries() -> Vec<pb::CommandBatch> {
+    let region = RegionCode::parse("sg").unwrap();
+    let send = |i: usize| Command::SendMessage {
+        sender: user("alice"),
+        recipient: user("bob"),
+        elements: vec![Element::Text { text: format!("m{i}") }],
+        request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
+        sender_home: None,
+        recipient_home: None,
+        friends_only: false,
+    };
+    let entry = |time_ms: i64, commands: Vec<Command>, cutoff: i64| pb::CommandBatch {
+        version: 1,
+        time_ms,
+        logic_version: 4,
+        commands: commands.iter().map(codec::command_to_pb).collect(),
+        region: String::new(),
+        request_ids_expire_before_ms: cutoff,
+    };
+    let mut entries = vec![entry(
+        1_000,
+        ["alice", "bob"]
+            .iter()
+            .map(|u| Command::CreateUser { user: user(u), home_region: region.clone(), nickname: u.to_string() })
+            .collect(),
+        0,
+    )];
+    for i in 0..40 {
+        let t = 1_000_000 + 1_000 * i as i64;
+        entries.push(entry(t, vec![send(i)], t - 10_000));
+    }
+    entries.push(entry(2_000_000, (100..700).map(send).collect(), 2_000_000 - 10_000));
+    for k in 0..4 {
+        entries.push(entry(3_000_000 + k, vec![], 2_500_000));
+    }
+    entries
+}
+
+/// Applies `entries` from log index 1 on shard 0 of 1, `per_txn` entries per transaction.
+fn apply_grouped(db: &Db, entries: &[pb::CommandBatch], per_txn: usize) -> Vec<CommandResult> {
+    let store = ShardStore::new(db.clone(), ShardId(0), 1);
+    let mut results = vec![];
+    for (n, group) in entries.chunks(per_txn).enumerate() {
+        let mut txn = store.begin().unwrap();
+        for (i, batch) in group.iter().enumerate() {
+            let index = (n * per_txn + i + 1) as u64;
+            txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
+            results.extend(txn.apply_batch(index, batch).unwrap());
+        }
+        txn.commit().unwrap();
+    }
+    results
+}
+
+fn accepted_seq(result: &CommandResult) -> (u64, bool) {
+    match result {
+        Ok(meridian_domain::apply::Reply::MessageAccepted { seq, duplicate, .. }) => (seq.0, *duplicate),
+        other => panic!("not an accepted send: {other:?}"),
+    }
+}
+
+#[test]
+fn request_ids_expire_after_the_window_alike_however_entries_are_grouped_and_replay_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = expiry_entries();
+    let dbs: Vec<Db> = [1, 3, 7, entries.len()]
+        .iter()
+        .map(|per_txn| {
+            let db = Db::open(&dir.path().join(format!("per-{per_txn}"))).unwrap();
+            apply_grouped(&db, &entries, *per_txn);
+            db
+        })
+        .collect();
+    let store = |db: &Db| ShardStore::new(db.clone(), ShardId(0), 1);
+    let hash = store(&dbs[0]).state_hash().unwrap();
+    for db in &dbs[1..] {
+        assert_eq!(store(db).state_hash().unwrap(), hash, "every grouping expires the same records");
+    }
+    let db = &dbs[0];
+    // Request-id records (not their time index) as a snapshot of the shard lists them.
+    let live_records = |db: &Db| {
+        let (_, data) = store(db).export_snapshot().unwrap();
+        let (_, mut records) = Records::open(&data[..data.len() - 32]).unwrap();
+        let mut n = 0;
+        while let Some((cf, key, _)) = records.next_record().unwrap() {
+            let mut full = vec![0; 4];
+            full.extend_from_slice(&key);
+            n +=
+                usize::from(cf == meridian_storage::keys::CF_DEDUP && !meridian_storage::keys::is_dedup_by_time(&full));
+        }
+        n
+    };
+    // 40 + 600 records written; the cutoffs passed all of them and four entries expired
+    // 4 × 256 at most: every one is gone, through the cap, not at once.
+    assert_eq!(live_records(db), 0, "every record past the window is expired");
+    let check = store(db).verify_projections().unwrap();
+    assert_eq!(check.difference, None, "replay agrees with the live projections after expiry");
+
+    // A part-way state: after the 600-send entry and ONE expiring entry, the cap holds.
+    let partial = Db::open(&dir.path().join("partial")).unwrap();
+    apply_grouped(&partial, &entries[..entries.len() - 3], 1);
+    assert_eq!(live_records(&partial), 600 - REQUEST_IDS_EXPIRED_PER_ENTRY);
+    assert_eq!(store(&partial).verify_projections().unwrap().difference, None);
+
+    // A retry of an expired id is a new message; a retry within the window is the first send.
+    let retry = |db: &Db, i: usize, time_ms: i64, index: u64| {
+        let batch = pb::CommandBatch {
+            commands: vec![codec::command_to_pb(&Command::SendMessage {
+                sender: user("alice"),
+                recipient: user("bob"),
+                elements: vec![Element::Text { text: format!("m{i}") }],
+                request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
+                sender_home: None,
+                recipient_home: None,
+                friends_only: false,
+            })],
+            time_ms,
+            request_ids_expire_before_ms: time_ms - 10_000,
+            ..entries[1].clone()
+        };
+        let s = store(db);
+        let mut txn = s.begin().unwrap();
+        txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
+        let result = txn.apply_batch(index, &batch).unwrap().remove(0);
+        txn.commit().unwrap();
+        accepted_seq(&result)
+    };
+    let next = entries.len() as u64 + 1;
+    assert_eq!(retry(db, 0, 3_100_000, next), (641, false), "expired: a new message");
+    assert_eq!(retry(db, 0, 3_101_000, next + 1), (641, true), "within the window: the first send");
 }

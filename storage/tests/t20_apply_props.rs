@@ -132,7 +132,14 @@ fn create_alice() -> pb::Command {
 
 fn batch(commands: Vec<pb::Command>) -> pb::CommandBatch {
     // Time 0 keeps the shard's clock where it is, so a rejection can be compared byte for byte.
-    pb::CommandBatch { version: 1, time_ms: 0, logic_version: 1, commands, region: String::new() }
+    pb::CommandBatch {
+        version: 1,
+        time_ms: 0,
+        logic_version: 1,
+        commands,
+        region: String::new(),
+        request_ids_expire_before_ms: 0,
+    }
 }
 
 proptest! {

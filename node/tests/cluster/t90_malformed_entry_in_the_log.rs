@@ -75,6 +75,7 @@ async fn a_log_with_undecodable_commands_is_applied_by_rejecting_them() {
                     logic_version: 1,
                     commands,
                     region: String::new(),
+                    request_ids_expire_before_ms: 0,
                 })),
             };
             log.append(&[entry]).unwrap();
