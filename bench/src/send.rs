@@ -24,16 +24,20 @@ pub struct SendWorkload {
 }
 
 impl SendWorkload {
-    /// `existing`: creates the `--users` users `bench-u{i}` and gives every pair
-    /// (`bench-u{2k}`, `bench-u{2k+1}`) its conversation (one message; a rerun finds it by its
-    /// request id). `new`: creates `--users` users under a prefix of this run, so that no two
-    /// of them have spoken.
+    /// `existing`: creates the `--users` users `bench-u{i}` and gives every pair of
+    /// [`existing_pairs`] its conversation (one message; a rerun finds it by its request id).
+    /// `new`: creates `--users` users under a prefix of this run, so that no two of them have
+    /// spoken.
     pub async fn prepare(args: &BenchArgs, pool: &ClientPool) -> anyhow::Result<Self> {
         let prefix = match args.pairs {
             Pairs::Existing => "bench-u".to_owned(),
             Pairs::New => format!("bench-n{:06x}-", rand::random::<u32>() & 0xff_ffff),
         };
-        let users: Arc<[String]> = (0..args.users).map(|i| format!("{prefix}{i}")).collect();
+        let mut users: Vec<String> = (0..args.users).map(|i| format!("{prefix}{i}")).collect();
+        if args.pairs == Pairs::Existing {
+            users = existing_pairs(users);
+        }
+        let users: Arc<[String]> = users.into();
         create_users(pool, args.clients, users.clone()).await?;
         let text = text();
         if args.pairs == Pairs::Existing {
@@ -84,6 +88,18 @@ impl SendWorkload {
     }
 }
 
+/// `users` in the order that makes (`[2k]`, `[2k+1]`) the pairs of `--pairs existing`: a
+/// shuffle fixed by the number of users, the same on every run. Not (`bench-u{2k}`,
+/// `bench-u{2k+1}`): the shard hash's low bits are the parity of the id's odd bytes, so the
+/// conversation ids of such neighbours all land on half the shards (with two shards, on one).
+fn existing_pairs(mut users: Vec<String>) -> Vec<String> {
+    use rand::seq::SliceRandom as _;
+    use rand::SeedableRng as _;
+    let seed = users.len() as u64;
+    users.shuffle(&mut StdRng::seed_from_u64(seed));
+    users
+}
+
 /// The `k`-th of the `n (n - 1) / 2` pairs `(i, j)`, `i < j < n`, in the order
 /// (0,1), (0,2), (1,2), (0,3), … ; `None` past the last.
 fn nth_pair(k: u64, n: usize) -> Option<(usize, usize)> {
@@ -101,8 +117,30 @@ fn nth_pair(k: u64, n: usize) -> Option<(usize, usize)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::nth_pair;
+    use super::{existing_pairs, nth_pair};
+
+    #[test]
+    fn existing_pairs_spread_over_the_shards() {
+        let users: Vec<String> = (0..2000).map(|i| format!("bench-u{i}")).collect();
+        let pairs = existing_pairs(users.clone());
+        assert_eq!(pairs, existing_pairs(users), "the same pairs on every run");
+        for shards in [2u32, 8] {
+            let mut per_shard = vec![0usize; shards as usize];
+            for pair in pairs.chunks(2) {
+                let a = meridian_domain::UserId::parse(&pair[0]).unwrap();
+                let b = meridian_domain::UserId::parse(&pair[1]).unwrap();
+                let conversation = meridian_domain::ConversationId::c2c(&a, &b);
+                per_shard[meridian_domain::shard::shard_for(conversation.as_str(), shards).0 as usize] += 1;
+            }
+            let fair = 1000 / shards as usize;
+            assert!(
+                per_shard.iter().all(|&n| n > fair * 3 / 4 && n < fair * 5 / 4),
+                "{shards} shards: {per_shard:?}"
+            );
+        }
+    }
 
     #[test]
     fn pairs_are_enumerated_once_each_and_end() {

@@ -503,6 +503,12 @@ election-timeout-min-ms = 500
 election-timeout-max-ms = 1000
 snapshot-logs-since-last = {snap}
 max-in-snapshot-log-to-keep = 50
+
+[limits]
+# The shortest window the config takes: request-id records expire (logic version 4) while
+# faults land, far past the SDK's 15 s of retries, so a campaign that finds a duplicate
+# has found a bug.
+request-id-window-seconds = 60
 {archive}"#,
         id = n.id,
         client = n.client_addr,
@@ -516,7 +522,7 @@ max-in-snapshot-log-to-keep = 50
         archive = match o.archive_hot_window {
             // Small segments, sealed often: faults land on every step of sealing.
             Some(window) => format!(
-                "\n[limits]\nrecall-window-seconds = {window}\n\n[archive]\nhot-window-seconds = {window}\npath = \"{}\"\nseal-interval-ms = 500\nsegment-max-events = 400\ntimeout-ms = 2000\n",
+                "recall-window-seconds = {window}\n\n[archive]\nhot-window-seconds = {window}\npath = \"{}\"\nseal-interval-ms = 500\nsegment-max-events = 400\ntimeout-ms = 2000\n",
                 o.dir.join("archive").display()
             ),
             None => String::new(),

@@ -70,10 +70,10 @@ pub struct DevArgs {
     /// are first written.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
-    /// Shards of the region (a power of two). Used when the configs are first written. Two
-    /// by default: on one machine, where the three nodes share its cores, fewer and fuller
-    /// batches beat spreading the leaders (docs/BENCHMARKS.md, "Shards per region").
-    #[arg(long, default_value_t = 2)]
+    /// Shards of the region (a power of two). Used when the configs are first written. One
+    /// by default: on one machine, where the three nodes share its cores, one shard's fuller
+    /// batches beat spreading the work (docs/BENCHMARKS.md, "Shards per region").
+    #[arg(long, default_value_t = 1)]
     pub shards: u32,
     /// Leave a node that dies down instead of starting it again.
     #[arg(long)]
@@ -571,7 +571,11 @@ impl Cluster {
         } else {
             let endpoint_list = endpoints.iter().map(|(_, addr)| addr.as_str()).collect::<Vec<_>>().join(",");
             (
-                format!("region {REGION:?} is up: {NODES} nodes, {} shards", first.shards),
+                format!(
+                    "region {REGION:?} is up: {NODES} nodes, {} shard{}",
+                    first.shards,
+                    if first.shards == 1 { "" } else { "s" }
+                ),
                 format!("export MERIDIAN_ENDPOINT={endpoint_list}\nexport MERIDIAN_ADMIN_TOKEN={token}\n"),
             )
         };
