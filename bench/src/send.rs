@@ -135,10 +135,7 @@ mod tests {
                 per_shard[meridian_domain::shard::shard_for(conversation.as_str(), shards).0 as usize] += 1;
             }
             let fair = 1000 / shards as usize;
-            assert!(
-                per_shard.iter().all(|&n| n > fair * 3 / 4 && n < fair * 5 / 4),
-                "{shards} shards: {per_shard:?}"
-            );
+            assert!(per_shard.iter().all(|&n| n > fair * 3 / 4 && n < fair * 5 / 4), "{shards} shards: {per_shard:?}");
         }
     }
 

@@ -505,10 +505,11 @@ snapshot-logs-since-last = {snap}
 max-in-snapshot-log-to-keep = 50
 
 [limits]
-# The shortest window the config takes: request-id records expire (logic version 4) while
-# faults land, far past the SDK's 15 s of retries, so a campaign that finds a duplicate
-# has found a bug.
-request-id-window-seconds = 60
+# Request-id records expire (logic version 4) while faults land, in any campaign longer than
+# ten minutes. The window must outlast the clock skew the faults inject (a leader whose clock
+# runs 300 s ahead stamps a cutoff 300 s later) plus the SDK's 15 s of retries: then a
+# campaign that finds a duplicated send has found a bug.
+request-id-window-seconds = 600
 {archive}"#,
         id = n.id,
         client = n.client_addr,

@@ -159,6 +159,42 @@ impl LogStore {
         self.get_meta(keys::META_COMMITTED, "committed log id")
     }
 
+    /// The last log id the shard's state machine applied (its applied state, in the same
+    /// database).
+    pub fn applied(&self) -> Result<Option<pb::LogId>, StorageError> {
+        Ok(self.get_meta::<pb::AppliedState>(keys::META_APPLIED, "applied state")?.and_then(|a| a.last_applied))
+    }
+
+    /// Lowers the saved committed log id to the last entry this log holds without a gap after
+    /// the applied state, when it is past it; returns the new value if it changed. A restart
+    /// re-applies the log from the applied state up to the saved committed id, so a committed
+    /// id past a gap (entries a snapshot being installed covered, never received) would stop
+    /// the shard from starting. A lower committed id is always safe: the leader says it again.
+    pub fn clamp_committed_to_log(&self) -> Result<Option<Option<pb::LogId>>, StorageError> {
+        let Some(committed) = self.committed()? else { return Ok(None) };
+        let applied = self.applied()?;
+        let from = applied.as_ref().map_or(0, |a| a.index.saturating_add(1));
+        if committed.index < from {
+            return Ok(None);
+        }
+        let mut last = applied;
+        let mut expected = from;
+        for record in self.entries(from..=committed.index)? {
+            match record.log_id {
+                Some(id) if id.index == expected => {
+                    expected += 1;
+                    last = Some(id);
+                }
+                _ => break,
+            }
+        }
+        if last.as_ref() == Some(&committed) {
+            return Ok(None);
+        }
+        self.save_committed(last.as_ref())?;
+        Ok(Some(last))
+    }
+
     fn put_meta(&self, tag: u8, value: Vec<u8>) -> Result<(), StorageError> {
         let meta = self.db.cf(keys::CF_RAFT_META)?;
         let mut batch = WriteBatch::default();
