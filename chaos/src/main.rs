@@ -304,15 +304,21 @@ fn main() -> ExitCode {
                 eprintln!("error: campaign failed to run (seed {seed}): {e:#}");
                 for n in 1..=nodes {
                     let log = std::fs::read_to_string(run_dir.join(format!("node-{n}.log"))).unwrap_or_default();
+                    // A panic's message, wherever it is in the log (its backtrace follows it).
+                    for (i, line) in log.lines().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+                        eprintln!("--- node-{n}.log line {}: {line}", i + 1);
+                        for next in log.lines().skip(i + 1).take(2) {
+                            eprintln!("{next}");
+                        }
+                    }
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
                     eprintln!("--- node-{n}.log (last lines)");
                     for line in tail.into_iter().rev() {
                         eprintln!("{line}");
                     }
                 }
-                if !keep {
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                }
+                // The run directory is the evidence of what stopped the campaign: kept.
+                eprintln!("logs and data kept in {}", run_dir.display());
                 ExitCode::FAILURE
             }
         }

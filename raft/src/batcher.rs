@@ -21,10 +21,6 @@ use crate::types::*;
 /// 16 in flight 2,556 sends/s, 4 in flight 3,494/s, 2 in flight 3,065/s.
 const MAX_IN_FLIGHT: usize = 4;
 
-/// How long commands that ride ([`Batcher::submit_riding`]) wait for other proposals to
-/// share an entry with before they go in one of their own.
-pub const RIDE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {
     #[error("this node is not the shard's leader")]
@@ -38,8 +34,6 @@ pub enum BatchError {
 
 struct Pending {
     commands: Vec<pb::Command>,
-    /// Bookkeeping that need not be an entry of its own (outbox acknowledgements).
-    rides: bool,
     done: oneshot::Sender<Result<Vec<CommandResult>, BatchError>>,
 }
 
@@ -77,20 +71,8 @@ impl Batcher {
 
     /// Proposes commands through this node's Raft, which must be the shard's leader.
     pub async fn submit(&self, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, BatchError> {
-        self.queue(commands, false).await
-    }
-
-    /// As [`Batcher::submit`], for commands that need not be an entry of their own: when
-    /// nothing else is queued they wait up to [`RIDE_WAIT`] for a proposal to share an entry
-    /// with (a client's next send, usually), and go alone only if none comes.
-    pub async fn submit_riding(&self, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, BatchError> {
-        self.queue(commands, true).await
-    }
-
-    async fn queue(&self, commands: Vec<pb::Command>, rides: bool) -> Result<Vec<CommandResult>, BatchError> {
         let (done, rx) = oneshot::channel();
-        let pending = Pending { commands, rides, done };
-        self.tx.send(pending).await.map_err(|_| BatchError::Failed("batcher stopped".into()))?;
+        self.tx.send(Pending { commands, done }).await.map_err(|_| BatchError::Failed("batcher stopped".into()))?;
         rx.await.map_err(|_| BatchError::Failed("batcher dropped the proposal".into()))?
     }
 }
@@ -136,37 +118,22 @@ impl Stamp {
     }
 }
 
-/// One entry's proposals: `first` and whatever queued behind it, up to `max_batch` commands.
-/// Riders alone wait up to [`RIDE_WAIT`] for one more proposal to carry them.
-async fn gather(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_batch: usize) -> Vec<Pending> {
-    let mut n = first.commands.len();
-    let mut group = vec![first];
-    let mut waited = false;
-    while n < max_batch {
-        let next = match rx.try_recv() {
-            Ok(p) => p,
-            Err(_) if !waited && group.iter().all(|p| p.rides) => {
-                waited = true;
-                match tokio::time::timeout(RIDE_WAIT, rx.recv()).await {
-                    Ok(Some(p)) => p,
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            Err(_) => break,
-        };
-        n += next.commands.len();
-        group.push(next);
-    }
-    group
-}
-
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stamp: Stamp) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot first lets the queue fill: that is where batches come from.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let group = gather(first, &mut rx, max_batch).await;
-        let n = group.iter().map(|p| p.commands.len()).sum();
+        let mut n = first.commands.len();
+        let mut group = vec![first];
+        while n < max_batch {
+            match rx.try_recv() {
+                Ok(p) => {
+                    n += p.commands.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
         let raft = raft.clone();
         let mut counts = Vec::with_capacity(group.len());
         let mut commands = Vec::with_capacity(n);
@@ -203,7 +170,6 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -215,45 +181,6 @@ mod tests {
             region: "sg".into(),
             request_id_window_ms: Arc::new(std::sync::atomic::AtomicU64::new(window_ms)),
         }
-    }
-
-    fn pending(rides: bool) -> Pending {
-        Pending { commands: vec![pb::Command::default()], rides, done: oneshot::channel().0 }
-    }
-
-    #[tokio::test]
-    async fn riders_wait_a_moment_for_a_proposal_to_carry_them_and_no_longer() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let later = |rides: Vec<bool>, after: std::time::Duration| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                for rides in rides {
-                    let _ = tx.send(pending(rides)).await;
-                }
-            })
-        };
-        // Alone, a rider waits RIDE_WAIT and then goes by itself.
-        let started = std::time::Instant::now();
-        assert_eq!(gather(pending(true), &mut rx, 512).await.len(), 1);
-        assert!(started.elapsed() >= RIDE_WAIT);
-        // A proposal that comes within the wait carries it, and what queued behind joins too.
-        let sent = later(vec![false, true], RIDE_WAIT / 5);
-        let group = gather(pending(true), &mut rx, 512).await;
-        sent.await.unwrap();
-        let rides: Vec<bool> = group.iter().map(|p| p.rides).collect();
-        assert!(rides.starts_with(&[true, false]), "{rides:?}");
-        let rest = if rides.len() == 3 { 0 } else { gather(pending(false), &mut rx, 512).await.len() - 1 };
-        assert_eq!(rides.len() + rest, 3, "the rider queued behind went in this entry or the next");
-        // A proposal never waits: one that comes later goes in the next entry.
-        let sent = later(vec![false], RIDE_WAIT / 5);
-        assert_eq!(gather(pending(false), &mut rx, 512).await.len(), 1);
-        sent.await.unwrap();
-        assert_eq!(gather(pending(false), &mut rx, 512).await.len(), 2, "the later one queued meanwhile");
-        // The command limit holds for riders too.
-        tx.send(pending(false)).await.unwrap();
-        assert_eq!(gather(pending(true), &mut rx, 1).await.len(), 1);
-        assert_eq!(gather(pending(true), &mut rx, 512).await.len(), 2, "the proposal carries the next rider");
     }
 
     #[test]

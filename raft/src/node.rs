@@ -517,26 +517,6 @@ impl RaftNode {
     /// result. A command that breaks an ingress rule ([`meridian_domain::ingress`]) is not
     /// proposed: its result is the rejection.
     pub async fn propose(&self, shard: ShardId, commands: &[Command]) -> Result<Vec<CommandResult>, RaftNodeError> {
-        self.propose_with(shard, commands, false).await
-    }
-
-    /// As [`RaftNode::propose`], for bookkeeping that need not be a Raft entry of its own
-    /// (the outbox pump's acknowledgements): on a leader here, it rides with the next
-    /// proposals if any come within [`crate::batcher::RIDE_WAIT`].
-    pub async fn propose_riding(
-        &self,
-        shard: ShardId,
-        commands: &[Command],
-    ) -> Result<Vec<CommandResult>, RaftNodeError> {
-        self.propose_with(shard, commands, true).await
-    }
-
-    async fn propose_with(
-        &self,
-        shard: ShardId,
-        commands: &[Command],
-        ride: bool,
-    ) -> Result<Vec<CommandResult>, RaftNodeError> {
         self.gate(shard, Self::write_access(commands))?;
         let mut results: Vec<Option<CommandResult>> = vec![None; commands.len()];
         let mut admitted = Vec::with_capacity(commands.len());
@@ -551,7 +531,7 @@ impl RaftNode {
             }
         }
         if !admitted.is_empty() {
-            let proposed = self.propose_pb(shard, admitted, ride).await?;
+            let proposed = self.propose_pb(shard, admitted).await?;
             for (i, result) in positions.into_iter().zip(proposed) {
                 results[i] = Some(result);
             }
@@ -596,14 +576,12 @@ impl RaftNode {
         &self,
         shard: ShardId,
         commands: Vec<pb::Command>,
-        ride: bool,
     ) -> Result<Vec<CommandResult>, RaftNodeError> {
         let s = self.shard(shard)?;
         self.with_leader(shard, LEADER_DEADLINE, |leader| {
             let commands = commands.clone();
             async move {
                 match leader {
-                    Leader::Local if ride => s.batcher.submit_riding(commands).await.map_err(|e| e.to_string()),
                     Leader::Local => s.batcher.submit(commands).await.map_err(|e| e.to_string()),
                     Leader::Remote { id, addr } => {
                         let req = peer::ProposeRequest { shard: shard.0, commands };

@@ -7,10 +7,8 @@
 //! in id order, and acknowledges only what the target committed.
 //!
 //! One round delivers to every target at once (each target's leader batches them with other
-//! proposals) and then acknowledges all of them together in its own log, riding with the
-//! shard's next proposals when they come within `batcher::RIDE_WAIT` — so a round costs the
-//! source shard at most one Raft entry however many targets it fed, and none while clients
-//! keep the shard busy. The pump remembers, per
+//! proposals) and then acknowledges all of them in one entry of its own log, so a round costs
+//! the source shard one Raft entry however many targets it fed. The pump remembers, per
 //! target, up to which id it has acknowledged, and reads the outbox from there: ids only grow,
 //! and an acknowledgement, once committed, is never undone, so nothing unacknowledged lies
 //! below that mark. A new pump starts from the mark the shard's state keeps (see
@@ -168,8 +166,7 @@ async fn drain(node: &RaftNode, shard: ShardId, pump: &mut PumpState) -> Result<
             }
         }
         if !acks.is_empty() {
-            // The acknowledgement rides with the shard's next proposals when they come soon.
-            node.propose_riding(shard, &acks).await.map_err(|e| e.to_string())?;
+            node.propose(shard, &acks).await.map_err(|e| e.to_string())?;
             for ack in &acks {
                 if let Command::AckEffects { target, up_to } = ack {
                     let next = EffectId(up_to.0.saturating_add(1));
