@@ -95,13 +95,11 @@ impl Tail {
 pub struct ShardLog {
     log: LogStore,
     tail: Arc<Mutex<Tail>>,
-    limit: Arc<crate::state_machine::PurgeLimit>,
 }
 
 impl ShardLog {
-    /// The shard's log; `limit` is its state machine's ([`crate::state_machine::ShardMachine::purge_limit`]).
-    pub fn new(log: LogStore, limit: Arc<crate::state_machine::PurgeLimit>) -> Self {
-        Self { log, tail: Arc::default(), limit }
+    pub fn new(log: LogStore) -> Self {
+        Self { log, tail: Arc::default() }
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
@@ -201,27 +199,7 @@ impl RaftLogStorage<TypeConfig> for ShardLog {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         self.tail().purge_to(log_id.index);
-        let fail = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
-        let mut upto = log_id_to_pb(&log_id);
-        if let Some(snapshot) = self.limit.while_installing() {
-            // A snapshot is coming in: purge no further than what the shard can rebuild from.
-            let applied = self.log.applied().map_err(fail)?;
-            let snapshot = snapshot.map(|l| log_id_to_pb(&l));
-            let recoverable = [applied, snapshot].into_iter().flatten().max_by_key(|l| l.index);
-            match recoverable {
-                Some(r) if r.index < upto.index => {
-                    tracing::info!(
-                        requested = upto.index,
-                        upto = r.index,
-                        "purge held back while a snapshot is installed"
-                    );
-                    upto = r;
-                }
-                Some(_) => {}
-                None => return Ok(()),
-            }
-        }
-        self.log.purge_to(&upto).map_err(fail)
+        self.log.purge_to(&log_id_to_pb(&log_id)).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
 

@@ -78,40 +78,14 @@ pub struct ShardMachine {
     outbox_signal: Arc<tokio::sync::Notify>,
 }
 
-/// How far the shard's log may be purged while a snapshot from a leader is on its way in.
-///
-/// openraft 0.9 purges a follower's log up to a received snapshot in the same step as it
-/// hands the snapshot to the state machine, so the purge can reach the disk (any WAL sync of
-/// the node does it) before the install has kept the snapshot: a stop then would leave the
-/// shard with neither the entries nor the snapshot that replaces them. While a snapshot is
-/// being received or installed, the log ([`crate::log_store::ShardLog`]) purges no further
-/// than what the shard can rebuild from — its applied state or its snapshot file — and the
-/// rest of that purge is left to the next one (the entries it keeps are committed ones: openraft
-/// truncated any that conflicted with the snapshot first).
-#[derive(Debug, Default)]
-pub struct PurgeLimit {
-    /// A snapshot is being received or installed.
-    installing: std::sync::atomic::AtomicBool,
-    /// The last log id of the snapshot in the shard's file.
-    snapshot: Mutex<Option<LogId>>,
-}
-
-impl PurgeLimit {
-    /// While a snapshot is coming in: the last log id the shard's snapshot file holds.
-    /// `None` when nothing limits a purge.
-    pub fn while_installing(&self) -> Option<Option<LogId>> {
-        self.installing.load(Ordering::SeqCst).then(|| *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
 /// Where a shard keeps its snapshot, and the one lock under which the file is replaced.
 #[derive(Debug, Clone)]
 struct SnapshotFiles {
     dir: PathBuf,
     shard: u32,
-    /// The last log id of the snapshot in the file (a build that finishes after a newer
-    /// install must not put its older snapshot back), and whether one is coming in.
-    limit: Arc<PurgeLimit>,
+    /// The last log id of the snapshot in the file: a build that finishes after a newer
+    /// install must not put its older snapshot back.
+    current: Arc<Mutex<Option<LogId>>>,
 }
 
 impl SnapshotFiles {
@@ -159,7 +133,7 @@ impl SnapshotFiles {
         file.write_all(&header)?;
         body(&mut file)?;
         file.sync_all()?;
-        let mut current = self.limit.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if *current > meta.last_log_id {
             std::fs::remove_file(&tmp)?;
         } else {
@@ -184,11 +158,11 @@ impl ShardMachine {
     /// The shard's state machine. Finishes a snapshot install a stop interrupted (the snapshot
     /// file ahead of the applied state) before anything reads the shard.
     pub fn open(store: ShardStore, snapshot_dir: PathBuf) -> Result<Self, meridian_storage::StorageError> {
-        let files = SnapshotFiles { dir: snapshot_dir, shard: store.shard().0, limit: Arc::default() };
+        let files = SnapshotFiles { dir: snapshot_dir, shard: store.shard().0, current: Arc::default() };
         let stats = Arc::new(MachineStats::default());
         let mut applied = store.applied_state()?;
         if let Some((meta, mut file, start)) = files.open()? {
-            *files.limit.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
+            *files.current.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
             let (last_applied, _) = Self::applied_of(&applied);
             if meta.last_log_id > last_applied {
                 tracing::warn!(
@@ -212,12 +186,6 @@ impl ShardMachine {
         }
         stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         Ok(Self { store, files, stats, outbox_signal: Arc::default() })
-    }
-
-    /// What limits the shard log's purges while a snapshot comes in (for
-    /// [`crate::log_store::ShardLog::new`]).
-    pub fn purge_limit(&self) -> Arc<PurgeLimit> {
-        self.files.limit.clone()
     }
 
     pub fn stats(&self) -> Arc<MachineStats> {
@@ -329,7 +297,6 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
-        self.files.limit.installing.store(true, Ordering::SeqCst);
         let path = self.files.path("recv");
         let dir = self.files.dir.clone();
         let file = blocking(move || {
@@ -379,7 +346,6 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             Ok((applied?, bytes))
         })
         .await;
-        self.files.limit.installing.store(false, Ordering::SeqCst);
         let (applied, bytes) = installed.map_err(fail)?;
         self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);

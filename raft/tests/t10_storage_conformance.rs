@@ -26,7 +26,7 @@ impl StoreBuilder<TypeConfig, ShardLog, ShardMachine, tempfile::TempDir> for Bui
         })?;
         // Shard 3 of 8: keys of other shards must never leak in.
         let shard = ShardId(3);
-        let log = ShardLog::new(LogStore::new(db.clone(), shard), Default::default());
+        let log = ShardLog::new(LogStore::new(db.clone(), shard));
         let machine = ShardMachine::open(ShardStore::new(db, shard, 8), dir.path().join("snapshots")).map_err(|e| {
             StorageError::from_io_error(
                 openraft::ErrorSubject::Store,

@@ -134,35 +134,6 @@ fn append_log(db: &Db, range: std::ops::RangeInclusive<u64>) {
 }
 
 #[tokio::test]
-async fn while_a_snapshot_comes_in_the_log_is_purged_no_further_than_the_shard_can_rebuild_from() {
-    use openraft::storage::RaftLogStorage as _;
-    let dir = tempfile::tempdir().unwrap();
-    let store = replica(dir.path(), 20);
-    append_log(store.db(), 1..=30);
-    let mut machine = ShardMachine::open(store.clone(), dir.path().join("snapshots")).unwrap();
-    let log_store = meridian_storage::LogStore::new(store.db().clone(), SHARD);
-    let mut log = meridian_raft::log_store::ShardLog::new(log_store.clone(), machine.purge_limit());
-    let id = |index| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
-
-    // openraft purges up to a received snapshot as it hands it over: held back to the
-    // applied state (20) while the snapshot is not kept yet.
-    let _receiving = machine.begin_receiving_snapshot().await.unwrap();
-    log.purge(id(28)).await.unwrap();
-    assert_eq!(log_store.purged().unwrap().map(|l| l.index), Some(20));
-    assert_eq!(log_store.entries(21..=30).unwrap().len(), 10, "the entries past it stay");
-
-    // With nothing coming in, a purge goes where it is asked to.
-    let fresh = tempfile::tempdir().unwrap();
-    let other = replica(fresh.path(), 20);
-    append_log(other.db(), 1..=30);
-    let other_machine = ShardMachine::open(other.clone(), fresh.path().join("snapshots")).unwrap();
-    let other_log_store = meridian_storage::LogStore::new(other.db().clone(), SHARD);
-    let mut other_log = meridian_raft::log_store::ShardLog::new(other_log_store.clone(), other_machine.purge_limit());
-    other_log.purge(id(28)).await.unwrap();
-    assert_eq!(other_log_store.purged().unwrap().map(|l| l.index), Some(28));
-}
-
-#[tokio::test]
 async fn a_committed_id_saved_past_a_gap_in_the_log_is_lowered_when_the_shard_opens() {
     let dir = tempfile::tempdir().unwrap();
     let store = replica(dir.path(), 20);
