@@ -131,7 +131,11 @@ impl SnapshotFiles {
         let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
         let header = SnapshotFileHeader::encode(&snapshot_meta_to_pb(meta));
         file.write_all(&header)?;
-        body(&mut file)?;
+        if let Err(e) = body(&mut file) {
+            // A half-written temp file is no snapshot: nothing may find it.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         file.sync_all()?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if *current > meta.last_log_id {
@@ -328,11 +332,11 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         let (store, files, stats, owned_meta) =
             (self.store.clone(), self.files.clone(), self.stats.clone(), meta.clone());
         let installed = blocking(move || {
-            // A corrupt snapshot is refused here, before it replaces anything.
-            let bytes = snapshot::verify(&mut received, from)?;
+            // Checked as it is copied behind the header: a corrupt snapshot is refused
+            // before it replaces anything.
+            let mut bytes = 0;
             let (mut file, start) = files.replace("install", &owned_meta, |f| {
-                received.seek(SeekFrom::Start(from))?;
-                std::io::copy(&mut received, f)?;
+                bytes = snapshot::copy_verified(&mut received, from, std::io::BufWriter::with_capacity(1 << 20, f))?;
                 Ok(())
             })?;
             drop(received);

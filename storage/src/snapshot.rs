@@ -183,6 +183,13 @@ impl SnapshotView<'_> {
 
 /// Checks the snapshot from `start` to the end of `r` against its digest; returns its length.
 pub fn verify<R: Read + Seek>(r: &mut R, start: u64) -> Result<u64, StorageError> {
+    copy_verified(r, start, std::io::sink())
+}
+
+/// Copies the snapshot from `start` to the end of `r` into `w` as it checks it against its
+/// digest (one read for both); returns its length. On a mismatch `w` holds a bad copy: the
+/// caller discards it.
+pub fn copy_verified<R: Read + Seek, W: Write>(r: &mut R, start: u64, w: W) -> Result<u64, StorageError> {
     let end = r.seek(SeekFrom::End(0))?;
     let len = end.checked_sub(start).ok_or_else(|| corrupt("starts past its end"))?;
     if len < 4 + 4 + DIGEST_LEN {
@@ -195,14 +202,16 @@ pub fn verify<R: Read + Seek>(r: &mut R, start: u64) -> Result<u64, StorageError
     if &magic != SNAPSHOT_MAGIC {
         return Err(corrupt("not a Meridian shard snapshot"));
     }
-    let mut sink = Digesting { inner: std::io::sink(), hash: Sha256::new(), bytes: 0 };
-    sink.write_all(&magic)?;
-    std::io::copy(&mut body, &mut sink)?;
+    let mut out = Digesting { inner: w, hash: Sha256::new(), bytes: 0 };
+    out.write_all(&magic)?;
+    std::io::copy(&mut body, &mut out)?;
     let mut digest = [0u8; DIGEST_LEN as usize];
     r.read_exact(&mut digest)?;
-    if sink.hash.finalize().as_slice() != digest {
+    if std::mem::take(&mut out.hash).finalize().as_slice() != digest {
         return Err(corrupt("checksum mismatch"));
     }
+    out.inner.write_all(&digest)?;
+    out.inner.flush()?;
     Ok(len)
 }
 

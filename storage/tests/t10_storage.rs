@@ -313,15 +313,6 @@ fn an_account_deleted_in_the_batch_that_lists_its_group_leaves_that_group_too() 
 /// all of them (each expires at most the per-entry cap).
 fn expiry_entries() -> Vec<pb::CommandBatch> {
     let region = RegionCode::parse("sg").unwrap();
-    let send = |i: usize| Command::SendMessage {
-        sender: user("alice"),
-        recipient: user("bob"),
-        elements: vec![Element::Text { text: format!("m{i}") }],
-        request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
-        sender_home: None,
-        recipient_home: None,
-        friends_only: false,
-    };
     let entry = |time_ms: i64, commands: Vec<Command>, cutoff: i64| pb::CommandBatch {
         version: 1,
         time_ms,
@@ -347,6 +338,19 @@ fn expiry_entries() -> Vec<pb::CommandBatch> {
         entries.push(entry(3_000_000 + k, vec![], 2_500_000));
     }
     entries
+}
+
+/// Alice's send `m{i}` to Bob with request id `r{i}`.
+fn send(i: usize) -> Command {
+    Command::SendMessage {
+        sender: user("alice"),
+        recipient: user("bob"),
+        elements: vec![Element::Text { text: format!("m{i}") }],
+        request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
+        sender_home: None,
+        recipient_home: None,
+        friends_only: false,
+    }
 }
 
 /// Applies `entries` from log index 1 on shard 0 of 1, `per_txn` entries per transaction.
@@ -418,15 +422,7 @@ fn request_ids_expire_after_the_window_alike_however_entries_are_grouped_and_rep
     // A retry of an expired id is a new message; a retry within the window is the first send.
     let retry = |db: &Db, i: usize, time_ms: i64, index: u64| {
         let batch = pb::CommandBatch {
-            commands: vec![codec::command_to_pb(&Command::SendMessage {
-                sender: user("alice"),
-                recipient: user("bob"),
-                elements: vec![Element::Text { text: format!("m{i}") }],
-                request_id: Some(RequestId::parse(&format!("r{i}")).unwrap()),
-                sender_home: None,
-                recipient_home: None,
-                friends_only: false,
-            })],
+            commands: vec![codec::command_to_pb(&send(i))],
             time_ms,
             request_ids_expire_before_ms: time_ms - 10_000,
             ..entries[1].clone()
