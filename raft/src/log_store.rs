@@ -12,6 +12,7 @@ use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader, S
 use prost::Message as _;
 
 use crate::convert::*;
+use crate::state_machine::PurgeGate;
 use crate::types::*;
 
 /// Maps a storage failure into openraft's, naming what was being done.
@@ -95,11 +96,19 @@ impl Tail {
 pub struct ShardLog {
     log: LogStore,
     tail: Arc<Mutex<Tail>>,
+    purge_gate: Option<PurgeGate>,
 }
 
 impl ShardLog {
     pub fn new(log: LogStore) -> Self {
-        Self { log, tail: Arc::default() }
+        Self { log, tail: Arc::default(), purge_gate: None }
+    }
+
+    /// Purges wait at `gate` until the shard's kept snapshot or applied state covers them
+    /// (what a node runs with; without a gate a purge goes at once).
+    pub fn gated_by(mut self, gate: PurgeGate) -> Self {
+        self.purge_gate = Some(gate);
+        self
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
@@ -198,6 +207,9 @@ impl RaftLogStorage<TypeConfig> for ShardLog {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        if let Some(gate) = &self.purge_gate {
+            gate.wait_covered(log_id.index).await.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        }
         self.tail().purge_to(log_id.index);
         self.log.purge_to(&log_id_to_pb(&log_id)).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }

@@ -219,7 +219,7 @@ impl RaftNode {
             let machine = ShardMachine::open(store.clone(), settings.snapshot_dir.clone())?;
             let stats = machine.stats();
             signals.push(machine.outbox_signal());
-            let log = ShardLog::new(LogStore::new(db.clone(), id));
+            let log = ShardLog::new(LogStore::new(db.clone(), id)).gated_by(machine.purge_gate());
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
             let batcher =

@@ -11,6 +11,12 @@
 //! An install first keeps the received snapshot as the shard's file, then writes it into the
 //! state. A node stopped in between finds its snapshot file ahead of its applied state when it
 //! opens the shard, and finishes the install before Raft starts ([`ShardMachine::open`]).
+//!
+//! openraft purges a follower's log up to a received snapshot in the same step as it hands
+//! the snapshot over for install, and the two run concurrently. A purge made durable before
+//! the snapshot is kept would leave, after a stop in between, a log that starts past the
+//! applied state with nothing to bridge the gap. So a purge waits at the [`PurgeGate`] until
+//! the shard's kept snapshot or its applied state reaches it.
 
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
@@ -86,6 +92,60 @@ struct SnapshotFiles {
     /// The last log id of the snapshot in the file: a build that finishes after a newer
     /// install must not put its older snapshot back.
     current: Arc<Mutex<Option<LogId>>>,
+    /// What the file holds, told to the [`PurgeGate`].
+    kept: Arc<tokio::sync::watch::Sender<Kept>>,
+}
+
+/// The snapshot kept on disk, as the purge gate sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    /// Index of the last entry the kept snapshot covers.
+    through: Option<u64>,
+    /// Installs that failed before keeping their snapshot: a purge waiting for one is
+    /// answered with an error instead of waiting for ever.
+    failed_installs: u64,
+}
+
+/// Holds a log purge back until the shard's kept snapshot or its applied state covers every
+/// entry the purge removes, so that no stop can leave the log starting past the state.
+#[derive(Debug, Clone)]
+pub struct PurgeGate {
+    kept: tokio::sync::watch::Receiver<Kept>,
+    store: ShardStore,
+}
+
+impl PurgeGate {
+    /// Returns once a purge through `index` leaves nothing the shard cannot rebuild; an error
+    /// if the install it waits for fails.
+    pub async fn wait_covered(&self, index: u64) -> Result<(), meridian_storage::StorageError> {
+        let mut kept = self.kept.clone();
+        let failed_before = kept.borrow().failed_installs;
+        let mut logged = false;
+        loop {
+            let now = *kept.borrow_and_update();
+            if now.through.is_some_and(|t| t >= index) {
+                return Ok(());
+            }
+            if now.failed_installs > failed_before {
+                return Err(meridian_storage::StorageError::from(std::io::Error::other(
+                    "the snapshot install this purge waited for failed: the log is left whole",
+                )));
+            }
+            let applied = self.store.applied_state()?.last_applied.map(|l| l.index);
+            if applied.is_some_and(|a| a >= index) {
+                return Ok(());
+            }
+            if !logged {
+                tracing::info!(shard = self.store.shard().0, index, "log purge waits for the snapshot to be kept");
+                logged = true;
+            }
+            if kept.changed().await.is_err() {
+                return Err(meridian_storage::StorageError::from(std::io::Error::other(
+                    "the shard's state machine is gone: the log is left whole",
+                )));
+            }
+        }
+    }
 }
 
 impl SnapshotFiles {
@@ -144,6 +204,8 @@ impl SnapshotFiles {
             std::fs::rename(&tmp, self.current())?;
             std::fs::File::open(&self.dir)?.sync_all()?;
             *current = meta.last_log_id;
+            let through = meta.last_log_id.map(|l| l.index);
+            self.kept.send_modify(|k| k.through = through);
         }
         Ok((file, header.len() as u64))
     }
@@ -162,11 +224,17 @@ impl ShardMachine {
     /// The shard's state machine. Finishes a snapshot install a stop interrupted (the snapshot
     /// file ahead of the applied state) before anything reads the shard.
     pub fn open(store: ShardStore, snapshot_dir: PathBuf) -> Result<Self, meridian_storage::StorageError> {
-        let files = SnapshotFiles { dir: snapshot_dir, shard: store.shard().0, current: Arc::default() };
+        let files = SnapshotFiles {
+            dir: snapshot_dir,
+            shard: store.shard().0,
+            current: Arc::default(),
+            kept: Arc::new(tokio::sync::watch::channel(Kept::default()).0),
+        };
         let stats = Arc::new(MachineStats::default());
         let mut applied = store.applied_state()?;
         if let Some((meta, mut file, start)) = files.open()? {
             *files.current.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
+            files.kept.send_modify(|k| k.through = meta.last_log_id.map(|l| l.index));
             let (last_applied, _) = Self::applied_of(&applied);
             if meta.last_log_id > last_applied {
                 tracing::warn!(
@@ -194,6 +262,11 @@ impl ShardMachine {
 
     pub fn stats(&self) -> Arc<MachineStats> {
         self.stats.clone()
+    }
+
+    /// The gate the shard's log purges wait at ([`crate::log_store::ShardLog::gated_by`]).
+    pub fn purge_gate(&self) -> PurgeGate {
+        PurgeGate { kept: self.files.kept.subscribe(), store: self.store.clone() }
     }
 
     pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
@@ -335,10 +408,18 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             // Checked as it is copied behind the header: a corrupt snapshot is refused
             // before it replaces anything.
             let mut bytes = 0;
-            let (mut file, start) = files.replace("install", &owned_meta, |f| {
+            let kept = files.replace("install", &owned_meta, |f| {
                 bytes = snapshot::copy_verified(&mut received, from, std::io::BufWriter::with_capacity(1 << 20, f))?;
                 Ok(())
-            })?;
+            });
+            let (mut file, start) = match kept {
+                Ok(kept) => kept,
+                Err(e) => {
+                    files.kept.send_modify(|k| k.failed_installs += 1);
+                    return Err(e);
+                }
+            };
+            let kept_ms = started.elapsed().as_millis() as u64;
             drop(received);
             match std::fs::remove_file(files.path("recv")) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
@@ -347,10 +428,10 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             stats.installing.store(true, Ordering::SeqCst);
             let applied = store.import_snapshot_from(&mut file, start);
             stats.installing.store(false, Ordering::SeqCst);
-            Ok((applied?, bytes))
+            Ok((applied?, bytes, kept_ms))
         })
         .await;
-        let (applied, bytes) = installed.map_err(fail)?;
+        let (applied, bytes, kept_ms) = installed.map_err(fail)?;
         self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.outbox_signal.notify_one();
@@ -358,6 +439,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
             shard = self.files.shard,
             snapshot = %meta.snapshot_id,
             bytes,
+            kept_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "installed snapshot"
         );

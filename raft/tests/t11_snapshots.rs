@@ -149,3 +149,58 @@ async fn a_committed_id_saved_past_a_gap_in_the_log_is_lowered_when_the_shard_op
     ShardMachine::open(store.clone(), dir.path().join("snapshots")).unwrap();
     assert_eq!(log_store.committed().unwrap().map(|l| l.index), Some(25));
 }
+
+fn log_id(index: u64) -> meridian_raft::types::LogId {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+}
+
+fn purged(db: &Db) -> Option<u64> {
+    meridian_storage::LogStore::new(db.clone(), SHARD).purged().unwrap().map(|l| l.index)
+}
+
+/// openraft purges a follower's log up to a received snapshot while the snapshot is still
+/// being installed: the purge must not become durable before the snapshot is kept, or a stop
+/// in between leaves a log that starts past the state with nothing to bridge the gap.
+#[tokio::test]
+async fn a_purge_past_the_kept_snapshot_waits_until_an_install_keeps_it_and_fails_with_it() {
+    use openraft::storage::RaftLogStorage as _;
+    let dir = tempfile::tempdir().unwrap();
+    let source = replica(&dir.path().join("a"), 500);
+    let mut a = ShardMachine::open(source.clone(), dir.path().join("a/snapshots")).unwrap();
+    a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let (meta, bytes) = snapshot_bytes(&mut a).await;
+
+    let target = replica(&dir.path().join("b"), 20);
+    append_log(target.db(), 1..=30);
+    let mut b = ShardMachine::open(target.clone(), dir.path().join("b/snapshots")).unwrap();
+    let mut log = meridian_raft::log_store::ShardLog::new(meridian_storage::LogStore::new(target.db().clone(), SHARD))
+        .gated_by(b.purge_gate());
+
+    log.purge(log_id(15)).await.unwrap();
+    assert_eq!(purged(target.db()), Some(15), "a purge the applied state covers goes at once");
+
+    // The install fails: the waiting purge fails with it and the log stays whole.
+    let mut waiting = log.clone();
+    let purge = tokio::spawn(async move { waiting.purge(log_id(500)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!purge.is_finished(), "the purge waits for the snapshot");
+    assert_eq!(purged(target.db()), Some(15));
+    let mut corrupt = bytes.clone();
+    corrupt[bytes.len() / 2] ^= 0xff;
+    let data = receive(&mut b, &corrupt).await;
+    assert!(b.install_snapshot(&meta, data).await.is_err());
+    assert!(purge.await.unwrap().is_err(), "the purge fails with the install");
+    assert_eq!(purged(target.db()), Some(15), "and removed nothing");
+
+    // The install keeps the snapshot: the purge goes through.
+    let mut waiting = log.clone();
+    let purge = tokio::spawn(async move { waiting.purge(log_id(500)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!purge.is_finished(), "the purge waits for the snapshot");
+    assert_eq!(purged(target.db()), Some(15));
+    let data = receive(&mut b, &bytes).await;
+    b.install_snapshot(&meta, data).await.unwrap();
+    purge.await.unwrap().unwrap();
+    assert_eq!(purged(target.db()), Some(500));
+    assert_eq!(target.state_hash().unwrap(), source.state_hash().unwrap());
+}
