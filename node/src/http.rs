@@ -96,6 +96,8 @@ fn metrics(node: &RaftNode) -> String {
         ("meridian_peer_streams_opened_total", &rpc.stream_opens),
         ("meridian_peer_stream_frames_total", &rpc.stream_frames),
         ("meridian_peer_stream_messages_total", &rpc.stream_batches),
+        ("meridian_peer_stream_resets_total", &rpc.stream_resets),
+        ("meridian_peer_stream_frames_expired_total", &rpc.stream_frames_expired),
     ] {
         let _ = writeln!(out, "# TYPE {name} counter");
         let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));

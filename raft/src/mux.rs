@@ -9,7 +9,13 @@
 //!
 //! The stream is opened lazily and reopened after it fails; calls in flight on a failed
 //! stream fail `UNAVAILABLE` (openraft retries them), and a call that outlives its timeout
-//! fails `CANCELLED` ("Timeout expired", what tonic returns for a unary deadline). Against a
+//! fails `CANCELLED` ("Timeout expired", what tonic returns for a unary deadline). Each
+//! request frame carries that timeout, and the peer gives the request up at it ([`serve`]),
+//! as tonic's server does a unary call at its `grpc-timeout`: requests whose callers stopped
+//! waiting must not pile up on the peer, or one stuck shard fills the stream's places and
+//! stops every shard's frames on it. A stream on which nothing at all comes back for
+//! [`STREAM_SILENCE`] while calls time out is closed and reopened: HTTP/2 keep-alive finds a
+//! dead connection, not a stream stuck on a live one. Against a
 //! peer that does not serve `Peer/Stream` (an older version during a rolling upgrade) the
 //! same calls go unary, and the stream is tried again after [`UNARY_RECHECK`]. Snapshot
 //! chunks stay unary: a large transfer must not hold up the other shards' frames.
@@ -21,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Future, Stream, StreamExt};
 use meridian_proto::peer::{self, frame::Body};
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore, TryAcquireError};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
 
@@ -35,6 +41,15 @@ pub const FLUSH_BYTES: usize = 1 << 20;
 
 /// How long a node keeps calling a peer without `Peer/Stream` unary before trying again.
 pub const UNARY_RECHECK: Duration = Duration::from_secs(30);
+
+/// The longest a peer spends on one request frame: a frame's own timeout is capped at it,
+/// and a frame without one (from an earlier version) gets it.
+pub const FRAME_TIME_CAP: Duration = Duration::from_secs(30);
+
+/// A stream from which nothing came back for this long, while calls on it timed out, is
+/// closed and reopened. Longer than any call's timeout ([`crate::node`]'s forwards wait 5 s),
+/// so that a peer slow to answer one kind of request is not mistaken for a stuck stream.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(10);
 
 type Reply = Result<Body, Status>;
 
@@ -80,7 +95,74 @@ pub(crate) fn status_frame(id: u64, status: &Status) -> peer::Frame {
             message: status.message().to_owned(),
             reason,
         })),
+        timeout_ms: 0,
     }
+}
+
+/// The peer's side of a stream: every frame of `inbound` handled by `answer` on a task of its
+/// own (at most `in_flight` at once: reading waits beyond that) and given up at its caller's
+/// timeout (at most [`FRAME_TIME_CAP`]) with `DEADLINE_EXCEEDED`; the replies, batched. The
+/// stream ends when `inbound` does or `stop` turns true. `expired` counts the frames given up.
+pub(crate) fn serve<F, Fut>(
+    mut inbound: impl Stream<Item = Result<peer::Frames, Status>> + Send + Unpin + 'static,
+    in_flight: usize,
+    mut stop: watch::Receiver<bool>,
+    expired: Arc<PeerRpcStats>,
+    answer: F,
+) -> impl Stream<Item = peer::Frames> + Send
+where
+    F: Fn(peer::Frame) -> Fut + Send + 'static,
+    Fut: Future<Output = peer::Frame> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let limit = Arc::new(Semaphore::new(in_flight));
+    tokio::spawn(async move {
+        let mut saturated = false;
+        loop {
+            let batch = tokio::select! {
+                m = inbound.next() => match m {
+                    Some(Ok(batch)) => batch,
+                    _ => break,
+                },
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            for frame in batch.frames {
+                let permit = match limit.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(TryAcquireError::Closed) => return,
+                    Err(TryAcquireError::NoPermits) => {
+                        if !saturated {
+                            tracing::warn!(in_flight, "a peer stream's frames are all in handling: reading it waits");
+                            saturated = true;
+                        }
+                        let Ok(p) = limit.clone().acquire_owned().await else { return };
+                        p
+                    }
+                };
+                let id = frame.id;
+                let deadline = match frame.timeout_ms {
+                    0 => FRAME_TIME_CAP,
+                    ms => Duration::from_millis(ms.into()).min(FRAME_TIME_CAP),
+                };
+                let (tx, expired, handling) = (tx.clone(), expired.clone(), answer(frame));
+                tokio::spawn(async move {
+                    let reply = match tokio::time::timeout(deadline, handling).await {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            expired.stream_frames_expired.fetch_add(1, Ordering::Relaxed);
+                            status_frame(id, &Status::deadline_exceeded("not handled within the caller's timeout"))
+                        }
+                    };
+                    let _ = tx.send(reply);
+                    drop(permit);
+                });
+            }
+            if limit.available_permits() > 0 {
+                saturated = false;
+            }
+        }
+    });
+    batches(rx, None)
 }
 
 fn status_from_frame(s: peer::FrameStatus) -> Status {
@@ -100,6 +182,14 @@ struct Mux {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// When the stream opened: the clock of the two fields below (milliseconds since).
+    opened: Instant,
+    /// When the last message of replies came in.
+    heard_ms: AtomicU64,
+    /// Since when calls have timed out with nothing heard (sent before it, plus one; 0: none).
+    silent_since_ms: AtomicU64,
+    /// Ends the stream's task (the stream is closed as stuck).
+    reset: Notify,
 }
 
 impl Mux {
@@ -119,12 +209,36 @@ impl Mux {
 
     /// Marks the stream closed, then fails every call still waiting on it. A call registered
     /// after the drain sees `closed` and fails itself (both under the `pending` lock).
-    fn close(&self, why: &str) {
-        self.closed.store(true, Ordering::SeqCst);
+    /// Whether this call closed it (not an earlier one).
+    fn close(&self, why: &str) -> bool {
+        let first = !self.closed.swap(true, Ordering::SeqCst);
         let waiters: Vec<_> = self.pending().drain().map(|(_, w)| w).collect();
         for w in waiters {
             let _ = w.send(Err(Status::unavailable(format!("peer stream closed: {why}"))));
         }
+        first
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn heard(&self) {
+        self.heard_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.silent_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// A call sent at `sent_ms` timed out: whether nothing has come back on the stream for
+    /// `silence` while calls kept timing out.
+    fn stuck(&self, sent_ms: u64, silence: Duration) -> bool {
+        if self.heard_ms.load(Ordering::Relaxed) > sent_ms {
+            return false;
+        }
+        let since = match self.silent_since_ms.compare_exchange(0, sent_ms + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => sent_ms,
+            Err(earlier) => earlier - 1,
+        };
+        self.now_ms().saturating_sub(since) >= u64::try_from(silence.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -135,6 +249,8 @@ pub(crate) struct Streams {
     /// Peers that answered `UNIMPLEMENTED` to `Peer/Stream`, and since when.
     unary: Mutex<HashMap<String, Instant>>,
     stats: Arc<PeerRpcStats>,
+    /// [`STREAM_SILENCE`], shorter in tests.
+    silence: Duration,
 }
 
 /// What became of a call on the stream.
@@ -146,7 +262,11 @@ pub(crate) enum Sent {
 
 impl Streams {
     pub(crate) fn new(stats: Arc<PeerRpcStats>) -> Self {
-        Self { open: Mutex::default(), unary: Mutex::default(), stats }
+        Self::with_silence(stats, STREAM_SILENCE)
+    }
+
+    pub(crate) fn with_silence(stats: Arc<PeerRpcStats>, silence: Duration) -> Self {
+        Self { open: Mutex::default(), unary: Mutex::default(), stats, silence }
     }
 
     /// Sends `body` on the stream to `addr` (opening it with `client` if need be) and waits
@@ -177,7 +297,9 @@ impl Streams {
         }
         // Calls in flight when the stream fails (the first ones against a peer without it
         // included) fail UNAVAILABLE; their callers retry, and the next call picks the way.
-        if mux.out.send(peer::Frame { id, body: Some(body) }).is_err() {
+        let sent_ms = mux.now_ms();
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        if mux.out.send(peer::Frame { id, body: Some(body), timeout_ms }).is_err() {
             mux.pending().remove(&id);
             return Sent::Reply(Err(Status::unavailable("peer stream closed")));
         }
@@ -186,6 +308,11 @@ impl Streams {
             Ok(Err(_)) => Sent::Reply(Err(Status::unavailable("peer stream closed"))),
             Err(_) => {
                 mux.pending().remove(&id);
+                if mux.stuck(sent_ms, self.silence) && mux.close("nothing came back on it while calls timed out") {
+                    self.stats.stream_resets.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %addr, silent_ms = self.silence.as_millis() as u64, "peer stream stuck: reopening it");
+                    mux.reset.notify_one();
+                }
                 Sent::Reply(Err(Status::cancelled("Timeout expired")))
             }
         }
@@ -222,6 +349,10 @@ impl Streams {
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            opened: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+            silent_since_ms: AtomicU64::new(0),
+            reset: Notify::new(),
         });
         open.insert(addr.to_owned(), mux.clone());
         self.stats.stream_opens.fetch_add(1, Ordering::Relaxed);
@@ -242,8 +373,15 @@ async fn run(
         Ok(response) => {
             let mut inbound = response.into_inner();
             loop {
-                match inbound.message().await {
-                    Ok(Some(batch)) => batch.frames.into_iter().for_each(|f| mux.complete(f)),
+                let message = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = mux.reset.notified() => break "stuck".to_owned(),
+                };
+                match message {
+                    Ok(Some(batch)) => {
+                        mux.heard();
+                        batch.frames.into_iter().for_each(|f| mux.complete(f));
+                    }
                     Ok(None) => break "ended by the peer".to_owned(),
                     Err(s) => break s.to_string(),
                 }
@@ -264,11 +402,10 @@ async fn run(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
 
     fn frame(id: u64, bytes: usize) -> peer::Frame {
         let status = peer::FrameStatus { code: 0, message: "x".repeat(bytes), reason: String::new() };
-        peer::Frame { id, body: Some(Body::Status(status)) }
+        peer::Frame { id, body: Some(Body::Status(status)), timeout_ms: 0 }
     }
 
     #[tokio::test]
@@ -289,12 +426,15 @@ mod tests {
         assert_eq!(sizes, vec![vec![0, 1, 2, 3, 4, 5, 6], vec![7]]);
     }
 
-    /// A peer of an earlier version: the unary calls, and no `Peer/Stream` (what its router
-    /// answers for a method it does not know: `UNIMPLEMENTED`).
-    struct EarlierPeer;
+    /// A peer with the unary calls and either no `Peer/Stream` (`earlier`: a peer of an
+    /// earlier version, whose router answers `UNIMPLEMENTED` for a method it does not know),
+    /// or one that takes frames and never answers (a stream stuck on a live connection).
+    struct TestPeer {
+        earlier: bool,
+    }
 
     #[tonic::async_trait]
-    impl peer::peer_server::Peer for EarlierPeer {
+    impl peer::peer_server::Peer for TestPeer {
         async fn append_entries(
             &self,
             _: tonic::Request<peer::AppendEntriesRequest>,
@@ -356,26 +496,45 @@ mod tests {
         type StreamStream = std::pin::Pin<Box<dyn Stream<Item = Result<peer::Frames, Status>> + Send>>;
         async fn stream(
             &self,
-            _: tonic::Request<tonic::Streaming<peer::Frames>>,
+            request: tonic::Request<tonic::Streaming<peer::Frames>>,
         ) -> Result<tonic::Response<Self::StreamStream>, Status> {
-            Err(Status::unimplemented("Peer/Stream is not a method of this version"))
+            if self.earlier {
+                return Err(Status::unimplemented("Peer/Stream is not a method of this version"));
+            }
+            // Holds the frames coming in, unread, and never answers.
+            let inbound = request.into_inner();
+            let silent = futures::stream::unfold(inbound, |inbound| async move {
+                futures::future::pending::<()>().await;
+                Some((Ok(peer::Frames::default()), inbound))
+            });
+            Ok(tonic::Response::new(Box::pin(silent)))
+        }
+    }
+
+    /// The address of a [`TestPeer`] served on a socket.
+    async fn serve_test_peer(earlier: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(peer::peer_server::PeerServer::new(TestPeer { earlier }))
+            .serve_with_incoming(incoming);
+        tokio::spawn(server);
+        addr
+    }
+
+    fn dialing() -> crate::network::PeerDialing {
+        crate::network::PeerDialing {
+            credential: crate::credential::ClusterCredential::from_secret(b"test"),
+            tls: None,
+            source_ip: None,
         }
     }
 
     #[tokio::test]
     async fn against_a_peer_without_the_stream_the_calls_go_unary() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(peer::peer_server::PeerServer::new(EarlierPeer))
-            .serve_with_incoming(incoming);
-        tokio::spawn(server);
-        let connections = crate::network::Connections::new(crate::network::PeerDialing {
-            credential: crate::credential::ClusterCredential::from_secret(b"test"),
-            tls: None,
-            source_ip: None,
-        });
+        let addr = serve_test_peer(true).await;
+        let connections = crate::network::Connections::new(dialing());
         let append = || Body::AppendEntries(peer::AppendEntriesRequest { shard: 1, ..Default::default() });
         let timeout = Duration::from_secs(5);
 
@@ -396,6 +555,67 @@ mod tests {
             1,
             "no stream tried again within the recheck"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_on_which_nothing_comes_back_is_reopened_after_the_silence() {
+        let addr = serve_test_peer(false).await;
+        let silence = Duration::from_millis(1000);
+        let connections = crate::network::Connections::with_stream_silence(dialing(), silence);
+        let append = || Body::AppendEntries(peer::AppendEntriesRequest { shard: 1, ..Default::default() });
+        let timeout = Duration::from_millis(300);
+        let resets = || connections.stats.stream_resets.load(Ordering::Relaxed);
+
+        // Calls time out, and the stream stays while the silence is shorter than the window.
+        for _ in 0..2 {
+            let status = connections.call(&addr, append(), timeout).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+        }
+        assert_eq!(resets(), 0, "reset after 600 ms of a 1 s window");
+        // Past the window, the timed-out call closes the stream ...
+        let mut calls = 2;
+        while resets() == 0 && calls < 10 {
+            let status = connections.call(&addr, append(), timeout).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+            calls += 1;
+        }
+        assert_eq!(resets(), 1, "not reset after {calls} silent calls");
+        assert!(calls >= 4, "reset after {calls} calls of 300 ms: before the 1 s window");
+        assert_eq!(connections.stats.stream_opens.load(Ordering::Relaxed), 1);
+        // ... and the next call opens another.
+        let status = connections.call(&addr, append(), timeout).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status}");
+        assert_eq!(connections.stats.stream_opens.load(Ordering::Relaxed), 2);
+    }
+
+    fn request(id: u64, timeout_ms: u32) -> peer::Frame {
+        peer::Frame { id, body: Some(Body::ReadIndex(peer::ReadIndexRequest { shard: 0 })), timeout_ms }
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_given_up_at_its_callers_timeout_and_frees_its_place() {
+        // One place: frame 1 never finishes; frame 2 is handled only once frame 1 is given
+        // up at its 100 ms; frame 3 names no timeout and gets the cap.
+        let frames = peer::Frames { frames: vec![request(1, 100), request(2, 60_000), request(3, 0)] };
+        let inbound = futures::stream::iter([Ok(frames)]).chain(futures::stream::pending());
+        let (_stop, stop) = watch::channel(false);
+        let stats = Arc::<PeerRpcStats>::default();
+        let replies = serve(inbound, 1, stop, stats.clone(), |frame: peer::Frame| async move {
+            if frame.id == 1 {
+                futures::future::pending::<()>().await;
+            }
+            peer::Frame { id: frame.id, body: Some(Body::ReadIndexReply(Default::default())), timeout_ms: 0 }
+        });
+        let replies = replies.flat_map(|b| futures::stream::iter(b.frames)).take(3).collect::<Vec<_>>();
+        let replies = tokio::time::timeout(Duration::from_secs(10), replies).await.expect("frame 1 held its place");
+
+        let ids: Vec<u64> = replies.iter().map(|f| f.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        let Some(Body::Status(s)) = &replies[0].body else { panic!("{:?}", replies[0]) };
+        assert_eq!(s.code, tonic::Code::DeadlineExceeded as i32, "{s:?}");
+        assert!(matches!(replies[1].body, Some(Body::ReadIndexReply(_))), "{:?}", replies[1]);
+        assert!(matches!(replies[2].body, Some(Body::ReadIndexReply(_))), "{:?}", replies[2]);
+        assert_eq!(stats.stream_frames_expired.load(Ordering::Relaxed), 1);
     }
 
     #[test]

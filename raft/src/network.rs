@@ -62,6 +62,11 @@ pub struct PeerRpcStats {
     pub stream_opens: AtomicU64,
     pub stream_frames: AtomicU64,
     pub stream_batches: AtomicU64,
+    /// Streams closed as stuck: nothing came back on them for [`crate::mux::STREAM_SILENCE`]
+    /// while calls timed out.
+    pub stream_resets: AtomicU64,
+    /// Frames of peers' streams this node gave up at their caller's timeout.
+    pub stream_frames_expired: AtomicU64,
 }
 
 /// The node's connections to its peers, shared by every shard.
@@ -77,6 +82,15 @@ impl Connections {
     pub fn new(dialing: PeerDialing) -> Self {
         let stats = Arc::<PeerRpcStats>::default();
         let streams = Arc::new(Streams::new(stats.clone()));
+        Self { channels: Arc::default(), streams, dialing: Arc::new(dialing), stats }
+    }
+
+    /// Connections whose streams count as stuck after `silence` instead of
+    /// [`crate::mux::STREAM_SILENCE`].
+    #[cfg(test)]
+    pub(crate) fn with_stream_silence(dialing: PeerDialing, silence: Duration) -> Self {
+        let stats = Arc::<PeerRpcStats>::default();
+        let streams = Arc::new(Streams::with_silence(stats.clone(), silence));
         Self { channels: Arc::default(), streams, dialing: Arc::new(dialing), stats }
     }
 

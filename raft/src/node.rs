@@ -260,7 +260,7 @@ impl RaftNode {
     }
 
     /// The peer calls this node made, by kind.
-    pub fn peer_rpc_stats(&self) -> &crate::network::PeerRpcStats {
+    pub fn peer_rpc_stats(&self) -> &Arc<crate::network::PeerRpcStats> {
         &self.connections.stats
     }
 

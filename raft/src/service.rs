@@ -10,7 +10,6 @@ use meridian_domain::{Reason, Rejection, ShardId};
 use meridian_proto::peer::{self, frame::Body, peer_server::Peer, peer_server::PeerServer};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
-use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
@@ -194,7 +193,7 @@ impl PeerService {
             _ => Err(Status::invalid_argument("not a request frame")),
         };
         match reply {
-            Ok(body) => peer::Frame { id, body: Some(body) },
+            Ok(body) => peer::Frame { id, body: Some(body), timeout_ms: 0 },
             Err(status) => mux::status_frame(id, &status),
         }
     }
@@ -252,35 +251,17 @@ impl Peer for PeerService {
 
     type StreamStream = Pin<Box<dyn Stream<Item = Result<peer::Frames, Status>> + Send>>;
 
-    /// The node pair's stream ([`crate::mux`]): each frame is handled as it arrives (at most
-    /// [`STREAM_FRAMES_IN_FLIGHT`] at once) and answered with a frame of the same id.
+    /// The node pair's stream ([`crate::mux::serve`]): each frame is handled as it arrives (at
+    /// most [`STREAM_FRAMES_IN_FLIGHT`] at once), given up at its caller's timeout, and
+    /// answered with a frame of the same id.
     async fn stream(&self, request: Request<Streaming<peer::Frames>>) -> Result<Response<Self::StreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let service = self.clone();
-        let limit = Arc::new(Semaphore::new(STREAM_FRAMES_IN_FLIGHT));
-        let mut stop = self.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let batch = tokio::select! {
-                    m = inbound.message() => match m {
-                        Ok(Some(batch)) => batch,
-                        _ => break,
-                    },
-                    _ = stop.wait_for(|s| *s) => break,
-                };
-                for frame in batch.frames {
-                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
-                    let (service, tx) = (service.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let reply = service.answer(frame).await;
-                        let _ = tx.send(reply);
-                        drop(permit);
-                    });
-                }
-            }
+        let expired = self.node.peer_rpc_stats().clone();
+        let replies = mux::serve(request.into_inner(), STREAM_FRAMES_IN_FLIGHT, self.stop.clone(), expired, move |f| {
+            let service = service.clone();
+            async move { service.answer(f).await }
         });
-        Ok(Response::new(Box::pin(mux::batches(rx, None).map(Ok))))
+        Ok(Response::new(Box::pin(replies.map(Ok))))
     }
 
     async fn signal(&self, request: Request<peer::SignalRequest>) -> Result<Response<peer::SignalResponse>, Status> {
