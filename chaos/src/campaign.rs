@@ -168,12 +168,19 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
         tokio::time::sleep(planned.hold).await;
         faults::heal(&mut cluster, &injected)?;
         let healed_at = Instant::now();
-        let recovered = recover(&mut cluster, &admin, &workload).await.ok().map(|_| ms_since(healed_at));
+        let (recovered, recovery_error) = match recover(&mut cluster, &admin, &workload).await {
+            Ok(()) => (Some(ms_since(healed_at)), None),
+            Err(e) => {
+                tracing::warn!(kind = planned.kind.name(), target = %targets.join(","), error = %format!("{e:#}"), "not recovered after the heal");
+                (None, Some(format!("{e:#}")))
+            }
+        };
         history.append(&Record::Healed(HealedRecord {
             at_ms: ms_since(t0),
             kind: planned.kind.name().to_owned(),
             target: targets.join(","),
             recovered_ms: recovered,
+            recovery_error,
         }))?;
         fault_log.push((
             planned.kind.name().to_owned(),

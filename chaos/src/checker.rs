@@ -91,6 +91,7 @@ struct History<'a> {
     delivered: Vec<&'a DeliveredRecord>,
     faults: u64,
     heals: u64,
+    unrecovered: u64,
     slowest_recovery_ms: Option<u64>,
 }
 
@@ -119,6 +120,7 @@ impl<'a> History<'a> {
             delivered: Vec::new(),
             faults: 0,
             heals: 0,
+            unrecovered: 0,
             slowest_recovery_ms: None,
         };
         let mut request_index: HashMap<(&str, &str), usize> = HashMap::new();
@@ -151,6 +153,7 @@ impl<'a> History<'a> {
                 Record::Fault(_) => history.faults += 1,
                 Record::Healed(healed) => {
                     history.heals += 1;
+                    history.unrecovered += u64::from(healed.recovery_error.is_some());
                     history.slowest_recovery_ms = history.slowest_recovery_ms.max(healed.recovered_ms);
                 }
             }
@@ -172,6 +175,7 @@ impl<'a> History<'a> {
             lists: self.lists.len() as u64,
             faults: self.faults,
             heals: self.heals,
+            unrecovered: self.unrecovered,
             slowest_recovery_ms: self.slowest_recovery_ms,
             ..Report::default()
         }

@@ -267,6 +267,9 @@ pub struct HealedRecord {
     pub target: String,
     /// How long until the cluster accepted writes again, if measured.
     pub recovered_ms: Option<u64>,
+    /// Why the cluster was not found recovered in the harness's wait, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_error: Option<String>,
 }
 
 /// A `Social` line.

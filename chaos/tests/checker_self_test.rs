@@ -576,6 +576,7 @@ fn clean_history(operations: usize) -> Vec<Record> {
         kind: "kill".into(),
         target: "node 2".into(),
         recovered_ms: Some(1200),
+        recovery_error: None,
     }));
 
     for (conversation, messages) in &model.conversations {
@@ -616,7 +617,7 @@ fn clean_history_of_hundreds_of_operations_passes() {
     assert!(report.unknown_applied > 0 && report.reads > 0 && report.mark_reads > 0, "{}", report.summary_table());
     assert_eq!(report.conversations, 10);
     assert_eq!(report.hashes_compared, 8);
-    assert_eq!((report.faults, report.heals, report.slowest_recovery_ms), (1, 1, Some(1200)));
+    assert_eq!((report.faults, report.heals, report.unrecovered, report.slowest_recovery_ms), (1, 1, 0, Some(1200)));
     assert!(report.summary_table().lines().last().unwrap().ends_with("OK"));
 }
 
@@ -648,8 +649,21 @@ fn one_of_each() -> Vec<Record> {
         kind: "partition".into(),
         target: "node 1".into(),
         recovered_ms: None,
+        recovery_error: Some("no leader for shard 3 within 60 s".into()),
     }));
     story.records
+}
+
+#[test]
+fn a_heal_without_recovery_is_counted_and_older_heal_lines_still_read() {
+    let report = check(&one_of_each());
+    assert_eq!((report.heals, report.unrecovered, report.slowest_recovery_ms), (1, 1, None));
+    assert!(report.summary_table().contains("heals not recovered in time"), "{}", report.summary_table());
+
+    // A line written before the field existed.
+    let line = r#"{"op":"healed","at_ms":5,"kind":"kill","target":"node-1","recovered_ms":null}"#;
+    let Record::Healed(healed) = serde_json::from_str::<Record>(line).unwrap() else { panic!("not a heal") };
+    assert_eq!((healed.recovered_ms, healed.recovery_error), (None, None));
 }
 
 #[test]

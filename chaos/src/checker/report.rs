@@ -53,6 +53,9 @@ pub struct Report {
     pub faults: u64,
     /// Faults healed.
     pub heals: u64,
+    /// Heals after which the cluster was not found recovered within the harness's wait (a
+    /// leader for every shard, then a write, 60 s each): liveness, not a violation.
+    pub unrecovered: u64,
     /// The longest recovery a heal record reported, in ms.
     pub slowest_recovery_ms: Option<u64>,
     /// Every broken promise.
@@ -95,6 +98,7 @@ impl Report {
             ("shard hashes compared".into(), self.hashes_compared.to_string()),
             ("faults injected".into(), self.faults.to_string()),
             ("faults healed".into(), self.heals.to_string()),
+            ("heals not recovered in time".into(), self.unrecovered.to_string()),
         ];
         if let Some(ms) = self.slowest_recovery_ms {
             rows.push(("slowest recovery (ms)".into(), ms.to_string()));
