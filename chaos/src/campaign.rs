@@ -69,6 +69,7 @@ impl CampaignResult {
         let _ = writeln!(s, "{:<28}{:>10}", "gaps", r.count(crate::ViolationKind::Gap));
         let _ = writeln!(s, "{:<28}{:>10}", "violations (all kinds)", r.violations.len());
         let _ = writeln!(s, "{:<28}{:>10}", "faults injected", self.faults.len());
+        let _ = writeln!(s, "{:<28}{:>10}", "heals not recovered in time", r.unrecovered);
         let _ = writeln!(s, "{:<28}{:>10}", "elections (term increases)", self.elections);
         let _ = writeln!(s, "{:<28}{:>10}", "conversations checked", r.conversations);
         let _ = writeln!(s, "{:<28}{:>10}", "group/friend/block ops", r.socials);
