@@ -172,8 +172,9 @@ pub async fn run(opts: CampaignOptions) -> anyhow::Result<CampaignResult> {
         let (recovered, recovery_error) = match recover(&mut cluster, &admin, &workload).await {
             Ok(()) => (Some(ms_since(healed_at)), None),
             Err(e) => {
-                tracing::warn!(kind = planned.kind.name(), target = %targets.join(","), error = %format!("{e:#}"), "not recovered after the heal");
-                (None, Some(format!("{e:#}")))
+                let error = format!("{e:#}");
+                tracing::warn!(kind = planned.kind.name(), target = %targets.join(","), %error, "not recovered after the heal");
+                (None, Some(error))
             }
         };
         history.append(&Record::Healed(HealedRecord {

@@ -102,12 +102,12 @@ pub(crate) fn status_frame(id: u64, status: &Status) -> peer::Frame {
 /// The peer's side of a stream: every frame of `inbound` handled by `answer` on a task of its
 /// own (at most `in_flight` at once: reading waits beyond that) and given up at its caller's
 /// timeout (at most [`FRAME_TIME_CAP`]) with `DEADLINE_EXCEEDED`; the replies, batched. The
-/// stream ends when `inbound` does or `stop` turns true. `expired` counts the frames given up.
+/// stream ends when `inbound` does or `stop` turns true. `stats` counts the frames given up.
 pub(crate) fn serve<F, Fut>(
     mut inbound: impl Stream<Item = Result<peer::Frames, Status>> + Send + Unpin + 'static,
     in_flight: usize,
     mut stop: watch::Receiver<bool>,
-    expired: Arc<PeerRpcStats>,
+    stats: Arc<PeerRpcStats>,
     answer: F,
 ) -> impl Stream<Item = peer::Frames> + Send
 where
@@ -144,12 +144,12 @@ where
                     0 => FRAME_TIME_CAP,
                     ms => Duration::from_millis(ms.into()).min(FRAME_TIME_CAP),
                 };
-                let (tx, expired, handling) = (tx.clone(), expired.clone(), answer(frame));
+                let (tx, stats, handling) = (tx.clone(), stats.clone(), answer(frame));
                 tokio::spawn(async move {
                     let reply = match tokio::time::timeout(deadline, handling).await {
                         Ok(reply) => reply,
                         Err(_) => {
-                            expired.stream_frames_expired.fetch_add(1, Ordering::Relaxed);
+                            stats.stream_frames_expired.fetch_add(1, Ordering::Relaxed);
                             status_frame(id, &Status::deadline_exceeded("not handled within the caller's timeout"))
                         }
                     };
@@ -261,11 +261,7 @@ pub(crate) enum Sent {
 }
 
 impl Streams {
-    pub(crate) fn new(stats: Arc<PeerRpcStats>) -> Self {
-        Self::with_silence(stats, STREAM_SILENCE)
-    }
-
-    pub(crate) fn with_silence(stats: Arc<PeerRpcStats>, silence: Duration) -> Self {
+    pub(crate) fn new(stats: Arc<PeerRpcStats>, silence: Duration) -> Self {
         Self { open: Mutex::default(), unary: Mutex::default(), stats, silence }
     }
 

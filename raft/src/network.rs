@@ -80,17 +80,13 @@ pub struct Connections {
 
 impl Connections {
     pub fn new(dialing: PeerDialing) -> Self {
-        let stats = Arc::<PeerRpcStats>::default();
-        let streams = Arc::new(Streams::new(stats.clone()));
-        Self { channels: Arc::default(), streams, dialing: Arc::new(dialing), stats }
+        Self::with_stream_silence(dialing, crate::mux::STREAM_SILENCE)
     }
 
-    /// Connections whose streams count as stuck after `silence` instead of
-    /// [`crate::mux::STREAM_SILENCE`].
-    #[cfg(test)]
+    /// Connections whose streams count as stuck after `silence` (tests shorten it).
     pub(crate) fn with_stream_silence(dialing: PeerDialing, silence: Duration) -> Self {
         let stats = Arc::<PeerRpcStats>::default();
-        let streams = Arc::new(Streams::with_silence(stats.clone(), silence));
+        let streams = Arc::new(Streams::new(stats.clone(), silence));
         Self { channels: Arc::default(), streams, dialing: Arc::new(dialing), stats }
     }
 

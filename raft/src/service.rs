@@ -256,8 +256,8 @@ impl Peer for PeerService {
     /// answered with a frame of the same id.
     async fn stream(&self, request: Request<Streaming<peer::Frames>>) -> Result<Response<Self::StreamStream>, Status> {
         let service = self.clone();
-        let expired = self.node.peer_rpc_stats().clone();
-        let replies = mux::serve(request.into_inner(), STREAM_FRAMES_IN_FLIGHT, self.stop.clone(), expired, move |f| {
+        let stats = self.node.peer_rpc_stats().clone();
+        let replies = mux::serve(request.into_inner(), STREAM_FRAMES_IN_FLIGHT, self.stop.clone(), stats, move |f| {
             let service = service.clone();
             async move { service.answer(f).await }
         });
