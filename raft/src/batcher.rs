@@ -10,7 +10,9 @@ use std::sync::Arc;
 use meridian_proto::durable as pb;
 use meridian_storage::shard::CommandResult;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use openraft::metrics::RaftServerMetrics;
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::state_machine::MachineStats;
 use crate::types::*;
@@ -23,6 +25,9 @@ const MAX_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {
+    /// This node does not lead the shard, or stopped leading it while the proposal was in
+    /// flight (then it may or may not have been committed: the caller retries it through
+    /// the new leader, and every command is idempotent).
     #[error("this node is not the shard's leader")]
     NotLeader,
     #[error("proposal failed: {0}")]
@@ -144,9 +149,23 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
             waiters.push(p.done);
         }
         let batch = stamp.entry(commands);
+        let server = raft.server_metrics();
+        let term = server.borrow().vote.leader_id.term;
+        let stats = stamp.stats.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match raft.client_write(batch).await {
+            let written = tokio::select! {
+                biased;
+                written = raft.client_write(batch) => written,
+                () = deposed(server, term) => {
+                    stats.proposals_deposed.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+                    for done in waiters {
+                        let _ = done.send(Err(BatchError::NotLeader));
+                    }
+                    return;
+                }
+            };
+            match written {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
                     for (count, done) in counts.into_iter().zip(waiters) {
@@ -166,6 +185,28 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
                 }
             }
         });
+    }
+}
+
+/// Resolves once this node no longer leads the shard in `term`: it stepped down, or a newer
+/// term began. A proposal in flight then gets no answer from openraft 0.9 unless its entry is
+/// applied or truncated on this node, and an entry that a snapshot received later covers is
+/// neither (`install_full_snapshot` truncates only a log that conflicts at the snapshot's
+/// last index, and its purge answers no one): the proposal would wait for ever and hold
+/// one of the [`MAX_IN_FLIGHT`] places, and once all were held the shard took no write
+/// through this node the next time it led (seen in the chaos campaign as a leader that kept
+/// its followers with heartbeats and committed nothing for minutes).
+async fn deposed(mut server: watch::Receiver<RaftServerMetrics<NodeId, Member>>, term: u64) {
+    loop {
+        {
+            let now = server.borrow_and_update();
+            if now.state != ServerState::Leader || now.vote.leader_id.term != term {
+                return;
+            }
+        }
+        if server.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -190,5 +231,44 @@ mod tests {
         assert_eq!((entry.logic_version, entry.region.as_str()), (4, "sg"));
         assert_eq!(stamp(3, 60_000).entry(vec![]).request_ids_expire_before_ms, 0, "version 3 ignores it");
         assert_eq!(stamp(4, 0).entry(vec![]).request_ids_expire_before_ms, 0, "a window of 0 keeps all");
+    }
+
+    fn server(state: ServerState, term: u64) -> RaftServerMetrics<NodeId, Member> {
+        RaftServerMetrics {
+            id: 1,
+            vote: Vote::new_committed(term, 1),
+            state,
+            current_leader: (state == ServerState::Leader).then_some(1),
+            membership_config: Arc::default(),
+        }
+    }
+
+    /// Whether `deposed` has resolved after the watched changes so far.
+    async fn resolved(f: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), f.as_mut()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_proposal_stops_waiting_when_its_leader_steps_down_or_a_new_term_begins() {
+        let (tx, rx) = watch::channel(server(ServerState::Leader, 7));
+        let mut waiting = Box::pin(deposed(rx, 7));
+        assert!(!resolved(&mut waiting).await, "still the leader of term 7");
+        tx.send_replace(server(ServerState::Leader, 7));
+        assert!(!resolved(&mut waiting).await, "an unrelated change of the metrics");
+        tx.send_replace(server(ServerState::Follower, 8));
+        assert!(resolved(&mut waiting).await, "stepped down");
+
+        let (tx, rx) = watch::channel(server(ServerState::Leader, 7));
+        let mut waiting = Box::pin(deposed(rx, 7));
+        tx.send_replace(server(ServerState::Leader, 9));
+        assert!(resolved(&mut waiting).await, "leader again, of a newer term");
+
+        let (tx, rx) = watch::channel(server(ServerState::Candidate, 7));
+        assert!(resolved(&mut Box::pin(deposed(rx, 7))).await, "not the leader when proposing");
+        let (tx2, rx) = watch::channel(server(ServerState::Leader, 7));
+        let mut waiting = Box::pin(deposed(rx, 7));
+        drop(tx2);
+        assert!(resolved(&mut waiting).await, "the shard's Raft stopped");
+        drop(tx);
     }
 }

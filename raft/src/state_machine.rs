@@ -49,6 +49,9 @@ pub struct MachineStats {
     /// batching achieves).
     pub entries_applied: AtomicU64,
     pub commands_applied: AtomicU64,
+    /// Proposals that were in flight when this node stopped leading the shard, answered
+    /// "not the leader" so that they are retried through the new leader (the batcher).
+    pub proposals_deposed: AtomicU64,
     /// A snapshot install is writing the shard's state: local reads are refused meanwhile.
     pub installing: std::sync::atomic::AtomicBool,
 }

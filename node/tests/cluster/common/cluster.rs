@@ -455,6 +455,27 @@ impl Cluster {
         append_marker(&node.log_path, "killed with SIGKILL by the test");
     }
 
+    /// Freezes node `i` with SIGSTOP (`resume` wakes it): its peers see a node that answers
+    /// nothing and holds whatever it had in flight.
+    pub fn pause(&mut self, i: usize) {
+        self.phase(format!("pause node {} (SIGSTOP)", i + 1));
+        self.signal(i, "-STOP");
+    }
+
+    /// Wakes node `i` from [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.phase(format!("resume node {} (SIGCONT)", i + 1));
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&mut self, i: usize, signal: &str) {
+        let node = &self.nodes[i];
+        let pid = node.child.as_ref().unwrap_or_else(|| panic!("node {} is not running", node.id)).id();
+        let sent = Command::new("kill").arg(signal).arg(pid.to_string()).status().is_ok_and(|s| s.success());
+        assert!(sent, "kill {signal} node {}", node.id);
+        append_marker(&node.log_path, &format!("kill {signal} by the test"));
+    }
+
     /// Stops node `i` gracefully (SIGTERM), killing it if it does not exit within a grace period.
     pub async fn stop(&mut self, i: usize) {
         self.phase(format!("stop node {}", i + 1));
@@ -494,6 +515,20 @@ impl Cluster {
         self.spawn(i);
         self.wait_node_ready(i, READY_TIMEOUT).await;
         self.phase(format!("node {} is back and sees a leader for every shard", i + 1));
+    }
+
+    /// Starts the stopped or killed `nodes` again together (a quorum may need more than one
+    /// of them) and waits (bounded) until each sees a leader for every shard.
+    pub async fn restart_together(&mut self, nodes: &[usize]) {
+        for &i in nodes {
+            assert!(!self.is_running(i), "node {} is still running: stop or kill it first", i + 1);
+            self.phase(format!("restart node {}", i + 1));
+            append_marker(&self.nodes[i].log_path, "restarted by the test");
+            self.spawn(i);
+        }
+        for &i in nodes {
+            self.wait_node_ready(i, READY_TIMEOUT).await;
+        }
     }
 
     /// Stops every node (SIGTERM), starts them all again and waits until each sees a leader
