@@ -165,9 +165,15 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
         dev.var("MERIDIAN_ENDPOINT_IN"),
     );
 
-    // Users, each created through its own region's endpoint; zed in kr through sg's.
+    // Users, each created through its own region's endpoint; zed in kr through sg's. A create
+    // asks every region whether the id is taken, and the dev region is ready when its shards
+    // have leaders, which can be before every region link has been dialled (a failed dial is
+    // retried within 2 s; on two busy cores a dial can take a second): the first creates get
+    // the SDK's default retry budget.
     for (endpoint, user) in [(&sg, "amy"), (&kr, "kim"), (&de, "hans"), (&inn, "ravi"), (&sg, "bo")] {
-        let created = client(&dev, endpoint, None).create_user(user, None).await.unwrap();
+        let mut patient = ClientConfig::new([endpoint.to_owned()], dev.admin_token.clone());
+        patient.retry_budget = Duration::from_secs(15);
+        let created = Client::with_config(patient).unwrap().create_user(user, None).await.unwrap();
         assert!(created.created, "{user}");
     }
     let zed = client(&dev, &sg, None).create_user("zed", Some("kr")).await.unwrap();
