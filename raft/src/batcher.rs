@@ -193,9 +193,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
 /// applied or truncated on this node, and an entry that a snapshot received later covers is
 /// neither (`install_full_snapshot` truncates only a log that conflicts at the snapshot's
 /// last index, and its purge answers no one): the proposal would wait for ever and hold
-/// one of the [`MAX_IN_FLIGHT`] places, and once all were held the shard took no write
-/// through this node the next time it led (seen in the chaos campaign as a leader that kept
-/// its followers with heartbeats and committed nothing for minutes).
+/// one of the [`MAX_IN_FLIGHT`] places, and once all were held the shard would take no write
+/// through this node the next time it led: a leader that keeps its followers with heartbeats
+/// and commits nothing, as a chaos campaign once showed for minutes (ADR 0006, decision 10).
 async fn deposed(mut server: watch::Receiver<RaftServerMetrics<NodeId, Member>>, term: u64) {
     loop {
         {
