@@ -188,8 +188,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
     }
 }
 
-/// Resolves once this node no longer leads the shard in `term`: it stepped down, or a newer
-/// term began. A proposal in flight then gets no answer from openraft 0.9 unless its entry is
+/// Resolves once this node no longer leads the shard in `term`: it stepped down, a newer term
+/// began, or its Raft stopped (the watch closed). A proposal in flight then gets no answer from openraft 0.9 unless its entry is
 /// applied or truncated on this node, and an entry that a snapshot received later covers is
 /// neither (`install_full_snapshot` truncates only a log that conflicts at the snapshot's
 /// last index, and its purge answers no one): the proposal would wait for ever and hold
@@ -197,17 +197,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
 /// through this node the next time it led: a leader that keeps its followers with heartbeats
 /// and commits nothing, as a chaos campaign once showed for minutes (ADR 0006, decision 10).
 async fn deposed(mut server: watch::Receiver<RaftServerMetrics<NodeId, Member>>, term: u64) {
-    loop {
-        {
-            let now = server.borrow_and_update();
-            if now.state != ServerState::Leader || now.vote.leader_id.term != term {
-                return;
-            }
-        }
-        if server.changed().await.is_err() {
-            return;
-        }
-    }
+    let _ = server.wait_for(|now| now.state != ServerState::Leader || now.vote.leader_id.term != term).await;
 }
 
 #[cfg(test)]

@@ -13,11 +13,7 @@ use common::{Cluster, Tuning};
 const SENDS: u64 = 40;
 
 async fn counter(cluster: &Cluster, node: usize, line: &str) -> u64 {
-    let (_, body) = cluster.http_get(node, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{line} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line} in node {}'s /metrics", node + 1))
+    cluster.metric(node, line).await
 }
 
 async fn counters(cluster: &Cluster) -> Vec<[u64; 7]> {

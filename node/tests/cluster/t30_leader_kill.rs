@@ -162,6 +162,8 @@ async fn leader_kill_mid_load_loses_and_duplicates_nothing() {
 /// Entries the others commit while the deposed leader is frozen: several snapshots' worth
 /// (one every 50, 10 kept behind), so that it comes back through a snapshot.
 const ENTRIES_WHILE_FROZEN: u64 = 1000;
+/// Proposals the batcher answered "not the leader" because their leader was deposed.
+const DEPOSED: &str = "meridian_raft_proposals_deposed_total";
 
 /// Node `i`'s applied index of shard 0 and whether it calls itself its leader, if it answers.
 async fn shard0(cluster: &Cluster, i: usize) -> Option<(u64, bool)> {
@@ -202,14 +204,6 @@ async fn make_leader(cluster: &mut Cluster, wanted: usize) {
     panic!("node {} was not elected in 20 elections", wanted + 1);
 }
 
-async fn proposals_deposed(cluster: &Cluster, node: usize) -> u64 {
-    let (_, body) = cluster.http_get(node, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix("meridian_raft_proposals_deposed_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no meridian_raft_proposals_deposed_total in node {}'s /metrics", node + 1))
-}
-
 /// A shard leader deposed with all its proposals in flight, and caught up through a snapshot,
 /// takes writes again the next time it leads, and nothing acknowledged is lost. The batcher
 /// answers those proposals "not the leader" when its leader is deposed (they are retried
@@ -237,7 +231,7 @@ async fn a_leader_deposed_mid_load_and_caught_up_by_a_snapshot_takes_writes_when
     let mut load = Load::start_with(&pairs, |k, user| cluster.user_on(pinned[k % 4], user));
     load.wait_acked_since(&conversations, start, 50, "before").await;
 
-    let deposed_before = proposals_deposed(&cluster, node).await;
+    let deposed_before = cluster.metric(node, DEPOSED).await;
     let (applied, _) = shard0(&cluster, node).await.expect("the leader answers");
     // Killed, not frozen: a frozen follower would still take the leader's entries from its
     // socket when it wakes, and acknowledge them.
@@ -270,7 +264,7 @@ async fn a_leader_deposed_mid_load_and_caught_up_by_a_snapshot_takes_writes_when
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Whichever answers first — openraft's truncation or the batcher — the count says which.
-    let deposed = proposals_deposed(&cluster, node).await - deposed_before;
+    let deposed = cluster.metric(node, DEPOSED).await - deposed_before;
     cluster.phase(format!("{deposed} proposals of node {} answered by the batcher as deposed", node + 1));
 
     make_leader(&mut cluster, node).await;

@@ -30,11 +30,16 @@ fn meridian() -> &'static Path {
 
 /// A client of one endpoint acting as `user` (admin token with act-as), failing fast.
 fn client(region: &DevRegion, endpoint: &str, user: Option<&str>) -> Client {
+    client_retrying_for(region, endpoint, user, Duration::from_secs(3))
+}
+
+/// [`client`] that retries for `budget`.
+fn client_retrying_for(region: &DevRegion, endpoint: &str, user: Option<&str>, budget: Duration) -> Client {
     let mut config = ClientConfig::new([endpoint.to_owned()], region.admin_token.clone());
     if let Some(user) = user {
         config = config.with_act_as(user);
     }
-    config.retry_budget = Duration::from_secs(3);
+    config.retry_budget = budget;
     Client::with_config(config).unwrap()
 }
 
@@ -171,9 +176,8 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
     // retried within 2 s; on two busy cores a dial can take a second): the first creates get
     // the SDK's default retry budget.
     for (endpoint, user) in [(&sg, "amy"), (&kr, "kim"), (&de, "hans"), (&inn, "ravi"), (&sg, "bo")] {
-        let mut patient = ClientConfig::new([endpoint.to_owned()], dev.admin_token.clone());
-        patient.retry_budget = Duration::from_secs(15);
-        let created = Client::with_config(patient).unwrap().create_user(user, None).await.unwrap();
+        let patient = client_retrying_for(&dev, endpoint, None, Duration::from_secs(15));
+        let created = patient.create_user(user, None).await.unwrap();
         assert!(created.created, "{user}");
     }
     let zed = client(&dev, &sg, None).create_user("zed", Some("kr")).await.unwrap();

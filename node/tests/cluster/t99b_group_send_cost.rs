@@ -18,11 +18,7 @@ use common::{shard_of, user_ids, Cluster, Tuning};
 const SENDS: u64 = 200;
 
 async fn metric(cluster: &Cluster, name: &str) -> u64 {
-    let (_, body) = cluster.http_get(0, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    cluster.metric(0, name).await
 }
 
 async fn applied(cluster: &mut Cluster, shard: u32) -> u64 {

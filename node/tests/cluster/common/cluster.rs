@@ -343,6 +343,15 @@ impl Cluster {
         (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
     }
 
+    /// The value of the `/metrics` line `name` (with its labels, if any) on node `i`.
+    pub async fn metric(&self, i: usize, name: &str) -> u64 {
+        let (_, body) = self.http_get(i, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in node {}'s /metrics", i + 1))
+    }
+
     /// Node `i`'s config file.
     pub fn config_path(&self, i: usize) -> PathBuf {
         self.nodes[i].config_path.clone()
