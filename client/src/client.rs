@@ -64,6 +64,13 @@ const MAX_CONVERSATION_PAGE: u32 = 200;
 /// `SHARD_UNAVAILABLE` the call pauses (growing backoff) and tries again. No new attempt
 /// starts after the retry budget (default 15 s). Any other error is returned at once.
 ///
+/// An endpoint that gave no answer — the attempt timed out, the connect failed, the
+/// connection broke — is tried only after every other endpoint for a while
+/// ([`ClientConfig::avoid_silent_for`], 30 s), whatever the routing table says; then one call
+/// probes it. A frozen node (a stalled VM, a stopped process) still accepts connections, so
+/// without this each call routed to it would wait out the request timeout.
+/// [`Client::endpoint_states`] shows which endpoints are avoided.
+///
 /// Retries are safe for every call except, after an ambiguous failure (a timeout or a broken
 /// connection mid-call), [`Client::recall`], [`Client::add_node`] and [`Client::remove_node`]:
 /// the first attempt may have taken effect, and the retry then reports the resulting state
@@ -89,6 +96,7 @@ struct Timing {
     retry_budget: Duration,
     initial_backoff: Duration,
     max_backoff: Duration,
+    avoid_silent_for: Duration,
 }
 
 impl Client {
@@ -133,6 +141,7 @@ impl Client {
                 retry_budget: config.retry_budget,
                 initial_backoff: config.initial_backoff,
                 max_backoff: config.max_backoff,
+                avoid_silent_for: config.avoid_silent_for,
             },
         })
     }
@@ -166,6 +175,30 @@ impl Client {
     /// The endpoints as URIs, in order.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.uri().to_owned()).collect()
+    }
+
+    /// Each endpoint as this client (and its clones) saw it, in order: how many attempts got
+    /// no answer from it, and whether calls keep away from it now
+    /// ([`ClientConfig::avoid_silent_for`]).
+    pub fn endpoint_states(&self) -> Vec<EndpointState> {
+        let now = Instant::now();
+        self.nodes
+            .iter()
+            .map(|n| EndpointState { uri: n.uri().to_owned(), silences: n.silences(), avoided: n.avoided(now) })
+            .collect()
+    }
+
+    /// The endpoint a call tries next, from `index` on in order: the first that is not
+    /// avoided (or whose hold has ended, for one probing call); `index` itself when every
+    /// endpoint is avoided, so that an avoided endpoint is tried last, never skipped for good.
+    fn in_turn(&self, index: usize) -> usize {
+        let count = self.nodes.len();
+        if count == 1 {
+            return index;
+        }
+        let now = Instant::now();
+        let probe = self.timing.request_timeout + self.timing.avoid_silent_for;
+        (0..count).map(|k| (index + k) % count).find(|&i| self.nodes[i].take_turn(now, probe)).unwrap_or(index)
     }
 
     /// The user an admin token acts as, if any.
@@ -977,7 +1010,7 @@ impl Client {
         follow: bool,
     ) -> Result<tonic::Streaming<crate::api::ChangeEvent>, ClientError> {
         let count = self.nodes.len();
-        let mut index = self.preferred.load(Ordering::Relaxed) % count;
+        let mut index = self.in_turn(self.preferred.load(Ordering::Relaxed) % count);
         let mut last = None;
         for _ in 0..count {
             let node = &self.nodes[index];
@@ -988,7 +1021,7 @@ impl Client {
                 Err(err) if err.is_unreachable() || err.is_node_fault() => {
                     node.forget().await;
                     last = Some(err);
-                    index = (index + 1) % count;
+                    index = self.in_turn((index + 1) % count);
                 }
                 Err(err) => return Err(err),
             }
@@ -1175,7 +1208,7 @@ impl Client {
     {
         let started = Instant::now();
         let count = self.nodes.len();
-        let mut index = route.index.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed)) % count;
+        let mut index = self.in_turn(route.index.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed)) % count);
         let mut backoff = Backoff::new(self.timing.initial_backoff, self.timing.max_backoff);
         let mut unreachable_in_a_row = 0;
         let mut attempt = 1_u32;
@@ -1245,7 +1278,7 @@ impl Client {
                 pause_ms = pause.as_millis(),
                 "retrying"
             );
-            index = (index + 1) % count;
+            index = self.in_turn((index + 1) % count);
             attempt += 1;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
@@ -1280,14 +1313,20 @@ impl Client {
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        let channel = node.channel().await?;
+        let channel = match node.channel().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                node.note_silence(self.timing.avoid_silent_for);
+                return Err(err);
+            }
+        };
         let mut request = tonic::Request::new(request);
         self.authenticate(request.metadata_mut());
         // Tells the server the deadline (grpc-timeout) so that it can stop early.
         if server_deadline {
             request.set_timeout(self.timing.request_timeout);
         }
-        match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
+        let result = match tokio::time::timeout(self.timing.request_timeout, rpc_fn(channel, request)).await {
             Ok(Ok(response)) => {
                 let home = response
                     .metadata()
@@ -1300,7 +1339,15 @@ impl Client {
             Err(_elapsed) => {
                 Err(ClientError::Timeout { endpoint: node.uri().to_owned(), timeout: self.timing.request_timeout })
             }
+        };
+        match &result {
+            // No answer from the node itself: its connection broke, or it said nothing in time.
+            Err(ClientError::Timeout { .. } | ClientError::Transport { .. }) => {
+                node.note_silence(self.timing.avoid_silent_for)
+            }
+            _ => node.note_answer(),
         }
+        result
     }
 
     fn authenticate(&self, metadata: &mut MetadataMap) {
@@ -1320,6 +1367,17 @@ impl fmt::Debug for Client {
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
+}
+
+/// One endpoint of a [`Client`], as [`Client::endpoint_states`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointState {
+    /// The endpoint's URI.
+    pub uri: String,
+    /// Attempts that got no answer from it (timed out, failed to connect, connection broke).
+    pub silences: u64,
+    /// Whether calls try it only after every other endpoint now.
+    pub avoided: bool,
 }
 
 /// A message stream: a one-to-one conversation with a peer, or a group's.
@@ -1549,9 +1607,13 @@ impl Subscription {
                         return Err(err);
                     }
                     tracing::debug!(error = %err, "subscription broke: resubscribing");
-                    self.client.nodes[self.index].forget().await;
+                    let node = &self.client.nodes[self.index];
+                    if matches!(err, ClientError::Transport { .. }) {
+                        node.note_silence(self.client.timing.avoid_silent_for);
+                    }
+                    node.forget().await;
                     self.stream = None;
-                    self.index = (self.index + 1) % self.client.nodes.len();
+                    self.index = self.client.in_turn((self.index + 1) % self.client.nodes.len());
                 }
             }
         }
@@ -1619,7 +1681,7 @@ impl Subscription {
                 return Err(err);
             }
             node.forget().await;
-            self.index = (self.index + 1) % count;
+            self.index = client.in_turn((self.index + 1) % count);
             failed_in_a_row += 1;
             let pause = if failed_in_a_row >= count { backoff.next_pause() } else { Duration::ZERO };
             if failed_in_a_row >= count {

@@ -63,6 +63,13 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest pause between attempts. Default 1 s.
     pub max_backoff: Duration,
+    /// After an endpoint gave no answer (an attempt timed out, a connect failed, a connection
+    /// broke mid-call), calls try it only after every other endpoint for this long; then a
+    /// single call probes it while the others keep away, and any answer from it ends the
+    /// wait. A stopped or stalled node (a frozen VM, SIGSTOP) still accepts connections: without
+    /// this, every call routed to it — by the routing table, which may still name it leader
+    /// for a while — would wait out `request_timeout` first. Default 30 s; zero: off.
+    pub avoid_silent_for: Duration,
     /// CA certificate(s), PEM, of a region whose client listeners use TLS: set, the client
     /// connects with TLS (`host:port` endpoints mean `https://host:port`) and trusts only
     /// these. Unset: plaintext HTTP/2.
@@ -81,6 +88,7 @@ impl ClientConfig {
             retry_budget: Duration::from_secs(15),
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            avoid_silent_for: Duration::from_secs(30),
             tls_ca_pem: None,
         }
     }
@@ -148,6 +156,7 @@ impl fmt::Debug for ClientConfig {
             .field("retry_budget", &self.retry_budget)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("avoid_silent_for", &self.avoid_silent_for)
             .field("tls", &self.tls_ca_pem.is_some())
             .finish()
     }

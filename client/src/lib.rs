@@ -27,7 +27,8 @@ mod error;
 mod routes;
 
 pub use client::{
-    decode_sync_token, encode_sync_token, is_group_notice, message_text, new_request_id, Client, Stream, Subscription,
+    decode_sync_token, encode_sync_token, is_group_notice, message_text, new_request_id, Client, EndpointState, Stream,
+    Subscription,
 };
 pub use config::{
     normalize_endpoint, normalize_endpoint_with, split_endpoints, ClientConfig, TokenKind, ADMIN_TOKEN_ENV, CA_ENV,

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ struct ScriptedChat {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// The routing table `GetRoutes` answers with; none: `UNIMPLEMENTED`, as an older node.
     routes: Arc<Mutex<Option<GetRoutesResponse>>>,
+    /// Set: the server takes calls and never answers them, as a stopped process or a stalled
+    /// VM whose kernel still accepts connections.
+    frozen: Arc<AtomicBool>,
 }
 
 impl ScriptedChat {
@@ -75,6 +79,9 @@ impl Chat for ScriptedChat {
             all.push(seen);
             all.len()
         };
+        if self.frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let step = self.script.lock().expect("script lock").pop_front();
         match step {
             Some(Step::Fail(status)) => return Err(status),
@@ -113,6 +120,9 @@ impl Chat for ScriptedChat {
     }
 
     async fn get_routes(&self, _: Request<GetRoutesRequest>) -> Result<Response<GetRoutesResponse>, Status> {
+        if self.frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         match self.routes.lock().expect("routes lock").clone() {
             Some(routes) => Ok(Response::new(routes)),
             None => Err(Status::unimplemented("not scripted")),
@@ -669,4 +679,103 @@ async fn a_refusal_after_an_attempt_that_may_have_applied_is_an_unknown_outcome(
     assert_eq!(err.reason(), Some("NOT_GROUP_MEMBER"), "the last refusal's reason is kept");
     assert_eq!(err.code(), Some(Code::Unknown));
     assert!(err.to_string().starts_with("OUTCOME_UNKNOWN: "), "{err}");
+}
+
+/// A table naming `leader` the leader of each of 8 shards.
+fn every_shard_led_by(leader: SocketAddr) -> GetRoutesResponse {
+    GetRoutesResponse {
+        shards: 8,
+        routes: (0..8).map(|shard| ShardRoute { shard, leader_id: 2, leader_addr: leader.to_string() }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Sends until a call has reached `chat` (the routing table has been fetched and names it).
+async fn until_routed_to(client: &Client, chat: &ScriptedChat) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while chat.seen().is_empty() {
+        assert!(Instant::now() < deadline, "no call reached the leader's endpoint");
+        client.send_text("bob", "probe", None).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids_of(chat: &ScriptedChat) -> Vec<String> {
+    chat.seen().into_iter().map(|s| s.request_id).collect()
+}
+
+#[tokio::test]
+async fn a_frozen_leader_costs_one_timeout_then_is_tried_last() {
+    // The routing table (both nodes serve it) names the second endpoint leader of every
+    // shard; that node then freezes, and the table goes on naming it.
+    let other = ScriptedChat::default();
+    let leader = ScriptedChat::default();
+    let (other_addr, leader_addr) = (serve(other.clone()).await, serve(leader.clone()).await);
+    for chat in [&other, &leader] {
+        *chat.routes.lock().expect("routes lock") = Some(every_shard_led_by(leader_addr));
+    }
+    let mut config = fast_config(&[other_addr, leader_addr]).with_act_as("alice");
+    config.avoid_silent_for = Duration::from_secs(60);
+    let client = Client::with_config(config).expect("client");
+    until_routed_to(&client, &leader).await;
+
+    leader.frozen.store(true, Ordering::SeqCst);
+    let before = leader.seen().len();
+    let other_before = other.seen().len();
+    for i in 0..10 {
+        client.send_text("carol", "hi", Some(format!("f{i}"))).await.expect("the other node takes it");
+    }
+
+    // One attempt timed out on the frozen node; every send after it went straight to the
+    // other node, although the table still names the frozen one.
+    assert_eq!(ids_of(&leader)[before..], ["f0"]);
+    let expected: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    assert_eq!(ids_of(&other)[other_before..], expected[..]);
+    let states = client.endpoint_states();
+    assert_eq!((states[0].silences, states[0].avoided), (0, false), "{states:?}");
+    assert_eq!((states[1].silences, states[1].avoided), (1, true), "{states:?}");
+}
+
+#[tokio::test]
+async fn once_its_hold_ends_one_call_probes_an_avoided_endpoint_and_an_answer_restores_it() {
+    let other = ScriptedChat::default();
+    let leader = ScriptedChat::default();
+    let (other_addr, leader_addr) = (serve(other.clone()).await, serve(leader.clone()).await);
+    for chat in [&other, &leader] {
+        *chat.routes.lock().expect("routes lock") = Some(every_shard_led_by(leader_addr));
+    }
+    let hold = Duration::from_millis(300);
+    let mut config = fast_config(&[other_addr, leader_addr]).with_act_as("alice");
+    config.avoid_silent_for = hold;
+    let client = Client::with_config(config).expect("client");
+    until_routed_to(&client, &leader).await;
+    leader.frozen.store(true, Ordering::SeqCst);
+    client.send_text("carol", "hi", Some("a".into())).await.expect("send");
+    assert!(client.endpoint_states()[1].avoided);
+
+    // The hold ends while the node is still frozen: of eight calls at once, one probes it
+    // (and times out, then goes on to the other node); the rest keep away.
+    tokio::time::sleep(hold + Duration::from_millis(100)).await;
+    let before = leader.seen().len();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send_text("carol", "hi", Some(format!("p{i}"))).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("every call is taken by the other node");
+    }
+    assert_eq!(leader.seen().len(), before + 1, "exactly one probe");
+    assert_eq!(client.endpoint_states()[1].silences, 2);
+
+    // Thawed: after the next hold, a probe gets an answer, and the calls routed to it go there.
+    leader.frozen.store(false, Ordering::SeqCst);
+    tokio::time::sleep(hold + Duration::from_millis(100)).await;
+    let before = leader.seen().len();
+    for i in 0..3 {
+        client.send_text("carol", "hi", Some(format!("t{i}"))).await.expect("send");
+    }
+    assert_eq!(ids_of(&leader)[before..], ["t0", "t1", "t2"]);
+    assert!(!client.endpoint_states()[1].avoided);
 }

@@ -223,9 +223,9 @@ async fn a_leader_deposed_mid_load_and_caught_up_by_a_snapshot_takes_writes_when
     let node = cluster.shard_leader(0).await;
     let others: Vec<usize> = (0..3).filter(|&i| i != node).collect();
     // The clients are pinned, half to the leader (more than the batcher's four places) and a
-    // quarter to each other node, which forwards to the leader: the SDK would spend its
-    // 10-second request timeout on a frozen node that still accepts connections, again on
-    // each routing refresh.
+    // quarter to each other node, which forwards to the leader: a client of every node would
+    // spend its 10-second request timeout on the frozen node once before it tries that node
+    // last (`ClientConfig::avoid_silent_for`).
     let pinned = [node, others[0], node, others[1]];
     let start = Instant::now();
     let mut load = Load::start_with(&pairs, |k, user| cluster.user_on(pinned[k % 4], user));
