@@ -548,6 +548,8 @@ impl Cluster {
         let endpoints: Vec<(String, String)> =
             specs.iter().map(|s| (s.name.clone(), s.config.advertise_addr())).collect();
 
+        // Each node links to every other region of the topology (none for a single region).
+        let other_regions = first.regions.as_ref().map_or(0, |file| file.regions.len().saturating_sub(1));
         let started = Instant::now();
         tokio::select! {
             biased;
@@ -556,13 +558,14 @@ impl Cluster {
                 return Ok(());
             }
             exit = self.first_exit() => return Err(self.exit_error(exit)),
-            ready = wait_ready(&endpoints, &token, first.shards) => ready
+            ready = wait_ready(&endpoints, &token, first.shards, other_regions) => ready
                 .with_context(|| format!("wait for the cluster (node logs: {}/node-N.log)", dir.display()))?,
         }
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             shards = first.shards,
-            "every node sees a leader for every shard"
+            other_regions,
+            "every node sees a leader for every shard and has its links to the other regions up"
         );
 
         let env_path = dir.join("dev.env");
@@ -741,8 +744,15 @@ fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// Polls `Admin/ClusterStatus` on every node until each sees a leader for all `shards`.
-async fn wait_ready(endpoints: &[(String, String)], token: &str, shards: u32) -> anyhow::Result<()> {
+/// Polls `Admin/ClusterStatus` on every node until each sees a leader for all `shards` and
+/// has its links to `other_regions` regions up: a cross-region call made right after the
+/// announcement would otherwise meet `REGION_UNAVAILABLE` while a link is still being dialled.
+async fn wait_ready(
+    endpoints: &[(String, String)],
+    token: &str,
+    shards: u32,
+    other_regions: usize,
+) -> anyhow::Result<()> {
     let auth: MetadataValue<Ascii> = format!("Bearer {token}").try_into().context("put the admin token in metadata")?;
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut next_report = Instant::now() + READY_REPORT;
@@ -755,8 +765,14 @@ async fn wait_ready(endpoints: &[(String, String)], token: &str, shards: u32) ->
                 Ok(status) => {
                     let led = status.shards.iter().filter(|s| s.leader != 0).count();
                     let all = status.shards.len() as u64 == u64::from(shards) && led == status.shards.len();
-                    ready &= all;
-                    progress.push(format!("{name}: {led}/{shards} shards led"));
+                    let up = status.region_links.iter().filter(|l| l.state == "up").count();
+                    ready &= all && up == other_regions && status.region_links.len() == other_regions;
+                    if other_regions == 0 {
+                        progress.push(format!("{name}: {led}/{shards} shards led"));
+                    } else {
+                        progress
+                            .push(format!("{name}: {led}/{shards} shards led, {up}/{other_regions} region links up"));
+                    }
                 }
                 Err(StatusError::Fatal(e)) => {
                     return Err(e.context(format!("ask {name} ({addr}) for its cluster status")));
@@ -774,13 +790,15 @@ async fn wait_ready(endpoints: &[(String, String)], token: &str, shards: u32) ->
         let progress = progress.join("; ");
         let now = Instant::now();
         if now >= deadline {
-            bail!("not every shard had a leader on every node after {READY_TIMEOUT:?} ({progress})");
+            bail!(
+                "not every shard had a leader (and every region link was up) on every node after {READY_TIMEOUT:?} ({progress})"
+            );
         }
         if now >= next_report {
-            info!(%progress, "waiting for shard leaders");
+            info!(%progress, "waiting for shard leaders and region links");
             next_report = now + READY_REPORT;
         } else {
-            debug!(%progress, "waiting for shard leaders");
+            debug!(%progress, "waiting for shard leaders and region links");
         }
         tokio::time::sleep(READY_POLL).await;
     }

@@ -30,16 +30,11 @@ fn meridian() -> &'static Path {
 
 /// A client of one endpoint acting as `user` (admin token with act-as), failing fast.
 fn client(region: &DevRegion, endpoint: &str, user: Option<&str>) -> Client {
-    client_retrying_for(region, endpoint, user, Duration::from_secs(3))
-}
-
-/// [`client`] that retries for `budget`.
-fn client_retrying_for(region: &DevRegion, endpoint: &str, user: Option<&str>, budget: Duration) -> Client {
     let mut config = ClientConfig::new([endpoint.to_owned()], region.admin_token.clone());
     if let Some(user) = user {
         config = config.with_act_as(user);
     }
-    config.retry_budget = budget;
+    config.retry_budget = Duration::from_secs(3);
     Client::with_config(config).unwrap()
 }
 
@@ -170,14 +165,20 @@ async fn four_regions_keep_data_home_and_reach_each_other() {
         dev.var("MERIDIAN_ENDPOINT_IN"),
     );
 
-    // Users, each created through its own region's endpoint; zed in kr through sg's. A create
-    // asks every region whether the id is taken, and the dev region is ready when its shards
-    // have leaders, which can be before every region link has been dialled (a failed dial is
-    // retried within 2 s; on two busy cores a dial can take a second): the first creates get
-    // the SDK's default retry budget.
+    // `meridian dev` announces the regions once every node has its links to the other regions
+    // up, as well as a leader for every shard: a create asks the id's directory region, and
+    // the SDK returns REGION_UNAVAILABLE at once, without retrying, while a link is down.
+    for endpoint in [&sg, &kr, &de, &inn] {
+        let status = client(&dev, endpoint, None).cluster_status(false).await.unwrap();
+        let links: Vec<(&str, &str)> =
+            status.region_links.iter().map(|l| (l.region.as_str(), l.state.as_str())).collect();
+        assert_eq!(links.len(), 3, "{endpoint}: {links:?}");
+        assert!(links.iter().all(|(_, state)| *state == "up"), "{endpoint}: {links:?}");
+    }
+
+    // Users, each created through its own region's endpoint; zed in kr through sg's.
     for (endpoint, user) in [(&sg, "amy"), (&kr, "kim"), (&de, "hans"), (&inn, "ravi"), (&sg, "bo")] {
-        let patient = client_retrying_for(&dev, endpoint, None, Duration::from_secs(15));
-        let created = patient.create_user(user, None).await.unwrap();
+        let created = client(&dev, endpoint, None).create_user(user, None).await.unwrap();
         assert!(created.created, "{user}");
     }
     let zed = client(&dev, &sg, None).create_user("zed", Some("kr")).await.unwrap();
