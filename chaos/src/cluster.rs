@@ -458,6 +458,17 @@ impl ChaosCluster {
         }
     }
 
+    /// Undoes every link cut and proxy fault.
+    pub fn heal_links(&self) -> anyhow::Result<()> {
+        if let Some(fw) = &self.firewall {
+            fw.heal()?;
+        }
+        for i in 0..self.nodes.len() {
+            self.proxy(i).heal();
+        }
+        Ok(())
+    }
+
     pub fn network_name(&self) -> &'static str {
         match (&self.net, self.firewall.is_some()) {
             (Net::Namespaces { .. }, true) => "network namespaces on a bridge, links cut by nftables",

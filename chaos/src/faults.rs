@@ -216,7 +216,7 @@ fn ids(cluster: &ChaosCluster, nodes: &[usize]) -> Vec<u64> {
 
 /// Cuts links from every node of `a` to every node of `b` (and back when `both`), with the
 /// kernel firewall when there is one, else with the fault proxies.
-fn cut(cluster: &ChaosCluster, a: &[usize], b: &[usize], both: bool) -> anyhow::Result<()> {
+pub fn cut(cluster: &ChaosCluster, a: &[usize], b: &[usize], both: bool) -> anyhow::Result<()> {
     let pairs: Vec<(usize, usize)> = a
         .iter()
         .flat_map(|&x| b.iter().map(move |&y| (x, y)))
@@ -243,12 +243,7 @@ fn cut(cluster: &ChaosCluster, a: &[usize], b: &[usize], both: bool) -> anyhow::
 
 /// Undoes a fault; afterwards every node is running, unpaused, unskewed and fully linked.
 pub fn heal(cluster: &mut ChaosCluster, injected: &Injected) -> anyhow::Result<()> {
-    if let Some(fw) = &cluster.firewall {
-        fw.heal()?;
-    }
-    for i in 0..cluster.nodes.len() {
-        cluster.proxy(i).heal();
-    }
+    cluster.heal_links()?;
     let touched: BTreeSet<usize> = injected.nodes.iter().copied().collect();
     for &v in &touched {
         match injected.kind {

@@ -17,6 +17,8 @@
 //! - [`faults`]: fault kinds, the seeded schedule, inject and heal.
 //! - [`workload`]: concurrent clients whose every operation goes to the history.
 //! - [`campaign`]: one campaign from start to verdict; the `meridian-chaos` binary runs it.
+//! - [`deposed`]: one scenario on purpose: a leader cut off with proposals in flight until a
+//!   snapshot overtakes them.
 //!
 //! The checker depends only on the history, so a history saved from a failed run can be
 //! judged again, offline.
@@ -29,6 +31,7 @@
 pub mod campaign;
 pub mod checker;
 pub mod cluster;
+pub mod deposed;
 pub mod devices;
 pub mod drill;
 pub mod faults;

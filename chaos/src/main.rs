@@ -116,13 +116,31 @@ enum Command {
         #[arg(long, default_value_t = 7700)]
         base_port: u16,
     },
+    /// One scenario on purpose: a shard leader cut off with proposals in flight until the
+    /// others' snapshot overtakes them; checks that they are answered, that the node takes
+    /// writes when it leads again, and that every replica holds every acknowledged send
+    /// (ADR 0006, decision 10). Exits non-zero on any failed check.
+    Deposed {
+        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where the run directory is made.
+        #[arg(long, default_value = "/tmp/meridian-chaos")]
+        dir: PathBuf,
+        /// Keep the run directory even when the scenario passes.
+        #[arg(long)]
+        keep: bool,
+        /// gRPC port on each node's loopback address (proxy +1, HTTP +2, peer +3).
+        #[arg(long, default_value_t = 7800)]
+        base_port: u16,
+    },
 }
 
 /// `meridian-chaos drill`.
 fn run_drill(options: meridian_chaos::drill::DrillOptions, keep: bool) -> ExitCode {
     let (seed, run_dir) = (options.seed, options.dir.clone());
     let outcome = block_on_interruptible(meridian_chaos::drill::run(options));
-    verdict(outcome, "drill", seed, &run_dir, keep)
+    verdict(outcome, "drill", Some(seed), &run_dir, keep)
 }
 
 /// `meridian-chaos regions`.
@@ -147,7 +165,7 @@ fn run_regions(
         base_port,
     };
     let outcome = block_on_interruptible(meridian_chaos::regions::run(options));
-    verdict(outcome, "regions", seed, &run_dir, keep)
+    verdict(outcome, "regions", Some(seed), &run_dir, keep)
 }
 
 /// Runs `run` on a multi-threaded runtime until it ends or Ctrl-C.
@@ -166,22 +184,32 @@ fn block_on_interruptible(run: impl std::future::Future<Output = anyhow::Result<
 
 /// Prints a run's verdict, removes its directory when it passed (unless `keep`), and gives
 /// the exit code.
-fn verdict(outcome: anyhow::Result<bool>, kind: &str, seed: u64, run_dir: &std::path::Path, keep: bool) -> ExitCode {
+fn verdict(
+    outcome: anyhow::Result<bool>,
+    kind: &str,
+    seed: Option<u64>,
+    run_dir: &std::path::Path,
+    keep: bool,
+) -> ExitCode {
+    let run = match seed {
+        Some(seed) => format!("{kind}, seed {seed}"),
+        None => kind.to_owned(),
+    };
     match outcome {
         Ok(true) => {
             let besides = if kind == "drill" { " besides the reported RPO" } else { "" };
-            println!("PASS: no violation{besides} ({kind}, seed {seed})");
+            println!("PASS: no violation{besides} ({run})");
             if !keep {
                 let _ = std::fs::remove_dir_all(run_dir);
             }
             ExitCode::SUCCESS
         }
         Ok(false) => {
-            println!("VIOLATIONS ({kind}, seed {seed}); logs kept in {}", run_dir.display());
+            println!("VIOLATIONS ({run}); logs kept in {}", run_dir.display());
             ExitCode::FAILURE
         }
         Err(e) => {
-            println!("FAILED ({kind}, seed {seed}): {e:#}; logs kept in {}", run_dir.display());
+            println!("FAILED ({run}): {e:#}; logs kept in {}", run_dir.display());
             ExitCode::FAILURE
         }
     }
@@ -226,6 +254,17 @@ fn main() -> ExitCode {
         }
         Command::Regions { seed, duration, binary, dir, keep, clients, base_port } => {
             return run_regions(seed, duration, binary, dir, keep, clients, base_port)
+        }
+        Command::Deposed { binary, dir, keep, base_port } => {
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let run_dir = dir.join(format!("deposed-{stamp}"));
+            let options = meridian_chaos::deposed::DeposedOptions {
+                binary: binary.unwrap_or_else(default_binary),
+                dir: run_dir.clone(),
+                base_port,
+            };
+            let outcome = block_on_interruptible(meridian_chaos::deposed::run(options));
+            return verdict(outcome, "deposed", None, &run_dir, keep);
         }
         Command::Drill { region, seed, duration, cut_standby, binary, dir, keep, clients, base_port } => {
             let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
