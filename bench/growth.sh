@@ -3,7 +3,8 @@
 # existing conversations up to each checkpoint (messages in the region), and at each one
 # measures every node's memory (RSS now and at its peak), data on disk, the newest snapshot
 # each shard built (size, time), a snapshot install on a node that fell behind a log purge
-# (size, time), and the send rate of a short closed-loop run.
+# (size, time), the send rate of a short closed-loop run, and the snapshots built so far
+# (all nodes).
 #
 #   bench/growth.sh [--archive 60] [--no-build] [--clients 64] CHECKPOINT...
 #   bench/growth.sh 100000 1000000
@@ -12,7 +13,9 @@
 # again its shards are behind the leaders' purged logs and catch up by snapshot: the install
 # measured is of the whole shard at that size. Snapshots are built every SNAPSHOT_EVERY
 # (1,000) entries per shard here, keeping KEEP (100) behind them (`raft.snapshot-logs-since-last`
-# and `raft.max-in-snapshot-log-to-keep`; the defaults are 20,000 and 1,000). `--archive SECONDS`
+# and `raft.max-in-snapshot-log-to-keep`; the defaults are 20,000 and 1,000); PERCENT sets
+# `raft.snapshot-log-size-percent` (unset: the default, 50; 0: the entry count alone), and
+# MERIDIAN_BIN_DIR the binaries' directory (default target/release). `--archive SECONDS`
 # switches the cold archive on with that hot window. Results: docs/BENCHMARKS.md ("Growth").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +34,9 @@ while [ $# -gt 0 ]; do
 done
 [ ${#CHECKPOINTS[@]} -gt 0 ] || { echo "usage: bench/growth.sh [--archive SECONDS] CHECKPOINT..." >&2; exit 2; }
 [ "$BUILD" = 1 ] && cargo build -q --release -p meridian-node -p meridian-bench
-MERIDIAN="$PWD/target/release/meridian"
-BENCH="$PWD/target/release/meridian-bench"
+BIN_DIR=${MERIDIAN_BIN_DIR:-$PWD/target/release}
+MERIDIAN="$BIN_DIR/meridian"
+BENCH="$BIN_DIR/meridian-bench"
 OUT=$(mktemp -d /tmp/meridian-growth.XXXXXX)
 MERIDIAN_DIR="$OUT/region"
 MERIDIAN_BASE_PORT=${MERIDIAN_BASE_PORT:-20101}
@@ -46,14 +50,15 @@ trap 'kill -CONT "$(cat "$MERIDIAN_DIR/node-3.pid" 2>/dev/null)" 2>/dev/null || 
 start_dev_region
 stop_dev_region
 for n in 1 2 3; do
-  python3 - "$MERIDIAN_DIR/node-$n.toml" "${SNAPSHOT_EVERY:-1000}" "${KEEP:-100}" <<'PY'
+  python3 - "$MERIDIAN_DIR/node-$n.toml" "${SNAPSHOT_EVERY:-1000}" "${KEEP:-100}" "${PERCENT:-}" <<'PY'
 import re, sys
-p, every, keep = sys.argv[1:4]
+p, every, keep, percent = sys.argv[1:5]
 s = open(p).read()
-s = re.sub(r'(?m)^(snapshot-logs-since-last|max-in-snapshot-log-to-keep) = .*\n', '', s)
+s = re.sub(r'(?m)^(snapshot-logs-since-last|max-in-snapshot-log-to-keep|snapshot-log-size-percent) = .*\n', '', s)
 if '[raft]\n' not in s:
     s += '\n[raft]\n'
-s = s.replace('[raft]\n', f'[raft]\nsnapshot-logs-since-last = {every}\nmax-in-snapshot-log-to-keep = {keep}\n', 1)
+extra = f'snapshot-log-size-percent = {percent}\n' if percent else ''
+s = s.replace('[raft]\n', f'[raft]\nsnapshot-logs-since-last = {every}\nmax-in-snapshot-log-to-keep = {keep}\n{extra}', 1)
 open(p, 'w').write(s)
 PY
 done
@@ -72,8 +77,8 @@ send() { # seconds label -> ops
 
 TOTAL=0
 ROUND=0
-printf '%-9s %-8s %9s %9s %9s %9s %9s %9s %12s %12s %9s %7s %7s\n' messages archive "rss1-MB" "rss2-MB" "rss3-MB" \
-  "peak-MB" "disk-MB" "snap-MB" "build-ms" "install-ms" sends/s p50 p99
+printf '%-9s %-8s %9s %9s %9s %9s %9s %9s %12s %12s %9s %7s %7s %7s\n' messages archive "rss1-MB" "rss2-MB" "rss3-MB" \
+  "peak-MB" "disk-MB" "snap-MB" "build-ms" "install-ms" sends/s p50 p99 builds
 for target in "${CHECKPOINTS[@]}"; do
   kill -STOP "$(pid 3)"
   installs_before=$(grep -c "installed snapshot" "$(log 3)" || true)
@@ -118,7 +123,7 @@ installed = [l for l in open(f'{d}/node-3.log') if 'installed snapshot' in l][in
 build_ms = max((num('elapsed_ms', l) for l in built[-4:]), default=0)
 install_ms = max((num('elapsed_ms', l) for l in installed), default=0)
 print(f"{total:<9} {archive:<8} {rss[0]:9.0f} {rss[1]:9.0f} {rss[2]:9.0f} {peak:9.0f} {disk:9.0f} {snap:9.1f} "
-      f"{build_ms:12d} {install_ms:12d} {r['ops_per_s']:9.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f}")
+      f"{build_ms:12d} {install_ms:12d} {r['ops_per_s']:9.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {len(built):7d}")
 PY
   TOTAL=$((TOTAL + measure + 1000))
 done

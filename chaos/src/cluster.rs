@@ -513,6 +513,9 @@ heartbeat-interval-ms = 100
 election-timeout-min-ms = 500
 election-timeout-max-ms = 1000
 snapshot-logs-since-last = {snap}
+# Also 10 % of the last snapshot's size in commands since it: the nodes' own trigger
+# (production's default is 50 %), often enough for faults to land on builds and installs.
+snapshot-log-size-percent = 10
 max-in-snapshot-log-to-keep = 50
 
 [limits]

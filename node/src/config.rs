@@ -346,6 +346,11 @@ pub struct RaftTuning {
     pub election_timeout_max_ms: u64,
     /// Take a snapshot after this many log entries since the last one, in entries. Default 20000.
     pub snapshot_logs_since_last: u64,
+    /// And only once the commands applied since the last snapshot add up to this percentage of
+    /// its size: a snapshot copies the whole shard, so with an entry count alone its cost per
+    /// entry grows with the data; scaled by size it stays flat, and the log kept between
+    /// snapshots stays within this fraction of the state. 0: the entry count alone. Default 50.
+    pub snapshot_log_size_percent: u32,
     /// Log entries kept behind a snapshot for slow followers, in entries. Default 1000.
     pub max_in_snapshot_log_to_keep: u64,
     /// Most client commands batched into one Raft entry, in commands. Default 512.
@@ -359,6 +364,7 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             snapshot_logs_since_last: 20_000,
+            snapshot_log_size_percent: 50,
             max_in_snapshot_log_to_keep: 1000,
             max_batch_commands: 512,
         }
@@ -846,6 +852,12 @@ impl RaftTuning {
         });
         p.check(self.snapshot_logs_since_last >= 1, "raft.snapshot-logs-since-last", || {
             "0 is not allowed: use e.g. 5000 entries".into()
+        });
+        p.check(self.snapshot_log_size_percent <= 10_000, "raft.snapshot-log-size-percent", || {
+            format!(
+                "{} is out of range: use 0..=10000 percent of the last snapshot's size (default 50; 0: entries only)",
+                self.snapshot_log_size_percent
+            )
         });
         p.check((1..=65_536).contains(&self.max_batch_commands), "raft.max-batch-commands", || {
             format!("{} is out of range: use 1..=65536 commands (default 512)", self.max_batch_commands)

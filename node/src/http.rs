@@ -71,12 +71,15 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
     let _ = writeln!(out, "# TYPE meridian_bytes_written_total counter");
     let _ = writeln!(out, "meridian_bytes_written_total {}", stats.bytes_written.load(Ordering::Relaxed));
-    let (mut entries, mut commands, mut deposed) = (0, 0, 0);
+    let (mut entries, mut commands, mut deposed, mut snapshot_bytes) = (0, 0, 0, 0);
     for s in node.shards() {
         entries += s.stats.entries_applied.load(Ordering::Relaxed);
         commands += s.stats.commands_applied.load(Ordering::Relaxed);
         deposed += s.stats.proposals_deposed.load(Ordering::Relaxed);
+        snapshot_bytes += s.stats.snapshot_bytes.load(Ordering::Relaxed);
     }
+    let _ = writeln!(out, "# TYPE meridian_snapshot_bytes gauge");
+    let _ = writeln!(out, "meridian_snapshot_bytes {snapshot_bytes}");
     let _ = writeln!(out, "# TYPE meridian_raft_entries_applied_total counter");
     let _ = writeln!(out, "meridian_raft_entries_applied_total {entries}");
     let _ = writeln!(out, "# TYPE meridian_commands_applied_total counter");

@@ -48,6 +48,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         election_timeout_min_ms: config.raft.election_timeout_min_ms,
         election_timeout_max_ms: config.raft.election_timeout_max_ms,
         snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
+        snapshot_log_size_percent: config.raft.snapshot_log_size_percent,
         max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
         max_batch_commands: config.raft.max_batch_commands,
         request_id_window_ms: config.limits.request_id_window_seconds.saturating_mul(1000),

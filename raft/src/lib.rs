@@ -5,6 +5,7 @@
 //! - [`convert`]: openraft types ↔ the durable and peer schemas.
 //! - [`log_store`]: openraft's log storage over `meridian-storage` (group-synced appends).
 //! - [`state_machine`]: openraft's state machine over a shard's RocksDB data; snapshots.
+//! - [`snapshot_policy`]: when a shard builds a snapshot (entries and bytes since the last).
 //! - [`credential`]: the cluster credential peer calls carry, and its check.
 //! - [`network`]: Raft RPCs over tonic, one connection per peer for all shards.
 //! - [`mux`]: one stream per node pair carries every shard's Raft frames, batched.
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod read_index;
 pub mod service;
 pub mod snapshot_file;
+pub mod snapshot_policy;
 pub mod state_machine;
 pub mod types;
 

@@ -56,8 +56,11 @@ pub struct RaftSettings {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one (and see the next).
     pub snapshot_logs_since_last: u64,
+    /// And only once the commands applied since the last snapshot add up to this percentage
+    /// of its size (0: entries only). See [`crate::snapshot_policy`].
+    pub snapshot_log_size_percent: u32,
     /// Entries kept in the log behind a snapshot (for followers that are only a little behind).
     pub max_in_snapshot_log_to_keep: u64,
     /// Most commands per Raft entry.
@@ -192,7 +195,12 @@ impl RaftNode {
                 heartbeat_interval: settings.heartbeat_interval_ms,
                 election_timeout_min: settings.election_timeout_min_ms,
                 election_timeout_max: settings.election_timeout_max_ms,
-                snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
+                // With a size percentage the shards' own task triggers the builds.
+                snapshot_policy: if settings.snapshot_log_size_percent == 0 {
+                    SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last)
+                } else {
+                    SnapshotPolicy::Never
+                },
                 max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
                 snapshot_max_chunk_size: 1 << 20,
                 install_snapshot_timeout: 10_000,
@@ -222,6 +230,14 @@ impl RaftNode {
             let log = ShardLog::new(LogStore::new(db.clone(), id)).gated_by(machine.purge_gate());
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
+            if settings.snapshot_log_size_percent > 0 {
+                crate::snapshot_policy::spawn(
+                    raft.clone(),
+                    stats.clone(),
+                    settings.snapshot_logs_since_last,
+                    settings.snapshot_log_size_percent,
+                );
+            }
             let batcher =
                 Batcher::start(raft.clone(), settings.max_batch_commands, stats.clone(), settings.region.to_string())
                     .keeping_request_ids_for(settings.request_id_window_ms);

@@ -28,6 +28,7 @@ use meridian_storage::snapshot::{self, SnapshotFileHeader};
 use meridian_storage::ShardStore;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot};
+use prost::Message as _;
 
 use crate::convert::*;
 use crate::log_store::io_err;
@@ -54,6 +55,20 @@ pub struct MachineStats {
     pub proposals_deposed: AtomicU64,
     /// A snapshot install is writing the shard's state: local reads are refused meanwhile.
     pub installing: std::sync::atomic::AtomicBool,
+    /// Encoded bytes of the command batches applied since this process started.
+    pub applied_bytes: AtomicU64,
+    /// `applied_bytes` when the kept snapshot was built or installed (0 for one found at start).
+    pub applied_bytes_at_snapshot: AtomicU64,
+    /// Size of the kept snapshot, in bytes (0: none).
+    pub snapshot_bytes: AtomicU64,
+}
+
+impl MachineStats {
+    /// A snapshot of `bytes` is kept now (built or installed).
+    fn kept_snapshot(&self, bytes: u64, applied_bytes_then: u64) {
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        self.applied_bytes_at_snapshot.store(applied_bytes_then, Ordering::Relaxed);
+    }
 }
 
 impl MachineStats {
@@ -236,6 +251,8 @@ impl ShardMachine {
         let stats = Arc::new(MachineStats::default());
         let mut applied = store.applied_state()?;
         if let Some((meta, mut file, start)) = files.open()? {
+            let size = file.metadata().map(|m| m.len().saturating_sub(start)).unwrap_or(0);
+            stats.kept_snapshot(size, 0);
             *files.current.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
             files.kept.send_modify(|k| k.through = meta.last_log_id.map(|l| l.index));
             let (last_applied, _) = Self::applied_of(&applied);
@@ -298,6 +315,8 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
         let (store, files, stats) = (self.store.clone(), self.files.clone(), self.stats.clone());
         let started = std::time::Instant::now();
         let built = blocking(move || {
+            // Read before the view: the bytes since the snapshot are counted from no later.
+            let applied_bytes = stats.applied_bytes.load(Ordering::Relaxed);
             let view = store.snapshot_view()?;
             let (last_log_id, last_membership) = Self::applied_of(view.applied());
             let n = stats.snapshots_built.fetch_add(1, Ordering::Relaxed);
@@ -308,6 +327,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardMachine {
                 bytes = view.write_to(f)?;
                 Ok(())
             })?;
+            stats.kept_snapshot(bytes, applied_bytes);
             Ok((meta, file, start, bytes))
         })
         .await;
@@ -350,6 +370,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
                 EntryPayload::Normal(batch) => {
                     stats.entries_applied.fetch_add(1, Ordering::Relaxed);
                     stats.commands_applied.fetch_add(batch.commands.len() as u64, Ordering::Relaxed);
+                    stats.applied_bytes.fetch_add(batch.encoded_len() as u64, Ordering::Relaxed);
                     let results =
                         txn.apply_batch(entry.log_id.index, &batch).map_err(|e| apply_failed(stats, shard, e))?;
                     responses.push(ShardResponse { results });
@@ -435,6 +456,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         })
         .await;
         let (applied, bytes, kept_ms) = installed.map_err(fail)?;
+        self.stats.kept_snapshot(bytes, self.stats.applied_bytes.load(Ordering::Relaxed));
         self.stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
         self.stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.outbox_signal.notify_one();

@@ -12,6 +12,7 @@ mod t20_concurrent_sends;
 mod t21_write_counters;
 mod t30_leader_kill;
 mod t40_snapshot_catch_up;
+mod t41_snapshot_policy;
 mod t45_state_hash_ignores_map_order;
 mod t50_idempotent_send;
 mod t60_unread_counts;

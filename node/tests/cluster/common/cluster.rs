@@ -42,6 +42,8 @@ pub struct Tuning {
     pub election_timeout_max_ms: u64,
     /// Take a snapshot after this many log entries.
     pub snapshot_logs_since_last: u64,
+    /// `raft.snapshot-log-size-percent` (0 here unless a test sets it: entries only).
+    pub snapshot_log_size_percent: u32,
     /// Log entries kept behind a snapshot.
     pub max_in_snapshot_log_to_keep: u64,
     /// `cluster.max-logic-version` of the node with this index, if any (0 elsewhere: the
@@ -68,6 +70,7 @@ impl Default for Tuning {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             snapshot_logs_since_last: 1_000_000,
+            snapshot_log_size_percent: 0,
             max_in_snapshot_log_to_keep: 1_000_000,
             held_back: None,
             c2c_friends_only: false,
@@ -188,6 +191,7 @@ impl Cluster {
                     election_timeout_min_ms: tuning.election_timeout_min_ms,
                     election_timeout_max_ms: tuning.election_timeout_max_ms,
                     snapshot_logs_since_last: tuning.snapshot_logs_since_last,
+                    snapshot_log_size_percent: tuning.snapshot_log_size_percent,
                     max_in_snapshot_log_to_keep: tuning.max_in_snapshot_log_to_keep,
                     ..RaftTuning::default()
                 },
