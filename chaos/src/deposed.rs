@@ -314,31 +314,42 @@ async fn metric(cluster: &ChaosCluster, i: usize, name: &str) -> anyhow::Result<
         .with_context(|| format!("no {name} in node {}'s /metrics", i + 1))
 }
 
-/// Makes node `wanted` the leader: freezes whoever leads until it is elected.
+/// Makes node `wanted` the leader: freezes the leader and the third node, so that `wanted`
+/// campaigns alone for a few seconds and its term climbs past theirs, then wakes the third
+/// node: its own campaign, in an older term, cannot win, and it grants `wanted`'s newer one.
+/// (Freezing the leader alone leaves an election race that the node just woken tends to win.)
+/// Tried up to five times.
 async fn make_leader(cluster: &mut ChaosCluster, wanted: usize) -> anyhow::Result<()> {
-    for _ in 0..20 {
-        let leader = cluster.leader_of(0).await.context("no leader of shard 0")?;
-        if leader == wanted {
-            return Ok(());
-        }
-        cluster.pause(leader)?;
-        let frozen_id = cluster.nodes[leader].id;
-        let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != leader).collect();
-        let (c, others_ref) = (&*cluster, &others);
-        wait_for("a leader while the old one is frozen", move || async move {
-            for &i in others_ref {
-                let s = shard_status(c, i).await?;
-                if s.leader != 0 && s.leader != frozen_id {
-                    return Ok(Some(()));
+    for _ in 0..5 {
+        let leader = wait_for("a node in the leader role", || async {
+            for i in 0..cluster.nodes.len() {
+                if shard_status(cluster, i).await.is_ok_and(|s| s.role == "leader") {
+                    return Ok(Some(i));
                 }
             }
             Ok(None)
         })
         .await?;
+        if leader == wanted {
+            return Ok(());
+        }
+        let third = (0..cluster.nodes.len()).find(|&i| i != leader && i != wanted).context("a third node")?;
+        cluster.pause(leader)?;
+        cluster.pause(third)?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.resume(third)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if shard_status(cluster, wanted).await.is_ok_and(|s| s.role == "leader") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         cluster.resume(leader)?;
-        // Woken, the frozen node's election timer has long expired: let it hear the new
-        // leader first, or it would win the next election every time.
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    bail!("node {} was not elected in 20 elections", wanted + 1)
+    let status = shard_status(cluster, wanted).await?;
+    if status.role == "leader" {
+        return Ok(());
+    }
+    bail!("node {} was not elected in five tries (it is {})", wanted + 1, status.role)
 }
