@@ -18,6 +18,20 @@ struct Cli {
     command: Command,
 }
 
+/// Where a run's binary comes from and where its directory goes: every subcommand's.
+#[derive(Debug, clap::Args)]
+struct Output {
+    /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Where run directories (history, node logs, data) are made.
+    #[arg(long, default_value = "/tmp/meridian-chaos")]
+    dir: PathBuf,
+    /// Keep the run directory even when the run passes.
+    #[arg(long)]
+    keep: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs one campaign and prints its summary; exits non-zero on any violation.
@@ -35,15 +49,8 @@ enum Command {
         /// Nodes in the region: 3 or 5.
         #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
         nodes: usize,
-        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Where run directories (history, node logs, data) are made.
-        #[arg(long, default_value = "/tmp/meridian-chaos")]
-        dir: PathBuf,
-        /// Keep the run directory even when the campaign passes.
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        out: Output,
         /// Concurrent workload clients.
         #[arg(long, default_value_t = 12)]
         clients: u32,
@@ -66,15 +73,8 @@ enum Command {
         /// How long faults are injected and the workload runs: `60s`, `30m`.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         duration: Duration,
-        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Where run directories are made.
-        #[arg(long, default_value = "/tmp/meridian-chaos")]
-        dir: PathBuf,
-        /// Keep the run directory even when the campaign passes.
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        out: Output,
         /// Concurrent workload clients.
         #[arg(long, default_value_t = 6)]
         clients: u32,
@@ -100,15 +100,8 @@ enum Command {
         /// sends acknowledged meanwhile.
         #[arg(long, value_parser = parse_duration)]
         cut_standby: Option<Duration>,
-        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Where run directories are made.
-        #[arg(long, default_value = "/tmp/meridian-chaos")]
-        dir: PathBuf,
-        /// Keep the run directory even when the drill passes.
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        out: Output,
         /// Concurrent workload clients.
         #[arg(long, default_value_t = 6)]
         clients: u32,
@@ -121,15 +114,8 @@ enum Command {
     /// writes when it leads again, and that every replica holds every acknowledged send
     /// (ADR 0006, decision 10). Exits non-zero on any failed check.
     Deposed {
-        /// The `meridian` binary (default: next to this one, or $MERIDIAN_BIN).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Where the run directory is made.
-        #[arg(long, default_value = "/tmp/meridian-chaos")]
-        dir: PathBuf,
-        /// Keep the run directory even when the scenario passes.
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        out: Output,
         /// gRPC port on each node's loopback address (proxy +1, HTTP +2, peer +3).
         #[arg(long, default_value_t = 7800)]
         base_port: u16,
@@ -144,15 +130,8 @@ fn run_drill(options: meridian_chaos::drill::DrillOptions, keep: bool) -> ExitCo
 }
 
 /// `meridian-chaos regions`.
-fn run_regions(
-    seed: Option<u64>,
-    duration: Duration,
-    binary: Option<PathBuf>,
-    dir: PathBuf,
-    keep: bool,
-    clients: u32,
-    base_port: u16,
-) -> ExitCode {
+fn run_regions(seed: Option<u64>, duration: Duration, out: Output, clients: u32, base_port: u16) -> ExitCode {
+    let Output { binary, dir, keep } = out;
     let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let run_dir = dir.join(format!("regions-seed-{seed}-{stamp}"));
@@ -249,13 +228,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let (seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive) = match Cli::parse().command {
-        Command::Run { seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive_hot_window } => {
-            (seed, duration, faults, nodes, binary, dir, keep, clients, base_port, archive_hot_window)
+        Command::Run { seed, duration, faults, nodes, out, clients, base_port, archive_hot_window } => {
+            (seed, duration, faults, nodes, out.binary, out.dir, out.keep, clients, base_port, archive_hot_window)
         }
-        Command::Regions { seed, duration, binary, dir, keep, clients, base_port } => {
-            return run_regions(seed, duration, binary, dir, keep, clients, base_port)
+        Command::Regions { seed, duration, out, clients, base_port } => {
+            return run_regions(seed, duration, out, clients, base_port)
         }
-        Command::Deposed { binary, dir, keep, base_port } => {
+        Command::Deposed { out: Output { binary, dir, keep }, base_port } => {
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let run_dir = dir.join(format!("deposed-{stamp}"));
             let options = meridian_chaos::deposed::DeposedOptions {
@@ -266,7 +245,15 @@ fn main() -> ExitCode {
             let outcome = block_on_interruptible(meridian_chaos::deposed::run(options));
             return verdict(outcome, "deposed", None, &run_dir, keep);
         }
-        Command::Drill { region, seed, duration, cut_standby, binary, dir, keep, clients, base_port } => {
+        Command::Drill {
+            region,
+            seed,
+            duration,
+            cut_standby,
+            out: Output { binary, dir, keep },
+            clients,
+            base_port,
+        } => {
             let seed = seed.unwrap_or_else(|| u64::from(rand::random::<u16>()));
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let options = meridian_chaos::drill::DrillOptions {

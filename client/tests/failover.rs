@@ -700,6 +700,17 @@ async fn until_routed_to(client: &Client, chat: &ScriptedChat) {
     }
 }
 
+/// Two nodes, both serving a table that names the second the leader of every shard.
+async fn led_by_the_second() -> (ScriptedChat, ScriptedChat, SocketAddr, SocketAddr) {
+    let other = ScriptedChat::default();
+    let leader = ScriptedChat::default();
+    let (other_addr, leader_addr) = (serve(other.clone()).await, serve(leader.clone()).await);
+    for chat in [&other, &leader] {
+        *chat.routes.lock().expect("routes lock") = Some(every_shard_led_by(leader_addr));
+    }
+    (other, leader, other_addr, leader_addr)
+}
+
 fn ids_of(chat: &ScriptedChat) -> Vec<String> {
     chat.seen().into_iter().map(|s| s.request_id).collect()
 }
@@ -708,12 +719,7 @@ fn ids_of(chat: &ScriptedChat) -> Vec<String> {
 async fn a_frozen_leader_costs_one_timeout_then_is_tried_last() {
     // The routing table (both nodes serve it) names the second endpoint leader of every
     // shard; that node then freezes, and the table goes on naming it.
-    let other = ScriptedChat::default();
-    let leader = ScriptedChat::default();
-    let (other_addr, leader_addr) = (serve(other.clone()).await, serve(leader.clone()).await);
-    for chat in [&other, &leader] {
-        *chat.routes.lock().expect("routes lock") = Some(every_shard_led_by(leader_addr));
-    }
+    let (other, leader, other_addr, leader_addr) = led_by_the_second().await;
     let mut config = fast_config(&[other_addr, leader_addr]).with_act_as("alice");
     config.avoid_silent_for = Duration::from_secs(60);
     let client = Client::with_config(config).expect("client");
@@ -738,12 +744,7 @@ async fn a_frozen_leader_costs_one_timeout_then_is_tried_last() {
 
 #[tokio::test]
 async fn once_its_hold_ends_one_call_probes_an_avoided_endpoint_and_an_answer_restores_it() {
-    let other = ScriptedChat::default();
-    let leader = ScriptedChat::default();
-    let (other_addr, leader_addr) = (serve(other.clone()).await, serve(leader.clone()).await);
-    for chat in [&other, &leader] {
-        *chat.routes.lock().expect("routes lock") = Some(every_shard_led_by(leader_addr));
-    }
+    let (_other, leader, other_addr, leader_addr) = led_by_the_second().await;
     let hold = Duration::from_millis(300);
     let mut config = fast_config(&[other_addr, leader_addr]).with_act_as("alice");
     config.avoid_silent_for = hold;
