@@ -338,13 +338,12 @@ async fn make_leader(cluster: &mut ChaosCluster, wanted: usize) -> anyhow::Resul
         cluster.pause(third)?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         cluster.resume(third)?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if shard_status(cluster, wanted).await.is_ok_and(|s| s.role == "leader") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let c = &*cluster;
+        let elected = wait_for("the wanted node elected", move || async move {
+            Ok((shard_status(c, wanted).await?.role == "leader").then_some(()))
+        });
+        // Not elected within 15 s: the next try.
+        let _ = tokio::time::timeout(Duration::from_secs(15), elected).await;
         cluster.resume(leader)?;
     }
     let status = shard_status(cluster, wanted).await?;

@@ -20,8 +20,11 @@ pub(crate) struct NodeEndpoint {
     uri: String,
     endpoint: Endpoint,
     channel: Mutex<Option<Channel>>,
-    /// Until when calls keep away from this endpoint; `None`: they do not.
-    avoid_until: std::sync::Mutex<Option<Instant>>,
+    /// Until when calls keep away from this endpoint, as [`NodeEndpoint::tick`] gives it; 0:
+    /// they do not. An atomic, not a lock: every call reads it.
+    avoid_until: AtomicU64,
+    /// The instant `avoid_until` counts from.
+    base: Instant,
     /// Attempts that got no answer from this endpoint, since the client was made.
     silences: AtomicU64,
 }
@@ -50,7 +53,8 @@ impl NodeEndpoint {
             uri,
             endpoint,
             channel: Mutex::new(None),
-            avoid_until: std::sync::Mutex::new(None),
+            avoid_until: AtomicU64::new(0),
+            base: Instant::now(),
             silences: AtomicU64::new(0),
         })
     }
@@ -86,20 +90,29 @@ impl NodeEndpoint {
     /// the others keep away for `probe` longer (the probe's own time allowance), until the
     /// probe's answer or silence decides.
     pub(crate) fn take_turn(&self, now: Instant, probe: Duration) -> bool {
-        let mut until = self.avoid_until.lock().unwrap_or_else(|p| p.into_inner());
-        match *until {
-            None => true,
-            Some(t) if now < t => false,
-            Some(_) => {
-                *until = Some(now + probe);
-                true
-            }
+        let until = self.avoid_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
         }
+        let now = self.tick(now);
+        // Of the callers that find the hold ended, the one whose exchange lands probes.
+        now >= until
+            && self
+                .avoid_until
+                .compare_exchange(until, now.saturating_add(nanos(probe)), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Whether calls keep away from this endpoint at `now`.
     pub(crate) fn avoided(&self, now: Instant) -> bool {
-        self.avoid_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| now < t)
+        let until = self.avoid_until.load(Ordering::Acquire);
+        until != 0 && self.tick(now) < until
+    }
+
+    /// `at` as a point of `avoid_until`'s scale: nanoseconds since `base`, plus one so that
+    /// no instant is 0.
+    fn tick(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.base)).saturating_add(1)
     }
 
     /// The endpoint gave no answer to an attempt (the request timed out, the connect failed,
@@ -107,15 +120,14 @@ impl NodeEndpoint {
     pub(crate) fn note_silence(&self, hold: Duration) {
         self.silences.fetch_add(1, Ordering::Relaxed);
         if !hold.is_zero() {
-            *self.avoid_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + hold);
+            self.avoid_until.store(self.tick(Instant::now()).saturating_add(nanos(hold)), Ordering::Release);
         }
     }
 
     /// The endpoint answered (a response or a status from the node): the hold, if any, ends.
     pub(crate) fn note_answer(&self) {
-        let mut until = self.avoid_until.lock().unwrap_or_else(|p| p.into_inner());
-        if until.is_some() {
-            *until = None;
+        if self.avoid_until.load(Ordering::Acquire) != 0 {
+            self.avoid_until.store(0, Ordering::Release);
         }
     }
 
@@ -123,4 +135,8 @@ impl NodeEndpoint {
     pub(crate) fn silences(&self) -> u64 {
         self.silences.load(Ordering::Relaxed)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

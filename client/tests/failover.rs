@@ -522,9 +522,8 @@ async fn a_node_that_does_not_answer_in_time_is_left_for_the_next() {
 
     client.send_text("bob", "hello", Some("req-7".into())).await.expect("the second node answers");
 
-    let ids = |chat: &ScriptedChat| -> Vec<String> { chat.seen().into_iter().map(|s| s.request_id).collect() };
-    assert_eq!(ids(&slow), vec!["req-7"]);
-    assert_eq!(ids(&fast), vec!["req-7"]);
+    assert_eq!(ids_of(&slow), vec!["req-7"]);
+    assert_eq!(ids_of(&fast), vec!["req-7"]);
 }
 
 #[tokio::test]
