@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use meridian_raft::RaftNode;
+use meridian_storage::latency::HistogramValues;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Binds `addr` and returns the server future.
@@ -62,6 +63,43 @@ fn readiness(node: &RaftNode) -> (&'static str, String) {
     }
 }
 
+/// The write path's stages as histograms (docs/metrics.md lists them): a send's time
+/// on the node that serves it, and where it goes.
+fn write_latencies(out: &mut String, node: &RaftNode) {
+    let (mut proposal, mut write, mut apply) = Default::default();
+    for s in node.shards() {
+        HistogramValues::add(&mut proposal, &s.stats.proposal_seconds.read());
+        HistogramValues::add(&mut write, &s.stats.write_seconds.read());
+        HistogramValues::add(&mut apply, &s.stats.apply_seconds.read());
+    }
+    let (db, rpc, api) = (node.db().stats(), node.peer_rpc_stats(), &crate::api::LATENCY);
+    for (name, values, help) in [
+        (
+            "meridian_send_seconds",
+            api.send.read(),
+            "Chat/SendMessage calls served with success, handler start to answer",
+        ),
+        ("meridian_history_seconds", api.history.read(), "Chat/GetHistory calls served with success"),
+        ("meridian_proposal_seconds", proposal, "leader: proposals from submission to answer"),
+        ("meridian_raft_write_seconds", write, "leader: one entry from proposing it to its applied result"),
+        ("meridian_apply_seconds", apply, "applying the entries handed over at once, every replica"),
+        ("meridian_wal_sync_seconds", db.sync_seconds.read(), "one WAL sync"),
+        ("meridian_wal_sync_wait_seconds", db.sync_wait_seconds.read(), "a sync request until its sync is done"),
+        (
+            "meridian_peer_append_seconds",
+            rpc.append_seconds.read(),
+            "leader: AppendEntries with entries, sent to answered",
+        ),
+        (
+            "meridian_peer_appended_seconds",
+            rpc.appended_seconds.read(),
+            "follower: AppendEntries with entries, received to answered",
+        ),
+    ] {
+        values.write_prometheus(out, name, help);
+    }
+}
+
 fn metrics(node: &RaftNode) -> String {
     let mut out = String::new();
     let stats = node.db().stats();
@@ -78,6 +116,7 @@ fn metrics(node: &RaftNode) -> String {
         deposed += s.stats.proposals_deposed.load(Ordering::Relaxed);
         snapshot_bytes += s.stats.snapshot_bytes.load(Ordering::Relaxed);
     }
+    write_latencies(&mut out, node);
     let _ = writeln!(out, "# TYPE meridian_snapshot_bytes gauge");
     let _ = writeln!(out, "meridian_snapshot_bytes {snapshot_bytes}");
     let _ = writeln!(out, "# TYPE meridian_raft_entries_applied_total counter");

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use meridian_proto::durable as pb;
 use meridian_storage::shard::CommandResult;
@@ -40,6 +41,8 @@ pub enum BatchError {
 struct Pending {
     commands: Vec<pb::Command>,
     done: oneshot::Sender<Result<Vec<CommandResult>, BatchError>>,
+    /// When it was submitted (for [`MachineStats::proposal_seconds`]).
+    queued: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +80,10 @@ impl Batcher {
     /// Proposes commands through this node's Raft, which must be the shard's leader.
     pub async fn submit(&self, commands: Vec<pb::Command>) -> Result<Vec<CommandResult>, BatchError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Pending { commands, done }).await.map_err(|_| BatchError::Failed("batcher stopped".into()))?;
+        self.tx
+            .send(Pending { commands, done, queued: Instant::now() })
+            .await
+            .map_err(|_| BatchError::Failed("batcher stopped".into()))?;
         rx.await.map_err(|_| BatchError::Failed("batcher dropped the proposal".into()))?
     }
 }
@@ -146,7 +152,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
         for p in group {
             counts.push(p.commands.len());
             commands.extend(p.commands);
-            waiters.push(p.done);
+            waiters.push((p.done, p.queued));
         }
         let batch = stamp.entry(commands);
         let server = raft.server_metrics();
@@ -154,22 +160,25 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
         let stats = stamp.stats.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let proposed = Instant::now();
             let written = tokio::select! {
                 biased;
                 written = raft.client_write(batch) => written,
                 () = deposed(server, term) => {
                     stats.proposals_deposed.fetch_add(waiters.len() as u64, Ordering::Relaxed);
-                    for done in waiters {
+                    for (done, _) in waiters {
                         let _ = done.send(Err(BatchError::NotLeader));
                     }
                     return;
                 }
             };
+            stats.write_seconds.since(proposed);
             match written {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
-                    for (count, done) in counts.into_iter().zip(waiters) {
+                    for (count, (done, queued)) in counts.into_iter().zip(waiters) {
                         let mine: Vec<CommandResult> = results.by_ref().take(count).collect();
+                        stats.proposal_seconds.since(queued);
                         let _ = done.send(Ok(mine));
                     }
                 }
@@ -179,7 +188,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
                         RaftError::Fatal(f) => BatchError::Fatal(f.to_string()),
                         other => BatchError::Failed(other.to_string()),
                     };
-                    for done in waiters {
+                    for (done, _) in waiters {
                         let _ = done.send(Err(err.clone()));
                     }
                 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meridian_proto::peer::{self, frame::Body, peer_client::PeerClient};
+use meridian_storage::latency::Histogram;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -67,6 +68,12 @@ pub struct PeerRpcStats {
     pub stream_resets: AtomicU64,
     /// Frames of peers' streams this node gave up at their caller's timeout.
     pub stream_frames_expired: AtomicU64,
+    /// AppendEntries calls with entries that were answered, from sending to the answer (the
+    /// follower's append and WAL sync, the way there and back).
+    pub append_seconds: Histogram,
+    /// Follower: AppendEntries with entries received, from handing them to Raft to its
+    /// answer (the append, its WAL sync).
+    pub appended_seconds: Histogram,
 }
 
 /// The node's connections to its peers, shared by every shard.
@@ -95,11 +102,16 @@ impl Connections {
     /// Every request is counted here, by kind (`/metrics`).
     pub async fn call(&self, addr: &str, body: Body, timeout: Duration) -> Result<Body, tonic::Status> {
         self.count(&body);
+        let timed = matches!(&body, Body::AppendEntries(m) if !m.entries.is_empty()).then(Instant::now);
         let client = || self.client(addr).map_err(|e| tonic::Status::unavailable(e.to_string()));
-        match self.streams.call(addr, client, body, timeout).await {
+        let reply = match self.streams.call(addr, client, body, timeout).await {
             Sent::Reply(reply) => reply,
             Sent::Unary(body) => self.unary(addr, body, timeout).await,
+        };
+        if let (Some(started), Ok(_)) = (timed, &reply) {
+            self.stats.append_seconds.since(started);
         }
+        reply
     }
 
     fn count(&self, body: &Body) {

@@ -133,7 +133,12 @@ impl PeerService {
             leader_commit: opt_log_id_from_pb(req.leader_commit.as_ref()),
         };
         use peer::append_entries_response::Result as R;
-        Ok(match raft.append_entries(rpc).await {
+        let timed = (!rpc.entries.is_empty()).then(std::time::Instant::now);
+        let appended = raft.append_entries(rpc).await;
+        if let Some(started) = timed {
+            self.node.peer_rpc_stats().appended_seconds.since(started);
+        }
+        Ok(match appended {
             Ok(AppendEntriesResponse::Success) => {
                 peer::AppendEntriesResponse { result: Some(R::Success(Default::default())), error: None }
             }

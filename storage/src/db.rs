@@ -3,17 +3,20 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::StorageError;
 use crate::keys::ALL_CFS;
+use crate::latency::Histogram;
 
 /// Most bytes of write-ahead log kept before the column families holding the oldest are
 /// flushed (see [`Db::open`]).
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
 
-type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+/// A sync request: when it was made, and what to call once the sync is done.
+type SyncCallback = (Instant, Box<dyn FnOnce(Result<(), std::io::Error>) + Send>);
 
 /// Counters of the group-sync thread, for tests, metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -27,6 +30,11 @@ pub struct SyncStats {
     pub bytes_written: AtomicU64,
     /// Write batches written.
     pub batches_written: AtomicU64,
+    /// How long each WAL sync took.
+    pub sync_seconds: Histogram,
+    /// How long each request waited for its sync, from [`Db::sync`] to its callback: the
+    /// sync in progress when it came (if any), then its own.
+    pub sync_wait_seconds: Histogram,
 }
 
 struct SyncQueue {
@@ -153,7 +161,7 @@ impl Db {
     pub fn sync(&self, done: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
         let q = &self.inner.queue;
         let mut w = q.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        w.0.push(Box::new(done));
+        w.0.push((Instant::now(), Box::new(done)));
         q.wake.notify_one();
     }
 
@@ -201,7 +209,12 @@ fn sync_loop(queue: &SyncQueue, weak: std::sync::Weak<Inner>) {
         };
         let result = match weak.upgrade() {
             Some(inner) => {
+                let started = Instant::now();
                 let r = inner.db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string()));
+                inner.stats.sync_seconds.since(started);
+                for (asked, _) in &batch {
+                    inner.stats.sync_wait_seconds.since(*asked);
+                }
                 inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 inner.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 r
@@ -211,8 +224,9 @@ fn sync_loop(queue: &SyncQueue, weak: std::sync::Weak<Inner>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "WAL sync failed; acknowledging nothing");
         }
-        for done in batch {
+        for (_, done) in batch {
             done(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
         }
     }
 }
+

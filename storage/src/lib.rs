@@ -35,6 +35,7 @@ pub mod codec;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod latency;
 pub mod log;
 pub mod replay;
 pub mod segment;

@@ -618,20 +618,26 @@ impl Chat for ChatService {
         &self,
         req: Request<api::SendMessageRequest>,
     ) -> Result<Response<api::SendMessageResponse>, Status> {
+        let started = std::time::Instant::now();
         if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
             return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/SendMessage", &req).await?, Some(home))));
         }
-        Ok(homed(self.send(req).await?))
+        let sent = homed(self.send(req).await?);
+        super::LATENCY.send.since(started);
+        Ok(sent)
     }
 
     async fn get_history(
         &self,
         req: Request<api::GetHistoryRequest>,
     ) -> Result<Response<api::GetHistoryResponse>, Status> {
+        let started = std::time::Instant::now();
         if let Some(home) = self.group_elsewhere(&req.get_ref().group_id).await? {
             return Ok(homed((self.ctx.geo()?.forward(&home, "Chat/GetHistory", &req).await?, Some(home))));
         }
-        Ok(homed(self.history(req).await?))
+        let page = homed(self.history(req).await?);
+        super::LATENCY.history.since(started);
+        Ok(page)
     }
 
     async fn recall_message(

@@ -17,11 +17,26 @@ use std::sync::Arc;
 use meridian_domain::UserId;
 use meridian_raft::RaftNode;
 use meridian_regions::Topology;
+use meridian_storage::latency::Histogram;
 use tonic::Request;
 
 use crate::auth::{bearer_token, Principal, TokenSigner};
 use crate::config::LimitsConfig;
 use error::ApiError;
+
+/// How long the client API's calls take on the node that serves them (`/metrics`).
+pub static LATENCY: ApiLatency = ApiLatency { send: Histogram::new(), history: Histogram::new() };
+
+/// See [`LATENCY`]: calls answered with success by this region, from the handler's start to
+/// its answer (authentication before it is not included, nor calls forwarded to another
+/// region).
+#[derive(Debug)]
+pub struct ApiLatency {
+    /// `Chat/SendMessage`, one-to-one and group.
+    pub send: Histogram,
+    /// `Chat/GetHistory`.
+    pub history: Histogram,
+}
 
 /// What every service handler needs.
 #[derive(Debug, Clone)]

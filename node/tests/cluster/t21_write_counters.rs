@@ -2,7 +2,8 @@
 //! what the region did: 40 sends one after another in one conversation are at least 40 Raft
 //! entries applied on every replica, with at least as many commands, each entry sent to both
 //! followers (as frames on the node pairs' streams), and a WAL sync behind every acknowledged
-//! send; and each shard's leader reports its followers' lag (0 once the region converged).
+//! send; the write path's stage histograms count every stage of every send (docs/metrics.md);
+//! and each shard's leader reports its followers' lag (0 once the region converged).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +15,29 @@ const SENDS: u64 = 40;
 
 async fn counter(cluster: &Cluster, node: usize, line: &str) -> u64 {
     cluster.metric(node, line).await
+}
+
+/// The stage histograms' `_count`s, in this order (docs/metrics.md).
+const STAGES: [&str; 7] = [
+    "meridian_send_seconds",
+    "meridian_raft_write_seconds",
+    "meridian_proposal_seconds",
+    "meridian_peer_append_seconds",
+    "meridian_peer_appended_seconds",
+    "meridian_wal_sync_seconds",
+    "meridian_apply_seconds",
+];
+
+async fn stage_counts(cluster: &Cluster) -> Vec<[u64; 7]> {
+    let mut out = Vec::new();
+    for node in 0..3 {
+        let mut counts = [0; 7];
+        for (count, stage) in counts.iter_mut().zip(STAGES) {
+            *count = counter(cluster, node, &format!("{stage}_count")).await;
+        }
+        out.push(counts);
+    }
+    out
 }
 
 async fn counters(cluster: &Cluster) -> Vec<[u64; 7]> {
@@ -40,11 +64,13 @@ async fn the_write_cost_counters_follow_the_sends() {
     alice.send_text("bob", "first", Some("w-0".into())).await.unwrap();
     cluster.wait_converged().await;
     let before = counters(&cluster).await;
+    let stages_before = stage_counts(&cluster).await;
     for i in 1..=SENDS {
         alice.send_text("bob", &format!("m{i}"), Some(format!("w-{i}"))).await.unwrap();
     }
     cluster.wait_converged().await;
     let after = counters(&cluster).await;
+    let stages_after = stage_counts(&cluster).await;
     let delta: Vec<[u64; 7]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
     for (node, [entries, commands, ..]) in delta.iter().enumerate() {
         assert!(*entries >= SENDS, "node {}: {entries} entries applied for {SENDS} sends", node + 1);
@@ -62,6 +88,22 @@ async fn the_write_cost_counters_follow_the_sends() {
     let messages: u64 = delta.iter().map(|d| d[6]).sum();
     assert!(frames >= rpcs, "{frames} stream frames for {rpcs} AppendEntries calls");
     assert!(messages >= 1 && messages <= frames, "{frames} frames in {messages} stream messages");
+
+    // The stage histograms: each send served once (a client retry could add one), and every
+    // stage behind it timed: its entry proposed, written, sent to both followers and
+    // appended there, synced and applied.
+    let stage = |k: usize| -> u64 { stages_before.iter().zip(&stages_after).map(|(b, a)| a[k] - b[k]).sum() };
+    let served = stage(0);
+    assert!((SENDS..=SENDS + 2).contains(&served), "{served} sends timed for {SENDS} acknowledged");
+    for (k, least) in [(1, SENDS), (2, SENDS), (3, 2 * SENDS), (4, 2 * SENDS), (5, SENDS), (6, SENDS)] {
+        let n = stage(k);
+        assert!(n >= least, "{}: {n} timed for {SENDS} sends (at least {least})", STAGES[k]);
+    }
+    let (_, body) = cluster.http_get(0, "/metrics").await;
+    for stage in STAGES {
+        assert!(body.contains(&format!("# TYPE {stage} histogram\n")), "{stage}: {body}");
+        assert!(body.contains(&format!("{stage}_bucket{{le=\"+Inf\"}} ")), "{stage}: {body}");
+    }
 
     // Each shard's leader reports every other member's lag: none once the region settled
     // (asked again for a while: an internal entry may land just after the convergence).
