@@ -14,6 +14,8 @@ use crate::latency::Histogram;
 /// Most bytes of write-ahead log kept before the column families holding the oldest are
 /// flushed (see [`Db::open`]).
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
+/// WAL files kept for reuse once obsolete (see [`Db::open`]).
+const RECYCLED_WAL_FILES: usize = 4;
 
 /// A sync request: when it was made, and what to call once the sync is done.
 type SyncCallback = (Instant, Box<dyn FnOnce(Result<(), std::io::Error>) + Send>);
@@ -93,6 +95,14 @@ impl Db {
         // (measured: 1.3 GiB of mostly WAL after 1M messages). Past this total, RocksDB
         // flushes the families that hold the oldest WAL so that it can go.
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // A WAL file that is no longer needed is kept and written over as a later WAL instead
+        // of being deleted: writes inside a file's existing size leave its inode alone, so the
+        // fdatasync behind every acknowledgement flushes the data blocks and no journal commit
+        // (measured on this machine's disk: 105 µs against 265 µs per sync of 200 bytes,
+        // ../peer-bench's prealloc_fdatasync.py against fsync_timeline.py). RocksDB recycles
+        // only WAL files made since the database opened, and only with its default recovery
+        // mode (point in time), which Meridian keeps.
+        opts.set_recycle_log_file_num(RECYCLED_WAL_FILES);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -230,3 +240,86 @@ fn sync_loop(queue: &SyncQueue, weak: std::sync::Weak<Inner>) {
     }
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::keys::CF_DEDUP;
+
+    /// Set for the child process of [`acknowledged_writes_in_a_recycled_wal_survive_a_kill`]:
+    /// the database directory it writes to.
+    const CHILD_DIR: &str = "MERIDIAN_TEST_WAL_CHILD_DIR";
+    const ACKED: u64 = 200;
+
+    fn acks_path(dir: &Path) -> std::path::PathBuf {
+        dir.join("acked")
+    }
+
+    /// The child: fills and flushes the database until RocksDB reuses an old WAL file, then
+    /// writes records one by one, each synced as the Raft log's appends are (written, then
+    /// the group sync), and notes each acknowledged one; then keeps writing until killed.
+    #[test]
+    fn wal_writer_child() {
+        let Some(dir) = std::env::var_os(CHILD_DIR).map(std::path::PathBuf::from) else { return };
+        let db = Db::open(&dir.join("db")).unwrap();
+        let filler = vec![7u8; 64 << 10];
+        for round in 0..4u32 {
+            let mut batch = WriteBatch::default();
+            for k in 0..32u32 {
+                batch.put_cf(db.cf(CF_DEDUP).unwrap(), format!("filler-{round}-{k}"), &filler);
+            }
+            db.write_unsynced(batch).unwrap();
+            db.sync_now().unwrap();
+            for cf in ALL_CFS {
+                db.rocks().flush_cf(db.cf(cf).unwrap()).unwrap();
+            }
+        }
+        let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(acks_path(&dir)).unwrap();
+        for i in 0.. {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(db.cf(CF_DEDUP).unwrap(), format!("ack-{i}"), i.to_string());
+            db.write_unsynced(batch).unwrap();
+            db.sync_now().unwrap();
+            if i < ACKED {
+                use std::io::Write as _;
+                writeln!(acks, "{i}").unwrap();
+                acks.flush().unwrap();
+            }
+        }
+    }
+
+    /// WAL files are recycled ([`RECYCLED_WAL_FILES`]): a process killed (SIGKILL) while
+    /// writing into a reused WAL file loses none of the writes it had synced, and recovery
+    /// does not mistake the old records left further in the file for new ones.
+    #[test]
+    fn acknowledged_writes_in_a_recycled_wal_survive_a_kill() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["db::tests::wal_writer_child", "--exact", "--test-threads=1"])
+            .env(CHILD_DIR, tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let acked = std::fs::read_to_string(acks_path(tmp.path())).unwrap_or_default();
+            if acked.lines().count() as u64 >= ACKED {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the writer stopped early");
+            assert!(Instant::now() < deadline, "the writer acknowledged {} of {ACKED}", acked.lines().count());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let log = std::fs::read_to_string(tmp.path().join("db/LOG")).unwrap();
+        assert!(log.contains("from recycle list"), "the writes went into a reused WAL file");
+        let db = Db::open(&tmp.path().join("db")).unwrap();
+        for i in 0..ACKED {
+            let value = db.rocks().get_cf(db.cf(CF_DEDUP).unwrap(), format!("ack-{i}")).unwrap();
+            assert_eq!(value.as_deref(), Some(i.to_string().as_bytes()), "acknowledged write {i}");
+        }
+    }
+}
