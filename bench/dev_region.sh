@@ -1,9 +1,23 @@
-# Sourced by bench/compare.sh and bench/fanout.sh: the 3-node `meridian dev` region a
-# benchmark runs against. Uses MERIDIAN (the binary), MERIDIAN_DIR, MERIDIAN_BASE_PORT, OUT and
+# Sourced by bench/compare.sh, bench/fanout.sh, bench/write_cost.sh and bench/stages.sh: the
+# 3-node `meridian dev` region a benchmark runs against. Uses MERIDIAN (the binary), MERIDIAN_DIR, MERIDIAN_BASE_PORT, OUT and
 # DEV_ARGS (extra `meridian dev` flags, optional).
 # shellcheck shell=bash
 
 DEV_PID=""
+
+# Builds `meridian` and `meridian-bench` in PROFILE (release or dev) unless BUILD is 0, and
+# points MERIDIAN and BENCH at them, or at the binaries in MERIDIAN_BIN_DIR (another build,
+# for an A/B against an earlier commit).
+locate_binaries() {
+  local dir bin_dir
+  dir=$([ "$PROFILE" = release ] && echo release || echo debug)
+  if [ "$BUILD" = 1 ]; then
+    if [ "$PROFILE" = release ]; then cargo build -q --release -p meridian-node -p meridian-bench; else cargo build -q -p meridian-node -p meridian-bench; fi
+  fi
+  bin_dir=${MERIDIAN_BIN_DIR:-$PWD/target/$dir}
+  MERIDIAN="$bin_dir/meridian"
+  BENCH="$bin_dir/meridian-bench"
+}
 
 # Starts the region and waits until it is ready; exports MERIDIAN_ENDPOINT and
 # MERIDIAN_ADMIN_TOKEN (and the rest of its dev.env).

@@ -5,6 +5,7 @@
 #
 #   bench/stages.sh [--clients 1] [--duration 8] [--pairs existing|new] [--preload 0]
 #                   [--profile release|dev] [--no-build]
+#   MERIDIAN_BIN_DIR=/path/to/other/build bench/stages.sh --no-build   # another build's binaries
 #
 # Starts a 3-node `meridian dev` region (bench/dev_region.sh; one shard unless DEV_ARGS says
 # otherwise), runs the benchmark once to set up and once measured, and prints, per node (the
@@ -33,19 +34,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-DIR=$([ "$PROFILE" = release ] && echo release || echo debug)
-if [ "$BUILD" = 1 ]; then
-  if [ "$PROFILE" = release ]; then cargo build -q --release -p meridian-node -p meridian-bench; else cargo build -q -p meridian-node -p meridian-bench; fi
-fi
-# MERIDIAN_BIN_DIR: the binaries of another build (an A/B against an earlier commit).
-BIN_DIR=${MERIDIAN_BIN_DIR:-$PWD/target/$DIR}
-MERIDIAN="$BIN_DIR/meridian"
-BENCH="$BIN_DIR/meridian-bench"
+# shellcheck source=bench/dev_region.sh
+source bench/dev_region.sh
+locate_binaries
 OUT=$(mktemp -d /tmp/meridian-stages.XXXXXX)
 MERIDIAN_DIR="$OUT/region"
 MERIDIAN_BASE_PORT=${MERIDIAN_BASE_PORT:-19301}
-# shellcheck source=bench/dev_region.sh
-source bench/dev_region.sh
 trap stop_dev_region EXIT
 start_dev_region
 

@@ -4,6 +4,7 @@
 # conversations that exist (`--pairs existing`) and first contacts (`--pairs new`).
 #
 #   bench/write_cost.sh [--clients 64] [--duration 10] [--profile release|dev] [--no-build]
+#   MERIDIAN_BIN_DIR=/path/to/other/build bench/write_cost.sh --no-build   # another build's binaries
 #
 # Starts a 3-node `meridian dev` region (bench/dev_region.sh), runs `meridian-bench send` once
 # per pair mode, and prints one table: every counter summed over the three nodes, divided by
@@ -26,17 +27,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-DIR=$([ "$PROFILE" = release ] && echo release || echo debug)
-if [ "$BUILD" = 1 ]; then
-  if [ "$PROFILE" = release ]; then cargo build -q --release -p meridian-node -p meridian-bench; else cargo build -q -p meridian-node -p meridian-bench; fi
-fi
-MERIDIAN="$PWD/target/$DIR/meridian"
-BENCH="$PWD/target/$DIR/meridian-bench"
+# shellcheck source=bench/dev_region.sh
+source bench/dev_region.sh
+locate_binaries
 OUT=$(mktemp -d /tmp/meridian-write-cost.XXXXXX)
 MERIDIAN_DIR="$OUT/region"
 MERIDIAN_BASE_PORT=${MERIDIAN_BASE_PORT:-19101}
-# shellcheck source=bench/dev_region.sh
-source bench/dev_region.sh
 trap stop_dev_region EXIT
 start_dev_region
 

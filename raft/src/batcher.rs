@@ -172,9 +172,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
                     return;
                 }
             };
-            stats.write_seconds.since(proposed);
             match written {
                 Ok(resp) => {
+                    stats.write_seconds.since(proposed);
                     let mut results = resp.data.results.into_iter();
                     for (count, (done, queued)) in counts.into_iter().zip(waiters) {
                         let mine: Vec<CommandResult> = results.by_ref().take(count).collect();

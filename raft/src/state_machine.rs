@@ -66,7 +66,7 @@ pub struct MachineStats {
     /// then [`MachineStats::write_seconds`]); successful proposals only.
     pub proposal_seconds: Histogram,
     /// Leader: one entry's `client_write`, from proposing it to its result (the leader's
-    /// append and WAL sync, replication to a majority, commit, apply).
+    /// append and WAL sync, replication to a majority, commit, apply); successful ones only.
     pub write_seconds: Histogram,
     /// Every replica: one call of apply (the entries openraft hands over at once).
     pub apply_seconds: Histogram,
