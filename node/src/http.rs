@@ -104,9 +104,9 @@ fn metrics(node: &RaftNode) -> String {
     let mut out = String::new();
     let stats = node.db().stats();
     let _ = writeln!(out, "# TYPE meridian_wal_syncs_total counter");
-    let _ = writeln!(out, "meridian_wal_syncs_total {}", stats.syncs.load(Ordering::Relaxed));
+    let _ = writeln!(out, "meridian_wal_syncs_total {}", stats.syncs());
     let _ = writeln!(out, "# TYPE meridian_wal_sync_requests_total counter");
-    let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests.load(Ordering::Relaxed));
+    let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests());
     let _ = writeln!(out, "# TYPE meridian_bytes_written_total counter");
     let _ = writeln!(out, "meridian_bytes_written_total {}", stats.bytes_written.load(Ordering::Relaxed));
     let (mut entries, mut commands, mut deposed, mut snapshot_bytes) = (0, 0, 0, 0);

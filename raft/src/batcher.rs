@@ -174,11 +174,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize, stam
             };
             match written {
                 Ok(resp) => {
-                    stats.write_seconds.since(proposed);
+                    let answered = Instant::now();
+                    stats.write_seconds.record(answered - proposed);
                     let mut results = resp.data.results.into_iter();
                     for (count, (done, queued)) in counts.into_iter().zip(waiters) {
                         let mine: Vec<CommandResult> = results.by_ref().take(count).collect();
-                        stats.proposal_seconds.since(queued);
+                        stats.proposal_seconds.record(answered.saturating_duration_since(queued));
                         let _ = done.send(Ok(mine));
                     }
                 }

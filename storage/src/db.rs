@@ -1,7 +1,7 @@
 //! Opening the node's RocksDB and group-synced durability.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -23,20 +23,29 @@ type SyncCallback = (Instant, Box<dyn FnOnce(Result<(), std::io::Error>) + Send>
 /// Counters of the group-sync thread, for tests, metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct SyncStats {
-    /// WAL syncs performed.
-    pub syncs: AtomicU64,
-    /// Requests (appends, votes…) those syncs made durable.
-    pub requests: AtomicU64,
     /// Bytes of the write batches written (Raft log appends, applies, metadata): what goes
     /// to the WAL, before compaction.
     pub bytes_written: AtomicU64,
     /// Write batches written.
     pub batches_written: AtomicU64,
-    /// How long each WAL sync took.
+    /// How long each WAL sync took (its count: the syncs performed).
     pub sync_seconds: Histogram,
-    /// How long each request waited for its sync, from [`Db::sync`] to its callback: the
-    /// sync in progress when it came (if any), then its own.
+    /// How long each request (an append, a vote…) waited for its sync, from [`Db::sync`] to
+    /// its callback: the sync in progress when it came (if any), then its own. Its count:
+    /// the requests the syncs made durable.
     pub sync_wait_seconds: Histogram,
+}
+
+impl SyncStats {
+    /// WAL syncs performed.
+    pub fn syncs(&self) -> u64 {
+        self.sync_seconds.read().count()
+    }
+
+    /// Requests (appends, votes…) those syncs made durable.
+    pub fn requests(&self) -> u64 {
+        self.sync_wait_seconds.read().count()
+    }
 }
 
 struct SyncQueue {
@@ -221,12 +230,11 @@ fn sync_loop(queue: &SyncQueue, weak: std::sync::Weak<Inner>) {
             Some(inner) => {
                 let started = Instant::now();
                 let r = inner.db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string()));
-                inner.stats.sync_seconds.since(started);
+                let done = Instant::now();
+                inner.stats.sync_seconds.record(done - started);
                 for (asked, _) in &batch {
-                    inner.stats.sync_wait_seconds.since(*asked);
+                    inner.stats.sync_wait_seconds.record(done.saturating_duration_since(*asked));
                 }
-                inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                inner.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 r
             }
             None => Err(std::io::Error::other("database closed")),

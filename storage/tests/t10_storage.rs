@@ -154,8 +154,8 @@ fn concurrent_appends_of_different_shards_share_wal_syncs() {
     for h in handles {
         h.join().unwrap();
     }
-    let syncs = db.stats().syncs.load(Ordering::Relaxed);
-    let requests = db.stats().requests.load(Ordering::Relaxed);
+    let syncs = db.stats().syncs();
+    let requests = db.stats().requests();
     assert_eq!(requests, threads as u64 * per_thread);
     assert!(syncs < requests, "group commit: {requests} appends should need fewer than {requests} syncs, took {syncs}");
     for t in 0..threads {
