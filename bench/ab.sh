@@ -6,8 +6,9 @@
 #   bench/ab.sh BINARY LABEL CLIENTS SECONDS [meridian dev flags, e.g. --shards 8]
 #   PAIRS=new bench/ab.sh ...          # every send a first contact (default: existing)
 #
-# Prints one line: sends/s, p50, p99, errors, and the server CPU (user + system of the three
-# nodes, from /proc) per send over the measured run. The load generator is this checkout's
+# Prints one line: sends/s, p50, p99, errors, the server CPU (user + system of the three
+# nodes, from /proc) per send over the measured run, and the nodes' resident memory (VmRSS,
+# summed) at its end. The load generator is this checkout's
 # release `meridian-bench` (cargo build --release -p meridian-bench).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,11 +33,12 @@ c0=$(cpu)
 "$BENCH" send --clients "$CLIENTS" --conns "$CONNS" --duration "$DUR" --warmup 0 --pairs "$PAIRS" --label "$LABEL" \
   >"$OUT/run.json" 2>"$OUT/run.log"
 c1=$(cpu)
-python3 - "$OUT/run.json" "$c0" "$c1" "$LABEL" "$DEV_ARGS" <<'PY'
+rss=0; for p in $PIDS; do rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done
+python3 - "$OUT/run.json" "$c0" "$c1" "$LABEL" "$DEV_ARGS" "$rss" <<'PY'
 import json, os, sys
 line = [l for l in open(sys.argv[1]) if l.strip().startswith('{')][-1]
 r = json.loads(line)
 cpu = (int(sys.argv[3]) - int(sys.argv[2])) / os.sysconf('SC_CLK_TCK')
 print(f"{sys.argv[4]:<12} {sys.argv[5]:<12} sends/s {r['ops_per_s']:8.0f} p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:7.2f} ms "
-      f"errors {r['errors']} server CPU {cpu * 1e6 / max(r['ops'], 1):6.0f} us/send")
+      f"errors {r['errors']} server CPU {cpu * 1e6 / max(r['ops'], 1):6.0f} us/send RSS {int(sys.argv[6]) / 1024:5.0f} MiB")
 PY
