@@ -21,7 +21,8 @@ use crate::types::*;
 /// Raft entries one shard leader keeps in flight at once. Fewer in flight means more
 /// commands per entry, and the cost that bounds throughput is per entry (RPCs, WAL writes,
 /// wake-ups on every replica). Measured at 256 clients on 2 cores (docs/BENCHMARKS.md):
-/// 16 in flight 2,556 sends/s, 4 in flight 3,494/s, 2 in flight 3,065/s.
+/// 16 in flight 2,556 sends/s, 4 in flight 3,494/s, 2 in flight 3,065/s (8 shards); again
+/// on one shard (2026-12-03): 2, 4 and 8 alike within noise, 1 and 16 behind.
 const MAX_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
