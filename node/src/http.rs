@@ -109,10 +109,11 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_wal_sync_requests_total {}", stats.requests());
     let _ = writeln!(out, "# TYPE meridian_bytes_written_total counter");
     let _ = writeln!(out, "meridian_bytes_written_total {}", stats.bytes_written.load(Ordering::Relaxed));
-    let (mut entries, mut commands, mut deposed, mut snapshot_bytes) = (0, 0, 0, 0);
+    let (mut entries, mut commands, mut lookups, mut deposed, mut snapshot_bytes) = (0, 0, 0, 0, 0);
     for s in node.shards() {
         entries += s.stats.entries_applied.load(Ordering::Relaxed);
         commands += s.stats.commands_applied.load(Ordering::Relaxed);
+        lookups += s.stats.apply_lookups.load(Ordering::Relaxed);
         deposed += s.stats.proposals_deposed.load(Ordering::Relaxed);
         snapshot_bytes += s.stats.snapshot_bytes.load(Ordering::Relaxed);
     }
@@ -123,6 +124,8 @@ fn metrics(node: &RaftNode) -> String {
     let _ = writeln!(out, "meridian_raft_entries_applied_total {entries}");
     let _ = writeln!(out, "# TYPE meridian_commands_applied_total counter");
     let _ = writeln!(out, "meridian_commands_applied_total {commands}");
+    let _ = writeln!(out, "# TYPE meridian_apply_lookups_total counter");
+    let _ = writeln!(out, "meridian_apply_lookups_total {lookups}");
     let _ = writeln!(out, "# TYPE meridian_raft_proposals_deposed_total counter");
     let _ = writeln!(out, "meridian_raft_proposals_deposed_total {deposed}");
     let rpc = node.peer_rpc_stats();

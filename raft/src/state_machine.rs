@@ -51,6 +51,9 @@ pub struct MachineStats {
     /// batching achieves).
     pub entries_applied: AtomicU64,
     pub commands_applied: AtomicU64,
+    /// Records apply looked up in the database (a record read again in the same apply call
+    /// is not looked up again): per command, what apply's reads cost.
+    pub apply_lookups: AtomicU64,
     /// Proposals that were in flight when this node stopped leading the shard, answered
     /// "not the leader" so that they are retried through the new leader (the batcher).
     pub proposals_deposed: AtomicU64,
@@ -397,6 +400,7 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         }
         let emitted = txn.applied_mut().next_effect_id != effects_before;
         let logic_version = txn.applied_mut().logic_version.max(1);
+        stats.apply_lookups.fetch_add(txn.database_lookups(), Ordering::Relaxed);
         txn.commit().map_err(fail)?;
         self.stats.logic_version.store(logic_version, Ordering::Relaxed);
         if emitted {

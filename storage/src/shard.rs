@@ -1,5 +1,7 @@
 //! One shard's state machine data: apply, reads, snapshots and the state hash.
 
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use meridian_domain::apply::{ApplyContext, Reply, LOGIC_VERSION};
@@ -98,10 +100,16 @@ impl ShardStore {
             store: self,
             batch: WriteBatch::default(),
             overlay: HashMap::new(),
+            database_reads: RefCell::new(HashMap::new()),
+            database_lookups: Cell::new(0),
             index_request_ids: false,
             request_id_index: std::collections::BTreeMap::new(),
             batch_region: None,
         })
+    }
+
+    fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.rocks().get_pinned_cf(self.db.cf(cf)?, key)?.map(|v| v.to_vec()))
     }
 
     fn get<M: prost::Message + Default + Versioned>(
@@ -721,7 +729,14 @@ pub struct ApplyTxn<'a> {
     batch: WriteBatch,
     /// Writes of this transaction, by (column family, key); `None` is a delete.
     /// This transaction's writes so far (`None`: deleted), read before the database.
-    overlay: HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    overlay: Records,
+    /// What this transaction read from the database, by (column family, key), so that a
+    /// record read twice (a send's conversation head: once to check the send, once by the
+    /// projector) costs one lookup. The database does not change under a transaction (its
+    /// writes are in `overlay`, checked first), so an entry here never goes stale.
+    database_reads: RefCell<Records>,
+    /// Lookups this transaction made in the database (for `/metrics`).
+    database_lookups: Cell<u64>,
     applied: pb::AppliedState,
     /// The region of the batch being applied (effects emitted name it as their source).
     batch_region: Option<RegionCode>,
@@ -732,6 +747,9 @@ pub struct ApplyTxn<'a> {
     /// expiry sees the same index however entries are grouped into transactions.
     request_id_index: std::collections::BTreeMap<Vec<u8>, bool>,
 }
+
+/// Records by (column family, key); `None`: absent (deleted, or not in the database).
+type Records = HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
 
 /// Most request-id records one entry expires: an entry's work stays bounded, and a backlog
 /// (a window shortened, a shard idle for long) drains over the entries that follow.
@@ -1136,12 +1154,29 @@ impl ApplyTxn<'_> {
         key: Vec<u8>,
         what: &'static str,
     ) -> Result<Option<M>, StateError> {
-        let found = match self.overlay.get(&(cf, key.clone())) {
+        let key = (cf, key);
+        let found = match self.overlay.get(&key) {
             Some(Some(v)) => Some(decode_record(what, v)),
             Some(None) => None,
-            None => self.store.get(cf, &key, what).transpose(),
+            None => {
+                let mut reads = self.database_reads.borrow_mut();
+                let value = match reads.entry(key) {
+                    Entry::Occupied(read) => read.into_mut(),
+                    Entry::Vacant(unread) => {
+                        self.database_lookups.set(self.database_lookups.get() + 1);
+                        let value = self.store.get_raw(cf, &unread.key().1).map_err(|e| StateError(e.to_string()))?;
+                        unread.insert(value)
+                    }
+                };
+                value.as_deref().map(|v| decode_record(what, v))
+            }
         };
         found.transpose().map_err(|e| StateError(e.to_string()))
+    }
+
+    /// Lookups in the database so far (a record read again is not looked up again).
+    pub fn database_lookups(&self) -> u64 {
+        self.database_lookups.get()
     }
 }
 

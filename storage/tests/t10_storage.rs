@@ -438,3 +438,48 @@ fn request_ids_expire_after_the_window_alike_however_entries_are_grouped_and_rep
     assert_eq!(retry(db, 0, 3_100_000, next), (641, false), "expired: a new message");
     assert_eq!(retry(db, 0, 3_101_000, next + 1), (641, true), "within the window: the first send");
 }
+
+#[test]
+fn a_record_read_twice_in_one_transaction_is_looked_up_once_and_reads_see_the_transactions_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let store = ShardStore::new(db.clone(), ShardId(0), 1);
+    let region = RegionCode::parse("sg").unwrap();
+    let mut entries: Vec<pb::CommandBatch> = ["alice", "bob"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let create = Command::CreateUser { user: user(u), home_region: region.clone(), nickname: (*u).into() };
+            entry(i as u64 + 1, &create)
+        })
+        .collect();
+    entries.push(entry(3, &send(0)));
+    let first = apply_grouped(&db, &entries, 1);
+    assert_eq!(accepted_seq(&first[2]), (1, false));
+
+    // A send to a conversation that exists, alone in its transaction: the projector reads the
+    // conversation's head again after the check did, and finds it without a second lookup.
+    let lookups_of = |sends: std::ops::Range<usize>, first_index: u64| {
+        let mut txn = store.begin().unwrap();
+        let mut seqs = vec![];
+        for (n, i) in sends.enumerate() {
+            let index = first_index + n as u64;
+            txn.applied_mut().last_applied = Some(pb::LogId { term: 1, node_id: 1, index });
+            seqs.extend(txn.apply_batch(index, &entry(index, &send(i))).unwrap().iter().map(accepted_seq));
+        }
+        let lookups = txn.database_lookups();
+        txn.commit().unwrap();
+        (lookups, seqs)
+    };
+    let (one, seqs) = lookups_of(1..2, 4);
+    assert_eq!(seqs, vec![(2, false)]);
+    // Three sends in one transaction: the later ones read what the earlier ones wrote (the
+    // head, seqs 3, 4, 5) and look up only their own request ids' records.
+    let (three, seqs) = lookups_of(2..5, 5);
+    assert_eq!(seqs, vec![(3, false), (4, false), (5, false)]);
+    // One send: its request id's record (absent), the pair's block entry (absent) and the
+    // head, each once (the head was looked up twice before apply kept what it had read).
+    assert_eq!(one, 3);
+    // Three: each request id's record, and the block entry and the head once between them.
+    assert_eq!(three, 5);
+}

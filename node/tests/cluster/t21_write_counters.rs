@@ -40,7 +40,7 @@ async fn stage_counts(cluster: &Cluster) -> Vec<[u64; 7]> {
     out
 }
 
-async fn counters(cluster: &Cluster) -> Vec<[u64; 7]> {
+async fn counters(cluster: &Cluster) -> Vec<[u64; 8]> {
     let mut out = Vec::new();
     for node in 0..3 {
         out.push([
@@ -51,6 +51,7 @@ async fn counters(cluster: &Cluster) -> Vec<[u64; 7]> {
             counter(cluster, node, "meridian_wal_syncs_total").await,
             counter(cluster, node, "meridian_peer_stream_frames_total").await,
             counter(cluster, node, "meridian_peer_stream_messages_total").await,
+            counter(cluster, node, "meridian_apply_lookups_total").await,
         ]);
     }
     out
@@ -71,10 +72,21 @@ async fn the_write_cost_counters_follow_the_sends() {
     cluster.wait_converged().await;
     let after = counters(&cluster).await;
     let stages_after = stage_counts(&cluster).await;
-    let delta: Vec<[u64; 7]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
+    let delta: Vec<[u64; 8]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
     for (node, [entries, commands, ..]) in delta.iter().enumerate() {
         assert!(*entries >= SENDS, "node {}: {entries} entries applied for {SENDS} sends", node + 1);
         assert!(commands >= entries, "node {}: {commands} commands in {entries} entries", node + 1);
+    }
+    // Apply's lookups in RocksDB: every replica looks up each send's request-id record, and
+    // a send to a conversation that exists costs three (that record, the pair's block entry,
+    // the conversation's head: a record read twice in one apply is looked up once).
+    for (node, d) in delta.iter().enumerate() {
+        let (commands, lookups) = (d[1], d[7]);
+        assert!(
+            lookups >= SENDS && lookups <= 3 * commands,
+            "node {}: {lookups} lookups in apply for {commands} commands ({SENDS} sends)",
+            node + 1
+        );
     }
     let sent: u64 = delta.iter().map(|d| d[2]).sum();
     let rpcs: u64 = delta.iter().map(|d| d[3]).sum();
