@@ -227,7 +227,9 @@ impl RaftNode {
             let machine = ShardMachine::open(store.clone(), settings.snapshot_dir.clone())?;
             let stats = machine.stats();
             signals.push(machine.outbox_signal());
-            let log = ShardLog::new(LogStore::new(db.clone(), id)).gated_by(machine.purge_gate());
+            let log = ShardLog::new(LogStore::new(db.clone(), id))
+                .gated_by(machine.purge_gate())
+                .committed_into(machine.committed_slot());
             let network = ShardNetwork { shard: i, connections: connections.clone() };
             let raft = Raft::new(settings.node_id, config.clone(), network, log, machine).await?;
             if settings.snapshot_log_size_percent > 0 {

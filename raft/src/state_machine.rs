@@ -105,9 +105,49 @@ fn apply_failed(stats: &MachineStats, shard: u32, e: meridian_storage::StorageEr
     io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
 }
 
+/// The shard's committed log id as Raft last saved it, written with the next apply's batch
+/// rather than by a database write of its own ([`crate::log_store::ShardLog::committed_into`]).
+///
+/// Raft applies every entry it commits, so an apply follows each advance; a stop before it
+/// loses only the advance, which is always safe (a restart takes the applied state as
+/// committed at least, and the leader says the rest again). Never read by apply itself.
+#[derive(Debug, Clone, Default)]
+pub struct CommittedSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The last committed id Raft saved.
+    saved: Option<LogId>,
+    /// The last one written to the database.
+    written: Option<LogId>,
+}
+
+impl CommittedSlot {
+    /// Raft's `save_committed`.
+    pub fn save(&self, committed: LogId) {
+        self.lock().saved = Some(committed);
+    }
+
+    /// The saved id when it is not yet in the database.
+    fn unwritten(&self) -> Option<LogId> {
+        let state = self.lock();
+        state.saved.filter(|s| Some(*s) != state.written)
+    }
+
+    fn written(&self, committed: LogId) {
+        self.lock().written = Some(committed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ShardMachine {
     store: ShardStore,
+    /// Raft's committed id, saved by the next apply.
+    committed: CommittedSlot,
     files: SnapshotFiles,
     stats: Arc<MachineStats>,
     /// Wakes the outbox pump when an apply emitted effects.
@@ -289,7 +329,7 @@ impl ShardMachine {
             );
         }
         stats.logic_version.store(applied.logic_version.max(1), Ordering::Relaxed);
-        Ok(Self { store, files, stats, outbox_signal: Arc::default() })
+        Ok(Self { store, committed: CommittedSlot::default(), files, stats, outbox_signal: Arc::default() })
     }
 
     pub fn stats(&self) -> Arc<MachineStats> {
@@ -299,6 +339,12 @@ impl ShardMachine {
     /// The gate the shard's log purges wait at ([`crate::log_store::ShardLog::gated_by`]).
     pub fn purge_gate(&self) -> PurgeGate {
         PurgeGate { kept: self.files.kept.subscribe(), store: self.store.clone() }
+    }
+
+    /// Where the shard's log leaves its committed id for apply to write
+    /// ([`crate::log_store::ShardLog::committed_into`]).
+    pub fn committed_slot(&self) -> CommittedSlot {
+        self.committed.clone()
     }
 
     pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
@@ -401,7 +447,14 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         let emitted = txn.applied_mut().next_effect_id != effects_before;
         let logic_version = txn.applied_mut().logic_version.max(1);
         stats.apply_lookups.fetch_add(txn.database_lookups(), Ordering::Relaxed);
+        let committed = self.committed.unwritten();
+        if let Some(committed) = &committed {
+            txn.save_committed(&log_id_to_pb(committed)).map_err(fail)?;
+        }
         txn.commit().map_err(fail)?;
+        if let Some(committed) = committed {
+            self.committed.written(committed);
+        }
         self.stats.logic_version.store(logic_version, Ordering::Relaxed);
         if emitted {
             self.outbox_signal.notify_one();

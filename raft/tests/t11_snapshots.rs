@@ -1,5 +1,6 @@
 //! Snapshots stream through files: one replica builds, another receives chunk by chunk and
 //! installs; a corrupt one changes nothing; a node stopped mid-install finishes it on open.
+//! The committed id Raft saves rides in the next apply's batch.
 
 #![allow(clippy::unwrap_used)]
 
@@ -203,4 +204,42 @@ async fn a_purge_past_the_kept_snapshot_waits_until_an_install_keeps_it_and_fail
     purge.await.unwrap().unwrap();
     assert_eq!(purged(target.db()), Some(500));
     assert_eq!(target.state_hash().unwrap(), source.state_hash().unwrap());
+}
+
+#[tokio::test]
+async fn the_committed_id_is_written_with_the_next_apply_not_on_its_own() {
+    use meridian_raft::log_store::ShardLog;
+    use openraft::storage::RaftLogStorage as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = replica(dir.path(), 0);
+    append_log(store.db(), 1..=3);
+    let mut machine = ShardMachine::open(store.clone(), dir.path().join("snapshots")).unwrap();
+    let raw = meridian_storage::LogStore::new(store.db().clone(), SHARD);
+    let mut log = ShardLog::new(meridian_storage::LogStore::new(store.db().clone(), SHARD))
+        .gated_by(machine.purge_gate())
+        .committed_into(machine.committed_slot());
+    let writes = || store.db().stats().batches_written.load(std::sync::atomic::Ordering::Relaxed);
+
+    let before = writes();
+    log.save_committed(Some(log_id(3))).await.unwrap();
+    assert_eq!(writes(), before, "saving the committed id writes nothing by itself");
+    assert_eq!(raw.committed().unwrap(), None);
+
+    let entries: Vec<meridian_raft::types::Entry> =
+        (1..=3).map(|i| openraft::Entry { log_id: log_id(i), payload: openraft::EntryPayload::Blank }).collect();
+    machine.apply(entries).await.unwrap();
+    assert_eq!(writes(), before + 1, "one write: the apply, with the committed id in its batch");
+    assert_eq!(raw.committed().unwrap().map(|l| l.index), Some(3));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3)));
+    assert_eq!(machine.applied_state().await.unwrap().0, Some(log_id(3)));
+
+    // An apply after it, with no newer committed id, leaves the saved one as it is; a newer
+    // one is written by the apply that follows it.
+    append_log(store.db(), 4..=5);
+    machine.apply([openraft::Entry { log_id: log_id(4), payload: openraft::EntryPayload::Blank }]).await.unwrap();
+    assert_eq!(raw.committed().unwrap().map(|l| l.index), Some(3));
+    log.save_committed(Some(log_id(5))).await.unwrap();
+    machine.apply([openraft::Entry { log_id: log_id(5), payload: openraft::EntryPayload::Blank }]).await.unwrap();
+    assert_eq!(raw.committed().unwrap().map(|l| l.index), Some(5));
 }

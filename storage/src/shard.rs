@@ -1003,6 +1003,15 @@ impl ApplyTxn<'_> {
         Ok(found.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
     }
 
+    /// Saves the shard's committed log id with this transaction's writes (Raft's
+    /// `save_committed`, without a database write of its own). Entries up to it were written
+    /// to the log before this batch, so the WAL never holds the id without them.
+    pub fn save_committed(&mut self, committed: &pb::LogId) -> Result<(), StorageError> {
+        let meta = self.store.db.cf(keys::CF_RAFT_META)?;
+        self.batch.put_cf(meta, keys::meta(self.store.shard, keys::META_COMMITTED), committed.encode_to_vec());
+        Ok(())
+    }
+
     /// Writes the batch (unsynced; see the crate docs for why that is safe).
     pub fn commit(mut self) -> Result<(), StorageError> {
         let meta = self.store.db.cf(keys::CF_RAFT_META)?;
