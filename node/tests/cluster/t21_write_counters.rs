@@ -120,9 +120,17 @@ async fn the_write_cost_counters_follow_the_sends() {
         let n = stage(k);
         assert!(n >= least, "{}: {n} timed for {SENDS} sends (at least {least})", STAGES[k]);
     }
-    // Every AppendEntries with entries timed on the leader (a follower that fell behind by
-    // one gets two entries in one call, so calls can be fewer than entries sent).
-    assert!(stage(3) <= rpcs && stage(3) + 2 >= rpcs, "{} AppendEntries timed, {rpcs} sent", stage(3));
+    // Every AppendEntries with entries timed on the leader and handled on its follower (a
+    // follower that fell behind by one gets two entries in one call, so calls can be fewer
+    // than entries sent; a call that timed out on a busy machine is sent but not timed).
+    for k in [3, 4] {
+        assert!(
+            stage(k) <= rpcs && stage(k) + rpcs / 10 >= rpcs,
+            "{}: {} timed, {rpcs} AppendEntries sent",
+            STAGES[k],
+            stage(k)
+        );
+    }
     let (_, body) = cluster.http_get(0, "/metrics").await;
     for stage in STAGES {
         assert!(body.contains(&format!("# TYPE {stage} histogram\n")), "{stage}: {body}");
