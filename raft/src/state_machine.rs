@@ -112,33 +112,20 @@ fn apply_failed(stats: &MachineStats, shard: u32, e: meridian_storage::StorageEr
 /// loses only the advance, which is always safe (a restart takes the applied state as
 /// committed at least, and the leader says the rest again). Never read by apply itself.
 #[derive(Debug, Clone, Default)]
-pub struct CommittedSlot(Arc<Mutex<SlotState>>);
-
-#[derive(Debug, Default)]
-struct SlotState {
-    /// The last committed id Raft saved.
-    saved: Option<LogId>,
-    /// The last one written to the database.
-    written: Option<LogId>,
-}
+pub struct CommittedSlot(Arc<Mutex<Option<LogId>>>);
 
 impl CommittedSlot {
     /// Raft's `save_committed`.
     pub fn save(&self, committed: LogId) {
-        self.lock().saved = Some(committed);
+        *self.lock() = Some(committed);
     }
 
-    /// The saved id when it is not yet in the database.
-    fn unwritten(&self) -> Option<LogId> {
-        let state = self.lock();
-        state.saved.filter(|s| Some(*s) != state.written)
+    /// The id saved since the last apply took one, for the apply to write.
+    fn take(&self) -> Option<LogId> {
+        self.lock().take()
     }
 
-    fn written(&self, committed: LogId) {
-        self.lock().written = Some(committed);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -447,14 +434,10 @@ impl RaftStateMachine<TypeConfig> for ShardMachine {
         let emitted = txn.applied_mut().next_effect_id != effects_before;
         let logic_version = txn.applied_mut().logic_version.max(1);
         stats.apply_lookups.fetch_add(txn.database_lookups(), Ordering::Relaxed);
-        let committed = self.committed.unwritten();
-        if let Some(committed) = &committed {
-            txn.save_committed(&log_id_to_pb(committed)).map_err(fail)?;
+        if let Some(committed) = self.committed.take() {
+            txn.save_committed(&log_id_to_pb(&committed)).map_err(fail)?;
         }
         txn.commit().map_err(fail)?;
-        if let Some(committed) = committed {
-            self.committed.written(committed);
-        }
         self.stats.logic_version.store(logic_version, Ordering::Relaxed);
         if emitted {
             self.outbox_signal.notify_one();

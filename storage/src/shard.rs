@@ -1,6 +1,6 @@
 //! One shard's state machine data: apply, reads, snapshots and the state hash.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
@@ -101,7 +101,6 @@ impl ShardStore {
             batch: WriteBatch::default(),
             overlay: HashMap::new(),
             database_reads: RefCell::new(HashMap::new()),
-            database_lookups: Cell::new(0),
             index_request_ids: false,
             request_id_index: std::collections::BTreeMap::new(),
             batch_region: None,
@@ -727,16 +726,14 @@ pub(crate) fn projection_delete(shard: ShardId, change: &Change) -> Option<(&'st
 pub struct ApplyTxn<'a> {
     store: &'a ShardStore,
     batch: WriteBatch,
-    /// Writes of this transaction, by (column family, key); `None` is a delete.
     /// This transaction's writes so far (`None`: deleted), read before the database.
     overlay: Records,
     /// What this transaction read from the database, by (column family, key), so that a
     /// record read twice (a send's conversation head: once to check the send, once by the
     /// projector) costs one lookup. The database does not change under a transaction (its
-    /// writes are in `overlay`, checked first), so an entry here never goes stale.
+    /// writes are in `overlay`, checked first), so an entry here never goes stale. One entry
+    /// per lookup made.
     database_reads: RefCell<Records>,
-    /// Lookups this transaction made in the database (for `/metrics`).
-    database_lookups: Cell<u64>,
     applied: pb::AppliedState,
     /// The region of the batch being applied (effects emitted name it as their source).
     batch_region: Option<RegionCode>,
@@ -1172,7 +1169,6 @@ impl ApplyTxn<'_> {
                 let value = match reads.entry(key) {
                     Entry::Occupied(read) => read.into_mut(),
                     Entry::Vacant(unread) => {
-                        self.database_lookups.set(self.database_lookups.get() + 1);
                         let value = self.store.get_raw(cf, &unread.key().1).map_err(|e| StateError(e.to_string()))?;
                         unread.insert(value)
                     }
@@ -1185,7 +1181,7 @@ impl ApplyTxn<'_> {
 
     /// Lookups in the database so far (a record read again is not looked up again).
     pub fn database_lookups(&self) -> u64 {
-        self.database_lookups.get()
+        self.database_reads.borrow().len() as u64
     }
 }
 

@@ -76,26 +76,20 @@ async fn the_write_cost_counters_follow_the_sends() {
     let after = counters(&cluster).await;
     let stages_after = stage_counts(&cluster).await;
     let delta: Vec<[u64; 9]> = before.iter().zip(&after).map(|(b, a)| std::array::from_fn(|k| a[k] - b[k])).collect();
-    for (node, [entries, commands, ..]) in delta.iter().enumerate() {
-        assert!(*entries >= SENDS, "node {}: {entries} entries applied for {SENDS} sends", node + 1);
-        assert!(commands >= entries, "node {}: {commands} commands in {entries} entries", node + 1);
-    }
-    // Apply's lookups in RocksDB: every replica looks up each send's request-id record, and
-    // a send to a conversation that exists costs three (that record, the pair's block entry,
-    // the conversation's head: a record read twice in one apply is looked up once).
-    for (node, d) in delta.iter().enumerate() {
-        let (commands, lookups) = (d[1], d[7]);
+    for (node, &[entries, commands, .., lookups, writes]) in delta.iter().enumerate() {
+        let node = node + 1;
+        assert!(entries >= SENDS, "node {node}: {entries} entries applied for {SENDS} sends");
+        assert!(commands >= entries, "node {node}: {commands} commands in {entries} entries");
+        // Apply's lookups in RocksDB: every replica looks up each send's request-id record,
+        // and a send to a conversation that exists costs three (that record, the pair's block
+        // entry, the conversation's head: a record read twice in one apply is looked up once).
         assert!(
             lookups >= SENDS && lookups <= 3 * commands,
-            "node {}: {lookups} lookups in apply for {commands} commands ({SENDS} sends)",
-            node + 1
+            "node {node}: {lookups} lookups in apply for {commands} commands ({SENDS} sends)"
         );
-    }
-    // RocksDB writes: an entry's append and its apply on every replica, the committed id
-    // riding in the apply's batch (three writes per entry when it had a write of its own).
-    for (node, d) in delta.iter().enumerate() {
-        let (entries, writes) = (d[0], d[8]);
-        assert!(writes <= 2 * entries + 4, "node {}: {writes} RocksDB writes for {entries} entries", node + 1);
+        // RocksDB writes: an entry's append and its apply on every replica, the committed id
+        // riding in the apply's batch (three writes per entry when it had a write of its own).
+        assert!(writes <= 2 * entries + 4, "node {node}: {writes} RocksDB writes for {entries} entries");
     }
     let sent: u64 = delta.iter().map(|d| d[2]).sum();
     let rpcs: u64 = delta.iter().map(|d| d[3]).sum();
